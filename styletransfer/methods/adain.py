@@ -1,0 +1,218 @@
+"""AdaIN (Huang & Belongie 2017): train a decoder behind a frozen VGG-19 encoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from styletransfer.decoder import AdaINDecoder
+from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
+from styletransfer.losses import content_loss, mean_std_style_loss
+from styletransfer.ops import adain
+
+log = logging.getLogger(__name__)
+
+#: The layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
+BOTTLENECK = "relu4_1"
+PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+DECODER_FORMAT = "styletransfer.adain_decoder"
+
+
+class AdaINModule(pl.LightningModule):
+    """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
+
+    Loss = content_weight * MSE(f(g(t)), t) at relu4_1 + style_weight * sum over ``style_layers`` of
+    (MSE of channel means + MSE of channel stds), with t = AdaIN(f(content), f(style)); reductions as in the
+    reference PyTorch code (paper: content 1, style 10).
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping[str, Any],
+        style_layers: Sequence[str] = PAPER_STYLE_LAYERS,
+        content_weight: float = 1.0,
+        style_weight: float = 10.0,
+        lr: float = 1e-4,
+        lr_decay: float = 5e-5,
+        betas: Sequence[float] = (0.9, 0.999),
+        channels_last: bool = False,
+        compile: bool = False,
+        grid_dir: str = "val_grids",
+        export_decoder: bool = True,
+    ) -> None:
+        super().__init__()
+        style_layers = list(style_layers)
+        unknown = [name for name in style_layers if name not in VGG19_LAYERS]
+        if not style_layers or unknown:
+            raise ValueError(
+                f"method.style_layers={style_layers}: unknown or empty; choose from VGG-19 layers such as "
+                f"{', '.join(PAPER_STYLE_LAYERS)}"
+            )
+        for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("lr", lr)):
+            if value < 0:
+                raise ValueError(f"method.{name}={value} must be >= 0")
+        self.encoder: VGGEncoder = build_encoder(encoder, layers=[*style_layers, BOTTLENECK])
+        self.decoder = AdaINDecoder()
+        self.style_layers = style_layers
+        self.save_hyperparameters(
+            {
+                "encoder": dict(self.encoder.spec),
+                "content_layer": BOTTLENECK,
+                "style_layers": style_layers,
+                "content_weight": float(content_weight),
+                "style_weight": float(style_weight),
+                "lr": float(lr),
+                "lr_decay": float(lr_decay),
+                "betas": [float(b) for b in betas],
+                "channels_last": bool(channels_last),
+                "compile": bool(compile),
+                "grid_dir": str(grid_dir),
+                "export_decoder": bool(export_decoder),
+            }
+        )
+        self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._last_grid_step = -1
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.encoder.compile()
+            self.decoder.compile()
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
+
+    def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
+        """Stylised images at the content's size (unclamped decoder output)."""
+        content, style = self._prepare(content), self._prepare(style)
+        with torch.no_grad():
+            c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
+            s_feat = self.encoder(style, [BOTTLENECK])[BOTTLENECK]
+            target = adain(c_feat, s_feat)
+            if alpha != 1.0:
+                target = alpha * target + (1.0 - alpha) * c_feat
+        return self.decoder(target, output_size=tuple(content.shape[-2:]))
+
+    def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """All loss terms for a batch of content/style pairs, keyed as they are logged."""
+        content, style = self._prepare(content), self._prepare(style)
+        with torch.no_grad():
+            style_feats = self.encoder(style)
+            c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
+            target = adain(c_feat, style_feats[BOTTLENECK])
+        decoded = self.decoder(target, output_size=tuple(content.shape[-2:]))
+        decoded_feats = self.encoder(decoded)
+        loss_c = content_loss(decoded_feats[BOTTLENECK], target)
+        loss_s, per_layer = mean_std_style_loss(decoded_feats, style_feats, self.style_layers)
+        total = self.hparams.content_weight * loss_c + self.hparams.style_weight * loss_s
+        out = {"loss/total": total, "loss/content": loss_c, "loss/style": loss_s}
+        out.update({f"loss/style/{name}": value for name, value in per_layer.items()})
+        return out
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.losses(batch["content"], batch["style"])
+        batch_size = batch["content"].shape[0]
+        self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=batch_size)
+        self.log_dict({k: v for k, v in losses.items() if k != "loss/total"}, batch_size=batch_size)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        skipped = getattr(self.trainer.datamodule, "num_skipped", None) if self._trainer is not None else None
+        if skipped is not None:
+            self.log("data/skipped", float(skipped), batch_size=batch_size)
+        return losses["loss/total"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        decay = self.hparams.lr_decay
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation: losses and a grid of stylised pairs ---------------------------------------------------
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        losses = self.losses(batch["content"], batch["style"])
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch["content"].shape[0])
+        result = self.stylise(batch["content"], batch["style"])
+        self._val_outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._val_outputs = self._val_outputs, []
+        if outputs and not self.trainer.sanity_checking:
+            self._write_grid(outputs)
+
+    def on_train_end(self) -> None:
+        """Always leave a grid of the final decoder and its exported weights, whatever the step count."""
+        if self._last_grid_step != self.global_step:
+            datamodule = self.trainer.datamodule
+            if datamodule is not None and hasattr(datamodule, "val_pairs"):
+                outputs = []
+                was_training = self.training
+                self.eval()
+                for batch in datamodule.val_dataloader():
+                    batch = datamodule.on_after_batch_transfer(
+                        {k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in batch.items()}, 0
+                    )
+                    with torch.no_grad():
+                        result = self.stylise(batch["content"], batch["style"])
+                    outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
+                self.train(was_training)
+                self._write_grid(outputs)
+        self._export_decoder()
+
+    def _write_grid(self, outputs: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Save rows of (content, style, result) as ``<run>/val_grids/step_XXXXXX.png`` and send it to the loggers."""
+        if not self.trainer.is_global_zero:
+            return
+        from styletransfer.data.images import save_image
+
+        triples = [torch.stack(t) for out in outputs for t in zip(*out)]
+        grid = make_grid(torch.cat(triples).float(), nrow=3, padding=2, pad_value=1.0)
+        path = Path(self.trainer.default_root_dir) / self.hparams.grid_dir / f"step_{self.global_step:06d}.png"
+        save_image(grid, path)
+        self._last_grid_step = self.global_step
+        log.info("validation grid written to %s", path)
+        for logger in self.loggers:
+            _log_image(logger, "val/grid", grid, path, self.global_step)
+
+    # ---- export --------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._export_decoder()
+
+    def _export_decoder(self) -> None:
+        """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""
+        if not self.hparams.export_decoder or self._trainer is None or not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoder.pth"
+        save_decoder(self.decoder, self.encoder.spec, path, step=self.global_step)
+
+
+def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0) -> None:
+    """Save an inference-ready decoder file atomically (temporary file, then rename); loads with weights_only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": DECODER_FORMAT,
+        "version": 1,
+        "step": int(step),
+        "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
+        "encoder": dict(encoder_spec),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _log_image(logger: pl.loggers.Logger, key: str, grid: Tensor, path: Path, step: int) -> None:
+    """Send an image grid to a logger that can take one (wandb, TensorBoard); CSV keeps the file only."""
+    if isinstance(logger, pl.loggers.WandbLogger):
+        logger.log_image(key=key, images=[str(path)], step=step)
+    elif isinstance(logger, pl.loggers.TensorBoardLogger):
+        logger.experiment.add_image(key, grid, global_step=step)

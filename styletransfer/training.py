@@ -1,0 +1,87 @@
+"""Compose the pieces named by the Hydra config and run one training job."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.trainer.states import TrainerStatus
+
+from styletransfer.wandb_setup import choose_wandb_mode
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train the configured method on the configured data; return the final metrics as floats."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("logger") and any("WandbLogger" in str(entry.get("_target_", "")) for entry in cfg.logger.values()):
+        choose_wandb_mode()
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
+    model: pl.LightningModule = instantiate(cfg.method, encoder=encoder_cfg)
+    record_run_config(cfg, model, output_dir)
+
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    save_final_checkpoint(trainer)
+    report_skipped(datamodule)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    non_finite = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if non_finite:
+        log.warning("non-finite final metrics: %s", ", ".join(non_finite))
+    log.info("run directory: %s", output_dir)
+    return metrics
+
+
+def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) -> None:
+    """Write ``run_config.yaml``: the resolved config plus the encoder actually used (e.g. a random fallback)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    encoder = getattr(model, "encoder", None)
+    spec = getattr(encoder, "spec", None)
+    if isinstance(spec, Mapping):
+        resolved["encoder_used"] = dict(spec)
+        if spec.get("fallback_used"):
+            log.warning("this run uses a RANDOM encoder (fallback); recorded in %s", output_dir / "run_config.yaml")
+    OmegaConf.save(OmegaConf.create(resolved), output_dir / "run_config.yaml")
+
+
+def save_final_checkpoint(trainer: pl.Trainer) -> None:
+    """Make ``last.ckpt`` hold the final state: Lightning leaves it at the last periodic save otherwise."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not getattr(callback, "save_last", False) or callback.dirpath is None:
+        return
+    if trainer.state.status != TrainerStatus.FINISHED:
+        return
+    last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    trainer.save_checkpoint(last)
+    log.info("final checkpoint written to %s", last)
+
+
+def report_skipped(datamodule: pl.LightningDataModule) -> None:
+    """Name the unreadable images the data module skipped, once, at the end of the run."""
+    skipped = getattr(datamodule, "skipped_files", None)
+    if skipped:
+        log.warning("%d unreadable image(s) were skipped: %s", len(skipped), ", ".join(sorted(map(str, skipped))))
