@@ -1,0 +1,187 @@
+"""Style-transfer metrics as pure functions of tensors (images in [0, 1] or feature maps).
+
+Every per-image metric returns one value per sample, shaped (N,), so a batch of pairs is scored at once and
+the runner can aggregate however it likes. Reductions are explicit:
+
+* content distance: MSE between the feature maps of result and content at one layer (relu4_1, relu4_2);
+* mean/std style distance: the AdaIN style loss (MSE of channel means + MSE of channel stds, summed over layers);
+* Gram style distance: MSE of Gram matrices normalised per element (divided by C x H x W), summed over layers,
+  so it does not depend on the image size;
+* SSIM of the luminance (ITU-R BT.601 Y) of content and result, Gaussian window 11, sigma 1.5, data range 1;
+* CFSD (StyleID, CVPR 2024): KL(P_content || P_result) summed over the rows of the softmax self-similarity maps
+  of the relu3_1 features (features divided by the channel count before the dot products, as in StyleID's code);
+* Frechet distance between two sets of feature vectors (FID) and ArtFID = (1 + LPIPS) x (1 + FID).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styletransfer.ops import mean_std
+
+#: Weights of R, G, B in the luminance (ITU-R BT.601, as in YIQ / YCbCr).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: Default bound on the number of relu3_1 positions used by CFSD: 128 x 128, i.e. a 512 x 512 image exactly as
+#: StyleID scores it; larger maps are area-downsampled to this many positions to bound time.
+CFSD_MAX_POSITIONS = 128 * 128
+#: Rows of the (positions x positions) self-similarity map computed at once; bounds memory to rows x positions.
+CFSD_CHUNK_ROWS = 1024
+
+
+def _per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a.float() - b.float()).pow(2).flatten(1).mean(dim=1)
+
+
+def content_distance(result_features: Tensor, content_features: Tensor) -> Tensor:
+    """Per-sample MSE between feature maps of the result and of the content at one layer, shaped (N,)."""
+    return _per_sample_mse(result_features, content_features)
+
+
+def mean_std_distance(result_features: Tensor, style_features: Tensor) -> Tensor:
+    """Per-sample AdaIN style distance at one layer: MSE of channel means + MSE of channel stds, shaped (N,).
+
+    The style may have batch size 1 (broadcast to every result) and any spatial size.
+    """
+    r_mean, r_std = mean_std(result_features)
+    s_mean, s_std = mean_std(style_features)
+    s_mean, s_std = s_mean.expand_as(r_mean), s_std.expand_as(r_std)
+    return _per_sample_mse(r_mean, s_mean) + _per_sample_mse(r_std, s_std)
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """Gram matrices (N, C, C) normalised per element: F F^T / (C x H x W), computed in float32."""
+    if features.dim() != 4:
+        raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
+    n, c, h, w = features.shape
+    flat = features.float().reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def gram_distance(result_features: Tensor, style_features: Tensor) -> Tensor:
+    """Per-sample MSE between the Gram matrices of result and style at one layer, shaped (N,)."""
+    g_result = gram_matrix(result_features)
+    g_style = gram_matrix(style_features).expand_as(g_result)
+    return _per_sample_mse(g_result, g_style)
+
+
+def summed_over_layers(
+    fn, result_features: Mapping[str, Tensor], target_features: Mapping[str, Tensor], layers: Sequence[str]
+) -> Tensor:
+    """Sum of ``fn(result[layer], target[layer])`` over ``layers`` (each shaped (N,)); names missing layers."""
+    if not layers:
+        raise ValueError("at least one layer is needed")
+    missing = [name for name in layers if name not in result_features or name not in target_features]
+    if missing:
+        raise ValueError(f"features for layer(s) {missing} were not computed")
+    return torch.stack([fn(result_features[name], target_features[name]) for name in layers]).sum(dim=0)
+
+
+def luminance(images: Tensor) -> Tensor:
+    """Luminance (N, 1, H, W) of RGB images (N, 3, H, W) in [0, 1] (BT.601 weights)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected RGB images shaped (N, 3, H, W), got {tuple(images.shape)}")
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(dim=1, keepdim=True)
+
+
+def ssim_luminance(result: Tensor, content: Tensor) -> Tensor:
+    """Per-sample SSIM between the luminance of result and content (torchmetrics, data range 1), shaped (N,).
+
+    Images smaller than the 11-pixel Gaussian window use the largest odd window that fits.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    if result.shape != content.shape:
+        raise ValueError(f"result {tuple(result.shape)} and content {tuple(content.shape)} must have the same shape")
+    side = min(result.shape[-2:])
+    kernel = 11 if side >= 11 else max(3, side - (1 - side % 2))
+    return structural_similarity_index_measure(
+        luminance(result.clamp(0, 1)),
+        luminance(content.clamp(0, 1)),
+        data_range=1.0,
+        kernel_size=kernel,
+        sigma=1.5 * kernel / 11,
+        reduction="none",
+    ).reshape(-1)
+
+
+def _bounded(features: Tensor, max_positions: int | None) -> Tensor:
+    """Area-downsample a feature map so that it has at most ``max_positions`` positions (aspect ratio kept)."""
+    h, w = features.shape[-2:]
+    if max_positions is None or h * w <= max_positions:
+        return features
+    scale = math.sqrt(max_positions / (h * w))
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
+    return F.adaptive_avg_pool2d(features, size)
+
+
+def cfsd(
+    content_features: Tensor,
+    result_features: Tensor,
+    max_positions: int | None = CFSD_MAX_POSITIONS,
+    chunk_rows: int = CFSD_CHUNK_ROWS,
+) -> Tensor:
+    """Content feature structural distance per sample, shaped (N,), from relu3_1 features of content and result.
+
+    As in StyleID's evaluation: features (positions x C) divided by C, self-similarity S = F F^T, each row turned
+    into a distribution with a softmax, and KL(P_content || P_result) summed over the rows. The rows are processed
+    ``chunk_rows`` at a time (memory rows x positions instead of positions^2); maps with more than
+    ``max_positions`` positions are area-downsampled first (None: never).
+    """
+    if content_features.shape != result_features.shape:
+        raise ValueError(
+            f"content {tuple(content_features.shape)} and result {tuple(result_features.shape)} features differ in shape"
+        )
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    c = content_features.shape[1]
+    flats = []
+    for features in (content_features, result_features):
+        features = _bounded(features.float(), max_positions)
+        flats.append(features.flatten(2).transpose(1, 2) / c)  # (N, P, C)
+    content_flat, result_flat = flats
+    total = torch.zeros(content_flat.shape[0], device=content_flat.device)
+    for start in range(0, content_flat.shape[1], chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        log_p = F.log_softmax(torch.bmm(content_flat[:, rows], content_flat.transpose(1, 2)), dim=-1)
+        log_q = F.log_softmax(torch.bmm(result_flat[:, rows], result_flat.transpose(1, 2)), dim=-1)
+        total += (log_p.exp() * (log_p - log_q)).sum(dim=(1, 2))
+    return total
+
+
+def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two sets of feature vectors (rows), as FID computes it.
+
+    Needs at least two vectors per set; the matrix square root uses scipy, with a small diagonal offset when the
+    product of covariances is singular (few samples), as pytorch-fid does.
+    """
+    from scipy import linalg
+
+    a = np.asarray(features_a.detach().cpu() if isinstance(features_a, Tensor) else features_a, dtype=np.float64)
+    b = np.asarray(features_b.detach().cpu() if isinstance(features_b, Tensor) else features_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two (n, d) feature arrays with the same d, got {a.shape} and {b.shape}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {a.shape[0]} and {b.shape[0]}")
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean, _ = linalg.sqrtm(sigma_a @ sigma_b, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma_a.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
+    covmean = np.real(covmean)
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.trace(covmean))
+
+
+def art_fid(lpips: float, fid: float) -> float:
+    """ArtFID (Wright & Ommer 2022) = (1 + LPIPS) x (1 + FID); lower is better."""
+    return (1.0 + float(lpips)) * (1.0 + float(fid))
