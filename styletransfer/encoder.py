@@ -1,0 +1,398 @@
+"""Frozen VGG-19 feature encoder with named layers (conv1_1 ... relu5_4, pool1 ... pool5).
+
+Two architectures share the layer names:
+
+* ``"torchvision"``: torchvision's ``vgg19().features`` (zero padding, floor max-pool), ImageNet mean/std
+  normalisation applied inside. Weights: torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (``"imagenet"``),
+  a torchvision-layout file, or seeded random weights (``"random"``, for tests and demos only).
+* ``"vgg_normalised"``: the AdaIN release's ``vgg_normalised.pth`` (Gatys' rescaled VGG), a plain
+  ``nn.Sequential`` with reflection padding and ceil max-pool whose first 1x1 conv does the caffe preprocessing.
+
+The architecture of a weights file is detected from its keys and shapes, so both kinds of file just load.
+Inputs are always RGB in [0, 1]; each architecture applies its own preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import socket
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+#: Layer names in torchvision ``vgg19().features`` order (position == torchvision module index).
+VGG19_LAYERS: tuple[str, ...] = (
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4", "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5",
+)  # fmt: skip
+
+ARCHS = ("torchvision", "vgg_normalised")
+FALLBACKS = (None, "random")
+CONFIG_KEYS = ("weights", "seed", "fallback", "download")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ImageNet VGG-19 weights; the file name in torch.hub's cache is the URL's basename.
+IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
+#: Seconds a socket may stall while downloading, so an offline machine fails fast instead of hanging.
+DOWNLOAD_SOCKET_TIMEOUT_S = 20.0
+
+_CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
+
+
+class EncoderWeightsError(RuntimeError):
+    """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
+
+
+def _ways_out(cache: Path | None = None) -> str:
+    cache = cache or imagenet_cache_path()
+    return (
+        "Ways out:\n"
+        f"  1. put torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) at\n       {cache}\n"
+        "  2. pass encoder.weights=/path/to/file.pth (a torchvision-layout VGG-19 state dict, or the AdaIN "
+        "release's vgg_normalised.pth)\n"
+        "  3. pass encoder.weights=random for tests/demos only (MEANINGLESS results), or encoder.fallback=random "
+        "to fall back to it with a warning"
+    )
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision's loader caches (and looks for) the ImageNet VGG-19 weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+
+
+def _layer_specs() -> list[tuple[str, int, int]]:
+    """(name, in_channels, out_channels) for every entry of VGG19_LAYERS (channels 0 for relu/pool)."""
+    specs, channels = [], 3
+    for name in VGG19_LAYERS:
+        if name.startswith("conv"):
+            out = _CHANNELS[name[4]]
+            specs.append((name, channels, out))
+            channels = out
+        else:
+            specs.append((name, 0, 0))
+    return specs
+
+
+def _build_trunk(arch: str, deepest: str) -> tuple[nn.Sequential, dict[str, int]]:
+    """The architecture's modules up to and including ``deepest``, and the layer-name -> module-index map."""
+    modules: list[nn.Module] = []
+    index: dict[str, int] = {}
+    if arch == "vgg_normalised":
+        modules.append(nn.Conv2d(3, 3, kernel_size=1))
+    for name, c_in, c_out in _layer_specs():
+        if name.startswith("conv"):
+            if arch == "vgg_normalised":
+                modules += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, kernel_size=3)]
+            else:
+                modules.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
+        elif name.startswith("relu"):
+            modules.append(nn.ReLU(inplace=False))
+        else:
+            modules.append(nn.MaxPool2d(2, 2, ceil_mode=arch == "vgg_normalised"))
+        index[name] = len(modules) - 1
+        if name == deepest:
+            break
+    return nn.Sequential(*modules), index
+
+
+def _check_layers(layers: Sequence[str] | str) -> tuple[str, ...]:
+    """Deduplicate (order kept) and validate layer names."""
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = tuple(dict.fromkeys(layers))
+    if not layers:
+        raise ValueError(f"VGGEncoder needs at least one layer; valid names: {', '.join(VGG19_LAYERS)}")
+    unknown = [name for name in layers if name not in VGG19_LAYERS]
+    if unknown:
+        raise ValueError(f"unknown VGG-19 layer name(s) {unknown}; valid names: {', '.join(VGG19_LAYERS)}")
+    return layers
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets a default timeout (torch.hub's urlopen has none) unless the caller already set one."""
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {text[:limit]}"
+
+
+def _load_imagenet(download: bool, progress: bool = True) -> tuple[dict[str, Tensor], Path]:
+    """torchvision's VGG19_Weights.IMAGENET1K_V1 through torchvision's loader and torch.hub's cache."""
+    from torchvision.models import VGG19_Weights
+
+    cache = imagenet_cache_path()
+    cached = cache.is_file()
+    if not cached and not download:
+        raise EncoderWeightsError(
+            f"VGG-19 ImageNet weights are not in torch.hub's cache and download=False.\n"
+            f"Expected file: {cache}\n{_ways_out(cache)}"
+        )
+    try:
+        with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
+            state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=progress, weights_only=True)
+    except Exception as exc:
+        if cached or cache.is_file():
+            raise EncoderWeightsError(
+                f"cannot read the cached VGG-19 ImageNet weights {cache} ({_first_line(exc)}).\n"
+                f"The file may be truncated or not a state dict: delete it and retry.\n{_ways_out(cache)}"
+            ) from exc
+        raise EncoderWeightsError(
+            f"cannot download the VGG-19 ImageNet weights ({_first_line(exc)}); no internet?\n"
+            f"Expected file: {cache}\n{_ways_out(cache)}"
+        ) from exc
+    return _as_state_dict(state, cache), cache
+
+
+def _load_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from ``path`` with weights-only unpickling (no arbitrary code runs)."""
+    if not path.is_file():
+        raise EncoderWeightsError(
+            f"encoder weights file {path} does not exist (encoder.weights is neither 'imagenet', 'random' "
+            f"nor an existing file).\n{_ways_out()}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EncoderWeightsError(
+            f"refusing/unable to load encoder weights file {path}: {_first_line(exc)}.\n"
+            "Expected a plain state dict of tensors (loaded with torch.load(weights_only=True); pickles that "
+            f"need code are refused).\n{_ways_out()}"
+        ) from exc
+    return _as_state_dict(state, path)
+
+
+def _as_state_dict(state: object, path: Path) -> dict[str, Tensor]:
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise EncoderWeightsError(
+            f"encoder weights file {path} holds a {type(state).__name__}, not a state dict of tensors "
+            "(expected keys such as 'features.0.weight', '0.weight', ...)."
+        )
+    return dict(state)
+
+
+def _detect_layout(state: Mapping[str, Tensor], path: Path) -> tuple[str, dict[str, Tensor]]:
+    """(arch, state with bare Sequential keys) for a torchvision-layout or vgg_normalised-layout state dict."""
+    for prefix in ("features.", "trunk."):
+        if any(key.startswith(prefix) for key in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    first = state.get("0.weight")
+    shape = tuple(first.shape) if first is not None else None
+    if shape == (3, 3, 1, 1):
+        return "vgg_normalised", dict(state)
+    if shape == (64, 3, 3, 3):
+        return "torchvision", dict(state)
+    keys = sorted(state)[:6]
+    raise EncoderWeightsError(
+        f"encoder weights file {path} has an unknown layout: '0.weight' (after stripping 'features.') has shape "
+        f"{shape}. Expected a torchvision VGG-19 state dict ('features.0.weight' or '0.weight' shaped "
+        f"(64, 3, 3, 3)) or the AdaIN release's vgg_normalised.pth ('0.weight' shaped (3, 3, 1, 1)). "
+        f"First keys: {keys}"
+    )
+
+
+def _load_into(trunk: nn.Sequential, state: Mapping[str, Tensor], arch: str, path: Path) -> None:
+    """Copy the keys the truncated trunk needs; missing keys or wrong shapes name the file and what was expected."""
+    expected = trunk.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise EncoderWeightsError(
+            f"encoder weights file {path} ({arch} layout) lacks {len(missing)} key(s) needed up to the deepest "
+            f"requested layer, e.g. {missing[:4]}; expected keys {list(expected)[:4]}..."
+        )
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        key, got, want = wrong[0]
+        raise EncoderWeightsError(
+            f"encoder weights file {path} ({arch} layout): '{key}' has shape {got}, expected {want} "
+            f"({len(wrong)} mismatched key(s)); is it a VGG-19?"
+        )
+    trunk.load_state_dict({k: state[k] for k in expected}, strict=True)
+
+
+def _init_random(trunk: nn.Sequential, seed: int) -> None:
+    """Seeded Kaiming-normal (fan-in, ReLU) weights and zero biases, drawn layer by layer on the CPU.
+
+    Drawing in layer order makes a truncated encoder's weights the prefix of a deeper one's for the same seed.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for module in trunk:
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+                weight = torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in)
+                module.weight.copy_(weight)
+                module.bias.zero_()
+
+
+def _fingerprint(arch: str, trunk: nn.Module) -> str:
+    """Short sha256 over the trunk's parameter names, shapes and bytes: equal weights <=> equal fingerprint."""
+    digest = hashlib.sha256(arch.encode())
+    for name, tensor in trunk.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _random_banner(reason: str) -> str:
+    line = "!" * 78
+    return (
+        f"\n{line}\n"
+        "!!  VGG ENCODER IS RANDOM: the requested weights could not be had, so fallback=random is used.\n"
+        "!!  Style/content losses and every result from this run are MEANINGLESS.\n"
+        f"!!  Reason: {reason}\n"
+        + "\n".join(f"!!  {text}" for text in _ways_out().splitlines())
+        + f"\n{line}"
+    )
+
+
+class VGGEncoder(nn.Module):
+    """Frozen VGG-19 returning named feature maps; see the module docstring for the architectures and weights.
+
+    ``forward(image)`` takes RGB in [0, 1] shaped (N, 3, H, W) and returns ``{layer: features}`` in the order of
+    ``layers``. Parameters never require grad and the module stays in eval mode, but gradients flow to the input.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        weights: str | os.PathLike = "imagenet",
+        seed: int = 0,
+        fallback: str | None = None,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        self.layers = _check_layers(layers)
+        if fallback not in FALLBACKS:
+            raise ValueError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"encoder seed must be an int, got {seed!r}")
+        if not isinstance(weights, (str, os.PathLike)) or not str(weights):
+            raise ValueError(f"encoder weights must be 'imagenet', 'random' or a file path, got {weights!r}")
+        deepest = max(self.layers, key=VGG19_LAYERS.index)
+
+        state, used, arch, path, fallback_used = None, str(weights), "torchvision", None, False
+        if weights != "random":
+            try:
+                if weights == "imagenet":
+                    state, path = _load_imagenet(download)
+                    arch, state = _detect_layout(state, path)
+                    if arch != "torchvision":
+                        raise EncoderWeightsError(
+                            f"the cached ImageNet weights {path} are not in torchvision's layout.\n{_ways_out(path)}"
+                        )
+                else:
+                    path = Path(weights).expanduser().resolve()
+                    used = str(path)
+                    arch, state = _detect_layout(_load_file(path), path)
+                trunk, index = _build_trunk(arch, deepest)
+                _load_into(trunk, state, arch, path)
+            except EncoderWeightsError as exc:
+                if fallback != "random":
+                    raise
+                banner = _random_banner(str(exc).splitlines()[0])
+                log.warning(banner)
+                warnings.warn(banner, UserWarning, stacklevel=2)
+                state, arch, path, fallback_used = None, "torchvision", None, True
+        if state is None:
+            used = "random"
+            trunk, index = _build_trunk(arch, deepest)
+            _init_random(trunk, seed)
+
+        self.arch = arch
+        self.trunk = trunk
+        self._index = index
+        self.normalise = arch == "torchvision"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        super().train(False)
+        self.spec: dict = {
+            "arch": arch,
+            "weights": str(weights),
+            "used": used,
+            "file": str(path) if path is not None else None,
+            "seed": int(seed),
+            "fallback": fallback,
+            "fallback_used": fallback_used,
+            "layers": list(self.layers),
+            "fingerprint": _fingerprint(arch, trunk),
+        }
+
+    def train(self, mode: bool = True) -> VGGEncoder:
+        """Stay in eval mode whatever the parent module asks: the encoder is a fixed feature extractor."""
+        return super().train(False)
+
+    def forward(self, image: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Features of ``image`` (RGB in [0, 1], (N, 3, H, W)) at ``layers`` (default: all constructed layers)."""
+        if isinstance(layers, str):
+            layers = [layers]
+        wanted = self.layers if layers is None else tuple(dict.fromkeys(layers))
+        missing = [name for name in wanted if name not in self.layers]
+        if missing:
+            raise ValueError(f"layer(s) {missing} were not constructed; this encoder has {list(self.layers)}")
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
+        at = {self._index[name]: name for name in wanted}
+        last = max(at)
+        x = (image - self.mean) / self.std if self.normalise else image
+        found: dict[str, Tensor] = {}
+        for i, module in enumerate(self.trunk):
+            x = module(x)
+            if i in at:
+                found[at[i]] = x
+            if i == last:
+                break
+        return OrderedDict((name, found[name]) for name in wanted)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}, used={self.spec['used']}, layers={list(self.layers)}"
+
+
+def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
+    """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download}); unknown keys fail."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
+    config = dict(config)
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown encoder config key(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
+    fallback = config.get("fallback")
+    if isinstance(fallback, str) and fallback.strip().lower() in ("", "none", "null"):
+        fallback = None
+    download = config.get("download", True)
+    if not isinstance(download, bool):
+        raise ValueError(f"encoder.download must be true or false, got {download!r}")
+    return VGGEncoder(
+        layers,
+        weights=config.get("weights", "imagenet"),
+        seed=config.get("seed", 0),
+        fallback=fallback,
+        download=download,
+    )
