@@ -1,0 +1,34 @@
+"""Data: image files (images), transforms, content/style datasets, the Lightning datamodule and the sample set."""
+
+from styletransfer.data.datamodule import ContentStyleDataModule
+from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
+from styletransfer.data.images import (
+    IMAGE_EXTENSIONS,
+    DataDirError,
+    ImageLoadError,
+    find_images,
+    load_image_tensor,
+    load_rgb,
+    save_image,
+)
+from styletransfer.data.sample import SampleDataModule, make_sample_dataset
+from styletransfer.data.transforms import CenterTransform, TrainTransform
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CenterTransform",
+    "ContentStyleDataModule",
+    "ContentStyleDataset",
+    "DataDirError",
+    "ImageLoadError",
+    "SampleDataModule",
+    "TrainTransform",
+    "ValidationPairsDataset",
+    "choose_pairs",
+    "collate_content_style",
+    "find_images",
+    "load_image_tensor",
+    "load_rgb",
+    "make_sample_dataset",
+    "save_image",
+]

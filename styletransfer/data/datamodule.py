@@ -1,0 +1,120 @@
+"""LightningDataModule for content/style folders (MS-COCO + WikiArt in the paper, any two image folders here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
+from styletransfer.data.images import DataDirError, find_images
+from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
+
+log = logging.getLogger(__name__)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _list_folder(setting: str, folder: str) -> list[Path]:
+    """find_images, with the error naming the config setting that holds the folder."""
+    try:
+        return find_images(folder)
+    except DataDirError as exc:
+        raise DataDirError(f"{setting}: {exc}. Point {setting}=<folder> at a folder of images "
+                           f"(see data/README.md)") from None
+
+
+class ContentStyleDataModule(pl.LightningDataModule):
+    """Random (content, style) training pairs and fixed validation pairs from two image folders.
+
+    Training: every content image once per epoch (shuffled) with a random style image, shorter side resized to
+    ``image_size`` then a random ``crop_size`` crop (the AdaIN paper's 512 / 256). Validation: ``val_pairs`` fixed
+    pairs, shorter side resized to ``crop_size`` then centre-cropped. Folders are listed (recursively) here, so a
+    missing or empty folder fails at start. Unreadable files are skipped, logged once and counted in
+    ``skipped_files``. Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1].
+    """
+
+    def __init__(self, content_dir: str, style_dir: str, image_size: int = 512, crop_size: int = 256,
+                 batch_size: int = 8, num_workers: int = 4, val_pairs: int = 8, pin_memory: bool = True,
+                 persistent_workers: bool = True, drop_last: bool = True) -> None:
+        super().__init__()
+        check_sizes(image_size, crop_size)
+        _check_int("data.batch_size", batch_size, 1)
+        _check_int("data.num_workers", num_workers, 0)
+        _check_int("data.val_pairs", val_pairs, 0)
+        self.content_dir = str(content_dir)
+        self.style_dir = str(style_dir)
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_pairs = val_pairs
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.drop_last = bool(drop_last)
+        self.content_files = _list_folder("data.content_dir", self.content_dir)
+        self.style_files = _list_folder("data.style_dir", self.style_dir)
+        if self.drop_last and len(self.content_files) < batch_size:
+            raise ValueError(f"data.batch_size ({batch_size}) is larger than the {len(self.content_files)} content "
+                             f"images under {self.content_dir}: with data.drop_last=true no batch would be produced; "
+                             f"lower data.batch_size or add images")
+        #: Unreadable files seen so far: path -> cause.
+        self.skipped_files: dict[str, str] = {}
+        self._validation_pairs: list[tuple[Path, Path]] | None = None
+
+    @property
+    def num_skipped(self) -> int:
+        """How many distinct unreadable files have been skipped so far."""
+        return len(self.skipped_files)
+
+    @property
+    def validation_pairs(self) -> list[tuple[Path, Path]]:
+        """The fixed (content, style) validation pairs (chosen once, deterministically, readable files only)."""
+        if self._validation_pairs is None:
+            self._validation_pairs = choose_pairs(self.content_files, self.style_files, self.val_pairs,
+                                                  content_dir=self.content_dir, style_dir=self.style_dir)
+        return self._validation_pairs
+
+    def _workers(self) -> int:
+        return min(self.num_workers, os.cpu_count() or 1)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        workers = self._workers()
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=workers, collate_fn=collate_content_style,
+                          pin_memory=self.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.persistent_workers and workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = ContentStyleDataset(self.content_files, self.style_files,
+                                      TrainTransform(self.image_size, self.crop_size),
+                                      content_dir=self.content_dir, style_dir=self.style_dir)
+        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_pairs == 0:
+            return []
+        dataset = ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size))
+        return self._loader(dataset, min(self.batch_size, self.val_pairs), shuffle=False, drop_last=False)
+
+    def record_skipped(self, skipped: list) -> None:
+        """Log each newly skipped (path, cause) once at WARNING and remember it in ``skipped_files``."""
+        for path, cause in skipped:
+            if path not in self.skipped_files:
+                self.skipped_files[path] = cause
+                log.warning("skipping unreadable image %s: %s", path, cause)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Take ``skipped`` out of the batch (recording it), leaving ``{"content", "style"}`` for the model."""
+        if isinstance(batch, dict) and "skipped" in batch:
+            batch = dict(batch)
+            self.record_skipped(batch.pop("skipped"))
+        return batch

@@ -1,0 +1,215 @@
+"""Image files: finding them in folders, reading any mode as RGB, converting to tensors and writing them safely.
+
+Every reader in the project goes through :func:`load_rgb`, so odd files (CMYK JPEGs, 16-bit PNGs, palette images
+with transparency, rotated phone photos, truncated downloads) behave the same everywhere and fail with an
+:class:`ImageLoadError` that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+#: File name endings treated as images, compared case-insensitively.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Background used when an image with transparency is flattened to RGB.
+TRANSPARENT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF"}
+
+
+class ImageLoadError(ValueError):
+    """An image file could not be read; ``path`` is the file and ``cause`` says why."""
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot read image {self.path}: {cause}")
+
+
+class DataDirError(FileNotFoundError):
+    """A folder that should hold images is missing or holds none; the message names the folder and the fix."""
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root`` (recursively), sorted by path so the order is the same on every machine.
+
+    Hidden files and anything inside a hidden folder (name starting with '.') are ignored.
+    Raises DataDirError when ``root`` does not exist, is not a folder, or holds no image.
+    """
+    root = Path(root).expanduser()
+    accepted = " ".join(sorted(IMAGE_EXTENSIONS))
+    if not root.exists():
+        raise DataDirError(f"image folder {root} does not exist (resolved: {root.resolve()}); "
+                           f"expected a folder holding image files ({accepted}), nested folders allowed")
+    if not root.is_dir():
+        raise DataDirError(f"{root} is not a folder; expected a folder holding image files ({accepted})")
+    images: list[Path] = []
+    others = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(path)
+            else:
+                others += 1
+    if not images:
+        if others:
+            raise DataDirError(f"image folder {root} holds {others} file(s) but none with an accepted image "
+                               f"extension; accepted (any case): {accepted}")
+        raise DataDirError(f"image folder {root} is empty; expected image files ({accepted}), nested folders allowed")
+    images.sort(key=lambda p: p.relative_to(root).as_posix())
+    return images
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: high-bit-depth values are scaled, transparency is put on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        array = np.asarray(img, dtype=np.float64)
+        # "I;16*" is 16-bit by definition; "I" (32-bit int) is 16-bit data when it exceeds 8-bit range.
+        if mode.startswith("I;16") or array.max(initial=0) > 255:
+            scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
+        else:
+            scale = 255.0
+        return _gray_float_to_rgb(array / scale)
+    if mode == "F":
+        array = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+        if low >= 0.0 and high <= 1.0:
+            unit = array
+        elif low >= 0.0 and high <= 255.0:
+            unit = array / 255.0
+        else:
+            unit = (array - low) / max(high - low, 1e-12)
+        return _gray_float_to_rgb(unit)
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    elif mode in ("PA", "LA", "La", "RGBa") or (mode == "L" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    elif mode == "RGB" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, (*TRANSPARENT_BACKGROUND, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def _gray_float_to_rgb(unit: np.ndarray) -> Image.Image:
+    gray = np.clip(np.rint(np.clip(unit, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as an 8-bit RGB PIL image, upright according to its EXIF orientation.
+
+    Handles CMYK, 16-bit and 32-bit grayscale (scaled to 8 bits, not clipped), float images, "1", "L",
+    palette images and alpha (composited on white: transparent areas hold arbitrary colours that must not leak).
+    Any failure (missing, zero bytes, not an image, truncated, decompression bomb) raises ImageLoadError.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now so a truncated file fails here, not later
+            upright = ImageOps.exif_transpose(opened)
+            rgb = _to_rgb(upright)
+            if rgb is opened:
+                rgb = rgb.copy()
+            rgb.load()
+            return rgb
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"decompression bomb refused ({exc})") from exc
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for corrupt files
+        cause = f"{type(exc).__name__}: {exc}"
+        if path.exists() and path.stat().st_size == 0:
+            cause = "file is empty (0 bytes)"
+        raise ImageLoadError(path, cause) from exc
+
+
+def resize_to_side(img: Image.Image, size: int, long_side: bool = False) -> Image.Image:
+    """Resize (antialiased, keeping the aspect ratio) so the shorter side, or the longer if ``long_side``, is ``size``."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive integer number of pixels, got {size!r}")
+    width, height = img.size
+    width_is_side = (width >= height) if long_side else (width <= height)
+    if width_is_side:
+        new_w, new_h = size, max(1, round(height * size / width))
+    else:
+        new_w, new_h = max(1, round(width * size / height)), size
+    if (new_w, new_h) == (width, height):
+        return img
+    return img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+
+
+def pil_to_tensor(img: Image.Image) -> Tensor:
+    """RGB PIL image -> float32 tensor (3, H, W) in [0, 1]."""
+    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_image_tensor(path: str | os.PathLike, size: int | None = None, long_side: bool = False) -> Tensor:
+    """Read an image as float32 (3, H, W) in [0, 1]; if ``size`` is given, resize its shorter (or longer) side to it."""
+    img = load_rgb(path)
+    if size is not None:
+        img = resize_to_side(img, size, long_side=long_side)
+    return pil_to_tensor(img)
+
+
+def tensor_to_pil(tensor: Tensor) -> Image.Image:
+    """(3, H, W) or (1, 3, H, W) tensor in [0, 1] -> RGB PIL image (NaN become 0, values are clamped)."""
+    if tensor.dim() == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected an image tensor shaped (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+    array = (torch.nan_to_num(tensor.detach().float().cpu(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round()
+             .to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
+    return Image.fromarray(array)
+
+
+def save_pil(img: Image.Image, path: str | os.PathLike) -> None:
+    """Write a PIL image atomically (temporary file in the same folder, then rename), creating parent folders.
+
+    The format follows the extension (PNG when there is none); readers never see a half-written file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix and suffix not in _SAVE_FORMATS:
+        raise ValueError(f"cannot write {path}: unknown image extension {path.suffix!r}; "
+                         f"use one of {' '.join(sorted(_SAVE_FORMATS))}")
+    fmt = _SAVE_FORMATS.get(suffix, "PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            img.save(handle, format=fmt, **options)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_image(tensor: Tensor, path: str | os.PathLike) -> None:
+    """Write a (3, H, W) or (1, 3, H, W) tensor in [0, 1] (clamped) as an image file, atomically (see save_pil)."""
+    save_pil(tensor_to_pil(tensor), path)

@@ -1,0 +1,60 @@
+"""Image transforms for training and validation (PIL RGB in, float32 (3, crop, crop) in [0, 1] out).
+
+Training follows the AdaIN paper: shorter side resized to ``image_size`` (default 512), then a random
+``crop_size`` (default 256) square crop. The crop offsets come from ``torch.randint`` so DataLoader worker seeding
+(Lightning ``seed_everything(workers=True)``) makes them reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from styletransfer.data.images import pil_to_tensor, resize_to_side
+
+
+def check_sizes(image_size: int, crop_size: int) -> None:
+    """Raise ValueError naming data.image_size / data.crop_size when they are not usable together."""
+    for name, value in (("data.image_size", image_size), ("data.crop_size", crop_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer number of pixels, got {value!r}")
+    if crop_size > image_size:
+        raise ValueError(f"data.crop_size ({crop_size}) must be <= data.image_size ({image_size}): the crop is taken "
+                         f"from the image after its shorter side is resized to data.image_size")
+
+
+class TrainTransform:
+    """Shorter side to ``image_size`` (antialiased), then a random ``crop_size`` square crop."""
+
+    def __init__(self, image_size: int = 512, crop_size: int = 256) -> None:
+        check_sizes(image_size, crop_size)
+        self.image_size = image_size
+        self.crop_size = crop_size
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        img = resize_to_side(img, self.image_size)
+        width, height = img.size
+        top = int(torch.randint(0, height - self.crop_size + 1, ()).item())
+        left = int(torch.randint(0, width - self.crop_size + 1, ()).item())
+        return pil_to_tensor(img.crop((left, top, left + self.crop_size, top + self.crop_size)))
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(image_size={self.image_size}, crop_size={self.crop_size})"
+
+
+class CenterTransform:
+    """Deterministic: shorter side to ``size`` (antialiased), then the centre ``size`` x ``size`` square."""
+
+    def __init__(self, size: int) -> None:
+        check_sizes(size, size)
+        self.size = size
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        img = resize_to_side(img, self.size)
+        width, height = img.size
+        left, top = (width - self.size) // 2, (height - self.size) // 2
+        return pil_to_tensor(img.crop((left, top, left + self.size, top + self.size)))
+
+    def __repr__(self) -> str:
+        return f"CenterTransform(size={self.size})"
