@@ -5,8 +5,8 @@ the runner can aggregate however it likes. Reductions are explicit:
 
 * content distance: MSE between the feature maps of result and content at one layer (relu4_1, relu4_2);
 * mean/std style distance: the AdaIN style loss (MSE of channel means + MSE of channel stds, summed over layers);
-* Gram style distance: MSE of Gram matrices normalised per element (divided by C x H x W), summed over layers,
-  so it does not depend on the image size;
+* Gram style distance: MSE of Gram matrices normalised per element (``losses.gram_matrix``: divided by
+  C x H x W), summed over layers, so it does not depend on the image size;
 * SSIM of the luminance (ITU-R BT.601 Y) of content and result, Gaussian window 11, sigma 1.5, data range 1;
 * CFSD (StyleID, CVPR 2024): KL(P_content || P_result) summed over the rows of the softmax self-similarity maps
   of the relu3_1 features (features divided by the channel count before the dot products, as in StyleID's code);
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from styletransfer.losses import gram_matrix
 from styletransfer.ops import mean_std
 
 #: Weights of R, G, B in the luminance (ITU-R BT.601, as in YIQ / YCbCr).
@@ -54,15 +55,6 @@ def mean_std_distance(result_features: Tensor, style_features: Tensor) -> Tensor
     s_mean, s_std = mean_std(style_features)
     s_mean, s_std = s_mean.expand_as(r_mean), s_std.expand_as(r_std)
     return _per_sample_mse(r_mean, s_mean) + _per_sample_mse(r_std, s_std)
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """Gram matrices (N, C, C) normalised per element: F F^T / (C x H x W), computed in float32."""
-    if features.dim() != 4:
-        raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
-    n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def gram_distance(result_features: Tensor, style_features: Tensor) -> Tensor:
