@@ -1,0 +1,79 @@
+"""The AdaIN LightningModule: losses, training lowers them, checkpoints and exports load safely."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import pytest
+import torch
+
+from conftest import RANDOM_ENCODER
+from styletransfer.data import SampleDataModule
+from styletransfer.decoder import AdaINDecoder
+from styletransfer.methods.adain import AdaINModule
+from styletransfer.ops import adain
+
+
+def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
+    batch = next(iter(datamodule.val_dataloader()))
+    return datamodule.on_after_batch_transfer(batch, 0)
+
+
+def test_a_few_steps_on_sample_data_lower_the_loss(tmp_path):
+    pl.seed_everything(0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=48, crop_size=32, batch_size=4, val_pairs=4)
+    model = AdaINModule(encoder=RANDOM_ENCODER, lr=1e-3)
+    batch = fixed_batch(datamodule)
+    with torch.no_grad():
+        before = model.losses(batch["content"], batch["style"])["loss/total"].item()
+    trainer = pl.Trainer(
+        max_steps=25, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=0, default_root_dir=tmp_path, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    with torch.no_grad():
+        after = model.losses(batch["content"], batch["style"])["loss/total"].item()
+    assert after < 0.7 * before, (before, after)
+    assert (tmp_path / "checkpoints" / "decoder.pth").exists()
+
+
+def test_losses_match_their_definition():
+    model = AdaINModule(encoder=RANDOM_ENCODER, style_layers=["relu1_1", "relu2_1"], style_weight=3.0)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    losses = model.losses(content, style)
+    assert set(losses) == {"loss/total", "loss/content", "loss/style", "loss/style/relu1_1", "loss/style/relu2_1"}
+    expected = losses["loss/content"] + 3.0 * (losses["loss/style/relu1_1"] + losses["loss/style/relu2_1"])
+    torch.testing.assert_close(losses["loss/total"], expected)
+    # the content loss compares the decoded image's relu4_1 with the AdaIN target, not with the content features
+    with torch.no_grad():
+        target = adain(model.encoder(content)["relu4_1"], model.encoder(style)["relu4_1"])
+        decoded = model.decoder(target, output_size=(32, 32))
+        manual = torch.mean((model.encoder(decoded)["relu4_1"] - target) ** 2)
+    torch.testing.assert_close(losses["loss/content"], manual)
+
+
+def test_stylise_keeps_any_input_size_and_alpha_zero_reconstructs_content_features():
+    model = AdaINModule(encoder=RANDOM_ENCODER).eval()
+    content, style = torch.rand(1, 3, 37, 53), torch.rand(1, 3, 40, 40)
+    assert model.stylise(content, style).shape == (1, 3, 37, 53)
+    with torch.no_grad():
+        expected = model.decoder(model.encoder(content)["relu4_1"], output_size=(37, 53))
+    torch.testing.assert_close(model.stylise(content, style, alpha=0.0), expected)
+
+
+def test_bad_settings_fail_at_construction():
+    with pytest.raises(ValueError, match="style_layers"):
+        AdaINModule(encoder=RANDOM_ENCODER, style_layers=["relu9_9"])
+    with pytest.raises(ValueError, match="style_weight"):
+        AdaINModule(encoder=RANDOM_ENCODER, style_weight=-1.0)
+
+
+def test_exported_decoder_is_a_plain_release_layout_state_dict(tmp_path):
+    from styletransfer.methods.adain import save_decoder
+
+    model = AdaINModule(encoder=RANDOM_ENCODER)
+    save_decoder(model.decoder, model.encoder.spec, tmp_path / "decoder.pth", step=7)
+    payload = torch.load(tmp_path / "decoder.pth", weights_only=True)
+    assert payload["step"] == 7 and payload["encoder"]["fingerprint"] == model.encoder.spec["fingerprint"]
+    decoder = AdaINDecoder()
+    decoder.load_state_dict(payload["decoder"])
+    assert not list(tmp_path.glob(".*tmp"))
