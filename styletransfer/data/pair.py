@@ -1,0 +1,133 @@
+"""Content and style images for Neural Style (Gatys): a few named files, loaded at the sizes the method asks for.
+
+Neural Style optimises an image, so there is no data set to iterate: the data module resolves and checks the
+files when it is built (before any optimisation), loads them at each coarse-to-fine scale, and gives Lightning
+a loader that yields one dummy item per step forever, so that ``trainer.max_steps`` counts optimiser steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from styletransfer.data.images import (
+    IMAGE_EXTENSIONS,
+    DataDirError,
+    ImageLoadError,
+    find_images,
+    load_rgb,
+    pil_to_tensor,
+    resize_to_side,
+)
+
+PathList = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def resolve_images(setting: str, value: PathList) -> list[Path]:
+    """Files named by a setting: a file, a folder (all its images, recursively, sorted), or a list of either.
+
+    Raises FileNotFoundError / DataDirError naming ``setting`` for a missing path, a folder without images or an
+    empty list.
+    """
+    entries = [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
+    if not entries:
+        raise FileNotFoundError(f"{setting} is empty: give an image file, a folder of images or a list of them")
+    paths: list[Path] = []
+    for entry in entries:
+        path = Path(str(entry)).expanduser()
+        if path.is_dir():
+            try:
+                paths.extend(find_images(path))
+            except DataDirError as exc:
+                raise DataDirError(f"{setting}: {exc}") from None
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(
+                f"{setting}: {path} does not exist (resolved: {path.resolve()}); give an image file "
+                f"({' '.join(sorted(IMAGE_EXTENSIONS))}), a folder of images, or a list [a.jpg,b.jpg]"
+            )
+    return paths
+
+
+def _read(setting: str, path: Path) -> Image.Image:
+    try:
+        return load_rgb(path)
+    except ImageLoadError as exc:
+        raise ImageLoadError(path, f"{exc.cause} (from {setting}); replace or remove the file") from None
+
+
+class _EveryStep(IterableDataset):
+    """An endless stream of one dummy item: one item = one optimiser step."""
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            yield torch.zeros(())
+
+
+class PairDataModule(pl.LightningDataModule):
+    """Content image(s) and style image(s) for optimisation-based style transfer.
+
+    - ``content``: a file, a folder (all its images) or a list of files/folders. Several contents are optimised
+      together as one batch: each is resized to cover the first content's size and centre-cropped to it (aspect
+      ratio kept, no distortion).
+    - ``style``: likewise; several styles are blended by the method (``method.style_blend``).
+    - ``image_size``: the longer side of the (first) content in pixels; the output keeps its aspect ratio.
+    - ``style_scale``: the style's longer side relative to the content's longer side (1.0: the same; 0.5: half,
+      so the style's textures come out finer in the result; 2.0: coarser). Each style keeps its aspect ratio.
+
+    Files are resolved and checked in ``__init__`` and fully read in ``setup``: a missing, empty or unreadable
+    input fails before any optimisation with a message naming the setting and the file.
+    """
+
+    def __init__(
+        self, content: PathList, style: PathList, image_size: int = 512, style_scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16:
+            raise ValueError(f"data.image_size must be an integer >= 16 (pixels, longer side), got {image_size!r}")
+        if isinstance(style_scale, bool) or not isinstance(style_scale, (int, float)) or not style_scale > 0:
+            raise ValueError(f"data.style_scale must be a number > 0, got {style_scale!r}")
+        self.image_size = image_size
+        self.style_scale = float(style_scale)
+        self.content_paths = resolve_images("data.content", content)
+        self.style_paths = resolve_images("data.style", style)
+        self.content: Tensor | None = None
+        self.styles: list[Tensor] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read every file at ``image_size`` (checks that all are readable; the tensors are kept for inspection)."""
+        if self.content is None:
+            self.content = self.load_content(self.image_size)
+            self.styles = self.load_styles(self.image_size)
+
+    def load_content(self, long_side: int) -> Tensor:
+        """Contents as one batch (N, 3, H, W) in [0, 1]; the first content's longer side is ``long_side``."""
+        first = resize_to_side(_read("data.content", self.content_paths[0]), long_side, long_side=True)
+        images = [first] + [
+            ImageOps.fit(_read("data.content", path), first.size, method=Image.Resampling.BICUBIC)
+            for path in self.content_paths[1:]
+        ]
+        return torch.stack([pil_to_tensor(img) for img in images])
+
+    def style_side(self, content_long_side: int) -> int:
+        """The styles' longer side for a content whose longer side is ``content_long_side``."""
+        return max(1, round(self.style_scale * content_long_side))
+
+    def load_styles(self, content_long_side: int) -> list[Tensor]:
+        """Styles, each (3, h, w) in [0, 1] with its own aspect ratio, longer side from ``style_side``."""
+        side = self.style_side(content_long_side)
+        return [
+            pil_to_tensor(resize_to_side(_read("data.style", path), side, long_side=True))
+            for path in self.style_paths
+        ]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_EveryStep(), batch_size=None)
