@@ -647,7 +647,44 @@ def run(cfg: Any) -> dict[str, Any]:
 
 def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], gatys_cfg: Mapping[str, Any],
                     device: torch.device) -> Candidate:
-    """Gatys neural style at a step budget, through the Gatys module's public API."""
-    raise ValueError(
-        "method=gatys: scoring Gatys needs styletransfer.methods.gatys, which is not available in this version"
-    )
+    """Neural Style (``method=gatys``) at ``gatys.steps`` iterations per pair, through GatysModule and
+    PairDataModule: each pair is written losslessly to a temporary folder and optimised by a quiet pl.Trainer.
+
+    The time per image includes the whole optimisation (that is what it costs to stylise an image).
+    """
+    import tempfile
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from styletransfer.data.pair import PairDataModule
+
+    steps = int(gatys_cfg.get("steps", 200))
+    if steps < 1:
+        raise ValueError(f"gatys.steps must be >= 1, got {steps}")
+    target = str(method_cfg.get("_target_", ""))
+    if not target.endswith("GatysModule"):
+        raise ValueError(f"method={target or method_cfg}: evaluate.py scores AdaIN checkpoints (ckpt=...) and "
+                         "method=gatys; other methods are not supported")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+
+    def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:
+        with tempfile.TemporaryDirectory(prefix="gatys_eval_") as tmp:
+            root = Path(tmp)
+            save_image(content[0].cpu(), root / "content.png")
+            save_image(style[0].cpu(), root / "style.png")
+            data = PairDataModule(content=str(root / "content.png"), style=str(root / "style.png"),
+                                  image_size=int(max(content.shape[-2:])))
+            module = instantiate(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0)
+            trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 default_root_dir=str(root), num_sanity_val_steps=0)
+            trainer.fit(module, datamodule=data)
+            result = module.output().detach().float()[:1]
+        if result.shape[-2:] != content.shape[-2:]:
+            result = F.interpolate(result, size=content.shape[-2:], mode="bilinear", align_corners=False)
+        return result.clamp(0, 1).to(content.device)
+
+    info = {"method": "gatys", "kind": f"{steps} steps", "path": "", "steps": steps,
+            "config": {k: v for k, v in method_cfg.items() if k != "_target_"}, "encoder": dict(encoder_cfg)}
+    return Candidate(f"gatys@{steps}", run, info, supports_alpha=False)

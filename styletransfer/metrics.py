@@ -138,15 +138,15 @@ def cfsd(
     flats = []
     for features in (content_features, result_features):
         features = _bounded(features.float(), max_positions)
-        flats.append(features.flatten(2).transpose(1, 2) / c)  # (N, P, C)
+        flats.append(features.double().flatten(2).transpose(1, 2) / c)  # (N, P, C), float64: KL of near-uniform rows
     content_flat, result_flat = flats
-    total = torch.zeros(content_flat.shape[0], device=content_flat.device)
+    total = torch.zeros(content_flat.shape[0], dtype=torch.float64, device=content_flat.device)
     for start in range(0, content_flat.shape[1], chunk_rows):
         rows = slice(start, start + chunk_rows)
         log_p = F.log_softmax(torch.bmm(content_flat[:, rows], content_flat.transpose(1, 2)), dim=-1)
         log_q = F.log_softmax(torch.bmm(result_flat[:, rows], result_flat.transpose(1, 2)), dim=-1)
         total += (log_p.exp() * (log_p - log_q)).sum(dim=(1, 2))
-    return total
+    return total.float()
 
 
 def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | Tensor) -> float:
