@@ -45,6 +45,12 @@ def _matrix(space: str) -> Tensor:
     raise ValueError(f"unknown colour space {space!r}: use one of {COLOUR_SPACES}")
 
 
+def _offset(space: str) -> Tensor:
+    """Per-channel offset added after the matrix (0.5 on YCbCr's chroma)."""
+    chroma = _CHROMA_OFFSET[space] if space in _CHROMA_OFFSET else 0.0
+    return torch.tensor([0.0, chroma, chroma], dtype=torch.float64)
+
+
 def _check_rgb(image: Tensor, name: str = "image") -> None:
     if image.dim() not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"{name} must be RGB shaped (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
@@ -62,16 +68,14 @@ def _apply(matrix: Tensor, image: Tensor, offset: Tensor | None = None) -> Tenso
 def rgb_to_luma_chroma(image: Tensor, space: str = "yiq") -> Tensor:
     """RGB -> (Y, chroma1, chroma2) in ``space`` ('yiq' or 'ycbcr', full range with chroma centred on 0.5)."""
     _check_rgb(image)
-    offset = torch.tensor([0.0, _CHROMA_OFFSET[space], _CHROMA_OFFSET[space]], dtype=torch.float64)
-    return _apply(_matrix(space), image, offset)
+    return _apply(_matrix(space), image, _offset(space))
 
 
 def luma_chroma_to_rgb(image: Tensor, space: str = "yiq") -> Tensor:
     """Inverse of ``rgb_to_luma_chroma`` (not clamped)."""
     _check_rgb(image)
-    offset = torch.tensor([0.0, _CHROMA_OFFSET[space], _CHROMA_OFFSET[space]], dtype=torch.float64)
-    centred = image - offset.to(device=image.device, dtype=image.dtype).view(3, 1, 1)
-    return _apply(torch.linalg.inv(_matrix(space)), centred)
+    inverse = torch.linalg.inv(_matrix(space))
+    return _apply(inverse, image - _offset(space).to(device=image.device, dtype=image.dtype).view(3, 1, 1))
 
 
 def luminance(image: Tensor, space: str = "yiq") -> Tensor:
