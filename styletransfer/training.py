@@ -76,7 +76,7 @@ def save_final_checkpoint(trainer: pl.Trainer) -> None:
     if trainer.state.status != TrainerStatus.FINISHED:
         return
     last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)
     log.info("final checkpoint written to %s", last)
 
 
