@@ -206,7 +206,7 @@ class Scorer:
         except MetricUnavailable as exc:
             self.unavailable["lpips"] = str(exc)
         try:
-            self.inception = ArtInception(cfg.get("inception_weights")).to(device)
+            self.inception = ArtInception(cfg.get("inception_weights"), int(cfg.get("inception_size", 512))).to(device)
         except MetricUnavailable as exc:
             self.unavailable["fid"] = str(exc)
         if "fid" in self.unavailable or "lpips" in self.unavailable:

@@ -96,11 +96,15 @@ class LPIPSAlex(nn.Module):
 class ArtInception(nn.Module):
     """ArtFID's art-trained Inception-v3 (torchvision architecture, two heads dropped): 2048-d pooled features.
 
-    Inputs are RGB in [0, 1] without normalisation, at their own size (ArtFID resizes the shorter side to 512).
+    Inputs are RGB in [0, 1] without normalisation; their shorter side is resized to ``size`` first (ArtFID: 512;
+    the network needs at least 75 px).
     """
 
-    def __init__(self, weights: str | os.PathLike | None = None) -> None:
+    def __init__(self, weights: str | os.PathLike | None = None, size: int = 512) -> None:
         super().__init__()
+        if size < 75:
+            raise ValueError(f"metrics.inception_size must be >= 75 (Inception-v3's smallest input), got {size}")
+        self.size = int(size)
         from torchvision.models import Inception3
 
         path = _resolve(weights, ART_INCEPTION_FILE, "metrics.inception_weights", ART_INCEPTION_URL)
@@ -122,6 +126,11 @@ class ArtInception(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         m = self.model
         x = images.float()
+        h, w = x.shape[-2:]
+        if min(h, w) != self.size:
+            scale = self.size / min(h, w)
+            x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                              antialias=True, align_corners=False)
         for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
                      "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
                      "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):

@@ -1,0 +1,210 @@
+"""Stylise: loading every model format safely, the AdaIN test-time controls, and the command line."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+from adain_checkpoints import RANDOM_ENCODER, train_tiny_run, write_malicious_checkpoint, write_release_files
+from PIL import Image
+
+from styletransfer.data.images import load_image_tensor, save_image
+from styletransfer.decoder import AdaINDecoder
+from styletransfer.encoder import VGGEncoder
+from styletransfer.stylize import CheckpointError, EncoderMismatchError, Stylizer, main
+
+
+@pytest.fixture(scope="module")
+def release_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(decoder.pth, vgg_normalised.pth) in the original release's exact key layout, random values."""
+    return write_release_files(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture(scope="module")
+def run_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(last.ckpt, decoder.pth) of a one-step AdaIN training with a random encoder."""
+    return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
+
+
+@pytest.fixture(scope="module")
+def stylizer() -> Stylizer:
+    torch.manual_seed(0)
+    return Stylizer(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder())
+
+
+def _images(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, 37, 53, generator=g), torch.rand(3, 32, 40, generator=g), torch.rand(3, 40, 32, generator=g)
+
+
+def test_alpha_zero_is_decoded_content_features(stylizer):
+    content, style, _ = _images()
+    result = stylizer.stylize(content, style, alpha=0.0)
+    expected = stylizer.decode(stylizer.encode(content), output_size=(37, 53))
+    torch.testing.assert_close(result, expected)
+    assert not torch.allclose(stylizer.stylize(content, style, alpha=1.0), result)
+
+
+def test_output_keeps_content_size_unless_told(stylizer):
+    content, style, _ = _images()
+    assert stylizer.stylize(content, style).shape == (2, 3, 37, 53)
+    assert stylizer.stylize(content[0], style, output_size=(24, 30)).shape == (1, 3, 24, 30)
+    result = stylizer.stylize(content, style)
+    assert float(result.min()) >= 0.0 and float(result.max()) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [([0.5, 0.6], "sum to 1"), ([1.0], "one per style"), ([0.2, 0.3, 0.5], "one per style"), ([1.5, -0.5], ">= 0"), (None, "need interpolation weights")],
+)
+def test_bad_interpolation_weights_error(stylizer, weights, match):
+    content, style_a, style_b = _images()
+    with pytest.raises(ValueError, match=match):
+        stylizer.stylize(content, [style_a, style_b], weights=weights)
+
+
+def test_interpolation_weights_blend_the_styles(stylizer):
+    content, style_a, style_b = _images()
+    only_a = stylizer.stylize(content, [style_a, style_b], weights=[1.0, 0.0])
+    torch.testing.assert_close(only_a, stylizer.stylize(content, style_a))
+    mixed = stylizer.stylize(content, [style_a, style_b], weights=[0.5, 0.5])
+    assert not torch.allclose(mixed, only_a)
+
+
+def test_masks_assign_styles_to_regions(stylizer):
+    content, style_a, style_b = _images()
+    full, empty = torch.ones(37, 53), torch.zeros(37, 53)
+    # A mask covering everything for style a is plain AdaIN with style a; regions in no mask keep the content.
+    torch.testing.assert_close(stylizer.stylize(content, [style_a, style_b], masks=[full, empty]),
+                               stylizer.stylize(content, style_a))
+    torch.testing.assert_close(stylizer.stylize(content, [style_a, style_b], masks=[empty, empty]),
+                               stylizer.stylize(content, style_a, alpha=0.0))
+    left = torch.zeros(10, 14)
+    left[:, :7] = 1.0  # masks of any size are resized to the feature map
+    halves = stylizer.stylize(content, [style_a, style_b], masks=[left, 1 - left])
+    assert halves.shape == content.shape
+    with pytest.raises(ValueError, match="one mask per style"):
+        stylizer.stylize(content, [style_a, style_b], masks=[left])
+    with pytest.raises(ValueError, match="not both"):
+        stylizer.stylize(content, [style_a, style_b], weights=[0.5, 0.5], masks=[left, 1 - left])
+
+
+def test_colour_preservation_uses_the_content_colours(stylizer):
+    content, style, _ = _images()
+    red_style = style * torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
+    plain = stylizer.stylize(content, red_style)
+    preserved = stylizer.stylize(content, red_style, preserve_color=True)
+    assert preserved.shape == plain.shape and not torch.allclose(preserved, plain)
+
+
+def test_lightning_checkpoint_and_exported_decoder_agree(run_files):
+    ckpt, exported = run_files
+    content, style, _ = _images()
+    from_ckpt = Stylizer.from_checkpoint(ckpt)
+    from_export = Stylizer.from_checkpoint(exported)
+    assert (from_ckpt.kind, from_export.kind) == ("lightning", "exported")
+    torch.testing.assert_close(from_ckpt.stylize(content, style), from_export.stylize(content, style))
+    assert from_ckpt.encoder_spec["fingerprint"] == from_export.encoder_spec["fingerprint"]
+
+
+def test_exported_decoder_with_another_encoder_is_refused(run_files):
+    _, exported = run_files
+    with pytest.raises(EncoderMismatchError, match=str(exported)):
+        Stylizer.from_checkpoint(exported, encoder={**RANDOM_ENCODER, "seed": 1})
+
+
+def test_release_layout_files_load_and_stylise(release_files):
+    decoder, vgg = release_files
+    stylizer = Stylizer.from_checkpoint(decoder, encoder=str(vgg))
+    assert stylizer.kind == "release" and stylizer.encoder.arch == "vgg_normalised"
+    content, style, _ = _images()
+    result = stylizer.stylize(content, style)
+    assert result.shape == (2, 3, 37, 53) and torch.isfinite(result).all()
+    with pytest.raises(CheckpointError, match="vgg_normalised"):
+        Stylizer.from_checkpoint(decoder)
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+    with pytest.raises(CheckpointError, match="refused"):
+        Stylizer.from_checkpoint(evil)
+    assert not marker.exists()
+    assert main([str(evil), "--content", str(tmp_path), "--style", str(tmp_path), "-o", str(tmp_path / "o")]) == 1
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the payload is live: an unsafe load does run it
+    assert marker.exists()
+
+
+def test_missing_or_non_checkpoint_files_name_the_file(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Stylizer.from_checkpoint(tmp_path / "nope.ckpt")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        Stylizer.from_checkpoint(text)
+    tensors = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(2)}, tensors)
+    with pytest.raises(CheckpointError, match="not a style-transfer checkpoint"):
+        Stylizer.from_checkpoint(tensors)
+    assert main([str(text), "--content", str(tmp_path), "--style", str(tmp_path)]) == 1
+    assert str(text) in capsys.readouterr().err
+
+
+@pytest.fixture()
+def folders(tmp_path) -> tuple[Path, list[Path], list[Path]]:
+    g = torch.Generator().manual_seed(3)
+    contents = tmp_path / "contents"
+    save_image(torch.rand(3, 32, 40, generator=g), contents / "a.png")
+    save_image(torch.rand(3, 32, 40, generator=g), contents / "b.jpg")
+    save_image(torch.rand(3, 36, 28, generator=g), contents / "sub" / "c.png")
+    (contents / "broken.png").write_bytes(b"not a png")
+    styles = [tmp_path / "s1.png", tmp_path / "s2.png"]
+    for path in styles:
+        save_image(torch.rand(3, 32, 32, generator=g), path)
+    mask = torch.zeros(3, 20, 20)
+    mask[:, :, :10] = 1.0
+    masks = [tmp_path / "m1.png", tmp_path / "m2.png"]
+    save_image(mask, masks[0])
+    save_image(1 - mask, masks[1])
+    return contents, styles, masks
+
+
+@pytest.mark.parametrize(
+    "controls",
+    [[], ["--alpha", "0.5", "--preserve-color"], ["STYLE2", "--weights", "0.3", "0.7"], ["STYLE2", "--mask", "M1", "M2"]],
+    ids=["plain", "alpha-colour", "interpolation", "masks"],
+)
+def test_cli_stylises_a_folder_with_each_control(run_files, folders, tmp_path, capsys, controls):
+    contents, styles, masks = folders
+    ckpt, _ = run_files
+    out = tmp_path / "out"
+    extra = [{"STYLE2": str(styles[1]), "M1": str(masks[0]), "M2": str(masks[1])}.get(a, a) for a in controls]
+    style_args = [str(styles[0])] + ([extra.pop(0)] if extra and extra[0] == str(styles[1]) else [])
+    code = main([str(ckpt), "--content", str(contents), "--style", *style_args, *extra, "-o", str(out),
+                 "--batch-size", "2", "--device", "cpu", "--style-size", "0"])
+    assert code == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 3, written
+    assert "broken.png" in capsys.readouterr().err
+    sizes = {p.name.split("_stylized_")[0]: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"a": (40, 32), "b": (40, 32), "c": (28, 36)}
+
+
+def test_console_script_is_registered(capsys):
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("styletransfer-stylize") == "styletransfer.stylize:main"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "--preserve-color" in capsys.readouterr().out
+
+
+def test_release_files_through_the_cli(tmp_path, folders, release_files):
+    contents, styles, _ = folders
+    decoder, vgg = release_files
+    out = tmp_path / "out"
+    assert main([str(decoder), "--encoder-weights", str(vgg), "--content", str(contents / "a.png"), "--style",
+                 str(styles[0]), "--style-size", "0", "-o", str(out)]) == 0
+    assert load_image_tensor(next(out.iterdir())).shape == (3, 32, 40)
