@@ -89,32 +89,36 @@ def tv_loss(image: Tensor, power: int = 2) -> Tensor:
 class _SqrtmPSD(torch.autograd.Function):
     """Square root of a symmetric positive semi-definite matrix by eigh, with the analytic gradient.
 
-    The backward pass solves the Sylvester equation S X + X S = G in the eigenbasis (divided differences
-    1 / (sqrt(l_i) + sqrt(l_j))), which stays finite for repeated eigenvalues unlike autograd through eigh.
+    Computed in float64: the Wasserstein-2 term takes square roots of products of nearly singular covariances
+    (fewer positions than channels, dead ReLU channels: eps-sized eigenvalues), whose tiny eigenvalues float32
+    gets wrong, and the gradient divides by their square roots. The backward pass solves the Sylvester equation S X + X S = G in the eigenbasis
+    (divided differences 1 / (sqrt(l_i) + sqrt(l_j))), which stays finite for repeated eigenvalues unlike
+    autograd through eigh.
     """
 
     @staticmethod
     def forward(ctx, matrix: Tensor) -> Tensor:  # type: ignore[override]
-        vals, vecs = torch.linalg.eigh(matrix)
+        vals, vecs = torch.linalg.eigh(matrix.double())
         roots = vals.clamp_min(0).sqrt()
         ctx.save_for_backward(roots, vecs)
-        return vecs @ torch.diag_embed(roots) @ vecs.transpose(-1, -2)
+        return (vecs @ torch.diag_embed(roots) @ vecs.transpose(-1, -2)).to(matrix.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         roots, vecs = ctx.saved_tensors
         denom = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).clamp_min(1e-12)
-        inner = vecs.transpose(-1, -2) @ grad @ vecs / denom
-        return vecs @ inner @ vecs.transpose(-1, -2)
+        inner = vecs.transpose(-1, -2) @ grad.double() @ vecs / denom
+        return (vecs @ inner @ vecs.transpose(-1, -2)).to(grad.dtype)
 
 
 def sqrtm_psd(matrix: Tensor) -> Tensor:
-    """Matrix square root of symmetric PSD matrices (..., C, C) in float32 (eigh; negative eigenvalues -> 0)."""
-    return _SqrtmPSD.apply(matrix.float())
+    """Matrix square root of symmetric PSD matrices (..., C, C), in the input's dtype, float64 inside
+    (negative eigenvalues, rounding noise, are set to 0)."""
+    return _SqrtmPSD.apply(matrix)
 
 
 def gaussian_moments(features: Tensor) -> tuple[Tensor, Tensor]:
-    """Channel mean (N, C) and raw second moment F F^T / (H * W) (N, C, C) of features, in float32.
+    """Channel mean (N, C) and raw second moment F F^T / (H * W) (N, C, C) of features, in float64.
 
     Raw moments blend linearly (a weighted mix of styles is the moments of the mixture), so targets of several
     styles are blended in this form and turned into a covariance by ``moments_to_covariance``.
@@ -122,7 +126,7 @@ def gaussian_moments(features: Tensor) -> tuple[Tensor, Tensor]:
     if features.dim() != 4:
         raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
     n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
+    flat = features.double().reshape(n, c, h * w)
     return flat.mean(-1), flat @ flat.transpose(1, 2) / (h * w)
 
 
@@ -139,17 +143,19 @@ def wasserstein2_loss(
 
     W2^2 = |mu - mu_t|^2 + tr(S + S_t - 2 (S_t^(1/2) S S_t^(1/2))^(1/2)), divided by C and averaged over the batch
     (as crowsonkb's style-transfer-pytorch). Targets are (C,), (C, C) or batched (1 or N, ...);
-    ``target_cov_sqrt`` (S_t^(1/2)) can be passed precomputed since the target is fixed. Float32 throughout.
+    ``target_cov_sqrt`` (S_t^(1/2)) can be passed precomputed since the target is fixed. Computed in float64
+    and returned as float32: with fewer feature positions than channels (deep layers, small images) the
+    covariances are nearly singular, and float32 rounding in S_t^(1/2) S S_t^(1/2) ruins the gradient.
     """
     mean, second = gaussian_moments(features)
     cov = moments_to_covariance(mean, second, eps)
-    t_mean, t_cov = target_mean.float(), target_cov.float()
-    t_sqrt = sqrtm_psd(t_cov) if target_cov_sqrt is None else target_cov_sqrt.float()
+    t_mean, t_cov = target_mean.double(), target_cov.double()
+    t_sqrt = sqrtm_psd(t_cov) if target_cov_sqrt is None else target_cov_sqrt.double()
     c = mean.shape[-1]
     mean_term = (mean - t_mean).pow(2).sum(-1) / c
     cross = sqrtm_psd(t_sqrt @ cov @ t_sqrt)
     cov_term = torch.diagonal(cov + t_cov - 2 * cross, dim1=-2, dim2=-1).sum(-1) / c
-    return (mean_term + cov_term).mean()
+    return (mean_term + cov_term).mean().float()
 
 
 def normalise_layer_weights(weights: str | Sequence[float], layers: Sequence[str]) -> list[float]:
