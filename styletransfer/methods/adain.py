@@ -140,7 +140,7 @@ class AdaINModule(pl.LightningModule):
     # ---- validation: losses and a grid of stylised pairs ---------------------------------------------------
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         losses = self.losses(batch["content"], batch["style"])
-        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch["content"].shape[0])
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch["content"].shape[0], sync_dist=True)
         result = self.stylise(batch["content"], batch["style"])
         self._val_outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
 
