@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 
+from styletransfer.objective import Objective, measure
 from styletransfer.wandb_setup import choose_wandb_mode
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("logger") and any("WandbLogger" in str(entry.get("_target_", "")) for entry in cfg.logger.values()):
         choose_wandb_mode()
 
+    objective = Objective.from_config(cfg.objective) if cfg.get("objective") else None
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
@@ -46,14 +48,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     save_final_checkpoint(trainer)
-    report_skipped(datamodule)
+    if trainer.is_global_zero:
+        report_skipped(datamodule)
+        log.info("run directory: %s", output_dir)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if objective is not None:
+        metrics.update(score_objective(objective, model, datamodule, trainer, metrics, encoder_cfg))
     non_finite = [k for k, v in metrics.items() if not math.isfinite(v)]
     if non_finite:
         log.warning("non-finite final metrics: %s", ", ".join(non_finite))
-    log.info("run directory: %s", output_dir)
     return metrics
+
+
+def score_objective(objective: Objective, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+                    trainer: pl.Trainer, metrics: dict[str, float], encoder_cfg: Any) -> dict[str, float]:
+    """Measure the sweep objective after training (styletransfer.objective) and send it to the loggers."""
+    scores = measure(objective, model, datamodule, trainer, metrics, encoder_cfg)
+    for logger in trainer.loggers:
+        logger.log_metrics(scores, step=trainer.global_step)
+        logger.save()
+    return scores
 
 
 def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) -> None:

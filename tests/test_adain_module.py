@@ -77,3 +77,16 @@ def test_exported_decoder_is_a_plain_release_layout_state_dict(tmp_path):
     decoder = AdaINDecoder()
     decoder.load_state_dict(payload["decoder"])
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=2)
+    model = AdaINModule(encoder=RANDOM_ENCODER, channels_last=True)
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 2
+    assert model.decoder[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.isfinite(p).all() for p in model.decoder.parameters())

@@ -133,3 +133,24 @@ def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert list((run / "wandb").glob("offline-run-*"))
     assert "wandb sync" in proc.stdout + proc.stderr
+
+
+def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
+    run = tmp_path / "ddp"
+    proc = run_train(
+        "data=folders",
+        f"data.content_dir={photo_dirs[0]}",
+        f"data.style_dir={photo_dirs[1]}",
+        "encoder.weights=random",
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=1",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert list((run / "val_grids").glob("*.png"))
