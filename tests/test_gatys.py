@@ -232,6 +232,11 @@ def test_blend_length_and_layer_names_fail_before_optimisation(photos, tmp_path)
         GatysModule(RANDOM_ENCODER, style_layers=["relu1_1", "relu6_1"])
     with pytest.raises(ValueError, match="method.content_layers"):
         GatysModule(RANDOM_ENCODER, content_layers=["conv4_5"])
+    with pytest.raises(ValueError, match="method.style_layer_weights: .*2 entries for 5 style layers"):
+        GatysModule(RANDOM_ENCODER, style_layer_weights=[2, 1])
+    small = PairDataModule(photos["coffee"], photos["chelsea"], image_size=16)
+    with pytest.raises(ValueError, match="data.content at scale 16 px is only 11 px .* need >= 16 px"):
+        _fit(GatysModule(RANDOM_ENCODER, snapshot_every=0), small, tmp_path, steps=3)
     model = GatysModule(RANDOM_ENCODER, style_blend=[0.5, 0.3, 0.2], snapshot_every=0, **FAST)
     data = PairDataModule(photos["coffee"], [photos["chelsea"], photos["rocket"]], image_size=32)
     with pytest.raises(ValueError, match="style_blend=.*3 weight.*2 style image"):
