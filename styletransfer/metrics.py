@@ -149,14 +149,20 @@ def cfsd(
     return total.float()
 
 
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a positive semi-definite matrix (negative rounding eigenvalues clipped to 0)."""
+    vals, vecs = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
 def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | Tensor) -> float:
     """Frechet distance between Gaussians fitted to two sets of feature vectors (rows), as FID computes it.
 
-    Needs at least two vectors per set; the matrix square root uses scipy, with a small diagonal offset when the
-    product of covariances is singular (few samples), as pytorch-fid does.
+    ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), where the last trace is taken as
+    tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)) through two symmetric eigendecompositions (the same value as scipy's sqrtm
+    of the product, seconds instead of a minute for 2048-d features, and stable with singular covariances).
+    Needs at least two vectors per set.
     """
-    from scipy import linalg
-
     a = np.asarray(features_a.detach().cpu() if isinstance(features_a, Tensor) else features_a, dtype=np.float64)
     b = np.asarray(features_b.detach().cpu() if isinstance(features_b, Tensor) else features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -165,13 +171,11 @@ def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | T
         raise ValueError(f"FID needs at least 2 images per set, got {a.shape[0]} and {b.shape[0]}")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean, _ = linalg.sqrtm(sigma_a @ sigma_b, disp=False)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma_a.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
-    covmean = np.real(covmean)
+    root_a = _sqrt_psd(sigma_a)
+    inner = root_a @ sigma_b @ root_a
+    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * tr_covmean)
 
 
 def art_fid(lpips: float, fid: float) -> float:
