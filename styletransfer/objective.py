@@ -1,0 +1,175 @@
+"""The number a sweep optimises: a weighted sum of metrics measured after training (config key ``objective``).
+
+Metric names are either the benchmark's (the ones ``evaluate.py`` reports: ``content_relu4_1``,
+``style_mean_std``, ``ssim``, ...), measured with :mod:`styletransfer.evaluation`'s scorer on the result of the
+trained model, or final training metrics (``loss/total``, ``loss/style``, ...; ``val/...`` runs a validation
+pass first). AdaIN is scored on every content/style pair of ``objective.benchmark``; Neural Style (Gatys) on the
+image(s) it optimised, against its own content and style images.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+class ObjectiveError(ValueError):
+    """The objective config is invalid, or a metric it names could not be measured (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``value = sum(weight * metric for metric, weight in terms)``, to be minimised or maximised."""
+
+    terms: dict[str, float]
+    direction: str = "minimize"
+    alpha: float = 1.0
+    benchmark: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Objective:
+        """Read the ``objective`` config: a metric name (minimised), or a mapping with terms/direction/alpha/benchmark."""
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, str):
+            return cls(terms={cfg: 1.0})
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        terms = plain.get("terms")
+        if not isinstance(terms, Mapping) or not terms:
+            raise ObjectiveError(f"objective.terms must map metric names to weights, e.g. {{style_mean_std: 1.0}}; got {terms!r}")
+        bad = {k: v for k, v in terms.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ObjectiveError(f"objective.terms weights must be numbers; got {bad}")
+        direction = str(plain.get("direction", "minimize")).lower()
+        if direction not in DIRECTIONS:
+            raise ObjectiveError(f"objective.direction={direction!r}: use minimize or maximize")
+        alpha = float(plain.get("alpha", 1.0))
+        if not 0.0 <= alpha <= 1.0:
+            raise ObjectiveError(f"objective.alpha={alpha} must be in [0, 1]")
+        benchmark = plain.get("benchmark") or {}
+        return cls({str(k): float(v) for k, v in terms.items()}, direction, alpha, dict(benchmark))
+
+    @property
+    def benchmark_terms(self) -> list[str]:
+        """Terms measured by the benchmark scorer (the rest are training metrics)."""
+        from styletransfer.evaluation import PAIR_METRICS, SET_METRICS
+
+        return [name for name in self.terms if name in PAIR_METRICS or name in SET_METRICS]
+
+    @property
+    def worst(self) -> float:
+        """The value a failed trial reports to the sweeper: +inf when minimising, -inf when maximising."""
+        return math.inf if self.direction == "minimize" else -math.inf
+
+    def combine(self, values: Mapping[str, float]) -> float:
+        """The weighted sum of ``values`` (every term must be there and finite)."""
+        missing = [name for name in self.terms if name not in values]
+        if missing:
+            raise ObjectiveError(f"objective terms {missing} were not measured; available: {sorted(values)}")
+        bad = {name: values[name] for name in self.terms if not math.isfinite(values[name])}
+        if bad:
+            raise ObjectiveError(f"objective terms are not finite: {bad}")
+        return float(sum(weight * values[name] for name, weight in self.terms.items()))
+
+
+def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
+            run_metrics: Mapping[str, float], encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """Measure every term and return ``{"objective": value, "objective/<term>": value, ...}``.
+
+    ``run_metrics`` are the final training metrics; a ``val/...`` term not among them triggers
+    ``trainer.validate``. Benchmark terms stylise with ``model`` and score with an evaluation encoder built
+    from ``encoder_cfg`` (the run's ``encoder`` group, as ``evaluate.py`` does).
+    """
+    values = dict(run_metrics)
+    if any(name.startswith("val/") and name not in values for name in objective.terms):
+        for result in trainer.validate(model, datamodule=datamodule, verbose=False):
+            values.update({k: float(v) for k, v in result.items()})
+    if objective.benchmark_terms:
+        values.update(benchmark_scores(objective, model, datamodule, encoder_cfg))
+    unknown = [name for name in objective.terms if name not in values]
+    if unknown:
+        from styletransfer.evaluation import PAIR_METRICS, SET_METRICS
+
+        raise ObjectiveError(
+            f"objective.terms names {unknown}: not a benchmark metric ({', '.join([*PAIR_METRICS, *SET_METRICS])}) "
+            f"nor a final metric of this run ({', '.join(sorted(values))})"
+        )
+    scores = {f"objective/{name}": float(values[name]) for name in objective.terms}
+    scores["objective"] = objective.combine(values)
+    log.info("objective (%s) = %.6g  [%s]", objective.direction, scores["objective"],
+             ", ".join(f"{n}={values[n]:.4g} x {w:g}" for n, w in objective.terms.items()))
+    return scores
+
+
+def benchmark_scores(objective: Objective, model: Any, datamodule: Any, encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """Benchmark metrics (means over pairs, plus FID/ArtFID) of a trained AdaIN model or a Gatys result."""
+    import torch
+
+    from styletransfer.encoder import build_encoder
+    from styletransfer.evaluation import EVAL_LAYERS, Scorer
+
+    device = next(model.parameters()).device
+    scorer = Scorer(build_encoder(dict(encoder_cfg), EVAL_LAYERS), device, objective.benchmark.get("metrics") or {})
+    unavailable = {name: scorer.unavailable[name] for name in objective.benchmark_terms if name in scorer.unavailable}
+    if unavailable:
+        raise ObjectiveError(f"objective metrics unavailable: {unavailable}; choose other objective.terms")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if hasattr(model, "stylise"):
+                return _adain_on_benchmark(objective, model, scorer, device)
+            if hasattr(model, "output"):
+                return _result_against_inputs(model, datamodule, scorer)
+    finally:
+        model.train(was_training)
+    raise ObjectiveError(
+        f"{type(model).__name__} cannot be scored on the benchmark (it has neither stylise() nor output()); "
+        "use training metrics in objective.terms (e.g. loss/total)"
+    )
+
+
+def _adain_on_benchmark(objective: Objective, model: Any, scorer: Any, device: Any) -> dict[str, float]:
+    """Stylise every benchmark pair with the trained decoder and score it as ``evaluate.py`` does."""
+    from styletransfer.evaluation import Candidate, evaluate_candidate, load_benchmark
+
+    if not objective.benchmark:
+        raise ObjectiveError("objective.benchmark is not set: the AdaIN objective needs a benchmark (e.g. /benchmark: default)")
+    bench = load_benchmark(objective.benchmark)
+
+    def stylize(content: Any, style: Any, alpha: float) -> Any:
+        return model.stylise(content, style, alpha=alpha).float().clamp(0, 1)
+
+    candidate = Candidate("trial", stylize, {"method": "adain"})
+    out = evaluate_candidate(candidate, bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
+    scores = {name: agg["mean"] for name, agg in out["aggregate"].items()}
+    scores.update({k: v for k, v in out["set_metrics"].items() if isinstance(v, float)})
+    return scores
+
+
+def _result_against_inputs(model: Any, datamodule: Any, scorer: Any) -> dict[str, float]:
+    """Score an optimised image (Neural Style) against its content(s) and style(s); mean over every pair."""
+    import torch.nn.functional as F
+
+    from styletransfer.evaluation import SET_METRICS
+
+    result = model.output().float()
+    contents = datamodule.load_content(max(result.shape[-2:])).to(result.device)
+    if contents.shape[-2:] != result.shape[-2:]:
+        contents = F.interpolate(contents, size=result.shape[-2:], mode="bilinear", align_corners=False)
+    styles = [s.unsqueeze(0).to(result.device) for s in datamodule.load_styles(max(result.shape[-2:]))]
+    style_feats = [scorer.features(s) for s in styles]
+    rows = []
+    for image, content in zip(result, contents):
+        content_feats = scorer.features(content.unsqueeze(0))
+        rows += [scorer.score(image.unsqueeze(0), content.unsqueeze(0), feats, content_feats) for feats in style_feats]
+    names = [n for n in rows[0] if n not in SET_METRICS]
+    return {name: statistics.fmean(row[name] for row in rows) for name in names}

@@ -1,0 +1,320 @@
+"""The trials table of a sweep: a Hydra callback that writes ``trials.csv``, ``trials.md`` and
+``objective_vs_params.png`` into the sweep directory when a multirun ends (grids and Optuna searches alike).
+
+Each trial directory holds ``trial_status.json`` (written by :mod:`styletransfer.trial`) and Hydra's
+``.hydra/overrides.yaml``; the table is built from those files, so it also works when trials ran in other
+processes or on other machines (``hydra/launcher=submitit_slurm``). Registered in ``configs/hydra/default.yaml``
+(``hydra.callbacks.sweep_table``); single runs are left alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+#: Written into every trial directory by styletransfer.trial; one row of the table each.
+STATUS_FILE = "trial_status.json"
+CSV_NAME, MD_NAME, PLOT_NAME = "trials.csv", "trials.md", "objective_vs_params.png"
+#: Plotted when no trial has an objective (a grid without ``+objective=...``).
+FALLBACK_METRIC = "loss/total"
+
+
+@dataclass
+class Trial:
+    """One row of the table."""
+
+    number: int
+    directory: Path
+    params: dict[str, str]
+    status: str
+    objective: float | None = None
+    reason: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None
+
+
+def failure_reason(exc: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message``, shortened: what the trials table shows."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_status(directory: Path, status: Mapping[str, Any]) -> Path:
+    """Write ``trial_status.json`` (non-finite numbers as null, so any JSON reader can load it)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / STATUS_FILE
+    path.write_text(json.dumps(clean(dict(status)), indent=2))
+    return path
+
+
+def _read_overrides(directory: Path) -> list[str]:
+    path = directory / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _trial_number(directory: Path, status: Mapping[str, Any]) -> int | None:
+    if isinstance(status.get("trial"), int):
+        return status["trial"]
+    hydra_yaml = directory / ".hydra" / "hydra.yaml"
+    if hydra_yaml.is_file():
+        num = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.num", default=None)
+        if isinstance(num, int):
+            return num
+    return int(directory.name) if directory.name.isdigit() else None
+
+
+def collect_trials(sweep_dir: Path) -> list[Trial]:
+    """Every trial directory under ``sweep_dir`` (one with ``.hydra/overrides.yaml``), sorted by trial number."""
+    trials = []
+    for overrides_file in sorted(Path(sweep_dir).glob("**/.hydra/overrides.yaml")):
+        directory = overrides_file.parent.parent
+        status_path = directory / STATUS_FILE
+        status: dict[str, Any] = {}
+        if status_path.is_file():
+            try:
+                status = json.loads(status_path.read_text())
+            except json.JSONDecodeError as exc:
+                status = {"status": "unknown", "reason": f"unreadable {STATUS_FILE}: {exc}"}
+        state = status.get("status")
+        reason = status.get("reason") or ""
+        if state is None:
+            state, reason = "unknown", f"no {STATUS_FILE}: the job did not go through train.py; see its log"
+        elif state == "running":
+            state, reason = "failed", "stopped without finishing (killed: out of memory or time limit?); see its log"
+        number = _trial_number(directory, status)
+        trials.append(Trial(
+            number=number if number is not None else len(trials),
+            directory=directory,
+            params=dict(_split(o) for o in _read_overrides(directory)),
+            status=state,
+            objective=status.get("objective"),
+            reason=reason,
+            scores={k: v for k, v in (status.get("scores") or {}).items() if v is not None},
+            metrics={k: v for k, v in (status.get("metrics") or {}).items() if v is not None},
+            seconds=status.get("seconds"),
+        ))
+    return sorted(trials, key=lambda t: t.number)
+
+
+def swept_keys(trials: Sequence[Trial], declared: Sequence[str] = ()) -> list[str]:
+    """The parameters of the table: ``declared`` ones (the sweep's own) first, then any override that varies."""
+    keys = [k for k in declared if any(k in t.params for t in trials)]
+    for trial in trials:
+        for key in trial.params:
+            if key not in keys and len({t.params.get(key) for t in trials}) > 1:
+                keys.append(key)
+    return keys
+
+
+def declared_keys(config: DictConfig) -> list[str]:
+    """Keys swept by the command line (``a=1,2``, ``choice(...)``) or by ``hydra.sweeper.params`` (Optuna)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys: list[str] = []
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    if isinstance(params, Mapping):
+        keys += [str(k) for k in params]
+    task = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    try:
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:  # noqa: BLE001 -- the table still lists the overrides that vary
+        parsed = []
+    keys += [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    return list(dict.fromkeys(keys))
+
+
+def best_trial(trials: Sequence[Trial], direction: str) -> Trial | None:
+    """The completed trial with the best objective (None when no trial completed with one)."""
+    done = [t for t in trials if t.status == "completed" and t.objective is not None]
+    if not done:
+        return None
+    return (max if direction == "maximize" else min)(done, key=lambda t: t.objective)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, direction: str) -> tuple[Path, Path]:
+    """``trials.csv`` (every column) and ``trials.md`` (best trial on top, then the table)."""
+    score_names = list(dict.fromkeys(n for t in trials for n in t.scores))
+    metric_names = [FALLBACK_METRIC] if any(FALLBACK_METRIC in t.metrics for t in trials) else []
+    header = ["trial", *keys, "objective", "status", "reason", *score_names, *metric_names, "seconds", "directory"]
+    rows = []
+    for t in trials:
+        rows.append([t.number, *(t.params.get(k, "") for k in keys), t.objective, t.status, t.reason,
+                     *(t.scores.get(n) for n in score_names), *(t.metrics.get(n) for n in metric_names),
+                     t.seconds, t.directory.name])
+    csv_path = directory / CSV_NAME
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([[_fmt(v) for v in row] for row in rows])
+
+    best = best_trial(trials, direction)
+    done = sum(t.status == "completed" for t in trials)
+    lines = [f"# Sweep {directory.name}", "",
+             f"{len(trials)} trials: {done} completed, {len(trials) - done} failed or unknown. "
+             f"Objective: {direction}."]
+    if best is not None:
+        params = ", ".join(f"`{k}={best.params.get(k, '')}`" for k in keys)
+        lines += ["", f"**Best: trial {best.number}**, objective {_fmt(best.objective)}: {params or '(no parameters)'}"]
+    md_header = [h for h in header if h != "directory"]
+    lines += ["", "| " + " | ".join(md_header) + " |", "|" + " --- |" * len(md_header)]
+    for row in rows:
+        cells = [_fmt(v).replace("|", "\\|").replace("\n", " ") for v in row[:-1]]
+        lines.append("| " + " | ".join(cells) + " |")
+    md_path = directory / MD_NAME
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def plot_objective(trials: Sequence[Trial], keys: Sequence[str], path: Path) -> Path | None:
+    """One panel per parameter: the objective (or ``loss/total`` when there is none) against its values.
+
+    Numeric parameters on a linear or (when they span more than two decades) log axis; others as categories.
+    Failed trials are red crosses along the top edge.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if any(t.objective is not None for t in trials):
+        label, value_of = "objective", (lambda t: t.objective)
+    else:
+        label, value_of = FALLBACK_METRIC, (lambda t: t.metrics.get(FALLBACK_METRIC))
+    panels = list(keys) or ["trial"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        raw = [str(t.number) if key == "trial" else t.params.get(key, "") for t in trials]
+        numbers = [_as_number(r) for r in raw]
+        numeric = all(n is not None for n in numbers)
+        if numeric:
+            xs: list[float] = [float(n) for n in numbers]  # type: ignore[arg-type]
+            positive = [x for x in xs if x > 0]
+            if len(positive) == len(xs) and max(xs) / min(xs) > 100:
+                ax.set_xscale("log")
+        else:
+            categories = list(dict.fromkeys(raw))
+            xs = [float(categories.index(r)) for r in raw]
+            ax.set_xticks(range(len(categories)))
+            ax.set_xticklabels(categories, rotation=30, ha="right", fontsize=7)
+        ok = [(x, value_of(t)) for x, t in zip(xs, trials) if t.status == "completed" and value_of(t) is not None]
+        bad = [x for x, t in zip(xs, trials) if not (t.status == "completed" and value_of(t) is not None)]
+        if ok:
+            ax.scatter([p[0] for p in ok], [p[1] for p in ok], color="tab:blue", label="completed")
+        if bad:
+            ax.scatter(bad, [0.97] * len(bad), marker="x", color="tab:red", label="failed",
+                       transform=ax.get_xaxis_transform())
+        ax.set_xlabel(key)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{label} against each parameter ({len(trials)} trials)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_report(sweep_dir: Path, declared: Sequence[str] = (), direction: str = "minimize") -> list[Trial]:
+    """Collect the trials under ``sweep_dir`` and write the table and the plot there; returns the trials."""
+    sweep_dir = Path(sweep_dir)
+    trials = collect_trials(sweep_dir)
+    if not trials:
+        log.warning("no trial directories under %s: no trials table written", sweep_dir)
+        return trials
+    keys = swept_keys(trials, declared)
+    csv_path, md_path = write_tables(trials, keys, sweep_dir, direction)
+    plot_objective(trials, keys, sweep_dir / PLOT_NAME)
+    best = best_trial(trials, direction)
+    failed = [t for t in trials if t.status != "completed"]
+    log.info("trials table: %s, %s, %s", csv_path, md_path, sweep_dir / PLOT_NAME)
+    for t in failed:
+        log.warning("trial %d %s: %s", t.number, t.status, t.reason)
+    if best is not None:
+        log.info("best trial %d: objective %s with %s", best.number, _fmt(best.objective),
+                 ", ".join(f"{k}={best.params.get(k, '')}" for k in keys))
+    return trials
+
+
+def sweep_name() -> str | None:
+    """The sweep directory's name inside a multirun job (e.g. ``2026-01-31_12-00-00``), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(HydraConfig.get().sweep.dir)).name
+
+
+def register_resolvers() -> None:
+    """Register ``${sweep_name:}`` with OmegaConf (train.py calls this before Hydra composes the config)."""
+    OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+
+
+class SweepTableCallback(Callback):
+    """Hydra callback: the trials table and plot at the end of every multirun (and a status for crashed jobs)."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """A multirun job that raised before ``train.py`` could record it still gets a failed ``trial_status.json``."""
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
+            return
+        directory = Path(str(OmegaConf.select(config, "hydra.runtime.output_dir")))
+        if (directory / STATUS_FILE).is_file() and json.loads((directory / STATUS_FILE).read_text()).get("status") != "running":
+            return
+        exc = job_return._return_value
+        write_status(directory, {"trial": OmegaConf.select(config, "hydra.job.num"), "status": "failed",
+                                 "objective": None, "reason": failure_reason(exc) if isinstance(exc, BaseException) else str(exc)})
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        direction = OmegaConf.select(config, "objective.direction", default=None)
+        if direction is None:
+            sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+            direction = sweeper_direction if isinstance(sweeper_direction, str) else "minimize"
+        write_sweep_report(sweep_dir, declared_keys(config), str(direction).lower())
