@@ -614,7 +614,9 @@ def run(cfg: Any) -> dict[str, Any]:
 
     ckpts = plain.get("ckpt")
     ckpts = [] if ckpts is None else ([ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts))
-    model_encoder = plain.get("model_encoder") or plain["encoder"]
+    model_encoder = dict(plain.get("model_encoder") or {})
+    if not model_encoder.get("weights"):
+        model_encoder = plain["encoder"]
     candidates = [
         adain_candidate(path, label, device, encoder=model_encoder, channels_last=channels_last, bf16=bf16)
         for path, label in zip(ckpts, checkpoint_labels(ckpts))
