@@ -15,6 +15,7 @@ from torchvision.utils import make_grid
 
 from styletransfer.decoder import AdaINDecoder
 from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
+from styletransfer.loggers import log_image
 from styletransfer.losses import content_loss, mean_std_style_loss
 from styletransfer.ops import adain
 
@@ -181,7 +182,7 @@ class AdaINModule(pl.LightningModule):
         self._last_grid_step = self.global_step
         log.info("validation grid written to %s", path)
         for logger in self.loggers:
-            _log_image(logger, "val/grid", grid, path, self.global_step)
+            log_image(logger, "val/grid", grid, path, self.global_step)
 
     # ---- export --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -208,11 +209,3 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-
-
-def _log_image(logger: pl.loggers.Logger, key: str, grid: Tensor, path: Path, step: int) -> None:
-    """Send an image grid to a logger that can take one (wandb, TensorBoard); CSV keeps the file only."""
-    if isinstance(logger, pl.loggers.WandbLogger):
-        logger.log_image(key=key, images=[str(path)], step=step)
-    elif isinstance(logger, pl.loggers.TensorBoardLogger):
-        logger.experiment.add_image(key, grid, global_step=step)

@@ -37,7 +37,7 @@ from styletransfer.losses import (
     tv_loss,
     weighted_style_loss,
 )
-from styletransfer.methods.adain import _log_image
+from styletransfer.loggers import log_image
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ class GatysModule(pl.LightningModule):
         path = Path(self.trainer.default_root_dir) / "snapshots" / f"step_{step:05d}.png"
         save_image(grid, path)
         for logger in self.loggers:
-            _log_image(logger, "snapshot", grid, path, step)
+            log_image(logger, "snapshot", grid, path, step)
 
     def on_train_end(self) -> None:
         if not self.trainer.is_global_zero or self.image is None:
@@ -500,7 +500,7 @@ class GatysModule(pl.LightningModule):
         log.info("Neural Style result written to %s", ", ".join(map(str, paths)))
         grid = make_grid(self.output().float().cpu(), nrow=8, padding=2, pad_value=1.0)
         for logger in self.loggers:
-            _log_image(logger, "stylised", grid, paths[0], self.global_step)
+            log_image(logger, "stylised", grid, paths[0], self.global_step)
 
     # ---- checkpoints: the image, the scale and the EMA; the encoder is rebuilt from hparams["encoder"] -----------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
