@@ -493,8 +493,7 @@ def _safe(label: str) -> str:
 
 def log_results(loggers: Sequence[Any], summary: Mapping[str, Any], images: Mapping[str, tuple[Path, Tensor]]) -> None:
     """Send hyper-parameters, aggregates and figures to Lightning loggers (wandb and TensorBoard take images)."""
-    import numpy as np
-    import pytorch_lightning as pl
+    from styletransfer.loggers import log_image
 
     flat: dict[str, float] = {}
     for model in summary["models"]:
@@ -511,12 +510,7 @@ def log_results(loggers: Sequence[Any], summary: Mapping[str, Any], images: Mapp
                                 "unavailable": summary["unavailable"]})
         logger.log_metrics(flat, step=0)
         for key, (path, tensor) in images.items():
-            if isinstance(logger, pl.loggers.WandbLogger):
-                logger.log_image(key=f"eval/{key}", images=[str(path)], step=0)
-            elif isinstance(logger, pl.loggers.TensorBoardLogger):
-                logger.experiment.add_image(f"eval/{key}", tensor.clamp(0, 1), global_step=0)
-            elif hasattr(logger, "experiment") and hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image(f"eval/{key}", np.asarray(tensor), global_step=0)
+            log_image(logger, f"eval/{key}", tensor.clamp(0, 1), path, step=0)
         logger.save()
         if hasattr(logger, "finalize"):
             logger.finalize("success")
