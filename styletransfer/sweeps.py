@@ -46,7 +46,10 @@ class Trial:
 
 
 def failure_reason(exc: BaseException, limit: int = 500) -> str:
-    """``Type: first line of the message``, shortened: what the trials table shows."""
+    """``Type: first line of the message`` of the root cause (Hydra wraps errors raised while instantiating),
+    shortened: what the trials table shows."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -159,11 +162,14 @@ def best_trial(trials: Sequence[Trial], direction: str) -> Trial | None:
     return (max if direction == "maximize" else min)(done, key=lambda t: t.objective)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int | None = 6) -> str:
+    """A table cell: empty for None, floats to ``digits`` significant digits (None: full precision)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
+        if not math.isfinite(value) or digits is None:
+            return repr(value)
+        return f"{value:.{digits}g}"
     return str(value)
 
 
@@ -181,7 +187,7 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
-        writer.writerows([[_fmt(v) for v in row] for row in rows])
+        writer.writerows([[_fmt(v, digits=None) for v in row] for row in rows])
 
     best = best_trial(trials, direction)
     done = sum(t.status == "completed" for t in trials)

@@ -1,0 +1,167 @@
+"""Sweeps: Optuna searches and grids through `python train.py -m`, the trials table, failed trials, launchers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import RANDOM_ENCODER, ROOT, run_train
+from styletransfer.sweeps import STATUS_FILE, collect_trials, write_sweep_report
+
+#: A tiny benchmark to score trials on: 1 content x 2 styles at 32 px.
+BENCH = {"n_content": 1, "n_style": 2, "generate_size": 32, "size": 32}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    """One sample data set and one benchmark for every sweep of this module (generated once)."""
+    return tmp_path_factory.mktemp("sweep_data")
+
+
+def tiny(shared: Path, sweep_dir: Path) -> list[str]:
+    """The overrides that make a trial take seconds on a CPU."""
+    return [
+        "data=sample", f"data.root={shared / 'sample'}", "data.n_content=4", "data.n_style=2", "data.val_pairs=2",
+        "logger=csv", "encoder.weights=random", "trainer=cpu", "trainer.max_steps=2", "data.batch_size=2",
+        "data.image_size=48", "data.crop_size=32", "data.num_workers=0", f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def bench_overrides(shared: Path) -> list[str]:
+    return [f"objective.benchmark.root={shared / 'bench'}"] + [f"objective.benchmark.{k}={v}" for k, v in BENCH.items()]
+
+
+def read_table(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "trials.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_plot(sweep_dir: Path) -> None:
+    with Image.open(sweep_dir / "objective_vs_params.png") as image:
+        assert image.size[0] > 200 and image.size[1] > 100
+
+
+def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", "hparams_search=adain_optuna", "hydra.sweeper.n_trials=3",
+                     *tiny(shared, sweep), *bench_overrides(shared))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows = read_table(sweep)
+    assert len(rows) == 3
+    for key in ("method.style_weight", "method.content_weight", "method.lr", "method.style_layers"):
+        assert key in rows[0], rows[0].keys()
+    assert [r["status"] for r in rows] == ["completed"] * 3
+    objectives = [float(r["objective"]) for r in rows]
+    assert all(math.isfinite(v) for v in objectives)
+    # The objective is the configured weighted sum of the benchmark terms, recorded per term.
+    for row in rows:
+        assert float(row["objective"]) == pytest.approx(float(row["content_relu4_1"]) + float(row["style_mean_std"]))
+
+    best = OmegaConf.to_container(OmegaConf.load(sweep / "optimization_results.yaml"))
+    assert best["best_value"] == pytest.approx(min(objectives))
+    best_row = rows[objectives.index(min(objectives))]
+    assert best["best_params"]["method.lr"] == pytest.approx(float(best_row["method.lr"]))
+    assert "**Best: trial" in (sweep / "trials.md").read_text()
+    check_plot(sweep)
+
+    # Every trial: its status file, and wandb's group set to the sweep directory's name.
+    trial_dir = sweep / best_row["directory"]
+    status = json.loads((trial_dir / STATUS_FILE).read_text())
+    assert status["status"] == "completed" and status["objective"] == pytest.approx(min(objectives))
+    run_config = OmegaConf.load(trial_dir / "run_config.yaml")
+    assert run_config.logger.wandb.group == sweep.name
+
+    # The objective is what evaluate.py's benchmark reports for the trial's checkpoint.
+    from styletransfer.encoder import build_encoder
+    from styletransfer.evaluation import EVAL_LAYERS, Scorer, adain_candidate, evaluate_candidate, load_benchmark
+
+    device = torch.device("cpu")
+    bench = load_benchmark({"name": "default", "root": str(shared / "bench"), **BENCH})
+    scorer = Scorer(build_encoder(RANDOM_ENCODER, EVAL_LAYERS), device)
+    candidate = adain_candidate(trial_dir / "checkpoints" / "last.ckpt", "best", device, encoder=RANDOM_ENCODER)
+    aggregate = evaluate_candidate(candidate, bench, scorer, device, 1.0, warmup=0, seed=0, keep=set())["aggregate"]
+    expected = aggregate["content_relu4_1"]["mean"] + aggregate["style_mean_std"]["mean"]
+    assert status["objective"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_on(shared, tmp_path):
+    sweep = tmp_path / "sweep"
+    # The config's search space replaced by one categorical parameter, which the grid sampler tries in full;
+    # relu9_9 is not a VGG-19 layer, so that trial fails.
+    proc = run_train("-m", "hparams_search=adain_optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.params=null",
+                     'method.style_layers=choice("[relu1_1,relu2_1]","[relu1_1,relu9_9]")',
+                     *tiny(shared, sweep), *bench_overrides(shared))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows = {r["method.style_layers"]: r for r in read_table(sweep)}
+    assert set(rows) == {"[relu1_1,relu2_1]", "[relu1_1,relu9_9]"}
+    good, bad = rows["[relu1_1,relu2_1]"], rows["[relu1_1,relu9_9]"]
+    assert good["status"] == "completed" and math.isfinite(float(good["objective"]))
+    assert bad["status"] == "failed" and bad["objective"] == ""
+    assert "ValueError" in bad["reason"] and "relu9_9" in bad["reason"]
+    status = json.loads((sweep / bad["directory"] / STATUS_FILE).read_text())
+    assert status["status"] == "failed" and "relu9_9" in status["reason"]
+    assert "relu9_9" in (sweep / bad["directory"] / "train.log").read_text()  # the traceback is in the trial's log
+
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_params["method.style_layers"] == "[relu1_1,relu2_1]"
+    assert best.best_value == pytest.approx(float(good["objective"]))
+    md = (sweep / "trials.md").read_text()
+    assert "1 failed" in md and "relu9_9" in md
+    check_plot(sweep)
+
+
+def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path):
+    sweep = tmp_path / "sweep"
+    # lr=1e12 blows the decoder's weights up after one Adam step: the loss becomes NaN/inf.
+    proc = run_train("-m", "method.lr=1e-4,1e12", *tiny(shared, sweep))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows = {float(r["method.lr"]): r for r in read_table(sweep)}
+    assert set(rows) == {1e-4, 1e12}
+    assert rows[1e-4]["status"] == "completed" and math.isfinite(float(rows[1e-4]["loss/total"]))
+    assert rows[1e12]["status"] == "failed"
+    assert "NonFiniteLossError" in rows[1e12]["reason"] and "not finite" in rows[1e12]["reason"]
+    assert rows[1e-4]["objective"] == ""  # a grid without +objective=... has none; loss/total is plotted
+    assert "| method.lr |" in (sweep / "trials.md").read_text()
+    check_plot(sweep)
+
+
+def test_table_marks_killed_and_unrecorded_trials(tmp_path):
+    """Trials whose process died (status left "running") or that never reached train.py are not lost."""
+    for num, status in enumerate([{"status": "completed", "objective": 2.0}, {"status": "running"}, None]):
+        trial = tmp_path / str(num)
+        (trial / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create([f"method.style_layers=[relu{num + 1}_1]", "trainer=cpu"]),
+                       trial / ".hydra" / "overrides.yaml")
+        if status is not None:
+            (trial / STATUS_FILE).write_text(json.dumps({"trial": num, **status}))
+    trials = write_sweep_report(tmp_path, declared=["method.style_layers"])
+    assert [t.status for t in trials] == ["completed", "failed", "unknown"]
+    assert "killed" in trials[1].reason and STATUS_FILE in trials[2].reason
+    rows = read_table(tmp_path)
+    assert [r["method.style_layers"] for r in rows] == ["[relu1_1]", "[relu2_1]", "[relu3_1]"]
+    assert "trainer" not in rows[0]  # constant overrides are not parameters
+    assert len(collect_trials(tmp_path)) == 3
+    check_plot(tmp_path)
+
+
+def test_slurm_launcher_config_composes_on_the_submitit_plugin():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=adain_optuna", "hydra/launcher=slurm",
+                                          "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min > 0
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.callbacks.sweep_table._target_ == "styletransfer.sweeps.SweepTableCallback"
