@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+#: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
+BOTTLENECK = "relu4_1"
+#: ``format`` of the exported decoder file (``checkpoints/decoder.pth``).
+DECODER_FORMAT = "styletransfer.adain_decoder"
 
 #: (in, out) channels of each 3x3 conv, with "up" where the paper's decoder upsamples (nearest, x2).
 _DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
@@ -58,3 +68,23 @@ class AdaINDecoder(nn.Sequential):
             else:
                 x = module(x)
         return x
+
+
+def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0) -> None:
+    """Write an inference-ready decoder file atomically (temporary file, then rename).
+
+    It holds the decoder's state dict (release layout keys), the spec of the encoder it was trained behind
+    (with its fingerprint) and the step; it loads with ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": DECODER_FORMAT,
+        "version": 1,
+        "step": int(step),
+        "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
+        "encoder": dict(encoder_spec),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

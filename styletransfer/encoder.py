@@ -275,6 +275,9 @@ def _random_banner(reason: str) -> str:
 class VGGEncoder(nn.Module):
     """Frozen VGG-19 returning named feature maps; see the module docstring for the architectures and weights.
 
+    ``weights`` may also be a state dict already in memory (e.g. the trunk stored in a Lightning checkpoint),
+    in either layout.
+
     ``forward(image)`` takes RGB in [0, 1] shaped (N, 3, H, W) and returns ``{layer: features}`` in the order of
     ``layers``. Parameters never require grad and the module stays in eval mode, but gradients flow to the input.
     """
@@ -282,7 +285,7 @@ class VGGEncoder(nn.Module):
     def __init__(
         self,
         layers: Sequence[str],
-        weights: str | os.PathLike = "imagenet",
+        weights: str | os.PathLike | Mapping[str, Tensor] = "imagenet",
         seed: int = 0,
         fallback: str | None = None,
         download: bool = True,
@@ -293,14 +296,20 @@ class VGGEncoder(nn.Module):
             raise ValueError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"encoder seed must be an int, got {seed!r}")
-        if not isinstance(weights, (str, os.PathLike)) or not str(weights):
-            raise ValueError(f"encoder weights must be 'imagenet', 'random' or a file path, got {weights!r}")
+        in_memory = isinstance(weights, Mapping)
+        if not in_memory and (not isinstance(weights, (str, os.PathLike)) or not str(weights)):
+            raise ValueError(
+                f"encoder weights must be 'imagenet', 'random', a file path or a state dict, got {weights!r}"
+            )
+        label = "state_dict" if in_memory else str(weights)
         deepest = max(self.layers, key=VGG19_LAYERS.index)
 
-        state, used, arch, path, fallback_used = None, str(weights), "torchvision", None, False
-        if weights != "random":
+        state, used, arch, path, fallback_used = None, label, "torchvision", None, False
+        if label != "random":
             try:
-                if weights == "imagenet":
+                if in_memory:
+                    arch, state = _detect_layout(_as_state_dict(weights, Path("<state dict>")), Path("<state dict>"))
+                elif weights == "imagenet":
                     state, path = _load_imagenet(download)
                     arch, state = _detect_layout(state, path)
                     if arch != "torchvision":
@@ -335,7 +344,7 @@ class VGGEncoder(nn.Module):
         super().train(False)
         self.spec: dict = {
             "arch": arch,
-            "weights": str(weights),
+            "weights": label,
             "used": used,
             "file": str(path) if path is not None else None,
             "seed": int(seed),

@@ -27,7 +27,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styletransfer.decoder import AdaINDecoder
+from styletransfer.decoder import BOTTLENECK, DECODER_FORMAT, AdaINDecoder
 from styletransfer.encoder import EncoderWeightsError, VGGEncoder, build_encoder
 from styletransfer.ops import adain, mean_std
 
 log = logging.getLogger(__name__)
 
-BOTTLENECK = "relu4_1"
-DECODER_FORMAT = "styletransfer.adain_decoder"
 #: Conv indices of the original release's decoder.pth (same as AdaINDecoder's).
 RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
 #: Tolerance on the sum of style interpolation weights.
@@ -103,13 +100,10 @@ def _trunk_layers(spec: Mapping | None) -> list[str]:
 
 def _encoder_from_trunk(trunk: Mapping[str, Tensor], spec: Mapping | None, path: Path) -> VGGEncoder:
     """Rebuild the frozen encoder stored in a Lightning checkpoint (its architecture is detected from the keys)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "trunk.pth"
-        torch.save({f"trunk.{k}": v for k, v in trunk.items()}, file)
-        try:
-            encoder = VGGEncoder(_trunk_layers(spec), weights=str(file))
-        except EncoderWeightsError as exc:
-            raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
+    try:
+        encoder = VGGEncoder(_trunk_layers(spec), weights={f"trunk.{k}": v for k, v in trunk.items()})
+    except EncoderWeightsError as exc:
+        raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
     recorded = dict(spec or {})
     if recorded.get("fingerprint") and recorded["fingerprint"] != encoder.spec["fingerprint"]:
         raise CheckpointError(

@@ -68,7 +68,7 @@ def test_bad_settings_fail_at_construction():
 
 
 def test_exported_decoder_is_a_plain_release_layout_state_dict(tmp_path):
-    from styletransfer.methods.adain import save_decoder
+    from styletransfer.decoder import save_decoder
 
     model = AdaINModule(encoder=RANDOM_ENCODER)
     save_decoder(model.decoder, model.encoder.spec, tmp_path / "decoder.pth", step=7)

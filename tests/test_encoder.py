@@ -313,3 +313,11 @@ def test_channels_last_and_bf16_autocast():
     assert low.dtype == torch.bfloat16
     assert torch.isfinite(low).all()
     assert (low.float() - reference).abs().mean() < 0.05 * reference.abs().mean()
+
+
+def test_state_dict_in_memory_loads_like_the_file():
+    source = VGGEncoder(["relu2_1"], weights="random", seed=5)
+    copy = VGGEncoder(["relu2_1"], weights={f"trunk.{k}": v for k, v in source.trunk.state_dict().items()})
+    assert copy.spec["weights"] == "state_dict" and copy.spec["fingerprint"] == source.spec["fingerprint"]
+    image = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(copy(image)["relu2_1"], source(image)["relu2_1"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from styletransfer.decoder import AdaINDecoder
+from styletransfer.decoder import BOTTLENECK, AdaINDecoder, save_decoder
 from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
 from styletransfer.loggers import log_image
 from styletransfer.losses import content_loss, mean_std_style_loss
@@ -21,10 +20,7 @@ from styletransfer.ops import adain
 
 log = logging.getLogger(__name__)
 
-#: The layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
-BOTTLENECK = "relu4_1"
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-DECODER_FORMAT = "styletransfer.adain_decoder"
 
 
 class AdaINModule(pl.LightningModule):
@@ -194,18 +190,3 @@ class AdaINModule(pl.LightningModule):
             return
         path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoder.pth"
         save_decoder(self.decoder, self.encoder.spec, path, step=self.global_step)
-
-
-def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0) -> None:
-    """Save an inference-ready decoder file atomically (temporary file, then rename); loads with weights_only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": DECODER_FORMAT,
-        "version": 1,
-        "step": int(step),
-        "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
-        "encoder": dict(encoder_spec),
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
