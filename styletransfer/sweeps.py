@@ -190,10 +190,9 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
         writer.writerows([[_fmt(v, digits=None) for v in row] for row in rows])
 
     best = best_trial(trials, direction)
-    done = sum(t.status == "completed" for t in trials)
-    lines = [f"# Sweep {directory.name}", "",
-             f"{len(trials)} trials: {done} completed, {len(trials) - done} failed or unknown. "
-             f"Objective: {direction}."]
+    counts = {state: sum(t.status == state for t in trials) for state in ("completed", "failed", "unknown")}
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "unknown")
+    lines = [f"# Sweep {directory.name}", "", f"{len(trials)} trials: {summary}. Objective: {direction}."]
     if best is not None:
         params = ", ".join(f"`{k}={best.params.get(k, '')}`" for k in keys)
         lines += ["", f"**Best: trial {best.number}**, objective {_fmt(best.objective)}: {params or '(no parameters)'}"]
@@ -215,11 +214,11 @@ def _as_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def plot_objective(trials: Sequence[Trial], keys: Sequence[str], path: Path) -> Path | None:
-    """One panel per parameter: the objective (or ``loss/total`` when there is none) against its values.
+def plot_objective(trials: Sequence[Trial], keys: Sequence[str], path: Path) -> Path:
+    """One panel per varying parameter: the objective (or ``loss/total`` when there is none) against its values.
 
     Numeric parameters on a linear or (when they span more than two decades) log axis; others as categories.
-    Failed trials are red crosses along the top edge.
+    Failed trials are red crosses above the completed ones.
     """
     import matplotlib
 
@@ -230,33 +229,42 @@ def plot_objective(trials: Sequence[Trial], keys: Sequence[str], path: Path) -> 
         label, value_of = "objective", (lambda t: t.objective)
     else:
         label, value_of = FALLBACK_METRIC, (lambda t: t.metrics.get(FALLBACK_METRIC))
-    panels = list(keys) or ["trial"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], panels):
+    panels = [k for k in keys if len({t.params.get(k, "") for t in trials}) > 1] or list(keys[:1]) or ["trial"]
+    ok = [t.status == "completed" and value_of(t) is not None for t in trials]
+    values = [value_of(t) for t, good in zip(trials, ok) if good]
+    if values:
+        low, high = min(values), max(values)
+        top = high + 0.1 * ((high - low) or abs(high) or 1.0)
+    else:
+        top = 0.0
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, panels):
         raw = [str(t.number) if key == "trial" else t.params.get(key, "") for t in trials]
         numbers = [_as_number(r) for r in raw]
-        numeric = all(n is not None for n in numbers)
-        if numeric:
-            xs: list[float] = [float(n) for n in numbers]  # type: ignore[arg-type]
-            positive = [x for x in xs if x > 0]
-            if len(positive) == len(xs) and max(xs) / min(xs) > 100:
+        if all(n is not None for n in numbers):
+            xs = [float(n) for n in numbers]  # type: ignore[arg-type]
+            if min(xs) > 0 and max(xs) / min(xs) > 100:
                 ax.set_xscale("log")
         else:
             categories = list(dict.fromkeys(raw))
             xs = [float(categories.index(r)) for r in raw]
             ax.set_xticks(range(len(categories)))
             ax.set_xticklabels(categories, rotation=30, ha="right", fontsize=7)
-        ok = [(x, value_of(t)) for x, t in zip(xs, trials) if t.status == "completed" and value_of(t) is not None]
-        bad = [x for x, t in zip(xs, trials) if not (t.status == "completed" and value_of(t) is not None)]
-        if ok:
-            ax.scatter([p[0] for p in ok], [p[1] for p in ok], color="tab:blue", label="completed")
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+        good = [(x, value_of(t)) for x, t, g in zip(xs, trials, ok) if g]
+        bad = [x for x, g in zip(xs, ok) if not g]
+        if good:
+            ax.scatter([p[0] for p in good], [p[1] for p in good], color="tab:blue", label="completed")
         if bad:
-            ax.scatter(bad, [0.97] * len(bad), marker="x", color="tab:red", label="failed",
-                       transform=ax.get_xaxis_transform())
+            ax.scatter(bad, [top] * len(bad), marker="x", color="tab:red", label="failed (no value)")
         ax.set_xlabel(key)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{label} against each parameter ({len(trials)} trials)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -165,3 +165,17 @@ def test_slurm_launcher_config_composes_on_the_submitit_plugin():
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min > 0
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.callbacks.sweep_table._target_ == "styletransfer.sweeps.SweepTableCallback"
+
+
+def test_stop_on_non_finite_loss_names_the_step():
+    from types import SimpleNamespace
+
+    from styletransfer.trial import NonFiniteLossError, StopOnNonFiniteLoss
+
+    guard = StopOnNonFiniteLoss()
+    trainer = SimpleNamespace(global_step=7)
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.5)}, None, 0)  # finite: nothing happens
+    with pytest.raises(NonFiniteLossError, match="nan at step 7.*method.lr"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)
+    with pytest.raises(NonFiniteLossError, match="inf at step 7"):
+        guard.on_train_batch_end(trainer, None, torch.tensor(float("inf")), None, 0)
