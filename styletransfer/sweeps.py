@@ -308,6 +308,11 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
 
 
+# Registered on import as well: a job unpickled by a launcher in another process (submitit) imports this module
+# (for the callback) without running train.py's module code.
+register_resolvers()
+
+
 class SweepTableCallback(Callback):
     """Hydra callback: the trials table and plot at the end of every multirun (and a status for crashed jobs)."""
 
@@ -325,6 +330,14 @@ class SweepTableCallback(Callback):
         write_status(directory, {"trial": OmegaConf.select(config, "hydra.job.num"), "status": "failed",
                                  "objective": None, "reason": failure_reason(exc) if isinstance(exc, BaseException) else str(exc)})
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Save the sweep's config as ``multirun.yaml`` (Hydra's basic sweeper does, the Optuna sweeper does not),
+        so that ``python -m styletransfer.sweeps SWEEP_DIR`` knows the swept keys and the direction."""
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not (sweep_dir / "multirun.yaml").exists():
+            OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         direction = OmegaConf.select(config, "objective.direction", default=None)
@@ -332,3 +345,24 @@ class SweepTableCallback(Callback):
             sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
             direction = sweeper_direction if isinstance(sweeper_direction, str) else "minimize"
         write_sweep_report(sweep_dir, declared_keys(config), str(direction).lower())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m styletransfer.sweeps SWEEP_DIR``: (re)write the table of a sweep that is running or was stopped."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m styletransfer.sweeps", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml and the trials)")
+    parser.add_argument("--direction", choices=("minimize", "maximize"), default=None,
+                        help="default: the objective's direction recorded in multirun.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config_path = args.sweep_dir / "multirun.yaml"
+    config = OmegaConf.load(config_path) if config_path.is_file() else OmegaConf.create()
+    direction = args.direction or OmegaConf.select(config, "objective.direction", default="minimize")
+    trials = write_sweep_report(args.sweep_dir, declared_keys(config), str(direction))
+    return 0 if trials else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
