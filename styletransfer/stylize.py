@@ -432,8 +432,19 @@ def _mask_tensor(path: Path) -> Tensor:
     return pil_to_tensor(load_rgb(path).convert("L").convert("RGB"))[0]
 
 
-def _output_name(content: Path, styles: Sequence[Path], ext: str) -> str:
-    return f"{content.stem}_stylized_{'+'.join(s.stem for s in styles)}.{ext.lstrip('.')}"
+def _output_name(content: Path, args: argparse.Namespace) -> str:
+    """``<content>_stylized_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
+    with other controls into the same folder do not overwrite each other."""
+    name = f"{content.stem}_stylized_{'+'.join(s.stem for s in args.style)}"
+    if args.weights:
+        name += "_w" + "-".join(f"{w:g}" for w in args.weights)
+    if args.mask:
+        name += "_masked"
+    if args.alpha != 1.0:
+        name += f"_alpha{args.alpha:g}"
+    if args.preserve_color:
+        name += "_colour"
+    return f"{name}.{args.ext.lstrip('.')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,7 +512,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         results = stylizer.stylize(images, styles, weights=weights, alpha=args.alpha, preserve_color=args.preserve_color,
                                    masks=masks, output_size=output_size, style_features=cached)
         for (path, _), result in zip(batch, results):
-            out = args.output / _output_name(path, args.style, args.ext)
+            out = args.output / _output_name(path, args)
             save_image(result.cpu(), out)
             written.append(out)
         batch.clear()

@@ -193,6 +193,18 @@ def test_cli_stylises_a_folder_with_each_control(run_files, folders, tmp_path, c
     assert sizes == {"a": (40, 32), "b": (40, 32), "c": (28, 36)}
 
 
+def test_cli_runs_with_other_controls_do_not_overwrite_each_other(run_files, folders, tmp_path):
+    contents, styles, _ = folders
+    ckpt, _ = run_files
+    out = tmp_path / "out"
+    common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
+              "--device", "cpu", "--style-size", "0"]
+    assert main(common) == 0
+    assert main([*common, "--alpha", "0.5", "--preserve-color"]) == 0
+    stem = f"a_stylized_{styles[0].stem}"
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.png", f"{stem}_alpha0.5_colour.png"]
+
+
 def test_console_script_is_registered(capsys):
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("styletransfer-stylize") == "styletransfer.stylize:main"
