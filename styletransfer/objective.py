@@ -64,11 +64,6 @@ class Objective:
 
         return [name for name in self.terms if name in PAIR_METRICS or name in SET_METRICS]
 
-    @property
-    def worst(self) -> float:
-        """The value a failed trial reports to the sweeper: +inf when minimising, -inf when maximising."""
-        return math.inf if self.direction == "minimize" else -math.inf
-
     def combine(self, values: Mapping[str, float]) -> float:
         """The weighted sum of ``values`` (every term must be there and finite)."""
         missing = [name for name in self.terms if name not in values]
