@@ -394,7 +394,7 @@ class GatysModule(pl.LightningModule):
         return total
 
     def _stop_non_finite(self, losses: Mapping[str, Tensor]) -> None:
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items() if not k.startswith("loss/style/"))
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items() if not k.startswith("loss/style/"))
         paths = self._save_output(self._last_good) if self._last_good is not None else []
         kept = f"the last good image is in {', '.join(map(str, paths))}" if paths else "no good image was reached"
         raise NonFiniteLossError(
