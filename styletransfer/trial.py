@@ -24,13 +24,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from styletransfer.errors import NonFiniteLossError
 from styletransfer.sweeps import STATUS_FILE, failure_reason, write_status
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite (the message names the step and what to change)."""
 
 
 class StopOnNonFiniteLoss(pl.Callback):

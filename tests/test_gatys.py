@@ -26,7 +26,8 @@ from styletransfer.losses import (
     tv_loss,
     wasserstein2_loss,
 )
-from styletransfer.methods.gatys import GatysModule, NonFiniteLossError
+from styletransfer.errors import NonFiniteLossError
+from styletransfer.methods.gatys import GatysModule
 
 #: Shallow layers keep the module tests fast; the paper's default layers are exercised in the L-BFGS/Adam test.
 FAST = {"content_layers": ["relu2_1"], "style_layers": ["relu1_1", "relu2_1", "relu3_1"]}

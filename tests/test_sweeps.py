@@ -170,7 +170,8 @@ def test_slurm_launcher_config_composes_on_the_submitit_plugin():
 def test_stop_on_non_finite_loss_names_the_step():
     from types import SimpleNamespace
 
-    from styletransfer.trial import NonFiniteLossError, StopOnNonFiniteLoss
+    from styletransfer.errors import NonFiniteLossError
+    from styletransfer.trial import StopOnNonFiniteLoss
 
     guard = StopOnNonFiniteLoss()
     trainer = SimpleNamespace(global_step=7)

@@ -27,6 +27,7 @@ from torchvision.utils import make_grid
 from styletransfer.colour import COLOUR_SPACES, luminance, match_colour, match_luminance, with_chroma
 from styletransfer.data.images import save_image
 from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
+from styletransfer.errors import NonFiniteLossError
 from styletransfer.losses import (
     STYLE_STATISTICS,
     content_loss,
@@ -46,10 +47,6 @@ PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 PRESERVE_COLOUR = ("luminance", "histogram")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good image on disk."""
 
 
 def _plain_list(value: Any, setting: str) -> list:
