@@ -154,3 +154,25 @@ def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2
     assert list((run / "val_grids").glob("*.png"))
+
+
+def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    proc = run_train(
+        "data=folders",
+        f"data.content_dir={photo_dirs[0]}",
+        f"data.style_dir={photo_dirs[1]}",
+        "encoder.weights=random",
+        *[o for o in TINY if not o.startswith("logger")],
+        "logger=tensorboard",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.tfevents.*"))))
+    events.Reload()
+    assert "val/grid" in events.Tags()["images"]
+    assert {"loss/total", "loss/style", "lr"} <= set(events.Tags()["scalars"])
