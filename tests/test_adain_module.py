@@ -90,3 +90,15 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
     assert trainer.global_step == 2
     assert model.decoder[1].weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.isfinite(p).all() for p in model.decoder.parameters())
+
+
+def test_training_without_validation_pairs_still_exports_the_decoder(tmp_path):
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    model = AdaINModule(encoder=RANDOM_ENCODER)
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert (tmp_path / "checkpoints" / "decoder.pth").exists()
+    assert not (tmp_path / "val_grids").exists()

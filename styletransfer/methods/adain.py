@@ -148,9 +148,9 @@ class AdaINModule(pl.LightningModule):
 
     def on_train_end(self) -> None:
         """Always leave a grid of the final decoder and its exported weights, whatever the step count."""
-        if self._last_grid_step != self.global_step:
+        if self._last_grid_step != self.global_step and self.trainer.is_global_zero:
             datamodule = self.trainer.datamodule
-            if datamodule is not None and hasattr(datamodule, "val_pairs"):
+            if datamodule is not None and getattr(datamodule, "val_pairs", 0):
                 outputs = []
                 was_training = self.training
                 self.eval()
@@ -162,7 +162,8 @@ class AdaINModule(pl.LightningModule):
                         result = self.stylise(batch["content"], batch["style"])
                     outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
                 self.train(was_training)
-                self._write_grid(outputs)
+                if outputs:
+                    self._write_grid(outputs)
         self._export_decoder()
 
     def _write_grid(self, outputs: list[tuple[Tensor, Tensor, Tensor]]) -> None:
