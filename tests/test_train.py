@@ -23,6 +23,11 @@ TINY = [
 ]
 
 
+def folders(content, style) -> list[str]:
+    """Overrides that train on two folders."""
+    return ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}"]
+
+
 def folders_with_broken_files(photo_dirs, tmp_path: Path) -> tuple[Path, Path]:
     content, style = tmp_path / "content", tmp_path / "style"
     shutil.copytree(photo_dirs[0], content)
@@ -43,9 +48,7 @@ def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, 
     content, style = folders_with_broken_files(photo_dirs, tmp_path)
     common = [
         "method=adain",
-        "data=folders",
-        f"data.content_dir={content}",
-        f"data.style_dir={style}",
+        *folders(content, style),
         "encoder.weights=random",
         *TINY,
         "trainer.val_check_interval=2",
@@ -84,9 +87,7 @@ def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, 
 
 def test_real_run_never_uses_a_random_encoder_silently(photo_dirs, tmp_path):
     proc = run_train(
-        "data=folders",
-        f"data.content_dir={photo_dirs[0]}",
-        f"data.style_dir={photo_dirs[1]}",
+        *folders(*photo_dirs),
         "encoder.download=false",
         *TINY,
         "trainer.max_steps=1",
@@ -120,9 +121,7 @@ def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path):
     run = tmp_path / "run"
     env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
     proc = run_train(
-        "data=folders",
-        f"data.content_dir={photo_dirs[0]}",
-        f"data.style_dir={photo_dirs[1]}",
+        *folders(*photo_dirs),
         "encoder.weights=random",
         *[o for o in TINY if not o.startswith("logger")],
         "trainer.max_steps=1",
@@ -138,9 +137,7 @@ def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path):
 def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
     run = tmp_path / "ddp"
     proc = run_train(
-        "data=folders",
-        f"data.content_dir={photo_dirs[0]}",
-        f"data.style_dir={photo_dirs[1]}",
+        *folders(*photo_dirs),
         "encoder.weights=random",
         *TINY,
         "trainer=ddp",
@@ -161,9 +158,7 @@ def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_
 
     run = tmp_path / "run"
     proc = run_train(
-        "data=folders",
-        f"data.content_dir={photo_dirs[0]}",
-        f"data.style_dir={photo_dirs[1]}",
+        *folders(*photo_dirs),
         "encoder.weights=random",
         *[o for o in TINY if not o.startswith("logger")],
         "logger=tensorboard",
