@@ -102,3 +102,25 @@ def test_training_without_validation_pairs_still_exports_the_decoder(tmp_path):
     trainer.fit(model, datamodule=datamodule)
     assert (tmp_path / "checkpoints" / "decoder.pth").exists()
     assert not (tmp_path / "val_grids").exists()
+
+
+def test_training_step_logs_only_tensors_so_no_step_waits_for_the_gpu(tmp_path):
+    # self.log of a Python number copies it to the device with a blocking copy: one host-device sync per step.
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    model = AdaINModule(encoder=RANDOM_ENCODER)
+    logged: dict[str, object] = {}
+    original_log = model.log
+
+    def recording_log(name, value, *args, **kwargs):
+        logged[name] = value
+        return original_log(name, value, *args, **kwargs)
+
+    model.log = recording_log
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert {"loss/total", "lr", "data/skipped"} <= set(logged)
+    assert all(isinstance(value, torch.Tensor) for value in logged.values()), logged
+    assert logged["lr"].item() == pytest.approx(1e-4)

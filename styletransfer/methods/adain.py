@@ -122,11 +122,19 @@ class AdaINModule(pl.LightningModule):
         batch_size = batch["content"].shape[0]
         self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=batch_size)
         self.log_dict({k: v for k, v in losses.items() if k != "loss/total"}, batch_size=batch_size)
-        self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        self.log("lr", self._device_scalar(self.lr_schedulers().get_last_lr()[0]), batch_size=batch_size)
         skipped = getattr(self.trainer.datamodule, "num_skipped", None) if self._trainer is not None else None
         if skipped is not None:
-            self.log("data/skipped", float(skipped), batch_size=batch_size)
+            self.log("data/skipped", self._device_scalar(skipped), batch_size=batch_size)
         return losses["loss/total"]
+
+    def _device_scalar(self, value: float) -> Tensor:
+        """A host number as a tensor on this module's device, copied without waiting for the GPU.
+
+        ``self.log`` of a Python number makes a blocking copy, which waits for every queued kernel: one
+        host-device sync per logged number and step.
+        """
+        return torch.tensor(float(value)).to(self.device, non_blocking=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
