@@ -172,6 +172,38 @@ def test_coarse_to_fine_ends_at_the_last_scale_with_adam_state_carried(photos, t
         assert image.size == (40, 27)
 
 
+def test_resuming_from_a_checkpoint_continues_exactly(photos, tmp_path) -> None:
+    """Checkpoints taken mid-scale and at a scale change (Adam, EMA) resume to the uninterrupted run's image."""
+
+    class StopAt(pl.Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step >= self.step:
+                trainer.should_stop = True
+
+    def run(root: Path, stop: int | None = None, ckpt: Path | None = None) -> GatysModule:
+        torch.manual_seed(0)
+        model = GatysModule(RANDOM_ENCODER, optimizer="adam", lr=0.05, scales=[24, 40], steps_per_scale=[3],
+                            ema_decay=0.9, snapshot_every=0, **FAST)
+        data = PairDataModule(photos["coffee"], photos["chelsea"], image_size=64)
+        save = pl.callbacks.ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=1)
+        trainer = pl.Trainer(max_steps=-1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=root,
+                             callbacks=[save] + ([StopAt(stop)] if stop else []))
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+        return model
+
+    full = run(tmp_path / "full")
+    for stop in (2, 3):  # mid-scale (pixels clamped, EMA updated) and right after the move to the second scale
+        run(tmp_path / f"part{stop}", stop=stop)
+        resumed = run(tmp_path / f"resumed{stop}", ckpt=tmp_path / f"part{stop}" / f"epoch=0-step={stop}.ckpt")
+        assert resumed.scale_index == 1 and resumed.image.shape == full.image.shape
+        assert torch.equal(resumed.image, full.image)
+        assert torch.equal(resumed.output(), full.output())
+
+
 def test_scale_series_and_step_split() -> None:
     model = GatysModule(RANDOM_ENCODER, scale_start=128, snapshot_every=0, **FAST)
     assert model.scale_sizes(512) == [128, 181, 256, 362, 512]

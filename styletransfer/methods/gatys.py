@@ -409,19 +409,28 @@ class GatysModule(pl.LightningModule):
             return torch.optim.LBFGS([self.image], lr=hp.lr, max_iter=1, history_size=hp.history_size)
         return torch.optim.Adam([self.image], lr=hp.lr, betas=tuple(hp.betas))
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """One iteration, then Adam's clamp, the EMA and the move to the next scale.
+
+        Done here rather than in ``on_train_batch_end``: callbacks (ModelCheckpoint) run their batch-end hooks
+        before the module's, so a checkpoint saved at this step must already hold the state the next step uses.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         with torch.no_grad():
             if self.hparams.optimizer == "adam":
                 self.image.clamp_(0, 1)
             self._update_ema()
+        done = self.global_step + 1  # Lightning counts this iteration only after the hook returns
+        if self.boundaries[self.scale_index] <= done < self.boundaries[-1]:
+            self._advance_scale()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.global_step
         every = self.hparams.snapshot_every
         if every and step % every == 0:
             self._save_snapshot(step)
         if step >= self.boundaries[-1]:
             self.trainer.should_stop = True
-        elif step >= self.boundaries[self.scale_index]:
-            self._advance_scale()
 
     # ---- coarse-to-fine -------------------------------------------------------------------------------------------
     def _advance_scale(self) -> None:
