@@ -124,3 +124,23 @@ def test_training_step_logs_only_tensors_so_no_step_waits_for_the_gpu(tmp_path):
     assert {"loss/total", "lr", "data/skipped"} <= set(logged)
     assert all(isinstance(value, torch.Tensor) for value in logged.values()), logged
     assert logged["lr"].item() == pytest.approx(1e-4)
+
+
+def test_resume_records_the_checkpoint_encoder_not_the_configured_one(tmp_path):
+    # The checkpoint's encoder weights are restored on resume; the exported decoder must name that encoder.
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    first = AdaINModule(encoder=RANDOM_ENCODER)
+    options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   default_root_dir=tmp_path, enable_model_summary=False)
+    trainer = pl.Trainer(max_steps=1, **options)
+    trainer.fit(first, datamodule=datamodule)
+    trainer.save_checkpoint(tmp_path / "first.ckpt")
+    trained_behind = first.encoder.spec["fingerprint"]
+
+    resumed = AdaINModule(encoder={**RANDOM_ENCODER, "seed": 1})
+    assert resumed.encoder.spec["fingerprint"] != trained_behind
+    pl.Trainer(max_steps=2, **options).fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "first.ckpt")
+    payload = torch.load(tmp_path / "checkpoints" / "decoder.pth", weights_only=True)
+    assert payload["step"] == 2
+    assert payload["encoder"]["fingerprint"] == trained_behind
+    assert resumed.hparams["encoder"]["fingerprint"] == trained_behind

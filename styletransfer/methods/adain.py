@@ -191,7 +191,30 @@ class AdaINModule(pl.LightningModule):
 
     # ---- export --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refresh ``checkpoints/decoder.pth`` with every Lightning checkpoint."""
         self._export_decoder()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume the checkpoint's encoder weights replace the configured ones, so record the checkpoint's spec.
+
+        Otherwise a run resumed with other encoder settings (e.g. ImageNet weights now cached where the first run
+        fell back to random) would export a decoder labelled with an encoder it was not trained behind.
+        """
+        saved = checkpoint.get("hyper_parameters", {}).get("encoder")
+        if not isinstance(saved, Mapping) or saved.get("fingerprint") == self.encoder.spec["fingerprint"]:
+            return
+        if saved.get("arch") != self.encoder.arch:
+            raise ValueError(
+                f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the configured "
+                f"one a {self.encoder.arch}; resume with the checkpoint's encoder.weights"
+            )
+        log.warning(
+            "resuming with the checkpoint's encoder (weights %s, fingerprint %s) instead of the configured one "
+            "(weights %s, fingerprint %s)", saved.get("used"), saved.get("fingerprint"),
+            self.encoder.spec["used"], self.encoder.spec["fingerprint"],
+        )
+        self.encoder.spec = dict(saved)
+        self.hparams["encoder"] = dict(saved)
 
     def _export_decoder(self) -> None:
         """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""
