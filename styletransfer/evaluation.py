@@ -15,8 +15,6 @@ Aggregates and images also go to the configured loggers.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import platform
@@ -35,6 +33,7 @@ from torch import Tensor
 from styletransfer import metrics as M
 from styletransfer.data.images import ImageLoadError, find_images, load_image_tensor, save_image
 from styletransfer.encoder import VGGEncoder, build_encoder
+from styletransfer.files import write_csv_atomic, write_json_atomic, write_text_atomic
 from styletransfer.metric_nets import ArtInception, LPIPSAlex, MetricUnavailable
 
 log = logging.getLogger(__name__)
@@ -425,11 +424,9 @@ def _fmt(value: Any) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], unavailable: Mapping[str, str]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (UNAVAILABLE if k in unavailable and k not in row else row.get(k)) for k in CSV_COLUMNS})
+    """metrics.csv: a row per model and pair; a metric that could not be computed reads "unavailable"."""
+    cells = [[UNAVAILABLE if k in unavailable and k not in row else row.get(k, "") for k in CSV_COLUMNS] for row in rows]
+    write_csv_atomic(path, CSV_COLUMNS, cells)
 
 
 def write_report(path: Path, summary: Mapping[str, Any]) -> None:
@@ -484,7 +481,7 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
     if bench["skipped"]:
         lines += ["", "## Skipped images", ""] + [f"- {s}" for s in bench["skipped"]]
     lines += ["", "Files: metrics.csv (per pair), summary.json, grid.png, alpha_sweep.png.", ""]
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
 
 
 def _safe(label: str) -> str:
@@ -557,7 +554,7 @@ def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, 
         **dict(extra or {}),
     }
     write_csv(output_dir / "metrics.csv", rows, scorer.unavailable)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(output_dir / "summary.json", summary)
     write_report(output_dir / "report.md", summary)
     images: dict[str, tuple[Path, Tensor]] = {}
     first = candidates[0].label

@@ -9,7 +9,6 @@ processes or on other machines (``hydra/launcher=submitit_slurm``). Registered i
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -20,6 +19,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from styletransfer.files import write_csv_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +57,8 @@ def failure_reason(exc: BaseException, limit: int = 500) -> str:
 
 
 def write_status(directory: Path, status: Mapping[str, Any]) -> Path:
-    """Write ``trial_status.json`` (non-finite numbers as null, so any JSON reader can load it)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, Mapping):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / STATUS_FILE
-    path.write_text(json.dumps(clean(dict(status)), indent=2))
-    return path
+    """Write ``trial_status.json`` atomically (the table may be built while trials run), non-finite numbers as null."""
+    return write_json_atomic(directory / STATUS_FILE, dict(status))
 
 
 def _read_overrides(directory: Path) -> list[str]:
@@ -183,11 +171,7 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
         rows.append([t.number, *(t.params.get(k, "") for k in keys), t.objective, t.status, t.reason,
                      *(t.scores.get(n) for n in score_names), *(t.metrics.get(n) for n in metric_names),
                      t.seconds, t.directory.name])
-    csv_path = directory / CSV_NAME
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows([[_fmt(v, digits=None) for v in row] for row in rows])
+    csv_path = write_csv_atomic(directory / CSV_NAME, header, [[_fmt(v, digits=None) for v in row] for row in rows])
 
     best = best_trial(trials, direction)
     counts = {state: sum(t.status == state for t in trials) for state in ("completed", "failed", "unknown")}
@@ -201,8 +185,7 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
     for row in rows:
         cells = [_fmt(v).replace("|", "\\|").replace("\n", " ") for v in row[:-1]]
         lines.append("| " + " | ".join(cells) + " |")
-    md_path = directory / MD_NAME
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path = write_text_atomic(directory / MD_NAME, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 

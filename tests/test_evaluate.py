@@ -230,3 +230,16 @@ def test_default_benchmark_is_generated_deterministically(tmp_path):
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first.styles, second.styles))
     with pytest.raises(ValueError, match="benchmark.style_dir"):
         load_benchmark({**cfg, "content_dir": str(tmp_path)})
+
+
+def test_json_and_csv_are_written_atomically_as_standard_json(tmp_path) -> None:
+    """summary.json / trial_status.json: NaN and inf become null (Python's NaN is not JSON); no temporary left."""
+    from styletransfer.files import write_csv_atomic, write_json_atomic
+
+    path = write_json_atomic(tmp_path / "out" / "summary.json", {"a": float("nan"), "b": [float("inf"), 1.5],
+                                                                 "p": tmp_path})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
+        "a": None, "b": [None, 1.5], "p": str(tmp_path)}
+    write_csv_atomic(tmp_path / "out" / "t.csv", ["x", "y"], [[1, None]])
+    assert (tmp_path / "out" / "t.csv").read_text().splitlines() == ["x,y", "1,"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json", "t.csv"]

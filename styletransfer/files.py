@@ -1,0 +1,56 @@
+"""Writing text, JSON and CSV files atomically: readers (a sweep table built while trials run, a dashboard polling a run
+directory) never see a half-written JSON, CSV or Markdown file, and a crash leaves the previous version."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename; creates the
+    parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (NaN, inf) replaced by None, so that any JSON reader can load the file
+    (Python's json writes them as the non-standard ``NaN`` / ``Infinity``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
+    """Write ``value`` as indented, standard JSON (non-finite numbers as null, other objects as ``str``), atomically."""
+    return write_text_atomic(path, json.dumps(json_safe(value), indent=2, default=str, allow_nan=False))
+
+
+def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV file (a header row, then ``rows``) atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())
