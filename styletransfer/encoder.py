@@ -276,7 +276,7 @@ class VGGEncoder(nn.Module):
     """Frozen VGG-19 returning named feature maps; see the module docstring for the architectures and weights.
 
     ``weights`` may also be a state dict already in memory (e.g. the trunk stored in a Lightning checkpoint),
-    in either layout.
+    in either layout. ``arch`` is the architecture of random weights (a file's or ImageNet's is detected).
 
     ``forward(image)`` takes RGB in [0, 1] shaped (N, 3, H, W) and returns ``{layer: features}`` in the order of
     ``layers``. Parameters never require grad and the module stays in eval mode, but gradients flow to the input.
@@ -289,9 +289,12 @@ class VGGEncoder(nn.Module):
         seed: int = 0,
         fallback: str | None = None,
         download: bool = True,
+        arch: str = "torchvision",
     ) -> None:
         super().__init__()
         self.layers = _check_layers(layers)
+        if arch not in ARCHS:
+            raise ValueError(f"encoder arch must be one of {ARCHS}, got {arch!r}")
         if fallback not in FALLBACKS:
             raise ValueError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -304,7 +307,8 @@ class VGGEncoder(nn.Module):
         label = "state_dict" if in_memory else str(weights)
         deepest = max(self.layers, key=VGG19_LAYERS.index)
 
-        state, used, arch, path, fallback_used = None, label, "torchvision", None, False
+        random_arch = arch
+        state, used, path, fallback_used = None, label, None, False
         if label != "random":
             try:
                 if in_memory:
@@ -328,9 +332,9 @@ class VGGEncoder(nn.Module):
                 banner = _random_banner(str(exc).splitlines()[0])
                 log.warning(banner)
                 warnings.warn(banner, UserWarning, stacklevel=2)
-                state, arch, path, fallback_used = None, "torchvision", None, True
+                state, path, fallback_used = None, None, True
         if state is None:
-            used = "random"
+            used, arch = "random", random_arch
             trunk, index = _build_trunk(arch, deepest)
             _init_random(trunk, seed)
 

@@ -144,3 +144,20 @@ def test_resume_records_the_checkpoint_encoder_not_the_configured_one(tmp_path):
     assert payload["step"] == 2
     assert payload["encoder"]["fingerprint"] == trained_behind
     assert resumed.hparams["encoder"]["fingerprint"] == trained_behind
+
+
+def test_load_from_checkpoint_restores_the_trained_model_offline(tmp_path):
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=2)
+    model = AdaINModule(encoder={**RANDOM_ENCODER, "seed": 3}, style_layers=["relu1_1", "relu3_1"])
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=0,
+        default_root_dir=tmp_path, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    restored = AdaINModule.load_from_checkpoint(path, map_location="cpu").eval()
+    assert restored.style_layers == ["relu1_1", "relu3_1"]
+    assert restored.encoder.spec == model.encoder.spec
+    content, style = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(restored.stylise(content, style), model.eval().stylise(content, style))

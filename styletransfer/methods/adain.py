@@ -29,6 +29,10 @@ class AdaINModule(pl.LightningModule):
     Loss = content_weight * MSE(f(g(t)), t) at relu4_1 + style_weight * sum over ``style_layers`` of
     (MSE of channel means + MSE of channel stds), with t = AdaIN(f(content), f(style)); reductions as in the
     reference PyTorch code (paper: content 1, style 10).
+
+    ``encoder`` is the Hydra ``encoder`` group (weights, seed, fallback, download), or the encoder record saved
+    in a checkpoint's hyper-parameters, so ``AdaINModule.load_from_checkpoint(path)`` works offline: the
+    trunk's weights come with the checkpoint.
     """
 
     def __init__(
@@ -56,7 +60,13 @@ class AdaINModule(pl.LightningModule):
         for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("lr", lr)):
             if value < 0:
                 raise ValueError(f"method.{name}={value} must be >= 0")
-        self.encoder: VGGEncoder = build_encoder(encoder, layers=[*style_layers, BOTTLENECK])
+        layers = [*style_layers, BOTTLENECK]
+        if "fingerprint" in encoder:
+            # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
+            self.encoder = VGGEncoder(layers, weights="random", arch=encoder["arch"])
+            self.encoder.spec = dict(encoder)
+        else:
+            self.encoder = build_encoder(encoder, layers=layers)
         self.decoder = AdaINDecoder()
         self.style_layers = style_layers
         self.save_hyperparameters(
@@ -89,15 +99,15 @@ class AdaINModule(pl.LightningModule):
     def _prepare(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
+    @torch.no_grad()
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
-        """Stylised images at the content's size (unclamped decoder output)."""
+        """Stylised images at the content's size (unclamped decoder output; no gradients)."""
         content, style = self._prepare(content), self._prepare(style)
-        with torch.no_grad():
-            c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
-            s_feat = self.encoder(style, [BOTTLENECK])[BOTTLENECK]
-            target = adain(c_feat, s_feat)
-            if alpha != 1.0:
-                target = alpha * target + (1.0 - alpha) * c_feat
+        c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
+        s_feat = self.encoder(style, [BOTTLENECK])[BOTTLENECK]
+        target = adain(c_feat, s_feat)
+        if alpha != 1.0:
+            target = alpha * target + (1.0 - alpha) * c_feat
         return self.decoder(target, output_size=tuple(content.shape[-2:]))
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
