@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from styletransfer.files import atomic_open
 
 #: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
 BOTTLENECK = "relu4_1"
@@ -76,8 +77,6 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
     It holds the decoder's state dict (release layout keys), the spec of the encoder it was trained behind
     (with its fingerprint) and the step; it loads with ``torch.load(weights_only=True)``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": DECODER_FORMAT,
         "version": 1,
@@ -85,6 +84,5 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
         "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
         "encoder": dict(encoder_spec),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)

@@ -8,13 +8,14 @@ with transparency, rotated phone photos, truncated downloads) behave the same ev
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
+
+from styletransfer.files import atomic_open
 
 #: File name endings treated as images, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -198,16 +199,9 @@ def save_pil(img: Image.Image, path: str | os.PathLike) -> None:
         raise ValueError(f"cannot write {path}: unknown image extension {path.suffix!r}; "
                          f"use one of {' '.join(sorted(_SAVE_FORMATS))}")
     fmt = _SAVE_FORMATS.get(suffix, "PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            img.save(handle, format=fmt, **options)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        img.save(handle, format=fmt, **options)
 
 
 def save_image(tensor: Tensor, path: str | os.PathLike) -> None:
