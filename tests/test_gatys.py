@@ -270,6 +270,10 @@ def test_blend_length_and_layer_names_fail_before_optimisation(photos, tmp_path)
     small = PairDataModule(photos["coffee"], photos["chelsea"], image_size=16)
     with pytest.raises(ValueError, match="data.content at scale 16 px is only 11 px .* need >= 16 px"):
         _fit(GatysModule(RANDOM_ENCODER, snapshot_every=0), small, tmp_path, steps=3)
+    # mean/std needs a 2x2 map at the deepest style layer (relu5_1 is 1/16): enough px for Gram is not enough
+    medium = PairDataModule(photos["chelsea"], photos["chelsea"], image_size=24)
+    with pytest.raises(ValueError, match="only 1[6-7] px on its shorter side; the layers used need >= 32 px"):
+        _fit(GatysModule(RANDOM_ENCODER, style_statistic="mean_std", snapshot_every=0), medium, tmp_path, steps=1)
     model = GatysModule(RANDOM_ENCODER, style_blend=[0.5, 0.3, 0.2], snapshot_every=0, **FAST)
     data = PairDataModule(photos["coffee"], [photos["chelsea"], photos["rocket"]], image_size=32)
     with pytest.raises(ValueError, match="style_blend=.*3 weight.*2 style image"):

@@ -287,8 +287,10 @@ class GatysModule(pl.LightningModule):
             self._reset_ema()
 
     def _check_sizes(self, dm: Any) -> None:
-        """Every scale leaves at least one feature position at the deepest layer, for content and styles."""
-        need = _min_side(self.content_layers + self.style_layers)
+        """Every scale leaves enough feature positions at the deepest layer, for content and styles: one, or two
+        (a 2x2 map) for the mean/std statistic, whose unbiased variance needs at least two positions."""
+        style_need = _min_side(self.style_layers) * (2 if self.hparams.style_statistic == "mean_std" else 1)
+        need = max(_min_side(self.content_layers), style_need)
         shapes = [("data.content", dm.content.shape[-2:], 1.0)]
         shapes += [(f"data.style ({p.name})", s.shape[-2:], dm.style_scale) for p, s in zip(dm.style_paths, dm.styles)]
         for size in self.sizes:
