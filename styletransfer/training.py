@@ -12,7 +12,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
+from pytorch_lightning.utilities import rank_zero_only
 
+from styletransfer.files import write_text_atomic
 from styletransfer.objective import Objective, measure
 from styletransfer.wandb_setup import choose_wandb_mode
 
@@ -71,8 +73,9 @@ def score_objective(objective: Objective, model: pl.LightningModule, datamodule:
     return scores
 
 
+@rank_zero_only
 def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) -> None:
-    """Write ``run_config.yaml``: the resolved config plus the encoder actually used (e.g. a random fallback)."""
+    """Write ``run_config.yaml`` (rank zero, atomically): the resolved config plus the encoder actually used."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     encoder = getattr(model, "encoder", None)
     spec = getattr(encoder, "spec", None)
@@ -80,7 +83,7 @@ def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Pa
         resolved["encoder_used"] = dict(spec)
         if spec.get("fallback_used"):
             log.warning("this run uses a RANDOM encoder (fallback); recorded in %s", output_dir / "run_config.yaml")
-    OmegaConf.save(OmegaConf.create(resolved), output_dir / "run_config.yaml")
+    write_text_atomic(output_dir / "run_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
 def save_final_checkpoint(trainer: pl.Trainer) -> None:
