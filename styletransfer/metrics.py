@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from styletransfer.colour import luminance
 from styletransfer.losses import gram_matrix
 from styletransfer.ops import mean_std
 
-#: Weights of R, G, B in the luminance (ITU-R BT.601, as in YIQ / YCbCr).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 #: Default bound on the number of relu3_1 positions used by CFSD: 128 x 128, i.e. a 512 x 512 image exactly as
 #: StyleID scores it; larger maps are area-downsampled to this many positions to bound time.
 CFSD_MAX_POSITIONS = 128 * 128
@@ -76,14 +75,6 @@ def summed_over_layers(
     return torch.stack([fn(result_features[name], target_features[name]) for name in layers]).sum(dim=0)
 
 
-def luminance(images: Tensor) -> Tensor:
-    """Luminance (N, 1, H, W) of RGB images (N, 3, H, W) in [0, 1] (BT.601 weights)."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected RGB images shaped (N, 3, H, W), got {tuple(images.shape)}")
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    return (images.float() * weights).sum(dim=1, keepdim=True)
-
-
 def ssim_luminance(result: Tensor, content: Tensor) -> Tensor:
     """Per-sample SSIM between the luminance of result and content (torchmetrics, data range 1), shaped (N,).
 
@@ -96,8 +87,8 @@ def ssim_luminance(result: Tensor, content: Tensor) -> Tensor:
     side = min(result.shape[-2:])
     kernel = 11 if side >= 11 else max(3, side - (1 - side % 2))
     return structural_similarity_index_measure(
-        luminance(result.clamp(0, 1)),
-        luminance(content.clamp(0, 1)),
+        luminance(result.float().clamp(0, 1)),
+        luminance(content.float().clamp(0, 1)),
         data_range=1.0,
         kernel_size=kernel,
         sigma=1.5 * kernel / 11,
