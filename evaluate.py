@@ -10,24 +10,26 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from styletransfer.eval.run import run
+from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.instantiate import renamed_overrides
+
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 log = logging.getLogger("evaluate")
+#: Config keys renamed since 0.1 that old command lines may still use (they work, with a warning).
+RENAMED_KEYS = {"encoder": "metric_encoder"}
 
 
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from styletransfer.data.images import DataDirError, ImageLoadError
-    from styletransfer.encoder import EncoderWeightsError
-    from styletransfer.evaluation import run
-    from styletransfer.stylize import CheckpointError
-
     try:
         run(cfg)
-    except (CheckpointError, EncoderWeightsError, DataDirError, ImageLoadError, ValueError) as exc:
+    except StyleTransferError as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = renamed_overrides(sys.argv[1:], RENAMED_KEYS)
     main()

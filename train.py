@@ -8,7 +8,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from styletransfer.sweeps import register_resolvers
+from styletransfer.sweeps.table import register_resolvers
+from styletransfer.sweeps.trial import run_trial
+from styletransfer.training import run
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 register_resolvers()  # ${sweep_name:} (wandb group of a sweep's trials)
@@ -16,9 +18,6 @@ register_resolvers()  # ${sweep_name:} (wandb group of a sweep's trials)
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from styletransfer.training import run
-    from styletransfer.trial import run_trial
-
     # The objective when `objective` is configured (sweeps); under -m a failed trial is recorded, not raised.
     return run_trial(cfg, run)
 

@@ -14,25 +14,19 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
-from styletransfer.files import write_text_atomic
-from styletransfer.objective import Objective, measure
-from styletransfer.wandb_setup import choose_wandb_mode
+from styletransfer.runtime.files import write_text_atomic
+from styletransfer.runtime.instantiate import instantiate_group, uses_wandb
+from styletransfer.runtime.wandb_mode import choose_wandb_mode
+from styletransfer.sweeps.objective import Objective, measure
 
 log = logging.getLogger(__name__)
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
-    if not group:
-        return []
-    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train the configured method on the configured data; return the final metrics as floats."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("logger") and any("WandbLogger" in str(entry.get("_target_", "")) for entry in cfg.logger.values()):
+    if uses_wandb(cfg.get("logger")):
         choose_wandb_mode()
 
     objective = Objective.from_config(cfg.objective) if cfg.get("objective") else None

@@ -8,9 +8,9 @@ import torch
 
 from conftest import RANDOM_ENCODER
 from styletransfer.data import SampleDataModule
-from styletransfer.decoder import AdaINDecoder
+from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.methods.adain import AdaINModule
-from styletransfer.ops import adain
+from styletransfer.methods.adain.model import adain
 
 
 def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
@@ -20,7 +20,7 @@ def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
 
 def test_a_few_steps_on_sample_data_lower_the_loss(tmp_path):
     pl.seed_everything(0)
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=48, crop_size=32, batch_size=4, val_pairs=4)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=48, crop_size=32, batch_size=4, val_pairs=4)
     model = AdaINModule(encoder=RANDOM_ENCODER, lr=1e-3)
     batch = fixed_batch(datamodule)
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_bad_settings_fail_at_construction():
 
 
 def test_exported_decoder_is_a_plain_release_layout_state_dict(tmp_path):
-    from styletransfer.decoder import save_decoder
+    from styletransfer.methods.adain.checkpoint import save_decoder
 
     model = AdaINModule(encoder=RANDOM_ENCODER)
     save_decoder(model.decoder, model.encoder.spec, tmp_path / "decoder.pth", step=7)
@@ -80,7 +80,7 @@ def test_exported_decoder_is_a_plain_release_layout_state_dict(tmp_path):
 
 
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=2)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=2)
     model = AdaINModule(encoder=RANDOM_ENCODER, channels_last=True)
     trainer = pl.Trainer(
         max_steps=2, accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
@@ -93,7 +93,7 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
 
 
 def test_training_without_validation_pairs_still_exports_the_decoder(tmp_path):
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=0)
     model = AdaINModule(encoder=RANDOM_ENCODER)
     trainer = pl.Trainer(
         max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -106,7 +106,7 @@ def test_training_without_validation_pairs_still_exports_the_decoder(tmp_path):
 
 def test_training_step_logs_only_tensors_so_no_step_waits_for_the_gpu(tmp_path):
     # self.log of a Python number copies it to the device with a blocking copy: one host-device sync per step.
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=0)
     model = AdaINModule(encoder=RANDOM_ENCODER)
     logged: dict[str, object] = {}
     original_log = model.log
@@ -128,7 +128,7 @@ def test_training_step_logs_only_tensors_so_no_step_waits_for_the_gpu(tmp_path):
 
 def test_resume_records_the_checkpoint_encoder_not_the_configured_one(tmp_path):
     # The checkpoint's encoder weights are restored on resume; the exported decoder must name that encoder.
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=0)
     first = AdaINModule(encoder=RANDOM_ENCODER)
     options = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    default_root_dir=tmp_path, enable_model_summary=False)
@@ -147,7 +147,7 @@ def test_resume_records_the_checkpoint_encoder_not_the_configured_one(tmp_path):
 
 
 def test_load_from_checkpoint_restores_the_trained_model_offline(tmp_path):
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), image_size=40, crop_size=32, batch_size=2, val_pairs=2)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=2)
     model = AdaINModule(encoder={**RANDOM_ENCODER, "seed": 3}, style_layers=["relu1_1", "relu3_1"])
     trainer = pl.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=0,

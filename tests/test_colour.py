@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styletransfer.colour import (
+from styletransfer.nn.colour import (
     COLOUR_SPACES,
     colour_stats,
     luma_chroma_to_rgb,

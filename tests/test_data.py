@@ -209,12 +209,12 @@ def test_save_image_roundtrip_clamps_and_creates_dirs(tmp_path):
 
 def test_train_transform_shape_and_size_validation():
     img = Image.new("RGB", (90, 50), (1, 2, 3))
-    out = TrainTransform(image_size=40, crop_size=32)(img)
+    out = TrainTransform(short_side=40, crop_size=32)(img)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     with pytest.raises(ValueError, match="data.crop_size"):
-        TrainTransform(image_size=32, crop_size=64)
-    with pytest.raises(ValueError, match="data.image_size"):
-        TrainTransform(image_size=0, crop_size=0)
+        TrainTransform(short_side=32, crop_size=64)
+    with pytest.raises(ValueError, match="data.short_side"):
+        TrainTransform(short_side=0, crop_size=0)
 
 
 def test_dataset_skips_broken_files_and_reports_them(tmp_path):
@@ -256,7 +256,7 @@ def test_style_choice_reproducible_with_seed(tmp_path):
 def test_datamodule_batches_shapes_and_fixed_validation(tmp_path):
     content = _folder(tmp_path / "content", 10, size=(50, 40))
     style = _folder(tmp_path / "style" / "nested", 5, prefix="s", size=(40, 60))
-    kwargs = dict(content_dir=str(content), style_dir=str(tmp_path / "style"), image_size=40, crop_size=32,
+    kwargs = dict(content_dir=str(content), style_dir=str(tmp_path / "style"), short_side=40, crop_size=32,
                   batch_size=4, num_workers=0, val_pairs=3)
     dm = ContentStyleDataModule(**kwargs)
     train = list(dm.train_dataloader())
@@ -277,7 +277,7 @@ def test_datamodule_counts_and_logs_skipped_files(tmp_path, caplog):
     content = _folder(tmp_path / "content", 6)
     broken = _broken_files(content)
     style = _folder(tmp_path / "style", 3)
-    dm = ContentStyleDataModule(str(content), str(style), image_size=32, crop_size=32, batch_size=3, num_workers=0,
+    dm = ContentStyleDataModule(str(content), str(style), short_side=32, crop_size=32, batch_size=3, num_workers=0,
                                 val_pairs=2)
     with caplog.at_level(logging.WARNING, logger="styletransfer.data.datamodule"):
         for _ in range(2):  # two epochs: broken files logged once only
@@ -311,7 +311,7 @@ class _Recorder(pl.LightningModule):
 def test_trainer_sees_clean_batches_and_skips_are_counted(tmp_path):
     content = _folder(tmp_path / "content", 4)
     _broken_files(content)
-    dm = ContentStyleDataModule(str(content), str(_folder(tmp_path / "style", 2)), image_size=32, crop_size=32,
+    dm = ContentStyleDataModule(str(content), str(_folder(tmp_path / "style", 2)), short_side=32, crop_size=32,
                                 batch_size=2, num_workers=0, val_pairs=0)
     model = _Recorder()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -330,7 +330,7 @@ def test_datamodule_errors_name_setting_and_path(tmp_path):
     with pytest.raises(DataDirError, match="data.style_dir"):
         ContentStyleDataModule(str(style), str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="data.crop_size"):
-        ContentStyleDataModule(str(style), str(style), image_size=32, crop_size=64)
+        ContentStyleDataModule(str(style), str(style), short_side=32, crop_size=64)
     with pytest.raises(ValueError, match="data.batch_size"):
         ContentStyleDataModule(str(style), str(style), batch_size=0)
     with pytest.raises(ValueError, match="data.batch_size"):
@@ -363,7 +363,7 @@ def test_sample_dataset_deterministic_counts_and_cached(tmp_path):
 
 
 def test_sample_datamodule_yields_batches(tmp_path):
-    dm = SampleDataModule(root=str(tmp_path / "sample"), image_size=32, crop_size=16, batch_size=4, n_content=8,
+    dm = SampleDataModule(root=str(tmp_path / "sample"), short_side=32, crop_size=16, batch_size=4, n_content=8,
                           n_style=4, val_pairs=2)
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["content"].shape == (4, 3, 16, 16) and batch["style"].shape == (4, 3, 16, 16)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from styletransfer.decoder import AdaINDecoder
+from styletransfer.methods.adain.model import AdaINDecoder
 
 
 def release_decoder() -> nn.Sequential:

@@ -14,7 +14,7 @@ import torch.hub
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from styletransfer.encoder import (
+from styletransfer.nn.encoder import (
     IMAGENET_FILE,
     VGG19_LAYERS,
     EncoderWeightsError,

@@ -15,19 +15,16 @@ import torchvision
 from adain_checkpoints import RANDOM_ENCODER, train_tiny_run, write_malicious_checkpoint
 from PIL import Image
 
-from styletransfer import metrics as M
+from styletransfer.eval import metrics as M
 from styletransfer.data.images import save_image
-from styletransfer.encoder import VGGEncoder
-from styletransfer.evaluation import (
-    CSV_COLUMNS,
-    EVAL_LAYERS,
-    UNAVAILABLE,
-    Scorer,
-    adain_candidate,
-    checkpoint_labels,
-    evaluate,
-    load_benchmark,
-)
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.eval.benchmark import load_benchmark
+from styletransfer.eval.report import CSV_COLUMNS
+from styletransfer.eval.run import checkpoint_labels, evaluate, run
+from styletransfer.eval.scorer import EVAL_LAYERS, UNAVAILABLE, Scorer
+from styletransfer.methods.adain.candidate import file_candidate
+from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
+from styletransfer.runtime.files import write_csv_atomic, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +112,7 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, run_files, benc
     scorer = Scorer(VGGEncoder(EVAL_LAYERS, weights="random"), torch.device("cpu"),
                     {"lpips_weights": str(alex), "inception_weights": str(inception), "inception_size": 80})
     assert scorer.unavailable == {}
-    candidate = adain_candidate(run_files[0], "last", torch.device("cpu"))
+    candidate = file_candidate(run_files[0], "last", torch.device("cpu"))
     summary = evaluate([candidate], bench, scorer, torch.device("cpu"), tmp_path / "out", warmup=0, sweep_alphas=())
     model = summary["models"][0]
     assert model["aggregate"]["lpips"]["mean"] > 0
@@ -137,7 +134,7 @@ def test_evaluate_py_writes_every_file_for_two_checkpoints(tmp_path, run_files, 
     out = tmp_path / "eval"
     result = run_evaluate(
         f"ckpt=[{ckpt},{exported}]", f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}",
-        "benchmark.size=32", "encoder.weights=random", "encoder.download=false", "trainer=cpu", "logger=csv",
+        "benchmark.size=32", "metric_encoder.weights=random", "metric_encoder.download=false", "trainer=cpu", "logger=csv",
         "timing.warmup=1", "alpha_sweep.pairs=1", f"hydra.run.dir={out}", f"paths.root_dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -200,11 +197,9 @@ def _compose(*overrides: str):
 
 @pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "mismatch"])
 def test_bad_checkpoints_are_named(tmp_path, run_files, bench_dirs, case):
-    from styletransfer.evaluation import run
-    from styletransfer.stylize import CheckpointError, EncoderMismatchError
 
     content_dir, style_dir = bench_dirs
-    seed, error = "encoder.seed=0", CheckpointError
+    seed, error = "metric_encoder.seed=0", CheckpointError
     if case == "missing":
         ckpt = tmp_path / "nope.ckpt"
     elif case == "not_a_checkpoint":
@@ -212,9 +207,9 @@ def test_bad_checkpoints_are_named(tmp_path, run_files, bench_dirs, case):
         save_image(torch.rand(3, 8, 8), tmp_path / "image.png")
         ckpt.write_bytes((tmp_path / "image.png").read_bytes())
     else:
-        ckpt, seed, error = run_files[1], "encoder.seed=7", EncoderMismatchError  # another random encoder
+        ckpt, seed, error = run_files[1], "metric_encoder.seed=7", EncoderMismatchError  # another random encoder
     cfg = _compose(f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}",
-                   "encoder.weights=random", seed, "trainer=cpu", "logger=none", f"paths.output_dir={tmp_path / 'eval'}")
+                   "metric_encoder.weights=random", seed, "trainer=cpu", "logger=none", f"paths.output_dir={tmp_path / 'eval'}")
     with pytest.raises(error, match=str(ckpt)):
         run(cfg)
     assert not (tmp_path / "eval" / "summary.json").exists()
@@ -234,7 +229,6 @@ def test_default_benchmark_is_generated_deterministically(tmp_path):
 
 def test_json_and_csv_are_written_atomically_as_standard_json(tmp_path) -> None:
     """summary.json / trial_status.json: NaN and inf become null (Python's NaN is not JSON); no temporary left."""
-    from styletransfer.files import write_csv_atomic, write_json_atomic
 
     path = write_json_atomic(tmp_path / "out" / "summary.json", {"a": float("nan"), "b": [float("inf"), 1.5],
                                                                  "p": tmp_path})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from styletransfer.files import atomic_open
+from styletransfer.runtime.files import atomic_open
 
 
 def test_a_failed_write_keeps_the_previous_version(tmp_path):

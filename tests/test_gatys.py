@@ -12,21 +12,20 @@ import torch
 from PIL import Image
 
 from conftest import RANDOM_ENCODER, SKIMAGE_DATA, run_train
-from styletransfer.colour import rgb_to_luma_chroma
+from styletransfer.nn.colour import rgb_to_luma_chroma
 from styletransfer.data.images import ImageLoadError
 from styletransfer.data.pair import PairDataModule
-from styletransfer.losses import (
+from styletransfer.methods.gatys.losses import (
     gram_loss,
-    gram_matrix,
     normalise_layer_weights,
     prepare_style_target,
-    sqrtm_psd,
     style_statistic_loss,
     style_statistics,
     tv_loss,
     wasserstein2_loss,
 )
-from styletransfer.errors import NonFiniteLossError
+from styletransfer.nn.stats import gram_matrix, sqrtm_psd
+from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.methods.gatys import GatysModule
 
 #: Shallow layers keep the module tests fast; the paper's default layers are exercised in the L-BFGS/Adam test.
@@ -132,7 +131,7 @@ def test_optimisers_lower_the_total_loss(photos, tmp_path, settings) -> None:
     image: a few iterations lower the total loss and move the pixels."""
     model = GatysModule(RANDOM_ENCODER, snapshot_every=0, **settings)
     optimizer = model.hparams.optimizer
-    data = PairDataModule(photos["astronaut"], photos["coffee"], image_size=32)
+    data = PairDataModule(photos["astronaut"], photos["coffee"], long_side=32)
     totals = []
 
     class Record(pl.Callback):
@@ -152,17 +151,17 @@ def test_optimisers_lower_the_total_loss(photos, tmp_path, settings) -> None:
 
 def test_output_and_snapshots_are_written(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, snapshot_every=2, init="noise", **FAST)
-    data = PairDataModule(photos["coffee"], photos["chelsea"], image_size=40)
+    data = PairDataModule(photos["coffee"], photos["chelsea"], long_side=40)
     _fit(model, data, tmp_path, steps=4)
     with Image.open(tmp_path / "stylised.png") as image:
-        assert image.size == (40, 27)  # the content's aspect ratio, longer side data.image_size
+        assert image.size == (40, 27)  # the content's aspect ratio, longer side data.long_side
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["step_00002.png", "step_00004.png"]
 
 
 def test_coarse_to_fine_ends_at_the_last_scale_with_adam_state_carried(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, optimizer="adam", lr=0.02, scales=[24, 40], steps_per_scale=[3, 2],
                         ema_decay=0.9, snapshot_every=0, **FAST)
-    data = PairDataModule(photos["coffee"], photos["chelsea"], image_size=64)
+    data = PairDataModule(photos["coffee"], photos["chelsea"], long_side=64)
     trainer = _fit(model, data, tmp_path, steps=None)  # steps_per_scale sets the length: 5 iterations
     assert trainer.global_step == 5 and model.scale_index == 1
     assert tuple(model.image.shape) == (1, 3, 27, 40)
@@ -187,7 +186,7 @@ def test_resuming_from_a_checkpoint_continues_exactly(photos, tmp_path) -> None:
         torch.manual_seed(0)
         model = GatysModule(RANDOM_ENCODER, optimizer="adam", lr=0.05, scales=[24, 40], steps_per_scale=[3],
                             ema_decay=0.9, snapshot_every=0, **FAST)
-        data = PairDataModule(photos["coffee"], photos["chelsea"], image_size=64)
+        data = PairDataModule(photos["coffee"], photos["chelsea"], long_side=64)
         save = pl.callbacks.ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=1)
         trainer = pl.Trainer(max_steps=-1, accelerator="cpu", logger=False, enable_progress_bar=False,
                              enable_model_summary=False, default_root_dir=root,
@@ -217,7 +216,7 @@ def test_scale_series_and_step_split() -> None:
 def test_several_contents_and_blended_styles(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, style_blend=[0.7, 0.3], init="style", snapshot_every=0, **FAST)
     data = PairDataModule([photos["astronaut"], photos["coffee"]], [photos["chelsea"], photos["rocket"]],
-                          image_size=32)
+                          long_side=32)
     _fit(model, data, tmp_path, steps=2)
     assert model.image.shape == (2, 3, 32, 32)  # the second content is cropped to the first's size
     for name in ("stylised_0.png", "stylised_1.png"):
@@ -227,7 +226,7 @@ def test_several_contents_and_blended_styles(photos, tmp_path) -> None:
 
 def test_luminance_only_transfer_keeps_content_chroma(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, preserve_colour="luminance", snapshot_every=0, **FAST)
-    data = PairDataModule(photos["chelsea"], photos["rocket"], image_size=32)
+    data = PairDataModule(photos["chelsea"], photos["rocket"], long_side=32)
     _fit(model, data, tmp_path, steps=3)
     assert model.image.shape[1] == 1  # only the luminance is optimised
     content = data.load_content(32)
@@ -240,7 +239,7 @@ def test_luminance_only_transfer_keeps_content_chroma(photos, tmp_path) -> None:
 
 def test_histogram_matching_recolours_the_style_to_the_content(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, preserve_colour="histogram", snapshot_every=0, **FAST)
-    data = PairDataModule(photos["astronaut"], photos["chelsea"], image_size=32)
+    data = PairDataModule(photos["astronaut"], photos["chelsea"], long_side=32)
     _fit(model, data, tmp_path, steps=1)
     content, styles = model._images_at(0)
     assert torch.allclose(styles[0].mean((2, 3)), content.mean((2, 3)), atol=0.03)
@@ -255,7 +254,7 @@ def test_missing_and_unreadable_files_fail_before_optimisation(photos, tmp_path)
         PairDataModule(photos["coffee"], [photos["chelsea"], tmp_path / "missing.png"])
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    data = PairDataModule(photos["coffee"], broken, image_size=32)
+    data = PairDataModule(photos["coffee"], broken, long_side=32)
     with pytest.raises(ImageLoadError, match="broken.jpg.*data.style"):
         data.setup("fit")
 
@@ -267,15 +266,15 @@ def test_blend_length_and_layer_names_fail_before_optimisation(photos, tmp_path)
         GatysModule(RANDOM_ENCODER, content_layers=["conv4_5"])
     with pytest.raises(ValueError, match="method.style_layer_weights: .*2 entries for 5 style layers"):
         GatysModule(RANDOM_ENCODER, style_layer_weights=[2, 1])
-    small = PairDataModule(photos["coffee"], photos["chelsea"], image_size=16)
+    small = PairDataModule(photos["coffee"], photos["chelsea"], long_side=16)
     with pytest.raises(ValueError, match="data.content at scale 16 px is only 11 px .* need >= 16 px"):
         _fit(GatysModule(RANDOM_ENCODER, snapshot_every=0), small, tmp_path, steps=3)
     # mean/std needs a 2x2 map at the deepest style layer (relu5_1 is 1/16): enough px for Gram is not enough
-    medium = PairDataModule(photos["chelsea"], photos["chelsea"], image_size=24)
+    medium = PairDataModule(photos["chelsea"], photos["chelsea"], long_side=24)
     with pytest.raises(ValueError, match="only 1[6-7] px on its shorter side; the layers used need >= 32 px"):
         _fit(GatysModule(RANDOM_ENCODER, style_statistic="mean_std", snapshot_every=0), medium, tmp_path, steps=1)
     model = GatysModule(RANDOM_ENCODER, style_blend=[0.5, 0.3, 0.2], snapshot_every=0, **FAST)
-    data = PairDataModule(photos["coffee"], [photos["chelsea"], photos["rocket"]], image_size=32)
+    data = PairDataModule(photos["coffee"], [photos["chelsea"], photos["rocket"]], long_side=32)
     with pytest.raises(ValueError, match="style_blend=.*3 weight.*2 style image"):
         _fit(model, data, tmp_path, steps=3)
     assert model.image is None and not (tmp_path / "stylised.png").exists()
@@ -283,7 +282,7 @@ def test_blend_length_and_layer_names_fail_before_optimisation(photos, tmp_path)
 
 def test_non_finite_loss_stops_with_message_and_keeps_last_good_image(photos, tmp_path) -> None:
     model = GatysModule(RANDOM_ENCODER, snapshot_every=0, **FAST)
-    data = PairDataModule(photos["coffee"], photos["chelsea"], image_size=32)
+    data = PairDataModule(photos["coffee"], photos["chelsea"], long_side=32)
 
     class Poison(pl.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
@@ -301,7 +300,7 @@ def test_train_py_method_gatys_writes_the_image(photos, tmp_path) -> None:
     run_dir = tmp_path / "run"
     result = run_train(
         "method=gatys", "data=pair", f"data.content={photos['astronaut']}", f"data.style={photos['coffee']}",
-        "encoder.weights=random", "trainer=cpu", "trainer.max_steps=4", "data.image_size=32", "logger=csv",
+        "encoder.weights=random", "trainer=cpu", "trainer.max_steps=4", "data.long_side=32", "logger=csv",
         "method.snapshot_every=2", f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

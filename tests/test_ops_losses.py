@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from styletransfer.losses import content_loss, mean_std_loss, mean_std_style_loss
-from styletransfer.ops import STD_EPS, adain, mean_std
+from styletransfer.methods.adain.model import adain
+from styletransfer.nn.losses import content_loss, mean_std_loss, mean_std_style_loss
+from styletransfer.nn.stats import STD_EPS, mean_std
 
 
 def test_mean_std_matches_hand_computation():

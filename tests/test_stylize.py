@@ -11,9 +11,12 @@ from adain_checkpoints import RANDOM_ENCODER, train_tiny_run, write_malicious_ch
 from PIL import Image
 
 from styletransfer.data.images import load_image_tensor, save_image
-from styletransfer.decoder import AdaINDecoder
-from styletransfer.encoder import VGGEncoder
-from styletransfer.stylize import CheckpointError, EncoderMismatchError, Stylizer, main
+from styletransfer.methods.adain.cli import main, main_old_name
+from styletransfer.methods.adain.model import AdaINDecoder, encode
+from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.nn.colour import colour_stats, match_colour
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +32,9 @@ def run_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def stylizer() -> Stylizer:
+def styliser() -> Styliser:
     torch.manual_seed(0)
-    return Stylizer(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder())
+    return Styliser(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder())
 
 
 def _images(seed: int = 0):
@@ -39,19 +42,19 @@ def _images(seed: int = 0):
     return torch.rand(2, 3, 37, 53, generator=g), torch.rand(3, 32, 40, generator=g), torch.rand(3, 40, 32, generator=g)
 
 
-def test_alpha_zero_is_decoded_content_features(stylizer):
+def test_alpha_zero_is_decoded_content_features(styliser):
     content, style, _ = _images()
-    result = stylizer.stylize(content, style, alpha=0.0)
-    expected = stylizer.decode(stylizer.encode(content), output_size=(37, 53))
+    result = styliser.stylise(content, style, alpha=0.0)
+    expected = styliser.decoder(encode(styliser.encoder, content), output_size=(37, 53)).clamp(0, 1)
     torch.testing.assert_close(result, expected)
-    assert not torch.allclose(stylizer.stylize(content, style, alpha=1.0), result)
+    assert not torch.allclose(styliser.stylise(content, style, alpha=1.0), result)
 
 
-def test_output_keeps_content_size_unless_told(stylizer):
+def test_output_keeps_content_size_unless_told(styliser):
     content, style, _ = _images()
-    assert stylizer.stylize(content, style).shape == (2, 3, 37, 53)
-    assert stylizer.stylize(content[0], style, output_size=(24, 30)).shape == (1, 3, 24, 30)
-    result = stylizer.stylize(content, style)
+    assert styliser.stylise(content, style).shape == (2, 3, 37, 53)
+    assert styliser.stylise(content[0], style, output_size=(24, 30)).shape == (1, 3, 24, 30)
+    result = styliser.stylise(content, style)
     assert float(result.min()) >= 0.0 and float(result.max()) <= 1.0
 
 
@@ -59,78 +62,82 @@ def test_output_keeps_content_size_unless_told(stylizer):
     "weights, match",
     [([0.5, 0.6], "sum to 1"), ([1.0], "one per style"), ([0.2, 0.3, 0.5], "one per style"), ([1.5, -0.5], ">= 0"), (None, "need interpolation weights")],
 )
-def test_bad_interpolation_weights_error(stylizer, weights, match):
+def test_bad_interpolation_weights_error(styliser, weights, match):
     content, style_a, style_b = _images()
     with pytest.raises(ValueError, match=match):
-        stylizer.stylize(content, [style_a, style_b], weights=weights)
+        styliser.stylise(content, [style_a, style_b], weights=weights)
 
 
-def test_interpolation_weights_blend_the_styles(stylizer):
+def test_interpolation_weights_blend_the_styles(styliser):
     content, style_a, style_b = _images()
-    only_a = stylizer.stylize(content, [style_a, style_b], weights=[1.0, 0.0])
-    torch.testing.assert_close(only_a, stylizer.stylize(content, style_a))
-    mixed = stylizer.stylize(content, [style_a, style_b], weights=[0.5, 0.5])
+    only_a = styliser.stylise(content, [style_a, style_b], weights=[1.0, 0.0])
+    torch.testing.assert_close(only_a, styliser.stylise(content, style_a))
+    mixed = styliser.stylise(content, [style_a, style_b], weights=[0.5, 0.5])
     assert not torch.allclose(mixed, only_a)
 
 
-def test_masks_assign_styles_to_regions(stylizer):
+def test_masks_assign_styles_to_regions(styliser):
     content, style_a, style_b = _images()
     full, empty = torch.ones(37, 53), torch.zeros(37, 53)
     # A mask covering everything for style a is plain AdaIN with style a; regions in no mask keep the content.
-    torch.testing.assert_close(stylizer.stylize(content, [style_a, style_b], masks=[full, empty]),
-                               stylizer.stylize(content, style_a))
-    torch.testing.assert_close(stylizer.stylize(content, [style_a, style_b], masks=[empty, empty]),
-                               stylizer.stylize(content, style_a, alpha=0.0))
+    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], masks=[full, empty]),
+                               styliser.stylise(content, style_a))
+    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], masks=[empty, empty]),
+                               styliser.stylise(content, style_a, alpha=0.0))
     left = torch.zeros(10, 14)
     left[:, :7] = 1.0  # masks of any size are resized to the feature map
-    halves = stylizer.stylize(content, [style_a, style_b], masks=[left, 1 - left])
+    halves = styliser.stylise(content, [style_a, style_b], masks=[left, 1 - left])
     assert halves.shape == content.shape
     with pytest.raises(ValueError, match="one mask per style"):
-        stylizer.stylize(content, [style_a, style_b], masks=[left])
+        styliser.stylise(content, [style_a, style_b], masks=[left])
     with pytest.raises(ValueError, match="not both"):
-        stylizer.stylize(content, [style_a, style_b], weights=[0.5, 0.5], masks=[left, 1 - left])
+        styliser.stylise(content, [style_a, style_b], weights=[0.5, 0.5], masks=[left, 1 - left])
 
 
-def test_colour_preservation_uses_the_content_colours(stylizer):
+def test_colour_preservation_uses_the_content_colours(styliser):
     content, style, _ = _images()
     red_style = style * torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
-    plain = stylizer.stylize(content, red_style)
-    preserved = stylizer.stylize(content, red_style, preserve_color=True)
-    assert preserved.shape == plain.shape and not torch.allclose(preserved, plain)
+    preserved = styliser.stylise(content, red_style, preserve_colour=True)
+    for i in range(2):
+        # Each content is stylised with the style recoloured to that content's colour mean and covariance.
+        recoloured = match_colour(red_style[None], content[i:i + 1])
+        torch.testing.assert_close(colour_stats(recoloured)[0], colour_stats(content[i:i + 1])[0], atol=2e-3, rtol=0)
+        torch.testing.assert_close(preserved[i:i + 1], styliser.stylise(content[i:i + 1], recoloured))
+    assert not torch.allclose(preserved, styliser.stylise(content, red_style))
 
 
 def test_lightning_checkpoint_and_exported_decoder_agree(run_files):
     ckpt, exported = run_files
     content, style, _ = _images()
-    from_ckpt = Stylizer.from_checkpoint(ckpt)
-    from_export = Stylizer.from_checkpoint(exported)
+    from_ckpt = Styliser.from_checkpoint(ckpt)
+    from_export = Styliser.from_checkpoint(exported)
     assert (from_ckpt.kind, from_export.kind) == ("lightning", "exported")
-    torch.testing.assert_close(from_ckpt.stylize(content, style), from_export.stylize(content, style))
+    torch.testing.assert_close(from_ckpt.stylise(content, style), from_export.stylise(content, style))
     assert from_ckpt.encoder_spec["fingerprint"] == from_export.encoder_spec["fingerprint"]
 
 
 def test_exported_decoder_with_another_encoder_is_refused(run_files):
     _, exported = run_files
     with pytest.raises(EncoderMismatchError, match=str(exported)):
-        Stylizer.from_checkpoint(exported, encoder={**RANDOM_ENCODER, "seed": 1})
+        Styliser.from_checkpoint(exported, encoder={**RANDOM_ENCODER, "seed": 1})
 
 
 def test_release_layout_files_load_and_stylise(release_files):
     decoder, vgg = release_files
-    stylizer = Stylizer.from_checkpoint(decoder, encoder=str(vgg))
-    assert stylizer.kind == "release" and stylizer.encoder.arch == "vgg_normalised"
+    styliser = Styliser.from_checkpoint(decoder, encoder=str(vgg))
+    assert styliser.kind == "release" and styliser.encoder.arch == "vgg_normalised"
     content, style, _ = _images()
-    result = stylizer.stylize(content, style)
+    result = styliser.stylise(content, style)
     assert result.shape == (2, 3, 37, 53) and torch.isfinite(result).all()
     with pytest.raises(CheckpointError, match="vgg_normalised"):
-        Stylizer.from_checkpoint(decoder)
+        Styliser.from_checkpoint(decoder)
 
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "code_ran"
     evil = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
     with pytest.raises(CheckpointError, match="refused"):
-        Stylizer.from_checkpoint(evil)
+        Styliser.from_checkpoint(evil)
     assert not marker.exists()
     assert main([str(evil), "--content", str(tmp_path), "--style", str(tmp_path), "-o", str(tmp_path / "o")]) == 1
     assert not marker.exists()
@@ -140,15 +147,15 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 def test_missing_or_non_checkpoint_files_name_the_file(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="does not exist"):
-        Stylizer.from_checkpoint(tmp_path / "nope.ckpt")
+        Styliser.from_checkpoint(tmp_path / "nope.ckpt")
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
-        Stylizer.from_checkpoint(text)
+        Styliser.from_checkpoint(text)
     tensors = tmp_path / "other.pth"
     torch.save({"weight": torch.zeros(2)}, tensors)
     with pytest.raises(CheckpointError, match="not a style-transfer checkpoint"):
-        Stylizer.from_checkpoint(tensors)
+        Styliser.from_checkpoint(tensors)
     assert main([str(text), "--content", str(tmp_path), "--style", str(tmp_path)]) == 1
     assert str(text) in capsys.readouterr().err
 
@@ -174,7 +181,7 @@ def folders(tmp_path) -> tuple[Path, list[Path], list[Path]]:
 
 @pytest.mark.parametrize(
     "controls",
-    [[], ["--alpha", "0.5", "--preserve-color"], ["STYLE2", "--weights", "0.3", "0.7"], ["STYLE2", "--mask", "M1", "M2"]],
+    [[], ["--alpha", "0.5", "--preserve-colour"], ["STYLE2", "--weights", "0.3", "0.7"], ["STYLE2", "--mask", "M1", "M2"]],
     ids=["plain", "alpha-colour", "interpolation", "masks"],
 )
 def test_cli_stylises_a_folder_with_each_control(run_files, folders, tmp_path, capsys, controls):
@@ -189,7 +196,7 @@ def test_cli_stylises_a_folder_with_each_control(run_files, folders, tmp_path, c
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 3, written
     assert "broken.png" in capsys.readouterr().err
-    sizes = {p.name.split("_stylized_")[0]: Image.open(p).size for p in out.iterdir()}
+    sizes = {p.name.split("_stylised_")[0]: Image.open(p).size for p in out.iterdir()}
     assert sizes == {"a": (40, 32), "b": (40, 32), "c": (28, 36)}
 
 
@@ -200,17 +207,21 @@ def test_cli_runs_with_other_controls_do_not_overwrite_each_other(run_files, fol
     common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
               "--device", "cpu", "--style-size", "0"]
     assert main(common) == 0
-    assert main([*common, "--alpha", "0.5", "--preserve-color"]) == 0
-    stem = f"a_stylized_{styles[0].stem}"
+    with pytest.warns(FutureWarning, match="--preserve-colour"):
+        assert main([*common, "--alpha", "0.5", "--preserve-color"]) == 0  # the old spelling still works
+    stem = f"a_stylised_{styles[0].stem}"
     assert sorted(p.name for p in out.iterdir()) == [f"{stem}.png", f"{stem}_alpha0.5_colour.png"]
 
 
 def test_console_script_is_registered(capsys):
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("styletransfer-stylize") == "styletransfer.stylize:main"
+    assert scripts.get("styletransfer-stylise") == "styletransfer.methods.adain.cli:main"
+    assert scripts.get("styletransfer-stylize") == "styletransfer.methods.adain.cli:main_old_name"
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
-    assert exit_info.value.code == 0 and "--preserve-color" in capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--preserve-colour" in capsys.readouterr().out
+    with pytest.warns(FutureWarning, match="styletransfer-stylise"), pytest.raises(SystemExit):
+        main_old_name(["--help"])
 
 
 def test_release_files_through_the_cli(tmp_path, folders, release_files):

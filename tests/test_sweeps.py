@@ -13,7 +13,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import RANDOM_ENCODER, ROOT, run_train
-from styletransfer.sweeps import STATUS_FILE, collect_trials, write_sweep_report
+from styletransfer.eval.benchmark import load_benchmark
+from styletransfer.eval.run import evaluate_candidate
+from styletransfer.eval.scorer import EVAL_LAYERS, Scorer
+from styletransfer.methods.adain.candidate import file_candidate
+from styletransfer.nn.encoder import build_encoder
+from styletransfer.sweeps.table import STATUS_FILE, collect_trials, write_sweep_report
 
 #: A tiny benchmark to score trials on: 1 content x 2 styles at 32 px.
 BENCH = {"n_content": 1, "n_style": 2, "generate_size": 32, "size": 32}
@@ -30,7 +35,7 @@ def tiny(shared: Path, sweep_dir: Path) -> list[str]:
     return [
         "data=sample", f"data.root={shared / 'sample'}", "data.n_content=4", "data.n_style=2", "data.val_pairs=2",
         "logger=csv", "encoder.weights=random", "trainer=cpu", "trainer.max_steps=2", "data.batch_size=2",
-        "data.image_size=48", "data.crop_size=32", "data.num_workers=0", f"hydra.sweep.dir={sweep_dir}",
+        "data.short_side=48", "data.crop_size=32", "data.num_workers=0", f"hydra.sweep.dir={sweep_dir}",
     ]
 
 
@@ -80,13 +85,11 @@ def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path)
     assert run_config.logger.wandb.group == sweep.name
 
     # The objective is what evaluate.py's benchmark reports for the trial's checkpoint.
-    from styletransfer.encoder import build_encoder
-    from styletransfer.evaluation import EVAL_LAYERS, Scorer, adain_candidate, evaluate_candidate, load_benchmark
 
     device = torch.device("cpu")
     bench = load_benchmark({"name": "default", "root": str(shared / "bench"), **BENCH})
     scorer = Scorer(build_encoder(RANDOM_ENCODER, EVAL_LAYERS), device)
-    candidate = adain_candidate(trial_dir / "checkpoints" / "last.ckpt", "best", device, encoder=RANDOM_ENCODER)
+    candidate = file_candidate(trial_dir / "checkpoints" / "last.ckpt", "best", device, encoder=RANDOM_ENCODER)
     aggregate = evaluate_candidate(candidate, bench, scorer, device, 1.0, warmup=0, seed=0, keep=set())["aggregate"]
     expected = aggregate["content_relu4_1"]["mean"] + aggregate["style_mean_std"]["mean"]
     assert status["objective"] == pytest.approx(expected, rel=1e-4)
@@ -164,14 +167,14 @@ def test_slurm_launcher_config_composes_on_the_submitit_plugin():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min > 0
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    assert cfg.hydra.callbacks.sweep_table._target_ == "styletransfer.sweeps.SweepTableCallback"
+    assert cfg.hydra.callbacks.sweep_table._target_ == "styletransfer.sweeps.table.SweepTableCallback"
 
 
 def test_stop_on_non_finite_loss_names_the_step():
     from types import SimpleNamespace
 
-    from styletransfer.errors import NonFiniteLossError
-    from styletransfer.trial import StopOnNonFiniteLoss
+    from styletransfer.runtime.errors import NonFiniteLossError
+    from styletransfer.sweeps.trial import StopOnNonFiniteLoss
 
     guard = StopOnNonFiniteLoss()
     trainer = SimpleNamespace(global_step=7)

@@ -14,7 +14,7 @@ from conftest import RANDOM_ENCODER, run_train
 TINY = [
     "trainer=cpu",
     "data.batch_size=2",
-    "data.image_size=48",
+    "data.short_side=48",
     "data.crop_size=32",
     "data.num_workers=0",
     "data.val_pairs=2",

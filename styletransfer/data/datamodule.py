@@ -14,13 +14,15 @@ from torch.utils.data import DataLoader
 from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
 from styletransfer.data.images import DataDirError, find_images
 from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.instantiate import renamed_setting
 
 log = logging.getLogger(__name__)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _list_folder(setting: str, folder: str) -> list[Path]:
@@ -36,23 +38,24 @@ class ContentStyleDataModule(pl.LightningDataModule):
     """Random (content, style) training pairs and fixed validation pairs from two image folders.
 
     Training: every content image once per epoch (shuffled) with a random style image, shorter side resized to
-    ``image_size`` then a random ``crop_size`` crop (the AdaIN paper's 512 / 256). Validation: ``val_pairs`` fixed
+    ``short_side`` then a random ``crop_size`` crop (the AdaIN paper's 512 / 256). Validation: ``val_pairs`` fixed
     pairs, shorter side resized to ``crop_size`` then centre-cropped. Folders are listed (recursively) here, so a
     missing or empty folder fails at start. Unreadable files are skipped, logged once and counted in
     ``skipped_files``. Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1].
     """
 
-    def __init__(self, content_dir: str, style_dir: str, image_size: int = 512, crop_size: int = 256,
+    def __init__(self, content_dir: str, style_dir: str, short_side: int = 512, crop_size: int = 256,
                  batch_size: int = 8, num_workers: int = 4, val_pairs: int = 8, pin_memory: bool = True,
-                 persistent_workers: bool = True, drop_last: bool = True) -> None:
+                 persistent_workers: bool = True, drop_last: bool = True, image_size: int | None = None) -> None:
         super().__init__()
-        check_sizes(image_size, crop_size)
+        short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
+        check_sizes(short_side, crop_size)
         _check_int("data.batch_size", batch_size, 1)
         _check_int("data.num_workers", num_workers, 0)
         _check_int("data.val_pairs", val_pairs, 0)
         self.content_dir = str(content_dir)
         self.style_dir = str(style_dir)
-        self.image_size = image_size
+        self.short_side = short_side
         self.crop_size = crop_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -63,7 +66,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.content_files = _list_folder("data.content_dir", self.content_dir)
         self.style_files = _list_folder("data.style_dir", self.style_dir)
         if self.drop_last and len(self.content_files) < batch_size:
-            raise ValueError(f"data.batch_size ({batch_size}) is larger than the {len(self.content_files)} content "
+            raise ConfigError(f"data.batch_size ({batch_size}) is larger than the {len(self.content_files)} content "
                              f"images under {self.content_dir}: with data.drop_last=true no batch would be produced; "
                              f"lower data.batch_size or add images")
         #: Unreadable files seen so far: path -> cause.
@@ -95,7 +98,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = ContentStyleDataset(self.content_files, self.style_files,
-                                      TrainTransform(self.image_size, self.crop_size),
+                                      TrainTransform(self.short_side, self.crop_size),
                                       content_dir=self.content_dir, style_dir=self.style_dir)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=self.drop_last)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from styletransfer.data.images import ImageLoadError, load_rgb
+from styletransfer.runtime.errors import ConfigError
 
 Transform = Callable[[Image.Image], Tensor]
 Skipped = list[tuple[str, str]]
@@ -39,7 +40,7 @@ class _ReadableFiles:
 
     def __init__(self, files: Sequence[str | os.PathLike], kind: str, folder: str | None) -> None:
         if not files:
-            raise ValueError(f"no {kind} images given")
+            raise ConfigError(f"no {kind} images given")
         self.files = [Path(f) for f in files]
         self.kind = kind
         self.folder = folder if folder is not None else _folder_of(self.files)
@@ -97,7 +98,7 @@ def choose_pairs(content_files: Sequence[str | os.PathLike], style_files: Sequen
     list shorter than ``n_pairs``); an unreadable file is replaced by the next readable one.
     """
     if n_pairs < 0:
-        raise ValueError(f"data.val_pairs must be >= 0, got {n_pairs}")
+        raise ConfigError(f"data.val_pairs must be >= 0, got {n_pairs}")
     if n_pairs == 0:
         return []
     contents = _ReadableFiles(content_files, "content", content_dir)

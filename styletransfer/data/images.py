@@ -15,7 +15,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from styletransfer.files import atomic_open
+from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
+from styletransfer.runtime.files import atomic_open
 
 #: File name endings treated as images, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -25,23 +26,6 @@ TRANSPARENT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
                  ".tiff": "TIFF"}
-
-
-class ImageLoadError(ValueError):
-    """An image file could not be read; ``path`` is the file and ``cause`` says why."""
-
-    def __init__(self, path: str | os.PathLike, cause: str) -> None:
-        self.path = str(path)
-        self.cause = cause
-        super().__init__(f"cannot read image {self.path}: {cause}")
-
-
-class DataDirError(FileNotFoundError):
-    """A folder that should hold images is missing or holds none; the message names the folder and the fix."""
-
-
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
@@ -151,7 +135,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 def resize_to_side(img: Image.Image, size: int, long_side: bool = False) -> Image.Image:
     """Resize (antialiased, keeping the aspect ratio) so the shorter side, or the longer if ``long_side``, is ``size``."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive integer number of pixels, got {size!r}")
+        raise ConfigError(f"size must be a positive integer number of pixels, got {size!r}")
     width, height = img.size
     width_is_side = (width >= height) if long_side else (width <= height)
     if width_is_side:
@@ -182,7 +166,7 @@ def tensor_to_pil(tensor: Tensor) -> Image.Image:
     if tensor.dim() == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
     if tensor.dim() != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"expected an image tensor shaped (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+        raise ConfigError(f"expected an image tensor shaped (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
     array = (torch.nan_to_num(tensor.detach().float().cpu(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round()
              .to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
     return Image.fromarray(array)
@@ -196,7 +180,7 @@ def save_pil(img: Image.Image, path: str | os.PathLike) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in _SAVE_FORMATS:
-        raise ValueError(f"cannot write {path}: unknown image extension {path.suffix!r}; "
+        raise ConfigError(f"cannot write {path}: unknown image extension {path.suffix!r}; "
                          f"use one of {' '.join(sorted(_SAVE_FORMATS))}")
     fmt = _SAVE_FORMATS.get(suffix, "PNG")
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}

@@ -26,6 +26,8 @@ from styletransfer.data.images import (
     pil_to_tensor,
     resize_to_side,
 )
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.instantiate import renamed_setting
 
 PathList = str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -79,7 +81,7 @@ class PairDataModule(pl.LightningDataModule):
       together as one batch: each is resized to cover the first content's size and centre-cropped to it (aspect
       ratio kept, no distortion).
     - ``style``: likewise; several styles are blended by the method (``method.style_blend``).
-    - ``image_size``: the longer side of the (first) content in pixels; the output keeps its aspect ratio.
+    - ``long_side``: the longer side of the (first) content in pixels; the output keeps its aspect ratio.
     - ``style_scale``: the style's longer side relative to the content's longer side (1.0: the same; 0.5: half,
       so the style's textures come out finer in the result; 2.0: coarser). Each style keeps its aspect ratio.
 
@@ -88,14 +90,16 @@ class PairDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, content: PathList, style: PathList, image_size: int = 512, style_scale: float = 1.0
+        self, content: PathList, style: PathList, long_side: int = 512, style_scale: float = 1.0,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16:
-            raise ValueError(f"data.image_size must be an integer >= 16 (pixels, longer side), got {image_size!r}")
+        long_side = renamed_setting("data.image_size", "data.long_side", image_size, long_side)
+        if not isinstance(long_side, int) or isinstance(long_side, bool) or long_side < 16:
+            raise ConfigError(f"data.long_side must be an integer >= 16 (pixels, longer side), got {long_side!r}")
         if isinstance(style_scale, bool) or not isinstance(style_scale, (int, float)) or not style_scale > 0:
-            raise ValueError(f"data.style_scale must be a number > 0, got {style_scale!r}")
-        self.image_size = image_size
+            raise ConfigError(f"data.style_scale must be a number > 0, got {style_scale!r}")
+        self.long_side = long_side
         self.style_scale = float(style_scale)
         self.content_paths = resolve_images("data.content", content)
         self.style_paths = resolve_images("data.style", style)
@@ -103,10 +107,10 @@ class PairDataModule(pl.LightningDataModule):
         self.styles: list[Tensor] | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        """Read every file at ``image_size`` (checks that all are readable; the tensors are kept for inspection)."""
+        """Read every file at ``long_side`` (checks that all are readable; the tensors are kept for inspection)."""
         if self.content is None:
-            self.content = self.load_content(self.image_size)
-            self.styles = self.load_styles(self.image_size)
+            self.content = self.load_content(self.long_side)
+            self.styles = self.load_styles(self.long_side)
 
     def load_content(self, long_side: int) -> Tensor:
         """Contents as one batch (N, 3, H, W) in [0, 1]; the first content's longer side is ``long_side``."""

@@ -17,6 +17,8 @@ from PIL import Image
 
 from styletransfer.data.datamodule import ContentStyleDataModule
 from styletransfer.data.images import load_rgb, resize_to_side, save_pil
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.instantiate import renamed_setting
 
 #: Bump when the generated images change, so old sets are regenerated.
 SAMPLE_VERSION = 1
@@ -241,7 +243,7 @@ def make_sample_dataset(root: Path, n_content: int = 24, n_style: int = 12, size
     """
     for name, value, minimum in (("n_content", n_content, 1), ("n_style", n_style, 1), ("size", size, 8)):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"sample dataset {name} must be an integer >= {minimum}, got {value!r}")
+            raise ConfigError(f"sample dataset {name} must be an integer >= {minimum}, got {value!r}")
     root = Path(root)
     content_dir, style_dir = root / "content", root / "style"
     params: dict[str, Any] = {"version": SAMPLE_VERSION, "n_content": n_content, "n_style": n_style, "size": size}
@@ -277,11 +279,12 @@ def _marker_matches(marker: Path, params: dict[str, Any], content_dir: Path, sty
 class SampleDataModule(ContentStyleDataModule):
     """ContentStyleDataModule over the generated sample set under ``root`` (generated there first if needed)."""
 
-    def __init__(self, root: str = "data/sample", image_size: int = 128, crop_size: int = 64, batch_size: int = 4,
+    def __init__(self, root: str = "data/sample", short_side: int = 128, crop_size: int = 64, batch_size: int = 4,
                  num_workers: int = 0, val_pairs: int = 4, n_content: int = 24, n_style: int = 12,
-                 **kwargs: Any) -> None:
+                 image_size: int | None = None, **kwargs: Any) -> None:
+        short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
         content_dir, style_dir = make_sample_dataset(Path(root), n_content=n_content, n_style=n_style,
-                                                     size=image_size)
-        super().__init__(str(content_dir), str(style_dir), image_size=image_size, crop_size=crop_size,
+                                                     size=short_side)
+        super().__init__(str(content_dir), str(style_dir), short_side=short_side, crop_size=crop_size,
                          batch_size=batch_size, num_workers=num_workers, val_pairs=val_pairs, **kwargs)
         self.root = str(root)

@@ -1,6 +1,6 @@
 """Image transforms for training and validation (PIL RGB in, float32 (3, crop, crop) in [0, 1] out).
 
-Training follows the AdaIN paper: shorter side resized to ``image_size`` (default 512), then a random
+Training follows the AdaIN paper: shorter side resized to ``short_side`` (default 512), then a random
 ``crop_size`` (default 256) square crop. The crop offsets come from ``torch.randint`` so DataLoader worker seeding
 (Lightning ``seed_everything(workers=True)``) makes them reproducible.
 """
@@ -12,35 +12,36 @@ from PIL import Image
 from torch import Tensor
 
 from styletransfer.data.images import pil_to_tensor, resize_to_side
+from styletransfer.runtime.errors import ConfigError
 
 
-def check_sizes(image_size: int, crop_size: int) -> None:
-    """Raise ValueError naming data.image_size / data.crop_size when they are not usable together."""
-    for name, value in (("data.image_size", image_size), ("data.crop_size", crop_size)):
+def check_sizes(short_side: int, crop_size: int) -> None:
+    """Raise ConfigError naming data.short_side / data.crop_size when they are not usable together."""
+    for name, value in (("data.short_side", short_side), ("data.crop_size", crop_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer number of pixels, got {value!r}")
-    if crop_size > image_size:
-        raise ValueError(f"data.crop_size ({crop_size}) must be <= data.image_size ({image_size}): the crop is taken "
-                         f"from the image after its shorter side is resized to data.image_size")
+            raise ConfigError(f"{name} must be a positive integer number of pixels, got {value!r}")
+    if crop_size > short_side:
+        raise ConfigError(f"data.crop_size ({crop_size}) must be <= data.short_side ({short_side}): the crop is taken "
+                          f"from the image after its shorter side is resized to data.short_side")
 
 
 class TrainTransform:
-    """Shorter side to ``image_size`` (antialiased), then a random ``crop_size`` square crop."""
+    """Shorter side to ``short_side`` (antialiased), then a random ``crop_size`` square crop."""
 
-    def __init__(self, image_size: int = 512, crop_size: int = 256) -> None:
-        check_sizes(image_size, crop_size)
-        self.image_size = image_size
+    def __init__(self, short_side: int = 512, crop_size: int = 256) -> None:
+        check_sizes(short_side, crop_size)
+        self.short_side = short_side
         self.crop_size = crop_size
 
     def __call__(self, img: Image.Image) -> Tensor:
-        img = resize_to_side(img, self.image_size)
+        img = resize_to_side(img, self.short_side)
         width, height = img.size
         top = int(torch.randint(0, height - self.crop_size + 1, ()).item())
         left = int(torch.randint(0, width - self.crop_size + 1, ()).item())
         return pil_to_tensor(img.crop((left, top, left + self.crop_size, top + self.crop_size)))
 
     def __repr__(self) -> str:
-        return f"TrainTransform(image_size={self.image_size}, crop_size={self.crop_size})"
+        return f"TrainTransform(short_side={self.short_side}, crop_size={self.crop_size})"
 
 
 class CenterTransform:

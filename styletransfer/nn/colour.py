@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from styletransfer.nn.stats import sym_matrix_power
+
 #: RGB -> YIQ (NTSC). Y is the Rec. 601 luma; I and Q are centred on 0.
 _YIQ = torch.tensor(
     [
@@ -124,13 +126,6 @@ def colour_stats(image: Tensor) -> tuple[Tensor, Tensor]:
     return mean, cov
 
 
-def _sym_power(matrix: Tensor, power: float, eps: float) -> Tensor:
-    """Symmetric matrix power via eigh, eigenvalues floored at ``eps`` (covariances of flat images are singular)."""
-    vals, vecs = torch.linalg.eigh(matrix)
-    vals = vals.clamp_min(eps).pow(power)
-    return vecs @ torch.diag_embed(vals) @ vecs.transpose(-1, -2)
-
-
 def match_colour(source: Tensor, reference: Tensor, clamp: bool = True, eps: float = 1e-5) -> Tensor:
     """Recolour ``source`` so its colour mean and covariance equal ``reference``'s (per image).
 
@@ -146,7 +141,7 @@ def match_colour(source: Tensor, reference: Tensor, clamp: bool = True, eps: flo
     r_mean, r_cov = colour_stats(reference)
     if s_mean.shape[0] != r_mean.shape[0] and 1 not in (s_mean.shape[0], r_mean.shape[0]):
         raise ValueError(f"batch sizes differ: source {tuple(source.shape)}, reference {tuple(reference.shape)}")
-    transform = _sym_power(r_cov, 0.5, eps) @ _sym_power(s_cov, -0.5, eps)
+    transform = sym_matrix_power(r_cov, 0.5, eps) @ sym_matrix_power(s_cov, -0.5, eps)
     pixels = source.reshape(-1, 3, source.shape[-2] * source.shape[-1]).double()
     out = transform @ (pixels - s_mean.unsqueeze(-1)) + r_mean.unsqueeze(-1)
     out = out.reshape(out.shape[0], 3, *source.shape[-2:]).to(source.dtype)

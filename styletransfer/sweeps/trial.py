@@ -22,10 +22,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from styletransfer.errors import NonFiniteLossError
-from styletransfer.sweeps import STATUS_FILE, failure_reason, write_status
+from styletransfer.runtime.errors import NonFiniteLossError
+from styletransfer.runtime.instantiate import is_multirun
+from styletransfer.sweeps.objective import direction_of
+from styletransfer.sweeps.table import STATUS_FILE, failure_reason, write_status
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +45,9 @@ class StopOnNonFiniteLoss(pl.Callback):
             )
 
 
-def is_multirun() -> bool:
-    """True inside a Hydra multirun job (``-m``)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def worst_value(cfg: DictConfig) -> float:
     """+inf for a minimised objective, -inf for a maximised one (``objective.direction``)."""
-    objective = cfg.get("objective")
-    direction = str(objective.get("direction", "minimize")) if isinstance(objective, DictConfig) else "minimize"
-    return -math.inf if direction.lower() == "maximize" else math.inf
+    return -math.inf if direction_of(cfg) == "maximize" else math.inf
 
 
 def check_finite_losses(metrics: Mapping[str, float]) -> None:
@@ -90,8 +83,6 @@ def run_trial(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) 
         metrics = train(cfg)
         return metrics.get("objective") if has_objective else None
 
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_cfg = HydraConfig.get()
     status: dict[str, Any] = {
         "trial": hydra_cfg.job.get("num"),
@@ -101,9 +92,8 @@ def run_trial(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) 
         "reason": None,
         "overrides": list(hydra_cfg.overrides.task),
     }
-    objective = cfg.get("objective")
     if has_objective:
-        status["direction"] = str(objective.get("direction", "minimize")) if isinstance(objective, DictConfig) else "minimize"
+        status["direction"] = direction_of(cfg)
     directory = Path(hydra_cfg.runtime.output_dir)
     write_status(directory, status)  # stays "running" if the process is killed (out of memory, time limit)
     start = time.monotonic()

@@ -1,41 +1,14 @@
-"""Loss functions as pure functions of feature tensors.
-
-Reductions are explicit: every loss is a mean over its elements (MSE), so weights carry over between
-batch sizes and, for statistics, between image sizes. The AdaIN reductions equal the reference PyTorch code
-(MSE over N x C per layer for the statistics; per-element MSE for the content).
-"""
+"""Neural Style (Gatys) losses: style statistics and their losses, total variation, per-layer weights."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from styletransfer.ops import mean_std
-
-
-def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error between feature maps (AdaIN: decoded image's relu4_1 vs. the AdaIN target)."""
-    return F.mse_loss(features.float(), target.float())
-
-
-def mean_std_loss(features: Tensor, target: Tensor) -> Tensor:
-    """MSE of channel means plus MSE of channel standard deviations (one layer of the AdaIN style loss)."""
-    f_mean, f_std = mean_std(features)
-    t_mean, t_std = mean_std(target)
-    return F.mse_loss(f_mean, t_mean) + F.mse_loss(f_std, t_std)
-
-
-def mean_std_style_loss(
-    features: Mapping[str, Tensor], targets: Mapping[str, Tensor], layers: Sequence[str]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """AdaIN style loss: ``mean_std_loss`` summed over ``layers``; returns (total, per-layer losses)."""
-    if not layers:
-        raise ValueError("style loss needs at least one layer")
-    per_layer = {name: mean_std_loss(features[name], targets[name]) for name in layers}
-    return torch.stack(list(per_layer.values())).sum(), per_layer
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.nn.stats import gaussian_moments, gram_matrix, mean_std, moments_to_covariance, sqrtm_psd
 
 
 # ---- Neural Style (Gatys) losses ---------------------------------------------------------------------------------
@@ -43,20 +16,6 @@ def mean_std_style_loss(
 # weight means the same at any image size and channel count.
 
 STYLE_STATISTICS = ("gram", "mean_std", "wasserstein2")
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """Gram matrix normalised per element: G = F F^T / (C * H * W), shaped (N, C, C), in float32.
-
-    This is neural-style's normalisation (Gatys' notebook and pystiche divide by H * W only; the PyTorch tutorial
-    by N * C * H * W). Dividing by the number of feature elements keeps a style weight meaningful across image
-    sizes and layers.
-    """
-    if features.dim() != 4:
-        raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
-    n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
@@ -76,7 +35,7 @@ def tv_loss(image: Tensor, power: int = 2) -> Tensor:
     row's dy are zero (replicate padding), so the divisor is the number of pixels.
     """
     if power not in (1, 2):
-        raise ValueError(f"tv power must be 1 or 2, got {power}")
+        raise ConfigError(f"tv power must be 1 or 2, got {power}")
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     if power == 2:
@@ -84,56 +43,6 @@ def tv_loss(image: Tensor, power: int = 2) -> Tensor:
     else:
         total = dx.float().abs().sum() + dy.float().abs().sum()
     return total / image.numel()
-
-
-class _SqrtmPSD(torch.autograd.Function):
-    """Square root of a symmetric positive semi-definite matrix by eigh, with the analytic gradient.
-
-    Computed in float64: the Wasserstein-2 term takes square roots of products of nearly singular covariances
-    (fewer positions than channels, dead ReLU channels: eps-sized eigenvalues), whose tiny eigenvalues float32
-    gets wrong, and the gradient divides by their square roots. The backward pass solves the Sylvester equation S X + X S = G in the eigenbasis
-    (divided differences 1 / (sqrt(l_i) + sqrt(l_j))), which stays finite for repeated eigenvalues unlike
-    autograd through eigh.
-    """
-
-    @staticmethod
-    def forward(ctx, matrix: Tensor) -> Tensor:  # type: ignore[override]
-        vals, vecs = torch.linalg.eigh(matrix.double())
-        roots = vals.clamp_min(0).sqrt()
-        ctx.save_for_backward(roots, vecs)
-        return (vecs @ torch.diag_embed(roots) @ vecs.transpose(-1, -2)).to(matrix.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        roots, vecs = ctx.saved_tensors
-        denom = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).clamp_min(1e-12)
-        inner = vecs.transpose(-1, -2) @ grad.double() @ vecs / denom
-        return (vecs @ inner @ vecs.transpose(-1, -2)).to(grad.dtype)
-
-
-def sqrtm_psd(matrix: Tensor) -> Tensor:
-    """Matrix square root of symmetric PSD matrices (..., C, C), in the input's dtype, float64 inside
-    (negative eigenvalues, rounding noise, are set to 0)."""
-    return _SqrtmPSD.apply(matrix)
-
-
-def gaussian_moments(features: Tensor) -> tuple[Tensor, Tensor]:
-    """Channel mean (N, C) and raw second moment F F^T / (H * W) (N, C, C) of features, in float64.
-
-    Raw moments blend linearly (a weighted mix of styles is the moments of the mixture), so targets of several
-    styles are blended in this form and turned into a covariance by ``moments_to_covariance``.
-    """
-    if features.dim() != 4:
-        raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
-    n, c, h, w = features.shape
-    flat = features.double().reshape(n, c, h * w)
-    return flat.mean(-1), flat @ flat.transpose(1, 2) / (h * w)
-
-
-def moments_to_covariance(mean: Tensor, second: Tensor, eps: float = 1e-4) -> Tensor:
-    """Covariance from mean and raw second moment, with ``eps`` on the diagonal (keeps the square root stable)."""
-    eye = torch.eye(mean.shape[-1], device=mean.device, dtype=second.dtype)
-    return second - mean.unsqueeze(-1) * mean.unsqueeze(-2) + eps * eye
 
 
 def wasserstein2_loss(
@@ -162,15 +71,15 @@ def normalise_layer_weights(weights: str | Sequence[float], layers: Sequence[str
     """Per-layer style weights summing to 1: ``"equal"`` or one non-negative number per layer (e.g. 256:64:16:4:1)."""
     if isinstance(weights, str):
         if weights != "equal":
-            raise ValueError(f"style layer weights {weights!r}: use 'equal' or a list with one number per layer")
+            raise ConfigError(f"style layer weights {weights!r}: use 'equal' or a list with one number per layer")
         return [1.0 / len(layers)] * len(layers)
     values = [float(w) for w in weights]
     if len(values) != len(layers):
-        raise ValueError(
+        raise ConfigError(
             f"style layer weights {values} have {len(values)} entries for {len(layers)} style layers {list(layers)}"
         )
     if any(w < 0 for w in values) or sum(values) <= 0:
-        raise ValueError(f"style layer weights {values} must be >= 0 with a positive sum")
+        raise ConfigError(f"style layer weights {values} must be >= 0 with a positive sum")
     total = sum(values)
     return [w / total for w in values]
 
@@ -180,7 +89,7 @@ def weighted_style_loss(
 ) -> Tensor:
     """Sum over ``layers`` of weight * per-layer style loss (weights as from ``normalise_layer_weights``)."""
     if len(layer_weights) != len(layers):
-        raise ValueError(f"{len(layer_weights)} weights for {len(layers)} layers")
+        raise ConfigError(f"{len(layer_weights)} weights for {len(layers)} layers")
     return torch.stack([w * per_layer[name] for name, w in zip(layers, layer_weights)]).sum()
 
 
@@ -198,7 +107,7 @@ def style_statistics(features: Tensor, kind: str) -> dict[str, Tensor]:
     if kind == "wasserstein2":
         mean, second = gaussian_moments(features)
         return {"mean": mean, "second": second}
-    raise ValueError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")
+    raise ConfigError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")
 
 
 def prepare_style_target(stats: Mapping[str, Tensor], kind: str) -> dict[str, Tensor]:
@@ -219,4 +128,4 @@ def style_statistic_loss(features: Tensor, target: Mapping[str, Tensor], kind: s
         return (mean - target["mean"]).pow(2).mean() + (std - target["std"]).pow(2).mean()
     if kind == "wasserstein2":
         return wasserstein2_loss(features, target["mean"], target["cov"], target["cov_sqrt"])
-    raise ValueError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")
+    raise ConfigError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styletransfer.colour import luminance
-from styletransfer.losses import gram_matrix
-from styletransfer.ops import mean_std
+from styletransfer.nn.colour import luminance
+from styletransfer.nn.stats import gram_matrix, mean_std, sym_matrix_power
 
 #: Default bound on the number of relu3_1 positions used by CFSD: 128 x 128, i.e. a 512 x 512 image exactly as
 #: StyleID scores it; larger maps are area-downsampled to this many positions to bound time.
@@ -140,12 +139,6 @@ def cfsd(
     return total.float()
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a positive semi-definite matrix (negative rounding eigenvalues clipped to 0)."""
-    vals, vecs = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
-
-
 def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | Tensor) -> float:
     """Frechet distance between Gaussians fitted to two sets of feature vectors (rows), as FID computes it.
 
@@ -154,19 +147,18 @@ def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | T
     of the product, seconds instead of a minute for 2048-d features, and stable with singular covariances).
     Needs at least two vectors per set.
     """
-    a = np.asarray(features_a.detach().cpu() if isinstance(features_a, Tensor) else features_a, dtype=np.float64)
-    b = np.asarray(features_b.detach().cpu() if isinstance(features_b, Tensor) else features_b, dtype=np.float64)
+    a, b = (torch.as_tensor(np.asarray(f.detach().cpu() if isinstance(f, Tensor) else f), dtype=torch.float64)
+            for f in (features_a, features_b))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two (n, d) feature arrays with the same d, got {a.shape} and {b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 images per set, got {a.shape[0]} and {b.shape[0]}")
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root_a = _sqrt_psd(sigma_a)
-    inner = root_a @ sigma_b @ root_a
-    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
+    mu_a, mu_b = a.mean(dim=0), b.mean(dim=0)
+    sigma_a, sigma_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))
+    root_a = sym_matrix_power(sigma_a, 0.5)
+    tr_covmean = float(sym_matrix_power(root_a @ sigma_b @ root_a, 0.5).trace())
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * tr_covmean)
+    return float(diff @ diff + sigma_a.trace() + sigma_b.trace() - 2.0 * tr_covmean)
 
 
 def art_fid(lpips: float, fid: float) -> float:

@@ -28,6 +28,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
+from styletransfer.nn.weights import as_state_dict, first_line, hub_checkpoint, safe_load
+
 log = logging.getLogger(__name__)
 
 #: Layer names in torchvision ``vgg19().features`` order (position == torchvision module index).
@@ -54,10 +57,6 @@ DOWNLOAD_SOCKET_TIMEOUT_S = 20.0
 _CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
 
 
-class EncoderWeightsError(RuntimeError):
-    """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
-
-
 def _ways_out(cache: Path | None = None) -> str:
     cache = cache or imagenet_cache_path()
     return (
@@ -72,7 +71,7 @@ def _ways_out(cache: Path | None = None) -> str:
 
 def imagenet_cache_path() -> Path:
     """Where torchvision's loader caches (and looks for) the ImageNet VGG-19 weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+    return hub_checkpoint(IMAGENET_FILE)
 
 
 def _layer_specs() -> list[tuple[str, int, int]]:
@@ -110,17 +109,25 @@ def _build_trunk(arch: str, deepest: str) -> tuple[nn.Sequential, dict[str, int]
     return nn.Sequential(*modules), index
 
 
-def _check_layers(layers: Sequence[str] | str) -> tuple[str, ...]:
-    """Deduplicate (order kept) and validate layer names."""
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = tuple(dict.fromkeys(layers))
-    if not layers:
-        raise ValueError(f"VGGEncoder needs at least one layer; valid names: {', '.join(VGG19_LAYERS)}")
+def check_layers(layers: Sequence[str] | str, setting: str = "layers") -> tuple[str, ...]:
+    """Validated VGG-19 layer names, duplicates dropped (order kept); ``setting`` names the config key in errors."""
+    if isinstance(layers, (str, bytes)):
+        layers = [str(layers)]
+    if not isinstance(layers, Sequence):
+        raise ConfigError(f"{setting} must be a list of VGG-19 layer names, got {layers!r}")
+    layers = tuple(dict.fromkeys(str(name) for name in layers))
     unknown = [name for name in layers if name not in VGG19_LAYERS]
-    if unknown:
-        raise ValueError(f"unknown VGG-19 layer name(s) {unknown}; valid names: {', '.join(VGG19_LAYERS)}")
+    if not layers or unknown:
+        problem = f"unknown VGG-19 layer name(s) {unknown}" if unknown else "no layer given"
+        raise ConfigError(f"{setting}={list(layers)}: {problem}; valid names: {', '.join(VGG19_LAYERS)}")
     return layers
+
+
+def min_input_side(layers: Sequence[str], positions: int = 1) -> int:
+    """Smallest image side that leaves ``positions`` positions per side at the deepest of ``layers``
+    (2 ** the number of poolings before it, times ``positions``)."""
+    deepest = max(VGG19_LAYERS.index(name) for name in layers)
+    return positions * 2 ** sum(1 for name in VGG19_LAYERS[:deepest] if name.startswith("pool"))
 
 
 @contextmanager
@@ -133,11 +140,6 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"{type(exc).__name__}: {text[:limit]}"
 
 
 def _load_imagenet(download: bool, progress: bool = True) -> tuple[dict[str, Tensor], Path]:
@@ -157,43 +159,21 @@ def _load_imagenet(download: bool, progress: bool = True) -> tuple[dict[str, Ten
     except Exception as exc:
         if cached or cache.is_file():
             raise EncoderWeightsError(
-                f"cannot read the cached VGG-19 ImageNet weights {cache} ({_first_line(exc)}).\n"
+                f"cannot read the cached VGG-19 ImageNet weights {cache} ({first_line(exc, 300)}).\n"
                 f"The file may be truncated or not a state dict: delete it and retry.\n{_ways_out(cache)}"
             ) from exc
         raise EncoderWeightsError(
-            f"cannot download the VGG-19 ImageNet weights ({_first_line(exc)}); no internet?\n"
+            f"cannot download the VGG-19 ImageNet weights ({first_line(exc, 300)}); no internet?\n"
             f"Expected file: {cache}\n{_ways_out(cache)}"
         ) from exc
-    return _as_state_dict(state, cache), cache
+    return as_state_dict(state, cache, EncoderWeightsError), cache
 
 
 def _load_file(path: Path) -> dict[str, Tensor]:
     """A state dict from ``path`` with weights-only unpickling (no arbitrary code runs)."""
-    if not path.is_file():
-        raise EncoderWeightsError(
-            f"encoder weights file {path} does not exist (encoder.weights is neither 'imagenet', 'random' "
-            f"nor an existing file).\n{_ways_out()}"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EncoderWeightsError(
-            f"refusing/unable to load encoder weights file {path}: {_first_line(exc)}.\n"
-            "Expected a plain state dict of tensors (loaded with torch.load(weights_only=True); pickles that "
-            f"need code are refused).\n{_ways_out()}"
-        ) from exc
-    return _as_state_dict(state, path)
-
-
-def _as_state_dict(state: object, path: Path) -> dict[str, Tensor]:
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
-    ):
-        raise EncoderWeightsError(
-            f"encoder weights file {path} holds a {type(state).__name__}, not a state dict of tensors "
-            "(expected keys such as 'features.0.weight', '0.weight', ...)."
-        )
-    return dict(state)
+    hint = ("Expected a plain state dict of tensors (encoder.weights is neither 'imagenet', 'random' nor a "
+            f"readable weights file).\n{_ways_out()}")
+    return as_state_dict(safe_load(path, "encoder weights file", EncoderWeightsError, hint), path, EncoderWeightsError)
 
 
 def _detect_layout(state: Mapping[str, Tensor], path: Path) -> tuple[str, dict[str, Tensor]]:
@@ -292,16 +272,16 @@ class VGGEncoder(nn.Module):
         arch: str = "torchvision",
     ) -> None:
         super().__init__()
-        self.layers = _check_layers(layers)
+        self.layers = check_layers(layers)
         if arch not in ARCHS:
-            raise ValueError(f"encoder arch must be one of {ARCHS}, got {arch!r}")
+            raise ConfigError(f"encoder arch must be one of {ARCHS}, got {arch!r}")
         if fallback not in FALLBACKS:
-            raise ValueError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
+            raise ConfigError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"encoder seed must be an int, got {seed!r}")
+            raise ConfigError(f"encoder seed must be an int, got {seed!r}")
         in_memory = isinstance(weights, Mapping)
         if not in_memory and (not isinstance(weights, (str, os.PathLike)) or not str(weights)):
-            raise ValueError(
+            raise ConfigError(
                 f"encoder weights must be 'imagenet', 'random', a file path or a state dict, got {weights!r}"
             )
         label = "state_dict" if in_memory else str(weights)
@@ -312,7 +292,8 @@ class VGGEncoder(nn.Module):
         if label != "random":
             try:
                 if in_memory:
-                    arch, state = _detect_layout(_as_state_dict(weights, Path("<state dict>")), Path("<state dict>"))
+                    memory = Path("<state dict>")
+                    arch, state = _detect_layout(as_state_dict(weights, memory, EncoderWeightsError), memory)
                 elif weights == "imagenet":
                     state, path = _load_imagenet(download)
                     arch, state = _detect_layout(state, path)
@@ -369,9 +350,9 @@ class VGGEncoder(nn.Module):
         wanted = self.layers if layers is None else tuple(dict.fromkeys(layers))
         missing = [name for name in wanted if name not in self.layers]
         if missing:
-            raise ValueError(f"layer(s) {missing} were not constructed; this encoder has {list(self.layers)}")
+            raise ConfigError(f"layer(s) {missing} were not constructed; this encoder has {list(self.layers)}")
         if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
+            raise ConfigError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
         at = {self._index[name]: name for name in wanted}
         last = max(at)
         x = (image - self.mean) / self.std if self.normalise else image
@@ -391,17 +372,17 @@ class VGGEncoder(nn.Module):
 def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
     """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download}); unknown keys fail."""
     if not isinstance(config, Mapping):
-        raise ValueError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
+        raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
     config = dict(config)
     unknown = sorted(set(config) - set(CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"unknown encoder config key(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
+        raise ConfigError(f"unknown encoder config key(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
     fallback = config.get("fallback")
     if isinstance(fallback, str) and fallback.strip().lower() in ("", "none", "null"):
         fallback = None
     download = config.get("download", True)
     if not isinstance(download, bool):
-        raise ValueError(f"encoder.download must be true or false, got {download!r}")
+        raise ConfigError(f"encoder.download must be true or false, got {download!r}")
     return VGGEncoder(
         layers,
         weights=config.get("weights", "imagenet"),

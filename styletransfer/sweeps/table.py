@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from styletransfer.files import write_csv_atomic, write_json_atomic, write_text_atomic
+from styletransfer.runtime.files import write_csv_atomic, write_json_atomic, write_text_atomic
+from styletransfer.runtime.instantiate import is_multirun
+from styletransfer.sweeps.objective import direction_of
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +133,6 @@ def swept_keys(trials: Sequence[Trial], declared: Sequence[str] = ()) -> list[st
 
 def declared_keys(config: DictConfig) -> list[str]:
     """Keys swept by the command line (``a=1,2``, ``choice(...)``) or by ``hydra.sweeper.params`` (Optuna)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     keys: list[str] = []
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
     if isinstance(params, Mapping):
@@ -278,10 +282,7 @@ def write_sweep_report(sweep_dir: Path, declared: Sequence[str] = (), direction:
 
 def sweep_name() -> str | None:
     """The sweep directory's name inside a multirun job (e.g. ``2026-01-31_12-00-00``), else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not is_multirun():
         return None
     return Path(str(HydraConfig.get().sweep.dir)).name
 
@@ -301,9 +302,6 @@ class SweepTableCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """A multirun job that raised before ``train.py`` could record it still gets a failed ``trial_status.json``."""
-        from hydra.core.utils import JobStatus
-        from hydra.types import RunMode
-
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
         directory = Path(str(OmegaConf.select(config, "hydra.runtime.output_dir")))
@@ -323,11 +321,7 @@ class SweepTableCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
-        direction = OmegaConf.select(config, "objective.direction", default=None)
-        if direction is None:
-            sweeper_direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
-            direction = sweeper_direction if isinstance(sweeper_direction, str) else "minimize"
-        write_sweep_report(sweep_dir, declared_keys(config), str(direction).lower())
+        write_sweep_report(sweep_dir, declared_keys(config), direction_of(config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,8 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config_path = args.sweep_dir / "multirun.yaml"
     config = OmegaConf.load(config_path) if config_path.is_file() else OmegaConf.create()
-    direction = args.direction or OmegaConf.select(config, "objective.direction", default="minimize")
-    trials = write_sweep_report(args.sweep_dir, declared_keys(config), str(direction))
+    trials = write_sweep_report(args.sweep_dir, declared_keys(config), args.direction or direction_of(config))
     return 0 if trials else 1
 
 

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from styletransfer.decoder import BOTTLENECK, AdaINDecoder, save_decoder
-from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
-from styletransfer.loggers import log_image
-from styletransfer.losses import content_loss, mean_std_style_loss
-from styletransfer.ops import adain
+from styletransfer.data.images import save_image
+from styletransfer.methods.adain.checkpoint import save_decoder
+from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
+from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
+from styletransfer.nn.losses import content_loss, mean_std_style_loss
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.loggers import log_image
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,10 @@ class AdaINModule(pl.LightningModule):
         export_decoder: bool = True,
     ) -> None:
         super().__init__()
-        style_layers = list(style_layers)
-        unknown = [name for name in style_layers if name not in VGG19_LAYERS]
-        if not style_layers or unknown:
-            raise ValueError(
-                f"method.style_layers={style_layers}: unknown or empty; choose from VGG-19 layers such as "
-                f"{', '.join(PAPER_STYLE_LAYERS)}"
-            )
+        style_layers = list(check_layers(style_layers, "method.style_layers"))
         for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("lr", lr)):
             if value < 0:
-                raise ValueError(f"method.{name}={value} must be >= 0")
+                raise ConfigError(f"method.{name}={value} must be >= 0")
         layers = [*style_layers, BOTTLENECK]
         if "fingerprint" in encoder:
             # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
@@ -99,16 +95,10 @@ class AdaINModule(pl.LightningModule):
     def _prepare(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
-    @torch.no_grad()
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
-        """Stylised images at the content's size (unclamped decoder output; no gradients)."""
-        content, style = self._prepare(content), self._prepare(style)
-        c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
-        s_feat = self.encoder(style, [BOTTLENECK])[BOTTLENECK]
-        target = adain(c_feat, s_feat)
-        if alpha != 1.0:
-            target = alpha * target + (1.0 - alpha) * c_feat
-        return self.decoder(target, output_size=tuple(content.shape[-2:]))
+        """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``."""
+        return stylise(self.encoder, self.decoder, content, [style], alpha=alpha,
+                       channels_last=self.hparams.channels_last)
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """All loss terms for a batch of content/style pairs, keyed as they are logged."""
@@ -157,7 +147,7 @@ class AdaINModule(pl.LightningModule):
         losses = self.losses(batch["content"], batch["style"])
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch["content"].shape[0], sync_dist=True)
         result = self.stylise(batch["content"], batch["style"])
-        self._val_outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
+        self._val_outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.cpu()))
 
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, []
@@ -176,9 +166,8 @@ class AdaINModule(pl.LightningModule):
                     batch = datamodule.on_after_batch_transfer(
                         {k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in batch.items()}, 0
                     )
-                    with torch.no_grad():
-                        result = self.stylise(batch["content"], batch["style"])
-                    outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.float().clamp(0, 1).cpu()))
+                    result = self.stylise(batch["content"], batch["style"])
+                    outputs.append((batch["content"].cpu(), batch["style"].cpu(), result.cpu()))
                 self.train(was_training)
                 if outputs:
                     self._write_grid(outputs)
@@ -188,8 +177,6 @@ class AdaINModule(pl.LightningModule):
         """Save rows of (content, style, result) as ``<run>/val_grids/step_XXXXXX.png`` and send it to the loggers."""
         if not self.trainer.is_global_zero:
             return
-        from styletransfer.data.images import save_image
-
         triples = [torch.stack(t) for out in outputs for t in zip(*out)]
         grid = make_grid(torch.cat(triples).float(), nrow=3, padding=2, pad_value=1.0)
         path = Path(self.trainer.default_root_dir) / self.hparams.grid_dir / f"step_{self.global_step:06d}.png"
@@ -214,7 +201,7 @@ class AdaINModule(pl.LightningModule):
         if not isinstance(saved, Mapping) or saved.get("fingerprint") == self.encoder.spec["fingerprint"]:
             return
         if saved.get("arch") != self.encoder.arch:
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the configured "
                 f"one a {self.encoder.arch}; resume with the checkpoint's encoder.weights"
             )

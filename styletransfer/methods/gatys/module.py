@@ -24,13 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from styletransfer.colour import COLOUR_SPACES, luminance, match_colour, match_luminance, with_chroma
 from styletransfer.data.images import save_image
-from styletransfer.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
-from styletransfer.errors import NonFiniteLossError
-from styletransfer.losses import (
+from styletransfer.methods.gatys.losses import (
     STYLE_STATISTICS,
-    content_loss,
     normalise_layer_weights,
     prepare_style_target,
     style_statistic_loss,
@@ -38,7 +34,11 @@ from styletransfer.losses import (
     tv_loss,
     weighted_style_loss,
 )
-from styletransfer.loggers import log_image
+from styletransfer.nn.colour import COLOUR_SPACES, luminance, match_colour, match_luminance, with_chroma
+from styletransfer.nn.encoder import VGG19_LAYERS, VGGEncoder, build_encoder
+from styletransfer.nn.losses import content_loss
+from styletransfer.runtime.errors import ConfigError, NonFiniteLossError
+from styletransfer.runtime.loggers import log_image
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ PRESERVE_COLOUR = ("luminance", "histogram")
 
 def _plain_list(value: Any, setting: str) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"{setting} must be a list, got {value!r}")
+        raise ConfigError(f"{setting} must be a list, got {value!r}")
     return list(value)
 
 
@@ -59,7 +59,7 @@ def _check_layers(setting: str, layers: Any) -> list[str]:
     layers = [str(name) for name in _plain_list(layers, setting)]
     unknown = [name for name in layers if name not in VGG19_LAYERS]
     if not layers or unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{setting}={layers}: {'unknown VGG-19 layer(s) ' + str(unknown) if unknown else 'empty'}; "
             f"layers are named relu1_1..relu5_4, conv1_1..conv5_4, pool1..pool5 (e.g. {', '.join(PAPER_STYLE_LAYERS)})"
         )
@@ -125,7 +125,7 @@ class GatysModule(pl.LightningModule):
                 style_layer_weights if isinstance(style_layer_weights, str) else _plain_list(
                     style_layer_weights, "method.style_layer_weights"), style_layers)
         except ValueError as exc:
-            raise ValueError(f"method.style_layer_weights: {exc}") from None
+            raise ConfigError(f"method.style_layer_weights: {exc}") from None
         choices = {
             "style_statistic": (style_statistic, STYLE_STATISTICS),
             "optimizer": (optimizer, OPTIMIZERS),
@@ -134,40 +134,40 @@ class GatysModule(pl.LightningModule):
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
-                raise ValueError(f"method.{name}={value!r}: choose one of {', '.join(allowed)}")
+                raise ConfigError(f"method.{name}={value!r}: choose one of {', '.join(allowed)}")
         if isinstance(preserve_colour, str) and preserve_colour.lower() in ("", "none", "null", "false"):
             preserve_colour = None
         if preserve_colour is not None and preserve_colour not in PRESERVE_COLOUR:
-            raise ValueError(f"method.preserve_colour={preserve_colour!r}: choose null, luminance or histogram")
+            raise ConfigError(f"method.preserve_colour={preserve_colour!r}: choose null, luminance or histogram")
         for name, value in (("content_weight", content_weight), ("style_weight", style_weight),
                             ("tv_weight", tv_weight)):
             if not value >= 0:
-                raise ValueError(f"method.{name}={value} must be >= 0")
+                raise ConfigError(f"method.{name}={value} must be >= 0")
         if not lr > 0:
-            raise ValueError(f"method.lr={lr} must be > 0")
+            raise ConfigError(f"method.lr={lr} must be > 0")
         if tv_power not in (1, 2):
-            raise ValueError(f"method.tv_power={tv_power}: use 2 (squared differences) or 1 (absolute)")
+            raise ConfigError(f"method.tv_power={tv_power}: use 2 (squared differences) or 1 (absolute)")
         if ema_decay is not None and not 0 <= ema_decay < 1:
-            raise ValueError(f"method.ema_decay={ema_decay}: use null (off) or a decay in [0, 1), e.g. 0.99")
+            raise ConfigError(f"method.ema_decay={ema_decay}: use null (off) or a decay in [0, 1), e.g. 0.99")
         if scales is not None:
             scales = [int(s) for s in _plain_list(scales, "method.scales")]
             if not scales or min(scales) < 1:
-                raise ValueError(f"method.scales={scales}: give longer sides in pixels, e.g. [256, 512, 1024]")
+                raise ConfigError(f"method.scales={scales}: give longer sides in pixels, e.g. [256, 512, 1024]")
         if scale_start is not None and (scale_start < 1 or not scale_factor > 1):
-            raise ValueError(
+            raise ConfigError(
                 f"method.scale_start={scale_start}, method.scale_factor={scale_factor}: need a start >= 1 px "
                 "and a factor > 1 (e.g. 128 and 1.41421356)"
             )
         if steps_per_scale is not None:
             steps_per_scale = [int(s) for s in _plain_list(steps_per_scale, "method.steps_per_scale")]
             if not steps_per_scale or min(steps_per_scale) < 1:
-                raise ValueError(f"method.steps_per_scale={steps_per_scale}: give positive iteration counts")
+                raise ConfigError(f"method.steps_per_scale={steps_per_scale}: give positive iteration counts")
         if style_blend is not None:
             style_blend = [float(w) for w in _plain_list(style_blend, "method.style_blend")]
             if any(w < 0 for w in style_blend) or sum(style_blend) <= 0:
-                raise ValueError(f"method.style_blend={style_blend}: weights must be >= 0 with a positive sum")
+                raise ConfigError(f"method.style_blend={style_blend}: weights must be >= 0 with a positive sum")
         if snapshot_every is not None and snapshot_every < 0:
-            raise ValueError(f"method.snapshot_every={snapshot_every}: use 0 or null to turn snapshots off")
+            raise ConfigError(f"method.snapshot_every={snapshot_every}: use 0 or null to turn snapshots off")
 
         self.encoder: VGGEncoder = build_encoder(encoder, layers=list(dict.fromkeys(content_layers + style_layers)))
         self.content_layers = content_layers
@@ -221,37 +221,37 @@ class GatysModule(pl.LightningModule):
     def _luminance_only(self) -> bool:
         return self.hparams.preserve_colour == "luminance"
 
-    def scale_sizes(self, image_size: int) -> list[int]:
-        """Longer sides of the scales: ``scales``, or ``scale_start`` x ``scale_factor``^k up to ``image_size``."""
+    def scale_sizes(self, long_side: int) -> list[int]:
+        """Longer sides of the scales: ``scales``, or ``scale_start`` x ``scale_factor``^k up to ``long_side``."""
         if self.hparams.scales is not None:
             return list(self.hparams.scales)
         start = self.hparams.scale_start
         if start is None:
-            return [image_size]
+            return [long_side]
         sizes: list[int] = []
         size = float(start)
-        while round(size) < image_size:
+        while round(size) < long_side:
             sizes.append(round(size))
             size *= self.hparams.scale_factor
-        return sizes + [image_size]
+        return sizes + [long_side]
 
     def step_schedule(self, n_scales: int, max_steps: int | None) -> list[int]:
         """Iterations per scale: ``steps_per_scale`` (last entry repeated) or ``max_steps`` split equally."""
         per_scale = self.hparams.steps_per_scale
         if per_scale is None:
             if max_steps is None or max_steps < 0:
-                raise ValueError(
+                raise ConfigError(
                     "Neural Style needs a number of iterations: set trainer.max_steps (e.g. trainer.max_steps=500) "
                     "or method.steps_per_scale"
                 )
             if max_steps < n_scales:
-                raise ValueError(f"trainer.max_steps={max_steps} is fewer than the {n_scales} scales to optimise")
+                raise ConfigError(f"trainer.max_steps={max_steps} is fewer than the {n_scales} scales to optimise")
             steps = [max_steps // n_scales] * n_scales
             steps[-1] += max_steps - sum(steps)
             return steps
         steps = [per_scale[min(i, len(per_scale) - 1)] for i in range(n_scales)]
         if max_steps is not None and 0 <= max_steps < sum(steps):
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.max_steps={max_steps} is fewer than the {sum(steps)} iterations method.steps_per_scale="
                 f"{per_scale} asks for over {n_scales} scale(s); raise trainer.max_steps (or -1), or set "
                 "method.steps_per_scale=null to split trainer.max_steps across the scales"
@@ -271,12 +271,12 @@ class GatysModule(pl.LightningModule):
         if blend is None:
             blend = [1.0] * n_styles
         if len(blend) != n_styles:
-            raise ValueError(
+            raise ConfigError(
                 f"method.style_blend={list(blend)} has {len(blend)} weight(s) but data.style names {n_styles} "
                 f"style image(s) ({', '.join(p.name for p in dm.style_paths)}); give one weight per style"
             )
         self._blend = [w / sum(blend) for w in blend]
-        self.sizes = self.scale_sizes(dm.image_size)
+        self.sizes = self.scale_sizes(dm.long_side)
         self._check_sizes(dm)
         steps = self.step_schedule(len(self.sizes), self.trainer.max_steps)
         self.boundaries = [sum(steps[: i + 1]) for i in range(len(steps))]
@@ -297,9 +297,9 @@ class GatysModule(pl.LightningModule):
             for setting, (h, w), factor in shapes:
                 side = round(factor * size * min(h, w) / max(h, w))
                 if side < need:
-                    raise ValueError(
+                    raise ConfigError(
                         f"{setting} at scale {size} px is only {side} px on its shorter side; the layers used need "
-                        f">= {need} px: raise data.image_size / method.scales / data.style_scale"
+                        f">= {need} px: raise data.long_side / method.scales / data.style_scale"
                     )
 
     def _images_at(self, index: int) -> tuple[Tensor, list[Tensor]]:

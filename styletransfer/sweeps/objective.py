@@ -1,7 +1,7 @@
 """The number a sweep optimises: a weighted sum of metrics measured after training (config key ``objective``).
 
 Metric names are either the benchmark's (the ones ``evaluate.py`` reports: ``content_relu4_1``,
-``style_mean_std``, ``ssim``, ...), measured with :mod:`styletransfer.evaluation`'s scorer on the result of the
+``style_mean_std``, ``ssim``, ...), measured with :mod:`styletransfer.eval`'s scorer on the result of the
 trained model, or final training metrics (``loss/total``, ``loss/style``, ...; ``val/...`` runs a validation
 pass first). AdaIN is scored on every content/style pair of ``objective.benchmark``; Neural Style (Gatys) on the
 image(s) it optimised, against its own content and style images.
@@ -16,13 +16,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from styletransfer.eval.benchmark import load_benchmark
+from styletransfer.eval.run import evaluate_candidate
+from styletransfer.eval.scorer import EVAL_LAYERS, PAIR_METRICS, SET_METRICS, Scorer
+from styletransfer.methods.adain.candidate import module_candidate
+from styletransfer.methods.adain.module import AdaINModule
+from styletransfer.methods.gatys.module import GatysModule
+from styletransfer.nn.encoder import build_encoder
+from styletransfer.runtime.errors import ObjectiveError
+
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "maximize")
 
 
-class ObjectiveError(ValueError):
-    """The objective config is invalid, or a metric it names could not be measured (the message says which)."""
+def parse_direction(value: Any, setting: str = "objective.direction") -> str:
+    """``minimize`` or ``maximize`` (any case; None means minimize); anything else names ``setting``."""
+    direction = "minimize" if value is None else str(value).lower()
+    if direction not in DIRECTIONS:
+        raise ObjectiveError(f"{setting}={value!r}: use minimize or maximize")
+    return direction
+
+
+def direction_of(config: Any) -> str:
+    """The direction of a run's or sweep's whole config: ``objective.direction``, else the sweeper's
+    ``hydra.sweeper.direction`` (Optuna), else minimize."""
+    objective = config.get("objective") if isinstance(config, (Mapping, DictConfig)) else None
+    if isinstance(objective, (Mapping, DictConfig)) and objective.get("direction") is not None:
+        return parse_direction(objective.get("direction"))
+    sweeper = OmegaConf.select(config, "hydra.sweeper.direction", default=None) if isinstance(config, DictConfig) else None
+    return parse_direction(sweeper, "hydra.sweeper.direction") if isinstance(sweeper, str) else "minimize"
 
 
 @dataclass(frozen=True)
@@ -37,8 +65,6 @@ class Objective:
     @classmethod
     def from_config(cls, cfg: Any) -> Objective:
         """Read the ``objective`` config: a metric name (minimised), or a mapping with terms/direction/alpha/benchmark."""
-        from omegaconf import DictConfig, OmegaConf
-
         if isinstance(cfg, str):
             return cls(terms={cfg: 1.0})
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -48,9 +74,7 @@ class Objective:
         bad = {k: v for k, v in terms.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
         if bad:
             raise ObjectiveError(f"objective.terms weights must be numbers; got {bad}")
-        direction = str(plain.get("direction", "minimize")).lower()
-        if direction not in DIRECTIONS:
-            raise ObjectiveError(f"objective.direction={direction!r}: use minimize or maximize")
+        direction = parse_direction(plain.get("direction"))
         alpha = float(plain.get("alpha", 1.0))
         if not 0.0 <= alpha <= 1.0:
             raise ObjectiveError(f"objective.alpha={alpha} must be in [0, 1]")
@@ -60,8 +84,6 @@ class Objective:
     @property
     def benchmark_terms(self) -> list[str]:
         """Terms measured by the benchmark scorer (the rest are training metrics)."""
-        from styletransfer.evaluation import PAIR_METRICS, SET_METRICS
-
         return [name for name in self.terms if name in PAIR_METRICS or name in SET_METRICS]
 
     def combine(self, values: Mapping[str, float]) -> float:
@@ -91,8 +113,6 @@ def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
         values.update(benchmark_scores(objective, model, datamodule, encoder_cfg))
     unknown = [name for name in objective.terms if name not in values]
     if unknown:
-        from styletransfer.evaluation import PAIR_METRICS, SET_METRICS
-
         raise ObjectiveError(
             f"objective.terms names {unknown}: not a benchmark metric ({', '.join([*PAIR_METRICS, *SET_METRICS])}) "
             f"nor a final metric of this run ({', '.join(sorted(values))})"
@@ -104,13 +124,14 @@ def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
     return scores
 
 
-def benchmark_scores(objective: Objective, model: Any, datamodule: Any, encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+def benchmark_scores(objective: Objective, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+                     encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
     """Benchmark metrics (means over pairs, plus FID/ArtFID) of a trained AdaIN model or a Gatys result."""
-    import torch
-
-    from styletransfer.encoder import build_encoder
-    from styletransfer.evaluation import EVAL_LAYERS, Scorer
-
+    if not isinstance(model, (AdaINModule, GatysModule)):
+        raise ObjectiveError(
+            f"{type(model).__name__} cannot be scored on the benchmark; use training metrics in objective.terms "
+            "(e.g. loss/total)"
+        )
     device = next(model.parameters()).device
     scorer = Scorer(build_encoder(dict(encoder_cfg), EVAL_LAYERS), device, objective.benchmark.get("metrics") or {})
     unavailable = {name: scorer.unavailable[name] for name in objective.benchmark_terms if name in scorer.unavailable}
@@ -120,42 +141,26 @@ def benchmark_scores(objective: Objective, model: Any, datamodule: Any, encoder_
     model.eval()
     try:
         with torch.no_grad():
-            if hasattr(model, "stylise"):
+            if isinstance(model, AdaINModule):
                 return _adain_on_benchmark(objective, model, scorer, device)
-            if hasattr(model, "output"):
-                return _result_against_inputs(model, datamodule, scorer)
+            return _result_against_inputs(model, datamodule, scorer)
     finally:
         model.train(was_training)
-    raise ObjectiveError(
-        f"{type(model).__name__} cannot be scored on the benchmark (it has neither stylise() nor output()); "
-        "use training metrics in objective.terms (e.g. loss/total)"
-    )
 
 
-def _adain_on_benchmark(objective: Objective, model: Any, scorer: Any, device: Any) -> dict[str, float]:
+def _adain_on_benchmark(objective: Objective, model: AdaINModule, scorer: Scorer, device: torch.device) -> dict[str, float]:
     """Stylise every benchmark pair with the trained decoder and score it as ``evaluate.py`` does."""
-    from styletransfer.evaluation import Candidate, evaluate_candidate, load_benchmark
-
     if not objective.benchmark:
         raise ObjectiveError("objective.benchmark is not set: the AdaIN objective needs a benchmark (e.g. /benchmark: default)")
     bench = load_benchmark(objective.benchmark)
-
-    def stylize(content: Any, style: Any, alpha: float) -> Any:
-        return model.stylise(content, style, alpha=alpha).float().clamp(0, 1)
-
-    candidate = Candidate("trial", stylize, {"method": "adain"})
-    out = evaluate_candidate(candidate, bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
+    out = evaluate_candidate(module_candidate(model), bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
     scores = {name: agg["mean"] for name, agg in out["aggregate"].items()}
     scores.update({k: v for k, v in out["set_metrics"].items() if isinstance(v, float)})
     return scores
 
 
-def _result_against_inputs(model: Any, datamodule: Any, scorer: Any) -> dict[str, float]:
+def _result_against_inputs(model: GatysModule, datamodule: pl.LightningDataModule, scorer: Scorer) -> dict[str, float]:
     """Score an optimised image (Neural Style) against its content(s) and style(s); mean over every pair."""
-    import torch.nn.functional as F
-
-    from styletransfer.evaluation import SET_METRICS
-
     result = model.output().float()
     contents = datamodule.load_content(max(result.shape[-2:])).to(result.device)
     if contents.shape[-2:] != result.shape[-2:]:

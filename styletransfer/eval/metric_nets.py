@@ -14,21 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from styletransfer.nn.weights import as_state_dict, hub_checkpoint, safe_load
+from styletransfer.runtime.errors import ConfigError, MetricUnavailable
+
 #: torchvision's AlexNet weights (the LPIPS backbone); torch.hub caches them under this name.
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 #: The art-trained Inception-v3 of ArtFID (Wright & Ommer 2022).
 ART_INCEPTION_FILE = "art_inception.pth"
 ART_INCEPTION_URL = "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth"
-
-
-class MetricUnavailable(RuntimeError):
-    """A learned metric cannot be computed here (its weights are missing or unreadable); the message says why."""
-
-
-def hub_checkpoint(name: str) -> Path:
-    """Where torch.hub's cache keeps a downloaded file called ``name``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def _resolve(configured: str | os.PathLike | None, cached_name: str, setting: str, url: str) -> Path:
@@ -48,15 +42,11 @@ def _resolve(configured: str | os.PathLike | None, cached_name: str, setting: st
 
 
 def _load_state(path: Path) -> dict[str, Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MetricUnavailable(f"cannot read {path} as a weights-only state dict ({type(exc).__name__})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+    """The weights in ``path`` (a state dict, or a checkpoint holding one under ``state_dict``), read safely."""
+    state = safe_load(path, "metric weights file", MetricUnavailable)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise MetricUnavailable(f"{path} is not a state dict of tensors")
-    return state
+    return as_state_dict(state, path, MetricUnavailable)
 
 
 class LPIPSAlex(nn.Module):
@@ -103,7 +93,7 @@ class ArtInception(nn.Module):
     def __init__(self, weights: str | os.PathLike | None = None, size: int = 512) -> None:
         super().__init__()
         if size < 75:
-            raise ValueError(f"metrics.inception_size must be >= 75 (Inception-v3's smallest input), got {size}")
+            raise ConfigError(f"metrics.inception_size must be >= 75 (Inception-v3's smallest input), got {size}")
         self.size = int(size)
         from torchvision.models import Inception3
 

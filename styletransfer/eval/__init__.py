@@ -1,0 +1,1 @@
+"""Scoring style transfer: benchmark image sets, metrics, the scorer, the evaluation run and its report."""

@@ -1,0 +1,166 @@
+"""AdaIN model files: writing the exported ``decoder.pth`` and reading any of the three kinds a user may have.
+
+* a Lightning checkpoint of this project (``checkpoints/last.ckpt``): the frozen encoder stored inside is used;
+* the exported decoder file (``checkpoints/decoder.pth``, format ``styletransfer.adain_decoder``): the encoder is
+  rebuilt from its record (or given) and must match the recorded fingerprint;
+* the original AdaIN release's ``decoder.pth`` with its ``vgg_normalised.pth`` (passed as the encoder weights).
+
+Files are read with :func:`~styletransfer.nn.weights.safe_load` (``torch.load(weights_only=True)``): a pickle that
+would run code is refused and nothing in it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder
+from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.weights import safe_load
+from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
+from styletransfer.runtime.files import atomic_open
+
+log = logging.getLogger(__name__)
+
+#: ``format`` of the exported decoder file (``checkpoints/decoder.pth``).
+DECODER_FORMAT = "styletransfer.adain_decoder"
+#: Conv indices of the original release's decoder.pth (same as AdaINDecoder's).
+RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
+#: What a model file may be given with: an encoder config dict, a weights string or path, or a built encoder.
+EncoderArg = Mapping | str | os.PathLike | VGGEncoder | None
+
+
+def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0) -> None:
+    """Write an inference-ready decoder file atomically (temporary file, then rename).
+
+    It holds the decoder's state dict (release layout keys), the spec of the encoder it was trained behind
+    (with its fingerprint) and the step; it loads with ``torch.load(weights_only=True)``.
+    """
+    payload = {
+        "format": DECODER_FORMAT,
+        "version": 1,
+        "step": int(step),
+        "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
+        "encoder": dict(encoder_spec),
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def _encoder_from_config(encoder: EncoderArg, layers: Sequence[str]) -> VGGEncoder:
+    if isinstance(encoder, VGGEncoder):
+        return encoder
+    if isinstance(encoder, Mapping):
+        return build_encoder(encoder, layers)
+    return VGGEncoder(layers, weights=str(encoder))
+
+
+def _trunk_layers(spec: Mapping | None) -> list[str]:
+    """Layers the recorded encoder was built with (its fingerprint covers the trunk up to the deepest)."""
+    layers = list((spec or {}).get("layers") or [])
+    return layers if BOTTLENECK in layers else [*layers, BOTTLENECK]
+
+
+def _encoder_from_trunk(trunk: Mapping[str, Tensor], spec: Mapping | None, path: Path) -> VGGEncoder:
+    """Rebuild the frozen encoder stored in a Lightning checkpoint (its architecture is detected from the keys)."""
+    try:
+        encoder = VGGEncoder(_trunk_layers(spec), weights={f"trunk.{k}": v for k, v in trunk.items()})
+    except EncoderWeightsError as exc:
+        raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
+    recorded = dict(spec or {})
+    if recorded.get("fingerprint") and recorded["fingerprint"] != encoder.spec["fingerprint"]:
+        raise CheckpointError(
+            f"the encoder weights stored in {path} do not match the fingerprint recorded with them "
+            f"({encoder.spec['fingerprint']} vs {recorded['fingerprint']}): the file is damaged"
+        )
+    encoder.spec.update({k: v for k, v in recorded.items() if k in ("weights", "seed", "fallback", "fallback_used")})
+    encoder.spec.update({"used": f"stored in {path}", "file": str(path)})
+    return encoder
+
+
+def _load_decoder(state: Mapping[str, Tensor], path: Path) -> AdaINDecoder:
+    decoder = AdaINDecoder()
+    try:
+        decoder.load_state_dict(dict(state), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the decoder weights in {path} do not fit the AdaIN decoder: {str(exc).splitlines()[0][:300]}"
+        ) from None
+    return decoder.eval().requires_grad_(False)
+
+
+def _is_release_decoder(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+        and all(f"{i}.weight" in obj for i in RELEASE_DECODER_CONVS)
+    )
+
+
+def load_model(
+    path: str | os.PathLike, encoder: EncoderArg = None
+) -> tuple[VGGEncoder, AdaINDecoder, str]:
+    """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
+
+    ``encoder`` (an encoder config dict, weights string/path, or a VGGEncoder) is used for decoder files: for an
+    exported decoder it defaults to the recorded one and must match its fingerprint; the release's decoder needs
+    it (its ``vgg_normalised.pth``). A Lightning checkpoint always uses the encoder stored inside it.
+    """
+    path = Path(path).expanduser()
+    obj = safe_load(path)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        state = obj["state_dict"]
+        hparams = obj.get("hyper_parameters") or {}
+        trunk = {k[len("encoder.trunk."):]: v for k, v in state.items() if k.startswith("encoder.trunk.")}
+        dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+        if not trunk or not dec:
+            raise CheckpointError(
+                f"{path} is a Lightning checkpoint but not of an AdaIN model (no 'encoder.trunk.*' and 'decoder.*' "
+                f"weights; first keys: {list(state)[:4]})"
+            )
+        if encoder is not None:
+            log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
+        spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
+        return _encoder_from_trunk(trunk, spec, path), _load_decoder(dec, path), "lightning"
+    if isinstance(obj, Mapping) and obj.get("format") == DECODER_FORMAT:
+        spec = dict(obj.get("encoder") or {})
+        if encoder is None:
+            if not spec:
+                raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
+            used = spec.get("used") or spec.get("weights", "imagenet")
+            weights = "random" if spec.get("fallback_used") else used
+            encoder = {"weights": weights, "seed": int(spec.get("seed", 0)), "download": False}
+        built = _encoder_from_config(encoder, _trunk_layers(spec))
+        recorded = spec.get("fingerprint")
+        if recorded and built.spec["fingerprint"] != recorded:
+            raise EncoderMismatchError(
+                f"the encoder given for {path} (weights={built.spec['weights']!r}, arch {built.arch}, seed "
+                f"{built.spec['seed']}, fingerprint "
+                f"{built.spec['fingerprint']}) is not the one this decoder was trained behind (weights="
+                f"{spec.get('used', spec.get('weights'))!r}, arch {spec.get('arch')}, seed {spec.get('seed')}, "
+                f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
+            )
+        return built, _load_decoder(obj.get("decoder") or {}, path), "exported"
+    if _is_release_decoder(obj):
+        if encoder is None:
+            raise CheckpointError(
+                f"{path} is a bare decoder state dict (the original AdaIN release's layout) and records no encoder: "
+                "pass the encoder it was trained behind, e.g. --encoder-weights vgg_normalised.pth"
+            )
+        built = _encoder_from_config(encoder, [BOTTLENECK])
+        if built.arch != "vgg_normalised":
+            log.warning("release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
+                        path, built.arch)
+        return built, _load_decoder(obj, path), "release"
+    kind = type(obj).__name__
+    keys = list(obj)[:4] if isinstance(obj, Mapping) else []
+    raise CheckpointError(
+        f"{path} is not a style-transfer checkpoint: it holds a {kind} {keys or ''}; expected a Lightning .ckpt "
+        "of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
+    )

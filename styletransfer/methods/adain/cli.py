@@ -1,0 +1,191 @@
+"""The stylise command line: ``styletransfer-stylise`` (or ``python -m styletransfer.stylise``).
+
+    styletransfer-stylise CKPT --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
+
+CKPT is a Lightning ``.ckpt`` of this project, its exported ``decoder.pth``, or the original release's
+``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``. A folder of contents is stylised image by image;
+unreadable files are skipped and named at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor, save_image
+from styletransfer.methods.adain.model import check_controls
+from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
+
+log = logging.getLogger(__name__)
+
+#: Old spellings of flags and commands that still work, with a warning: old -> new.
+RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
+OLD_COMMAND = "styletransfer-stylize"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _encoder_arg(args: argparse.Namespace) -> dict | None:
+    if args.encoder_weights is None:
+        return None
+    return {"weights": args.encoder_weights, "seed": args.encoder_seed, "download": False}
+
+
+def _mask_tensor(path: Path) -> Tensor:
+    return pil_to_tensor(load_rgb(path).convert("L").convert("RGB"))[0]
+
+
+def _output_name(content: Path, args: argparse.Namespace) -> str:
+    """``<content>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
+    with other controls into the same folder do not overwrite each other."""
+    name = f"{content.stem}_stylised_{'+'.join(s.stem for s in args.style)}"
+    if args.weights:
+        name += "_w" + "-".join(f"{w:g}" for w in args.weights)
+    if args.mask:
+        name += "_masked"
+    if args.alpha != 1.0:
+        name += f"_alpha{args.alpha:g}"
+    if args.preserve_colour:
+        name += "_colour"
+    return f"{name}.{args.ext.lstrip('.')}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="styletransfer-stylise",
+        description="Stylise an image or a folder of images with an AdaIN checkpoint (this project's .ckpt or "
+        "decoder.pth, or the original release's decoder.pth with --encoder-weights vgg_normalised.pth).",
+    )
+    add = parser.add_argument
+    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
+    add("--style", "-s", type=Path, nargs="+", required=True, help="one style image, or several to interpolate/mask")
+    add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
+    add("--mask", "-m", type=Path, nargs="+", help="one mask image per style (white = that style's region)")
+    add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
+    add("--preserve-colour", action="store_true", help="match each style's colours to the content first "
+        "(--preserve-color also works)")
+    add("--output", "-o", type=Path, default=Path("stylised"), help="output folder (default ./stylised)")
+    add("--content-size", type=int, default=None, help="resize the content's shorter side first (default: keep)")
+    add("--style-size", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
+    add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")
+    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
+        "needs vgg_normalised.pth); default: the one recorded in the file")
+    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
+    add("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
+    add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1)")
+    add("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
+    add("--channels-last", action="store_true", help="channels_last memory format (GPU)")
+    add("--ext", default="png", help="output image format: png (default) or jpg")
+    return parser
+
+
+def _renamed(argv: Sequence[str]) -> list[str]:
+    """``argv`` with old flag spellings replaced by the current ones, warning once per old flag."""
+    out = []
+    for arg in argv:
+        flag, sep, value = arg.partition("=")
+        if flag in RENAMED_FLAGS:
+            warnings.warn(f"{flag} is renamed {RENAMED_FLAGS[flag]}; the old spelling will go", FutureWarning, stacklevel=3)
+            arg = RENAMED_FLAGS[flag] + sep + value
+        out.append(arg)
+    return out
+
+
+def _check_args(args: argparse.Namespace) -> list[float] | None:
+    """Errors for bad flags before any model is loaded; returns the interpolation weights (None with masks)."""
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        return check_controls(len(args.style), args.weights, args.alpha, args.mask)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (flags --style, --weights, --mask, --alpha)") from None
+
+
+class _Batches:
+    """Contents of one size stylised ``size`` at a time and written as they come out."""
+
+    def __init__(self, styliser: Styliser, args: argparse.Namespace, controls: dict) -> None:
+        self.styliser, self.args, self.controls = styliser, args, controls
+        self.pending: list[tuple[Path, Tensor]] = []
+        self.written: list[Path] = []
+
+    def add(self, path: Path, image: Tensor) -> None:
+        if self.pending and (image.shape != self.pending[0][1].shape or len(self.pending) >= self.args.batch_size):
+            self.flush()
+        self.pending.append((path, image))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        results = self.styliser.stylise(torch.stack([image for _, image in self.pending]), **self.controls)
+        for (path, _), result in zip(self.pending, results):
+            out = self.args.output / _output_name(path, self.args)
+            save_image(result.cpu(), out)
+            self.written.append(out)
+        self.pending.clear()
+
+
+def run_cli(args: argparse.Namespace) -> list[Path]:
+    """Stylise every content with the given controls; returns the written files. Unreadable contents are skipped."""
+    weights = _check_args(args)
+    styliser = Styliser.from_checkpoint(
+        args.checkpoint, _encoder_arg(args), _device(args.device), channels_last=args.channels_last, bf16=args.bf16
+    )
+    styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
+    controls = {
+        "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
+        "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
+        "output_size": tuple(args.output_size) if args.output_size else None,
+        "style_features": None if args.preserve_colour else styliser.style_features(styles),
+    }
+    batches = _Batches(styliser, args, controls)
+    skipped: list[str] = []
+    contents = find_images(args.content) if args.content.is_dir() else [args.content]
+    for path in tqdm(contents, desc="stylising", unit="img"):
+        try:
+            batches.add(path, load_image_tensor(path, size=args.content_size))
+        except ImageLoadError as exc:
+            skipped.append(str(exc))
+            log.warning("skipped: %s", exc)
+    batches.flush()
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped), file=sys.stderr)
+    if not batches.written:
+        raise ConfigError(f"no image could be stylised from {args.content}")
+    print(f"wrote {len(batches.written)} image(s) to {args.output}")
+    return batches.written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``styletransfer-stylise``; returns 0, or 1 with a one-paragraph error on bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(_renamed(sys.argv[1:] if argv is None else argv))
+    try:
+        run_cli(args)
+    except StyleTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_old_name(argv: Sequence[str] | None = None) -> int:
+    """``styletransfer-stylize``, the old spelling of the command: warns, then runs ``styletransfer-stylise``."""
+    warnings.warn(f"{OLD_COMMAND} is renamed styletransfer-stylise; the old name will go", FutureWarning, stacklevel=2)
+    return main(argv)

@@ -1,0 +1,228 @@
+"""The AdaIN model: the AdaIN operation, the decoder (a mirror of VGG-19 up to relu4_1) and :func:`stylise`, the one
+inference function that validation, :class:`~styletransfer.methods.adain.styliser.Styliser`, ``evaluate.py`` and
+the sweep objective all call."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from styletransfer.nn.colour import match_colour
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.stats import STD_EPS, mean_std
+from styletransfer.runtime.errors import ConfigError
+
+#: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
+BOTTLENECK = "relu4_1"
+
+#: (in, out) channels of each 3x3 conv, with "up" where the paper's decoder upsamples (nearest, x2).
+_DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
+    (512, 256), "up",
+    (256, 256), (256, 256), (256, 256), (256, 128), "up",
+    (128, 128), (128, 64), "up",
+    (64, 64), (64, 3),
+)
+
+
+class AdaINDecoder(nn.Sequential):
+    """Decoder of Huang & Belongie (2017): reflection padding, no normalisation, nearest upsampling.
+
+    The module indices equal those of the original release's ``decoder.pth`` (conv weights at 1, 5, 8, ..., 28),
+    so that file loads with ``load_state_dict``. ``forward`` upsamples to the exact sizes that lead to
+    ``output_size``, so the output matches the input image for any size, not only multiples of 8.
+    """
+
+    def __init__(self) -> None:
+        layers: list[nn.Module] = []
+        for index, step in enumerate(_DECODER_PLAN):
+            if step == "up":
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                continue
+            c_in, c_out = step
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, kernel_size=3)]
+            if index != len(_DECODER_PLAN) - 1:
+                layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+    def forward(self, features: Tensor, output_size: tuple[int, int] | None = None) -> Tensor:
+        """Decode relu4_1 ``features`` (N, 512, h, w) to an image (N, 3, H, W).
+
+        Without ``output_size`` each upsampling doubles the size (8h x 8w), as in the release.
+        """
+        ups = [m for m in self if isinstance(m, nn.Upsample)]
+        sizes: list[tuple[int, int] | None] = [None] * len(ups)
+        if output_size is not None:
+            height, width = int(output_size[0]), int(output_size[1])
+            sizes = [
+                (math.ceil(height / 2**k), math.ceil(width / 2**k)) for k in range(len(ups) - 1, -1, -1)
+            ]
+        x = features
+        up_index = 0
+        for module in self:
+            if isinstance(module, nn.Upsample):
+                size = sizes[up_index]
+                x = module(x) if size is None else F.interpolate(x, size=size, mode="nearest")
+                up_index += 1
+            else:
+                x = module(x)
+        return x
+
+
+#: Tolerance on the sum of style interpolation weights.
+WEIGHT_SUM_TOLERANCE = 1e-4
+
+
+def adain(content: Tensor, style: Tensor, eps: float = STD_EPS) -> Tensor:
+    """Adaptive instance normalisation: give ``content`` the channel mean and std of ``style``.
+
+    AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), statistics per sample and channel.
+    ``style`` may have batch size 1 (broadcast over the content batch) or the content's batch size.
+    """
+    if content.shape[1] != style.shape[1]:
+        raise ValueError(f"content has {content.shape[1]} channels, style has {style.shape[1]}")
+    c_mean, c_std = mean_std(content, eps)
+    s_mean, s_std = mean_std(style, eps)
+    out = (content.float() - c_mean) / c_std * s_std + s_mean
+    return out.to(content.dtype)
+
+
+def masked_adain(content: Tensor, styles: Sequence[Tensor], masks: Tensor) -> Tensor:
+    """Spatial control: AdaIN of each mask's region of ``content`` with the matching style's statistics.
+
+    ``content`` (N, C, h, w), ``styles`` K tensors (N or 1, C, h', w'), ``masks`` binary (K, N, 1, h, w). Statistics
+    of the content are taken over the region only; overlapping regions are averaged, positions in no region keep
+    the content features.
+    """
+    out = torch.zeros_like(content, dtype=torch.float32)
+    cover = torch.zeros(content.shape[0], 1, *content.shape[-2:], device=content.device)
+    for style, mask in zip(styles, masks):
+        s_mean, s_std = (stat.expand(content.shape[0], -1, -1, -1) for stat in mean_std(style))
+        for i in range(content.shape[0]):
+            region = mask[i, 0].bool()
+            if int(region.sum()) < 2:
+                continue
+            values = content[i][:, region].float()  # (C, P)
+            mean, std = mean_std(values[None, :, :, None])
+            out[i][:, region] += (values - mean[0, :, :, 0]) / std[0, :, :, 0] * s_std[i, :, 0] + s_mean[i, :, 0]
+            cover[i, 0][region] += 1
+    covered = cover > 0
+    return torch.where(covered, out / cover.clamp_min(1), content.float()).to(content.dtype)
+
+
+def region_masks(masks: Sequence[Tensor], n: int, size: tuple[int, int], device: torch.device) -> Tensor:
+    """Masks (any size, values in [0, 1]) -> binary (K, N, 1, h, w) at feature resolution (threshold 0.5)."""
+    out = []
+    for k, mask in enumerate(masks):
+        mask = mask.float()
+        if mask.dim() == 2:
+            mask = mask[None, None]
+        elif mask.dim() == 3:
+            mask = mask[:1][None] if mask.shape[0] in (1, 3) else mask[:, None]
+        if mask.dim() != 4 or mask.shape[1] not in (1, 3):
+            raise ConfigError(f"mask {k} must be (H, W), (1, H, W) or (N, 1, H, W), got {tuple(mask.shape)}")
+        mask = mask[:, :1]
+        if mask.shape[0] not in (1, n):
+            raise ConfigError(f"mask {k} has batch size {mask.shape[0]}, content has {n}")
+        resized = F.interpolate(mask.to(device), size=size, mode="bilinear", align_corners=False) >= 0.5
+        out.append(resized.expand(n, 1, *size).float())
+    return torch.stack(out)
+
+
+def check_weights(weights: Sequence[float] | None, n_styles: int) -> list[float]:
+    """Interpolation weights: one per style, finite, >= 0, summing to 1 (default: 1 for a single style)."""
+    if n_styles < 1:
+        raise ConfigError("at least one style image is needed")
+    if weights is None:
+        if n_styles > 1:
+            raise ConfigError(f"{n_styles} styles need interpolation weights (one per style, summing to 1)")
+        return [1.0]
+    weights = [float(w) for w in weights]
+    if len(weights) != n_styles:
+        raise ConfigError(f"got {len(weights)} interpolation weight(s) for {n_styles} style(s): give one per style")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ConfigError(f"interpolation weights must be finite and >= 0, got {weights}")
+    if abs(sum(weights) - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ConfigError(f"interpolation weights must sum to 1, got {weights} (sum {sum(weights):.6g})")
+    return weights
+
+
+def check_controls(n_styles: int, weights: Sequence[float] | None, alpha: float,
+                   masks: Sequence[object] | None) -> list[float] | None:
+    """Validate the test-time controls; returns the interpolation weights (None with masks)."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
+    if masks is None:
+        return check_weights(weights, n_styles)
+    if weights is not None:
+        raise ConfigError("give either interpolation weights or masks, not both")
+    if len(masks) != n_styles:
+        raise ConfigError(f"got {len(masks)} mask(s) for {n_styles} style(s): give one mask per style")
+    return None
+
+
+def encode(encoder: VGGEncoder, images: Tensor, channels_last: bool = False) -> Tensor:
+    """relu4_1 features of RGB images in [0, 1] (N, 3, H, W)."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return encoder(images, [BOTTLENECK])[BOTTLENECK]
+
+
+def encode_styles(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None,
+                  channels_last: bool = False) -> list[Tensor]:
+    """relu4_1 features of each style; with ``content``, of each style recoloured to each content image first
+    (colour preservation: the style's colour mean and covariance matched to the content's)."""
+    if content is not None:
+        styles = [match_colour(style, content.to(style.dtype)) for style in styles]
+    return [encode(encoder, style, channels_last) for style in styles]
+
+
+@torch.no_grad()
+def stylise(
+    encoder: VGGEncoder,
+    decoder: AdaINDecoder,
+    content: Tensor,
+    styles: Sequence[Tensor] = (),
+    *,
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+    preserve_colour: bool = False,
+    masks: Sequence[Tensor] | None = None,
+    output_size: tuple[int, int] | None = None,
+    style_features: Sequence[Tensor] | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """AdaIN inference: encode, AdaIN, trade-off, decode. Returns float32 (N, 3, H, W) clamped to [0, 1].
+
+    ``content`` (N, 3, H, W) and each style (N or 1, 3, h, w) are RGB in [0, 1] on the models' device.
+
+    - ``alpha`` in [0, 1]: t = alpha * AdaIN(f(c), f(s)) + (1 - alpha) * f(c); alpha = 0 gives decode(encode(c));
+    - several ``styles`` with ``weights`` (one per style, summing to 1): t = sum_k w_k AdaIN(f(c), f(s_k));
+    - ``preserve_colour``: each style's colour mean and covariance are matched to the content first;
+    - ``masks`` (one per style, (H, W) in [0, 1], any size): style k only where mask k >= 0.5, at feature
+      resolution; positions in no mask keep the content. Not combined with ``weights``;
+    - ``output_size`` (H, W): default the content's size;
+    - ``style_features``: precomputed ``encode_styles(encoder, styles)`` to reuse across calls (ignored with
+      colour preservation, which depends on the content).
+    Runs under whatever autocast the caller set; the AdaIN statistics are float32 in any case.
+    """
+    n_styles = len(style_features) if style_features is not None and not preserve_colour else len(styles)
+    weights = check_controls(n_styles, weights, alpha, masks)
+    size = tuple(output_size) if output_size is not None else tuple(content.shape[-2:])
+    c_feat = encode(encoder, content, channels_last)
+    if alpha == 0.0:
+        return decoder(c_feat, output_size=size).float().clamp(0.0, 1.0)
+    if style_features is None or preserve_colour:
+        style_features = encode_styles(encoder, styles, content if preserve_colour else None, channels_last)
+    if masks is not None:
+        region = region_masks(masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
+        target = masked_adain(c_feat, style_features, region)
+    else:
+        mixed = [w * adain(c_feat, s.to(c_feat.dtype)).float() for w, s in zip(weights, style_features)]
+        target = mixed[0] if len(mixed) == 1 else torch.stack(mixed).sum(0)
+    if alpha != 1.0:
+        target = float(alpha) * target.float() + (1.0 - float(alpha)) * c_feat.float()
+    return decoder(target.to(c_feat.dtype), output_size=size).float().clamp(0.0, 1.0)

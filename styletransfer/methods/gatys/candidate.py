@@ -1,0 +1,57 @@
+"""Neural Style as an evaluation candidate: each pair optimised from scratch by a quiet ``pl.Trainer``."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor
+
+from styletransfer.data.images import save_image
+from styletransfer.data.pair import PairDataModule
+from styletransfer.methods.candidate import Candidate
+from styletransfer.runtime.errors import ConfigError
+
+
+def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], gatys_cfg: Mapping[str, Any],
+                    device: torch.device) -> Candidate:
+    """Neural Style (``method=gatys``) at ``gatys.steps`` iterations per pair, through GatysModule and
+    PairDataModule: each pair is written losslessly to a temporary folder and optimised by a quiet pl.Trainer.
+
+    The time per image includes the whole optimisation (that is what it costs to stylise an image).
+    """
+    steps = int(gatys_cfg.get("steps", 200))
+    if steps < 1:
+        raise ConfigError(f"gatys.steps must be >= 1, got {steps}")
+    target = str(method_cfg.get("_target_", ""))
+    if not target.endswith("GatysModule"):
+        raise ConfigError(f"method={target or method_cfg}: evaluate.py scores AdaIN checkpoints (ckpt=...) and "
+                         "method=gatys; other methods are not supported")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+
+    def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:
+        with tempfile.TemporaryDirectory(prefix="gatys_eval_") as tmp:
+            root = Path(tmp)
+            save_image(content[0].cpu(), root / "content.png")
+            save_image(style[0].cpu(), root / "style.png")
+            data = PairDataModule(content=str(root / "content.png"), style=str(root / "style.png"),
+                                  long_side=int(max(content.shape[-2:])))
+            module = instantiate(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0)
+            trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 default_root_dir=str(root), num_sanity_val_steps=0)
+            trainer.fit(module, datamodule=data)
+            result = module.output().detach().float()[:1]
+        if result.shape[-2:] != content.shape[-2:]:
+            result = F.interpolate(result, size=content.shape[-2:], mode="bilinear", align_corners=False)
+        return result.clamp(0, 1).to(content.device)
+
+    info = {"method": "gatys", "kind": f"{steps} steps", "path": "", "steps": steps,
+            "config": {k: v for k, v in method_cfg.items() if k != "_target_"}, "encoder": dict(encoder_cfg)}
+    return Candidate(f"gatys@{steps}", run, info, supports_alpha=False)

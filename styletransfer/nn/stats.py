@@ -1,0 +1,110 @@
+"""Feature statistics shared by the methods and the metrics: channel mean/std, Gram matrices, Gaussian moments
+and the one symmetric matrix power (square root, inverse square root) with its gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Added to the variance before the square root, as in the reference AdaIN code; keeps gradients finite on flat maps.
+STD_EPS = 1e-5
+
+
+def _check_4d(features: Tensor) -> None:
+    if features.dim() != 4:
+        raise ValueError(f"expected features shaped (N, C, H, W), got {tuple(features.shape)}")
+
+
+def mean_std(features: Tensor, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
+    """Channel mean and standard deviation over space, shaped (N, C, 1, 1).
+
+    The variance is unbiased (as in the reference PyTorch code) with ``eps`` added before the square root.
+    Computed in float32 whatever the input dtype, so bf16 autocast does not lose the statistics.
+    """
+    _check_4d(features)
+    n, c = features.shape[:2]
+    flat = features.float().reshape(n, c, -1)
+    if flat.shape[-1] < 2:
+        raise ValueError(
+            f"feature map of {tuple(features.shape[2:])} has fewer than 2 positions: the image is too small for this layer"
+        )
+    var = flat.var(dim=2, unbiased=True) + eps
+    return flat.mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """Gram matrix normalised per element: G = F F^T / (C * H * W), shaped (N, C, C), in float32.
+
+    This is neural-style's normalisation (Gatys' notebook and pystiche divide by H * W only; the PyTorch tutorial
+    by N * C * H * W). Dividing by the number of feature elements keeps a style weight meaningful across image
+    sizes and layers.
+    """
+    _check_4d(features)
+    n, c, h, w = features.shape
+    flat = features.float().reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def gaussian_moments(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Channel mean (N, C) and raw second moment F F^T / (H * W) (N, C, C) of features, in float64.
+
+    Raw moments blend linearly (a weighted mix of styles is the moments of the mixture), so targets of several
+    styles are blended in this form and turned into a covariance by ``moments_to_covariance``.
+    """
+    _check_4d(features)
+    n, c, h, w = features.shape
+    flat = features.double().reshape(n, c, h * w)
+    return flat.mean(-1), flat @ flat.transpose(1, 2) / (h * w)
+
+
+def moments_to_covariance(mean: Tensor, second: Tensor, eps: float = 1e-4) -> Tensor:
+    """Covariance from mean and raw second moment, with ``eps`` on the diagonal (keeps the square root stable)."""
+    eye = torch.eye(mean.shape[-1], device=mean.device, dtype=second.dtype)
+    return second - mean.unsqueeze(-1) * mean.unsqueeze(-2) + eps * eye
+
+
+def _eigen_power(matrix: Tensor, power: float, floor: float) -> tuple[Tensor, Tensor]:
+    """Eigenvalues of a symmetric matrix floored at ``floor`` and raised to ``power``, and the eigenvectors."""
+    vals, vecs = torch.linalg.eigh(matrix)
+    return vals.clamp_min(floor).pow(power), vecs
+
+
+def _from_eigen(vals: Tensor, vecs: Tensor) -> Tensor:
+    return vecs @ torch.diag_embed(vals) @ vecs.transpose(-1, -2)
+
+
+def sym_matrix_power(matrix: Tensor, power: float, floor: float = 0.0) -> Tensor:
+    """``matrix ** power`` for symmetric PSD matrices (..., C, C) by eigh, eigenvalues floored at ``floor`` first
+    (0 turns negative rounding noise into 0; a positive floor keeps inverse powers of singular matrices finite).
+    The matrix is symmetrised first; computed in its dtype, without a gradient formula (``sqrtm_psd`` has one)."""
+    return _from_eigen(*_eigen_power((matrix + matrix.transpose(-1, -2)) / 2, power, floor))
+
+
+class _SqrtmPSD(torch.autograd.Function):
+    """Square root of a symmetric positive semi-definite matrix by eigh, with the analytic gradient.
+
+    Computed in float64: the Wasserstein-2 term takes square roots of products of nearly singular covariances
+    (fewer positions than channels, dead ReLU channels: eps-sized eigenvalues), whose tiny eigenvalues float32
+    gets wrong, and the gradient divides by their square roots. The backward pass solves the Sylvester equation
+    S X + X S = G in the eigenbasis (divided differences 1 / (sqrt(l_i) + sqrt(l_j))), which stays finite for
+    repeated eigenvalues unlike autograd through eigh.
+    """
+
+    @staticmethod
+    def forward(ctx, matrix: Tensor) -> Tensor:  # type: ignore[override]
+        roots, vecs = _eigen_power(matrix.double(), 0.5, 0.0)
+        ctx.save_for_backward(roots, vecs)
+        return _from_eigen(roots, vecs).to(matrix.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        roots, vecs = ctx.saved_tensors
+        denom = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).clamp_min(1e-12)
+        inner = vecs.transpose(-1, -2) @ grad.double() @ vecs / denom
+        return (vecs @ inner @ vecs.transpose(-1, -2)).to(grad.dtype)
+
+
+def sqrtm_psd(matrix: Tensor) -> Tensor:
+    """Matrix square root of symmetric PSD matrices (..., C, C) with a gradient, in the input's dtype, float64
+    inside (negative eigenvalues, rounding noise, are set to 0). Without a gradient use ``sym_matrix_power``."""
+    return _SqrtmPSD.apply(matrix)

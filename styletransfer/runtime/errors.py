@@ -1,0 +1,56 @@
+"""The project's error family: every error a user can cause with a setting, a file or a folder.
+
+Each class names what went wrong and the fix in its message. Command lines catch :class:`StyleTransferError`
+(never a bare ``ValueError``), print the message and exit 1; anything else is a bug and keeps its traceback.
+The built-in base class each error also has (``ValueError``, ``FileNotFoundError``, ``RuntimeError``) keeps code
+that catches those working.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class StyleTransferError(Exception):
+    """Base of every error caused by the user's settings, files or folders; the message says what to change."""
+
+
+class ConfigError(StyleTransferError, ValueError):
+    """A setting (config key, constructor argument or command-line flag) has a bad value; the message names it."""
+
+
+class EncoderWeightsError(StyleTransferError, RuntimeError):
+    """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
+
+
+class CheckpointError(StyleTransferError, RuntimeError):
+    """A model file is missing, unsafe, not a checkpoint, or does not fit; the message names the file."""
+
+
+class EncoderMismatchError(CheckpointError):
+    """The encoder given for a decoder file is not the one the decoder was trained behind."""
+
+
+class ImageLoadError(StyleTransferError, ValueError):
+    """An image file could not be read; ``path`` is the file and ``cause`` says why."""
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot read image {self.path}: {cause}")
+
+
+class DataDirError(StyleTransferError, FileNotFoundError):
+    """A folder that should hold images is missing or holds none; the message names the folder and the fix."""
+
+
+class MetricUnavailable(StyleTransferError, RuntimeError):
+    """A learned metric cannot be computed here (its weights are missing or unreadable); the message says why."""
+
+
+class ObjectiveError(ConfigError):
+    """The objective config is invalid, or a metric it names could not be measured (the message says which)."""
+
+
+class NonFiniteLossError(StyleTransferError, RuntimeError):
+    """A loss became NaN or infinite; the message names the step and what to do (or the last good result)."""
