@@ -109,7 +109,7 @@ def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_o
     good, bad = rows["[relu1_1,relu2_1]"], rows["[relu1_1,relu9_9]"]
     assert good["status"] == "completed" and math.isfinite(float(good["objective"]))
     assert bad["status"] == "failed" and bad["objective"] == ""
-    assert "ValueError" in bad["reason"] and "relu9_9" in bad["reason"]
+    assert "ConfigError" in bad["reason"] and "method.style_layers" in bad["reason"] and "relu9_9" in bad["reason"]
     status = json.loads((sweep / bad["directory"] / STATUS_FILE).read_text())
     assert status["status"] == "failed" and "relu9_9" in status["reason"]
     assert "relu9_9" in (sweep / bad["directory"] / "train.log").read_text()  # the traceback is in the trial's log

@@ -38,6 +38,7 @@ from styletransfer.methods.gatys.candidate import gatys_candidate
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.files import write_json_atomic
 from styletransfer.runtime.instantiate import instantiate_group, uses_wandb
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
 

@@ -1,7 +1,7 @@
 """Time AdaIN training steps under each speed setting and print ms/step and the ratio to fp32.
 
-    python benchmarks/adain_step.py                    # the paper's batch 8 at 256 px, on the GPU if there is one
-    python benchmarks/adain_step.py --size 64 --batch 2 --steps 5 --device cpu
+    python speed/adain_step.py                    # the paper's batch 8 at 256 px, on the GPU if there is one
+    python speed/adain_step.py --size 64 --batch 2 --steps 5 --device cpu
 
 Random encoder weights (timing only). The variants are the settings a user picks: trainer.precision=bf16-mixed,
 method.channels_last=true, method.compile=true (alone and combined). Each variant runs in this one process, after warm-up, with the
