@@ -252,6 +252,37 @@ def _random_banner(reason: str) -> str:
     )
 
 
+def _load_trunk(weights: str | os.PathLike | Mapping[str, Tensor], deepest: str, download: bool,
+                fallback: str | None) -> tuple[str, nn.Sequential, dict[str, int], Path | None] | None:
+    """(arch, trunk, layer index, file) loaded from ``weights`` up to ``deepest``; None when they cannot be had
+    and ``fallback`` is "random" (after a loud banner), else the EncoderWeightsError naming the file and the fix."""
+    path: Path | None = None
+    try:
+        if isinstance(weights, Mapping):
+            memory = Path("<state dict>")
+            arch, state = _detect_layout(as_state_dict(weights, memory, EncoderWeightsError), memory)
+        elif weights == "imagenet":
+            state, path = _load_imagenet(download)
+            arch, state = _detect_layout(state, path)
+            if arch != "torchvision":
+                raise EncoderWeightsError(
+                    f"the cached ImageNet weights {path} are not in torchvision's layout.\n{_ways_out(path)}"
+                )
+        else:
+            path = Path(weights).expanduser().resolve()
+            arch, state = _detect_layout(_load_file(path), path)
+        trunk, index = _build_trunk(arch, deepest)
+        _load_into(trunk, state, arch, path)
+    except EncoderWeightsError as exc:
+        if fallback != "random":
+            raise
+        banner = _random_banner(str(exc).splitlines()[0])
+        log.warning(banner)
+        warnings.warn(banner, UserWarning, stacklevel=3)
+        return None
+    return arch, trunk, index, path
+
+
 class VGGEncoder(nn.Module):
     """Frozen VGG-19 returning named feature maps; see the module docstring for the architectures and weights.
 
@@ -286,38 +317,15 @@ class VGGEncoder(nn.Module):
             )
         label = "state_dict" if in_memory else str(weights)
         deepest = max(self.layers, key=VGG19_LAYERS.index)
-
-        random_arch = arch
-        state, used, path, fallback_used = None, label, None, False
-        if label != "random":
-            try:
-                if in_memory:
-                    memory = Path("<state dict>")
-                    arch, state = _detect_layout(as_state_dict(weights, memory, EncoderWeightsError), memory)
-                elif weights == "imagenet":
-                    state, path = _load_imagenet(download)
-                    arch, state = _detect_layout(state, path)
-                    if arch != "torchvision":
-                        raise EncoderWeightsError(
-                            f"the cached ImageNet weights {path} are not in torchvision's layout.\n{_ways_out(path)}"
-                        )
-                else:
-                    path = Path(weights).expanduser().resolve()
-                    used = str(path)
-                    arch, state = _detect_layout(_load_file(path), path)
-                trunk, index = _build_trunk(arch, deepest)
-                _load_into(trunk, state, arch, path)
-            except EncoderWeightsError as exc:
-                if fallback != "random":
-                    raise
-                banner = _random_banner(str(exc).splitlines()[0])
-                log.warning(banner)
-                warnings.warn(banner, UserWarning, stacklevel=2)
-                state, path, fallback_used = None, None, True
-        if state is None:
-            used, arch = "random", random_arch
+        loaded = None if label == "random" else _load_trunk(weights, deepest, download, fallback)
+        fallback_used = loaded is None and label != "random"
+        if loaded is None:
             trunk, index = _build_trunk(arch, deepest)
             _init_random(trunk, seed)
+            used, path = "random", None
+        else:
+            arch, trunk, index, path = loaded
+            used = str(path) if path is not None and label not in ("imagenet", "state_dict") else label
 
         self.arch = arch
         self.trunk = trunk

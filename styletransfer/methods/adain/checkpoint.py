@@ -103,9 +103,60 @@ def _is_release_decoder(obj: object) -> bool:
     )
 
 
-def load_model(
-    path: str | os.PathLike, encoder: EncoderArg = None
-) -> tuple[VGGEncoder, AdaINDecoder, str]:
+def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+    """A Lightning checkpoint of an AdaIN run: the encoder stored in it (never the one given) and its decoder."""
+    state = obj["state_dict"]
+    hparams = obj.get("hyper_parameters") or {}
+    trunk = {k[len("encoder.trunk."):]: v for k, v in state.items() if k.startswith("encoder.trunk.")}
+    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    if not trunk or not dec:
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint but not of an AdaIN model (no 'encoder.trunk.*' and 'decoder.*' "
+            f"weights; first keys: {list(state)[:4]})"
+        )
+    if encoder is not None:
+        log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
+    spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
+    return _encoder_from_trunk(trunk, spec, path), _load_decoder(dec, path)
+
+
+def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+    """An exported decoder.pth: the encoder given (default: the recorded one), which must match the fingerprint."""
+    spec = dict(obj.get("encoder") or {})
+    if encoder is None:
+        if not spec:
+            raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
+        used = spec.get("used") or spec.get("weights", "imagenet")
+        weights = "random" if spec.get("fallback_used") else used
+        encoder = {"weights": weights, "seed": int(spec.get("seed", 0)), "download": False}
+    built = _encoder_from_config(encoder, _trunk_layers(spec))
+    recorded = spec.get("fingerprint")
+    if recorded and built.spec["fingerprint"] != recorded:
+        raise EncoderMismatchError(
+            f"the encoder given for {path} (weights={built.spec['weights']!r}, arch {built.arch}, seed "
+            f"{built.spec['seed']}, fingerprint "
+            f"{built.spec['fingerprint']}) is not the one this decoder was trained behind (weights="
+            f"{spec.get('used', spec.get('weights'))!r}, arch {spec.get('arch')}, seed {spec.get('seed')}, "
+            f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
+        )
+    return built, _load_decoder(obj.get("decoder") or {}, path)
+
+
+def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+    """The original release's bare decoder state dict, behind the encoder given (its vgg_normalised.pth)."""
+    if encoder is None:
+        raise CheckpointError(
+            f"{path} is a bare decoder state dict (the original AdaIN release's layout) and records no encoder: "
+            "pass the encoder it was trained behind, e.g. --encoder-weights vgg_normalised.pth"
+        )
+    built = _encoder_from_config(encoder, [BOTTLENECK])
+    if built.arch != "vgg_normalised":
+        log.warning("release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
+                    path, built.arch)
+    return built, _load_decoder(obj, path)
+
+
+def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder, str]:
     """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
 
     ``encoder`` (an encoder config dict, weights string/path, or a VGGEncoder) is used for decoder files: for an
@@ -115,52 +166,13 @@ def load_model(
     path = Path(path).expanduser()
     obj = safe_load(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        state = obj["state_dict"]
-        hparams = obj.get("hyper_parameters") or {}
-        trunk = {k[len("encoder.trunk."):]: v for k, v in state.items() if k.startswith("encoder.trunk.")}
-        dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
-        if not trunk or not dec:
-            raise CheckpointError(
-                f"{path} is a Lightning checkpoint but not of an AdaIN model (no 'encoder.trunk.*' and 'decoder.*' "
-                f"weights; first keys: {list(state)[:4]})"
-            )
-        if encoder is not None:
-            log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
-        spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
-        return _encoder_from_trunk(trunk, spec, path), _load_decoder(dec, path), "lightning"
+        return (*_from_lightning(obj, path, encoder), "lightning")
     if isinstance(obj, Mapping) and obj.get("format") == DECODER_FORMAT:
-        spec = dict(obj.get("encoder") or {})
-        if encoder is None:
-            if not spec:
-                raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
-            used = spec.get("used") or spec.get("weights", "imagenet")
-            weights = "random" if spec.get("fallback_used") else used
-            encoder = {"weights": weights, "seed": int(spec.get("seed", 0)), "download": False}
-        built = _encoder_from_config(encoder, _trunk_layers(spec))
-        recorded = spec.get("fingerprint")
-        if recorded and built.spec["fingerprint"] != recorded:
-            raise EncoderMismatchError(
-                f"the encoder given for {path} (weights={built.spec['weights']!r}, arch {built.arch}, seed "
-                f"{built.spec['seed']}, fingerprint "
-                f"{built.spec['fingerprint']}) is not the one this decoder was trained behind (weights="
-                f"{spec.get('used', spec.get('weights'))!r}, arch {spec.get('arch')}, seed {spec.get('seed')}, "
-                f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
-            )
-        return built, _load_decoder(obj.get("decoder") or {}, path), "exported"
+        return (*_from_exported(obj, path, encoder), "exported")
     if _is_release_decoder(obj):
-        if encoder is None:
-            raise CheckpointError(
-                f"{path} is a bare decoder state dict (the original AdaIN release's layout) and records no encoder: "
-                "pass the encoder it was trained behind, e.g. --encoder-weights vgg_normalised.pth"
-            )
-        built = _encoder_from_config(encoder, [BOTTLENECK])
-        if built.arch != "vgg_normalised":
-            log.warning("release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
-                        path, built.arch)
-        return built, _load_decoder(obj, path), "release"
-    kind = type(obj).__name__
+        return (*_from_release(obj, path, encoder), "release")
     keys = list(obj)[:4] if isinstance(obj, Mapping) else []
     raise CheckpointError(
-        f"{path} is not a style-transfer checkpoint: it holds a {kind} {keys or ''}; expected a Lightning .ckpt "
-        "of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
+        f"{path} is not a style-transfer checkpoint: it holds a {type(obj).__name__} {keys or ''}; expected a "
+        "Lightning .ckpt of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
     )

@@ -1,21 +1,24 @@
-"""Neural Style (Gatys) losses: style statistics and their losses, total variation, per-layer weights."""
+"""Neural Style (Gatys) losses: one style-loss module per style statistic, total variation, per-layer weights.
+
+Style statistics are computed in float32 (Gram, mean/std) or float64 (Wasserstein-2) whatever the autocast dtype.
+Every reduction is per element, so a loss weight means the same at any image size and channel count.
+
+A style loss (in the manner of pystiche and crowsonkb's style-transfer-pytorch) is a ``torch.nn.Module`` that
+holds one layer's target as buffers and maps that layer's features to a scalar. Its ``statistics`` are in a form
+that blends linearly, so the target of several weighted style images is built from the blend of theirs
+(``StyleLoss.blended``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from styletransfer.runtime.errors import ConfigError
 from styletransfer.nn.stats import gaussian_moments, gram_matrix, mean_std, moments_to_covariance, sqrtm_psd
-
-
-# ---- Neural Style (Gatys) losses ---------------------------------------------------------------------------------
-# Style statistics are computed in float32 whatever the autocast dtype. Every reduction is per element, so a loss
-# weight means the same at any image size and channel count.
-
-STYLE_STATISTICS = ("gram", "mean_std", "wasserstein2")
+from styletransfer.runtime.errors import ConfigError
 
 
 def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
@@ -93,39 +96,118 @@ def weighted_style_loss(
     return torch.stack([w * per_layer[name] for name, w in zip(layers, layer_weights)]).sum()
 
 
-def style_statistics(features: Tensor, kind: str) -> dict[str, Tensor]:
-    """The statistics a style loss of ``kind`` compares, in a form that blends linearly across styles.
+def blend_statistics(statistics: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> dict[str, Tensor]:
+    """The weighted sum, key by key, of several styles' statistics (weights as given, not renormalised)."""
+    if not statistics or len(statistics) != len(weights):
+        raise ValueError(f"{len(statistics)} sets of statistics for {len(weights)} weights")
+    blended: dict[str, Tensor] = {}
+    for weight, stats in zip(weights, statistics):
+        for key, value in stats.items():
+            blended[key] = blended[key] + weight * value if key in blended else weight * value
+    return blended
 
-    gram: {"gram"}; mean_std: {"mean", "std"} (``ops.mean_std``: unbiased, eps); wasserstein2: {"mean", "second"}
-    (raw moments; ``prepare_style_target`` turns them into a covariance and its square root once).
+
+class StyleLoss(nn.Module):
+    """One layer's style loss against a fixed target held as buffers: ``forward(features) -> loss`` (a scalar).
+
+    A subclass gives ``statistics`` (features -> the statistics it compares, in a form that blends linearly
+    across styles) and an ``__init__`` taking those statistics by name, which finishes the target once.
+    ``positions`` is how many feature positions per side the statistic needs at the deepest style layer.
     """
-    if kind == "gram":
+
+    positions: ClassVar[int] = 1
+
+    @staticmethod
+    def statistics(features: Tensor) -> dict[str, Tensor]:
+        """The blendable statistics of ``features`` (N, C, H, W), keyed as ``__init__``'s arguments."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_features(cls, features: Tensor) -> StyleLoss:
+        """The loss whose target is the statistics of ``features`` (one style image)."""
+        return cls(**cls.statistics(features))
+
+    @classmethod
+    def blended(cls, statistics: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> StyleLoss:
+        """The loss whose target is the weighted blend of several styles' ``statistics``."""
+        return cls(**blend_statistics(statistics, weights))
+
+
+class GramStyleLoss(StyleLoss):
+    """Gatys et al. 2016: MSE between Gram matrices, L = mean over (N, C, C) of (G(F) - G_t)^2 with
+    G(F) = F F^T / (C H W) (``nn.stats.gram_matrix``). Blends Gram matrices: G_t = sum_i w_i G(F_i)."""
+
+    gram: Tensor
+
+    def __init__(self, gram: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("gram", gram.detach())
+
+    @staticmethod
+    def statistics(features: Tensor) -> dict[str, Tensor]:
         return {"gram": gram_matrix(features)}
-    if kind == "mean_std":
+
+    def forward(self, features: Tensor) -> Tensor:
+        return gram_loss(features, self.gram)
+
+
+class MeanStdStyleLoss(StyleLoss):
+    """AdaIN's statistic: L = mean over (N, C) of (mu - mu_t)^2 + mean over (N, C) of (sigma - sigma_t)^2, with
+    the channel mean mu and standard deviation sigma over space (``nn.stats.mean_std``: unbiased, eps).
+    Blends means and standard deviations separately. The unbiased variance needs two positions per side."""
+
+    positions: ClassVar[int] = 2
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach())
+        self.register_buffer("std", std.detach())
+
+    @staticmethod
+    def statistics(features: Tensor) -> dict[str, Tensor]:
         mean, std = mean_std(features)
         return {"mean": mean, "std": std}
-    if kind == "wasserstein2":
+
+    def forward(self, features: Tensor) -> Tensor:
+        mean, std = mean_std(features)
+        return (mean - self.mean).pow(2).mean() + (std - self.std).pow(2).mean()
+
+
+class Wasserstein2StyleLoss(StyleLoss):
+    """crowsonkb's statistic: squared Wasserstein-2 distance between Gaussian fits (``wasserstein2_loss``),
+    W2^2 = (|mu - mu_t|^2 + tr(S + S_t - 2 (S_t^(1/2) S S_t^(1/2))^(1/2))) / C.
+
+    Blends the raw moments mu and M = F F^T / (H W) (those of the mixture of the styles), then builds the target
+    covariance S_t = M - mu mu^T + eps I and its square root once, in float64.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    cov_sqrt: Tensor
+
+    def __init__(self, mean: Tensor, second: Tensor) -> None:
+        super().__init__()
+        mean, second = mean.detach(), second.detach()
+        cov = moments_to_covariance(mean, second)
+        self.register_buffer("mean", mean)
+        self.register_buffer("cov", cov)
+        self.register_buffer("cov_sqrt", sqrtm_psd(cov))
+
+    @staticmethod
+    def statistics(features: Tensor) -> dict[str, Tensor]:
         mean, second = gaussian_moments(features)
         return {"mean": mean, "second": second}
-    raise ConfigError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")
+
+    def forward(self, features: Tensor) -> Tensor:
+        return wasserstein2_loss(features, self.mean, self.cov, self.cov_sqrt)
 
 
-def prepare_style_target(stats: Mapping[str, Tensor], kind: str) -> dict[str, Tensor]:
-    """Finish a (blended) target once: for wasserstein2 add its covariance and the covariance's square root."""
-    target = dict(stats)
-    if kind == "wasserstein2":
-        target["cov"] = moments_to_covariance(stats["mean"], stats["second"])
-        target["cov_sqrt"] = sqrtm_psd(target["cov"])
-    return target
-
-
-def style_statistic_loss(features: Tensor, target: Mapping[str, Tensor], kind: str) -> Tensor:
-    """One layer's style loss between ``features`` and a target from ``prepare_style_target``."""
-    if kind == "gram":
-        return gram_loss(features, target["gram"])
-    if kind == "mean_std":
-        mean, std = mean_std(features)
-        return (mean - target["mean"]).pow(2).mean() + (std - target["std"]).pow(2).mean()
-    if kind == "wasserstein2":
-        return wasserstein2_loss(features, target["mean"], target["cov"], target["cov_sqrt"])
-    raise ConfigError(f"unknown style statistic {kind!r}: use one of {STYLE_STATISTICS}")
+#: ``method.style_statistic`` -> its style loss.
+STYLE_LOSSES: dict[str, type[StyleLoss]] = {
+    "gram": GramStyleLoss,
+    "mean_std": MeanStdStyleLoss,
+    "wasserstein2": Wasserstein2StyleLoss,
+}
+STYLE_STATISTICS = tuple(STYLE_LOSSES)
