@@ -154,7 +154,7 @@ def best_trial(trials: Sequence[Trial], direction: str) -> Trial | None:
     return (max if direction == "maximize" else min)(done, key=lambda t: t.objective)
 
 
-def _fmt(value: Any, digits: int | None = 6) -> str:
+def _table_cell(value: Any, digits: int | None = 6) -> str:
     """A table cell: empty for None, floats to ``digits`` significant digits (None: full precision)."""
     if value is None:
         return ""
@@ -175,7 +175,7 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
         rows.append([t.number, *(t.params.get(k, "") for k in keys), t.objective, t.status, t.reason,
                      *(t.scores.get(n) for n in score_names), *(t.metrics.get(n) for n in metric_names),
                      t.seconds, t.directory.name])
-    csv_path = write_csv_atomic(directory / CSV_NAME, header, [[_fmt(v, digits=None) for v in row] for row in rows])
+    csv_path = write_csv_atomic(directory / CSV_NAME, header, [[_table_cell(v, digits=None) for v in row] for row in rows])
 
     best = best_trial(trials, direction)
     counts = {state: sum(t.status == state for t in trials) for state in ("completed", "failed", "unknown")}
@@ -183,11 +183,11 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
     lines = [f"# Sweep {directory.name}", "", f"{len(trials)} trials: {summary}. Objective: {direction}."]
     if best is not None:
         params = ", ".join(f"`{k}={best.params.get(k, '')}`" for k in keys)
-        lines += ["", f"**Best: trial {best.number}**, objective {_fmt(best.objective)}: {params or '(no parameters)'}"]
+        lines += ["", f"**Best: trial {best.number}**, objective {_table_cell(best.objective)}: {params or '(no parameters)'}"]
     md_header = [h for h in header if h != "directory"]
     lines += ["", "| " + " | ".join(md_header) + " |", "|" + " --- |" * len(md_header)]
     for row in rows:
-        cells = [_fmt(v).replace("|", "\\|").replace("\n", " ") for v in row[:-1]]
+        cells = [_table_cell(v).replace("|", "\\|").replace("\n", " ") for v in row[:-1]]
         lines.append("| " + " | ".join(cells) + " |")
     md_path = write_text_atomic(directory / MD_NAME, "\n".join(lines) + "\n")
     return csv_path, md_path
@@ -275,7 +275,7 @@ def write_sweep_report(sweep_dir: Path, declared: Sequence[str] = (), direction:
     for t in failed:
         log.warning("trial %d %s: %s", t.number, t.status, t.reason)
     if best is not None:
-        log.info("best trial %d: objective %s with %s", best.number, _fmt(best.objective),
+        log.info("best trial %d: objective %s with %s", best.number, _table_cell(best.objective),
                  ", ".join(f"{k}={best.params.get(k, '')}" for k in keys))
     return trials
 
