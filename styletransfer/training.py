@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 def score_objective(objective: Objective, model: pl.LightningModule, datamodule: pl.LightningDataModule,
                     trainer: pl.Trainer, metrics: dict[str, float], encoder_cfg: Any) -> dict[str, float]:
-    """Measure the sweep objective after training (styletransfer.objective) and send it to the loggers."""
+    """Measure the sweep objective after training (styletransfer.sweeps.objective) and send it to the loggers."""
     scores = measure(objective, model, datamodule, trainer, metrics, encoder_cfg)
     for logger in trainer.loggers:
         logger.log_metrics(scores, step=trainer.global_step)

@@ -1,7 +1,7 @@
 """The trials table of a sweep: a Hydra callback that writes ``trials.csv``, ``trials.md`` and
 ``objective_vs_params.png`` into the sweep directory when a multirun ends (grids and Optuna searches alike).
 
-Each trial directory holds ``trial_status.json`` (written by :mod:`styletransfer.trial`) and Hydra's
+Each trial directory holds ``trial_status.json`` (written by :mod:`styletransfer.sweeps.trial`) and Hydra's
 ``.hydra/overrides.yaml``; the table is built from those files, so it also works when trials ran in other
 processes or on other machines (``hydra/launcher=submitit_slurm``). Registered in ``configs/hydra/default.yaml``
 (``hydra.callbacks.sweep_table``); single runs are left alone.
@@ -30,7 +30,7 @@ from styletransfer.sweeps.objective import direction_of
 
 log = logging.getLogger(__name__)
 
-#: Written into every trial directory by styletransfer.trial; one row of the table each.
+#: Written into every trial directory by styletransfer.sweeps.trial; one row of the table each.
 STATUS_FILE = "trial_status.json"
 CSV_NAME, MD_NAME, PLOT_NAME = "trials.csv", "trials.md", "objective_vs_params.png"
 #: Plotted when no trial has an objective (a grid without ``+objective=...``).
