@@ -3,6 +3,7 @@
 Neural Style optimises an image, so there is no data set to iterate: the data module resolves and checks the
 files when it is built (before any optimisation), loads them at each coarse-to-fine scale, and gives Lightning
 a loader that yields one dummy item per step forever, so that ``trainer.max_steps`` counts optimiser steps.
+``PairDataModule.from_tensors`` builds the same from images already in memory (the evaluation's pairs).
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from styletransfer.data.images import (
     load_rgb,
     pil_to_tensor,
     resize_to_side,
+    tensor_to_pil,
 )
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.instantiate import renamed_setting
 
 PathList = str | os.PathLike | Sequence[str | os.PathLike]
+#: An input image: a file, read (and checked) each time it is loaded, or an 8-bit RGB image held in memory.
+Source = Path | Image.Image
 
 
 def resolve_images(setting: str, value: PathList) -> list[Path]:
@@ -59,11 +63,35 @@ def resolve_images(setting: str, value: PathList) -> list[Path]:
     return paths
 
 
-def _read(setting: str, path: Path) -> Image.Image:
+def _read(setting: str, source: Source) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
     try:
-        return load_rgb(path)
+        return load_rgb(source)
     except ImageLoadError as exc:
-        raise ImageLoadError(path, f"{exc.cause} (from {setting}); replace or remove the file") from None
+        raise ImageLoadError(source, f"{exc.cause} (from {setting}); replace or remove the file") from None
+
+
+def _sources(setting: str, value: PathList | Sequence[Image.Image]) -> list[Source]:
+    """The images a setting gives: in-memory PIL images as they are, anything else through ``resolve_images``."""
+    if isinstance(value, Sequence) and value and all(isinstance(entry, Image.Image) for entry in value):
+        return list(value)
+    return resolve_images(setting, value)
+
+
+def _images_in_memory(setting: str, images: Tensor | Sequence[Tensor]) -> list[Image.Image]:
+    """Image tensors in [0, 1] as 8-bit RGB images, exactly as a PNG file of each would read back.
+
+    ``images``: one (3, H, W) image, a batch (N, 3, H, W), or a sequence of (3, H, W) / (1, 3, H, W) images.
+    """
+    if isinstance(images, Tensor):
+        images = [images] if images.dim() == 3 else list(images)
+    if not images:
+        raise ConfigError(f"{setting} is empty: give at least one image tensor")
+    try:
+        return [tensor_to_pil(image) for image in images]
+    except ConfigError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
 
 
 class _EveryStep(IterableDataset):
@@ -86,12 +114,13 @@ class PairDataModule(pl.LightningDataModule):
       so the style's textures come out finer in the result; 2.0: coarser). Each style keeps its aspect ratio.
 
     Files are resolved and checked in ``__init__`` and fully read in ``setup``: a missing, empty or unreadable
-    input fails before any optimisation with a message naming the setting and the file.
+    input fails before any optimisation with a message naming the setting and the file. ``content`` and
+    ``style`` may instead be lists of RGB PIL images already in memory (``from_tensors`` builds those).
     """
 
     def __init__(
-        self, content: PathList, style: PathList, long_side: int = 512, style_scale: float = 1.0,
-        image_size: int | None = None,
+        self, content: PathList | Sequence[Image.Image], style: PathList | Sequence[Image.Image],
+        long_side: int = 512, style_scale: float = 1.0, image_size: int | None = None,
     ) -> None:
         super().__init__()
         long_side = renamed_setting("data.image_size", "data.long_side", image_size, long_side)
@@ -101,10 +130,26 @@ class PairDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.style_scale must be a number > 0, got {style_scale!r}")
         self.long_side = long_side
         self.style_scale = float(style_scale)
-        self.content_paths = resolve_images("data.content", content)
-        self.style_paths = resolve_images("data.style", style)
+        self._contents = _sources("data.content", content)
+        self._styles = _sources("data.style", style)
+        self.content_paths = [s for s in self._contents if isinstance(s, Path)]
+        self.style_paths = [s for s in self._styles if isinstance(s, Path)]
+        #: How messages name each style: its file name, or "style i" (1-based) for an image in memory.
+        self.style_names = [s.name if isinstance(s, Path) else f"style {i + 1}" for i, s in enumerate(self._styles)]
         self.content: Tensor | None = None
         self.styles: list[Tensor] | None = None
+
+    @classmethod
+    def from_tensors(cls, content: Tensor | Sequence[Tensor], styles: Tensor | Sequence[Tensor],
+                     long_side: int = 512, style_scale: float = 1.0) -> PairDataModule:
+        """The data module of images in memory, loaded as files would be: ``content`` one (3, H, W) image or a
+        batch (N, 3, H, W), ``styles`` one image, a batch or a sequence of images of any sizes, all in [0, 1].
+
+        Each image is quantised to 8 bits exactly as writing it to PNG would, then resized like a file read from
+        disk (same sizes, filter and crop), so the tensors equal those of the file path for the same images.
+        """
+        return cls(_images_in_memory("data.content", content), _images_in_memory("data.style", styles),
+                   long_side=long_side, style_scale=style_scale)
 
     def setup(self, stage: str | None = None) -> None:
         """Read every file at ``long_side`` (checks that all are readable; the tensors are kept for inspection)."""
@@ -114,10 +159,10 @@ class PairDataModule(pl.LightningDataModule):
 
     def load_content(self, long_side: int) -> Tensor:
         """Contents as one batch (N, 3, H, W) in [0, 1]; the first content's longer side is ``long_side``."""
-        first = resize_to_side(_read("data.content", self.content_paths[0]), long_side, long_side=True)
+        first = resize_to_side(_read("data.content", self._contents[0]), long_side, long_side=True)
         images = [first] + [
-            ImageOps.fit(_read("data.content", path), first.size, method=Image.Resampling.BICUBIC)
-            for path in self.content_paths[1:]
+            ImageOps.fit(_read("data.content", source), first.size, method=Image.Resampling.BICUBIC)
+            for source in self._contents[1:]
         ]
         return torch.stack([pil_to_tensor(img) for img in images])
 
@@ -129,8 +174,8 @@ class PairDataModule(pl.LightningDataModule):
         """Styles, each (3, h, w) in [0, 1] with its own aspect ratio, longer side from ``style_side``."""
         side = self.style_side(content_long_side)
         return [
-            pil_to_tensor(resize_to_side(_read("data.style", path), side, long_side=True))
-            for path in self.style_paths
+            pil_to_tensor(resize_to_side(_read("data.style", source), side, long_side=True))
+            for source in self._styles
         ]
 
     def train_dataloader(self) -> DataLoader:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,7 +11,6 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
 
-from styletransfer.data.images import save_image
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.candidate import Candidate
 from styletransfer.runtime.errors import ConfigError
@@ -22,7 +19,8 @@ from styletransfer.runtime.errors import ConfigError
 def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], gatys_cfg: Mapping[str, Any],
                     device: torch.device) -> Candidate:
     """Neural Style (``method=gatys``) at ``gatys.steps`` iterations per pair, through GatysModule and
-    PairDataModule: each pair is written losslessly to a temporary folder and optimised by a quiet pl.Trainer.
+    PairDataModule: each pair is held in memory (``PairDataModule.from_tensors``, 8-bit as a PNG of it would be)
+    and optimised by a quiet pl.Trainer that writes nothing (``output_name=None``, no logger, no checkpoints).
 
     The time per image includes the whole optimisation (that is what it costs to stylise an image).
     """
@@ -36,18 +34,13 @@ def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any
     accelerator = "gpu" if device.type == "cuda" else "cpu"
 
     def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:
-        with tempfile.TemporaryDirectory(prefix="gatys_eval_") as tmp:
-            root = Path(tmp)
-            save_image(content[0].cpu(), root / "content.png")
-            save_image(style[0].cpu(), root / "style.png")
-            data = PairDataModule(content=str(root / "content.png"), style=str(root / "style.png"),
-                                  long_side=int(max(content.shape[-2:])))
-            module = instantiate(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0)
-            trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
-                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                 default_root_dir=str(root), num_sanity_val_steps=0)
-            trainer.fit(module, datamodule=data)
-            result = module.output().detach().float()[:1]
+        data = PairDataModule.from_tensors(content[0], style[0], long_side=int(max(content.shape[-2:])))
+        module = instantiate(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0, output_name=None)
+        trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0)
+        trainer.fit(module, datamodule=data)
+        result = module.output().detach().float()[:1]
         if result.shape[-2:] != content.shape[-2:]:
             result = F.interpolate(result, size=content.shape[-2:], mode="bilinear", align_corners=False)
         return result.clamp(0, 1).to(content.device)

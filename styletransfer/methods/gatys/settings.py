@@ -103,18 +103,18 @@ class GatysSettings:
                 "layer_weights": layer_weights}
 
     def _choices(self) -> dict[str, Any]:
+        choices = {
+            "style_statistic": _check_choice("style_statistic", self.style_statistic, STYLE_STATISTICS),
+            "optimizer": _check_choice("optimizer", self.optimizer, OPTIMIZERS),
+            "init": _check_choice("init", self.init, INITS),
+            "colour_space": _check_choice("colour_space", self.colour_space, COLOUR_SPACES),
+        }
         preserve = self.preserve_colour
         if isinstance(preserve, str) and preserve.lower() in _NO_PRESERVE:
             preserve = None
         if preserve is not None and preserve not in PRESERVE_COLOUR:
             raise ConfigError(f"method.preserve_colour={preserve!r}: choose null, luminance or histogram")
-        return {
-            "style_statistic": _check_choice("style_statistic", self.style_statistic, STYLE_STATISTICS),
-            "optimizer": _check_choice("optimizer", self.optimizer, OPTIMIZERS),
-            "init": _check_choice("init", self.init, INITS),
-            "colour_space": _check_choice("colour_space", self.colour_space, COLOUR_SPACES),
-            "preserve_colour": preserve,
-        }
+        return {**choices, "preserve_colour": preserve}
 
     def _weights(self) -> dict[str, Any]:
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -138,8 +138,9 @@ class GatysSettings:
             raise ConfigError(f"method.history_size={self.history_size}: give a positive L-BFGS history length")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ConfigError(f"method.ema_decay={self.ema_decay}: use null (off) or a decay in [0, 1), e.g. 0.99")
+        ema_decay = None if self.ema_decay is None else float(self.ema_decay)
         return {"lr": float(self.lr), "betas": betas, "history_size": int(self.history_size),
-                "init_seed": int(self.init_seed), "ema_decay": None if self.ema_decay is None else float(self.ema_decay)}
+                "init_seed": int(self.init_seed), "ema_decay": ema_decay}
 
     def _schedule(self) -> dict[str, Any]:
         scales = _optional_list(self.scales, "method.scales", int)
@@ -161,6 +162,4 @@ class GatysSettings:
         if self.snapshot_every is not None and self.snapshot_every < 0:
             raise ConfigError(f"method.snapshot_every={self.snapshot_every}: use 0 or null to turn snapshots off")
         name = self.output_name
-        if name is not None and (not str(name) or any(sep in str(name) for sep in "/\\")):
-            raise ConfigError(f"method.output_name={name!r}: give a file name without folders, or null (not written)")
         return {"snapshot_every": int(self.snapshot_every or 0), "output_name": None if name is None else str(name)}
