@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
 from styletransfer.runtime.errors import CheckpointError, StyleTransferError
+from styletransfer.runtime.files import atomic_open
 
 
 def hub_checkpoint(name: str) -> Path:
@@ -27,6 +29,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """``Type: first line of the message``, shortened: the part of a library error worth showing a user."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"{type(exc).__name__}: {text[:limit]}"
+
+
+def _names_a_global(message: str) -> bool:
+    """True when the weights-only unpickler stopped at an import or call (a GLOBAL opcode): the file holds code.
+    Other unpickling failures ("Unsupported operand") mean the bytes are not a pickle at all (random data, a JPEG)."""
+    return "global" in message.lower() and "unsupported operand" not in message.lower()
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[StyleTransferError] = CheckpointError,
@@ -46,7 +54,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[Sty
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+        if _names_a_global(str(exc)):
             raise error(
                 f"refused to load {what} {path}: it holds objects whose unpickling would run code, and only tensors "
                 "and plain containers are accepted (torch.load weights_only=True). Nothing from the file was run. "
@@ -65,3 +73,29 @@ def as_state_dict(obj: object, path: str | os.PathLike, error: type[StyleTransfe
             "(expected keys such as 'features.0.weight', '0.weight', ...)."
         )
     return dict(obj)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, written crash-safely and read weights-only (``trainer.plugins`` in the configs).
+
+    Saving writes a temporary file in the checkpoint's folder, forces it to disk and renames it over the target,
+    so a kill at any moment leaves the previous checkpoint or the new one, never a truncated file (Lightning's own
+    writer truncates the target first). Loading (``ckpt_path=`` resume) always goes through :func:`safe_load`,
+    whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` or a caller's ``weights_only=False`` says: a checkpoint whose
+    unpickling would run code is refused, and a missing, truncated or foreign file is named in a CheckpointError.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_open(path, "wb", sync=True) as handle:
+            torch.save(checkpoint, handle)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        checkpoint = safe_load(path, "checkpoint to resume from (ckpt_path)", CheckpointError)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no 'state_dict'): "
+                                  "pass ckpt_path=<run>/checkpoints/last.ckpt")
+        return checkpoint

@@ -14,23 +14,53 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+#: Suffix of the temporary files ``atomic_open`` writes before renaming them into place.
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` (one rename), on
-    any error it is removed and ``path`` keeps its previous version. Creates the parent folders."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", sync: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` (one rename on the same
+    filesystem), on any error it is removed and ``path`` keeps its previous version. ``sync`` also forces the
+    bytes to disk before the rename (checkpoints: a power cut then leaves the old file or the new one, whole).
+
+    Creates the parent folders. The file gets the permissions of a plainly created one (0666 less the umask:
+    0644 by default), not the 0600 of a temporary file. Temporaries are named ``.<name>.<random>.tmp``;
+    ``remove_stale_temporaries`` deletes those a killed process left behind.
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes only ('w' or 'wb'), got mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as handle:
             yield handle
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries ``atomic_open`` left in ``folder`` when its process was killed mid-write;
+    returns them. Call it only where no other process is writing (a locked run directory)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

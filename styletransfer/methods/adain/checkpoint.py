@@ -49,7 +49,7 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
         "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
         "encoder": dict(encoder_spec),
     }
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", sync=True) as handle:
         torch.save(payload, handle)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,12 @@ class AdaINModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         style_layers = list(check_layers(style_layers, "method.style_layers"))
-        for name, value in (("content_weight", content_weight), ("style_weight", style_weight), ("lr", lr)):
-            if value < 0:
-                raise ConfigError(f"method.{name}={value} must be >= 0")
+        numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
+            raise ConfigError(f"method.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
         layers = [*style_layers, BOTTLENECK]
         if "fingerprint" in encoder:
             # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
