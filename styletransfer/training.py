@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
-from styletransfer.runtime.files import write_text_atomic
+from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
 from styletransfer.runtime.instantiate import instantiate_group, uses_wandb
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
 from styletransfer.sweeps.objective import Objective, measure
@@ -23,8 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train the configured method on the configured data; return the final metrics as floats."""
+    """Train the configured method on the configured data; return the final metrics as floats.
+
+    The run directory is locked for the whole run (rank zero; the other DDP ranks are its children), and the
+    temporaries of a killed earlier run in it are removed first.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:
+        return _run(cfg, output_dir)
+    with run_directory_lock(output_dir):
+        for folder in (output_dir, output_dir / "checkpoints"):
+            for stale in remove_stale_temporaries(folder):
+                log.warning("removed %s, left by a run that was killed while writing", stale)
+        return _run(cfg, output_dir)
+
+
+def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if uses_wandb(cfg.get("logger")):
         choose_wandb_mode()

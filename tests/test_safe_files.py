@@ -11,8 +11,8 @@ import torch
 from conftest import RANDOM_ENCODER
 from styletransfer.methods.adain import AdaINModule
 from styletransfer.nn.weights import SafeCheckpointIO
-from styletransfer.runtime.errors import CheckpointError, ConfigError
-from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, write_text_atomic
+from styletransfer.runtime.errors import CheckpointError, ConfigError, RunDirectoryBusyError
+from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, run_directory_lock, write_text_atomic
 
 
 class _Payload:
@@ -92,3 +92,14 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
 def test_adain_numeric_settings_are_checked_at_start(setting, value):
     with pytest.raises(ConfigError, match=f"method.{setting}="):
         AdaINModule(encoder=RANDOM_ENCODER, **{setting: value})
+
+
+def test_a_second_run_into_a_busy_directory_stops_naming_the_first(tmp_path):
+    run_dir = tmp_path / "run"
+    with run_directory_lock(run_dir):
+        with pytest.raises(RunDirectoryBusyError, match=f"pid {os.getpid()} on "):
+            with run_directory_lock(run_dir):
+                pass
+    with run_directory_lock(run_dir):  # released when the first run ends
+        assert (run_dir / ".run.owner").is_file()
+    assert not (run_dir / ".run.owner").exists()

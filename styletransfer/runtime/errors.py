@@ -54,3 +54,7 @@ class ObjectiveError(ConfigError):
 
 class NonFiniteLossError(StyleTransferError, RuntimeError):
     """A loss became NaN or infinite; the message names the step and what to do (or the last good result)."""
+
+
+class RunDirectoryBusyError(StyleTransferError, RuntimeError):
+    """Another run holds the run directory; the message names it and how to choose another directory."""

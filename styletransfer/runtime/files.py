@@ -8,12 +8,20 @@ import io
 import json
 import math
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from filelock import FileLock, Timeout
+
+from styletransfer.runtime.errors import RunDirectoryBusyError
+
+#: Lock file a run holds in its directory, and the file naming the process that holds it.
+LOCK_NAME, OWNER_NAME = ".run.lock", ".run.owner"
 #: Suffix of the temporary files ``atomic_open`` writes before renaming them into place.
 TEMP_SUFFIX = ".tmp"
 
@@ -94,3 +102,28 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Itera
     writer.writerow(header)
     writer.writerows(rows)
     return write_text_atomic(path, buffer.getvalue())
+
+
+@contextmanager
+def run_directory_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold ``<directory>/.run.lock`` while a run writes there: a second run into the same directory stops at
+    start with an error naming the first (its process and host), instead of both overwriting each other's
+    checkpoints, grids and logs. The lock goes with the process, so a killed run does not leave it held."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock, owner = FileLock(directory / LOCK_NAME), directory / OWNER_NAME
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "another process"
+        raise RunDirectoryBusyError(
+            f"run directory {directory} is in use by {holder}. Two runs in one directory would overwrite each "
+            "other's checkpoints: choose another hydra.run.dir, or resume that run with ckpt_path= after it ends."
+        ) from None
+    try:
+        write_text_atomic(owner, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
