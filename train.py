@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.interrupt import RunInterrupted
 from styletransfer.sweeps.table import register_resolvers
 from styletransfer.sweeps.trial import run_trial
 from styletransfer.training import run
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+log = logging.getLogger("train")
 register_resolvers()  # ${sweep_name:} (wandb group of a sweep's trials)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # The objective when `objective` is configured (sweeps); under -m a failed trial is recorded, not raised.
-    return run_trial(cfg, run)
+    try:
+        return run_trial(cfg, run)
+    except StyleTransferError as exc:  # a bad setting or file, or an interrupt: one readable line, no traceback
+        log.error("%s", exc)
+        print(f"{'interrupted' if isinstance(exc, RunInterrupted) else 'error'}: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 1))
 
 
 if __name__ == "__main__":

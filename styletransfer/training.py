@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
 from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
-from styletransfer.runtime.instantiate import instantiate_group, uses_wandb
+from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
+from styletransfer.runtime.interrupt import RunInterrupted, StopOnSignal
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
 from styletransfer.sweeps.objective import Objective, measure
 
@@ -45,19 +46,24 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     objective = Objective.from_config(cfg.objective) if cfg.get("objective") else None
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    datamodule: pl.LightningDataModule = instantiate_checked(cfg.data)
     encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
-    model: pl.LightningModule = instantiate(cfg.method, encoder=encoder_cfg)
+    model: pl.LightningModule = instantiate_checked(cfg.method, encoder=encoder_cfg)
     record_run_config(cfg, model, output_dir)
 
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_checked(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    save_final_checkpoint(trainer)
+    last = save_final_checkpoint(trainer)
+    stopper = next((c for c in callbacks if isinstance(c, StopOnSignal)), None)
+    if stopper is not None and stopper.received is not None:
+        name = signal.Signals(stopper.received).name
+        raise RunInterrupted(f"{name} at step {trainer.global_step}: saved {last or 'no checkpoint (checkpointing off)'}; "
+                             f"resume with the same command plus ckpt_path={last}", stopper.received)
     if trainer.is_global_zero:
         report_skipped(datamodule)
         log.info("run directory: %s", output_dir)
@@ -94,16 +100,17 @@ def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Pa
     write_text_atomic(output_dir / "run_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
-def save_final_checkpoint(trainer: pl.Trainer) -> None:
-    """Make ``last.ckpt`` hold the final state: Lightning leaves it at the last periodic save otherwise."""
+def save_final_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """Make ``last.ckpt`` hold the final state (Lightning leaves it at the last periodic save); returns its path."""
     callback = trainer.checkpoint_callback
     if callback is None or not getattr(callback, "save_last", False) or callback.dirpath is None:
-        return
+        return None
     if trainer.state.status != TrainerStatus.FINISHED:
-        return
+        return None
     last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
     trainer.save_checkpoint(last, weights_only=False)
     log.info("final checkpoint written to %s", last)
+    return last
 
 
 def report_skipped(datamodule: pl.LightningDataModule) -> None:

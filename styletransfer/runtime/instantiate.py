@@ -8,15 +8,31 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from styletransfer.runtime.errors import StyleTransferError
+
+
+def instantiate_checked(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, except that a project error raised by the constructor (a bad setting, a
+    missing folder) comes out as itself, not wrapped in Hydra's InstantiationException: the user then reads
+    one message naming the setting instead of a traceback."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, StyleTransferError):
+            raise cause from None
+        raise
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [instantiate_checked(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
 def is_multirun() -> bool:

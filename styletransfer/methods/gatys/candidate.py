@@ -8,12 +8,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor
 
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.candidate import Candidate
 from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.instantiate import instantiate_checked
 
 
 def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], gatys_cfg: Mapping[str, Any],
@@ -35,7 +35,7 @@ def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any
 
     def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:
         data = PairDataModule.from_tensors(content[0], style[0], long_side=int(max(content.shape[-2:])))
-        module = instantiate(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0, output_name=None)
+        module = instantiate_checked(dict(method_cfg), encoder=dict(encoder_cfg), snapshot_every=0, output_name=None)
         trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              num_sanity_val_steps=0)

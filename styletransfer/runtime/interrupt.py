@@ -1,0 +1,83 @@
+"""Ctrl-C and SIGTERM (a scheduler's stop, a pre-empted job) end a run at the next step boundary, so that the
+final checkpoint, ``decoder.pth`` and Gatys' current image are written as at a normal end, then the run exits
+non-zero naming the checkpoint to resume from.
+
+Lightning's own handling would stop mid-step (Ctrl-C raises wherever Python is, possibly between two parameter
+updates) and save nothing. SLURM's requeue signal (SIGUSR1) is still Lightning's: it saves an HPC checkpoint and
+requeues the job (``SLURMEnvironment(auto_requeue=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import pytorch_lightning as pl
+
+from styletransfer.runtime.errors import StyleTransferError
+
+log = logging.getLogger(__name__)
+
+#: Signals that stop a run at the next step; a second one of the same kind stops at once (no save).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(StyleTransferError, RuntimeError):
+    """The run was stopped by a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class StopOnSignal(pl.Callback):
+    """Turn SIGINT / SIGTERM into ``trainer.should_stop`` at the end of the current step (see the module doc).
+
+    ``received`` holds the signal once one came. With several DDP ranks the decision is shared every
+    ``sync_every`` steps (one collective then, none in between), so every rank stops at the same step.
+    """
+
+    def __init__(self, sync_every: int = 10) -> None:
+        self.sync_every = max(1, int(sync_every))
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received == signum:  # asked twice: stop now, without the orderly save
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        log.warning("%s received: stopping after this step and saving (send it again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Installed here, after Lightning has set its own SIGTERM handler (which would raise mid-loop and exit 0)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.world_size > 1:
+            if trainer.global_step % self.sync_every == 0:
+                stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+                trainer.should_stop = trainer.should_stop or stop
+        elif self.received is not None:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        """Give the signals back to whoever handled them before the run."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

@@ -1,0 +1,64 @@
+"""Ctrl-C and SIGTERM end a real training process at a step boundary with everything saved, and it resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, SKIMAGE_DATA
+
+TINY = ["trainer=cpu", "logger=csv", "encoder.weights=random", "trainer.max_steps=100000",
+        "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.val_check_interval=1000"]
+
+
+def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended before {path} appeared:\n{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, signum", [("adain", signal.SIGINT), ("gatys", signal.SIGTERM)])
+def test_a_signal_stops_after_the_step_saves_and_exits_non_zero(photo_dirs, tmp_path, method, signum):
+    run_dir = tmp_path / "run"
+    if method == "adain":
+        content, style = photo_dirs
+        data = ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.batch_size=2",
+                "data.short_side=40", "data.crop_size=32", "data.val_pairs=1", "data.num_workers=0"]
+    else:
+        data = ["method=gatys", "data=pair", f"data.content={SKIMAGE_DATA / 'astronaut.png'}",
+                f"data.style={SKIMAGE_DATA / 'coffee.png'}", "data.long_side=32", "method.snapshot_every=0"]
+    process = _start(run_dir, *data)
+    _wait_for(run_dir / "checkpoints" / "step_000002.ckpt", process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    name = signal.Signals(signum).name
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"interrupted: {name} at step" in stderr and f"ckpt_path={last}" in stderr
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] >= 2
+    assert f"{name} at step {checkpoint['global_step']}:" in stderr
+    if method == "adain":
+        decoder = torch.load(run_dir / "checkpoints" / "decoder.pth", map_location="cpu", weights_only=True)
+        assert decoder["step"] == checkpoint["global_step"]
+    else:
+        assert (run_dir / "stylised.png").is_file()
