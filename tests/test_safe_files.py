@@ -6,12 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from conftest import RANDOM_ENCODER
-from styletransfer.methods.adain import AdaINModule
+from styletransfer.data import SampleDataModule
+from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
+from styletransfer.methods.adain.checkpoint import save_decoder
+from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.weights import SafeCheckpointIO
-from styletransfer.runtime.errors import CheckpointError, ConfigError, RunDirectoryBusyError
+from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
+from styletransfer.runtime.finite import StopOnNonFiniteLoss
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, run_directory_lock, write_text_atomic
 
 
@@ -103,3 +109,50 @@ def test_a_second_run_into_a_busy_directory_stops_naming_the_first(tmp_path):
     with run_directory_lock(run_dir):  # released when the first run ends
         assert (run_dir / ".run.owner").is_file()
     assert not (run_dir / ".run.owner").exists()
+
+
+def test_resume_refuses_nan_in_the_optimiser_state(tmp_path):
+    path = tmp_path / "last.ckpt"
+    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.tensor([0.0, float("nan")])}}}
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "optimizer_states": [state]}, path)
+    with pytest.raises(CheckpointError, match=r"optimizer_states\.0\.state\.0\.exp_avg") as info:
+        SafeCheckpointIO().load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_stylise_refuses_a_decoder_with_nan_weights(tmp_path):
+    decoder = AdaINDecoder()
+    with torch.no_grad():
+        decoder[1].weight[0, 0, 0, 0] = float("nan")
+    encoder = build_encoder(RANDOM_ENCODER, ["relu4_1"])
+    save_decoder(decoder, encoder.spec, tmp_path / "decoder.pth")
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values \(1\.weight\)"):
+        Styliser.from_checkpoint(tmp_path / "decoder.pth")
+
+
+class _BreaksAtStep3(AdaINModule):
+    """AdaIN whose loss turns NaN from step 3 on, as a diverging run's does."""
+
+    def losses(self, content, style):
+        out = super().losses(content, style)
+        if self.training and self.global_step >= 3:
+            out["loss/total"] = out["loss/total"] * float("nan")
+        return out
+
+
+def test_a_nan_loss_stops_adain_and_nothing_broken_is_saved(tmp_path):
+    pl.seed_everything(0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2,
+                                  val_pairs=0, n_content=4, n_style=2)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="step_{step:06d}",
+                                  auto_insert_metric_name=False, every_n_train_steps=2, save_top_k=-1, save_last=True)
+    trainer = pl.Trainer(max_steps=20, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=[checkpoints, StopOnNonFiniteLoss(check_every=10)])
+    with pytest.raises(NonFiniteLossError, match="not finite from step 3") as info:
+        trainer.fit(_BreaksAtStep3(encoder=RANDOM_ENCODER), datamodule=datamodule)
+    assert f"Last good checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'}" in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == ["last.ckpt", "step_000002.ckpt"]
+    for name in ("last.ckpt", "step_000002.ckpt"):  # finite (or loading raises) and from before the loss broke
+        assert SafeCheckpointIO().load_checkpoint(tmp_path / "checkpoints" / name)["global_step"] == 2
+    assert Styliser.from_checkpoint(tmp_path / "checkpoints" / "decoder.pth").kind == "exported"

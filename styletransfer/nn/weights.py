@@ -75,6 +75,19 @@ def as_state_dict(obj: object, path: str | os.PathLike, error: type[StyleTransfe
     return dict(obj)
 
 
+def first_non_finite(obj: object, name: str = "") -> str | None:
+    """The key path (``state_dict.decoder.1.weight``) of the first floating tensor in ``obj`` (nested dicts and
+    lists) holding a NaN or an infinity; None when every tensor is finite."""
+    if isinstance(obj, Tensor):
+        return name if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO, written crash-safely and read weights-only (``trainer.plugins`` in the configs).
 
@@ -82,7 +95,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     so a kill at any moment leaves the previous checkpoint or the new one, never a truncated file (Lightning's own
     writer truncates the target first). Loading (``ckpt_path=`` resume) always goes through :func:`safe_load`,
     whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` or a caller's ``weights_only=False`` says: a checkpoint whose
-    unpickling would run code is refused, and a missing, truncated or foreign file is named in a CheckpointError.
+    unpickling would run code is refused, and a missing, truncated or foreign file, or one holding NaN or infinite
+    weights or optimiser state, is named in a CheckpointError.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -98,4 +112,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no 'state_dict'): "
                                   "pass ckpt_path=<run>/checkpoints/last.ckpt")
+        broken = first_non_finite({k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")})
+        if broken is not None:
+            raise CheckpointError(f"{path} holds NaN or infinite values ({broken}): resuming would train on broken "
+                                  "weights. Resume from an earlier checkpoint (checkpoints/step_*.ckpt).")
         return checkpoint

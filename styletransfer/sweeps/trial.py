@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -31,18 +30,6 @@ from styletransfer.sweeps.objective import direction_of
 from styletransfer.sweeps.table import STATUS_FILE, failure_reason, write_status
 
 log = logging.getLogger(__name__)
-
-
-class StopOnNonFiniteLoss(pl.Callback):
-    """Stop training at the first NaN/inf training loss instead of training on for the whole budget."""
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {float(loss)} at step {trainer.global_step}; lower method.lr or the loss weights"
-            )
 
 
 def worst_value(cfg: DictConfig) -> float:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.weights import safe_load
+from styletransfer.nn.weights import first_non_finite, safe_load
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
 from styletransfer.runtime.files import atomic_open
 
@@ -85,6 +85,11 @@ def _encoder_from_trunk(trunk: Mapping[str, Tensor], spec: Mapping | None, path:
 
 
 def _load_decoder(state: Mapping[str, Tensor], path: Path) -> AdaINDecoder:
+    """The AdaIN decoder with the weights in ``state``; weights that do not fit, or are not finite, name ``path``."""
+    broken = first_non_finite(dict(state))
+    if broken is not None:
+        raise CheckpointError(f"the decoder weights in {path} hold NaN or infinite values ({broken}): the run that "
+                              "wrote them diverged; use an earlier checkpoint")
     decoder = AdaINDecoder()
     try:
         decoder.load_state_dict(dict(state), strict=True)
