@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor, save_image
-from styletransfer.methods.adain.model import check_controls
+from styletransfer.methods.adain.model import BOTTLENECK, check_controls
 from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.nn.encoder import min_input_side
 from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Old spellings of flags and commands that still work, with a warning: old -> new.
 RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
 OLD_COMMAND = "styletransfer-stylize"
+#: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
+MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 
 
 def _device(name: str) -> torch.device:
@@ -51,10 +55,22 @@ def _mask_tensor(path: Path) -> Tensor:
     return pil_to_tensor(load_rgb(path).convert("L").convert("RGB"))[0]
 
 
-def _output_name(content: Path, args: argparse.Namespace) -> str:
-    """``<content>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
+def output_stems(contents: Sequence[Path], root: Path | None) -> dict[Path, Path]:
+    """Each content's output stem: its path under ``root`` (a folder's subfolders are mirrored) without the
+    extension, which is kept in the name (``photo_bmp``) when two contents of one folder share a stem."""
+    relative = {path: path.relative_to(root) if root is not None else Path(path.name) for path in contents}
+    stems = Counter((rel.parent, rel.stem.lower()) for rel in relative.values())
+    return {
+        path: rel.parent / (f"{rel.stem}_{rel.suffix.lstrip('.').lower()}" if stems[(rel.parent, rel.stem.lower())] > 1
+                            else rel.stem)
+        for path, rel in relative.items()
+    }
+
+
+def _output_name(stem: Path, args: argparse.Namespace) -> Path:
+    """``<stem>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
     with other controls into the same folder do not overwrite each other."""
-    name = f"{content.stem}_stylised_{'+'.join(s.stem for s in args.style)}"
+    name = f"{stem.name}_stylised_{'+'.join(s.stem for s in args.style)}"
     if args.weights:
         name += "_w" + "-".join(f"{w:g}" for w in args.weights)
     if args.mask:
@@ -63,7 +79,7 @@ def _output_name(content: Path, args: argparse.Namespace) -> str:
         name += f"_alpha{args.alpha:g}"
     if args.preserve_colour:
         name += "_colour"
-    return f"{name}.{args.ext.lstrip('.')}"
+    return stem.parent / f"{name}.{args.ext.lstrip('.')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,8 +137,8 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
 class _Batches:
     """Contents of one size stylised ``size`` at a time and written as they come out."""
 
-    def __init__(self, styliser: Styliser, args: argparse.Namespace, controls: dict) -> None:
-        self.styliser, self.args, self.controls = styliser, args, controls
+    def __init__(self, styliser: Styliser, args: argparse.Namespace, controls: dict, stems: dict[Path, Path]) -> None:
+        self.styliser, self.args, self.controls, self.stems = styliser, args, controls, stems
         self.pending: list[tuple[Path, Tensor]] = []
         self.written: list[Path] = []
 
@@ -136,7 +152,7 @@ class _Batches:
             return
         results = self.styliser.stylise(torch.stack([image for _, image in self.pending]), **self.controls)
         for (path, _), result in zip(self.pending, results):
-            out = self.args.output / _output_name(path, self.args)
+            out = self.args.output / _output_name(self.stems[path], self.args)
             save_image(result.cpu(), out)
             self.written.append(out)
         self.pending.clear()
@@ -155,18 +171,25 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         "output_size": tuple(args.output_size) if args.output_size else None,
         "style_features": None if args.preserve_colour else styliser.style_features(styles),
     }
-    batches = _Batches(styliser, args, controls)
-    skipped: list[str] = []
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
+    batches = _Batches(styliser, args, controls, output_stems(contents, args.content if args.content.is_dir() else None))
+    skipped: list[str] = []
     for path in tqdm(contents, desc="stylising", unit="img"):
         try:
-            batches.add(path, load_image_tensor(path, size=args.content_size))
+            image = load_image_tensor(path, size=args.content_size)
         except ImageLoadError as exc:
             skipped.append(str(exc))
             log.warning("skipped: %s", exc)
+            continue
+        if min(image.shape[-2:]) < MIN_SIDE:
+            skipped.append(f"{path}: {image.shape[-1]}x{image.shape[-2]} px is too small (AdaIN needs {MIN_SIDE} px on "
+                           f"each side; pass --content-size {MIN_SIDE} or more to enlarge it)")
+            log.warning("skipped: %s", skipped[-1])
+            continue
+        batches.add(path, image)
     batches.flush()
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped), file=sys.stderr)
+        print(f"skipped {len(skipped)} image(s):\n  " + "\n  ".join(skipped), file=sys.stderr)
     if not batches.written:
         raise ConfigError(f"no image could be stylised from {args.content}")
     print(f"wrote {len(batches.written)} image(s) to {args.output}")

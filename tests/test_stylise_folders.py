@@ -1,0 +1,60 @@
+"""The stylise command line on a folder: every readable image gets its own output, the rest are listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from conftest import RANDOM_ENCODER
+from styletransfer.data.images import save_image
+from styletransfer.methods.adain import AdaINDecoder
+from styletransfer.methods.adain.checkpoint import save_decoder
+from styletransfer.methods.adain.cli import main
+from styletransfer.nn.encoder import build_encoder
+
+
+def _decoder_file(folder: Path) -> Path:
+    torch.manual_seed(0)
+    path = folder / "decoder.pth"
+    save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, path)
+    return path
+
+
+def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    contents = tmp_path / "photos"
+    for name in ("photo.png", "photo.bmp", "photo.tiff", "sub1/x.png", "sub2/x.png"):
+        save_image(torch.rand(3, 24, 32, generator=g), contents / name)
+    Image.new("RGB", (20, 24), (200, 30, 30)).save(contents / "photo.webp")
+    save_image(torch.rand(3, 8, 8, generator=g), contents / "tiny.png")
+    (contents / "broken.jpg").write_bytes(b"not a jpeg")
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32, generator=g), style)
+    out = tmp_path / "out"
+
+    code = main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+                 "--device", "cpu", "--style-size", "0", "--batch-size", "2"])
+
+    assert code == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == [
+        "photo_bmp_stylised_style.png", "photo_png_stylised_style.png", "photo_tiff_stylised_style.png",
+        "photo_webp_stylised_style.png", "sub1/x_stylised_style.png", "sub2/x_stylised_style.png",
+    ]
+    assert Image.open(out / "photo_webp_stylised_style.png").size == (20, 24)
+    captured = capsys.readouterr()
+    assert f"wrote {len(written)} image(s)" in captured.out
+    assert "skipped 2 image(s)" in captured.err
+    assert "broken.jpg" in captured.err and "tiny.png: 8x8 px is too small" in captured.err
+
+
+def test_a_single_file_keeps_its_plain_name(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    save_image(torch.rand(3, 24, 32, generator=g), tmp_path / "photo.png")
+    save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
+    out = tmp_path / "out"
+    assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
+                 str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu"]) == 0
+    assert [p.name for p in out.iterdir()] == ["photo_stylised_s.png"]
