@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import RANDOM_ENCODER
 from styletransfer.data.images import save_image
-from styletransfer.methods.adain import AdaINDecoder
+from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.cli import main
 from styletransfer.nn.encoder import build_encoder
@@ -58,3 +58,9 @@ def test_a_single_file_keeps_its_plain_name(tmp_path):
     assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
                  str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu"]) == 0
     assert [p.name for p in out.iterdir()] == ["photo_stylised_s.png"]
+
+
+def test_a_model_trained_behind_a_random_encoder_is_named_as_such(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        Styliser.from_checkpoint(_decoder_file(tmp_path))
+    assert "trained behind a RANDOM VGG encoder" in caplog.text

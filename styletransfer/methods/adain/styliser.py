@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
 
@@ -14,6 +15,8 @@ from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, encode_styles, stylise
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def as_batch(image: Tensor, name: str) -> Tensor:
@@ -50,6 +53,9 @@ class Styliser(nn.Module):
                         channels_last: bool = False, bf16: bool = False) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``load_model``)."""
         enc, dec, kind = load_model(path, encoder)
+        if enc.spec.get("weights") == "random" or enc.spec.get("fallback_used"):
+            log.warning("%s was trained behind a RANDOM VGG encoder (a test or offline demo run): its results show "
+                        "that the pipeline works, not what AdaIN looks like", path)
         return cls(enc, dec, source=str(path), kind=kind, channels_last=channels_last, bf16=bf16).to(device)
 
     @property
