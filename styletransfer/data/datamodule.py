@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
 from styletransfer.data.images import DataDirError, find_images
+from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, resolve_seed
 from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.instantiate import renamed_setting
@@ -38,15 +39,19 @@ class ContentStyleDataModule(pl.LightningDataModule):
     """Random (content, style) training pairs and fixed validation pairs from two image folders.
 
     Training: every content image once per epoch (shuffled) with a random style image, shorter side resized to
-    ``short_side`` then a random ``crop_size`` crop (the AdaIN paper's 512 / 256). Validation: ``val_pairs`` fixed
-    pairs, shorter side resized to ``crop_size`` then centre-cropped. Folders are listed (recursively) here, so a
-    missing or empty folder fails at start. Unreadable files are skipped, logged once and counted in
-    ``skipped_files``. Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1].
+    ``short_side`` then a random ``crop_size`` crop (the AdaIN paper's 512 / 256). Order, style choice and crops are
+    drawn from (``seed``, epoch, index) only (``seed`` null: the run's seed), and the training loader's position is
+    saved in every checkpoint, so a resumed run continues with exactly the batches an uninterrupted one would see
+    (``styletransfer.data.resumable``). Validation: ``val_pairs`` fixed pairs, shorter side resized to
+    ``crop_size`` then centre-cropped. Folders are listed (recursively) here, so a missing or empty folder fails at
+    start. Unreadable files are skipped, logged once and counted in ``skipped_files`` (kept in checkpoints too).
+    Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1].
     """
 
     def __init__(self, content_dir: str, style_dir: str, short_side: int = 512, crop_size: int = 256,
                  batch_size: int = 8, num_workers: int = 4, val_pairs: int = 8, pin_memory: bool = True,
-                 persistent_workers: bool = True, drop_last: bool = True, image_size: int | None = None) -> None:
+                 persistent_workers: bool = True, drop_last: bool = True, image_size: int | None = None,
+                 seed: int | None = None) -> None:
         super().__init__()
         short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
         check_sizes(short_side, crop_size)
@@ -63,6 +68,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
+        self.seed = resolve_seed(seed)
         self.content_files = _list_folder("data.content_dir", self.content_dir)
         self.style_files = _list_folder("data.style_dir", self.style_dir)
         if self.drop_last and len(self.content_files) < batch_size:
@@ -89,24 +95,33 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def _workers(self) -> int:
         return min(self.num_workers, os.cpu_count() or 1)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader_options(self) -> dict[str, Any]:
         workers = self._workers()
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=workers, collate_fn=collate_content_style,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers and workers > 0)
+        return {"num_workers": workers, "collate_fn": collate_content_style,
+                "pin_memory": self.pin_memory and torch.cuda.is_available(),
+                "persistent_workers": self.persistent_workers and workers > 0}
 
-    def train_dataloader(self) -> DataLoader:
+    def _ranks(self) -> tuple[int, int]:
+        """(number of ranks, this rank) of the attached trainer: each rank loads its own shard of every epoch."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled training pairs whose position Lightning saves in checkpoints and restores on resume."""
         dataset = ContentStyleDataset(self.content_files, self.style_files,
                                       TrainTransform(self.short_side, self.crop_size),
-                                      content_dir=self.content_dir, style_dir=self.style_dir)
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=self.drop_last)
+                                      content_dir=self.content_dir, style_dir=self.style_dir, seed=self.seed)
+        replicas, rank = self._ranks()
+        sampler = SeededShuffle(dataset, self.seed, num_replicas=replicas, rank=rank)
+        return ResumableDataLoader(dataset, sampler, batch_size=self.batch_size, drop_last=self.drop_last,
+                                   **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_pairs == 0:
             return []
         dataset = ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size))
-        return self._loader(dataset, min(self.batch_size, self.val_pairs), shuffle=False, drop_last=False)
+        return DataLoader(dataset, batch_size=min(self.batch_size, self.val_pairs), shuffle=False, drop_last=False,
+                          **self._loader_options())
 
     def record_skipped(self, skipped: list) -> None:
         """Log each newly skipped (path, cause) once at WARNING and remember it in ``skipped_files``."""
@@ -114,6 +129,18 @@ class ContentStyleDataModule(pl.LightningDataModule):
             if path not in self.skipped_files:
                 self.skipped_files[path] = cause
                 log.warning("skipping unreadable image %s: %s", path, cause)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The unreadable files seen so far, so that a resumed run neither reports nor counts them again."""
+        return {"skipped_files": dict(self.skipped_files)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take over the skipped files of the run being resumed (see :meth:`state_dict`)."""
+        skipped = state_dict.get("skipped_files", {})
+        if not isinstance(skipped, dict):
+            raise ConfigError(f"ckpt_path: the checkpoint's list of skipped images ({type(skipped).__name__}) is not "
+                              f"one this project wrote; resume from a checkpoint of this project")
+        self.skipped_files.update({str(path): str(cause) for path, cause in skipped.items()})
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Take ``skipped`` out of the batch (recording it), leaving ``{"content", "style"}`` for the model."""

@@ -2,7 +2,9 @@
 
 Items are dicts ``{"content": Tensor, "style": Tensor, "skipped": [(path, cause), ...]}``; ``skipped`` lists the
 files that failed while this item was produced, so the main process can log and count them
-(see ``ContentStyleDataModule.on_after_batch_transfer``).
+(see ``ContentStyleDataModule.on_after_batch_transfer``). A training item is a pure function of its
+:class:`~styletransfer.data.resumable.DrawKey` (seed, epoch, index), so a resumed run draws what an uninterrupted one
+would, whatever the worker.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from styletransfer.data.images import ImageLoadError, load_rgb
+from styletransfer.data.resumable import DrawKey, generator_for, resolve_seed
 from styletransfer.runtime.errors import ConfigError
 
 Transform = Callable[[Image.Image], Tensor]
+#: A transform whose random choices come from the generator it is given (``TrainTransform``).
+RandomTransform = Callable[[Image.Image, torch.Generator], Tensor]
 Skipped = list[tuple[str, str]]
 
 
@@ -66,27 +71,36 @@ class _ReadableFiles:
 
 
 class ContentStyleDataset(Dataset):
-    """Content image ``i`` with a random style image (a fresh ``torch.randint`` draw on every access).
+    """Content image ``index`` with a random style image and random crops, all drawn from (seed, epoch, index).
 
-    Length = number of content files. An unreadable file is replaced by the next readable one and reported in the
-    item's ``skipped`` list; it is then never retried by this instance.
+    Length = number of content files. ``dataset[DrawKey(seed, epoch, index)]`` (what
+    :class:`~styletransfer.data.resumable.SeededShuffle` hands out) seeds a generator of its own for the style
+    choice and both crops, so the item is the same in any process, worker or resumed run; ``dataset[index]`` is
+    ``DrawKey(seed, 0, index)`` with this dataset's ``seed`` (``data.seed``, or the run's seed when null). An
+    unreadable file is replaced by the next readable one and reported in the item's ``skipped`` list; it is then
+    never retried by this instance.
     """
 
     def __init__(self, content_files: Sequence[str | os.PathLike], style_files: Sequence[str | os.PathLike],
-                 transform: Transform, *, content_dir: str | None = None, style_dir: str | None = None) -> None:
+                 transform: RandomTransform, *, content_dir: str | None = None, style_dir: str | None = None,
+                 seed: int | None = None) -> None:
         self.content = _ReadableFiles(content_files, "content", content_dir)
         self.style = _ReadableFiles(style_files, "style", style_dir)
         self.transform = transform
+        self.seed = resolve_seed(seed)
 
     def __len__(self) -> int:
         return len(self.content)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | DrawKey) -> dict[str, Any]:
+        seed, epoch, index = key if isinstance(key, tuple) else (self.seed, 0, int(key))
+        generator = generator_for("item", seed, epoch, index)
+        style_index = int(torch.randint(len(self.style), (), generator=generator).item())
         skipped: Skipped = []
         _, content = self.content.load(index, skipped)
-        style_index = int(torch.randint(len(self.style), ()).item())
         _, style = self.style.load(style_index, skipped)
-        return {"content": self.transform(content), "style": self.transform(style), "skipped": skipped}
+        return {"content": self.transform(content, generator), "style": self.transform(style, generator),
+                "skipped": skipped}
 
 
 def choose_pairs(content_files: Sequence[str | os.PathLike], style_files: Sequence[str | os.PathLike],

@@ -1,8 +1,8 @@
 """Image transforms for training and validation (PIL RGB in, float32 (3, crop, crop) in [0, 1] out).
 
 Training follows the AdaIN paper: shorter side resized to ``short_side`` (default 512), then a random
-``crop_size`` (default 256) square crop. The crop offsets come from ``torch.randint`` so DataLoader worker seeding
-(Lightning ``seed_everything(workers=True)``) makes them reproducible.
+``crop_size`` (default 256) square crop. The crop offsets come from the generator the dataset passes in, seeded
+from the item's (seed, epoch, index), so they are the same in any worker and after a resume.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ class TrainTransform:
         self.short_side = short_side
         self.crop_size = crop_size
 
-    def __call__(self, img: Image.Image) -> Tensor:
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> Tensor:
+        """Resize and crop ``img``; the offsets come from ``generator`` (torch's global generator when None)."""
         img = resize_to_side(img, self.short_side)
         width, height = img.size
-        top = int(torch.randint(0, height - self.crop_size + 1, ()).item())
-        left = int(torch.randint(0, width - self.crop_size + 1, ()).item())
+        top = int(torch.randint(0, height - self.crop_size + 1, (), generator=generator).item())
+        left = int(torch.randint(0, width - self.crop_size + 1, (), generator=generator).item())
         return pil_to_tensor(img.crop((left, top, left + self.crop_size, top + self.crop_size)))
 
     def __repr__(self) -> str:
@@ -51,7 +52,8 @@ class CenterTransform:
         check_sizes(size, size)
         self.size = size
 
-    def __call__(self, img: Image.Image) -> Tensor:
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> Tensor:
+        """Resize and centre-crop ``img``; ``generator`` is accepted (and unused) so either transform fits a dataset."""
         img = resize_to_side(img, self.size)
         width, height = img.size
         left, top = (width - self.size) // 2, (height - self.size) // 2

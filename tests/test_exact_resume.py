@@ -1,0 +1,254 @@
+"""Resume is exact: the training data (order, style pairing, crops) continue where a checkpoint stopped.
+
+Fast tests check that every draw is a pure function of (seed, epoch, index), that the training loader's position
+round-trips through ``state_dict``, and that Lightning resumes a tiny model with the very batches it would have seen,
+from periodic checkpoints and from the one a stop (Ctrl-C, SIGTERM) writes. The slow one kills a real ``train.py``
+with SIGKILL after a checkpoint, resumes it, and requires the following losses and the final weights to equal the
+uninterrupted run's, bitwise on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from conftest import ROOT
+from styletransfer.data import ContentStyleDataModule, ContentStyleDataset, TrainTransform, find_images
+from styletransfer.data.resumable import DrawKey, ResumableDataLoader, SeededShuffle
+from styletransfer.runtime.errors import ConfigError
+
+STEPS = 8
+
+
+def _images(root: Path, n_content: int = 6, n_style: int = 3, broken: bool = True) -> tuple[Path, Path]:
+    """Random PNGs of 36-48 px (sizes vary, so resizing and crops matter), plus one unreadable content file."""
+    rng = np.random.default_rng(0)
+    folders = {"content": n_content, "style": n_style}
+    for kind, n in folders.items():
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            width, height = rng.integers(36, 49, 2)
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / kind / f"{kind}_{i}.png")
+    if broken:
+        (root / "content" / "zz_broken.png").write_bytes(b"not an image")
+    return root / "content", root / "style"
+
+
+def _take(loader, count: int) -> list[dict]:
+    """The next ``count`` batches; iterating the loader again continues the epoch, or starts the next one."""
+    out: list[dict] = []
+    while len(out) < count:
+        for batch in loader:
+            out.append(batch)
+            if len(out) == count:
+                break
+    return out
+
+
+def _same(first: list[dict], second: list[dict]) -> bool:
+    return len(first) == len(second) and all(
+        torch.equal(a["content"], b["content"]) and torch.equal(a["style"], b["style"]) for a, b in zip(first, second))
+
+
+# ---------------------------------------------------------------- fast: pure draws and loader state
+
+
+def test_items_are_a_pure_function_of_seed_epoch_and_index(tmp_path):
+    content, style = _images(tmp_path, broken=False)
+    files, styles = find_images(content), find_images(style)
+    one = ContentStyleDataset(files, styles, TrainTransform(40, 32), seed=5)
+    two = ContentStyleDataset(files, styles, TrainTransform(40, 32), seed=5)
+    torch.manual_seed(1)
+    first = one[DrawKey(5, 3, 2)]
+    torch.manual_seed(2)  # the global generator plays no part
+    assert torch.equal(first["content"], two[DrawKey(5, 3, 2)]["content"])
+    assert torch.equal(first["style"], two[DrawKey(5, 3, 2)]["style"])
+    assert torch.equal(one[2]["content"], two[DrawKey(5, 0, 2)]["content"])  # a plain index: epoch 0, own seed
+    crops = {one[DrawKey(5, epoch, 2)]["content"].sum().item() for epoch in range(8)}
+    assert len(crops) > 1  # other epochs draw other crops
+    with pytest.raises(ConfigError, match="data.seed"):
+        ContentStyleDataset(files, styles, TrainTransform(40, 32), seed=-1)
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(tmp_path):
+    content, style = _images(tmp_path, n_content=7, broken=False)
+    dataset = ContentStyleDataset(find_images(content), find_images(style), TrainTransform(40, 32), seed=5)
+    sampler = SeededShuffle(dataset, seed=5)
+    orders = [sampler.order(epoch) for epoch in range(4)]
+    assert all(sorted(order) == list(range(7)) for order in orders) and len({tuple(o) for o in orders}) > 1
+    assert SeededShuffle(dataset, seed=5).order(2) == orders[2]
+    shards = [SeededShuffle(dataset, seed=5, num_replicas=2, rank=rank).order(2) for rank in (0, 1)]
+    padded = orders[2] + orders[2][:1]  # as DistributedSampler: padded to a multiple of the ranks, interleaved
+    assert shards == [padded[0::2], padded[1::2]]
+    sampler.set_epoch(2)
+    assert list(sampler) == [DrawKey(5, 2, index) for index in orders[2]]
+
+
+def _module(content: Path, style: Path, workers: int = 0, seed: int = 11) -> ContentStyleDataModule:
+    return ContentStyleDataModule(str(content), str(style), short_side=40, crop_size=32, batch_size=2,
+                                  num_workers=workers, val_pairs=0, persistent_workers=False, seed=seed)
+
+
+@pytest.mark.parametrize("done", [1, 3, 4])  # mid-epoch, an epoch's end (3 batches an epoch), into the next
+def test_loader_state_round_trips(tmp_path, done):
+    content, style = _images(tmp_path)  # 7 files, one unreadable: 3 batches of 2 an epoch
+    expected = _take(_module(content, style).train_dataloader(), 9)
+    assert not _same(expected[:3], expected[3:6])  # each epoch its own order, pairs and crops
+    interrupted = _module(content, style).train_dataloader()
+    seen = _take(interrupted, done)
+    state = interrupted.state_dict()
+    assert all(type(value) is int for value in state.values())  # loads with torch.load(weights_only=True)
+    resumed = _module(content, style, seed=99).train_dataloader()  # the checkpoint's seed wins
+    resumed.load_state_dict(state)
+    assert _same(seen + _take(resumed, 9 - done), expected)
+
+
+def test_batches_do_not_depend_on_worker_count(tmp_path):
+    content, style = _images(tmp_path)
+    assert _same(_take(_module(content, style).train_dataloader(), 6),
+                 _take(_module(content, style, workers=2).train_dataloader(), 6))
+
+
+def test_loader_refuses_a_foreign_state(tmp_path):
+    content, style = _images(tmp_path)
+    loader = _module(content, style).train_dataloader()
+    assert isinstance(loader, ResumableDataLoader)
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        loader.load_state_dict({"epoch": "one"})
+
+
+# ---------------------------------------------------------------- Lightning resumes the data where they stopped
+
+
+class _Recorder(pl.LightningModule):
+    """A one-parameter model that records every training batch it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[dict] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append({key: batch[key].clone() for key in ("content", "style")})
+        return (self.weight - batch["content"].mean() + batch["style"].mean()).pow(2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _StopAt(pl.Callback):
+    """What Ctrl-C / SIGTERM do (styletransfer.runtime.interrupt): stop after step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+def _fit(content: Path, style: Path, root: Path, *callbacks, ckpt_path: Path | None = None) -> pl.Trainer:
+    trainer = pl.Trainer(accelerator="cpu", max_steps=STEPS, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root,
+                         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+                         callbacks=list(callbacks))
+    trainer.fit(_Recorder(), datamodule=_module(content, style), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_lightning_resumes_from_periodic_and_stop_checkpoints_with_the_same_batches(tmp_path):
+    content, style = _images(tmp_path / "images")  # 3 batches an epoch
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="{step}", every_n_train_steps=1, save_top_k=-1,
+                                 auto_insert_metric_name=False)
+    expected = _fit(content, style, tmp_path / "whole", every_step).lightning_module.seen
+    assert len(expected) == STEPS
+    for step in (2, 3, 4, 6):  # mid-epoch, an epoch's end, just after, another epoch's end
+        resumed = _fit(content, style, tmp_path / f"from{step}", ckpt_path=tmp_path / "ckpts" / f"{step}.ckpt")
+        assert _same(resumed.lightning_module.seen, expected[step:]), f"resumed from step {step}"
+    for step in (3, 4):  # a stop writes a checkpoint that counts the epoch as finished; the data must not skip
+        stopped = _fit(content, style, tmp_path / f"stop{step}", _StopAt(step))
+        stopped.save_checkpoint(tmp_path / f"stop{step}.ckpt")
+        resumed = _fit(content, style, tmp_path / f"stopped{step}", ckpt_path=tmp_path / f"stop{step}.ckpt")
+        assert _same(resumed.lightning_module.seen, expected[step:]), f"resumed after a stop at step {step}"
+
+
+# ---------------------------------------------------------------- slow: SIGKILL a real run and resume it
+
+
+def _command(run_dir: Path, content: Path, style: Path, workers: int, *extra: str, steps: int = STEPS) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "trainer=cpu", "logger=csv", "encoder.weights=random",
+            "data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.batch_size=2",
+            "data.short_side=40", "data.crop_size=32", "data.val_pairs=1", f"data.num_workers={workers}",
+            f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1", "trainer.val_check_interval=1000",
+            "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={run_dir}", *extra]
+
+
+def _train(command: list[str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_after(command: list[str], checkpoint: Path, log: Path, timeout: float = 240.0) -> None:
+    """Start ``command`` and SIGKILL it as soon as ``checkpoint`` exists (written atomically: it is whole)."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    try:
+        while not checkpoint.exists():
+            assert process.poll() is None, f"training ended before {checkpoint} appeared:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{checkpoint} did not appear in {timeout} s"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended by itself:\n{log.read_text()[-3000:]}"
+
+
+def _metrics(run_dir: Path) -> dict[int, dict[str, str]]:
+    """Per logged step, the csv logger's row (values as written: float reprs, so equal strings are equal bits)."""
+    with open(run_dir / "csv" / "version_0" / "metrics.csv", newline="") as handle:
+        return {int(row["step"]): row for row in csv.DictReader(handle) if row.get("loss/total")}
+
+
+def _final_state(run_dir: Path) -> tuple[dict, list]:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == STEPS
+    return checkpoint["state_dict"], checkpoint["optimizer_states"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, kill_at", [(0, 4), (2, 6)])  # 3 batches an epoch: mid-epoch, at an epoch's end
+def test_a_killed_run_resumes_bitwise(tmp_path, workers, kill_at):
+    content, style = _images(tmp_path / "images")
+    whole, killed, resumed = tmp_path / "whole", tmp_path / "killed", tmp_path / "resumed"
+    _train(_command(whole, content, style, workers))
+    checkpoint = killed / "checkpoints" / f"step_{kill_at:06d}.ckpt"
+    _kill_after(_command(killed, content, style, workers, steps=1000), checkpoint, tmp_path / "killed.log")
+    _train(_command(resumed, content, style, workers, f"ckpt_path={checkpoint}"))
+
+    expected, got = _metrics(whole), _metrics(resumed)
+    assert sorted(got) == list(range(kill_at, STEPS)) and sorted(expected) == list(range(STEPS))
+    for step in got:
+        for key in ("loss/total", "loss/content", "loss/style", "data/skipped"):
+            assert got[step][key] == expected[step][key], (step, key, got[step][key], expected[step][key])
+    weights, optimiser = _final_state(resumed)
+    expected_weights, expected_optimiser = _final_state(whole)
+    assert weights.keys() == expected_weights.keys()
+    assert all(torch.equal(weights[k], expected_weights[k]) for k in weights)  # the decoder, and the frozen encoder
+    adam, expected_adam = optimiser[0]["state"], expected_optimiser[0]["state"]
+    assert all(torch.equal(adam[i][k], expected_adam[i][k]) for i in expected_adam for k in expected_adam[i])
