@@ -8,9 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from conftest import RANDOM_ENCODER
 from styletransfer.methods.adain import AdaINModule
-
-RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}
 
 #: Conv indices of the AdaIN release's vgg_normalised.pth (first 1x1 conv, then the 16 VGG-19 convs).
 #: index -> (in, out, kernel).
@@ -33,7 +32,9 @@ class _Pairs(Dataset):
 
 
 def train_tiny_run(root: Path, steps: int = 1) -> tuple[Path, Path]:
-    """Train AdaIN for ``steps`` steps with a real pl.Trainer; return (checkpoints/last.ckpt, checkpoints/decoder.pth)."""
+    """Train AdaIN for ``steps`` steps with a real pl.Trainer; return (checkpoints/last.ckpt, checkpoints/decoder.pth).
+
+    The tests share one such run: the session fixture ``adain_run`` in conftest.py."""
     pl.seed_everything(0)
     model = AdaINModule(encoder=RANDOM_ENCODER)
     trainer = pl.Trainer(accelerator="cpu", max_steps=steps, default_root_dir=str(root), logger=False,

@@ -1,10 +1,23 @@
-"""Shared fixtures: the project root, tiny image folders made by the tests, and a Hydra run helper."""
+"""Shared fixtures and helpers: the project root, the random encoder, tiny image folders, one tiny AdaIN run per
+session, and three ways to run the entry points.
+
+* :func:`compose` + ``styletransfer.training.run`` / ``styletransfer.eval.run.run``: in-process, one config composed
+  with Hydra's compose API (what most tests use);
+* :func:`run_hydra_app`: ``train.py`` / ``evaluate.py`` run in this process as ``__main__`` with a command line, for
+  what only the Hydra app does (multirun sweeps with their sweeper and callbacks, evaluate.py's old spellings);
+* :func:`run_train` / :func:`run_script`: a real ``python train.py ...`` subprocess, only where the command line
+  itself is under test (``--help``, the exit code and stderr of an error, DDP); those tests are marked ``slow``.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +26,14 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+# train.py and evaluate.py set this before Hydra composes; configs/paths/default.yaml reads it.
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 #: The encoder settings every test run uses: random weights, never a download.
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}
+
+
+# ---------------------------------------------------------------- data and model files
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +54,100 @@ def photo_dirs(tmp_path_factory) -> tuple[Path, Path]:
     return content, style
 
 
-def run_train(*overrides: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
-    """Run `python train.py OVERRIDES` as a user would; return the completed process (output captured)."""
+@pytest.fixture(scope="session")
+def adain_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoints/last.ckpt, checkpoints/decoder.pth) of a one-step AdaIN training with RANDOM_ENCODER, made once
+    per session for the stylise and evaluate tests."""
+    from adain_checkpoints import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
+
+
+# ---------------------------------------------------------------- in-process runs
+
+
+def compose(config_name: str, *overrides: str, output_dir: Path | None = None):
+    """The config ``train.py`` / ``evaluate.py`` would compose from ``overrides``, through Hydra's compose API.
+
+    ``paths.output_dir`` is normally ``${hydra:runtime.output_dir}``, which only a Hydra app sets: give
+    ``output_dir`` (the run directory) to set it. The result has no ``hydra`` node, as the config a Hydra app hands
+    to its task function; ``HydraConfig`` stays unset, so ``styletransfer`` sees a single run.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from styletransfer.sweeps.table import register_resolvers
+
+    register_resolvers()  # train.py does this before Hydra composes (${sweep_name:})
+    extra = [] if output_dir is None else [f"paths.output_dir={output_dir}"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=[*overrides, *extra])
+
+
+def train_in_process(*overrides: str, run_dir: Path) -> dict[str, float]:
+    """``python train.py OVERRIDES hydra.run.dir=RUN_DIR`` in this process: compose, then the training job."""
+    from styletransfer.training import run
+
+    return run(compose("train", *overrides, output_dir=run_dir))
+
+
+def evaluate_in_process(*overrides: str, run_dir: Path) -> dict:
+    """``python evaluate.py OVERRIDES hydra.run.dir=RUN_DIR`` in this process; returns summary.json's content."""
+    from styletransfer.eval.run import run
+
+    return run(compose("evaluate", *overrides, output_dir=run_dir))
+
+
+@contextmanager
+def _hydra_app_state() -> Iterator[None]:
+    """Undo what a Hydra app leaves behind in this process: its logging handlers (console and ``<job>.log``), the
+    global Hydra instance and ``HydraConfig``."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hydra_cfg = HydraConfig.instance().cfg
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        HydraConfig.instance().cfg = hydra_cfg
+        GlobalHydra.instance().clear()
+
+
+def run_hydra_app(script: str, *argv: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python SCRIPT ARGV`` in this process: the script runs as ``__main__`` with ``sys.argv`` set, so Hydra parses
+    the command line, runs the job(s) (``-m``: the sweeper, the launcher and the callbacks) and returns. An error
+    the app reports ends it with SystemExit, as on the command line."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), *argv])
+    with _hydra_app_state():
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+
+
+# ---------------------------------------------------------------- subprocesses
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python SCRIPT ARGS`` as a user would; return the completed process (output captured)."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd or ROOT,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_train(*overrides: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
+    """Run `python train.py OVERRIDES` as a user would; return the completed process (output captured)."""
+    return run_script("train.py", *overrides, cwd=cwd, env=env, timeout=timeout)

@@ -1,32 +1,34 @@
-"""Evaluation: the metrics, the benchmark runner's files, and `python evaluate.py` as a user runs it."""
+"""Evaluation: the metrics, the benchmark runner's files, and `evaluate.py` as a user runs it (composed with
+Hydra and run in this process; its command line in a subprocess)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
+import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
-from adain_checkpoints import RANDOM_ENCODER, train_tiny_run, write_malicious_checkpoint
+from adain_checkpoints import write_malicious_checkpoint
+from omegaconf import OmegaConf
 from PIL import Image
 
-from styletransfer.eval import metrics as M
+from conftest import compose, run_hydra_app, run_script
 from styletransfer.data.images import save_image
-from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.report import CSV_COLUMNS
 from styletransfer.eval.run import checkpoint_labels, evaluate, run
 from styletransfer.eval.scorer import EVAL_LAYERS, UNAVAILABLE, Scorer
 from styletransfer.methods.adain.candidate import file_candidate
+from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.nn.encoder import VGGEncoder, build_encoder
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
 from styletransfer.runtime.files import write_csv_atomic, write_json_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_metrics_on_identical_images():
@@ -42,17 +44,40 @@ def test_metrics_on_identical_images():
     torch.testing.assert_close(M.cfsd(feats["relu3_1"], feats["relu3_1"]), torch.zeros(2))
 
 
-def test_metrics_grow_with_difference():
+def _cfsd_by_hand(content: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    """StyleID's CFSD written out for (N, C, H, W) maps: rows of softmax((F/C)(F/C)^T), KL(content || result) summed."""
+    c = content.shape[1]
+    total = []
+    for fc, fr in zip(content.double(), result.double()):
+        fc, fr = fc.flatten(1).T / c, fr.flatten(1).T / c  # (positions, C)
+        p, q = torch.softmax(fc @ fc.T, dim=1), torch.softmax(fr @ fr.T, dim=1)
+        total.append((p * (p.log() - q.log())).sum())
+    return torch.stack(total)
+
+
+def test_metrics_equal_hand_computations():
     torch.manual_seed(1)
     content = torch.rand(1, 3, 48, 48)
     other = (content + 0.3 * torch.randn_like(content)).clamp(0, 1)
     encoder = VGGEncoder(EVAL_LAYERS, weights="random", seed=0)
     fc, fo = encoder(content), encoder(other)
-    assert float(M.content_distance(fo["relu4_1"], fc["relu4_1"])[0]) > 0
+    by_hand = ((fo["relu4_1"] - fc["relu4_1"]) ** 2).mean()
+    torch.testing.assert_close(M.content_distance(fo["relu4_1"], fc["relu4_1"]), by_hand.reshape(1))
     assert float(M.ssim_luminance(other, content)[0]) < 0.9
-    assert float(M.cfsd(fc["relu3_1"], fo["relu3_1"])[0]) > 0
-    # Bounded CFSD (downsampled maps, chunked rows) stays defined and close in kind.
-    assert float(M.cfsd(fc["relu3_1"], fo["relu3_1"], max_positions=16, chunk_rows=3)[0]) >= 0
+    # SSIM of two flat greys a, b (luminance a, b; no variance): (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 x 1)^2,
+    # here (0.0024 + 0.0001) / (0.004 + 0.0001) = 0.6098 (0.6 without C1).
+    grey = torch.full((1, 3, 24, 24), 0.02), torch.full((1, 3, 24, 24), 0.06)
+    assert float(M.ssim_luminance(*grey)[0]) == pytest.approx(0.0025 / 0.0041, rel=1e-4)
+    # Only the luminance (BT.601: 0.299 R + 0.587 G + 0.114 B) counts: a flat colour of luminance 0.5 against grey 0.5.
+    colour = torch.tensor([1.0, 0.3, (0.5 - 0.299 - 0.587 * 0.3) / 0.114]).view(1, 3, 1, 1).expand(1, 3, 24, 24)
+    assert float(M.ssim_luminance(colour, torch.full((1, 3, 24, 24), 0.5))[0]) == pytest.approx(1.0, abs=1e-4)
+    # CFSD: exact at full resolution (12 x 12 relu3_1 positions), with the rows in chunks or all at once.
+    expected = _cfsd_by_hand(fc["relu3_1"], fo["relu3_1"]).float()
+    torch.testing.assert_close(M.cfsd(fc["relu3_1"], fo["relu3_1"]), expected)
+    torch.testing.assert_close(M.cfsd(fc["relu3_1"], fo["relu3_1"], chunk_rows=5), expected)
+    # Bounded to 16 positions, the 12 x 12 maps are area-averaged to 4 x 4 (3 x 3 blocks) first.
+    pooled = _cfsd_by_hand(F.avg_pool2d(fc["relu3_1"], 3), F.avg_pool2d(fo["relu3_1"], 3)).float()
+    torch.testing.assert_close(M.cfsd(fc["relu3_1"], fo["relu3_1"], max_positions=16, chunk_rows=3), pooled)
 
 
 def test_frechet_distance_and_art_fid():
@@ -80,11 +105,6 @@ def test_checkpoint_labels_are_short_and_unique():
 
 
 @pytest.fixture(scope="module")
-def run_files(tmp_path_factory) -> tuple[Path, Path]:
-    return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
-
-
-@pytest.fixture(scope="module")
 def bench_dirs(tmp_path_factory) -> tuple[Path, Path]:
     """Two contents (one of odd size), two styles, and one broken style file that must be skipped and named."""
     root = tmp_path_factory.mktemp("bench")
@@ -97,7 +117,7 @@ def bench_dirs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "content", root / "style"
 
 
-def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, run_files, bench_dirs, monkeypatch):
+def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, bench_dirs, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty cache: only configured files count
     torch.manual_seed(0)
     alex = tmp_path / "alexnet.pth"
@@ -112,32 +132,47 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, run_files, benc
     scorer = Scorer(VGGEncoder(EVAL_LAYERS, weights="random"), torch.device("cpu"),
                     {"lpips_weights": str(alex), "inception_weights": str(inception), "inception_size": 80})
     assert scorer.unavailable == {}
-    candidate = file_candidate(run_files[0], "last", torch.device("cpu"))
+    candidate = file_candidate(adain_run[0], "last", torch.device("cpu"))
     summary = evaluate([candidate], bench, scorer, torch.device("cpu"), tmp_path / "out", warmup=0, sweep_alphas=())
     model = summary["models"][0]
-    assert model["aggregate"]["lpips"]["mean"] > 0
-    assert isinstance(model["set_metrics"]["fid"], float)
+    # By hand: each pair stylised as the runner does (seeded), LPIPS of result vs content averaged over the pairs,
+    # FID between the Inception features of the 2 results (r1, r2) and of their 2 styles (s1, s2).
+    lpips, result_feats, style_feats = [], [], []
+    for ci, si in bench.pairs:
+        content, style = bench.contents[ci][1][None], bench.styles[si][1][None]
+        torch.manual_seed(0)
+        result = candidate.stylise(content, style, 1.0)
+        lpips.append(float(scorer.lpips(result, content)[0]))
+        result_feats.append(scorer.inception(result)[0].double())
+        style_feats.append(scorer.inception(style)[0].double())
+    assert len(lpips) == 2 and float(scorer.lpips(content, content)[0]) == 0.0
+    assert model["aggregate"]["lpips"]["mean"] == pytest.approx(statistics.fmean(lpips), rel=1e-6)
+    # Two vectors per set: each covariance is rank one, S_r = u u^T with u = (r1 - r2) / sqrt(2) (S_s = v v^T
+    # likewise), so tr((S_r^1/2 S_s S_r^1/2)^1/2) = |u . v| and FID = |mean_r - mean_s|^2 + |u|^2 + |v|^2 - 2 |u . v|.
+    (r1, r2), (s1, s2) = result_feats, style_feats
+    u, v = (r1 - r2) / 2 ** 0.5, (s1 - s2) / 2 ** 0.5
+    mean_gap = (r1 + r2) / 2 - (s1 + s2) / 2
+    expected_fid = float(mean_gap @ mean_gap + u @ u + v @ v - 2 * (u @ v).abs())
+    assert model["set_metrics"]["fid"] == pytest.approx(expected_fid, rel=1e-5)
     assert model["set_metrics"]["art_fid"] == pytest.approx(
         (1 + model["aggregate"]["lpips"]["mean"]) * (1 + model["set_metrics"]["fid"]))
     assert not (tmp_path / "out" / "alpha_sweep.png").exists()
 
 
-def run_evaluate(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def test_evaluate_py_writes_every_file_for_two_checkpoints(tmp_path, run_files, bench_dirs):
-    ckpt, exported = run_files
+def _benchmark_overrides(bench_dirs) -> list[str]:
     content_dir, style_dir = bench_dirs
+    return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.size=32"]
+
+
+def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs):
+    ckpt, exported = adain_run
     out = tmp_path / "eval"
-    result = run_evaluate(
-        f"ckpt=[{ckpt},{exported}]", f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}",
-        "benchmark.size=32", "metric_encoder.weights=random", "metric_encoder.download=false", "trainer=cpu", "logger=csv",
-        "timing.warmup=1", "alpha_sweep.pairs=1", f"hydra.run.dir={out}", f"paths.root_dir={tmp_path}",
+    cfg = compose(
+        "evaluate", f"ckpt=[{ckpt},{exported}]", *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random",
+        "metric_encoder.download=false", "trainer=cpu", "logger=csv", "timing.warmup=1", "alpha_sweep.pairs=1",
+        f"paths.root_dir={tmp_path}", output_dir=out,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    returned = run(cfg)
     for name in ("metrics.csv", "summary.json", "report.md", "grid.png", "alpha_sweep.png"):
         assert (out / name).is_file(), name
 
@@ -148,17 +183,39 @@ def test_evaluate_py_writes_every_file_for_two_checkpoints(tmp_path, run_files, 
     assert [(r["model"], r["content"], r["style"]) for r in rows[:4]] == [
         ("last", "c1.png", "s1.png"), ("last", "c1.png", "s2.png"), ("last", "c2.png", "s1.png"), ("last", "c2.png", "s2.png")]
     assert {r["lpips"] for r in rows} == {UNAVAILABLE}
-    assert all(float(r["content_relu4_1"]) >= 0 and float(r["seconds"]) > 0 for r in rows)
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    # A row's numbers are the metrics of the pair stylised by hand: the checkpoint's model on the benchmark's
+    # tensors, scored with the configured metric encoder.
+    bench = load_benchmark(OmegaConf.to_container(cfg.benchmark, resolve=True))
+    metric_encoder = build_encoder(OmegaConf.to_container(cfg.metric_encoder, resolve=True), EVAL_LAYERS)
+    styliser = Styliser.from_checkpoint(ckpt)
+    for row, (ci, si) in zip(rows[:4], bench.pairs):
+        content, style = bench.contents[ci][1][None], bench.styles[si][1][None]
+        with torch.no_grad():
+            result = styliser.stylise(content, style)
+            fr, fc, fs = metric_encoder(result), metric_encoder(content), metric_encoder(style)
+        assert float(row["content_relu4_1"]) == pytest.approx(float(M.content_distance(fr["relu4_1"], fc["relu4_1"])),
+                                                              rel=1e-5)
+        assert float(row["style_mean_std"]) == pytest.approx(float(M.summed_over_layers(
+            M.mean_std_distance, fr, fs, ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])), rel=1e-5)
+        assert float(row["ssim"]) == pytest.approx(float(M.ssim_luminance(result, content)), rel=1e-5)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert [m["label"] for m in summary["models"]] == ["last", "decoder"]
-    assert summary["encoder"]["used"] == "random" and summary["encoder"]["fingerprint"]
-    for key in ("lpips", "fid", "art_fid"):
-        assert summary["unavailable"][key]  # a reason, never a number
+    assert [m["label"] for m in summary["models"]] == [m["label"] for m in returned["models"]] == ["last", "decoder"]
+    assert summary["encoder"]["used"] == "random"
+    assert summary["encoder"]["fingerprint"] == metric_encoder.spec["fingerprint"]
+    # A reason naming the setting that would provide the weights, never a number.
+    assert "metrics.lpips_weights" in summary["unavailable"]["lpips"]
+    assert "metrics.inception_weights" in summary["unavailable"]["fid"]
+    assert summary["unavailable"]["art_fid"] == "needs LPIPS and FID"
     for model in summary["models"]:
+        seconds = [float(r["seconds"]) for r in rows if r["model"] == model["label"]]
         assert model["set_metrics"] == {"fid": UNAVAILABLE, "art_fid": UNAVAILABLE}
         assert set(model["aggregate"]["ssim"]) == {"mean", "median"}
-        assert model["timing"]["device"].startswith("cpu") and model["timing"]["images_per_second"] > 0
+        assert model["aggregate"]["content_relu4_1"]["mean"] == pytest.approx(
+            statistics.fmean(float(r["content_relu4_1"]) for r in rows if r["model"] == model["label"]))
+        assert model["timing"]["device"].startswith("cpu")
+        assert model["timing"]["images_per_second"] == pytest.approx(1 / statistics.fmean(seconds))
         assert model["alpha_sweep"]["alpha"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     # The two files hold the same decoder behind the same encoder: same scores.
     assert summary["models"][0]["aggregate"]["style_mean_std"]["mean"] == pytest.approx(
@@ -172,47 +229,63 @@ def test_evaluate_py_writes_every_file_for_two_checkpoints(tmp_path, run_files, 
     # grid: 3 rows (styles + 2 contents) x 3 columns (contents + 2 styles) of 128 px cells with 2 px padding
     assert Image.open(out / "grid.png").size == (3 * 128 + 4 * 2, 3 * 128 + 4 * 2)
     assert (out / "grid_last.png").is_file() and (out / "grid_decoder.png").is_file()
+    # alpha_sweep.png: a (2.2 x 5) x (2.2 x 2 models + 3.2) inch figure at 100 dpi, with something drawn on it.
+    with Image.open(out / "alpha_sweep.png") as figure:
+        assert figure.format == "PNG" and figure.size == (1100, 760)
+        pixels = np.asarray(figure.convert("RGB"))
+    assert (pixels != 255).any(axis=-1).mean() > 0.05
     assert list((out / "csv").rglob("metrics.csv")), "aggregates also go to the chosen logger"
 
 
+def test_old_evaluate_command_line_still_works(tmp_path, adain_run, bench_dirs, monkeypatch):
+    """`encoder.*` is the old name of `metric_encoder.*`: evaluate.py rewrites it, with a FutureWarning naming the
+    new key (evaluate.py run as __main__ in this process, with the old command line)."""
+    out = tmp_path / "eval"
+    with pytest.warns(FutureWarning, match=r"metric_encoder\.\*: write metric_encoder\.weights=random"):
+        run_hydra_app("evaluate.py", f"ckpt={adain_run[0]}", *_benchmark_overrides(bench_dirs),
+                      "encoder.weights=random", "encoder.seed=3", "trainer=cpu", "logger=none", "timing.warmup=0",
+                      "alpha_sweep.values=[]", f"hydra.run.dir={out}", monkeypatch=monkeypatch)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder"]["used"] == "random" and summary["encoder"]["seed"] == 3
+    assert [m["label"] for m in summary["models"]] == ["last"] and "alpha_sweep" not in summary["models"][0]
+
+
+@pytest.mark.slow
 def test_evaluate_py_refuses_a_pickle_that_runs_code(tmp_path, bench_dirs):
     content_dir, style_dir = bench_dirs
     marker = tmp_path / "code_ran"
     ckpt = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
-    result = run_evaluate(f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}",
-                          "encoder.weights=random", "trainer=cpu", "logger=none", f"hydra.run.dir={tmp_path / 'eval'}",
-                          timeout=120)
-    assert result.returncode != 0
+    # encoder.weights: the old spelling of metric_encoder.weights, rewritten with a warning.
+    result = run_script("evaluate.py", f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}",
+                        f"benchmark.style_dir={style_dir}", "encoder.weights=random", "trainer=cpu", "logger=none",
+                        f"hydra.run.dir={tmp_path / 'eval'}", timeout=120)
+    assert result.returncode == 1
     assert str(ckpt) in result.stderr and "refused" in result.stderr
+    assert "FutureWarning" in result.stderr and "metric_encoder.weights=random" in result.stderr
     assert not marker.exists()
     assert not (tmp_path / "eval" / "summary.json").exists()
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
-
-
-@pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "mismatch"])
-def test_bad_checkpoints_are_named(tmp_path, run_files, bench_dirs, case):
-
-    content_dir, style_dir = bench_dirs
-    seed, error = "metric_encoder.seed=0", CheckpointError
+@pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "mismatch", "pickle_that_runs_code"])
+def test_bad_checkpoints_are_named(tmp_path, adain_run, bench_dirs, case):
+    seed, error, match = "metric_encoder.seed=0", CheckpointError, ""
     if case == "missing":
-        ckpt = tmp_path / "nope.ckpt"
+        ckpt, match = tmp_path / "nope.ckpt", "does not exist"
     elif case == "not_a_checkpoint":
         ckpt = tmp_path / "image.ckpt"
         save_image(torch.rand(3, 8, 8), tmp_path / "image.png")
         ckpt.write_bytes((tmp_path / "image.png").read_bytes())
+    elif case == "mismatch":
+        ckpt, seed, error = adain_run[1], "metric_encoder.seed=7", EncoderMismatchError  # another random encoder
     else:
-        ckpt, seed, error = run_files[1], "metric_encoder.seed=7", EncoderMismatchError  # another random encoder
-    cfg = _compose(f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}",
-                   "metric_encoder.weights=random", seed, "trainer=cpu", "logger=none", f"paths.output_dir={tmp_path / 'eval'}")
-    with pytest.raises(error, match=str(ckpt)):
+        ckpt, match = write_malicious_checkpoint(tmp_path / "evil.ckpt", tmp_path / "code_ran"), "refused"
+    cfg = compose("evaluate", f"ckpt={ckpt}", *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random", seed,
+                  "trainer=cpu", "logger=none", output_dir=tmp_path / "eval")
+    with pytest.raises(error, match=str(ckpt)) as info:
         run(cfg)
+    assert match in str(info.value)
     assert not (tmp_path / "eval" / "summary.json").exists()
+    assert not (tmp_path / "code_ran").exists()
 
 
 def test_default_benchmark_is_generated_deterministically(tmp_path):

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from adain_checkpoints import RANDOM_ENCODER, train_tiny_run, write_malicious_checkpoint, write_release_files
+from adain_checkpoints import write_malicious_checkpoint, write_release_files
 from PIL import Image
+
+from conftest import RANDOM_ENCODER
 
 from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.methods.adain.cli import main, main_old_name
-from styletransfer.methods.adain.model import AdaINDecoder, encode
+from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
 from styletransfer.nn.encoder import VGGEncoder
@@ -26,12 +28,6 @@ def release_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def run_files(tmp_path_factory) -> tuple[Path, Path]:
-    """(last.ckpt, decoder.pth) of a one-step AdaIN training with a random encoder."""
-    return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
-
-
-@pytest.fixture(scope="module")
 def styliser() -> Styliser:
     torch.manual_seed(0)
     return Styliser(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder())
@@ -42,12 +38,24 @@ def _images(seed: int = 0):
     return torch.rand(2, 3, 37, 53, generator=g), torch.rand(3, 32, 40, generator=g), torch.rand(3, 40, 32, generator=g)
 
 
+@torch.no_grad()
+def _by_hand(styliser: Styliser, content, styles, weights=(1.0,), alpha: float = 1.0):
+    """AdaIN written out: t = alpha * sum_k w_k AdaIN(f(c), f(s_k)) + (1 - alpha) f(c), decoded at the content size."""
+    c_feat = encode(styliser.encoder, content)
+    target = sum(w * adain(c_feat, encode(styliser.encoder, s[None])) for w, s in zip(weights, styles))
+    target = alpha * target + (1 - alpha) * c_feat
+    return styliser.decoder(target, output_size=tuple(content.shape[-2:])).clamp(0, 1)
+
+
 def test_alpha_zero_is_decoded_content_features(styliser):
     content, style, _ = _images()
     result = styliser.stylise(content, style, alpha=0.0)
     expected = styliser.decoder(encode(styliser.encoder, content), output_size=(37, 53)).clamp(0, 1)
     torch.testing.assert_close(result, expected)
-    assert not torch.allclose(styliser.stylise(content, style, alpha=1.0), result)
+    # alpha 1 is plain AdaIN; alpha 0.5 decodes the halfway point between the AdaIN target and the content features.
+    torch.testing.assert_close(styliser.stylise(content, style, alpha=1.0), _by_hand(styliser, content, [style]))
+    torch.testing.assert_close(styliser.stylise(content, style, alpha=0.5),
+                               _by_hand(styliser, content, [style], alpha=0.5))
 
 
 def test_output_keeps_content_size_unless_told(styliser):
@@ -72,8 +80,8 @@ def test_interpolation_weights_blend_the_styles(styliser):
     content, style_a, style_b = _images()
     only_a = styliser.stylise(content, [style_a, style_b], weights=[1.0, 0.0])
     torch.testing.assert_close(only_a, styliser.stylise(content, style_a))
-    mixed = styliser.stylise(content, [style_a, style_b], weights=[0.5, 0.5])
-    assert not torch.allclose(mixed, only_a)
+    mixed = styliser.stylise(content, [style_a, style_b], weights=[0.3, 0.7])
+    torch.testing.assert_close(mixed, _by_hand(styliser, content, [style_a, style_b], weights=[0.3, 0.7]))
 
 
 def test_masks_assign_styles_to_regions(styliser):
@@ -106,8 +114,8 @@ def test_colour_preservation_uses_the_content_colours(styliser):
     assert not torch.allclose(preserved, styliser.stylise(content, red_style))
 
 
-def test_lightning_checkpoint_and_exported_decoder_agree(run_files):
-    ckpt, exported = run_files
+def test_lightning_checkpoint_and_exported_decoder_agree(adain_run):
+    ckpt, exported = adain_run
     content, style, _ = _images()
     from_ckpt = Styliser.from_checkpoint(ckpt)
     from_export = Styliser.from_checkpoint(exported)
@@ -116,8 +124,8 @@ def test_lightning_checkpoint_and_exported_decoder_agree(run_files):
     assert from_ckpt.encoder_spec["fingerprint"] == from_export.encoder_spec["fingerprint"]
 
 
-def test_exported_decoder_with_another_encoder_is_refused(run_files):
-    _, exported = run_files
+def test_exported_decoder_with_another_encoder_is_refused(adain_run):
+    _, exported = adain_run
     with pytest.raises(EncoderMismatchError, match=str(exported)):
         Styliser.from_checkpoint(exported, encoder={**RANDOM_ENCODER, "seed": 1})
 
@@ -184,25 +192,26 @@ def folders(tmp_path) -> tuple[Path, list[Path], list[Path]]:
     [[], ["--alpha", "0.5", "--preserve-colour"], ["STYLE2", "--weights", "0.3", "0.7"], ["STYLE2", "--mask", "M1", "M2"]],
     ids=["plain", "alpha-colour", "interpolation", "masks"],
 )
-def test_cli_stylises_a_folder_with_each_control(run_files, folders, tmp_path, capsys, controls):
+def test_cli_stylises_a_folder_with_each_control(adain_run, folders, tmp_path, capsys, controls):
     contents, styles, masks = folders
-    ckpt, _ = run_files
+    ckpt, _ = adain_run
     out = tmp_path / "out"
     extra = [{"STYLE2": str(styles[1]), "M1": str(masks[0]), "M2": str(masks[1])}.get(a, a) for a in controls]
     style_args = [str(styles[0])] + ([extra.pop(0)] if extra and extra[0] == str(styles[1]) else [])
     code = main([str(ckpt), "--content", str(contents), "--style", *style_args, *extra, "-o", str(out),
                  "--batch-size", "2", "--device", "cpu", "--style-size", "0"])
     assert code == 0
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert len(written) == 3, written
     assert "broken.png" in capsys.readouterr().err
-    sizes = {p.name.split("_stylised_")[0]: Image.open(p).size for p in out.iterdir()}
-    assert sizes == {"a": (40, 32), "b": (40, 32), "c": (28, 36)}
+    # The content folder's subfolders are mirrored; each result has its content's size.
+    sizes = {p.as_posix().split("_stylised_")[0]: Image.open(out / p).size for p in written}
+    assert sizes == {"a": (40, 32), "b": (40, 32), "sub/c": (28, 36)}
 
 
-def test_cli_runs_with_other_controls_do_not_overwrite_each_other(run_files, folders, tmp_path):
+def test_cli_runs_with_other_controls_do_not_overwrite_each_other(adain_run, folders, tmp_path):
     contents, styles, _ = folders
-    ckpt, _ = run_files
+    ckpt, _ = adain_run
     out = tmp_path / "out"
     common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
               "--device", "cpu", "--style-size", "0"]

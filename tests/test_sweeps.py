@@ -7,12 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, ROOT, run_train
+from conftest import RANDOM_ENCODER, ROOT, run_hydra_app
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.run import evaluate_candidate
 from styletransfer.eval.scorer import EVAL_LAYERS, Scorer
@@ -48,16 +49,30 @@ def read_table(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def check_plot(sweep_dir: Path) -> None:
+#: Matplotlib's tab:blue (completed trials) and tab:red (failed trials) in the plot.
+BLUE, RED = (31, 119, 180), (214, 39, 40)
+
+
+def check_plot(sweep_dir: Path, panels: int, completed: bool = True, failed: bool = False) -> None:
+    """objective_vs_params.png: a PNG of one 450 x 380 px panel per varying parameter (3 a row, 100 dpi) with a blue
+    point for completed trials and a red cross for failed ones."""
     with Image.open(sweep_dir / "objective_vs_params.png") as image:
-        assert image.size[0] > 200 and image.size[1] > 100
+        assert image.format == "PNG"
+        columns, rows = min(3, panels), math.ceil(panels / 3)
+        assert image.size == (450 * columns, 380 * rows)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    assert (pixels != 255).any(axis=1).mean() > 0.01  # axes, labels and points drawn, not a blank canvas
+
+    def has(colour: tuple[int, int, int]) -> bool:
+        return bool((np.abs(pixels - colour).max(axis=1) <= 40).any())
+
+    assert has(BLUE) == completed and has(RED) == failed
 
 
-def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path):
+def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
-    proc = run_train("-m", "hparams_search=adain_optuna", "hydra.sweeper.n_trials=3",
-                     *tiny(shared, sweep), *bench_overrides(shared))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_hydra_app("train.py", "-m", "hparams_search=adain_optuna", "hydra.sweeper.n_trials=3",
+                  *tiny(shared, sweep), *bench_overrides(shared), monkeypatch=monkeypatch)
 
     rows = read_table(sweep)
     assert len(rows) == 3
@@ -75,7 +90,8 @@ def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path)
     best_row = rows[objectives.index(min(objectives))]
     assert best["best_params"]["method.lr"] == pytest.approx(float(best_row["method.lr"]))
     assert "**Best: trial" in (sweep / "trials.md").read_text()
-    check_plot(sweep)
+    params = ("method.style_weight", "method.content_weight", "method.lr", "method.style_layers")
+    check_plot(sweep, panels=max(1, sum(len({r[k] for r in rows}) > 1 for k in params)))
 
     # Every trial: its status file, and wandb's group set to the sweep directory's name.
     trial_dir = sweep / best_row["directory"]
@@ -95,14 +111,13 @@ def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path)
     assert status["objective"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_on(shared, tmp_path):
+def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_on(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     # The config's search space replaced by one categorical parameter, which the grid sampler tries in full;
     # relu9_9 is not a VGG-19 layer, so that trial fails.
-    proc = run_train("-m", "hparams_search=adain_optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.params=null",
-                     'method.style_layers=choice("[relu1_1,relu2_1]","[relu1_1,relu9_9]")',
-                     *tiny(shared, sweep), *bench_overrides(shared))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_hydra_app("train.py", "-m", "hparams_search=adain_optuna", "hydra/sweeper/sampler=grid",
+                  "hydra.sweeper.params=null", 'method.style_layers=choice("[relu1_1,relu2_1]","[relu1_1,relu9_9]")',
+                  *tiny(shared, sweep), *bench_overrides(shared), monkeypatch=monkeypatch)
 
     rows = {r["method.style_layers"]: r for r in read_table(sweep)}
     assert set(rows) == {"[relu1_1,relu2_1]", "[relu1_1,relu9_9]"}
@@ -119,14 +134,13 @@ def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_o
     assert best.best_value == pytest.approx(float(good["objective"]))
     md = (sweep / "trials.md").read_text()
     assert "1 failed" in md and "relu9_9" in md
-    check_plot(sweep)
+    check_plot(sweep, panels=1, completed=True, failed=True)
 
 
-def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path):
+def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     # lr=1e12 blows the decoder's weights up after one Adam step: the loss becomes NaN/inf.
-    proc = run_train("-m", "method.lr=1e-4,1e12", *tiny(shared, sweep))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_hydra_app("train.py", "-m", "method.lr=1e-4,1e12", *tiny(shared, sweep), monkeypatch=monkeypatch)
 
     rows = {float(r["method.lr"]): r for r in read_table(sweep)}
     assert set(rows) == {1e-4, 1e12}
@@ -135,7 +149,7 @@ def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path
     assert "NonFiniteLossError" in rows[1e12]["reason"] and "not finite" in rows[1e12]["reason"]
     assert rows[1e-4]["objective"] == ""  # a grid without +objective=... has none; loss/total is plotted
     assert "| method.lr |" in (sweep / "trials.md").read_text()
-    check_plot(sweep)
+    check_plot(sweep, panels=1, completed=True, failed=True)
 
 
 def test_table_marks_killed_and_unrecorded_trials(tmp_path):
@@ -154,7 +168,7 @@ def test_table_marks_killed_and_unrecorded_trials(tmp_path):
     assert [r["method.style_layers"] for r in rows] == ["[relu1_1]", "[relu2_1]", "[relu3_1]"]
     assert "trainer" not in rows[0]  # constant overrides are not parameters
     assert len(collect_trials(tmp_path)) == 3
-    check_plot(tmp_path)
+    check_plot(tmp_path, panels=1, completed=True, failed=True)
 
 
 def test_slurm_launcher_config_composes_on_the_submitit_plugin():
@@ -165,21 +179,31 @@ def test_slurm_launcher_config_composes_on_the_submitit_plugin():
                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min > 0
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+    assert launcher.timeout_min == 240  # configs/hydra/launcher/slurm.yaml's four hours
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.callbacks.sweep_table._target_ == "styletransfer.sweeps.table.SweepTableCallback"
 
 
-def test_stop_on_non_finite_loss_names_the_step():
+def test_stop_on_non_finite_loss_names_the_first_bad_step():
     from types import SimpleNamespace
 
     from styletransfer.runtime.errors import NonFiniteLossError
-    from styletransfer.sweeps.trial import StopOnNonFiniteLoss
+    from styletransfer.runtime.finite import StopOnNonFiniteLoss
 
-    guard = StopOnNonFiniteLoss()
-    trainer = SimpleNamespace(global_step=7)
+    guard = StopOnNonFiniteLoss(check_every=10)
+    trainer = SimpleNamespace(global_step=7, checkpoint_callback=None)  # global_step counts the batch just trained
     guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.5)}, None, 0)  # finite: nothing happens
-    with pytest.raises(NonFiniteLossError, match="nan at step 7.*method.lr"):
-        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)
-    with pytest.raises(NonFiniteLossError, match="inf at step 7"):
-        guard.on_train_batch_end(trainer, None, torch.tensor(float("inf")), None, 0)
+    trainer.global_step = 8
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)  # step 7 broke: recorded
+    trainer.global_step = 9
+    guard.on_train_batch_end(trainer, None, torch.tensor(float("inf")), None, 0)  # a later bad step is not the first
+    trainer.global_step = 10
+    with pytest.raises(NonFiniteLossError, match="not finite from step 7.*none was written.*method.lr"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 0)  # read every 10 steps
+    # Before a checkpoint is saved the flag is read at once, whatever the step.
+    guard = StopOnNonFiniteLoss(check_every=10)
+    trainer = SimpleNamespace(global_step=3, checkpoint_callback=SimpleNamespace(last_model_path="/run/last.ckpt"))
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("inf"))}, None, 0)
+    with pytest.raises(NonFiniteLossError, match="not finite from step 2.*Last good checkpoint: /run/last.ckpt"):
+        guard.on_save_checkpoint(trainer, None, {})

@@ -1,15 +1,20 @@
-"""`train.py` end to end through Hydra, as a user runs it."""
+"""Training runs as `train.py` makes them: the config composed with Hydra and the job run in this process; the
+command line itself (``--help``, a failing run's exit code and message, DDP's processes) in a subprocess."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torch.hub
 import yaml
+from hydra.utils import instantiate
 
-from conftest import RANDOM_ENCODER, run_train
+from conftest import compose, run_train, train_in_process
+from styletransfer.runtime.errors import EncoderWeightsError
 
 TINY = [
     "trainer=cpu",
@@ -37,14 +42,15 @@ def folders_with_broken_files(photo_dirs, tmp_path: Path) -> tuple[Path, Path]:
     return content, style
 
 
-def test_help_lists_the_config_groups():
-    proc = run_train("--help")
-    assert proc.returncode == 0, proc.stderr
-    for group in ["method: adain", "data: coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]:
-        assert group in proc.stdout
+@pytest.fixture
+def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """torch.hub's cache pointed at an empty folder, so the ImageNet VGG-19 is not there."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path / "torch_home"
 
 
-def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, tmp_path):
+def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, tmp_path, caplog):
     content, style = folders_with_broken_files(photo_dirs, tmp_path)
     common = [
         "method=adain",
@@ -55,10 +61,9 @@ def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, 
         "callbacks.model_checkpoint.every_n_train_steps=2",
     ]
     run1 = tmp_path / "run1"
-    proc = run_train(*common, "trainer.max_steps=3", f"hydra.run.dir={run1}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = proc.stdout + proc.stderr
-    assert "truncated.jpg" in log and "not_an_image.png" in log
+    with caplog.at_level(logging.WARNING):
+        metrics = train_in_process(*common, "trainer.max_steps=3", run_dir=run1)
+    assert "truncated.jpg" in caplog.text and "not_an_image.png" in caplog.text
 
     last = run1 / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
@@ -68,15 +73,19 @@ def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, 
     exported = torch.load(run1 / "checkpoints" / "decoder.pth", map_location="cpu", weights_only=True)
     assert exported["format"] == "styletransfer.adain_decoder" and exported["step"] == 3
     assert sorted(p.name for p in (run1 / "val_grids").glob("*.png")) == ["step_000002.png", "step_000003.png"]
-    columns = (run1 / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert sorted(p.name for p in (run1 / "checkpoints").glob("step_*.ckpt")) == ["step_000002.ckpt"]
+    header, *rows = (run1 / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    columns = header.split(",")
     for column in ["loss/total", "loss/content", "loss/style", "loss/style/relu1_1", "lr", "data/skipped"]:
         assert column in columns
+    # The returned metrics are the last logged values: the total is content + 10 x style (configs/method/adain.yaml).
+    assert metrics["loss/total"] == pytest.approx(metrics["loss/content"] + 10 * metrics["loss/style"], rel=1e-5)
     run_config = yaml.safe_load((run1 / "run_config.yaml").read_text())
     assert run_config["encoder_used"]["fallback_used"] is False
+    assert run_config["paths"]["output_dir"] == str(run1)
 
     run2 = tmp_path / "run2"
-    proc = run_train(*common, "trainer.max_steps=5", f"ckpt_path={last}", f"hydra.run.dir={run2}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    train_in_process(*common, "trainer.max_steps=5", f"ckpt_path={last}", run_dir=run2)
     resumed = torch.load(run2 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 5
     header, *rows = (run2 / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
@@ -85,7 +94,18 @@ def test_train_writes_checkpoint_grid_and_resumes_at_the_right_step(photo_dirs, 
     assert min(logged_steps) >= 3, "the resumed run restarted from step 0"
 
 
-def test_real_run_never_uses_a_random_encoder_silently(photo_dirs, tmp_path):
+def test_real_run_never_uses_a_random_encoder_silently(photo_dirs, tmp_path, empty_torch_home):
+    run = tmp_path / "run"
+    with pytest.raises(EncoderWeightsError) as info:
+        train_in_process(*folders(*photo_dirs), "encoder.download=false", *TINY, "trainer.max_steps=1", run_dir=run)
+    error = info.value
+    assert str(empty_torch_home) in str(error) and "encoder.weights=random" in str(error)
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_real_run_error_is_an_exit_code_and_a_message_naming_the_cache(photo_dirs, tmp_path):
+    """The command line of the test above: a non-zero exit and the cache path on stderr."""
     proc = run_train(
         *folders(*photo_dirs),
         "encoder.download=false",
@@ -94,46 +114,86 @@ def test_real_run_never_uses_a_random_encoder_silently(photo_dirs, tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
         env={"TORCH_HOME": str(tmp_path / "torch_home")},
     )
-    assert proc.returncode != 0
-    assert str(tmp_path / "torch_home") in proc.stderr
+    assert proc.returncode == 1
+    assert str(tmp_path / "torch_home") in proc.stderr and "encoder.weights=random" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_quickstart_falls_back_to_random_with_a_banner_and_records_it(tmp_path):
+def test_quickstart_falls_back_to_random_with_a_banner_and_records_it(tmp_path, empty_torch_home, caplog):
     run = tmp_path / "quick"
-    proc = run_train(
-        "experiment=quickstart",
-        "trainer=cpu",
-        "trainer.max_steps=2",
-        f"data.root={tmp_path / 'sample'}",
-        f"hydra.run.dir={run}",
-        env={"TORCH_HOME": str(tmp_path / "torch_home")},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "RANDOM" in proc.stderr
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOM"):
+        train_in_process("experiment=quickstart", "trainer=cpu", "trainer.max_steps=2",
+                         f"data.root={tmp_path / 'sample'}", run_dir=run)
+    assert "RANDOM" in caplog.text and "MEANINGLESS" in caplog.text and str(empty_torch_home) in caplog.text
     recorded = yaml.safe_load((run / "run_config.yaml").read_text())
-    assert recorded["encoder_used"]["fallback_used"] is True
+    assert recorded["encoder_used"]["fallback_used"] is True and recorded["encoder_used"]["used"] == "random"
+    assert recorded["task_name"] == "quickstart" and recorded["data"]["_target_"].endswith("SampleDataModule")
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert list((run / "val_grids").glob("*.png"))
 
 
-def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path):
+def test_old_data_image_size_still_works_with_a_warning(photo_dirs, tmp_path):
+    """`data.image_size` is the old name of `data.short_side`: an old command line still trains, the value is used
+    (data=folders' own short_side is 512), and a FutureWarning names the new key."""
+    old_tiny = [o for o in TINY if not o.startswith("data.short_side")]
+    overrides = [*folders(*photo_dirs), "encoder.weights=random", *old_tiny, "data.image_size=48", "trainer.max_steps=1"]
+    cfg = compose("train", *overrides, output_dir=tmp_path / "run")
+    assert cfg.data.short_side == 512
+    with pytest.warns(FutureWarning, match=r"data\.short_side") as warned:
+        datamodule = instantiate(cfg.data)
+    assert datamodule.short_side == 48 and "data.image_size=48" in str(warned[0].message)
+    with pytest.warns(FutureWarning, match=r"data\.short_side"):
+        train_in_process(*overrides, run_dir=tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+
+
+def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path, monkeypatch, caplog):
+    wandb = pytest.importorskip("wandb")
     run = tmp_path / "run"
-    env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
-    proc = run_train(
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "")  # unset for the run; restored afterwards (the run sets it to offline)
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_CONSOLE", "off")  # wandb leaves pytest's capture of stdout/stderr alone
+    try:
+        with caplog.at_level(logging.WARNING):
+            train_in_process(*folders(*photo_dirs), "encoder.weights=random",
+                             *[o for o in TINY if not o.startswith("logger")], "trainer.max_steps=1", run_dir=run)
+    finally:
+        wandb.finish()
+    assert list((run / "wandb").glob("offline-run-*"))
+    assert "logging offline" in caplog.text and "wandb sync" in caplog.text
+
+
+def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train_in_process(
         *folders(*photo_dirs),
         "encoder.weights=random",
         *[o for o in TINY if not o.startswith("logger")],
-        "trainer.max_steps=1",
-        f"hydra.run.dir={run}",
-        env=env,
-        timeout=240,
+        "logger=tensorboard",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        run_dir=run,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert list((run / "wandb").glob("offline-run-*"))
-    assert "wandb sync" in proc.stdout + proc.stderr
+    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.tfevents.*"))))
+    events.Reload()
+    assert "val/grid" in events.Tags()["images"]
+    assert {"loss/total", "loss/style", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/total")] == [0, 1]
 
 
+@pytest.mark.slow
+def test_help_lists_the_config_groups():
+    proc = run_train("--help")
+    assert proc.returncode == 0, proc.stderr
+    for group in ["method: adain", "data: coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]:
+        assert group in proc.stdout
+
+
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
     run = tmp_path / "ddp"
     proc = run_train(
@@ -151,23 +211,3 @@ def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2
     assert list((run / "val_grids").glob("*.png"))
-
-
-def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run = tmp_path / "run"
-    proc = run_train(
-        *folders(*photo_dirs),
-        "encoder.weights=random",
-        *[o for o in TINY if not o.startswith("logger")],
-        "logger=tensorboard",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        f"hydra.run.dir={run}",
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.tfevents.*"))))
-    events.Reload()
-    assert "val/grid" in events.Tags()["images"]
-    assert {"loss/total", "loss/style", "lr"} <= set(events.Tags()["scalars"])
