@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from styletransfer.data.resumable import DrawKey
 from styletransfer.data import (
     ContentStyleDataModule,
     ContentStyleDataset,
@@ -240,14 +241,16 @@ def test_dataset_all_unreadable_names_folder(tmp_path):
         dataset[0]
 
 
-def test_style_choice_reproducible_with_seed(tmp_path):
+def test_style_choice_and_crops_follow_the_data_seed_not_the_global_rng(tmp_path):
     files = find_images(_folder(tmp_path / "c", 8))
-    dataset = ContentStyleDataset(files, files, TrainTransform(32, 16))
-    torch.manual_seed(3)
-    first = torch.stack([dataset[i]["style"] for i in range(8)])
-    torch.manual_seed(3)
-    second = torch.stack([dataset[i]["style"] for i in range(8)])
-    assert torch.equal(first, second)
+    dataset = ContentStyleDataset(files, files, TrainTransform(32, 16), seed=3)
+    torch.manual_seed(0)
+    first = torch.stack([dataset[DrawKey(3, 1, i)]["style"] for i in range(8)])
+    torch.manual_seed(1)  # the global generator plays no part
+    assert torch.equal(first, torch.stack([dataset[DrawKey(3, 1, i)]["style"] for i in range(8)]))
+    other_epoch = torch.stack([dataset[DrawKey(3, 2, i)]["style"] for i in range(8)])
+    other_seed = torch.stack([dataset[DrawKey(4, 1, i)]["style"] for i in range(8)])
+    assert not torch.equal(first, other_epoch) and not torch.equal(first, other_seed)
 
 
 # ---------------------------------------------------------------- datamodule

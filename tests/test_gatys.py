@@ -449,6 +449,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_image(photos, tm
 
 # ---- end to end through Hydra ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_py_method_gatys_writes_the_image(photos, tmp_path) -> None:
     run_dir = tmp_path / "run"
     result = run_train(
