@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 from styletransfer.eval.run import run
 from styletransfer.runtime.errors import StyleTransferError
 from styletransfer.runtime.instantiate import renamed_overrides
+from styletransfer.runtime.loggers import log_to_files
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-log = logging.getLogger("evaluate")
 #: Config keys renamed since 0.1 that old command lines may still use (they work, with a warning).
 RENAMED_KEYS = {"encoder": "metric_encoder"}
 
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except StyleTransferError as exc:
-        log.error("%s", exc)
+        log_to_files("evaluate", logging.ERROR, f"error: {exc}")
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -12,12 +12,12 @@ from omegaconf import DictConfig
 
 from styletransfer.runtime.errors import StyleTransferError
 from styletransfer.runtime.interrupt import RunInterrupted
+from styletransfer.runtime.loggers import log_to_files
 from styletransfer.sweeps.table import register_resolvers
 from styletransfer.sweeps.trial import run_trial
 from styletransfer.training import run
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-log = logging.getLogger("train")
 register_resolvers()  # ${sweep_name:} (wandb group of a sweep's trials)
 
 
@@ -27,8 +27,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run_trial(cfg, run)
     except StyleTransferError as exc:  # a bad setting or file, or an interrupt: one readable line, no traceback
-        log.error("%s", exc)
-        print(f"{'interrupted' if isinstance(exc, RunInterrupted) else 'error'}: {exc}", file=sys.stderr)
+        line = f"{'interrupted' if isinstance(exc, RunInterrupted) else 'error'}: {exc}"
+        log_to_files("train", logging.ERROR, line)
+        print(line, file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 1))
 
 

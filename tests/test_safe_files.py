@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RANDOM_ENCODER
+from conftest import RANDOM_ENCODER, train_in_process
 from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
@@ -156,3 +156,14 @@ def test_a_nan_loss_stops_adain_and_nothing_broken_is_saved(tmp_path):
     for name in ("last.ckpt", "step_000002.ckpt"):  # finite (or loading raises) and from before the loss broke
         assert SafeCheckpointIO().load_checkpoint(tmp_path / "checkpoints" / name)["global_step"] == 2
     assert Styliser.from_checkpoint(tmp_path / "checkpoints" / "decoder.pth").kind == "exported"
+
+
+def test_train_into_a_directory_another_run_holds_stops_at_start(photo_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    content, style = photo_dirs
+    with run_directory_lock(run_dir):
+        with pytest.raises(RunDirectoryBusyError, match=str(run_dir)):
+            train_in_process("data=folders", f"data.content_dir={content}", f"data.style_dir={style}",
+                             "encoder.weights=random", "trainer=cpu", "logger=csv", "trainer.max_steps=1",
+                             run_dir=run_dir)
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "run_config.yaml").exists()

@@ -117,6 +117,11 @@ def test_real_run_error_is_an_exit_code_and_a_message_naming_the_cache(photo_dir
     assert proc.returncode == 1
     assert str(tmp_path / "torch_home") in proc.stderr and "encoder.weights=random" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # Said once, as text (no traceback, no repr with literal \n), and recorded in the run's log.
+    output = proc.stdout + proc.stderr
+    assert output.count("error: VGG-19 ImageNet weights are not in torch.hub's cache") == 1
+    assert "Traceback" not in output and "\\n" not in output
+    assert "error: VGG-19 ImageNet weights are not in torch.hub's cache" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_quickstart_falls_back_to_random_with_a_banner_and_records_it(tmp_path, empty_torch_home, caplog):

@@ -1,7 +1,8 @@
-"""Sending images to whichever Lightning loggers a run has."""
+"""Sending images to whichever Lightning loggers a run has, and failures to the run's log file."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,3 +18,16 @@ def log_image(logger: pl.loggers.Logger, key: str, image: Tensor, path: Path, st
         logger.log_image(key=key, images=[str(path)], step=step)
     elif isinstance(logger, pl.loggers.TensorBoardLogger):
         logger.experiment.add_image(key, image, global_step=step)
+
+
+def log_to_files(name: str, level: int, message: str) -> None:
+    """Write ``message`` to the log files only (Hydra's ``<job>.log``), not to the console.
+
+    The command lines print a failure once, as plain text on stderr; the run's log file must say so too (a
+    failed start otherwise leaves a log that ends without the reason), but logging it normally would print it
+    twice on the console.
+    """
+    record = logging.getLogger(name).makeRecord(name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
