@@ -10,14 +10,16 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RANDOM_ENCODER, train_in_process
+from conftest import RANDOM_ENCODER, compose, train_in_process
 from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.weights import SafeCheckpointIO
+from styletransfer.runtime.checkpointing import LatestCheckpoint
 from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.runtime.finite import StopOnNonFiniteLoss
+from styletransfer.runtime.instantiate import instantiate_group
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, run_directory_lock, write_text_atomic
 
 
@@ -167,3 +169,35 @@ def test_train_into_a_directory_another_run_holds_stops_at_start(photo_dirs, tmp
                              "encoder.weights=random", "trainer=cpu", "logger=csv", "trainer.max_steps=1",
                              run_dir=run_dir)
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "run_config.yaml").exists()
+
+
+def test_last_ckpt_is_the_newest_periodic_checkpoint_itself(photo_dirs, tmp_path):
+    content, style = photo_dirs
+    run_dir = tmp_path / "run"
+    train_in_process("data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.num_workers=0",
+                     "data.short_side=40", "data.crop_size=32", "data.batch_size=2", "data.val_pairs=0",
+                     "encoder.weights=random", "trainer=cpu", "logger=csv", "trainer.max_steps=3",
+                     "callbacks.model_checkpoint.every_n_train_steps=2", run_dir=run_dir)
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["decoder.pth", "last.ckpt", "step_000002.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 3  # the final state
+    assert torch.load(checkpoints / "step_000002.ckpt", weights_only=True)["global_step"] == 2
+    # Every run's periodic saves make last.ckpt a hard link to the new step file: one inode, swapped in by a rename.
+    callbacks = instantiate_group(compose("train", output_dir=tmp_path / "composed").callbacks)
+    periodic = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    assert len(periodic) == 1 and isinstance(periodic[0], LatestCheckpoint) and periodic[0].save_last == "link"
+    link = tmp_path / "link.ckpt"
+    LatestCheckpoint._link_checkpoint(_Zero(), str(checkpoints / "step_000002.ckpt"), str(link))
+    assert os.path.samefile(link, checkpoints / "step_000002.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+class _Zero:
+    """The bits of a rank-zero trainer that ``_link_checkpoint`` uses."""
+
+    is_global_zero = True
+
+    class strategy:  # noqa: N801 -- mimics trainer.strategy
+        @staticmethod
+        def barrier() -> None:
+            return None
