@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import socket
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -276,9 +275,7 @@ def _load_trunk(weights: str | os.PathLike | Mapping[str, Tensor], deepest: str,
     except EncoderWeightsError as exc:
         if fallback != "random":
             raise
-        banner = _random_banner(str(exc).splitlines()[0])
-        log.warning(banner)
-        warnings.warn(banner, UserWarning, stacklevel=3)
+        log.warning(_random_banner(str(exc).splitlines()[0]))  # once: the console and the run's log file
         return None
     return arch, trunk, index, path
 
