@@ -217,3 +217,13 @@ def test_ddp_on_two_cpu_processes(photo_dirs, tmp_path):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2
     assert list((run / "val_grids").glob("*.png"))
+
+
+def test_the_progress_bar_counts_steps_towards_max_steps(photo_dirs, tmp_path, capsys):
+    train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "data.val_pairs=0",
+                     "trainer.max_steps=6", "callbacks.progress_bar.refresh_rate=2", run_dir=tmp_path / "run")
+    captured = capsys.readouterr()
+    bar = (captured.out + captured.err).replace("\r", "\n")
+    for step in (2, 4, 6):  # one bar for the run, though 6 steps at batch 2 over 4 photos span 3 epochs
+        assert f"step: {100 * step / 6:3.0f}%" in bar and f"| {step}/6 [" in bar
+    assert "Epoch " not in bar and "it/s" in bar and "loss/total=" in bar
