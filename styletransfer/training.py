@@ -40,6 +40,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """The training job itself: data, model, trainer, fit, the final checkpoint, then the objective if any."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if uses_wandb(cfg.get("logger")):
         choose_wandb_mode()
