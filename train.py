@@ -10,8 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from styletransfer.runtime.errors import StyleTransferError
-from styletransfer.runtime.interrupt import RunInterrupted
+from styletransfer.runtime.errors import RunInterrupted, StyleTransferError
 from styletransfer.runtime.loggers import log_to_files
 from styletransfer.sweeps.table import register_resolvers
 from styletransfer.sweeps.trial import run_trial

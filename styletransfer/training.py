@@ -16,7 +16,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
 from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
-from styletransfer.runtime.interrupt import RunInterrupted, StopOnSignal
+from styletransfer.runtime.errors import RunInterrupted
+from styletransfer.runtime.interrupt import StopOnSignal
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
 from styletransfer.sweeps.objective import Objective, measure
 

@@ -58,3 +58,11 @@ class NonFiniteLossError(StyleTransferError, RuntimeError):
 
 class RunDirectoryBusyError(StyleTransferError, RuntimeError):
     """Another run holds the run directory; the message names it and how to choose another directory."""
+
+
+class RunInterrupted(StyleTransferError, RuntimeError):
+    """The run was stopped by a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

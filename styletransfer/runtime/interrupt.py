@@ -16,20 +16,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from styletransfer.runtime.errors import StyleTransferError
-
 log = logging.getLogger(__name__)
 
 #: Signals that stop a run at the next step; a second one of the same kind stops at once (no save).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class RunInterrupted(StyleTransferError, RuntimeError):
-    """The run was stopped by a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
 
 
 class StopOnSignal(pl.Callback):
