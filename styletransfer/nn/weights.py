@@ -25,6 +25,13 @@ def hub_checkpoint(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` crash-safely: a temporary file in the same folder, forced to disk, renamed
+    over ``path`` (a kill leaves the previous file or the new one, whole). The writer twin of ``safe_load``."""
+    with atomic_open(path, "wb", sync=True) as handle:
+        torch.save(obj, handle)
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """``Type: first line of the message``, shortened: the part of a library error worth showing a user."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -103,8 +110,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_open(path, "wb", sync=True) as handle:
-            torch.save(checkpoint, handle)
+        save_atomic(checkpoint, path)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
                         weights_only: bool | None = None) -> dict[str, Any]:

@@ -17,14 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.weights import first_non_finite, safe_load
+from styletransfer.nn.weights import first_non_finite, safe_load, save_atomic
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
-from styletransfer.runtime.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,7 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
         "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
         "encoder": dict(encoder_spec),
     }
-    with atomic_open(path, "wb", sync=True) as handle:
-        torch.save(payload, handle)
+    save_atomic(payload, path)
 
 
 def _encoder_from_config(encoder: EncoderArg, layers: Sequence[str]) -> VGGEncoder:

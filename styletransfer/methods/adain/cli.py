@@ -25,6 +25,7 @@ from styletransfer.data.images import find_images, load_image_tensor, load_rgb, 
 from styletransfer.methods.adain.model import BOTTLENECK, check_controls
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.encoder import min_input_side
+from styletransfer.runtime.devices import resolve_device
 from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
 OLD_COMMAND = "styletransfer-stylize"
 #: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
 MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def _encoder_arg(args: argparse.Namespace) -> dict | None:
@@ -162,7 +154,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     """Stylise every content with the given controls; returns the written files. Unreadable contents are skipped."""
     weights = _check_args(args)
     styliser = Styliser.from_checkpoint(
-        args.checkpoint, _encoder_arg(args), _device(args.device), channels_last=args.channels_last, bf16=args.bf16
+        args.checkpoint, _encoder_arg(args), resolve_device(args.device, "--device"), channels_last=args.channels_last, bf16=args.bf16
     )
     styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
     controls = {
