@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,23 @@ def adain_run(tmp_path_factory) -> tuple[Path, Path]:
     from adain_checkpoints import train_tiny_run
 
     return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
+
+
+class BatchRecorder(pl.LightningModule):
+    """A one-parameter model that records every training batch it gets, as the model receives it (tensors cloned):
+    what the data path hands a method, step by step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[dict] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append({key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in batch.items()})
+        return (self.weight - batch["content"].mean() + batch["style"].mean()).pow(2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 # ---------------------------------------------------------------- in-process runs

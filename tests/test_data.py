@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from conftest import BatchRecorder
 from styletransfer.data.resumable import DrawKey
 from styletransfer.data import (
     ContentStyleDataModule,
@@ -295,32 +296,16 @@ def test_datamodule_counts_and_logs_skipped_files(tmp_path, caplog):
     assert all(str(c) not in str(dm.validation_pairs) for c in broken)
 
 
-class _Recorder(pl.LightningModule):
-    """Minimal module that records the keys of the batches it sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.keys: list[set] = []
-
-    def training_step(self, batch, batch_idx):
-        self.keys.append(set(batch))
-        return (batch["content"].mean() - batch["style"].mean() + self.weight).pow(2)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_trainer_sees_clean_batches_and_skips_are_counted(tmp_path):
     content = _folder(tmp_path / "content", 4)
     _broken_files(content)
     dm = ContentStyleDataModule(str(content), str(_folder(tmp_path / "style", 2)), short_side=32, crop_size=32,
                                 batch_size=2, num_workers=0, val_pairs=0)
-    model = _Recorder()
+    model = BatchRecorder()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=dm)
-    assert model.keys and all(keys == {"content", "style"} for keys in model.keys)
+    assert model.seen and all(set(batch) == {"content", "style"} for batch in model.seen)
     assert dm.num_skipped == 3
 
 

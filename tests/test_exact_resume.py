@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import ROOT
+from conftest import ROOT, BatchRecorder
 from styletransfer.data import ContentStyleDataModule, ContentStyleDataset, TrainTransform, find_images
 from styletransfer.data.resumable import DrawKey, ResumableDataLoader, SeededShuffle
 from styletransfer.runtime.errors import ConfigError
@@ -133,22 +133,6 @@ def test_loader_refuses_a_foreign_state(tmp_path):
 # ---------------------------------------------------------------- Lightning resumes the data where they stopped
 
 
-class _Recorder(pl.LightningModule):
-    """A one-parameter model that records every training batch it gets."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen: list[dict] = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append({key: batch[key].clone() for key in ("content", "style")})
-        return (self.weight - batch["content"].mean() + batch["style"].mean()).pow(2).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 class _StopAt(pl.Callback):
     """What Ctrl-C / SIGTERM do (styletransfer.runtime.interrupt): stop after step ``step``."""
 
@@ -165,7 +149,7 @@ def _fit(content: Path, style: Path, root: Path, *callbacks, ckpt_path: Path | N
                          enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root,
                          enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
                          callbacks=list(callbacks))
-    trainer.fit(_Recorder(), datamodule=_module(content, style), ckpt_path=ckpt_path)
+    trainer.fit(BatchRecorder(), datamodule=_module(content, style), ckpt_path=ckpt_path)
     return trainer
 
 
