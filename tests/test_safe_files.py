@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import build_encoder
-from styletransfer.nn.weights import SafeCheckpointIO
+from styletransfer.nn.weights import SafeCheckpointIO, safe_load, save_atomic
 from styletransfer.runtime.checkpointing import LatestCheckpoint
 from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.runtime.finite import StopOnNonFiniteLoss
@@ -201,3 +203,40 @@ class _Zero:
         @staticmethod
         def barrier() -> None:
             return None
+
+
+def test_a_flipped_bit_in_a_saved_tensor_is_caught_naming_the_file(tmp_path):
+    path = tmp_path / "decoder.pth"
+    marker = torch.full((64,), 1234.5678)
+    save_atomic({"weight": marker, "step": 3}, path)
+    assert safe_load(path)["step"] == 3
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(marker.numpy().tobytes())
+    assert at >= 0
+    data[at + 17] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=str(path)):
+        safe_load(path)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_version(tmp_path):
+    """A real file size limit (``ulimit -f``) in a child process: EFBIG, reported as a CheckpointError."""
+    path = tmp_path / "last.ckpt"
+    save_atomic({"weight": torch.zeros(4)}, path)
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from styletransfer.nn.weights import save_atomic\n"
+        "from styletransfer.runtime.errors import CheckpointError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        "    save_atomic({'weight': torch.ones(100_000)}, sys.argv[1])\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert str(path) in result.stdout and "file size limit" in result.stdout
+    assert torch.equal(safe_load(path)["weight"], torch.zeros(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

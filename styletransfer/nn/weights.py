@@ -6,9 +6,11 @@ whose unpickler refuses any object that would import or call code before anythin
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,61 @@ def hub_checkpoint(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+#: Key under which :func:`save_atomic` stores :func:`tensor_checksum` in a saved dict; :func:`safe_load` checks it.
+CHECKSUM_KEY = "styletransfer_tensor_sha256"
+
+
+def _tensors(obj: object, name: str = "") -> Iterator[tuple[str, Tensor]]:
+    """Every tensor in ``obj`` (nested dicts, lists, tuples) with its key path, in container order."""
+    if isinstance(obj, Tensor):
+        yield name, obj
+        return
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        if key != CHECKSUM_KEY:
+            yield from _tensors(value, f"{name}.{key}" if name else str(key))
+
+
+def tensor_checksum(obj: object) -> str:
+    """SHA-256 over every tensor of ``obj`` (key path, dtype, shape and bytes): what a flipped bit on disk or a
+    half-copied file changes, whatever pickle's own framing still accepts."""
+    digest = hashlib.sha256()
+    for name, tensor in _tensors(obj):
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_atomic(obj: object, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` crash-safely: a temporary file in the same folder, forced to disk, renamed
-    over ``path`` (a kill leaves the previous file or the new one, whole). The writer twin of ``safe_load``."""
-    with atomic_open(path, "wb", sync=True) as handle:
-        torch.save(obj, handle)
+    over ``path`` (a kill leaves the previous file or the new one, whole). The writer twin of ``safe_load``.
+
+    A dict gets :data:`CHECKSUM_KEY`, the checksum of its tensors, which ``safe_load`` verifies. A folder that
+    cannot be written (read-only, full disk, file size limit) raises CheckpointError naming the file; the
+    previous version of the file is kept.
+    """
+    if isinstance(obj, dict):
+        obj = {**obj, CHECKSUM_KEY: tensor_checksum(obj)}
+    try:
+        with atomic_open(path, "wb", sync=True) as handle:
+            torch.save(obj, handle)
+    except (OSError, RuntimeError) as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        reason = ("the disk is full or a file size limit was reached" if cause.errno in (errno.ENOSPC, errno.EFBIG)
+                  else cause.strerror or first_line(cause))
+        raise CheckpointError(f"could not write {path}: {reason} ({first_line(cause)}). The previous version of the "
+                              f"file, if any, is kept; free space or make {Path(path).parent} writable, then resume "
+                              "from the last checkpoint") from None
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (torch.save reports a failed write as a RuntimeError caused by one), if any."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -59,7 +111,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[Sty
     if not path.is_file():
         raise error(f"{what} {path} is not a file{suffix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if _names_a_global(str(exc)):
             raise error(
@@ -70,6 +122,12 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[Sty
         raise error(f"{path} is not a PyTorch checkpoint ({first_line(exc)}){suffix}") from None
     except Exception as exc:  # zip/EOF/format errors: not a checkpoint at all
         raise error(f"{path} is not a PyTorch checkpoint ({first_line(exc)}){suffix}") from None
+    if isinstance(obj, dict) and CHECKSUM_KEY in obj:
+        stored = obj.pop(CHECKSUM_KEY)
+        if stored != tensor_checksum(obj):
+            raise error(f"{what} {path} is damaged: its tensors do not match the checksum written with them (a "
+                        f"corrupted disk or an incomplete copy). Copy it again or use an earlier checkpoint.{suffix}")
+    return obj
 
 
 def as_state_dict(obj: object, path: str | os.PathLike, error: type[StyleTransferError] = CheckpointError) -> dict[str, Tensor]:
@@ -85,13 +143,9 @@ def as_state_dict(obj: object, path: str | os.PathLike, error: type[StyleTransfe
 def first_non_finite(obj: object, name: str = "") -> str | None:
     """The key path (``state_dict.decoder.1.weight``) of the first floating tensor in ``obj`` (nested dicts and
     lists) holding a NaN or an infinity; None when every tensor is finite."""
-    if isinstance(obj, Tensor):
-        return name if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
-    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
-    for key, value in items:
-        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
-        if found is not None:
-            return found
+    for path, tensor in _tensors(obj, name):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return path
     return None
 
 
