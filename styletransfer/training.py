@@ -6,6 +6,7 @@ import logging
 import math
 import signal
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
+from styletransfer.runtime.hydra_callbacks import LockRunDirectory
 from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
 from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
 from styletransfer.runtime.errors import RunInterrupted
@@ -33,7 +35,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     if rank_zero_only.rank != 0:
         return _run(cfg, output_dir)
-    with run_directory_lock(output_dir):
+    with ExitStack() as held:
+        if not LockRunDirectory.holds(output_dir):  # train.py's Hydra callback took it before Hydra wrote there
+            held.enter_context(run_directory_lock(output_dir))
         for folder in (output_dir, output_dir / "checkpoints"):
             for stale in remove_stale_temporaries(folder):
                 log.warning("removed %s, left by a run that was killed while writing", stale)

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RANDOM_ENCODER, compose, train_in_process
+from conftest import RANDOM_ENCODER, compose, run_hydra_app, train_in_process
 from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
@@ -240,3 +240,25 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_version(tmp_path):
     assert str(path) in result.stdout and "file size limit" in result.stdout
     assert torch.equal(safe_load(path)["weight"], torch.zeros(4))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_train_py_into_a_busy_directory_writes_nothing_there(photo_dirs, tmp_path, monkeypatch):
+    """The other run is another process: train.py refuses before Hydra writes .hydra/ or a log into its folder."""
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom styletransfer.runtime.files import run_directory_lock\n"
+         "with run_directory_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in run_dir.iterdir())
+        content, style = photo_dirs
+        with pytest.raises(SystemExit) as exit_info:
+            run_hydra_app("train.py", "data=folders", f"data.content_dir={content}", f"data.style_dir={style}",
+                          "encoder.weights=random", "trainer=cpu", "logger=csv", "trainer.max_steps=1",
+                          f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+        assert exit_info.value.code == 1
+        assert sorted(p.name for p in run_dir.iterdir()) == before == [".run.lock", ".run.owner"]
+    finally:
+        holder.kill()
+        holder.wait()
