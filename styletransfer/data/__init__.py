@@ -1,7 +1,16 @@
-"""Data: image files (images), transforms, content/style datasets, the Lightning datamodule and the sample set."""
+"""Data: image files (images), transforms, content/style datasets, the Lightning datamodules (folders, prepared
+caches) and the sample set."""
 
+from styletransfer.data.cache_datamodule import CacheDataModule
 from styletransfer.data.datamodule import ContentStyleDataModule
-from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
+from styletransfer.data.datasets import (
+    ContentStyleDataset,
+    FolderSource,
+    ImageSource,
+    ValidationPairsDataset,
+    choose_pairs,
+    collate_content_style,
+)
 from styletransfer.data.images import (
     IMAGE_EXTENSIONS,
     DataDirError,
@@ -16,11 +25,14 @@ from styletransfer.data.transforms import CenterTransform, TrainTransform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "CacheDataModule",
     "CenterTransform",
     "ContentStyleDataModule",
     "ContentStyleDataset",
     "DataDirError",
+    "FolderSource",
     "ImageLoadError",
+    "ImageSource",
     "SampleDataModule",
     "TrainTransform",
     "ValidationPairsDataset",

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from styletransfer.data.datasets import ContentStyleDataset, ValidationPairsDataset, choose_pairs, collate_content_style
+from styletransfer.data.datasets import (ContentStyleDataset, FolderSource, ImageSource, ValidationPairsDataset,
+                                         choose_pairs, collate_content_style)
 from styletransfer.data.images import DataDirError, find_images
+from styletransfer.data.loading import resolve_workers, usable_cores
 from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, resolve_seed
 from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.instantiate import renamed_setting
 
 log = logging.getLogger(__name__)
-
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -45,39 +45,53 @@ class ContentStyleDataModule(pl.LightningDataModule):
     (``styletransfer.data.resumable``). Validation: ``val_pairs`` fixed pairs, shorter side resized to
     ``crop_size`` then centre-cropped. Folders are listed (recursively) here, so a missing or empty folder fails at
     start. Unreadable files are skipped, logged once and counted in ``skipped_files`` (kept in checkpoints too).
-    Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1].
+    Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1]. ``jpeg_draft``
+    decodes JPEGs at least twice the training size at a reduced scale first (``load_rgb``'s ``draft_side``).
+    Subclasses (the prepared cache) change where the images come from: :meth:`train_sources`,
+    :meth:`train_transform` and :meth:`val_dataset`.
     """
 
     def __init__(self, content_dir: str, style_dir: str, short_side: int = 512, crop_size: int = 256,
-                 batch_size: int = 8, num_workers: int = 4, val_pairs: int = 8, pin_memory: bool = True,
+                 batch_size: int = 8, num_workers: int | str = 4, val_pairs: int = 8, pin_memory: bool = True,
                  persistent_workers: bool = True, drop_last: bool = True, image_size: int | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, prefetch_factor: int | None = None, jpeg_draft: bool = True) -> None:
         super().__init__()
         short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
-        check_sizes(short_side, crop_size)
-        _check_int("data.batch_size", batch_size, 1)
-        _check_int("data.num_workers", num_workers, 0)
-        _check_int("data.val_pairs", val_pairs, 0)
-        self.content_dir = str(content_dir)
-        self.style_dir = str(style_dir)
-        self.short_side = short_side
-        self.crop_size = crop_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.val_pairs = val_pairs
+        self._configure(short_side, crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
-        self.seed = resolve_seed(seed)
+        self.jpeg_draft = bool(jpeg_draft)
+        self.content_dir = str(content_dir)
+        self.style_dir = str(style_dir)
         self.content_files = _list_folder("data.content_dir", self.content_dir)
         self.style_files = _list_folder("data.style_dir", self.style_dir)
-        if self.drop_last and len(self.content_files) < batch_size:
-            raise ConfigError(f"data.batch_size ({batch_size}) is larger than the {len(self.content_files)} content "
-                             f"images under {self.content_dir}: with data.drop_last=true no batch would be produced; "
-                             f"lower data.batch_size or add images")
+        self._check_batch(len(self.content_files), self.content_dir)
+
+    def _configure(self, short_side: int, crop_size: int, batch_size: int, num_workers: int | str, val_pairs: int,
+                   prefetch_factor: int | None, seed: int | None) -> None:
+        """Check and keep the settings every data module of this family has."""
+        check_sizes(short_side, crop_size)
+        _check_int("data.batch_size", batch_size, 1)
+        _check_int("data.val_pairs", val_pairs, 0)
+        if prefetch_factor is not None:
+            _check_int("data.prefetch_factor", prefetch_factor, 1)
+        self.num_workers = resolve_workers(num_workers)
+        self.short_side = short_side
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.val_pairs = val_pairs
+        self.prefetch_factor = prefetch_factor
+        self.seed = resolve_seed(seed)
         #: Unreadable files seen so far: path -> cause.
         self.skipped_files: dict[str, str] = {}
-        self._validation_pairs: list[tuple[Path, Path]] | None = None
+        self._validation_pairs: list[tuple[Any, Any]] | None = None
+
+    def _check_batch(self, n_content: int, where: str) -> None:
+        if self.drop_last and n_content < self.batch_size:
+            raise ConfigError(f"data.batch_size ({self.batch_size}) is larger than the {n_content} content images "
+                              f"under {where}: with data.drop_last=true no batch would be produced; lower "
+                              f"data.batch_size or add images")
 
     @property
     def num_skipped(self) -> int:
@@ -85,7 +99,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
         return len(self.skipped_files)
 
     @property
-    def validation_pairs(self) -> list[tuple[Path, Path]]:
+    def validation_pairs(self) -> list[tuple[Any, Any]]:
         """The fixed (content, style) validation pairs (chosen once, deterministically, readable files only)."""
         if self._validation_pairs is None:
             self._validation_pairs = choose_pairs(self.content_files, self.style_files, self.val_pairs,
@@ -93,24 +107,40 @@ class ContentStyleDataModule(pl.LightningDataModule):
         return self._validation_pairs
 
     def _workers(self) -> int:
-        return min(self.num_workers, os.cpu_count() or 1)
+        return min(self.num_workers, usable_cores())
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self._workers()
-        return {"num_workers": workers, "collate_fn": collate_content_style,
-                "pin_memory": self.pin_memory and torch.cuda.is_available(),
-                "persistent_workers": self.persistent_workers and workers > 0}
+        options = {"num_workers": workers, "collate_fn": collate_content_style,
+                   "pin_memory": self.pin_memory and torch.cuda.is_available(),
+                   "persistent_workers": self.persistent_workers and workers > 0}
+        if workers > 0 and self.prefetch_factor is not None:
+            options["prefetch_factor"] = self.prefetch_factor
+        return options
 
     def _ranks(self) -> tuple[int, int]:
         """(number of ranks, this rank) of the attached trainer: each rank loads its own shard of every epoch."""
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
+    def train_sources(self) -> tuple[ImageSource, ImageSource]:
+        """Where training images come from: the content and style folders (JPEG draft at ``short_side``)."""
+        draft = self.short_side if self.jpeg_draft else None
+        return (FolderSource(self.content_files, "content", self.content_dir, draft_side=draft),
+                FolderSource(self.style_files, "style", self.style_dir, draft_side=draft))
+
+    def train_transform(self) -> Any:
+        """The training items' transform: resize the shorter side, random crop."""
+        return TrainTransform(self.short_side, self.crop_size)
+
+    def val_dataset(self) -> Dataset:
+        """The fixed validation pairs, resized to the crop size and centre-cropped."""
+        return ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size))
+
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled training pairs whose position Lightning saves in checkpoints and restores on resume."""
-        dataset = ContentStyleDataset(self.content_files, self.style_files,
-                                      TrainTransform(self.short_side, self.crop_size),
-                                      content_dir=self.content_dir, style_dir=self.style_dir, seed=self.seed)
+        content, style = self.train_sources()
+        dataset = ContentStyleDataset(content, style, self.train_transform(), seed=self.seed)
         replicas, rank = self._ranks()
         sampler = SeededShuffle(dataset, self.seed, num_replicas=replicas, rank=rank)
         return ResumableDataLoader(dataset, sampler, batch_size=self.batch_size, drop_last=self.drop_last,
@@ -119,9 +149,8 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_pairs == 0:
             return []
-        dataset = ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size))
-        return DataLoader(dataset, batch_size=min(self.batch_size, self.val_pairs), shuffle=False, drop_last=False,
-                          **self._loader_options())
+        return DataLoader(self.val_dataset(), batch_size=min(self.batch_size, self.val_pairs), shuffle=False,
+                          drop_last=False, **self._loader_options())
 
     def record_skipped(self, skipped: list) -> None:
         """Log each newly skipped (path, cause) once at WARNING and remember it in ``skipped_files``."""

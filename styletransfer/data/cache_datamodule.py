@@ -1,0 +1,166 @@
+"""Training from prepared caches (``data=cache``): the folder path's pairs and crops, without decoding full images.
+
+``python train.py data=cache data.cache=DST`` reads ``DST/content`` and ``DST/style``, each made by
+``python -m styletransfer.data.prepare`` (or name them with ``data.content_cache`` / ``data.style_cache``). Items are
+drawn exactly as from folders (:class:`~styletransfer.data.datasets.ContentStyleDataset` with cache records as
+its image source): same order, style choice and crop boxes for a given seed, same exact resume. A JPEG cache on a
+CUDA trainer is decoded on the GPU (``data.decode``): workers hand over the JPEG bytes and the crop boxes they drew,
+and :meth:`CacheDataModule.on_before_batch_transfer` decodes the batch with batched nvJPEG and cuts the crops there.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from styletransfer.data.cache import CacheSource, ShardCache
+from styletransfer.data.datamodule import ContentStyleDataModule
+from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, choose_pair_indices
+from styletransfer.data.images import to_unit_float
+from styletransfer.data.transforms import (CenterTransform, CropBoxTransform, EncodedImage, TrainTransform,
+                                           decode_crops, is_encoded_batch)
+from styletransfer.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DECODE_CHOICES = ("auto", "cpu", "gpu")
+
+
+class CacheTrainTransform:
+    """:class:`TrainTransform` for decoded images (uint8 crops: a quarter of the bytes through the loader; the
+    datamodule converts them on the device), :class:`CropBoxTransform` for encoded ones (same draws)."""
+
+    def __init__(self, short_side: int, crop_size: int) -> None:
+        self.decoded = TrainTransform(short_side, crop_size, uint8=True)
+        self.encoded = CropBoxTransform(crop_size)
+
+    def __call__(self, image: Any, generator: torch.Generator | None = None) -> Tensor | dict[str, Any]:
+        """The crop of ``image`` (uint8 tensor) or its bytes and crop box, drawn from ``generator``."""
+        return (self.encoded if isinstance(image, EncodedImage) else self.decoded)(image, generator)
+
+
+def _short_side(setting: int | None, caches: list[ShardCache]) -> int:
+    """``data.short_side``, which must be the caches' (null: take theirs, which must agree)."""
+    sides = {cache.short_side for cache in caches}
+    if setting is None:
+        if len(sides) > 1:
+            raise ConfigError(f"data.short_side is null but the caches were prepared at different shorter sides "
+                              f"({', '.join(f'{c.root}: {c.short_side}' for c in caches)}); prepare them with one "
+                              f"--short-side")
+        return sides.pop()
+    for cache in caches:
+        if cache.short_side != setting:
+            raise ConfigError(f"data.short_side={setting} but {cache.root} was prepared with --short-side "
+                              f"{cache.short_side}: set data.short_side={cache.short_side} (or null), or prepare it "
+                              f"again with --short-side {setting} ({cache.rebuild_command()})")
+    return setting
+
+
+def _cache_paths(cache: str | None, content_cache: str | None, style_cache: str | None) -> list[tuple[str, str]]:
+    """(setting, folder) of the content and style caches."""
+    if content_cache is not None and style_cache is not None:
+        return [("data.content_cache", str(content_cache)), ("data.style_cache", str(style_cache))]
+    if cache is None:
+        raise ConfigError("data.cache is not set: set data.cache=DIR (a folder holding content/ and style/ caches made "
+                          "by python -m styletransfer.data.prepare), or data.content_cache and data.style_cache")
+    root = Path(str(cache)).expanduser()
+    return [("data.content_cache" if content_cache else "data.cache", str(content_cache or root / "content")),
+            ("data.style_cache" if style_cache else "data.cache", str(style_cache or root / "style"))]
+
+
+class CacheDataModule(ContentStyleDataModule):
+    """:class:`ContentStyleDataModule` over two prepared caches (see the module docstring).
+
+    At start both manifests are read and checked against their shards (sizes always; SHA-256 of every shard when
+    ``verify_cache``): a mismatch stops the run naming the shard and the prepare command that rebuilds the cache.
+    ``short_side`` must be the caches' (null: theirs). Sources that prepare could not read count as skipped files.
+    Validation pairs are the folder path's choice of images, read from the cache (so resized from the cached
+    ``short_side`` image to ``crop_size``, not from the original file).
+    """
+
+    def __init__(self, cache: str | None = None, content_cache: str | None = None, style_cache: str | None = None,
+                 short_side: int | None = None, crop_size: int = 256, batch_size: int = 8,
+                 num_workers: int | str = "auto", val_pairs: int = 8, pin_memory: bool = True,
+                 persistent_workers: bool = True, drop_last: bool = True, seed: int | None = None,
+                 prefetch_factor: int | None = None, decode: str = "auto", verify_cache: bool = True) -> None:
+        pl.LightningDataModule.__init__(self)  # not the folder module's: nothing to list
+        if decode not in DECODE_CHOICES:
+            raise ConfigError(f"data.decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
+        caches = [ShardCache(path, setting) for setting, path in _cache_paths(cache, content_cache, style_cache)]
+        for opened in caches:
+            opened.verify(checksums=bool(verify_cache))
+        self.content_cache, self.style_cache = caches
+        if decode == "gpu" and all(c.format != "jpeg" for c in caches):
+            raise ConfigError("data.decode=gpu but neither cache is a JPEG cache (raw pixels need no decoding); "
+                              "set data.decode=auto or cpu")
+        self._configure(_short_side(short_side, caches), crop_size, batch_size, num_workers, val_pairs,
+                        prefetch_factor, seed)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.drop_last = bool(drop_last)
+        self.decode = decode
+        self._check_batch(len(self.content_cache), str(self.content_cache.root))
+        skipped = {**self.content_cache.skipped(), **self.style_cache.skipped()}
+        if skipped:
+            log.warning("%d unreadable source image(s) were left out when the caches were prepared (listed in their "
+                        "manifest.json)", len(skipped))
+            self.skipped_files.update(skipped)
+
+    def decode_on_device(self) -> bool:
+        """Whether training batches are decoded on the GPU: ``data.decode`` gpu, or auto with a CUDA trainer."""
+        trainer = self.trainer
+        on_cuda = (trainer.strategy.root_device.type == "cuda" if trainer is not None
+                   else torch.cuda.is_available())
+        if self.decode == "gpu" and not on_cuda:
+            raise ConfigError("data.decode=gpu but the trainer does not run on CUDA; set data.decode=auto or cpu")
+        return self.decode == "gpu" or (self.decode == "auto" and trainer is not None and on_cuda)
+
+    def _sources(self, encoded: bool) -> tuple[CacheSource, CacheSource]:
+        return tuple(CacheSource(cache, kind, encoded and cache.format == "jpeg")
+                     for cache, kind in ((self.content_cache, "content"), (self.style_cache, "style")))
+
+    def train_sources(self) -> tuple[ImageSource, ImageSource]:
+        """The cache records: JPEG bytes for decoding on the device, or decoded images."""
+        return self._sources(self.decode_on_device())
+
+    def train_transform(self) -> CacheTrainTransform:
+        """Crop boxes for encoded images, the folder path's crop for decoded ones."""
+        return CacheTrainTransform(self.short_side, self.crop_size)
+
+    @property
+    def validation_pairs(self) -> list[tuple[int, int]]:
+        """The fixed validation pairs as (content record, style record) indices."""
+        if self._validation_pairs is None:
+            self._validation_pairs = choose_pair_indices(*self._sources(False), self.val_pairs)
+        return self._validation_pairs
+
+    def val_dataset(self) -> Dataset:
+        """The validation pairs read (and decoded on the CPU) from the caches."""
+        return ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size),
+                                      sources=self._sources(False))
+
+    def decode_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """Decode the encoded parts of a collated batch on ``device`` (see ``decode_crops``); the rest is kept."""
+        return {key: decode_crops(value, self.crop_size, device) if is_encoded_batch(value) else value
+                for key, value in batch.items()}
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode encoded batches on the trainer's device before Lightning moves the batch (the JPEG bytes must
+        be read from host memory; the decoded crops are already where the model is)."""
+        if isinstance(batch, dict) and any(is_encoded_batch(value) for value in batch.values()):
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cuda")
+            return self.decode_batch(batch, device)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Record and drop ``skipped`` (as for folders) and turn uint8 crops into float32 in [0, 1] on the device."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        if isinstance(batch, dict):
+            batch = {key: to_unit_float(value) if isinstance(value, Tensor) else value for key, value in batch.items()}
+        return batch
