@@ -43,7 +43,7 @@ VGG19_LAYERS: tuple[str, ...] = (
 
 ARCHS = ("torchvision", "vgg_normalised")
 FALLBACKS = (None, "random")
-CONFIG_KEYS = ("weights", "seed", "fallback", "download")
+CONFIG_KEYS = ("weights", "seed", "fallback", "download", "arch")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -375,7 +375,8 @@ class VGGEncoder(nn.Module):
 
 
 def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
-    """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download}); unknown keys fail."""
+    """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download, arch}); unknown keys fail.
+    ``arch`` only shapes random weights (a file's architecture is detected from its keys)."""
     if not isinstance(config, Mapping):
         raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
     config = dict(config)
@@ -394,4 +395,5 @@ def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
         seed=config.get("seed", 0),
         fallback=fallback,
         download=download,
+        arch=config.get("arch", "torchvision"),
     )

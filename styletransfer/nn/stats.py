@@ -20,16 +20,21 @@ def mean_std(features: Tensor, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
 
     The variance is unbiased (as in the reference PyTorch code) with ``eps`` added before the square root.
     Computed in float32 whatever the input dtype, so bf16 autocast does not lose the statistics.
+    Reduced over dims (2, 3) in place, never reshaped: a reshape of a channels_last map would copy it. A
+    contiguous map takes two passes (``var``, ``mean``: bitwise what the reference code computes); any other
+    layout (channels_last, the speed path) one ``var_mean`` pass, whose mean may differ in the last bit.
     """
     _check_4d(features)
-    n, c = features.shape[:2]
-    flat = features.float().reshape(n, c, -1)
-    if flat.shape[-1] < 2:
+    if features.shape[2] * features.shape[3] < 2:
         raise ValueError(
             f"feature map of {tuple(features.shape[2:])} has fewer than 2 positions: the image is too small for this layer"
         )
-    var = flat.var(dim=2, unbiased=True) + eps
-    return flat.mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+    x = features.float()
+    if x.is_contiguous():
+        var, mean = x.var(dim=(2, 3), unbiased=True, keepdim=True), x.mean(dim=(2, 3), keepdim=True)
+    else:
+        var, mean = torch.var_mean(x, dim=(2, 3), unbiased=True, keepdim=True)
+    return mean, (var + eps).sqrt()
 
 
 def gram_matrix(features: Tensor) -> Tensor:

@@ -1,0 +1,128 @@
+"""AdaIN's speed path: off it changes nothing, on it trains like fp32; compile modes and the benchmark's settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import RANDOM_ENCODER
+from styletransfer.methods.adain import AdaINModule
+from styletransfer.methods.adain.module import compile_mode
+from styletransfer.nn.padding import FastReflectionPad2d
+from styletransfer.nn.stats import mean_std
+from styletransfer.runtime.errors import ConfigError
+
+NORMALISED = {**RANDOM_ENCODER, "arch": "vgg_normalised"}
+
+
+def _pads(model: AdaINModule) -> tuple[int, int]:
+    fast = sum(isinstance(m, FastReflectionPad2d) for m in model.modules())
+    return fast, sum(type(m) is torch.nn.ReflectionPad2d for m in model.modules())
+
+
+def test_speed_options_off_keep_the_reference_modules_and_on_swap_the_pads():
+    assert _pads(AdaINModule(encoder=NORMALISED)) == (0, 9 + 9)
+    assert _pads(AdaINModule(encoder=NORMALISED, channels_last=True)) == (18, 0)
+    assert _pads(AdaINModule(encoder=NORMALISED, compile="reduce-overhead")) == (18, 0)
+
+
+@pytest.mark.parametrize("value,mode", [(False, None), (None, None), ("false", None), (True, "default"),
+                                        ("true", "default"), ("default", "default"),
+                                        ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune"),
+                                        ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")])
+def test_compile_modes(value, mode):
+    assert compile_mode(value) == mode
+    assert AdaINModule(encoder=RANDOM_ENCODER, compile=value).hparams.compile == (mode or False)
+
+
+def test_unknown_compile_mode_names_the_setting():
+    with pytest.raises(ConfigError, match="method.compile='fast'"):
+        AdaINModule(encoder=RANDOM_ENCODER, compile="fast")
+
+
+def test_channels_last_statistics_equal_the_contiguous_ones():
+    x = torch.randn(2, 8, 6, 7, generator=torch.Generator().manual_seed(0))
+    mean, std = mean_std(x)
+    cl_mean, cl_std = mean_std(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl_mean, mean, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(cl_std, std, rtol=1e-6, atol=1e-7)
+
+
+def test_speed_path_losses_and_gradients_match_the_reference_in_fp32():
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
+    grads = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = AdaINModule(encoder=NORMALISED, channels_last=channels_last)
+        model.setup("fit")
+        losses = model.losses(content, style)
+        losses["loss/total"].backward()
+        grads.append((losses, [p.grad for p in model.decoder.parameters()]))
+    (ref, ref_grads), (fast, fast_grads) = grads
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-5, atol=1e-6)
+    for a, b in zip(ref_grads, fast_grads):
+        assert (a - b).abs().max() <= 1e-2 * a.abs().max()  # the random encoder makes fp32 itself this far from fp64
+
+
+def test_whole_loss_traces_as_one_graph():
+    """method.compile compiles ``_loss_terms`` whole: dynamo must see one graph, no breaks (CPU, no inductor)."""
+    model = AdaINModule(encoder=NORMALISED, channels_last=True)
+    model.setup("fit")
+    content = torch.rand(2, 3, 32, 32)
+    explanation = torch._dynamo.explain(model._loss_terms)(content, content.flip(-1), (1.0, 10.0))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def _curve(bf16: bool, channels_last: bool, steps: int) -> list[float]:
+    torch.manual_seed(0)
+    model = AdaINModule(encoder=NORMALISED, channels_last=channels_last)
+    model.setup("fit")
+    optimizer = model.configure_optimizers()["optimizer"]
+    generator = torch.Generator().manual_seed(3)
+    batches = [(torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator))
+               for _ in range(4)]
+    curve = []
+    for step in range(steps):
+        content, style = batches[step % len(batches)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.losses(content, style)["loss/total"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        curve.append(float(loss.detach()))
+    return curve
+
+
+@pytest.mark.slow
+def test_bf16_channels_last_loss_curve_within_two_percent_of_fp32():
+    steps, window = 200, 50
+    reference, fast = _curve(False, False, steps), _curve(True, True, steps)
+    assert sum(fast[-window:]) < 0.8 * sum(fast[:window])  # it trains
+    for start in range(0, steps, window):
+        ref, got = sum(reference[start:start + window]), sum(fast[start:start + window])
+        assert abs(got - ref) <= 0.02 * ref, (start, ref, got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_step_on_cuda_matches_eager(mode):
+    device = torch.device("cuda")
+    generator = torch.Generator().manual_seed(0)
+    content, style = (torch.rand(2, 3, 64, 64, generator=generator).to(device) for _ in range(2))
+    results = []
+    for compile in (False, mode):
+        torch.manual_seed(0)
+        model = AdaINModule(encoder=NORMALISED, channels_last=True, compile=compile).to(device)
+        model.setup("fit")
+        optimizer = model.configure_optimizers()["optimizer"]
+        for _ in range(3):
+            losses = model.losses(content, style)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss/total"].backward()
+            optimizer.step()
+        results.append({k: float(v) for k, v in losses.items()})
+    for name, value in results[0].items():
+        assert results[1][name] == pytest.approx(value, rel=1e-2)
