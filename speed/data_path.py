@@ -15,7 +15,7 @@ variant's real training loader (``data=folders`` / ``data=cache``) for ``--batch
 On CUDA each batch is also moved to the GPU (what training does), and the peak GPU memory of each row is shown.
 images/s counts content and style images (2 x batch per batch); "per core" divides by the worker processes (the
 data path's CPU cost). Other scripts import :func:`make_jpeg_folders`, :func:`prepare_caches`,
-:func:`data_path_rows` (every variant) and :func:`data_path_row` (the fast path's seconds per batch).
+:func:`data_path_rows` (every variant).
 """
 
 from __future__ import annotations
@@ -161,18 +161,6 @@ def prepare_caches(folders: tuple[Path, Path], root: str | Path, short_side: int
             processed, seconds = processed + summary.processed, seconds + summary.seconds
         rates[fmt] = processed / seconds if processed else math.nan
     return roots, rates
-
-
-def data_path_row(folders: tuple[Path, Path], size: int = 256, batch: int = 8, steps: int = 50,
-                  workers: int | str = "auto", short_side: int = 512) -> float:
-    """Seconds per batch of the fast data path on this machine: the JPEG cache of ``folders`` (prepared beside them
-    under ``caches/``, reused when up to date), decoded on the GPU when there is one, crop ``size``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    caches, _ = prepare_caches(folders, Path(folders[0]).parent / "caches", short_side, formats=("jpeg",))
-    module = CacheDataModule(str(caches["jpeg"]), short_side=short_side, crop_size=size, batch_size=batch,
-                             num_workers=resolve_workers(workers), val_pairs=0, seed=0,
-                             decode="gpu" if device.type == "cuda" else "cpu")
-    return time_loader(module, device, steps, warmup=5)[1] / 1e3
 
 
 def _table(rows: list[tuple[str, str, str, str, str]]) -> str:

@@ -11,7 +11,7 @@ a. reference: the reference PyTorch code's step written out here (nn.Sequential 
 b. ours: ``AdaINModule.losses`` + backward + its optimiser (fused Adam on CUDA) and lr schedule, per speed setting
    (fp32, bf16, bf16 + channels_last, then + torch.compile modes; compile rows need a GPU unless --compile-on-cpu);
    the fastest is the "best step";
-c. the data path alone, from ``speed/data_path.py`` when it exists;
+c. the data path alone, from ``speed/data_path.py`` (folders, caches, CPU and GPU decode);
 d. ``train.py`` end to end through Lightning (the real Hydra config, generated JPEG folders, csv logger, no
    validation or checkpoints while timed) with the best step's settings, and a CPU row: our step driven by a plain
    loop vs. by Lightning on the same in-memory batches (issue 10: ratio <= 1.05).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import sys
 import tempfile
 import time
@@ -32,12 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from PIL import Image
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
@@ -47,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import data_path  # noqa: E402  (speed/data_path.py)
 from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.sweeps.table import register_resolvers  # noqa: E402
 from styletransfer.training import run  # noqa: E402
@@ -245,18 +243,6 @@ class StepTimer(pl.Callback):
             StepTimer.last = (trainer.global_step - self.start_step, time.perf_counter() - self._start)
 
 
-def make_folders(root: Path, size: int, count: int) -> tuple[Path, Path]:
-    """Content and style folders of ``count`` random-texture JPEGs of ``size`` px (when data_path.py is missing)."""
-    rng = np.random.default_rng(0)
-    dirs = (root / "content", root / "style")
-    for folder in dirs:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            low = rng.integers(0, 256, (size // 8 + 2, size // 8 + 2, 3), dtype=np.uint8)
-            Image.fromarray(low).resize((size, size), Image.BICUBIC).save(folder / f"{i:03d}.jpg", quality=90)
-    return dirs
-
-
 def train_py_row(args: argparse.Namespace, device: torch.device, settings: dict, data: str, data_overrides: list[str],
                  work: Path) -> float:
     """Seconds per step of ``training.run`` on the composed config (steps after ``args.warmup``)."""
@@ -272,7 +258,7 @@ def train_py_row(args: argparse.Namespace, device: torch.device, settings: dict,
         f"method.channels_last={str(bool(settings.get('channels_last'))).lower()}",
         f"method.compile={settings.get('compile_mode') or False}", "method.export_decoder=false",
         f"+callbacks.step_timer._target_={__name__}.StepTimer", f"+callbacks.step_timer.start_step={args.warmup}",
-        f"paths.output_dir={work / f'run_{data}'}",
+        f"paths.output_dir={work}",
     ]
     StepTimer.last = None
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -322,22 +308,11 @@ def lightning_vs_plain(args: argparse.Namespace, work: Path) -> tuple[float, flo
 # ---------------------------------------------------------------- main
 
 
-def load_data_path() -> object | None:
-    """Task A's ``speed/data_path.py`` (make_jpeg_folders, prepare_caches, data_path_rows), None when missing."""
-    try:
-        return importlib.import_module("data_path")
-    except ImportError as exc:
-        print(f"speed/data_path.py is not importable ({exc}): the data path rows and data=cache are skipped")
-        return None
-
-
-def data_rows(args: argparse.Namespace, device: torch.device, data_path: object | None,
+def data_rows(args: argparse.Namespace, device: torch.device,
               work: Path) -> tuple[list[Row], tuple[Path, Path], dict[str, Path]]:
     """Part c: the data path alone; returns its rows, the JPEG folders and the prepared caches (for part d)."""
     short_side = 2 * args.size  # the paper's ratio (512 -> 256 crops)
-    if data_path is None:
-        return [Row("c. data path", note="skipped: speed/data_path.py missing")], make_folders(work, 640, 16), {}
-    folders = data_path.make_jpeg_folders(work / "jpegs", max(16, 2 * args.batch))
+    folders = data_path.make_jpeg_folders(work / "jpegs", args.images)
     try:
         caches, _ = data_path.prepare_caches(folders, work / "caches", short_side=short_side)
     except Exception as exc:  # noqa: BLE001 - a benchmark row reports its error and the script goes on
@@ -367,12 +342,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="print the top-15 kernels of the reference and best step")
     parser.add_argument("--skip-train-py", action="store_true", help="skip part d (train.py end to end)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where to generate the JPEG folders (default: temp)")
-    parser.add_argument("--workers", type=int, default=4, help="data-loading workers of parts c and d")
+    parser.add_argument("--workers", default="auto", help="data-loading workers of parts c and d (auto: data.num_workers=auto)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="640x480 JPEGs per folder for parts c and d (default 1200 on CUDA, as issue 10 measured; 32 on a CPU)")
     parser.add_argument("--cpu-size", type=int, default=64, help="image size of the CPU Lightning-vs-plain row")
     parser.add_argument("--cpu-batch", type=int, default=2, help="batch of the CPU Lightning-vs-plain row")
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = 5 if torch.device(args.device).type == "cuda" else 2
+    if args.images is None:
+        args.images = 1200 if torch.device(args.device).type == "cuda" else 32
     if args.compile_modes is None:
         args.compile_modes = list(DEFAULT_MODES) if torch.device(args.device).type == "cuda" else []
     return args
@@ -437,7 +416,7 @@ def main() -> None:
     work_context = tempfile.TemporaryDirectory() if args.data_dir is None else contextlib.nullcontext(args.data_dir)
     with work_context as work_dir:
         work = Path(work_dir)
-        data_rows_, folders, caches = data_rows(args, device, load_data_path(), work)
+        data_rows_, folders, caches = data_rows(args, device, work)
         rows += data_rows_
         if not args.skip_train_py:
             rows += train_py_rows(args, device, best, folders, caches, work)
@@ -452,14 +431,14 @@ def train_py_rows(args: argparse.Namespace, device: torch.device, best: Row | No
     out: list[Row] = []
     settings = best.settings if best is not None else {}
     described = ", ".join(f"{k}={v}" for k, v in settings.items())
-    data_overrides = {"folders": [f"data.content_dir={folders[0]}", f"data.style_dir={folders[1]}",
-                                  f"data.short_side={2 * args.size}"]}
-    if "jpeg" in caches and (ROOT / "configs" / "data" / "cache.yaml").is_file():
-        data_overrides["cache"] = [f"data.cache={caches['jpeg']}"]
-    for data, extra in data_overrides.items():
-        label = f"d. train.py data={data} ({described or 'fp32'})"
+    data_overrides = {"folders": ("folders", [f"data.content_dir={folders[0]}", f"data.style_dir={folders[1]}",
+                                              f"data.short_side={2 * args.size}"])}
+    for fmt, cache in caches.items():
+        data_overrides[f"cache_{fmt}"] = ("cache", [f"data.cache={cache}"])
+    for name, (data, extra) in data_overrides.items():
+        label = f"d. train.py data={data}{f' ({name[6:]})' if data == 'cache' else ''} ({described or 'fp32'})"
         try:
-            out.append(Row(label, train_py_row(args, device, settings, data, extra, work)))
+            out.append(Row(label, train_py_row(args, device, settings, data, extra, work / name)))
         except Exception as exc:  # noqa: BLE001
             out.append(Row(label, note=error_text(exc)))
         print(f"  {label}: {out[-1].note or f'{out[-1].seconds * 1e3:.1f} ms/step'}", flush=True)
@@ -468,7 +447,7 @@ def train_py_rows(args: argparse.Namespace, device: torch.device, best: Row | No
         ratio = lightning_s / plain_s
         verdict = "ok" if ratio <= 1.05 else "over the 1.05 target"
         out.append(Row(f"d. cpu plain loop, ours fp32, batch {args.cpu_batch} at {args.cpu_size} px", plain_s))
-        out.append(Row(f"d. cpu Lightning loop, same", lightning_s,
+        out.append(Row("d. cpu Lightning loop, same", lightning_s,
                        note=f"Lightning / plain = {ratio:.3f} ({verdict}; issue 10: <= 1.05)"))
     except Exception as exc:  # noqa: BLE001
         out.append(Row("d. cpu Lightning vs plain loop", note=error_text(exc)))
