@@ -64,3 +64,32 @@ def test_a_model_trained_behind_a_random_encoder_is_named_as_such(tmp_path, capl
     with caplog.at_level("WARNING"):
         Styliser.from_checkpoint(_decoder_file(tmp_path))
     assert "trained behind a RANDOM VGG encoder" in caplog.text
+
+
+def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, capsys):
+    """Workers decoding, size groups (a batch never mixes sizes) and writer threads change nothing in the files;
+    --quality reaches the JPEG encoder, and bad flags are refused by name."""
+    g = torch.Generator().manual_seed(2)
+    contents = tmp_path / "photos"
+    for i, (h, w) in enumerate([(24, 32), (32, 24), (24, 32), (40, 40), (24, 32), (32, 24), (24, 32)]):
+        save_image(torch.rand(3, h, w, generator=g), contents / f"{i}.png")
+    (contents / "broken.png").write_bytes(b"nope")
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32, generator=g), style)
+    common = [str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "--device", "cpu",
+              "--style-size", "0", "--batch-size", "2"]
+    assert main([*common, "-o", str(tmp_path / "seq"), "--workers", "0", "--writers", "0"]) == 0
+    assert main([*common, "-o", str(tmp_path / "par"), "--workers", "2", "--writers", "2"]) == 0
+    seq, par = sorted((tmp_path / "seq").iterdir()), sorted((tmp_path / "par").iterdir())
+    assert [p.name for p in seq] == [p.name for p in par] and len(seq) == 7
+    for a, b in zip(seq, par):
+        assert a.read_bytes() == b.read_bytes()
+    out = capsys.readouterr()
+    assert out.out.count("wrote 7 image(s)") == 2 and out.err.count("broken.png") >= 2
+    sizes = {}
+    for quality in (30, 95):
+        assert main([*common, "-o", str(tmp_path / f"q{quality}"), "--ext", "jpg", "--quality", str(quality)]) == 0
+        sizes[quality] = sum(p.stat().st_size for p in (tmp_path / f"q{quality}").iterdir())
+    assert sizes[30] < sizes[95]
+    assert main([*common, "-o", str(tmp_path / "bad"), "--quality", "0"]) == 1
+    assert "--quality" in capsys.readouterr().err

@@ -3,14 +3,16 @@
     styletransfer-stylise CKPT --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
 
 CKPT is a Lightning ``.ckpt`` of this project, its exported ``decoder.pth``, or the original release's
-``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``. A folder of contents is stylised image by image;
-unreadable files are skipped and named at the end.
+``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``. A folder of contents is decoded by worker processes,
+stylised in same-size batches and written by a thread pool, all at once (``pipeline``); files that cannot be read
+or written are skipped and named at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections import Counter
@@ -19,22 +21,19 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor, save_image
-from styletransfer.methods.adain.model import BOTTLENECK, check_controls
+from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
+from styletransfer.methods.adain.model import check_controls
+from styletransfer.methods.adain.pipeline import decoded, run_folder
 from styletransfer.methods.adain.styliser import Styliser
-from styletransfer.nn.encoder import min_input_side
 from styletransfer.runtime.devices import resolve_device
-from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
+from styletransfer.runtime.errors import ConfigError, StyleTransferError
 
 log = logging.getLogger(__name__)
 
 #: Old spellings of flags and commands that still work, with a warning: old -> new.
 RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
 OLD_COMMAND = "styletransfer-stylize"
-#: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
-MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 
 
 def _encoder_arg(args: argparse.Namespace) -> dict | None:
@@ -97,11 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
         "needs vgg_normalised.pth); default: the one recorded in the file")
     add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
     add("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
-    add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1)")
-    add("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
-    add("--channels-last", action="store_true", help="channels_last memory format (GPU)")
-    add("--ext", default="png", help="output image format: png (default) or jpg")
+    add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1; "
+        "a batch never mixes sizes)")
+    add("--bf16", action="store_true", help="bfloat16 autocast (GPU; slow on most CPUs)")
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels_last memory format "
+        "(default on: faster on GPUs and CPUs; --no-channels-last for NCHW)")
+    add("--compile", nargs="?", const="default", default=None, metavar="MODE", help="torch.compile the stylise "
+        "core (once per image size; MODE: default, reduce-overhead for CUDA graphs, max-autotune)")
+    add("--workers", type=int, default=default_workers(), help="processes decoding contents (default: one per core "
+        f"but one, at most 8: {default_workers()} here; 0 decodes in the main thread)")
+    add("--writers", type=int, default=default_writers(), help="threads encoding and writing results while the "
+        f"next batch is stylised (default {default_writers()} here; 0 writes in the main thread)")
+    add("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
+    add("--ext", default="png", help="output image format: png (default), jpg or webp")
     return parser
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core but the one that drives the device, at least 1, at most 8."""
+    return max(1, min(8, _cores() - 1))
+
+
+def default_writers() -> int:
+    """Encoding threads: half the cores, at least 1, at most 8 (Pillow releases the GIL while encoding)."""
+    return max(1, min(8, _cores() // 2))
 
 
 def _renamed(argv: Sequence[str]) -> list[str]:
@@ -120,72 +142,47 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
     """Errors for bad flags before any model is loaded; returns the interpolation weights (None with masks)."""
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers < 0 or args.writers < 0:
+        raise ConfigError(f"--workers and --writers must be >= 0, got {args.workers} and {args.writers}")
+    if not 1 <= args.quality <= 100:
+        raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
     try:
         return check_controls(len(args.style), args.weights, args.alpha, args.mask)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (flags --style, --weights, --mask, --alpha)") from None
 
 
-class _Batches:
-    """Contents of one size stylised ``size`` at a time and written as they come out."""
-
-    def __init__(self, styliser: Styliser, args: argparse.Namespace, controls: dict, stems: dict[Path, Path]) -> None:
-        self.styliser, self.args, self.controls, self.stems = styliser, args, controls, stems
-        self.pending: list[tuple[Path, Tensor]] = []
-        self.written: list[Path] = []
-
-    def add(self, path: Path, image: Tensor) -> None:
-        if self.pending and (image.shape != self.pending[0][1].shape or len(self.pending) >= self.args.batch_size):
-            self.flush()
-        self.pending.append((path, image))
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        results = self.styliser.stylise(torch.stack([image for _, image in self.pending]), **self.controls)
-        for (path, _), result in zip(self.pending, results):
-            out = self.args.output / _output_name(self.stems[path], self.args)
-            save_image(result.cpu(), out)
-            self.written.append(out)
-        self.pending.clear()
-
-
 def run_cli(args: argparse.Namespace) -> list[Path]:
-    """Stylise every content with the given controls; returns the written files. Unreadable contents are skipped."""
+    """Stylise every content with the given controls; returns the written files. Contents that cannot be read or
+    written are skipped and named; decoding, stylising and writing overlap (``pipeline``)."""
     weights = _check_args(args)
-    styliser = Styliser.from_checkpoint(
-        args.checkpoint, _encoder_arg(args), resolve_device(args.device, "--device"), channels_last=args.channels_last, bf16=args.bf16
-    )
+    device = resolve_device(args.device, "--device")
+    styliser = Styliser.from_checkpoint(args.checkpoint, _encoder_arg(args), device, channels_last=args.channels_last,
+                                        bf16=args.bf16, compile=args.compile or False)
+    contents = find_images(args.content) if args.content.is_dir() else [args.content]
+    stems = output_stems(contents, args.content if args.content.is_dir() else None)
+    # Decoding starts now, in the workers, while the styles are read and encoded.
+    decoded_contents = decoded(contents, args.content_size, args.workers, pin=device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
     styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
     controls = {
         "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
         "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
         "output_size": tuple(args.output_size) if args.output_size else None,
-        "style_features": None if args.preserve_colour else styliser.style_features(styles),
+        "style_stats": None if args.preserve_colour else styliser.style_stats(styles),
     }
-    contents = find_images(args.content) if args.content.is_dir() else [args.content]
-    batches = _Batches(styliser, args, controls, output_stems(contents, args.content if args.content.is_dir() else None))
-    skipped: list[str] = []
-    for path in tqdm(contents, desc="stylising", unit="img"):
-        try:
-            image = load_image_tensor(path, size=args.content_size)
-        except ImageLoadError as exc:
-            skipped.append(str(exc))
-            log.warning("skipped: %s", exc)
-            continue
-        if min(image.shape[-2:]) < MIN_SIDE:
-            skipped.append(f"{path}: {image.shape[-1]}x{image.shape[-2]} px is too small (AdaIN needs {MIN_SIDE} px on "
-                           f"each side; pass --content-size {MIN_SIDE} or more to enlarge it)")
-            log.warning("skipped: %s", skipped[-1])
-            continue
-        batches.add(path, image)
-    batches.flush()
-    if skipped:
-        print(f"skipped {len(skipped)} image(s):\n  " + "\n  ".join(skipped), file=sys.stderr)
-    if not batches.written:
+    run = run_folder(styliser, decoded_contents, contents, lambda path: args.output / _output_name(stems[path], args),
+                     controls, args.batch_size, args.writers, args.quality)
+    for reason in run.skipped:
+        log.warning("skipped: %s", reason)
+    if run.skipped:
+        print(f"skipped {len(run.skipped)} image(s):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
+    if not run.written:
         raise ConfigError(f"no image could be stylised from {args.content}")
-    print(f"wrote {len(batches.written)} image(s) to {args.output}")
-    return batches.written
+    steady = f"; {run.steady_images / run.steady_seconds:.1f} img/s after the first batch" if run.steady_seconds else ""
+    print(f"wrote {len(run.written)} image(s) to {args.output}{steady}")
+    return run.written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

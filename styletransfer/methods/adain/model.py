@@ -5,7 +5,7 @@ the sweep objective all call."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,41 +76,50 @@ class AdaINDecoder(nn.Sequential):
 WEIGHT_SUM_TOLERANCE = 1e-4
 
 
-def adain(content: Tensor, style: Tensor, eps: float = STD_EPS) -> Tensor:
+#: A style's relu4_1 channel statistics (mean, std), each (1 or N, C, 1, 1) float32: all AdaIN needs of a style.
+StyleStats = tuple[Tensor, Tensor]
+
+
+def _style_stats(style: Tensor | StyleStats, eps: float = STD_EPS) -> StyleStats:
+    """``style`` as (mean, std): features are reduced with ``mean_std``, precomputed statistics pass through."""
+    return mean_std(style, eps) if isinstance(style, Tensor) else style
+
+
+def adain(content: Tensor, style: Tensor | StyleStats, eps: float = STD_EPS) -> Tensor:
     """Adaptive instance normalisation: give ``content`` the channel mean and std of ``style``.
 
     AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y), statistics per sample and channel.
-    ``style`` may have batch size 1 (broadcast over the content batch) or the content's batch size.
+    ``style`` is features with batch size 1 (broadcast over the content batch) or the content's batch size, or their
+    precomputed ``(mean, std)`` (see :func:`style_stats`).
     """
-    if content.shape[1] != style.shape[1]:
-        raise ValueError(f"content has {content.shape[1]} channels, style has {style.shape[1]}")
+    s_mean, s_std = _style_stats(style, eps)
+    if content.shape[1] != s_mean.shape[1]:
+        raise ValueError(f"content has {content.shape[1]} channels, style has {s_mean.shape[1]}")
     c_mean, c_std = mean_std(content, eps)
-    s_mean, s_std = mean_std(style, eps)
     out = (content.float() - c_mean) / c_std * s_std + s_mean
     return out.to(content.dtype)
 
 
-def masked_adain(content: Tensor, styles: Sequence[Tensor], masks: Tensor) -> Tensor:
+def masked_adain(content: Tensor, styles: Sequence[Tensor | StyleStats], masks: Tensor) -> Tensor:
     """Spatial control: AdaIN of each mask's region of ``content`` with the matching style's statistics.
 
-    ``content`` (N, C, h, w), ``styles`` K tensors (N or 1, C, h', w'), ``masks`` binary (K, N, 1, h, w). Statistics
-    of the content are taken over the region only; overlapping regions are averaged, positions in no region keep
-    the content features.
+    ``content`` (N, C, h, w), ``styles`` K features (N or 1, C, h', w') or their ``(mean, std)``, ``masks`` binary
+    (K, N, 1, h, w). Statistics of the content are taken over the region only (unbiased variance plus ``STD_EPS``,
+    as ``mean_std``); overlapping regions are averaged, positions in no region keep the content features. Computed
+    for the whole batch at once (no per-image loop, no host synchronisation).
     """
-    out = torch.zeros_like(content, dtype=torch.float32)
-    cover = torch.zeros(content.shape[0], 1, *content.shape[-2:], device=content.device)
+    x = content.float()
+    out = torch.zeros_like(x)
+    cover = torch.zeros_like(masks[0])
     for style, mask in zip(styles, masks):
-        s_mean, s_std = (stat.expand(content.shape[0], -1, -1, -1) for stat in mean_std(style))
-        for i in range(content.shape[0]):
-            region = mask[i, 0].bool()
-            if int(region.sum()) < 2:
-                continue
-            values = content[i][:, region].float()  # (C, P)
-            mean, std = mean_std(values[None, :, :, None])
-            out[i][:, region] += (values - mean[0, :, :, 0]) / std[0, :, :, 0] * s_std[i, :, 0] + s_mean[i, :, 0]
-            cover[i, 0][region] += 1
-    covered = cover > 0
-    return torch.where(covered, out / cover.clamp_min(1), content.float()).to(content.dtype)
+        s_mean, s_std = _style_stats(style)
+        count = mask.sum(dim=(2, 3), keepdim=True)  # (N, 1, 1, 1) positions in the region
+        used = mask * (count >= 2)  # a region of fewer than 2 positions has no std: leave it out
+        mean = (x * mask).sum(dim=(2, 3), keepdim=True) / count.clamp_min(1)
+        var = ((x - mean) * mask).square().sum(dim=(2, 3), keepdim=True) / (count - 1).clamp_min(1)
+        out += ((x - mean) / (var + STD_EPS).sqrt() * s_std + s_mean) * used
+        cover += used
+    return torch.where(cover > 0, out / cover.clamp_min(1), x).to(content.dtype)
 
 
 def region_masks(masks: Sequence[Tensor], n: int, size: tuple[int, int], device: torch.device) -> Tensor:
@@ -180,6 +189,57 @@ def encode_styles(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor
     return [encode(encoder, style, channels_last) for style in styles]
 
 
+def style_stats(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None,
+                channels_last: bool = False) -> list[StyleStats]:
+    """relu4_1 (mean, std) of each style (see ``encode_styles`` for ``content``): all AdaIN needs of a style, so
+    they are what a caller caches across contents (a few KB instead of a feature map)."""
+    return [mean_std(features) for features in encode_styles(encoder, styles, content, channels_last)]
+
+
+def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleStats:
+    """The statistics whose AdaIN equals sum_k w_k AdaIN(c, s_k): AdaIN is affine in the style's mean and std
+    (sigma_k * c_hat + mu_k), so interpolating K styles costs one AdaIN, not K."""
+    mean = sum(w * m for w, (m, _) in zip(weights, stats))
+    std = sum(w * s for w, (_, s) in zip(weights, stats))
+    return mean, std
+
+
+def decode_clamped(decoder: AdaINDecoder, target: Tensor, c_feat: Tensor, alpha: float,
+                   output_size: tuple[int, int]) -> Tensor:
+    """t = alpha * target + (1 - alpha) * f(c) (float32), decoded in the features' dtype, as float32 in [0, 1]
+    (the cast and the clamp share one pass)."""
+    if alpha != 1.0:
+        target = float(alpha) * target.float() + (1.0 - float(alpha)) * c_feat.float()
+    return decoder(target.to(c_feat.dtype), output_size=output_size).float().clamp_(0.0, 1.0)
+
+
+def stylise_core(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, stats: StyleStats | None,
+                 alpha: float, output_size: tuple[int, int], channels_last: bool = False) -> Tensor:
+    """The common path as one function (what ``Styliser(compile=...)`` compiles): encode, AdaIN with the (mixed)
+    style statistics ``stats`` (None: decode the content features), alpha trade-off, decode, clamp."""
+    c_feat = encode(encoder, content, channels_last)
+    if stats is None:
+        return decode_clamped(decoder, c_feat, c_feat, 1.0, output_size)
+    return decode_clamped(decoder, adain(c_feat.float(), stats), c_feat, alpha, output_size)
+
+
+#: What ``stylise`` runs for the no-mask path: ``stylise_core`` or a compiled version of it.
+Core = Callable[[VGGEncoder, AdaINDecoder, Tensor, StyleStats | None, float, tuple[int, int], bool], Tensor]
+
+
+def _stats_for(encoder: VGGEncoder, content: Tensor, styles: Sequence[Tensor], preserve_colour: bool,
+               style_features: Sequence[Tensor] | None, stats: Sequence[StyleStats] | None,
+               channels_last: bool) -> list[StyleStats]:
+    """Each style's statistics: recomputed per content with colour preservation, else the cached ones if given."""
+    if preserve_colour:
+        return style_stats(encoder, styles, content, channels_last)
+    if stats is not None:
+        return list(stats)
+    if style_features is not None:
+        return [mean_std(features) for features in style_features]
+    return style_stats(encoder, styles, None, channels_last)
+
+
 @torch.no_grad()
 def stylise(
     encoder: VGGEncoder,
@@ -193,7 +253,9 @@ def stylise(
     masks: Sequence[Tensor] | None = None,
     output_size: tuple[int, int] | None = None,
     style_features: Sequence[Tensor] | None = None,
+    style_stats: Sequence[StyleStats] | None = None,
     channels_last: bool = False,
+    core: Core | None = None,
 ) -> Tensor:
     """AdaIN inference: encode, AdaIN, trade-off, decode. Returns float32 (N, 3, H, W) clamped to [0, 1].
 
@@ -205,24 +267,22 @@ def stylise(
     - ``masks`` (one per style, (H, W) in [0, 1], any size): style k only where mask k >= 0.5, at feature
       resolution; positions in no mask keep the content. Not combined with ``weights``;
     - ``output_size`` (H, W): default the content's size;
-    - ``style_features``: precomputed ``encode_styles(encoder, styles)`` to reuse across calls (ignored with
-      colour preservation, which depends on the content).
+    - ``style_stats``: precomputed ``style_stats(encoder, styles)`` to reuse across calls (or, the older way,
+      ``style_features``: ``encode_styles(encoder, styles)``); both are ignored with colour preservation, which
+      depends on the content;
+    - ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one).
     Runs under whatever autocast the caller set; the AdaIN statistics are float32 in any case.
     """
-    n_styles = len(style_features) if style_features is not None and not preserve_colour else len(styles)
+    cached = style_stats if style_stats is not None else style_features
+    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
     weights = check_controls(n_styles, weights, alpha, masks)
-    size = tuple(output_size) if output_size is not None else tuple(content.shape[-2:])
-    c_feat = encode(encoder, content, channels_last)
+    size = (int(output_size[0]), int(output_size[1])) if output_size is not None else tuple(content.shape[-2:])
+    core = stylise_core if core is None else core
     if alpha == 0.0:
-        return decoder(c_feat, output_size=size).float().clamp(0.0, 1.0)
-    if style_features is None or preserve_colour:
-        style_features = encode_styles(encoder, styles, content if preserve_colour else None, channels_last)
-    if masks is not None:
-        region = region_masks(masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
-        target = masked_adain(c_feat, style_features, region)
-    else:
-        mixed = [w * adain(c_feat, s.to(c_feat.dtype)).float() for w, s in zip(weights, style_features)]
-        target = mixed[0] if len(mixed) == 1 else torch.stack(mixed).sum(0)
-    if alpha != 1.0:
-        target = float(alpha) * target.float() + (1.0 - float(alpha)) * c_feat.float()
-    return decoder(target.to(c_feat.dtype), output_size=size).float().clamp(0.0, 1.0)
+        return core(encoder, decoder, content, None, 0.0, size, channels_last)
+    stats = _stats_for(encoder, content, styles, preserve_colour, style_features, style_stats, channels_last)
+    if masks is None:
+        return core(encoder, decoder, content, mix_stats(stats, weights), float(alpha), size, channels_last)
+    c_feat = encode(encoder, content, channels_last)
+    region = region_masks(masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
+    return decode_clamped(decoder, masked_adain(c_feat, stats, region), c_feat, alpha, size)

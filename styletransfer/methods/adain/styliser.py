@@ -12,8 +12,18 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
-from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, encode_styles, stylise
+from styletransfer.methods.adain.model import (
+    BOTTLENECK,
+    AdaINDecoder,
+    Core,
+    StyleStats,
+    encode_styles,
+    style_stats,
+    stylise,
+    stylise_core,
+)
 from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,35 +38,52 @@ def as_batch(image: Tensor, name: str) -> Tensor:
     return image
 
 
+#: torch.compile modes that capture CUDA graphs: their outputs live in memory the next replay overwrites.
+_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
+#: are the same either way). Folder runs batch same-size images, so a handful of shapes covers them.
+COMPILE_SHAPES = 8
+
+
 class Styliser(nn.Module):
     """A frozen encoder (to relu4_1) and decoder with the paper's test-time controls (see ``stylise``).
 
-    ``channels_last`` and ``bf16`` (autocast; AdaIN statistics stay float32) speed up GPUs with tensor cores.
+    Speed options, for GPUs with tensor cores: ``channels_last`` (with memory-format-preserving reflection padding on
+    CUDA), ``bf16`` (autocast; AdaIN statistics stay float32) and ``compile`` (True or a ``torch.compile`` mode: the
+    no-mask path, encode to clamp, as one compiled graph per input shape, at most ``COMPILE_SHAPES`` of them).
+    Cache a style's statistics with :meth:`style_stats` and pass them as ``stylise(..., style_stats=...)``.
     """
 
     def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, source: str = "", kind: str = "",
-                 channels_last: bool = False, bf16: bool = False) -> None:
+                 channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> None:
         super().__init__()
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
+        if not isinstance(compile, (bool, str)):
+            raise ConfigError(f"compile must be true, false or a torch.compile mode, got {compile!r}")
         self.encoder = encoder
         self.decoder = decoder.eval().requires_grad_(False)
         self.source = source
         self.kind = kind
         self.channels_last = channels_last
         self.bf16 = bf16
+        self.compile_mode = ("default" if compile is True else compile) or None
+        self._compiled: Core | None = None
+        self._compiled_shapes: set[tuple] = set()
+        self._padding_on: torch.device | None = None
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, encoder: EncoderArg = None, device: str | torch.device = "cpu",
-                        channels_last: bool = False, bf16: bool = False) -> Styliser:
+                        channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``load_model``)."""
         enc, dec, kind = load_model(path, encoder)
         if enc.spec.get("weights") == "random" or enc.spec.get("fallback_used"):
             log.warning("%s was trained behind a RANDOM VGG encoder (a test or offline demo run): its results show "
                         "that the pipeline works, not what AdaIN looks like", path)
-        return cls(enc, dec, source=str(path), kind=kind, channels_last=channels_last, bf16=bf16).to(device)
+        return cls(enc, dec, source=str(path), kind=kind, channels_last=channels_last, bf16=bf16,
+                   compile=compile).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -71,26 +98,71 @@ class Styliser(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
+    def _prepare(self) -> None:
+        """On CUDA with a speed option, swap in reflection padding that keeps channels_last (ATen's CUDA kernel
+        returns NCHW, so every pad would convert the layout back and forth); the CPU kernel keeps it already."""
+        device = self.device
+        if device != self._padding_on:
+            use_fast_reflection_padding(self, device.type == "cuda" and (self.channels_last or bool(self.compile_mode)))
+            self._padding_on = device
+
     def _images(self, images: Tensor, name: str) -> Tensor:
-        return as_batch(images, name).to(self.device, torch.float32)
+        """A float32 batch on the device; uint8 images (0-255, e.g. straight from a decoder) are moved first and
+        scaled there (a quarter of the bytes to copy)."""
+        images = as_batch(images, name)
+        if images.dtype == torch.uint8:
+            return images.to(self.device, non_blocking=True).float().div_(255.0)
+        return images.to(self.device, torch.float32)
+
+    def _core(self, content: Tensor) -> Core:
+        """The compiled core for this input shape, or the eager one (no compile option, or too many shapes)."""
+        if self.compile_mode is None:
+            return stylise_core
+        key = (tuple(content.shape), content.device, self.bf16)
+        if key not in self._compiled_shapes and len(self._compiled_shapes) >= COMPILE_SHAPES:
+            return stylise_core
+        self._compiled_shapes.add(key)
+        if self._compiled is None:
+            self._compiled = torch.compile(stylise_core, mode=self.compile_mode, dynamic=False)
+        if self.device.type == "cuda" and self.compile_mode in _GRAPH_MODES:
+            return self._graph_safe
+        return self._compiled
+
+    def _graph_safe(self, *args) -> Tensor:
+        """The CUDA-graph core with its output copied out of the graph's memory, which the next replay reuses."""
+        torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled(*args).clone()
+
+    @torch.no_grad()
+    def style_stats(self, styles: Sequence[Tensor]) -> list[StyleStats]:
+        """relu4_1 (mean, std) of each style (batch 1), to pass as ``stylise(..., style_stats=...)`` across calls."""
+        self._prepare()
+        with self._autocast():
+            return style_stats(self.encoder, [self._images(s, f"style {k}") for k, s in enumerate(styles)],
+                               channels_last=self.channels_last)
 
     @torch.no_grad()
     def style_features(self, styles: Sequence[Tensor]) -> list[Tensor]:
-        """relu4_1 features of each style (batch 1), to pass as ``stylise(..., style_features=...)`` across calls."""
+        """relu4_1 features of each style (batch 1), to pass as ``stylise(..., style_features=...)`` across calls
+        (``style_stats`` is all AdaIN needs and much smaller)."""
+        self._prepare()
         with self._autocast():
             return encode_styles(self.encoder, [self._images(s, f"style {k}") for k, s in enumerate(styles)],
                                  channels_last=self.channels_last)
 
     @torch.no_grad()
     def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), **controls) -> Tensor:
-        """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1]) with one or more styles.
+        """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1] as float, or 0-255 as uint8) with one or
+        more styles.
 
         ``controls`` are those of :func:`~styletransfer.methods.adain.model.stylise` (weights, alpha,
-        preserve_colour, masks, output_size, style_features). Returns float32 (N, 3, H, W) in [0, 1].
+        preserve_colour, masks, output_size, style_stats, style_features). Returns float32 (N, 3, H, W) in [0, 1].
         """
         if isinstance(styles, Tensor):
             styles = [styles] if styles.dim() == 3 else list(styles)
+        self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
+        content = self._images(content, "content")
         with self._autocast():
-            return stylise(self.encoder, self.decoder, self._images(content, "content"), styles,
-                           channels_last=self.channels_last, **controls)
+            return stylise(self.encoder, self.decoder, content, styles, channels_last=self.channels_last,
+                           core=self._core(content), **controls)
