@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import math
+
 import pytest
 import torch
 
-from conftest import RANDOM_ENCODER
+from conftest import RANDOM_ENCODER, train_in_process
 from styletransfer.methods.adain import AdaINModule
 from styletransfer.methods.adain.module import compile_mode
 from styletransfer.nn.padding import FastReflectionPad2d
@@ -126,3 +129,20 @@ def test_compiled_step_on_cuda_matches_eager(mode):
         results.append({k: float(v) for k, v in losses.items()})
     for name, value in results[0].items():
         assert results[1][name] == pytest.approx(value, rel=1e-2)
+
+
+def test_metrics_reach_the_logger_every_n_steps_and_the_run_ends_with_the_last_steps(photo_dirs, tmp_path):
+    """training_step logs only on the steps Lightning sends to the loggers (host time) and on the last step."""
+    content, style = photo_dirs
+    metrics = train_in_process("data=folders", f"data.content_dir={content}", f"data.style_dir={style}",
+                               "data.short_side=64", "data.crop_size=32", "data.batch_size=2", "data.num_workers=0",
+                               "data.val_pairs=0", "encoder.weights=random", "trainer=cpu", "logger=csv",
+                               "trainer.max_steps=7", "trainer.log_every_n_steps=3", "trainer.num_sanity_val_steps=0",
+                               run_dir=tmp_path)
+    with open(tmp_path / "csv" / "version_0" / "metrics.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("loss/total")]
+    assert [int(row["step"]) for row in rows] == [2, 5]
+    assert all(row["lr"] and row["loss/style/relu1_1"] for row in rows)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 7 and math.isfinite(metrics["loss/total"])
+    assert metrics["loss/total"] != float(rows[-1]["loss/total"])  # the final metrics are step 7's, not step 6's
