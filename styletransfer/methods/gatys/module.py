@@ -2,8 +2,9 @@
 match a content photo and its style statistics match one or more style images.
 
 The trainable parameter is the image batch; the encoder is frozen and cut after the deepest layer used. Style
-targets are computed once per scale. One Lightning step is one optimiser iteration (L-BFGS with ``max_iter=1``
-through Lightning's closure, or Adam), so ``trainer.max_steps`` counts iterations.
+targets are computed once per scale. ``trainer.max_steps`` counts iterations: one Lightning step is one optimiser
+iteration (L-BFGS with ``max_iter=1`` through Lightning's closure, or Adam), or with ``device_lbfgs`` (``fast``,
+``lbfgs``) up to ``iterations_per_step`` iterations, each counted by Lightning as an optimiser step.
 
 Pixel range: with Adam the image is clamped to [0, 1] after every step (crowsonkb's style-transfer-pytorch);
 with L-BFGS it is left free during optimisation (clamping between iterations corrupts L-BFGS's curvature pairs)
@@ -12,6 +13,7 @@ and clamped when saved, as neural-style does. Saved images are always in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +26,12 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.methods.gatys.fast import FastLoop, chunk_length
+from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
 from styletransfer.methods.gatys.losses import STYLE_LOSSES, StyleLoss, tv_loss, weighted_style_loss
-from styletransfer.methods.gatys.schedule import IterateEMA, resize_adam_state, scale_sizes, step_schedule
+from styletransfer.methods.gatys.schedule import (
+    IterateEMA, check_scale_sizes, resize_adam_state, scale_sizes, step_schedule, style_weights,
+)
 from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.colour import luminance, match_colour, match_luminance, with_chroma
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, min_input_side
@@ -44,16 +50,15 @@ class GatysModule(pl.LightningModule):
          + tv_weight * total variation (``tv_power`` 2 or 1), every term a per-element mean.
 
     Coarse-to-fine: the image is optimised at each scale (longer side in pixels) in turn, starting from the
-    previous scale's result upsampled; ``steps_per_scale`` (a list, its last entry repeated for further scales)
-    or an equal split of ``trainer.max_steps`` says how many iterations each scale gets. Adam's moment buffers
-    are resized and carried to the next scale; L-BFGS restarts its history (it is tied to the old size).
+    previous scale's result upsampled; ``steps_per_scale`` (its last entry repeated) or an equal split of
+    ``trainer.max_steps`` gives each scale's iterations. Adam's moments are resized and carried over; L-BFGS restarts.
 
     Output: ``<run dir>/<output_name>.png`` (``<output_name>_<i>.png`` for several contents; nothing when
     ``output_name`` is null: ``output()`` only), snapshots in ``<run dir>/snapshots/step_XXXXX.png`` every
     ``snapshot_every`` steps; the EMA of the iterates when ``ema_decay`` is set.
 
     The settings are ``GatysSettings``'s fields, checked there; the pieces live in ``losses`` (a style-loss module
-    per statistic), ``schedule`` (scales, steps, Adam's state, the EMA) and ``settings``.
+    per statistic), ``schedule`` (scales, steps, Adam's state, the EMA), ``lbfgs`` and ``fast`` (the sync-free path).
     """
 
     def __init__(self, encoder: Mapping[str, Any], **settings: Any) -> None:
@@ -79,6 +84,11 @@ class GatysModule(pl.LightningModule):
         self._content_targets: dict[str, Tensor] = {}
         self._style_losses: dict[str, StyleLoss] = {}
         self._last_good: Tensor | None = None
+        # device_lbfgs: Lightning steps of several iterations, run by a FastLoop (rebuilt per scale and on resume).
+        self.automatic_optimization = checked.optimizer != "device_lbfgs"
+        self._loop: FastLoop | None = None
+        mode = checked.compile
+        self._loss_fn = self._loss_terms if mode is None else torch.compile(self._loss_terms, mode=mode)
 
     # ---- schedule ----------------------------------------------------------------------------------------------
     @property
@@ -103,44 +113,20 @@ class GatysModule(pl.LightningModule):
         if dm is None or not all(hasattr(dm, a) for a in ("load_content", "load_styles", "style_names")):
             raise TypeError("method=gatys needs data=pair (a PairDataModule with content and style images)")
         dm.setup("fit")
-        self._blend = self._style_weights(dm.style_names)
+        self._blend = style_weights(self.hparams.style_blend, dm.style_names)
         self.sizes = self.scale_sizes(dm.long_side)
-        self._check_sizes(dm)
+        positions = STYLE_LOSSES[self.hparams.style_statistic].positions
+        need = max(min_input_side(self.content_layers), min_input_side(self.style_layers, positions))
+        check_scale_sizes(self.sizes, dm, need)
         steps = self.step_schedule(len(self.sizes), self.trainer.max_steps)
         self.boundaries = [sum(steps[: i + 1]) for i in range(len(steps))]
         log.info("Neural Style: scales %s (longer side, px), iterations per scale %s", self.sizes, steps)
+        if self.hparams.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
         if self.image is None:
             content, styles = self._images_at(0)
             self.image = nn.Parameter(self._initial_image(content, styles))
             self.ema.reset(self.image)
-
-    def _style_weights(self, style_names: list[str]) -> list[float]:
-        """``method.style_blend`` (or equal weights), one per style image, normalised to sum to 1."""
-        blend = self.hparams.style_blend
-        if blend is None:
-            blend = [1.0] * len(style_names)
-        if len(blend) != len(style_names):
-            raise ConfigError(
-                f"method.style_blend={list(blend)} has {len(blend)} weight(s) but data.style names "
-                f"{len(style_names)} style image(s) ({', '.join(style_names)}); give one weight per style"
-            )
-        return [w / sum(blend) for w in blend]
-
-    def _check_sizes(self, dm: Any) -> None:
-        """Every scale leaves enough feature positions at the deepest layer, for content and styles: one, or the
-        style statistic's ``positions`` per side (a 2x2 map for mean/std, whose unbiased variance needs two)."""
-        positions = STYLE_LOSSES[self.hparams.style_statistic].positions
-        need = max(min_input_side(self.content_layers), min_input_side(self.style_layers, positions))
-        shapes = [("data.content", dm.content.shape[-2:], 1.0)]
-        shapes += [(f"data.style ({n})", s.shape[-2:], dm.style_scale) for n, s in zip(dm.style_names, dm.styles)]
-        for size in self.sizes:
-            for setting, (h, w), factor in shapes:
-                side = round(factor * size * min(h, w) / max(h, w))
-                if side < need:
-                    raise ConfigError(
-                        f"{setting} at scale {size} px is only {side} px on its shorter side; the layers used need "
-                        f">= {need} px: raise data.long_side / method.scales / data.style_scale"
-                    )
 
     def _images_at(self, index: int) -> tuple[Tensor, list[Tensor]]:
         """Content (N,3,H,W) and styles [(1 or N,3,h,w)] at scale ``index``, in the space that is optimised.
@@ -203,10 +189,28 @@ class GatysModule(pl.LightningModule):
         return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
 
     def losses(self, image: Tensor) -> dict[str, Tensor]:
-        """All loss terms for the current iterate, keyed as they are logged."""
+        """All loss terms for the current iterate, keyed as they are logged (compiled with ``method.compile``)."""
         if self._scale_ready != self.scale_index:
             self._prepare_scale()
-        feats = self.encoder(self._rgb(image))
+        return self._loss_fn(image)
+
+    def _features(self, image: Tensor) -> dict[str, Tensor]:
+        """Encoder features, in bfloat16 under ``method.bf16`` (autocast without its weight cache, which CUDA
+        graphs cannot hold) and from a channels_last copy under ``method.channels_last``."""
+        rgb = self._rgb(image)
+        rgb = rgb.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else rgb
+        if not self.hparams.bf16:
+            return self.encoder(rgb)
+        with torch.autocast(rgb.device.type, dtype=torch.bfloat16, cache_enabled=False):
+            return self.encoder(rgb)
+
+    def _loss_terms(self, image: Tensor) -> dict[str, Tensor]:
+        feats = self._features(image)
+        # method.bf16: the Gram matrices and losses in float32 even under an outer autocast.
+        with torch.autocast(image.device.type, enabled=False) if self.hparams.bf16 else contextlib.nullcontext():
+            return self._terms(feats, image)
+
+    def _terms(self, feats: Mapping[str, Tensor], image: Tensor) -> dict[str, Tensor]:
         loss_c = torch.stack([content_loss(feats[k], self._content_targets[k]) for k in self.content_layers]).mean()
         per_layer = {k: self._style_losses[k](feats[k]) for k in self.style_layers}
         loss_s = weighted_style_loss(per_layer, self.layer_weights, self.style_layers)
@@ -217,7 +221,9 @@ class GatysModule(pl.LightningModule):
         out.update({f"loss/style/{k}": v for k, v in per_layer.items()})
         return out
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
+        if not self.automatic_optimization:
+            return self._fast_step()
         losses = self.losses(self.image)
         total = losses["loss/total"]
         if not torch.isfinite(total):
@@ -228,7 +234,32 @@ class GatysModule(pl.LightningModule):
         self.log("scale", float(self.sizes[self.scale_index]), batch_size=1)
         return total
 
-    def _stop_non_finite(self, losses: Mapping[str, Tensor]) -> None:
+    def _fast_step(self) -> None:
+        """device_lbfgs: up to ``iterations_per_step`` iterations, each a Lightning optimiser step (so
+        ``global_step`` counts iterations), then the logs and, when due, the one host sync of the finite check."""
+        hp, done = self.hparams, self.global_step
+        saves = [getattr(c, "_every_n_train_steps", 0) or 0 for c in self.trainer.checkpoint_callbacks]
+        n = chunk_length(done, hp.iterations_per_step, self.boundaries, [hp.check_every, hp.snapshot_every, *saves])
+        if self._loop is None:
+            self.losses(self.image.detach())  # the targets of this scale, before anything is captured
+            self._loop = FastLoop(self.losses, self.image, done)
+        losses = self._loop.run(self.optimizers(), n, lambda: self.ema.update(self.image))
+        end = done + n
+        if any(every and end % every == 0 for every in (hp.check_every, hp.snapshot_every)) or end in self.boundaries:
+            self._check_finite()
+        self.log("loss/total", losses.pop("loss/total"), prog_bar=True, batch_size=1)
+        self.log_dict({**losses, "scale": float(self.sizes[self.scale_index])}, batch_size=1)
+        if self.boundaries[self.scale_index] <= end < self.boundaries[-1]:
+            self._advance_scale()
+
+    def _check_finite(self) -> None:
+        """device_lbfgs: read the device's record (one sync) and stop as the per-step check does."""
+        bad = None if self._loop is None else self._loop.watch.first_bad_step()
+        if bad is not None:
+            self._last_good = self._loop.watch.good_image()
+            self._stop_non_finite(self._loop.losses, bad)
+
+    def _stop_non_finite(self, losses: Mapping[str, Tensor], step: int | None = None) -> None:
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items() if not k.startswith("loss/style/"))
         paths = self._save_output(self._last_good) if self._last_good is not None else []
         if paths:
@@ -238,8 +269,8 @@ class GatysModule(pl.LightningModule):
         else:
             kept = "the last good image is not written (method.output_name is null)"
         raise NonFiniteLossError(
-            f"Neural Style loss is not finite at step {self.global_step} ({values}); {kept}. Lower method.lr "
-            "(Adam), method.style_weight or method.tv_weight, or use trainer.precision=32-true."
+            f"Neural Style loss is not finite at step {self.global_step if step is None else step} ({values}); {kept}. "
+            "Lower method.lr (Adam), method.style_weight or method.tv_weight, or use trainer.precision=32-true."
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -250,6 +281,8 @@ class GatysModule(pl.LightningModule):
         if hp.optimizer == "lbfgs":
             # max_iter=1: one Lightning step = one L-BFGS iteration = one closure call (no line search).
             return torch.optim.LBFGS([self.image], lr=hp.lr, max_iter=1, history_size=hp.history_size)
+        if hp.optimizer == "device_lbfgs":
+            return DeviceLBFGS([self.image], lr=hp.lr, history_size=hp.history_size, cuda_graph=hp.cuda_graph)
         return torch.optim.Adam([self.image], lr=hp.lr, betas=tuple(hp.betas))
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
@@ -290,6 +323,7 @@ class GatysModule(pl.LightningModule):
         if self.hparams.optimizer == "adam" and old_state:
             optimizer.state[self.image] = resize_adam_state(old_state, size)
         self.trainer.optimizers = [optimizer]
+        self._loop = None
         self.ema.reset(self.image)
         log.info("Neural Style: scale %d/%d, %s px", self.scale_index + 1, len(self.sizes), tuple(size))
 
@@ -333,6 +367,7 @@ class GatysModule(pl.LightningModule):
     def on_train_end(self) -> None:
         if not self.trainer.is_global_zero or self.image is None:
             return
+        self._check_finite()
         paths = self._save_output()
         if not paths:
             return
@@ -343,6 +378,7 @@ class GatysModule(pl.LightningModule):
 
     # ---- checkpoints: the image, the scale and the EMA; the encoder is rebuilt from hparams["encoder"] -----------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()  # device_lbfgs: never save a non-finite image
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
         checkpoint["gatys"] = {"scale_index": self.scale_index, **self.ema.state_dict()}
 
@@ -354,7 +390,7 @@ class GatysModule(pl.LightningModule):
         self.scale_index = int(saved.get("scale_index", 0))
         self.image.data = torch.empty_like(image, device=self.image.device)
         self.ema.load_state_dict(saved, self.image.device)
-        self._scale_ready = -1
+        self._scale_ready, self._loop = -1, None
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Checkpoints hold no encoder weights (rebuilt from the encoder config): fill them in before loading."""

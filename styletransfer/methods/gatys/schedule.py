@@ -53,6 +53,33 @@ def step_schedule(n_scales: int, max_steps: int | None, steps_per_scale: Sequenc
     return steps
 
 
+def style_weights(blend: Sequence[float] | None, style_names: Sequence[str]) -> list[float]:
+    """``method.style_blend`` (or equal weights), one per style image, normalised to sum to 1."""
+    if blend is None:
+        blend = [1.0] * len(style_names)
+    if len(blend) != len(style_names):
+        raise ConfigError(
+            f"method.style_blend={list(blend)} has {len(blend)} weight(s) but data.style names "
+            f"{len(style_names)} style image(s) ({', '.join(style_names)}); give one weight per style"
+        )
+    return [w / sum(blend) for w in blend]
+
+
+def check_scale_sizes(sizes: Sequence[int], dm: Any, need: int) -> None:
+    """Every scale leaves ``need`` px on the shorter side of the content and of every style (the layers' deepest
+    pooling times the positions the style statistic needs per side: a 2x2 map for mean/std's unbiased variance)."""
+    shapes = [("data.content", dm.content.shape[-2:], 1.0)]
+    shapes += [(f"data.style ({n})", s.shape[-2:], dm.style_scale) for n, s in zip(dm.style_names, dm.styles)]
+    for size in sizes:
+        for setting, (h, w), factor in shapes:
+            side = round(factor * size * min(h, w) / max(h, w))
+            if side < need:
+                raise ConfigError(
+                    f"{setting} at scale {size} px is only {side} px on its shorter side; the layers used need "
+                    f">= {need} px: raise data.long_side / method.scales / data.style_scale"
+                )
+
+
 def resize_adam_state(state: Mapping[str, Any], size: Sequence[int]) -> dict[str, Any]:
     """Adam's moments resized to a new image size (first moment bicubic, second bilinear and kept >= 0), so the
     next scale starts with the step sizes Adam has learnt; the step count is kept."""

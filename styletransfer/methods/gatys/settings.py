@@ -19,7 +19,9 @@ from styletransfer.runtime.errors import ConfigError
 
 PAPER_CONTENT_LAYERS = ("relu4_2",)
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-OPTIMIZERS = ("lbfgs", "adam")
+OPTIMIZERS = ("lbfgs", "device_lbfgs", "adam")
+#: torch.compile's modes (``method.compile``); the first two leave CUDA graphs to ``method.cuda_graph``.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 INITS = ("content", "noise", "style")
 PRESERVE_COLOUR = ("luminance", "histogram")
 #: Strings a command line may give for "no colour preservation".
@@ -77,11 +79,17 @@ class GatysSettings:
     ema_decay: float | None = None
     snapshot_every: int | None = 100
     output_name: str | None = "stylised"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool | str | None = False
+    cuda_graph: bool = False
+    iterations_per_step: int = 1
+    check_every: int = 50
     layer_weights: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         normalised = {**self._layers(), **self._choices(), **self._weights(), **self._optimiser(),
-                      **self._schedule(), **self._outputs()}
+                      **self._schedule(), **self._outputs(), **self._speed()}
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 
@@ -163,3 +171,29 @@ class GatysSettings:
             raise ConfigError(f"method.snapshot_every={self.snapshot_every}: use 0 or null to turn snapshots off")
         name = self.output_name
         return {"snapshot_every": int(self.snapshot_every or 0), "output_name": None if name is None else str(name)}
+
+    def _speed(self) -> dict[str, Any]:
+        compile_mode = self.compile
+        if compile_mode is True:
+            compile_mode = "default"
+        elif compile_mode is False or compile_mode is None or str(compile_mode).lower() in _NO_PRESERVE:
+            compile_mode = None
+        elif compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"method.compile={compile_mode!r}: use false, true or a torch.compile mode "
+                              f"({', '.join(COMPILE_MODES)})")
+        device_only = {"method.iterations_per_step": self.iterations_per_step != 1,
+                       "method.cuda_graph": self.cuda_graph}
+        for name, used in device_only.items():
+            if used and self.optimizer != "device_lbfgs":
+                raise ConfigError(f"{name} needs method.optimizer=device_lbfgs (the sync-free L-BFGS), got "
+                                  f"method.optimizer={self.optimizer}")
+        if self.cuda_graph and compile_mode in COMPILE_MODES[2:]:
+            raise ConfigError(f"method.compile={compile_mode} makes its own CUDA graphs, which cannot sit inside "
+                              "method.cuda_graph=true's: use method.compile=default (or max-autotune-no-cudagraphs)")
+        for name in ("iterations_per_step", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"method.{name}={value!r}: give a positive number of iterations")
+        return {"bf16": bool(self.bf16), "channels_last": bool(self.channels_last), "compile": compile_mode,
+                "cuda_graph": bool(self.cuda_graph), "iterations_per_step": int(self.iterations_per_step),
+                "check_every": int(self.check_every)}
