@@ -11,7 +11,7 @@ from conftest import RANDOM_ENCODER
 from styletransfer.data.images import save_image
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
-from styletransfer.methods.adain.cli import main
+from styletransfer.stylise import main
 from styletransfer.nn.encoder import build_encoder
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from PIL import Image
 from conftest import RANDOM_ENCODER
 
 from styletransfer.data.images import load_image_tensor, save_image
-from styletransfer.methods.adain.cli import main, main_old_name
+from styletransfer.stylise import main, main_old_name
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
@@ -224,8 +226,8 @@ def test_cli_runs_with_other_controls_do_not_overwrite_each_other(adain_run, fol
 
 def test_console_script_is_registered(capsys):
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("styletransfer-stylise") == "styletransfer.methods.adain.cli:main"
-    assert scripts.get("styletransfer-stylize") == "styletransfer.methods.adain.cli:main_old_name"
+    assert scripts.get("styletransfer-stylise") == "styletransfer.stylise:main"
+    assert scripts.get("styletransfer-stylize") == "styletransfer.stylise:main_old_name"
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0 and "--preserve-colour" in capsys.readouterr().out
@@ -240,3 +242,12 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
     assert main([str(decoder), "--encoder-weights", str(vgg), "--content", str(contents / "a.png"), "--style",
                  str(styles[0]), "--style-size", "0", "-o", str(out)]) == 0
     assert load_image_tensor(next(out.iterdir())).shape == (3, 32, 40)
+
+
+def test_help_and_flag_errors_answer_without_loading_torch():
+    """``styletransfer-stylise --help`` answers in a fraction of a second: torch loads only once there is work."""
+    script = ("import sys\nfrom styletransfer.stylise import main\ntry:\n    main(sys.argv[1:])\n"
+              "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
+    for argv, code in ((["--help"], 0), (["ckpt", "--content", "a.jpg"], 2)):
+        result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip().splitlines()[-1] == f"exit {code} False", result.stdout + result.stderr
