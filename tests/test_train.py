@@ -195,7 +195,7 @@ def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_
 def test_help_lists_the_config_groups():
     proc = run_train("--help")
     assert proc.returncode == 0, proc.stderr
-    for group in ["method: adain", "data: coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]:
+    for group in ["method: adain", "data: cache, coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]:
         assert group in proc.stdout
 
 
