@@ -66,3 +66,11 @@ class RunInterrupted(StyleTransferError, RuntimeError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + int(signum)
+
+
+class DownloadError(StyleTransferError, OSError):
+    """A weight file could not be downloaded or installed; the message names the URL and where to put it by hand."""
+
+
+class ChecksumMismatch(DownloadError):
+    """A downloaded file's SHA-256 is not the expected one; the message gives both, and nothing was installed."""

@@ -1,0 +1,133 @@
+"""The weight fetcher's command line: ``styletransfer-weights`` (or ``python -m styletransfer.weights``).
+
+    styletransfer-weights list              # each known file: what uses it, where it goes, present, verified, size
+    styletransfer-weights fetch vgg19       # download (resumable), verify the SHA-256, install where the project looks
+    styletransfer-weights path adain-vgg    # where a file goes (to pass as --encoder-weights)
+
+This module imports the standard library and the project's runtime layer only (no torch), so ``--help`` and a
+mistyped name answer at once; torch is imported when a path into torch.hub's cache is needed. The registry of known
+files is ``styletransfer.runtime.weight_files``, the download itself ``styletransfer.runtime.download``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from styletransfer.runtime.download import describe_sha256, fetch, part_path
+from styletransfer.runtime.errors import ChecksumMismatch, StyleTransferError
+from styletransfer.runtime import weight_files
+from styletransfer.runtime.weight_files import (BASE_URL_ENV, WeightFile, by_name, read_record, record_path,
+                                                verification, write_record)
+
+
+def _size(path: Path) -> str:
+    """A file's size for the table (MB with one decimal), or "-" when it is absent."""
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _list(args: argparse.Namespace) -> int:
+    """Print the known files and their checksums' sources; exit 1 when an installed file fails its check."""
+    rows, bad = [], []
+    for weight in weight_files.KNOWN:
+        dest = weight.destination()
+        state = verification(weight, dest)
+        if state.startswith("MISMATCH"):
+            bad.append(f"{weight.name} ({dest}): {state}")
+        rows.append([weight.name, weight.used_by, str(dest), "yes" if dest.is_file() else "no",
+                     "-" if state == "absent" else state.split(":")[0], _size(dest)])
+    print(_table(["name", "used by", "path", "present", "verified", "size"], rows))
+    print()
+    print(_table(["name", "SHA-256 checked", "where the value comes from"],
+                 [[w.name, w.sha256 or "(recorded at first download)", w.source] for w in weight_files.KNOWN]))
+    for line in bad:
+        print(f"error: {line}. Fetch it again: styletransfer-weights fetch NAME", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    """Download, verify and install one file (nothing to do when it is already there and verified)."""
+    weight: WeightFile = by_name(args.name)
+    dest = args.dest.expanduser() if args.dest else weight.destination()
+    url = args.url or weight.download_url()
+    state = verification(weight, dest)
+    if state.startswith("yes"):
+        print(f"{weight.name}: {dest} is already there and verified ({state})")
+        return 0
+    recorded = read_record(dest) if weight.sha256 is None else None
+    print(f"fetching {weight.name} from {url}\n  into {dest}", file=sys.stderr)
+    try:
+        digest = fetch(url, dest, weight.sha256 or recorded, progress=not args.quiet)
+    except ChecksumMismatch as exc:
+        if recorded is None:
+            raise
+        raise ChecksumMismatch(f"{exc}. The expected value was recorded at the first download in "
+                               f"{record_path(dest)}: delete that file to accept the new one") from None
+    if weight.sha256 is None:
+        write_record(dest, digest)
+        note = f"no published checksum: its SHA-256 {digest} is recorded in {record_path(dest)}"
+    else:
+        note = f"SHA-256 {digest} matches {describe_sha256(weight.sha256)}"
+    print(f"installed {dest} ({note})")
+    return 0
+
+
+def _path(args: argparse.Namespace) -> int:
+    print(by_name(args.name).destination())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = [w.name for w in weight_files.KNOWN]
+    parser = argparse.ArgumentParser(
+        prog="styletransfer-weights",
+        description="List, download and verify the weight files the project uses (torchvision's VGG-19, the AdaIN "
+        "release's vgg_normalised.pth and decoder.pth, LPIPS' AlexNet, ArtFID's Inception). Files go into "
+        f"torch.hub's cache ($TORCH_HOME/hub/checkpoints). ${BASE_URL_ENV}=URL fetches from a mirror "
+        "(URL/<file name>).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,fetch,path}")
+    listing = commands.add_parser("list", help="each known file: what uses it, where it goes, present, verified")
+    listing.set_defaults(run=_list)
+    get = commands.add_parser("fetch", help="download a file (resuming a .part), verify its SHA-256, install it")
+    get.add_argument("name", choices=names, help="which file")
+    get.add_argument("--url", help="download from this URL instead (the checksum is still checked)")
+    get.add_argument("--dest", type=Path, help="install here instead of where the project looks")
+    get.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    get.set_defaults(run=_fetch)
+    where = commands.add_parser("path", help="print where a file goes (the path the project looks at)")
+    where.add_argument("name", choices=names, help="which file")
+    where.set_defaults(run=_path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``styletransfer-weights``; returns 0, or 1 with a one-line error (never a traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except StyleTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other Unix tools do
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this keeps it quiet)
+        return 1
+    except KeyboardInterrupt:
+        dest = (args.dest or by_name(args.name).destination()) if args.command == "fetch" else None
+        kept = f": {part_path(dest)} is kept, run the same command again to resume" if dest else ""
+        print(f"interrupted{kept}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
