@@ -4,7 +4,7 @@
 
 This module parses the arguments with the standard library only, so ``--help`` and a mistyped flag answer at once;
 :func:`main` then imports the work itself (``styletransfer.methods.adain.cli``, which loads torch). That import,
-inside the function, is deliberate and the only one of its kind in the package.
+inside the function, is deliberate: command modules (this one, ``export``) are the only places that import inside a function.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "decoder.pth, or the original release's decoder.pth with --encoder-weights vgg_normalised.pth).",
     )
     add = parser.add_argument
-    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth "
+        "(with --runtime onnx: model.onnx)")
     add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
     add("--style", "-s", type=Path, nargs="+", required=True, help="one style image, or several to interpolate/mask")
     add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--content-size", type=int, default=None, help="resize the content's shorter side first (default: keep)")
     add("--style-size", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
     add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")
+    add("--runtime", choices=("torch", "onnx"), default="torch", help="torch (default), or onnx: CKPT is then the "
+        "model.onnx styletransfer-export wrote (model.style.onnx beside it), run by onnxruntime (no --mask)")
     add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
         "needs vgg_normalised.pth); default: the one recorded in the file")
     add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")

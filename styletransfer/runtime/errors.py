@@ -74,3 +74,7 @@ class DownloadError(StyleTransferError, OSError):
 
 class ChecksumMismatch(DownloadError):
     """A downloaded file's SHA-256 is not the expected one; the message gives both, and nothing was installed."""
+
+
+class ExportCheckError(StyleTransferError, RuntimeError):
+    """An exported ONNX graph disagrees with the PyTorch model beyond the tolerance; the message names the size."""

@@ -3,7 +3,9 @@
     styletransfer-stylise CKPT --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
 
 CKPT is a Lightning ``.ckpt`` of this project, its exported ``decoder.pth``, or the original release's
-``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``. A folder of contents is decoded by worker processes,
+``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``; with ``--runtime onnx`` it is the image graph
+``styletransfer-export`` wrote (``model.onnx``, its style graph ``model.style.onnx`` beside it), run by onnxruntime
+through the same folder pipeline. A folder of contents is decoded by worker processes,
 stylised in same-size batches and written by a thread pool, all at once (``pipeline``); files that cannot be read
 or written are skipped and named at the end.
 """
@@ -22,6 +24,7 @@ from torch import Tensor
 
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.methods.adain.model import check_controls
+from styletransfer.methods.adain.onnx_runtime import OnnxStyliser
 from styletransfer.methods.adain.pipeline import decoded, run_folder
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.runtime.devices import resolve_device
@@ -29,7 +32,8 @@ from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-def _encoder_arg(args: argparse.Namespace) -> dict | None:
+def encoder_arg(args: argparse.Namespace) -> dict | None:
+    """The encoder for decoder files from --encoder-weights and --encoder-seed (None: the one recorded in the file)."""
     if args.encoder_weights is None:
         return None
     return {"weights": args.encoder_weights, "seed": args.encoder_seed, "download": False}
@@ -80,13 +84,38 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"{exc} (flags --style, --weights, --mask, --alpha)") from None
 
 
+#: Flags the ONNX runtime cannot honour, and why (masked AdaIN needs per-region content statistics inside the graph).
+ONNX_REFUSED = {
+    "mask": "--mask needs masked AdaIN (per-region content statistics inside the graph), which the exported image "
+            "graph does not have: use --runtime torch",
+    "output_size": "--output-size: the image graph returns the content's size; resize with --content-size or use "
+                   "--runtime torch",
+    "bf16": "--bf16 is a PyTorch autocast option: export with styletransfer-export --fp16 instead",
+    "compile": "--compile is a PyTorch option: use --runtime torch",
+}
+
+
+def _load_styliser(args: argparse.Namespace) -> Styliser | OnnxStyliser:
+    """The model CKPT names: a PyTorch Styliser, or with ``--runtime onnx`` the exported image graph and the style
+    graph beside it in onnxruntime (refusing the flags it cannot honour)."""
+    if args.runtime == "onnx":
+        refused = [why for flag, why in ONNX_REFUSED.items() if getattr(args, flag)]
+        if refused:
+            raise ConfigError(f"not with --runtime onnx: {'; '.join(refused)}")
+        return OnnxStyliser.beside(args.checkpoint, args.device)
+    if args.runtime != "torch":
+        raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
+    device = resolve_device(args.device, "--device")
+    return Styliser.from_checkpoint(args.checkpoint, encoder_arg(args), device, channels_last=args.channels_last,
+                                    bf16=args.bf16, compile=args.compile or False)
+
+
 def run_cli(args: argparse.Namespace) -> list[Path]:
     """Stylise every content with the given controls; returns the written files. Contents that cannot be read or
     written are skipped and named; decoding, stylising and writing overlap (``pipeline``)."""
     weights = _check_args(args)
-    device = resolve_device(args.device, "--device")
-    styliser = Styliser.from_checkpoint(args.checkpoint, _encoder_arg(args), device, channels_last=args.channels_last,
-                                        bf16=args.bf16, compile=args.compile or False)
+    styliser = _load_styliser(args)
+    device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
     # Decoding starts now, in the workers, while the styles are read and encoded.

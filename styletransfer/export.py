@@ -1,0 +1,61 @@
+"""The export command line: ``styletransfer-export`` (or ``python -m styletransfer.export``).
+
+    styletransfer-export CKPT -o model.onnx [--part image|style|both] [--fp16] [--opset N] [--check]
+
+Writes the image graph (``model.onnx``) and the style graph beside it (``model.style.onnx``) for onnxruntime; see
+``styletransfer.methods.adain.export``. As in ``styletransfer.stylise``, the arguments are parsed with the standard
+library only, so ``--help`` answers at once, and :func:`main` imports the work (which loads torch) afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from styletransfer.runtime.errors import StyleTransferError
+
+#: Mirrors ``styletransfer.methods.adain.export.OPSET`` (kept here so that --help does not load torch).
+DEFAULT_OPSET = 18
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="styletransfer-export",
+        description="Export an AdaIN model (this project's .ckpt or decoder.pth, or the original release's "
+        "decoder.pth with --encoder-weights vgg_normalised.pth) to ONNX: an image graph (content, alpha and the "
+        "style's relu4_1 statistics -> stylised image) and a style graph (style image -> its statistics).",
+    )
+    add = parser.add_argument
+    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add("--output", "-o", type=Path, default=Path("model.onnx"), help="the image graph's file (default model.onnx); "
+        "the style graph goes beside it as <name>.style.onnx")
+    add("--part", choices=("image", "style", "both"), default="both", help="which graphs to write (default both)")
+    add("--fp16", action="store_true", help="float16 weights and activations (inputs and outputs stay float32)")
+    add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 18-21 (default {DEFAULT_OPSET})")
+    add("--check", action="store_true", help="run the graphs in onnxruntime (CPU) at 64x48 and 77x53 and compare "
+        "with PyTorch; exit 1 above the tolerance (1e-3 fp32, 3e-2 fp16)")
+    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
+        "needs vgg_normalised.pth); default: the one recorded in the file")
+    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``styletransfer-export``; returns 0, or 1 with a one-line error on bad input or a failed check."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from styletransfer.methods.adain.export import run_export  # torch loads here, after --help and flag errors
+
+    try:
+        run_export(args)
+    except StyleTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
