@@ -4,7 +4,8 @@
 
 This module parses the arguments with the standard library only, so ``--help`` and a mistyped flag answer at once;
 :func:`main` then imports the work itself (``styletransfer.methods.adain.cli``, which loads torch). That import,
-inside the function, is deliberate: command modules (this one, ``export``) are the only places that import inside a function.
+inside the function, is deliberate: the command modules (this one and ``export``) are the only places that import
+a project module inside a function.
 """
 
 from __future__ import annotations
