@@ -35,6 +35,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import sync  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.gatys import GatysModule  # noqa: E402
 from styletransfer.methods.gatys.fast import FastLoop  # noqa: E402
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS  # noqa: E402
@@ -65,11 +66,6 @@ def images(size: int) -> tuple[Tensor, Tensor]:
     style = (torch.stack([torch.sin(20 * x + c) * torch.cos(9 * y - c) for c in range(3)])[None] * 0.4 + 0.5
              + 0.05 * torch.randn(1, 3, size, size, generator=gen)).clamp(0, 1)
     return content, style
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(device: torch.device, run: Callable[[int], None], warmup: int, iterations: int) -> float:

@@ -37,6 +37,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from styletransfer.methods.adain import AdaINDecoder, Styliser
+from timing import sync, timed  # speed/timing.py
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import VGGEncoder
 
@@ -70,23 +71,6 @@ def calc_mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     return feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
-    """Mean seconds per call of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
 def top_kernels(fn: Callable[[], object], device: torch.device, label: str, count: int = 15) -> None:
     """Print the ``count`` CUDA kernels with the most self time over three calls of ``fn``, with their share."""
     if device.type != "cuda":
@@ -95,7 +79,7 @@ def top_kernels(fn: Callable[[], object], device: torch.device, label: str, coun
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             fn()
-        synchronize(device)
+        sync(device)
 
     def self_time(event) -> float:
         return float(getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0))
@@ -119,7 +103,7 @@ def measure(label: str, make: Callable[[], Callable[[], object]], args: argparse
         torch.cuda.reset_peak_memory_stats(device)
     try:
         fn = make()
-        seconds = timed(fn, device, args.steps, args.warmup)
+        seconds, _ = timed(fn, device, args.steps, args.warmup)
         row = {"variant": label, "img/s": args.batch / seconds, "peak MiB": peak_mib(device), "note": ""}
         if args.profile:
             top_kernels(fn, device, label)
@@ -240,7 +224,7 @@ def big_image_row(device: torch.device, side: int) -> Row:
         style = torch.rand(1, 3, 512, 512, generator=gen).to(device)
         stats = styliser.style_stats([style])
         content = torch.rand(1, 3, side, side, generator=gen).to(device)
-        seconds = timed(lambda: styliser.stylise(content, style_stats=stats), device, 1, 1)
+        seconds, _ = timed(lambda: styliser.stylise(content, style_stats=stats), device, 1, 1)
         row = {"variant": label, "img/s": 1 / seconds, "peak MiB": peak_mib(device), "note": f"{seconds:.2f} s"}
     except torch.cuda.OutOfMemoryError as exc:
         row = {"variant": label, "img/s": None, "peak MiB": peak_mib(device),

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_path  # noqa: E402  (speed/data_path.py)
+from timing import sync, timed  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.sweeps.table import register_resolvers  # noqa: E402
 from styletransfer.training import run  # noqa: E402
@@ -66,27 +67,6 @@ class Row:
 
 def error_text(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:100]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> tuple[float, float | None]:
-    """(mean seconds per call of ``step`` after ``warmup`` calls, peak CUDA memory in MiB or None)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    seconds = (time.perf_counter() - start) / steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return seconds, peak
 
 
 def profile(label: str, step: Callable[[], None], device: torch.device, top: int = 15) -> None:
