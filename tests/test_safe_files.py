@@ -17,7 +17,8 @@ from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import build_encoder
-from styletransfer.nn.weights import SafeCheckpointIO, safe_load, save_atomic
+from styletransfer.nn.checkpoint_io import SafeCheckpointIO
+from styletransfer.nn.weights import safe_load, save_atomic
 from styletransfer.runtime.checkpointing import LatestCheckpoint
 from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.runtime.finite import StopOnNonFiniteLoss

@@ -251,3 +251,12 @@ def test_help_and_flag_errors_answer_without_loading_torch():
     for argv, code in ((["--help"], 0), (["ckpt", "--content", "a.jpg"], 2)):
         result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
         assert result.stdout.strip().splitlines()[-1] == f"exit {code} False", result.stdout + result.stderr
+
+
+def test_stylising_loads_neither_lightning_nor_torchvision():
+    """The inference path starts in about half the time: no PyTorch Lightning (training only) and no torchvision
+    (GPU JPEG decoding only) among its imports."""
+    script = ("import sys\nimport styletransfer.methods.adain.cli, styletransfer.methods.adain.styliser\n"
+              "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'torchvision') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

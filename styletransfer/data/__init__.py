@@ -1,8 +1,6 @@
 """Data: image files (images), transforms, content/style datasets, the Lightning datamodules (folders, prepared
 caches) and the sample set."""
 
-from styletransfer.data.cache_datamodule import CacheDataModule
-from styletransfer.data.datamodule import ContentStyleDataModule
 from styletransfer.data.datasets import (
     ContentStyleDataset,
     FolderSource,
@@ -20,8 +18,16 @@ from styletransfer.data.images import (
     load_rgb,
     save_image,
 )
-from styletransfer.data.sample import SampleDataModule, make_sample_dataset
 from styletransfer.data.transforms import CenterTransform, TrainTransform
+from styletransfer.runtime.lazy import lazy_exports
+
+# The datamodules load Lightning: imported on first use, so reading images for inference never loads it.
+__getattr__ = lazy_exports(__name__, {
+    "CacheDataModule": "styletransfer.data.cache_datamodule",
+    "ContentStyleDataModule": "styletransfer.data.datamodule",
+    "SampleDataModule": "styletransfer.data.sample",
+    "make_sample_dataset": "styletransfer.data.sample",
+})
 
 __all__ = [
     "IMAGE_EXTENSIONS",

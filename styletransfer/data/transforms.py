@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from styletransfer.data.images import pil_to_tensor, pil_to_uint8, resize_to_side, to_unit_float
 from styletransfer.runtime.errors import ConfigError
@@ -121,6 +120,8 @@ def decode_crops(encoded: Mapping[str, Any], crop_size: int, device: torch.devic
     ``encoded`` is ``{"jpeg": list of 1-D uint8 CPU tensors, "boxes": (N, 2) int64}`` (collated
     :class:`CropBoxTransform` items). The bytes must stay on the CPU: torchvision reads them from host memory.
     """
+    from torchvision.io import ImageReadMode, decode_jpeg  # torchvision takes seconds to import: only when decoding
+
     images = decode_jpeg(list(encoded["jpeg"]), mode=ImageReadMode.RGB, device=device)
     boxes = encoded["boxes"].tolist()
     crops = [image[:, top:top + crop_size, left:left + crop_size] for image, (top, left) in zip(images, boxes)]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
 from styletransfer.runtime.errors import CheckpointError, StyleTransferError
@@ -147,33 +146,3 @@ def first_non_finite(obj: object, name: str = "") -> str | None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return path
     return None
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, written crash-safely and read weights-only (``trainer.plugins`` in the configs).
-
-    Saving writes a temporary file in the checkpoint's folder, forces it to disk and renames it over the target,
-    so a kill at any moment leaves the previous checkpoint or the new one, never a truncated file (Lightning's own
-    writer truncates the target first). Loading (``ckpt_path=`` resume) always goes through :func:`safe_load`,
-    whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` or a caller's ``weights_only=False`` says: a checkpoint whose
-    unpickling would run code is refused, and a missing, truncated or foreign file, or one holding NaN or infinite
-    weights or optimiser state, is named in a CheckpointError.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        save_atomic(checkpoint, path)
-
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        checkpoint = safe_load(path, "checkpoint to resume from (ckpt_path)", CheckpointError)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no 'state_dict'): "
-                                  "pass ckpt_path=<run>/checkpoints/last.ckpt")
-        broken = first_non_finite({k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")})
-        if broken is not None:
-            raise CheckpointError(f"{path} holds NaN or infinite values ({broken}): resuming would train on broken "
-                                  "weights. Resume from an earlier checkpoint (checkpoints/step_*.ckpt).")
-        return checkpoint

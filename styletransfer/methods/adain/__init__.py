@@ -3,7 +3,10 @@
 (``candidate``) and the stylise command line (``cli``)."""
 
 from styletransfer.methods.adain.model import AdaINDecoder, adain, stylise
-from styletransfer.methods.adain.module import AdaINModule
 from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.runtime.lazy import lazy_exports
+
+# The LightningModule loads Lightning: imported on first use, so stylising and exporting never load it.
+__getattr__ = lazy_exports(__name__, {"AdaINModule": "styletransfer.methods.adain.module"})
 
 __all__ = ["AdaINDecoder", "AdaINModule", "Styliser", "adain", "stylise"]
