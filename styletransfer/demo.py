@@ -1,0 +1,63 @@
+"""The demo command line: ``styletransfer-demo`` (or ``python -m styletransfer.demo``).
+
+    styletransfer-demo CKPT [--device auto|cpu|cuda] [--host 127.0.0.1] [--port 7860] [--share false]
+
+Serves a Gradio page around one AdaIN model (``styletransfer.methods.adain.demo_app``; the ``demo`` extra). As in
+``styletransfer.stylise``, the arguments are parsed with the standard library only, so ``--help`` answers at once,
+and :func:`main` imports the work (which loads torch and Gradio) afterwards. A file that is not a checkpoint stops
+the command with one ``error:`` line and exit status 1 before the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from styletransfer.runtime.errors import StyleTransferError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="styletransfer-demo",
+        description="A web page (Gradio) to stylise images with an AdaIN model (this project's .ckpt or decoder.pth, "
+        "or the original release's decoder.pth with --encoder-weights vgg_normalised.pth): content, up to three "
+        "styles with weights, alpha, colour preservation, an optional mask, and a download button.",
+    )
+    add = parser.add_argument
+    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add("--device", default="auto", help="auto (default: the GPU when there is one), cpu, cuda, cuda:1 ...")
+    add("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 "
+        "for every interface)")
+    add("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    add("--share", default="false", metavar="true|false", help="also serve through a public gradio.live link "
+        "(default false; needs internet access)")
+    add("--max-side", type=int, default=1024, help="reduce larger contents to this longer side (default 1024; 0 "
+        "keeps every size)")
+    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
+        "needs vgg_normalised.pth); default: the one recorded in the file")
+    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``styletransfer-demo``: serves until interrupted; returns 1 with a one-line error on bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from styletransfer.methods.adain.demo_app import run_demo  # torch and Gradio load here, after --help
+    except ModuleNotFoundError as exc:
+        print(f"error: the demo needs the demo extra ({exc}): pip install -e \".[demo]\"", file=sys.stderr)
+        return 1
+    try:
+        run_demo(args)
+    except StyleTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
