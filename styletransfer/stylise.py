@@ -5,7 +5,7 @@
 This module parses the arguments with the standard library only, so ``--help`` and a mistyped flag answer at once;
 :func:`main` then imports the work itself (``styletransfer.methods.adain.cli``, which loads torch). That import,
 inside the function, is deliberate: the command modules (this one and ``export``) are the only places that import
-a project module inside a function.
+a project module inside a function (``eval.temporal``, which measures a written video, loads there too).
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ def default_writers() -> int:
     return max(1, min(8, _cores() // 2))
 
 
+def max_tile(text: str) -> int | str:
+    """``--max-tile``: ``auto`` or a whole number of pixels (0: never tile)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of pixels, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styletransfer-stylise",
@@ -67,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1; "
         "a batch never mixes sizes)")
+    add("--max-tile", type=max_tile, default="auto", metavar="N", help="stylise an image with a side over N px in "
+        "overlapping N x N tiles with the whole image's AdaIN statistics (bounded memory, any size); default auto: N "
+        "from the free device memory (RAM on a CPU); 0 never tiles")
     add("--bf16", action="store_true", help="bfloat16 autocast (GPU; slow on most CPUs)")
     add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels_last memory format "
         "(default on: faster on GPUs and CPUs; --no-channels-last for NCHW)")
@@ -78,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"next batch is stylised (default {default_writers()} here; 0 writes in the main thread)")
     add("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     add("--ext", default="png", help="output image format: png (default), jpg or webp")
+    add("--video-frames", action="store_true", help="--content is a folder of one clip's frames (name order), "
+        "written as one mp4 at --fps (a clip file, .mp4 .mov .mkv .webm .avi ..., needs no flag)")
+    add("--fps", type=float, default=24.0, help="frame rate of --video-frames (default 24)")
+    add("--temporal-smoothing", type=float, default=0.0, metavar="W", help="video: blend each result with the "
+        "previous one warped along the content's optical flow, where reliable (W: its weight, in [0, 1); 0.5 "
+        "steadies; default 0: frame by frame)")
+    add("--warping-error", action=argparse.BooleanOptionalAction, default=True, help="video: measure the written "
+        "clip's flicker (warping error, printed and in <video>.temporal.json; costs two optical flows per frame)")
     return parser
 
 
@@ -98,9 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(_renamed(sys.argv[1:] if argv is None else argv))
     from styletransfer.methods.adain.cli import run_cli  # torch loads here, after --help and flag errors
+    from styletransfer.eval.temporal import report_videos
 
     try:
-        run_cli(args)
+        written = run_cli(args)
+        if args.warping_error:
+            report_videos(args.content, written, args.fps if args.video_frames else None)
     except StyleTransferError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

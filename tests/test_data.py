@@ -259,7 +259,7 @@ def test_style_choice_and_crops_follow_the_data_seed_not_the_global_rng(tmp_path
 
 def test_datamodule_batches_shapes_and_fixed_validation(tmp_path):
     content = _folder(tmp_path / "content", 10, size=(50, 40))
-    style = _folder(tmp_path / "style" / "nested", 5, prefix="s", size=(40, 60))
+    _folder(tmp_path / "style" / "nested", 5, prefix="s", size=(40, 60))
     kwargs = dict(content_dir=str(content), style_dir=str(tmp_path / "style"), short_side=40, crop_size=32,
                   batch_size=4, num_workers=0, val_pairs=3)
     dm = ContentStyleDataModule(**kwargs)

@@ -23,10 +23,12 @@ import torch
 from torch import Tensor
 
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
+from styletransfer.data.video import is_video_path, open_clip
 from styletransfer.methods.adain.model import check_controls
 from styletransfer.methods.adain.onnx_runtime import OnnxStyliser
 from styletransfer.methods.adain.pipeline import decoded, run_folder
 from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.methods.adain.video import check_smoothing, stylise_video
 from styletransfer.runtime.devices import resolve_device
 from styletransfer.runtime.errors import ConfigError
 
@@ -110,11 +112,43 @@ def _load_styliser(args: argparse.Namespace) -> Styliser | OnnxStyliser:
                                     bf16=args.bf16, compile=args.compile or False)
 
 
+def _controls(args: argparse.Namespace, styliser: Styliser | OnnxStyliser, weights: list[float] | None,
+              styles: list[Tensor]) -> dict:
+    """The keyword arguments of ``Styliser.stylise`` the flags ask for (the styles' statistics computed once)."""
+    return {
+        "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
+        "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
+        "output_size": tuple(args.output_size) if args.output_size else None,
+        "style_stats": None if args.preserve_colour else styliser.style_stats(styles),
+    }
+
+
+def _run_video(args: argparse.Namespace, styliser: Styliser | OnnxStyliser, controls: dict) -> list[Path]:
+    """Stylise the clip (or, with --video-frames, the folder of frames) ``--content`` names into one mp4."""
+    clip = open_clip(args.content, args.fps if args.video_frames else None)
+    stem = Path(clip.path.name if clip.is_folder else clip.path.stem)
+    output = args.output / _output_name(stem, args).with_suffix(".mp4")
+    run = stylise_video(styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_size)
+    print(f"wrote {run.path} ({run.frames} frames at {float(clip.rate):g} fps{', audio copied' if clip.audio else ''})")
+    if clip.frames and run.frames != clip.frames:
+        print(f"warning: {clip.path} lists {clip.frames} frames but {run.frames} could be decoded (a truncated clip?)",
+              file=sys.stderr)
+    return [run.path]
+
+
 def run_cli(args: argparse.Namespace) -> list[Path]:
     """Stylise every content with the given controls; returns the written files. Contents that cannot be read or
     written are skipped and named; decoding, stylising and writing overlap (``pipeline``)."""
     weights = _check_args(args)
+    video = args.video_frames or is_video_path(args.content)
+    if args.temporal_smoothing and not video:
+        raise ConfigError("--temporal-smoothing applies to videos: --content a clip, or a folder of frames with "
+                          "--video-frames")
+    check_smoothing(args.temporal_smoothing)
     styliser = _load_styliser(args)
+    if video:
+        styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
+        return _run_video(args, styliser, _controls(args, styliser, weights, styles))
     device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
@@ -123,12 +157,11 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
     styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
-    controls = {
-        "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
-        "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
-        "output_size": tuple(args.output_size) if args.output_size else None,
-        "style_stats": None if args.preserve_colour else styliser.style_stats(styles),
-    }
+    controls = _controls(args, styliser, weights, styles)
+    if args.runtime == "torch":
+        controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)
+    elif args.max_tile not in ("auto", 0):
+        raise ConfigError("--max-tile needs --runtime torch: the ONNX image graph stylises whole images")
     run = run_folder(styliser, decoded_contents, contents, lambda path: args.output / _output_name(stems[path], args),
                      controls, args.batch_size, args.writers, args.quality)
     for reason in run.skipped:

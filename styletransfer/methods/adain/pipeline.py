@@ -157,7 +157,7 @@ def _done(value: object) -> Future:
     return future
 
 
-def _to_host(result: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
+def to_host(result: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
     """Quantise on the device and start the copy to (pinned) host memory; the event fires when it has landed."""
     images = to_uint8_hwc(result)
     if images.device.type != "cuda":
@@ -194,7 +194,7 @@ def run_folder(styliser: Styliser, contents: Iterator[Decoded], paths: Sequence[
         fill = batch_size - len(images) if device.type == "cuda" else 0
         stacked = torch.stack(images + images[-1:] * fill)
         try:
-            host, ready = _to_host(styliser.stylise(stacked, **controls)[:len(batch)])
+            host, ready = to_host(styliser.stylise(stacked, **controls)[:len(batch)])
         except torch.cuda.OutOfMemoryError:
             shape = "x".join(str(side) for side in stacked.shape[-1:-3:-1])
             for index, _ in batch:

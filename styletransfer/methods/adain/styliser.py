@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from styletransfer.methods.adain import tiling
 from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
@@ -36,6 +37,13 @@ def as_batch(image: Tensor, name: str) -> Tensor:
     if image.dim() != 4 or image.shape[1] != 3:
         raise ConfigError(f"{name} must be RGB shaped (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
     return image
+
+
+def style_list(styles: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """Styles as a list: one image (3, h, w), a stack of them, or a sequence."""
+    if isinstance(styles, Tensor):
+        return [styles] if styles.dim() == 3 else list(styles)
+    return list(styles)
 
 
 #: torch.compile modes that capture CUDA graphs: their outputs live in memory the next replay overwrites.
@@ -151,18 +159,44 @@ class Styliser(nn.Module):
                                  channels_last=self.channels_last)
 
     @torch.no_grad()
-    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), **controls) -> Tensor:
+    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), max_tile: int | str = 0,
+                **controls) -> Tensor:
         """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1] as float, or 0-255 as uint8) with one or
         more styles.
 
         ``controls`` are those of :func:`~styletransfer.methods.adain.model.stylise` (weights, alpha,
         preserve_colour, masks, output_size, style_stats, style_features). Returns float32 (N, 3, H, W) in [0, 1].
+        ``max_tile`` (0, the default: never; ``auto``: from the free memory; or a side in px): an image with a
+        side longer than it goes to :meth:`stylise_tiled` (the result is then on the host).
         """
-        if isinstance(styles, Tensor):
-            styles = [styles] if styles.dim() == 3 else list(styles)
+        styles = style_list(styles)
+        content = as_batch(content, "content")
+        side = tiling.tile_side(max_tile, self.device, content.shape[0], self.bf16)
+        if side and max(content.shape[-2:]) > side:
+            return self.stylise_tiled(content, styles, tile=side, **controls)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         content = self._images(content, "content")
         with self._autocast():
             return stylise(self.encoder, self.decoder, content, styles, channels_last=self.channels_last,
                            core=self._core(content), **controls)
+
+    @torch.no_grad()
+    def stylise_tiled(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), tile: int | str = "auto",
+                      **controls) -> Tensor:
+        """Stylise in overlapping windows of at most ``tile`` x ``tile`` px (``auto``: chosen from the free memory)
+        with the AdaIN statistics of the whole image (see ``tiling``), so device memory is bounded by the tile.
+
+        ``content`` stays where it is (keep a large image on the host); only one window at a time is on the device.
+        ``controls`` as in :meth:`stylise`, less masks and a different output size. Returns float32 (N, 3, H, W) in
+        [0, 1] on the host.
+        """
+        styles = style_list(styles)
+        content = as_batch(content, "content")
+        side = tiling.tile_side(tile, self.device, content.shape[0], self.bf16) or max(content.shape[-2:])
+        self._prepare()
+        styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
+        with self._autocast():
+            return tiling.stylise_tiled(self.encoder, self.decoder, content, styles, tile=side,
+                                        to_device=lambda window: self._images(window, "content"),
+                                        channels_last=self.channels_last, **controls)

@@ -36,7 +36,7 @@ from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.colour import luminance, match_colour, match_luminance, with_chroma
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, min_input_side
 from styletransfer.nn.losses import content_loss
-from styletransfer.runtime.errors import ConfigError, NonFiniteLossError
+from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.runtime.loggers import log_image
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,242 @@
+"""Tiled AdaIN (``methods.adain.tiling``): the window grid, agreement with the untiled result away from the
+borders, seam energy along the tile boundaries, the global statistics, and ``--max-tile`` on the command line.
+
+Tolerances: tiled and untiled images (float32 in [0, 1]) differ by at most ``MAX_DIFF`` (0.03 of a grey level) and
+on average by at most ``MEAN_DIFF`` ``BORDER`` px in from the image edges (measured: about 2e-8, float rounding);
+the seam energy (mean absolute difference between neighbouring pixels across the tile boundaries, i.e. inside the
+blend zones) relative to elsewhere is at most ``SEAM_FACTOR`` times the untiled image's at the same places.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SKIMAGE_DATA
+
+from styletransfer.data.images import load_image_tensor, pil_to_tensor, save_image
+from styletransfer.methods.adain import tiling
+from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
+from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.methods.adain.tiling import ALIGN, BLEND, MARGIN, MIN_TILE, Span, ramp_weights, spans
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.stats import mean_std
+from styletransfer.runtime.errors import ConfigError
+from styletransfer.stylise import main
+
+MAX_DIFF = 1e-4
+MEAN_DIFF = 1e-5
+BORDER = 16
+SEAM_FACTOR = 1.01
+
+
+@pytest.fixture(scope="module")
+def styliser() -> Styliser:
+    """Random weights, the decoder's last conv rescaled per colour channel so that results have contrast (spatial
+    std about 0.15 around 0.5). A random decoder's output hardly varies (std about 2e-4) and is half clamped to 0,
+    which would make any agreement trivial."""
+    torch.manual_seed(0)
+    model = Styliser(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder(), channels_last=True)
+    last = [m for m in model.decoder if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        features = encode(model.encoder, _photo(128))
+        raw = model.decoder(adain(features, encode(model.encoder, _style())), (128, 128))
+        scale = 0.15 / raw.std(dim=(0, 2, 3))
+        last.weight.mul_(scale[:, None, None, None])
+        last.bias.mul_(scale).add_(0.5 - scale * raw.mean(dim=(0, 2, 3)))
+    return model
+
+
+def _photo(size: int) -> torch.Tensor:
+    """scikit-image's astronaut (a real photo: edges, flat areas, texture) at ``size`` x ``size``, (1, 3, H, W)."""
+    image = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB").resize((size, size), Image.BICUBIC)
+    return pil_to_tensor(image)[None]
+
+
+def _style() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(1, 3, 64, 64, generator=g)
+
+
+def _seams(windows: list[Span]) -> torch.Tensor:
+    """Boolean over positions: True inside an overlap of neighbouring windows' kept parts (where they blend)."""
+    size = windows[-1].end
+    mask = torch.zeros(size - 1, dtype=torch.bool)
+    for left, right in zip(windows, windows[1:]):
+        mask[right.keep0:left.keep1 - 1] = True
+    return mask
+
+
+def seam_energy(image: torch.Tensor, rows: list[Span], cols: list[Span]) -> tuple[float, float]:
+    """(mean |difference of neighbouring pixels| across the tile boundaries, the same elsewhere), ``BORDER`` px in
+    from the image edges: horizontal differences in the blend columns, vertical ones in the blend rows."""
+    dx = (image[..., 1:] - image[..., :-1]).abs()[..., BORDER:-BORDER, :]
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs()[..., BORDER:-BORDER]
+    sx, sy = _seams(cols), _seams(rows)
+    inner_x, inner_y = torch.zeros_like(sx), torch.zeros_like(sy)
+    inner_x[BORDER:-BORDER], inner_y[BORDER:-BORDER] = True, True
+    seam = torch.cat([dx[..., sx & inner_x].flatten(), dy[..., sy & inner_y, :].flatten()])
+    rest = torch.cat([dx[..., ~sx & inner_x].flatten(), dy[..., ~sy & inner_y, :].flatten()])
+    return float(seam.mean()), float(rest.mean())
+
+
+# ---------------------------------------------------------------- the window grid (no model)
+
+
+@pytest.mark.parametrize("size", [257, 383, 512, 1000, 1024, 4097, 6000])
+@pytest.mark.parametrize("tile", [256, 384, 512, 1000, 2264])
+def test_windows_cover_the_image_with_aligned_margins_and_weights_that_sum_to_one(size, tile):
+    windows = spans(size, tile)
+    assert windows[0].start == 0 and windows[-1].end == size
+    for span in windows:
+        assert span.start % ALIGN == 0 and span.end - span.start <= tile
+        assert span.keep0 == 0 or span.keep0 - span.start >= MARGIN
+        assert span.keep1 == size or span.end - span.keep1 >= MARGIN
+        # The relu4_1 positions a window owns lie a margin inside it (past its padding's reach), on the 8 px grid.
+        assert span.own0 % ALIGN == 0 and (span.own0 == 0 or span.own0 - span.start >= MARGIN)
+        assert span.own1 == -1 or (span.own1 % ALIGN == 0 and span.end - span.own1 >= MARGIN)
+    assert [s.own1 for s in windows[:-1]] == [s.own0 for s in windows[1:]] and windows[-1].own1 == -1
+    for left, right in zip(windows, windows[1:]):
+        assert left.keep1 - right.keep0 >= BLEND  # kept parts overlap enough to feather
+    total = torch.zeros(size)
+    for span, weight in zip(windows, ramp_weights(windows, size)):
+        assert weight.shape == (span.keep1 - span.keep0,) and float(weight.min()) > 0 and float(weight.max()) <= 1
+        assert float(weight.diff().abs().max()) <= 1 / BLEND + 1e-6  # ramps, no jumps
+        total[span.keep0:span.keep1] += weight
+    torch.testing.assert_close(total, torch.ones(size))
+
+
+def test_max_tile_values(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 8 * 2**30)
+    side = (int((tiling.MEMORY_FRACTION * 8 * 2**30 / tiling.BYTES_PER_PIXEL) ** 0.5)) // ALIGN * ALIGN
+    assert tiling.tile_side("auto", cpu) == side
+    assert tiling.tile_side("auto", cpu, bf16=True) > side > tiling.tile_side("auto", cpu, batch=4)
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 1)
+    assert tiling.tile_side("auto", cpu) == MIN_TILE
+    assert tiling.tile_side(0, cpu) == 0 and tiling.tile_side(1001, cpu) == 1000
+    for bad in (100, -1, "big", 2.5, True):
+        with pytest.raises(ConfigError, match="--max-tile"):
+            tiling.tile_side(bad, cpu)
+
+
+def test_available_memory_reads_this_machine():
+    assert tiling.available_memory(torch.device("cpu")) > 2**20
+
+
+# ---------------------------------------------------------------- tiled vs untiled (random weights, CPU)
+
+
+@pytest.fixture(scope="module")
+def photo_512(styliser):
+    """(content, style statistics, untiled result, tiled result with 384 px tiles: 2 x 2 windows)."""
+    content = _photo(512)
+    stats = styliser.style_stats([_style()])
+    return content, stats, styliser.stylise(content, style_stats=stats), styliser.stylise(
+        content, style_stats=stats, max_tile=384)
+
+
+def test_tiled_and_untiled_agree_away_from_the_borders(photo_512):
+    _, _, untiled, tiled = photo_512
+    assert tiled.shape == untiled.shape == (1, 3, 512, 512) and tiled.device.type == "cpu"
+    diff = (tiled - untiled).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
+    assert float(diff.max()) <= MAX_DIFF and float(diff.mean()) <= MEAN_DIFF, (float(diff.max()), float(diff.mean()))
+
+
+def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo_512, styliser):
+    content, stats, untiled, tiled = photo_512
+    rows = cols = spans(512, 384)
+    seam, rest = seam_energy(tiled, rows, cols)
+    seam_ref, rest_ref = seam_energy(untiled, rows, cols)
+    assert seam / rest <= SEAM_FACTOR * seam_ref / rest_ref, (seam, rest, seam_ref, rest_ref)
+    # The measure sees seams: 256 px tiles stylised alone (own statistics, padding at the cuts), pasted.
+    naive = torch.zeros_like(untiled)
+    for y in (0, 256):
+        for x in (0, 256):
+            naive[..., y:y + 256, x:x + 256] = styliser.stylise(content[..., y:y + 256, x:x + 256], style_stats=stats)
+    cut = [Span(0, 512, 0, 257, 0, 0), Span(0, 512, 255, 512, 0, 0)]  # differences across pixels 255 | 256
+    naive_seam, naive_rest = seam_energy(naive, cut, cut)
+    ref_seam, ref_rest = seam_energy(untiled, cut, cut)
+    assert naive_seam / naive_rest > 1.5 * ref_seam / ref_rest, (naive_seam, naive_rest, ref_seam, ref_rest)
+
+
+def test_every_tile_gets_the_global_statistics(photo_512, styliser):
+    content, stats, untiled, _ = photo_512
+    c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
+    crop = content[..., 64:448, 64:448]
+    window = spans(384, 384)
+    with torch.no_grad():
+        alone = tiling.stylise_windows(styliser.encoder, styliser.decoder, crop, (c_stats, stats[0]), 1.0, window,
+                                       window, lambda w: w.float())
+    # Its centre (a margin in from the crop's edges) is the untiled result there ...
+    centre = (alone - untiled[..., 64:448, 64:448])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs()
+    assert float(centre.max()) <= MAX_DIFF
+    # ... while the crop stylised with its own statistics is not.
+    local = styliser.stylise(crop, style_stats=stats)
+    assert float((local - untiled[..., 64:448, 64:448])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs().mean()) > 1e-3
+
+
+def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
+    g = torch.Generator().manual_seed(2)
+    content = torch.rand(1, 3, 200, 320, generator=g).mul(255).to(torch.uint8)  # uint8 stays on the host
+    rows, cols = spans(200, 256), spans(320, 256)
+    with torch.no_grad():
+        tiled_mean, tiled_std = tiling.content_stats(styliser.encoder, content, rows, cols, lambda w: w.float() / 255)
+        mean, std = mean_std(encode(styliser.encoder, content.float() / 255))
+    torch.testing.assert_close(tiled_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tiled_std, std, rtol=1e-5, atol=1e-6)
+    styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
+    controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
+    diff = (styliser.stylise_tiled(content, styles, tile=256, **controls)
+            - styliser.stylise(content, styles, **controls)).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
+    assert float(diff.max()) <= MAX_DIFF
+
+
+def test_tiling_refuses_masks_and_another_output_size(styliser):
+    content = torch.rand(1, 3, 40, 300)
+    with pytest.raises(ConfigError, match="masks are not supported with tiling.*--max-tile 0"):
+        styliser.stylise(content, [_style(), _style()], masks=[torch.ones(8, 8), torch.zeros(8, 8)], max_tile=256)
+    with pytest.raises(ConfigError, match="--output-size.*--max-tile 0"):
+        styliser.stylise(content, _style(), output_size=(80, 600), max_tile=256)
+
+
+@pytest.mark.slow
+def test_1024_image_in_512_tiles(styliser):
+    """The issue's size: 1024 x 1024 in 512 px tiles (3 x 3 windows); about a minute on 2 CPU cores."""
+    content = _photo(1024)
+    stats = styliser.style_stats([_style()])
+    untiled = styliser.stylise(content, style_stats=stats)
+    tiled = styliser.stylise(content, style_stats=stats, max_tile=512)
+    diff = (tiled - untiled).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
+    assert float(diff.max()) <= MAX_DIFF and float(diff.mean()) <= MEAN_DIFF, (float(diff.max()), float(diff.mean()))
+    rows = cols = spans(1024, 512)
+    seam, rest = seam_energy(tiled, rows, cols)
+    seam_ref, rest_ref = seam_energy(untiled, rows, cols)
+    assert seam / rest <= SEAM_FACTOR * seam_ref / rest_ref
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_max_tile_tiles_and_keeps_the_size(adain_run, tmp_path, capsys):
+    ckpt, _ = adain_run
+    g = torch.Generator().manual_seed(4)
+    save_image(torch.rand(3, 120, 300, generator=g), tmp_path / "big.png")
+    save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
+    common = [str(ckpt), "--content", str(tmp_path / "big.png"), "--style", str(tmp_path / "s.png"), "--device",
+              "cpu", "--style-size", "0"]
+    assert main([*common, "--max-tile", "256", "-o", str(tmp_path / "tiled")]) == 0
+    assert main([*common, "--max-tile", "0", "-o", str(tmp_path / "whole")]) == 0
+    tiled, whole = (load_image_tensor(next((tmp_path / d).iterdir())) for d in ("tiled", "whole"))
+    assert tiled.shape == whole.shape == (3, 120, 300)
+    assert float((tiled - whole).abs()[..., BORDER:-BORDER, BORDER:-BORDER].max()) <= 1.5 / 255  # uint8 rounding
+    assert main([*common, "--max-tile", "100", "-o", str(tmp_path / "bad")]) == 1
+    assert f"at least {MIN_TILE} px" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--max-tile", "huge"])
+
+
+def test_results_have_contrast(photo_512):
+    _, _, untiled, _ = photo_512
+    assert 0.1 < float(untiled.std()) and float((untiled == 0).float().mean() + (untiled == 1).float().mean()) < 0.2
