@@ -14,9 +14,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.commands import add_model_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "styles with weights, alpha, colour preservation, an optional mask, and a download button.",
     )
     add = parser.add_argument
-    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add_model_arguments(parser)
     add("--device", default="auto", help="auto (default: the GPU when there is one), cpu, cuda, cuda:1 ...")
     add("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 "
         "for every interface)")
@@ -36,9 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(default false; needs internet access)")
     add("--max-side", type=int, default=1024, help="reduce larger contents to this longer side (default 1024; 0 "
         "keeps every size)")
-    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
-        "needs vgg_normalised.pth); default: the one recorded in the file")
-    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
     return parser
 
 
@@ -51,12 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         print(f"error: the demo needs the demo extra ({exc}): pip install -e \".[demo]\"", file=sys.stderr)
         return 1
-    try:
-        run_demo(args)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: run_demo(args))
 
 
 if __name__ == "__main__":

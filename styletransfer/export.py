@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.commands import add_model_arguments, run_command
 
 #: Mirrors ``styletransfer.methods.adain.export.OPSET`` (kept here so that --help does not load torch).
 DEFAULT_OPSET = 18
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "style's relu4_1 statistics -> stylised image) and a style graph (style image -> its statistics).",
     )
     add = parser.add_argument
-    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth")
+    add_model_arguments(parser)
     add("--output", "-o", type=Path, default=Path("model.onnx"), help="the image graph's file (default model.onnx); "
         "the style graph goes beside it as <name>.style.onnx")
     add("--part", choices=("image", "style", "both"), default="both", help="which graphs to write (default both)")
@@ -37,9 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 18-21 (default {DEFAULT_OPSET})")
     add("--check", action="store_true", help="run the graphs in onnxruntime (CPU) at 64x48 and 77x53 and compare "
         "with PyTorch; exit 1 above the tolerance (1e-3 fp32, 3e-2 fp16)")
-    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
-        "needs vgg_normalised.pth); default: the one recorded in the file")
-    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
     return parser
 
 
@@ -49,12 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from styletransfer.methods.adain.export import run_export  # torch loads here, after --help and flag errors
 
-    try:
-        run_export(args)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: run_export(args))
 
 
 if __name__ == "__main__":

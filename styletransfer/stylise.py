@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.commands import CHECKPOINT_HELP, add_model_arguments, run_command
 
 #: Old spellings of flags and commands that still work, with a warning: old -> new.
 RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "decoder.pth, or the original release's decoder.pth with --encoder-weights vgg_normalised.pth).",
     )
     add = parser.add_argument
-    add("checkpoint", type=Path, help="checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth "
-        "(with --runtime onnx: model.onnx)")
+    add_model_arguments(parser, f"{CHECKPOINT_HELP} (with --runtime onnx: model.onnx)")
     add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
     add("--style", "-s", type=Path, nargs="+", required=True, help="one style image, or several to interpolate/mask")
     add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
@@ -71,9 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")
     add("--runtime", choices=("torch", "onnx"), default="torch", help="torch (default), or onnx: CKPT is then the "
         "model.onnx styletransfer-export wrote (model.style.onnx beside it), run by onnxruntime (no --mask)")
-    add("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path (the release "
-        "needs vgg_normalised.pth); default: the one recorded in the file")
-    add("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
     add("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1; "
         "a batch never mixes sizes)")
@@ -121,14 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from styletransfer.methods.adain.cli import run_cli  # torch loads here, after --help and flag errors
     from styletransfer.eval.temporal import report_videos
 
-    try:
+    def work() -> None:
         written = run_cli(args)
         if args.warping_error:
             report_videos(args.content, written, args.fps if args.video_frames else None)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run_command(work)
 
 
 def main_old_name(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.runtime.download import describe_sha256, fetch, part_path
-from styletransfer.runtime.errors import ChecksumMismatch, StyleTransferError
+from styletransfer.runtime.commands import run_command
+from styletransfer.runtime.errors import ChecksumMismatch
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.weight_files import (BASE_URL_ENV, WeightFile, by_name, read_record, record_path,
                                                 verification, write_record)
@@ -115,10 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-weights``; returns 0, or 1 with a one-line error (never a traceback)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return run_command(lambda: args.run(args))
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other Unix tools do
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this keeps it quiet)
         return 1

@@ -1,0 +1,38 @@
+"""What the command-line tools (stylise, export, demo, weights) share: the model arguments and the way an error
+ends a command. Standard library only, so importing it keeps ``--help`` instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from styletransfer.runtime.errors import StyleTransferError
+
+#: The model files every command takes.
+CHECKPOINT_HELP = "checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth"
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--encoder-weights`` and ``--encoder-seed``: the encoder a decoder file is used with."""
+    parser.add_argument("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path "
+                        "(the release needs vgg_normalised.pth); default: the one recorded in the file")
+    parser.add_argument("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = CHECKPOINT_HELP) -> None:
+    """The model positional (``checkpoint``) and the encoder arguments."""
+    parser.add_argument("checkpoint", type=Path, help=checkpoint_help)
+    add_encoder_arguments(parser)
+
+
+def run_command(work: Callable[[], object]) -> int:
+    """Run ``work`` and return the command's exit status: ``work``'s own when it returns an int, else 0; a project
+    error (a bad file or setting) ends it with one ``error:`` line and status 1."""
+    try:
+        result = work()
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+    except StyleTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
