@@ -15,9 +15,11 @@ from torch import nn
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from conftest import RANDOM_ENCODER  # noqa: E402
+from conftest import RANDOM_ENCODER, compose  # noqa: E402
 from styletransfer.data.flow import motion  # noqa: E402
-from styletransfer.data.images import save_image  # noqa: E402
+from styletransfer.data.images import load_image_tensor, save_image  # noqa: E402
+from styletransfer.eval.run import run as evaluate_run  # noqa: E402
+from styletransfer.eval.temporal import candidate_warping_error  # noqa: E402
 from styletransfer.eval.temporal import main as temporal_main  # noqa: E402
 from styletransfer.methods.adain import AdaINDecoder, Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
@@ -234,3 +236,26 @@ def test_raft_flow_runs_from_a_weights_file(tmp_path, capsys):
     assert "2 frame pairs, raft-small flow" in capsys.readouterr().out
     assert temporal_main([str(frames), str(tmp_path / "c.mp4"), "--fps", "24", "--raft-weights",
                           str(tmp_path / "c.mp4")]) == 1
+
+
+def test_evaluate_reports_the_warping_error_per_model_and_video(assets, tmp_path):
+    """evaluate.py videos=[clip]: the model's warping error on the clip, stylised frame by frame with the benchmark's
+    first style, in summary.json and as a row of report.md's temporal table."""
+    bench = tmp_path / "bench"
+    save_image(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)), bench / "content" / "c.png")
+    save_image(load_image_tensor(assets["style"]), bench / "style" / "s.png")
+    out = tmp_path / "eval"
+    summary = evaluate_run(compose(
+        "evaluate", f"ckpt={assets['decoder']}", f"benchmark.content_dir={bench / 'content'}",
+        f"benchmark.style_dir={bench / 'style'}", "benchmark.size=32", "metric_encoder.weights=random",
+        "metric_encoder.download=false", "trainer=cpu", "logger=none", "timing.warmup=0", "alpha_sweep.values=[]",
+        f"videos=[{assets['clip']}]", "video_frames=8", f"paths.root_dir={tmp_path}", output_dir=out))
+    reported = summary["temporal"]["decoder"][str(assets["clip"])]
+    styliser = Styliser.from_checkpoint(assets["decoder"])
+    style = load_image_tensor(bench / "style" / "s.png", size=32)[None]
+    by_hand = candidate_warping_error(lambda frame: styliser.stylise(frame, style), assets["clip"],
+                                      torch.device("cpu"), 8)
+    assert reported["pairs"] == 7 and reported["warping_error"] > 0
+    assert reported["warping_error"] == pytest.approx(by_hand.warping_error, rel=1e-3)
+    assert json.loads((out / "summary.json").read_text())["temporal"] == summary["temporal"]
+    assert f"| decoder | {assets['clip']} | " in (out / "report.md").read_text()

@@ -105,6 +105,20 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], unavailable: Mappin
     write_csv_atomic(path, CSV_COLUMNS, cells)
 
 
+def _temporal_lines(temporal: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """report.md's table of warping errors, model by video (none without ``videos``)."""
+    if not temporal:
+        return []
+    lines = ["", "## Temporal stability", "", "Warping error ↓ between consecutive stylised frames, warped with the "
+             "content's optical flow where it is reliable (content: the same for the original frames).", "",
+             "| model | video | warping error ↓ | content | reliable pixels | frame pairs |", "|---|---|---|---|---|---|"]
+    for label, per_video in temporal.items():
+        for video, t in per_video.items():
+            lines.append(f"| {label} | {video} | {_report_number(t['warping_error'])} | "
+                         f"{_report_number(t['content_error'])} | {t['reliable_fraction']:.0%} | {t['pairs']} |")
+    return lines
+
+
 def write_report(path: Path, summary: Mapping[str, Any]) -> None:
     """report.md: a table of means (median in brackets), models by metrics, then set metrics, timing and notes."""
     models = summary["models"]
@@ -142,6 +156,7 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
         t = model["timing"]
         lines.append(f"| {model['label']} | {t['device']} | {_report_number(t['seconds_per_image_mean'])} | "
                      f"{_report_number(t['images_per_second'])} | {t['warmup_runs']} |")
+    lines += _temporal_lines(summary.get("temporal") or {})
     lines += ["", "## Models", ""]
     for model in models:
         info = model["info"]

@@ -20,6 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
 from styletransfer.eval.report import log_results, make_grid_image, safe_label, write_alpha_figure, write_csv, write_report
+from styletransfer.eval.temporal import candidate_warping_error
 from styletransfer.eval.scorer import EVAL_LAYERS, MEAN_STD_LAYERS, PAIR_METRICS, SET_METRICS, UNAVAILABLE, Scorer
 from styletransfer.methods.adain.candidate import file_candidate
 from styletransfer.methods.candidate import Candidate
@@ -154,12 +156,29 @@ def alpha_sweep(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: 
     return {"curve": curve, "images": images}
 
 
+def temporal_scores(candidates: Sequence[Candidate], bench: Benchmark, videos: Sequence[str], alpha: float,
+                    device: torch.device, max_frames: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per model and video, the warping error of the video stylised frame by frame with the benchmark's first
+    style (``eval.temporal``): {label: {video: TemporalReport as a dict}}."""
+    style = bench.styles[0][1][None].to(device)
+    scores: dict[str, dict[str, dict[str, Any]]] = {}
+    for candidate in candidates:
+        for video in videos:
+            log.info("temporal stability of %s on %s", candidate.label, video)
+            report = candidate_warping_error(lambda frame: candidate.stylise(frame, style, alpha), Path(video),
+                                             device, max_frames)
+            scores.setdefault(candidate.label, {})[str(video)] = asdict(report)
+    return scores
+
+
 def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, device: torch.device,
              output_dir: Path, alpha: float = 1.0, warmup: int = 2, seed: int = 0,
              sweep_alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), sweep_pairs: int = 4,
              grid_contents: int = 6, grid_styles: int = 6, grid_cell: int = 128,
-             loggers: Sequence[Any] = (), extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Score every candidate on every pair and write metrics.csv, summary.json, report.md, grid(s), alpha_sweep.png."""
+             loggers: Sequence[Any] = (), extra: Mapping[str, Any] | None = None, videos: Sequence[str] = (),
+             video_frames: int = 48) -> dict[str, Any]:
+    """Score every candidate on every pair and write metrics.csv, summary.json, report.md, grid(s), alpha_sweep.png;
+    with ``videos``, the warping error of each model on each (``temporal`` in summary.json and report.md)."""
     if not candidates:
         raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or method=gatys")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +208,7 @@ def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, 
         "metrics": {name: text for name, (text, _) in {**PAIR_METRICS, **SET_METRICS}.items()},
         "unavailable": dict(scorer.unavailable),
         "models": models,
+        "temporal": temporal_scores(candidates, bench, videos, alpha, device, video_frames) if videos else {},
         **dict(extra or {}),
     }
     write_csv(output_dir / "metrics.csv", rows, scorer.unavailable)
@@ -253,4 +273,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         grid_styles=int(grid.get("max_styles", 6)), grid_cell=int(grid.get("cell", 128)),
         loggers=instantiate_group(cfg.get("logger")),
         extra={"config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep", "gatys")}},
+        videos=[str(v) for v in plain.get("videos") or []], video_frames=int(plain.get("video_frames", 48)),
     )

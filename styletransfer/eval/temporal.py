@@ -14,14 +14,16 @@ given (``--raft-weights``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from styletransfer.data.flow import Flow, farneback, motion, warp
 from styletransfer.data.video import open_clip, read_frames
@@ -121,6 +123,19 @@ def video_warping_error(original: Path, stylised: Path, fps: float | None = None
         if "zip()" not in str(exc):  # zip(strict=True) says one video ended first; anything else is not ours
             raise
         raise ConfigError(f"{original} and {stylised} have different frame counts ({exc})") from None
+
+
+def candidate_warping_error(stylise: Callable[[Tensor], Tensor], video: Path, device: torch.device,
+                            max_frames: int) -> TemporalReport:
+    """The warping error of ``stylise`` (one frame (1, 3, H, W) in [0, 1] -> its result) over the first ``max_frames``
+    frames of ``video``: what ``evaluate.py`` reports per model and video."""
+    content, stylised = [], []
+    for frame, _ in itertools.islice(read_frames(open_clip(video)), max_frames):
+        image = torch.from_numpy(frame).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
+        result = stylise(image).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).cpu().numpy()
+        content.append(frame)
+        stylised.append(result)
+    return warping_error(content, stylised)
 
 
 def write_report(report: TemporalReport, video: Path) -> Path:
