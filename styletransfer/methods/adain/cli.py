@@ -34,6 +34,7 @@ from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
 def encoder_arg(args: argparse.Namespace) -> dict | None:
     """The encoder for decoder files from --encoder-weights and --encoder-seed (None: the one recorded in the file)."""
     if args.encoder_weights is None:
