@@ -18,7 +18,7 @@ import pytest
 
 from styletransfer.eval import metric_nets
 from styletransfer.nn import encoder
-from styletransfer.nn.weights import hub_checkpoint
+from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.download import part_path, sha256_file
 from styletransfer.weights import main

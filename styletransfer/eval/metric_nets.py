@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styletransfer.nn.weights import as_state_dict, hub_checkpoint, safe_load
+from styletransfer.nn.weights import as_state_dict, safe_load
+from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime.errors import ConfigError, MetricUnavailable
 
 #: torchvision's AlexNet weights (the LPIPS backbone); torch.hub caches them under this name.

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
-from styletransfer.nn.weights import as_state_dict, first_line, hub_checkpoint, safe_load
+from styletransfer.nn.weights import as_state_dict, first_line, safe_load
+from styletransfer.runtime.weight_files import hub_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,6 @@ from styletransfer.runtime.errors import CheckpointError, StyleTransferError
 from styletransfer.runtime.files import atomic_open
 
 
-def hub_checkpoint(name: str) -> Path:
-    """Where torch.hub's cache keeps (and torchvision's loaders look for) a downloaded file called ``name``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
-
-
 #: Key under which :func:`save_atomic` stores :func:`tensor_checksum` in a saved dict; :func:`safe_load` checks it.
 CHECKSUM_KEY = "styletransfer_tensor_sha256"
 

@@ -48,7 +48,7 @@ class WeightFile:
 
     def destination(self) -> Path:
         """The exact path the project looks at for this file."""
-        return hub_dir() / "checkpoints" / self.subdir / self.filename
+        return hub_checkpoint(str(Path(self.subdir) / self.filename))
 
     def download_url(self) -> str:
         """The URL to fetch: the mirror of ``$STYLETRANSFER_WEIGHTS_URL`` if set, else the published one."""
@@ -73,11 +73,12 @@ KNOWN = (
 )
 
 
-def hub_dir() -> Path:
-    """torch.hub's cache folder (``$TORCH_HOME/hub``), read from torch itself so that the two never disagree."""
+def hub_checkpoint(name: str) -> Path:
+    """Where torch.hub's cache keeps (and torchvision's loaders look for) a downloaded file called ``name``, read
+    from torch itself so that the two never disagree."""
     import torch.hub  # third-party and slow to import: only when a path is needed, not for --help
 
-    return Path(torch.hub.get_dir())
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def by_name(name: str) -> WeightFile | None:
