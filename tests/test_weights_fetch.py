@@ -20,7 +20,8 @@ from styletransfer.eval import metric_nets
 from styletransfer.nn import encoder
 from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime import weight_files
-from styletransfer.runtime.download import part_path, sha256_file
+from styletransfer.runtime.download import part_path
+from styletransfer.runtime.files import sha256_file
 from styletransfer.weights import main
 
 STAND_IN = bytes(range(256)) * 512  # 128 kB, several network reads

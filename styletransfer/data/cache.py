@@ -19,7 +19,6 @@ folder, so record ``i`` is the image the folder path would load as file ``i``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -34,28 +33,18 @@ from PIL import Image
 
 from styletransfer.data.transforms import EncodedImage
 from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
-from styletransfer.runtime.files import atomic_open
+from styletransfer.runtime.files import atomic_open, sha256_file
 
 #: Version of the layout above; a cache of another version is refused (prepare it again).
 CACHE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_FOLDER = "shards"
 FORMATS = ("jpeg", "raw")
-_HASH_CHUNK = 1 << 22
 
 
 def shard_name(number: int) -> str:
     """File name of shard ``number`` (``00000.bin``)."""
     return f"{number:05d}.bin"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks (hashlib releases the GIL, so threads hash in parallel)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prepare_command(manifest: dict[str, Any], root: str | os.PathLike, rebuild: bool = True) -> str:

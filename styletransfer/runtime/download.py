@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from styletransfer.runtime.errors import ChecksumMismatch, DownloadError
+from styletransfer.runtime.files import hash_file_into
 
 #: Suffix of the file a download writes into before it is verified and renamed into place.
 PART_SUFFIX = ".part"
@@ -37,19 +38,6 @@ def part_path(dest: str | os.PathLike) -> Path:
     """The temporary file a download of ``dest`` writes into, beside it (same folder: the install is one rename)."""
     dest = Path(dest)
     return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def _hash_into(digest: Any, path: Path) -> None:
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, in lower-case hex."""
-    digest = hashlib.sha256()
-    _hash_into(digest, Path(path))
-    return digest.hexdigest()
 
 
 def sha256_matches(digest: str, expected: str) -> bool:
@@ -133,7 +121,7 @@ def _download_part(url: str, dest: Path, timeout: float, progress: bool) -> str:
     try:
         with response, part.open("ab" if start else "wb") as handle:
             if start:
-                _hash_into(digest, part)
+                hash_file_into(digest, part)
             try:
                 done = _stream(response, handle, digest, start, total, dest.name, progress)
             finally:

@@ -4,6 +4,7 @@ directory) never see a half-written JSON, CSV or Markdown file, and a crash leav
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -69,6 +70,24 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+#: Bytes read at a time when hashing a file (hashlib releases the GIL, so threads hash files in parallel).
+HASH_CHUNK = 1 << 22
+
+
+def hash_file_into(digest: Any, path: str | os.PathLike) -> None:
+    """Feed the bytes of ``path`` to ``digest`` (a hashlib object) in chunks: a large file is never read whole."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in lower-case hex."""
+    digest = hashlib.sha256()
+    hash_file_into(digest, path)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

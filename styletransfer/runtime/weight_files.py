@@ -21,7 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from styletransfer.runtime.download import FULL_SHA256, describe_sha256, sha256_file, sha256_matches
+from styletransfer.runtime.download import FULL_SHA256, describe_sha256, sha256_matches
+from styletransfer.runtime.files import sha256_file
 from styletransfer.runtime.files import write_text_atomic
 
 #: Environment variable naming a mirror: each file is fetched from ``<mirror>/<file name>`` instead of its URL.
