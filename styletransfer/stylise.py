@@ -12,31 +12,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.runtime.commands import CHECKPOINT_HELP, add_model_arguments, run_command
+from styletransfer.runtime.machine import usable_cores
 
 #: Old spellings of flags and commands that still work, with a warning: old -> new.
 RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
 OLD_COMMAND = "styletransfer-stylize"
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """Decoding processes: one per core but the one that drives the device, at least 1, at most 8."""
-    return max(1, min(8, _cores() - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 def default_writers() -> int:
     """Encoding threads: half the cores, at least 1, at most 8 (Pillow releases the GIL while encoding)."""
-    return max(1, min(8, _cores() // 2))
+    return max(1, min(8, usable_cores() // 2))
 
 
 def max_tile(text: str) -> int | str:

@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 from styletransfer.data.datasets import (ContentStyleDataset, FolderSource, ImageSource, ValidationPairsDataset,
                                          choose_pairs, collate_content_style)
 from styletransfer.data.images import DataDirError, find_images
-from styletransfer.data.loading import resolve_workers, usable_cores
+from styletransfer.data.loading import resolve_workers
 from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, resolve_seed
 from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
 from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.machine import usable_cores
 from styletransfer.runtime.instantiate import renamed_setting
 
 log = logging.getLogger(__name__)

@@ -1,21 +1,16 @@
-"""Loader settings that suit the machine: how many CPU cores this process may use, and ``data.num_workers=auto``."""
+"""Loader settings that suit the machine: ``data.num_workers=auto`` from the cores this process may use."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.machine import usable_cores
 
 #: Upper bound of ``data.num_workers=auto``: more workers than this rarely help one GPU and cost memory.
 MAX_AUTO_WORKERS = 16
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else all)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_workers(value: Any) -> int:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from styletransfer.data.cache import (CACHE_VERSION, FORMATS, MANIFEST_NAME, SHARD_FOLDER, prepare_command,
                                       read_manifest, shard_name, write_manifest)
 from styletransfer.data.images import find_images, load_rgb, resize_to_side
-from styletransfer.data.loading import usable_cores
+from styletransfer.runtime.machine import usable_cores
 from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError, StyleTransferError
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries
 
