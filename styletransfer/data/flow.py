@@ -8,6 +8,7 @@ trusted when the forward and backward flows undo each other (Sundaram et al. 201
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -46,12 +47,20 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) coordinates of every pixel, float32, made once per frame size (warp runs several times per frame)."""
+    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid_y.flags.writeable = grid_x.flags.writeable = False
+    return grid_y, grid_x
+
+
 def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (H, W, C float32) looked up at p + flow(p) (bilinear, borders replicated), and where p + flow(p)
     lies inside the frame."""
     require_cv2()
     height, width = flow.shape[:2]
-    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid_y, grid_x = _pixel_grid(height, width)
     map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
     inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
     sampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
