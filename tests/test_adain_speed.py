@@ -10,7 +10,7 @@ import torch
 
 from conftest import RANDOM_ENCODER, train_in_process
 from styletransfer.methods.adain import AdaINModule
-from styletransfer.methods.adain.module import compile_mode
+from styletransfer.nn.compiling import compile_mode
 from styletransfer.nn.padding import FastReflectionPad2d
 from styletransfer.nn.stats import mean_std
 from styletransfer.runtime.errors import ConfigError

@@ -17,6 +17,7 @@ from styletransfer.data.images import save_image
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
@@ -25,27 +26,6 @@ from styletransfer.runtime.loggers import log_image
 log = logging.getLogger(__name__)
 
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-#: torch.compile modes ``method.compile`` accepts (true means "default"); reduce-overhead and max-autotune use CUDA graphs.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def compile_mode(value: bool | str | None) -> str | None:
-    """``method.compile`` as a torch.compile mode, None when off (false, null, "false"); true means "default"."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "default"
-    text = value.strip().lower() if isinstance(value, str) else None
-    if text in ("false", "off", "none", "null"):
-        return None
-    if text == "true":
-        return "default"
-    if text in COMPILE_MODES:
-        return text
-    raise ConfigError(f"method.compile={value!r}: use false, true or one of {', '.join(COMPILE_MODES)}")
-
-
 class AdaINModule(pl.LightningModule):
     """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
 
@@ -142,11 +122,8 @@ class AdaINModule(pl.LightningModule):
         weights = (float(self.hparams.content_weight), float(self.hparams.style_weight))
         if self._compiled_terms is None or not torch.is_grad_enabled():
             return self._loss_terms(content, style, weights)
-        if compile_mode(self.hparams.compile) in _CUDA_GRAPH_MODES:
-            # CUDA graphs reuse their output memory at the next replay: start a new step explicitly and keep
-            # copies of the outputs (the logged values are read steps later).
-            torch.compiler.cudagraph_mark_step_begin()
-            return {k: v.clone() for k, v in self._compiled_terms(content, style, weights).items()}
+        if compile_mode(self.hparams.compile) in CUDA_GRAPH_MODES:  # the logged values are read steps later
+            return call_graph_safe(self._compiled_terms, content, style, weights)
         return self._compiled_terms(content, style, weights)
 
     def _targets(self, content: Tensor, style: Tensor) -> tuple[dict[str, Tensor], Tensor]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from styletransfer.methods.adain.model import (
     stylise,
     stylise_core,
 )
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
@@ -46,8 +48,6 @@ def style_list(styles: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return list(styles)
 
 
-#: torch.compile modes that capture CUDA graphs: their outputs live in memory the next replay overwrites.
-_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
 #: are the same either way). Folder runs batch same-size images, so a handful of shapes covers them.
 COMPILE_SHAPES = 8
@@ -67,15 +67,13 @@ class Styliser(nn.Module):
         super().__init__()
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
-        if not isinstance(compile, (bool, str)):
-            raise ConfigError(f"compile must be true, false or a torch.compile mode, got {compile!r}")
         self.encoder = encoder
         self.decoder = decoder.eval().requires_grad_(False)
         self.source = source
         self.kind = kind
         self.channels_last = channels_last
         self.bf16 = bf16
-        self.compile_mode = ("default" if compile is True else compile) or None
+        self.compile_mode = compile_mode(compile, "compile")
         self._compiled: Core | None = None
         self._compiled_shapes: set[tuple] = set()
         self._padding_on: torch.device | None = None
@@ -132,14 +130,9 @@ class Styliser(nn.Module):
         self._compiled_shapes.add(key)
         if self._compiled is None:
             self._compiled = torch.compile(stylise_core, mode=self.compile_mode, dynamic=False)
-        if self.device.type == "cuda" and self.compile_mode in _GRAPH_MODES:
-            return self._graph_safe
+        if self.device.type == "cuda" and self.compile_mode in CUDA_GRAPH_MODES:
+            return functools.partial(call_graph_safe, self._compiled)
         return self._compiled
-
-    def _graph_safe(self, *args) -> Tensor:
-        """The CUDA-graph core with its output copied out of the graph's memory, which the next replay reuses."""
-        torch.compiler.cudagraph_mark_step_begin()
-        return self._compiled(*args).clone()
 
     @torch.no_grad()
     def style_stats(self, styles: Sequence[Tensor]) -> list[StyleStats]:

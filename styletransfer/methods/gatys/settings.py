@@ -15,13 +15,12 @@ from typing import Any
 from styletransfer.methods.gatys.losses import STYLE_STATISTICS, normalise_layer_weights
 from styletransfer.nn.colour import COLOUR_SPACES
 from styletransfer.nn.encoder import check_layers
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, compile_mode
 from styletransfer.runtime.errors import ConfigError
 
 PAPER_CONTENT_LAYERS = ("relu4_2",)
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "device_lbfgs", "adam")
-#: torch.compile's modes (``method.compile``); the first two leave CUDA graphs to ``method.cuda_graph``.
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 INITS = ("content", "noise", "style")
 PRESERVE_COLOUR = ("luminance", "histogram")
 #: Strings a command line may give for "no colour preservation".
@@ -173,27 +172,20 @@ class GatysSettings:
         return {"snapshot_every": int(self.snapshot_every or 0), "output_name": None if name is None else str(name)}
 
     def _speed(self) -> dict[str, Any]:
-        compile_mode = self.compile
-        if compile_mode is True:
-            compile_mode = "default"
-        elif compile_mode is False or compile_mode is None or str(compile_mode).lower() in _NO_PRESERVE:
-            compile_mode = None
-        elif compile_mode not in COMPILE_MODES:
-            raise ConfigError(f"method.compile={compile_mode!r}: use false, true or a torch.compile mode "
-                              f"({', '.join(COMPILE_MODES)})")
+        mode = compile_mode(self.compile)
         device_only = {"method.iterations_per_step": self.iterations_per_step != 1,
                        "method.cuda_graph": self.cuda_graph}
         for name, used in device_only.items():
             if used and self.optimizer != "device_lbfgs":
                 raise ConfigError(f"{name} needs method.optimizer=device_lbfgs (the sync-free L-BFGS), got "
                                   f"method.optimizer={self.optimizer}")
-        if self.cuda_graph and compile_mode in COMPILE_MODES[2:]:
-            raise ConfigError(f"method.compile={compile_mode} makes its own CUDA graphs, which cannot sit inside "
+        if self.cuda_graph and mode in CUDA_GRAPH_MODES:
+            raise ConfigError(f"method.compile={mode} makes its own CUDA graphs, which cannot sit inside "
                               "method.cuda_graph=true's: use method.compile=default (or max-autotune-no-cudagraphs)")
         for name in ("iterations_per_step", "check_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"method.{name}={value!r}: give a positive number of iterations")
-        return {"bf16": bool(self.bf16), "channels_last": bool(self.channels_last), "compile": compile_mode,
+        return {"bf16": bool(self.bf16), "channels_last": bool(self.channels_last), "compile": mode,
                 "cuda_graph": bool(self.cuda_graph), "iterations_per_step": int(self.iterations_per_step),
                 "check_every": int(self.check_every)}
