@@ -19,7 +19,7 @@ from conftest import RANDOM_ENCODER, compose  # noqa: E402
 from styletransfer.data.flow import motion  # noqa: E402
 from styletransfer.data.images import load_image_tensor, save_image  # noqa: E402
 from styletransfer.eval.run import run as evaluate_run  # noqa: E402
-from styletransfer.eval.temporal import candidate_warping_error  # noqa: E402
+from styletransfer.eval.temporal import stylise_frames, video_frames, warping_error  # noqa: E402
 from styletransfer.eval.temporal import main as temporal_main  # noqa: E402
 from styletransfer.methods.adain import AdaINDecoder, Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
@@ -253,8 +253,9 @@ def test_evaluate_reports_the_warping_error_per_model_and_video(assets, tmp_path
     reported = summary["temporal"]["decoder"][str(assets["clip"])]
     styliser = Styliser.from_checkpoint(assets["decoder"])
     style = load_image_tensor(bench / "style" / "s.png", size=32)[None]
-    by_hand = candidate_warping_error(lambda frame: styliser.stylise(frame, style), assets["clip"],
-                                      torch.device("cpu"), 8)
+    frames = video_frames(assets["clip"], 8)
+    by_hand = warping_error(frames, stylise_frames(lambda frame: styliser.stylise(frame, style), frames,
+                                                   torch.device("cpu")))
     assert reported["pairs"] == 7 and reported["warping_error"] > 0
     assert reported["warping_error"] == pytest.approx(by_hand.warping_error, rel=1e-3)
     assert json.loads((out / "summary.json").read_text())["temporal"] == summary["temporal"]

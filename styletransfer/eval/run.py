@@ -32,7 +32,7 @@ from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
 from styletransfer.eval.report import log_results, make_grid_image, safe_label, write_alpha_figure, write_csv, write_report
-from styletransfer.eval.temporal import candidate_warping_error
+from styletransfer.eval.temporal import content_motions, stylise_frames, video_frames, warping_error
 from styletransfer.eval.scorer import EVAL_LAYERS, MEAN_STD_LAYERS, PAIR_METRICS, SET_METRICS, UNAVAILABLE, Scorer
 from styletransfer.methods.adain.candidate import file_candidate
 from styletransfer.methods.candidate import Candidate
@@ -159,15 +159,18 @@ def alpha_sweep(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: 
 def temporal_scores(candidates: Sequence[Candidate], bench: Benchmark, videos: Sequence[str], alpha: float,
                     device: torch.device, max_frames: int) -> dict[str, dict[str, dict[str, Any]]]:
     """Per model and video, the warping error of the video stylised frame by frame with the benchmark's first
-    style (``eval.temporal``): {label: {video: TemporalReport as a dict}}."""
+    style (``eval.temporal``): {label: {video: TemporalReport as a dict}}. Each video is read and its optical flow
+    computed once, for all models."""
     style = bench.styles[0][1][None].to(device)
     scores: dict[str, dict[str, dict[str, Any]]] = {}
-    for candidate in candidates:
-        for video in videos:
+    for video in videos:
+        frames = video_frames(Path(video), max_frames)
+        motions = content_motions(frames)
+        for candidate in candidates:
             log.info("temporal stability of %s on %s", candidate.label, video)
-            report = candidate_warping_error(lambda frame: candidate.stylise(frame, style, alpha), Path(video),
-                                             device, max_frames)
-            scores.setdefault(candidate.label, {})[str(video)] = asdict(report)
+            stylised = stylise_frames(lambda frame: candidate.stylise(frame, style, alpha), frames, device)
+            scores.setdefault(candidate.label, {})[str(video)] = asdict(warping_error(frames, stylised,
+                                                                                       motions=motions))
     return scores
 
 

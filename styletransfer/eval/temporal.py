@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styletransfer.data.flow import Flow, farneback, motion, warp
+from styletransfer.data.flow import Flow, Motion, farneback, motion, warp
 from styletransfer.data.video import open_clip, read_frames
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
@@ -67,9 +67,10 @@ class RaftFlow:
 
 
 def pair_error(content: tuple[np.ndarray, np.ndarray], stylised: tuple[np.ndarray, np.ndarray],
-               flow: Flow = farneback) -> tuple[float, float, float]:
-    """(stylised error, content error, fraction of reliable pixels) of one pair of consecutive frames."""
-    backward, mask = motion(content[0], content[1], flow)
+               moved: Motion) -> tuple[float, float, float]:
+    """(stylised error, content error, fraction of reliable pixels) of one pair of consecutive frames, given the
+    content's ``motion`` between them."""
+    backward, mask = moved
     if not mask.any():
         return float("nan"), float("nan"), 0.0
     errors = []
@@ -95,14 +96,17 @@ class TemporalReport:
 
 
 def warping_error(content: Iterable[np.ndarray], stylised: Iterable[np.ndarray], flow: Flow = farneback,
-                  flow_name: str = "farneback") -> TemporalReport:
-    """The warping error of ``stylised`` frames given the ``content`` frames they came from (same sizes, in order)."""
+                  flow_name: str = "farneback", motions: Sequence[Motion] | None = None) -> TemporalReport:
+    """The warping error of ``stylised`` frames given the ``content`` frames they came from (same sizes, in order).
+    ``motions``: the content's motion between consecutive frames (``content_motions``), when several results of one
+    video are scored; otherwise computed here with ``flow``."""
     rows, previous = [], None
     for index, pair in enumerate(zip(content, stylised, strict=True)):
         if pair[0].shape != pair[1].shape:
             raise ConfigError(f"frame {index}: content {pair[0].shape} and stylised {pair[1].shape} differ in size")
         if previous is not None:
-            rows.append(pair_error((previous[0], pair[0]), (previous[1], pair[1]), flow))
+            moved = motions[index - 1] if motions is not None else motion(previous[0], pair[0], flow)
+            rows.append(pair_error((previous[0], pair[0]), (previous[1], pair[1]), moved))
         previous = pair
     kept = np.array([row for row in rows if row[2] > 0]).reshape(-1, 3)
     if not len(kept):
@@ -125,17 +129,25 @@ def video_warping_error(original: Path, stylised: Path, fps: float | None = None
         raise ConfigError(f"{original} and {stylised} have different frame counts ({exc})") from None
 
 
-def candidate_warping_error(stylise: Callable[[Tensor], Tensor], video: Path, device: torch.device,
-                            max_frames: int) -> TemporalReport:
-    """The warping error of ``stylise`` (one frame (1, 3, H, W) in [0, 1] -> its result) over the first ``max_frames``
-    frames of ``video``: what ``evaluate.py`` reports per model and video."""
-    content, stylised = [], []
-    for frame, _ in itertools.islice(read_frames(open_clip(video)), max_frames):
+def video_frames(video: Path, max_frames: int) -> list[np.ndarray]:
+    """The first ``max_frames`` frames of ``video``, RGB uint8 (H, W, 3)."""
+    return [frame for frame, _ in itertools.islice(read_frames(open_clip(video)), max_frames)]
+
+
+def content_motions(frames: Sequence[np.ndarray], flow: Flow = farneback) -> list[Motion]:
+    """The motion between each pair of consecutive content frames: computed once per video, whatever the number of
+    results scored against it."""
+    return [motion(previous, current, flow) for previous, current in zip(frames, frames[1:])]
+
+
+def stylise_frames(stylise: Callable[[Tensor], Tensor], frames: Sequence[np.ndarray],
+                   device: torch.device) -> list[np.ndarray]:
+    """Each frame stylised by ``stylise`` (one frame (1, 3, H, W) in [0, 1] -> its result), as RGB uint8."""
+    out = []
+    for frame in frames:
         image = torch.from_numpy(frame).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
-        result = stylise(image).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).cpu().numpy()
-        content.append(frame)
-        stylised.append(result)
-    return warping_error(content, stylised)
+        out.append(stylise(image).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).cpu().numpy())
+    return out
 
 
 def write_report(report: TemporalReport, video: Path) -> Path:
