@@ -168,14 +168,14 @@ class GatysModule(pl.LightningModule):
 
     # ---- targets (once per scale) -------------------------------------------------------------------------------
     def _prepare_scale(self) -> None:
-        """Load the images of the current scale and compute the content targets and the (blended) style losses
-        once: each style's statistics per layer, blended with ``method.style_blend``'s weights."""
+        """Once per scale (nothing when ready): the scale's images, content targets and style losses (each style's
+        statistics per layer, blended with ``method.style_blend``'s weights)."""
+        if self._scale_ready == self.scale_index:
+            return
         content, styles = self._images_at(self.scale_index)
         style_loss = STYLE_LOSSES[self.hparams.style_statistic]
         with torch.no_grad():
-            self._content_targets = {
-                k: v.detach() for k, v in self.encoder(content, self.content_layers).items()
-            }
+            self._content_targets = {k: v.detach() for k, v in self.encoder(content, self.content_layers).items()}
             statistics: dict[str, list[dict[str, Tensor]]] = {layer: [] for layer in self.style_layers}
             for style in styles:  # one style's features at a time: only the statistics are kept
                 for layer, feats in self.encoder(style, self.style_layers).items():
@@ -190,8 +190,7 @@ class GatysModule(pl.LightningModule):
 
     def losses(self, image: Tensor) -> dict[str, Tensor]:
         """All loss terms for the current iterate, keyed as they are logged (compiled with ``method.compile``)."""
-        if self._scale_ready != self.scale_index:
-            self._prepare_scale()
+        self._prepare_scale()
         return self._loss_fn(image)
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
@@ -241,7 +240,7 @@ class GatysModule(pl.LightningModule):
         saves = [getattr(c, "_every_n_train_steps", 0) or 0 for c in self.trainer.checkpoint_callbacks]
         n = chunk_length(done, hp.iterations_per_step, self.boundaries, [hp.check_every, hp.snapshot_every, *saves])
         if self._loop is None:
-            self.losses(self.image.detach())  # the targets of this scale, before anything is captured
+            self._prepare_scale()  # this scale's targets, before anything is captured
             self._loop = FastLoop(self.losses, self.image, done)
         losses = self._loop.run(self.optimizers(), n, lambda: self.ema.update(self.image))
         end = done + n
