@@ -37,38 +37,18 @@ from PIL import Image
 from torch import Tensor, nn
 
 from styletransfer.methods.adain import AdaINDecoder, Styliser
+from reference import calc_mean_std, reference_decoder, reference_vgg  # speed/reference.py
 from timing import sync, timed  # speed/timing.py
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import VGGEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (in, out) of each 3x3 conv of VGG-19 up to relu4_1, "pool" where it max-pools (naoto0804's net.vgg).
-VGG_PLAN = [(3, 64), (64, 64), "pool", (64, 128), (128, 128), "pool", (128, 256), (256, 256), (256, 256),
-            (256, 256), "pool", (256, 512)]
-#: (in, out) of each decoder conv, "up" where it upsamples (naoto0804's net.decoder).
-DECODER_PLAN = [(512, 256), "up", (256, 256), (256, 256), (256, 256), (256, 128), "up", (128, 128), (128, 64), "up",
-                (64, 64), (64, 3)]
 Row = dict
 
 
 def baseline_nets() -> tuple[nn.Sequential, nn.Sequential]:
     """naoto0804's encoder (1x1 conv, then reflection pad + conv + ReLU, ceil max-pool) and decoder, random."""
-    vgg: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
-    for step in VGG_PLAN:
-        vgg += [nn.MaxPool2d(2, 2, ceil_mode=True)] if step == "pool" else [
-            nn.ReflectionPad2d(1), nn.Conv2d(step[0], step[1], 3), nn.ReLU()]
-    dec: list[nn.Module] = []
-    for step in DECODER_PLAN:
-        dec += [nn.Upsample(scale_factor=2, mode="nearest")] if step == "up" else [
-            nn.ReflectionPad2d(1), nn.Conv2d(step[0], step[1], 3), nn.ReLU()]
-    return nn.Sequential(*vgg).eval(), nn.Sequential(*dec[:-1]).eval()  # no ReLU after the last conv
-
-
-def calc_mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """naoto0804's function.calc_mean_std."""
-    n, c = feat.shape[:2]
-    var = feat.view(n, c, -1).var(dim=2) + eps
-    return feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+    return reference_vgg().eval(), reference_decoder().eval()
 
 
 def top_kernels(fn: Callable[[], object], device: torch.device, label: str, count: int = 15) -> None:

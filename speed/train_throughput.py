@@ -35,7 +35,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from torch import Tensor, nn
+from torch import Tensor
 from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 from torch.utils.data import DataLoader
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_path  # noqa: E402  (speed/data_path.py)
+from reference import calc_mean_std, reference_decoder, reference_vgg  # noqa: E402  (speed/reference.py)
 from timing import sync, timed  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.sweeps.table import register_resolvers  # noqa: E402
@@ -94,39 +95,6 @@ def profile(label: str, step: Callable[[], None], device: torch.device, top: int
 
 
 # ---------------------------------------------------------------- a. the reference step (naoto0804/pytorch-AdaIN)
-
-
-def reference_vgg() -> nn.Sequential:
-    """naoto0804's ``vgg`` (vgg_normalised) up to relu4_1: 1x1 caffe conv, then reflection-padded 3x3 convs."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
-    plan = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256),
-            "M", (256, 512)]
-    for step in plan:
-        if step == "M":
-            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
-        else:
-            layers += [nn.ReflectionPad2d(1), nn.Conv2d(step[0], step[1], 3), nn.ReLU()]
-    return nn.Sequential(*layers)
-
-
-def reference_decoder() -> nn.Sequential:
-    """naoto0804's ``decoder``: the mirror of the VGG to relu4_1, reflection padding, nearest upsampling."""
-    layers: list[nn.Module] = []
-    plan = [(512, 256), "U", (256, 256), (256, 256), (256, 256), (256, 128), "U", (128, 128), (128, 64), "U",
-            (64, 64), (64, 3)]
-    for i, step in enumerate(plan):
-        if step == "U":
-            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        else:
-            layers += [nn.ReflectionPad2d(1), nn.Conv2d(step[0], step[1], 3)]
-            layers += [nn.ReLU()] if i < len(plan) - 1 else []
-    return nn.Sequential(*layers)
-
-
-def calc_mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    n, c = feat.shape[:2]
-    feat_var = feat.view(n, c, -1).var(dim=2) + eps
-    return feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1), feat_var.sqrt().view(n, c, 1, 1)
 
 
 def reference_step(device: torch.device, content: Tensor, style: Tensor) -> Callable[[], None]:
