@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import STD_EPS, mean_std
+from styletransfer.nn.upsampling import upsample_nearest
 from styletransfer.runtime.errors import ConfigError
 
 #: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
@@ -64,8 +65,7 @@ class AdaINDecoder(nn.Sequential):
         up_index = 0
         for module in self:
             if isinstance(module, nn.Upsample):
-                size = sizes[up_index]
-                x = module(x) if size is None else F.interpolate(x, size=size, mode="nearest")
+                x = upsample_nearest(x, sizes[up_index])
                 up_index += 1
             else:
                 x = module(x)

@@ -1,0 +1,33 @@
+"""Nearest upsampling whose backward compiles to a sum, not a scatter.
+
+Inductor lowers the backward of ``F.interpolate(mode="nearest")`` to ``index_put`` with accumulation into a zeroed
+gradient: on a GPU, an atomic scatter kernel that took several milliseconds of the compiled AdaIN training step on an
+H200. An exact doubling written as a broadcast and a reshape has the same forward values (each output pixel is a copy
+of ``x[..., i // 2, j // 2]``) and a backward that is a sum over each 2 x 2 block, which inductor fuses with its
+neighbours. Eager code keeps ``F.interpolate``, so the default path is unchanged bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def double_nearest(x: Tensor) -> Tensor:
+    """``x`` (N, C, H, W) upsampled to (2H, 2W) by repeating each pixel in a 2 x 2 block, as a broadcast view and
+    one reshape (a copy): its gradient is ``grad.view(N, C, H, 2, W, 2).sum((3, 5))``."""
+    n, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+def upsample_nearest(x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """``F.interpolate(x, size, mode="nearest")``, or a doubling when ``size`` is None. Under ``torch.compile`` a
+    doubling goes through :func:`double_nearest`, which has equal values and a backward without atomics."""
+    h, w = x.shape[-2:]
+    doubling = size is None or (int(size[0]) == 2 * h and int(size[1]) == 2 * w)
+    if doubling and torch.compiler.is_compiling():
+        return double_nearest(x)
+    if size is None:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return F.interpolate(x, size=size, mode="nearest")

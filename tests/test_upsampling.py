@@ -1,0 +1,67 @@
+"""Nearest doubling without a scatter in its compiled backward, equal in value to F.interpolate(mode="nearest")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+from torch._inductor.decomposition import select_decomp_table
+
+from styletransfer.methods.adain.model import AdaINDecoder
+from styletransfer.nn.upsampling import double_nearest, upsample_nearest
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_double_nearest_equals_interpolate(memory_format):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
+    ours = double_nearest(x)
+    reference = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    assert torch.equal(ours, reference)
+    grad = torch.randn(reference.shape, generator=generator)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    (reference_grad,) = torch.autograd.grad(reference, x, grad)
+    torch.testing.assert_close(ours_grad, reference_grad, atol=1e-6, rtol=1e-6)
+
+
+def test_double_nearest_gradcheck_in_float64():
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(double_nearest, (x,))
+
+
+def _backward_ops(fn, x: torch.Tensor) -> set[str]:
+    """The ATen ops of ``fn``'s backward graph as inductor would receive it (inductor's decompositions applied)."""
+    ops: set[str] = set()
+
+    def record(graph_module, _inputs):
+        ops.update(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return make_boxed_func(graph_module.forward)
+
+    backend = aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=record,
+                           decompositions=select_decomp_table())
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, fullgraph=True)(x).square().sum().backward()
+    return ops
+
+
+def test_compiled_doubling_backward_has_no_scatter():
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    ours = _backward_ops(lambda t: upsample_nearest(torch.relu(t)), x)
+    assert ours and not any("index_put" in op or "scatter" in op for op in ours), ours
+    # The check can fail: F.interpolate's backward decomposes to an accumulating index_put.
+    reference = _backward_ops(lambda t: F.interpolate(torch.relu(t), scale_factor=2.0, mode="nearest"), x)
+    assert any("index_put" in op for op in reference), reference
+
+
+def test_decoder_to_odd_output_size_still_exact():
+    torch.manual_seed(0)
+    decoder = AdaINDecoder()
+    features = torch.randn(1, 512, 5, 6)
+    with torch.no_grad():
+        out = decoder(features, output_size=(37, 45))
+    assert out.shape == (1, 3, 37, 45)
+    assert upsample_nearest(features[:, :2], (9, 11)).shape == (1, 2, 9, 11)
+    assert torch.equal(upsample_nearest(features[:, :2], (9, 11)),
+                       F.interpolate(features[:, :2], size=(9, 11), mode="nearest"))
