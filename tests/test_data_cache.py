@@ -5,10 +5,12 @@ JPEG draft decoding and the loader settings."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
@@ -17,6 +19,7 @@ from styletransfer.data import CacheDataModule, ContentStyleDataModule, ContentS
 from styletransfer.data import prepare as prepare_module
 from styletransfer.data.cache import CacheSource, ShardCache, read_manifest
 from styletransfer.data.cache_datamodule import CacheTrainTransform
+from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.images import load_rgb, resize_to_side
 from styletransfer.data.loading import MAX_AUTO_WORKERS, resolve_workers
 from styletransfer.data.prepare import main, prepare
@@ -253,6 +256,76 @@ def test_gpu_decode_matches_cpu(sources, tmp_path):
         ours, theirs = gpu.on_before_batch_transfer(ours, 0), cpu.on_after_batch_transfer(theirs, 0)
         assert ours["content"].is_cuda and ours["content"].dtype == torch.float32
         assert (ours["content"].cpu() - theirs["content"]).abs().mean() < 2 / 255
+
+
+def _decoding_ahead_on_cpu(module: CacheDataModule) -> CacheDataModule:
+    """``module`` taking the GPU-decode path with the CPU standing in for the GPU (as on a CUDA trainer)."""
+    module.decode_on_device = lambda: True
+    module._device = lambda: torch.device("cpu")
+    return module
+
+
+def test_batches_decode_ahead_as_the_loop_fetches_them(sources, tmp_path):
+    root = _prepare_both(sources, tmp_path / "cache", "jpeg")
+    ahead = _decoding_ahead_on_cpu(_cache_module(root))
+    encoded = _cache_module(root)
+    encoded.decode_on_device = lambda: True
+    encoded.on_fetch = lambda: None  # the same loader handing out the encoded batches themselves
+    pending = list(ahead.train_dataloader())
+    assert pending and all(isinstance(batch, PendingBatch) for batch in pending)
+    for handle, batch in zip(pending, encoded.train_dataloader(), strict=True):
+        ours, theirs = ahead.on_before_batch_transfer(handle, 0), encoded.decode_batch(batch, "cpu")
+        assert set(ours) == set(theirs) == {"content", "style", "skipped"}
+        for key in ("content", "style"):
+            assert ours[key].shape == (2, 3, 24, 24) and torch.equal(ours[key], theirs[key])
+    ahead.teardown("fit")
+
+
+def test_decode_ahead_starts_at_fetch_keeps_order_and_reraises():
+    started: list[int] = []
+    last_started = threading.Event()
+
+    def decode(batch: dict, device: torch.device) -> dict:
+        started.append(batch["n"])
+        if batch["n"] == 3:
+            last_started.set()
+        if batch["n"] == 2:
+            raise ValueError("corrupt JPEG in batch 2")
+        return {"n": batch["n"], "image": torch.full((1,), float(batch["n"]), device=device)}
+
+    ahead = DecodeAhead(decode, "cpu")
+    handles = [ahead.start({"n": n}) for n in range(4)]
+    assert last_started.wait(timeout=30), "the decodes run without anyone asking for a result"
+    assert started == [0, 1, 2, 3]
+    assert [handles[n].result()["image"].item() for n in (0, 1, 3)] == [0.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="batch 2"):
+        handles[2].result()
+    ahead.close()
+
+
+def test_lightning_trains_on_batches_decoded_ahead(sources, tmp_path):
+    root = _prepare_both(sources, tmp_path / "cache", "jpeg")
+    module = _decoding_ahead_on_cpu(_cache_module(root))
+    seen: list[tuple] = []
+
+    class Probe(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(()))
+
+        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+            seen.append((batch["content"].dtype, tuple(batch["style"].shape)))
+            return (batch["content"].mean() + batch["style"].mean()) * self.weight
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(Probe(), datamodule=module)
+    assert seen == [(torch.float32, (2, 3, 24, 24))] * 4
+    assert module._ahead is not None and module._ahead._pool is None, "the decoding thread stopped at teardown"
 
 
 # ---------------------------------------------------------------- folder path: JPEG draft; loader settings

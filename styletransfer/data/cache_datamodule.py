@@ -5,12 +5,14 @@
 drawn exactly as from folders (:class:`~styletransfer.data.datasets.ContentStyleDataset` with cache records as
 its image source): same order, style choice and crop boxes for a given seed, same exact resume. A JPEG cache on a
 CUDA trainer is decoded on the GPU (``data.decode``): workers hand over the JPEG bytes and the crop boxes they drew,
-and :meth:`CacheDataModule.on_before_batch_transfer` decodes the batch with batched nvJPEG and cuts the crops there.
+and the batch is decoded with batched nvJPEG on the GPU and cropped there, one batch ahead of the training step
+(:mod:`~styletransfer.data.decode_ahead`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from torch.utils.data import Dataset
 
 from styletransfer.data.cache import CacheSource, ShardCache
 from styletransfer.data.datamodule import ContentStyleDataModule
+from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, choose_pair_indices
 from styletransfer.data.images import to_unit_float
 from styletransfer.data.transforms import (CenterTransform, CropBoxTransform, EncodedImage, TrainTransform,
@@ -105,6 +108,7 @@ class CacheDataModule(ContentStyleDataModule):
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
         self.decode = decode
+        self._ahead: DecodeAhead | None = None
         self._check_batch(len(self.content_cache), str(self.content_cache.root))
         skipped = {**self.content_cache.skipped(), **self.style_cache.skipped()}
         if skipped:
@@ -145,18 +149,42 @@ class CacheDataModule(ContentStyleDataModule):
         return ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size),
                                       sources=self._sources(False))
 
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cuda")
+
     def decode_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-        """Decode the encoded parts of a collated batch on ``device`` (see ``decode_crops``); the rest is kept."""
-        return {key: decode_crops(value, self.crop_size, device) if is_encoded_batch(value) else value
-                for key, value in batch.items()}
+        """Decode the encoded parts of a collated batch on ``device`` (see ``decode_crops``), all of them in one
+        batched call; the rest is kept."""
+        keys = [key for key, value in batch.items() if is_encoded_batch(value)]
+        if not keys:
+            return batch
+        merged = {"jpeg": [data for key in keys for data in batch[key]["jpeg"]],
+                  "boxes": torch.cat([batch[key]["boxes"] for key in keys])}
+        crops = decode_crops(merged, self.crop_size, device).split([len(batch[key]["jpeg"]) for key in keys])
+        return {**batch, **dict(zip(keys, crops))}
+
+    def on_fetch(self) -> Callable[[Any], Any] | None:
+        """With GPU decoding, start decoding each training batch as the loop fetches it, one batch ahead of the
+        step (:mod:`~styletransfer.data.decode_ahead`); ``on_before_batch_transfer`` collects it."""
+        if not self.decode_on_device():
+            return None
+        if self._ahead is None:
+            self._ahead = DecodeAhead(self.decode_batch, self._device())
+        return self._ahead.start
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Decode encoded batches on the trainer's device before Lightning moves the batch (the JPEG bytes must
-        be read from host memory; the decoded crops are already where the model is)."""
+        """A batch decoding ahead is collected; one still encoded (not from the training loader) is decoded now, on
+        the trainer's device, before Lightning moves the batch: the decoded crops are already where the model is."""
+        if isinstance(batch, PendingBatch):
+            return batch.result()
         if isinstance(batch, dict) and any(is_encoded_batch(value) for value in batch.values()):
-            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cuda")
-            return self.decode_batch(batch, device)
+            return self.decode_batch(batch, self._device())
         return batch
+
+    def teardown(self, stage: str) -> None:
+        """Stop the decoding thread, if one was started."""
+        if self._ahead is not None:
+            self._ahead.close()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Record and drop ``skipped`` (as for folders) and turn uint8 crops into float32 in [0, 1] on the device."""

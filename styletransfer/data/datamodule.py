@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,12 @@ class ContentStyleDataModule(pl.LightningDataModule):
         dataset = ContentStyleDataset(content, style, self.train_transform(), seed=self.seed)
         replicas, rank = self._ranks()
         sampler = SeededShuffle(dataset, self.seed, num_replicas=replicas, rank=rank)
-        return ResumableDataLoader(dataset, sampler, batch_size=self.batch_size, drop_last=self.drop_last,
-                                   **self._loader_options())
+        return ResumableDataLoader(dataset, sampler, on_fetch=self.on_fetch(), batch_size=self.batch_size,
+                                   drop_last=self.drop_last, **self._loader_options())
+
+    def on_fetch(self) -> Callable[[Any], Any] | None:
+        """What the training loader does with each batch as the loop takes it (nothing here; see subclasses)."""
+        return None
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_pairs == 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import Any, NamedTuple
 
 import torch
@@ -121,15 +121,18 @@ class SeededShuffle(DistributedSampler):
 class ResumableDataLoader(DataLoader):
     """A DataLoader over a :class:`SeededShuffle` that Lightning checkpoints and restores (``state_dict``).
 
-    Batches come out as from a plain DataLoader; the loader only counts them into the sampler. Iterating again
-    continues the current epoch where the last iteration stopped, or starts the next epoch once this one is
-    finished (which is also how a finished epoch is saved).
+    Batches come out as from a plain DataLoader (passed through ``on_fetch`` when given: it sees each batch as
+    the training loop takes it, e.g. to start decoding it on the GPU); the loader only counts them into the
+    sampler. Iterating again continues the current epoch where the last iteration stopped, or starts the next
+    epoch once this one is finished (which is also how a finished epoch is saved).
     """
 
-    def __init__(self, dataset: Any, sampler: SeededShuffle, **kwargs: Any) -> None:
+    def __init__(self, dataset: Any, sampler: SeededShuffle, on_fetch: Callable[[Any], Any] | None = None,
+                 **kwargs: Any) -> None:
         if not isinstance(sampler, SeededShuffle):
             raise TypeError(f"ResumableDataLoader needs a SeededShuffle sampler, got {type(sampler).__name__}")
         super().__init__(dataset, sampler=sampler, **kwargs)
+        self.on_fetch = on_fetch
         self._live: object | None = None
 
     def _epoch_samples(self) -> int:
@@ -148,7 +151,7 @@ class ResumableDataLoader(DataLoader):
             if self._live is token:
                 self.sampler.delivered += self.batch_size
                 self.sampler.following = False
-            yield batch
+            yield batch if self.on_fetch is None else self.on_fetch(batch)
 
     def state_dict(self) -> dict[str, int]:
         """The sampler's position; a finished epoch is saved as the start of the next."""
