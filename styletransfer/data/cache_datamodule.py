@@ -25,7 +25,6 @@ from styletransfer.data.cache import CacheSource, ShardCache
 from styletransfer.data.datamodule import ContentStyleDataModule
 from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, choose_pair_indices
-from styletransfer.data.images import to_unit_float
 from styletransfer.data.transforms import (CenterTransform, CropBoxTransform, EncodedImage, TrainTransform,
                                            decode_crops, is_encoded_batch)
 from styletransfer.runtime.errors import ConfigError
@@ -185,10 +184,3 @@ class CacheDataModule(ContentStyleDataModule):
         """Stop the decoding thread, if one was started."""
         if self._ahead is not None:
             self._ahead.close()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Record and drop ``skipped`` (as for folders) and turn uint8 crops into float32 in [0, 1] on the device."""
-        batch = super().on_after_batch_transfer(batch, dataloader_idx)
-        if isinstance(batch, dict):
-            batch = {key: to_unit_float(value) if isinstance(value, Tensor) else value for key, value in batch.items()}
-        return batch
