@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from PIL import Image
 from styletransfer.data import CacheDataModule, ContentStyleDataModule
 from styletransfer.data.loading import resolve_workers, usable_cores
 from styletransfer.data.prepare import prepare
+from timing import timed  # speed/timing.py
 
 #: (label, ms per batch, batches per second, images per second); NaN where the row failed.
 Row = tuple[str, float, float, float]
@@ -86,16 +86,9 @@ def time_loader(datamodule: ContentStyleDataModule, device: torch.device, batche
         batch = datamodule.on_after_batch_transfer(batch, 0)
         return batch["content"].shape[0] + batch["style"].shape[0]
 
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    images = sum(step() for _ in range(batches))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return "", seconds / batches * 1e3, batches / seconds, images / seconds
+    images: list[int] = []
+    seconds, _ = timed(lambda: images.append(step()), device, batches, warmup)
+    return "", seconds * 1e3, 1 / seconds, images[-1] / seconds
 
 
 def _error(exc: BaseException) -> str:
