@@ -154,10 +154,15 @@ def resize_to_side(img: Image.Image, size: int, long_side: bool = False) -> Imag
     return img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
 
 
+def array_to_uint8(array: np.ndarray) -> Tensor:
+    """uint8 (H, W, 3) array (a decoded image or video frame) -> uint8 tensor (3, H, W) sharing its memory (a copy
+    only when the array is not contiguous)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
 def pil_to_uint8(img: Image.Image) -> Tensor:
     """RGB PIL image -> uint8 tensor (3, H, W) (a quarter of the float tensor's bytes between processes)."""
-    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return array_to_uint8(np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8))
 
 
 def to_unit_float(tensor: Tensor) -> Tensor:

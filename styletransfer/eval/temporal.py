@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styletransfer.data.flow import Flow, Motion, farneback, motion, warp
+from styletransfer.data.images import array_to_uint8, to_uint8_hwc, to_unit_float
 from styletransfer.data.video import open_clip, read_frames
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
@@ -57,8 +58,9 @@ class RaftFlow:
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         height, width = a.shape[:2]
         size = (max(RAFT_MIN_SIDE, round(height / 8) * 8), max(RAFT_MIN_SIDE, round(width / 8) * 8))
-        pair = [F.interpolate(torch.from_numpy(f).permute(2, 0, 1)[None].float().to(self.device) / 127.5 - 1, size,
-                              mode="bilinear", align_corners=False) for f in (a, b)]
+        # RAFT takes RGB in [-1, 1]: 2 * (x / 255) - 1 is x / 127.5 - 1 bit for bit (doubling is exact).
+        pair = [F.interpolate(to_unit_float(array_to_uint8(f)[None].to(self.device)) * 2 - 1, size, mode="bilinear",
+                              align_corners=False) for f in (a, b)]
         flow = self.net(*pair)[-1]
         flow = F.interpolate(flow, (height, width), mode="bilinear", align_corners=False)[0]
         flow[0] *= width / size[1]
@@ -145,8 +147,7 @@ def stylise_frames(stylise: Callable[[Tensor], Tensor], frames: Sequence[np.ndar
     """Each frame stylised by ``stylise`` (one frame (1, 3, H, W) in [0, 1] -> its result), as RGB uint8."""
     out = []
     for frame in frames:
-        image = torch.from_numpy(frame).permute(2, 0, 1)[None].to(device, torch.float32) / 255.0
-        out.append(stylise(image).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).cpu().numpy())
+        out.append(to_uint8_hwc(stylise(to_unit_float(array_to_uint8(frame)[None].to(device))))[0].cpu().numpy())
     return out
 
 

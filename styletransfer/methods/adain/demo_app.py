@@ -23,8 +23,7 @@ from torch import Tensor
 from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
 from styletransfer.methods.adain.cli import encoder_arg
 from styletransfer.methods.adain.model import check_controls
-from styletransfer.methods.adain.pipeline import MIN_SIDE
-from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.methods.adain.styliser import Styliser, check_size
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
 
@@ -51,9 +50,7 @@ def _content(path: str | None, max_side: int) -> Image.Image:
     if not path:
         raise ConfigError("no content image: upload one first")
     img = _read(path, "content image")
-    if min(img.size) < MIN_SIDE:
-        raise ConfigError(f"the content image is {img.width}x{img.height} px: AdaIN needs at least {MIN_SIDE} px on "
-                          "each side")
+    check_size(img.width, img.height, "the content image", "upload a larger one")
     if max_side and max(img.size) > max_side:
         gr.Warning(f"the content image ({img.width}x{img.height}) was reduced to {max_side} px on its longer side")
         img = resize_to_side(img, max_side, long_side=True)

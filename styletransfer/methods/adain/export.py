@@ -38,7 +38,7 @@ from styletransfer.methods.adain.onnx_runtime import (
     OnnxStyliser,
     style_graph_path,
 )
-from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.methods.adain.styliser import MIN_SIDE, Styliser
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.runtime.errors import ConfigError, ExportCheckError
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 OPSET = 18
 #: Opsets accepted by --opset (onnxruntime 1.18+ runs all of them).
 OPSETS = range(18, 22)
-#: Smallest content side: two positions per side at relu4_1 (three poolings), so its std is defined.
-MIN_SIDE = 16
 #: (H, W) that --check runs: one multiple of 8 and one that is not, so the exact-size upsampling is exercised.
 CHECK_SIZES = ((64, 48), (77, 53))
 #: Largest absolute difference --check accepts between onnxruntime and PyTorch (float32), per precision. fp16 runs

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from styletransfer.methods.adain.model import StyleStats, check_controls, mix_stats
+from styletransfer.data.images import to_unit_float
+from styletransfer.methods.adain.model import StyleStats, mix_stats
+from styletransfer.methods.adain.styliser import as_batch, check_style_controls
 from styletransfer.nn.colour import match_colour
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
@@ -119,8 +121,7 @@ class OnnxStyliser:
         """The style graph: relu4_1 (mean, std) of one style (3, H, W) or (1, 3, H, W) in [0, 1], each (1, 512, 1, 1)."""
         if self.style is None:
             raise ConfigError("this OnnxStyliser has no style graph")
-        image = style[None] if style.dim() == 3 else style
-        mean, std = self.style.run(None, {"style": _array(image)})
+        mean, std = self.style.run(None, {"style": _array(as_batch(style, "style"))})
         return torch.from_numpy(mean), torch.from_numpy(std)
 
     def run_image(self, content: Tensor, stats: StyleStats, alpha: float = 1.0) -> Tensor:
@@ -128,7 +129,7 @@ class OnnxStyliser:
         ((1 or N, 512, 1, 1) each): float32 (N, 3, H, W) in [0, 1]."""
         if self.image is None:
             raise ConfigError("this OnnxStyliser has no image graph")
-        batch = content[None] if content.dim() == 3 else content
+        batch = as_batch(content, "content")
         shape = (batch.shape[0], *stats[0].shape[1:])
         feed = {
             "content": _array(batch),
@@ -152,14 +153,16 @@ class OnnxStyliser:
         if masks is not None or output_size is not None:
             raise ConfigError("masks and output_size need the PyTorch runtime: the image graph takes whole-image "
                               "statistics and returns the content's size")
-        batch = content[None] if content.dim() == 3 else content
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        cached = None if preserve_colour else style_stats
-        weights = check_controls(len(cached) if cached is not None else len(styles), weights, alpha, None)
+        batch = to_unit_float(as_batch(content, "content")).float()
+        weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_stats)
         if preserve_colour:
-            per_image = [mix_stats([self.run_style(match_colour(s[None] if s.dim() == 3 else s, image[None]))
-                                    for s in styles], weights) for image in batch]
-            stats = (torch.cat([m for m, _ in per_image]), torch.cat([s for _, s in per_image]))
+            stats = [self._recoloured_stats(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]
         else:
-            stats = mix_stats(list(cached) if cached is not None else self.style_stats(styles), weights)
-        return self.run_image(batch, stats, alpha)
+            stats = list(style_stats) if style_stats is not None else self.style_stats(styles)
+        return self.run_image(batch, mix_stats(stats, weights), alpha)
+
+    def _recoloured_stats(self, style: Tensor, batch: Tensor) -> StyleStats:
+        """Colour preservation's statistics of ``style`` (1, 3, h, w): recoloured to each content of ``batch``
+        (N, 3, H, W) in turn (the style graph takes one image), as (N, 512, 1, 1) each."""
+        per_image = [self.run_style(match_colour(style, image[None])) for image in batch]
+        return torch.cat([m for m, _ in per_image]), torch.cat([s for _, s in per_image])

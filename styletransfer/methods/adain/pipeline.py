@@ -19,21 +19,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from styletransfer.data.images import load_rgb, resize_to_side, save_pil, to_uint8_hwc
-from styletransfer.methods.adain.model import BOTTLENECK
-from styletransfer.methods.adain.styliser import Styliser
-from styletransfer.nn.encoder import min_input_side
-from styletransfer.runtime.errors import ImageLoadError
+from styletransfer.data.images import load_rgb, pil_to_uint8, resize_to_side, save_pil, to_uint8_hwc
+from styletransfer.methods.adain.styliser import Styliser, check_size
+from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
-#: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
-MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 #: Images waiting for a batch of their size, in batches: past it the fullest size is stylised as it is.
 PENDING_BATCHES = 4
 #: Stylised batches queued for (or being) written at once, per writer thread.
@@ -61,11 +56,12 @@ class ContentImages(Dataset):
         except ImageLoadError as exc:
             return index, None, str(exc)
         if self.content_size is not None:
-            img = resize_to_side(img, self.content_size)
-        if min(img.size) < MIN_SIDE:
-            return index, None, (f"{path}: {img.width}x{img.height} px is too small (AdaIN needs {MIN_SIDE} px on each "
-                                 f"side; pass --content-size {MIN_SIDE} or more to enlarge it)")
-        return index, torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1), ""
+            img = resize_to_side(img, self.content_size)  # a bad --content-size stops the run: not caught here
+        try:
+            check_size(img.width, img.height, str(path))
+        except ConfigError as exc:  # too small: this file is skipped
+            return index, None, str(exc)
+        return index, pil_to_uint8(img), ""
 
 
 def _as_is(item: Decoded) -> Decoded:

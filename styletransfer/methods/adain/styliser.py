@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from styletransfer.data.images import to_unit_float
 from styletransfer.methods.adain import tiling
 from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
 from styletransfer.methods.adain.model import (
@@ -19,17 +20,28 @@ from styletransfer.methods.adain.model import (
     AdaINDecoder,
     Core,
     StyleStats,
+    check_controls,
     encode_styles,
     style_stats,
     stylise,
     stylise_core,
 )
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
-from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
+MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
+
+
+def check_size(width: int, height: int, what: str, fix: str = f"pass --content-size {MIN_SIDE} or more") -> None:
+    """Raise a ConfigError naming ``what`` (the image or frames) and ``fix`` when a side of ``width`` x ``height`` px
+    is shorter than ``MIN_SIDE``."""
+    if min(width, height) < MIN_SIDE:
+        raise ConfigError(f"{what}: {width}x{height} px is too small (AdaIN needs {MIN_SIDE} px on each side; {fix})")
 
 
 def as_batch(image: Tensor, name: str) -> Tensor:
@@ -46,6 +58,17 @@ def style_list(styles: Tensor | Sequence[Tensor]) -> list[Tensor]:
     if isinstance(styles, Tensor):
         return [styles] if styles.dim() == 3 else list(styles)
     return list(styles)
+
+
+def check_style_controls(styles: Sequence[Tensor], weights: Sequence[float] | None = None, alpha: float = 1.0,
+                         masks: Sequence[object] | None = None, preserve_colour: bool = False,
+                         style_stats: Sequence[StyleStats] | None = None,
+                         style_features: Sequence[Tensor] | None = None) -> list[float] | None:
+    """``model.check_controls`` for the styles of a call as ``stylise`` counts them: the cached statistics (or
+    features) unless colour preservation recomputes them from ``styles``. Returns the interpolation weights."""
+    cached = style_stats if style_stats is not None else style_features
+    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
+    return check_controls(n_styles, weights, alpha, masks)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -117,8 +140,8 @@ class Styliser(nn.Module):
         scaled there (a quarter of the bytes to copy)."""
         images = as_batch(images, name)
         if images.dtype == torch.uint8:
-            return images.to(self.device, non_blocking=True).float().div_(255.0)
-        return images.to(self.device, torch.float32)
+            images = images.to(self.device, non_blocking=True)
+        return to_unit_float(images).to(self.device, torch.float32)
 
     def _core(self, content: Tensor) -> Core:
         """The compiled core for this input shape, or the eager one (no compile option, or too many shapes)."""
@@ -175,21 +198,27 @@ class Styliser(nn.Module):
                            core=self._core(content), **controls)
 
     @torch.no_grad()
-    def stylise_tiled(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), tile: int | str = "auto",
-                      **controls) -> Tensor:
+    def stylise_tiled(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), tile: int | str = "auto", *,
+                      weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_colour: bool = False,
+                      masks: Sequence[Tensor] | None = None, output_size: tuple[int, int] | None = None,
+                      style_features: Sequence[Tensor] | None = None,
+                      style_stats: Sequence[StyleStats] | None = None) -> Tensor:
         """Stylise in overlapping windows of at most ``tile`` x ``tile`` px (``auto``: chosen from the free memory)
         with the AdaIN statistics of the whole image (see ``tiling``), so device memory is bounded by the tile.
 
         ``content`` stays where it is (keep a large image on the host); only one window at a time is on the device.
-        ``controls`` as in :meth:`stylise`, less masks and a different output size. Returns float32 (N, 3, H, W) in
+        Controls as in :meth:`stylise`, less masks and a different output size. Returns float32 (N, 3, H, W) in
         [0, 1] on the host.
         """
         styles = style_list(styles)
         content = as_batch(content, "content")
+        tiling.check_tileable(tuple(content.shape[-2:]), masks, output_size)
+        weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_stats, style_features)
         side = tiling.tile_side(tile, self.device, content.shape[0], self.bf16) or max(content.shape[-2:])
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         with self._autocast():
             return tiling.stylise_tiled(self.encoder, self.decoder, content, styles, tile=side,
-                                        to_device=lambda window: self._images(window, "content"),
-                                        channels_last=self.channels_last, **controls)
+                                        to_device=lambda window: self._images(window, "content"), weights=weights,
+                                        alpha=alpha, preserve_colour=preserve_colour, style_features=style_features,
+                                        style_stats=style_stats, channels_last=self.channels_last)

@@ -36,7 +36,6 @@ from styletransfer.methods.adain.model import (
     AdaINDecoder,
     StyleStats,
     _stats_for,
-    check_controls,
     decode_clamped,
     encode,
     mix_stats,
@@ -231,25 +230,27 @@ def colour_sample(content: Tensor, to_device: Callable[[Tensor], Tensor]) -> Ten
     return to_device(content[..., ::step, ::step])
 
 
-def stylise_tiled(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, styles: Sequence[Tensor] = (), *,
-                  tile: int, to_device: Callable[[Tensor], Tensor], weights: Sequence[float] | None = None,
-                  alpha: float = 1.0, preserve_colour: bool = False, masks: Sequence[Tensor] | None = None,
-                  output_size: tuple[int, int] | None = None, style_features: Sequence[Tensor] | None = None,
-                  style_stats: Sequence[StyleStats] | None = None, channels_last: bool = False) -> Tensor:
-    """``model.stylise`` in windows of at most ``tile`` px (see the module docstring); same controls, except masks
-    and an ``output_size`` other than the content's, which are refused. ``content`` (N, 3, H, W) may stay on the
-    host (uint8 or float): ``to_device`` turns each window into a float32 batch in [0, 1] on the device. Returns
-    float32 (N, 3, H, W) in [0, 1] on the host. Runs under whatever autocast the caller set."""
+def check_tileable(size: tuple[int, int], masks: Sequence[Tensor] | None,
+                   output_size: tuple[int, int] | None) -> None:
+    """Refuse what tiling cannot do: masks, and an ``output_size`` other than the content's ``size`` (H, W)."""
     if masks is not None:
         raise ConfigError("masks are not supported with tiling (their per-region statistics would need a tiled pass "
                           "of their own): pass --max-tile 0 (max_tile=0) or a smaller --content-size")
-    size = tuple(content.shape[-2:])
     if output_size is not None and tuple(int(s) for s in output_size) != size:
-        raise ConfigError(f"--output-size {tuple(output_size)} differs from the content's {size} and tiling keeps the "
-                          "content's size: resize with --content-size, or pass --max-tile 0 (max_tile=0)")
-    cached = style_stats if style_stats is not None else style_features
-    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
-    weights = check_controls(n_styles, weights, alpha, None)
+        raise ConfigError(f"--output-size {tuple(output_size)} differs from the content's {size} and tiling "
+                          "keeps the content's size: resize with --content-size, or pass --max-tile 0 (max_tile=0)")
+
+
+def stylise_tiled(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, styles: Sequence[Tensor] = (), *,
+                  tile: int, to_device: Callable[[Tensor], Tensor], weights: Sequence[float], alpha: float = 1.0,
+                  preserve_colour: bool = False, style_features: Sequence[Tensor] | None = None,
+                  style_stats: Sequence[StyleStats] | None = None, channels_last: bool = False) -> Tensor:
+    """``model.stylise`` in windows of at most ``tile`` px (see the module docstring), with controls the caller
+    checked (``Styliser.stylise_tiled``: ``check_tileable`` and ``check_style_controls``, whose interpolation
+    ``weights`` these are). ``content`` (N, 3, H, W) may stay on the host (uint8 or float): ``to_device`` turns each
+    window into a float32 batch in [0, 1] on the device. Returns float32 (N, 3, H, W) in [0, 1] on the host. Runs
+    under whatever autocast the caller set."""
+    size = tuple(content.shape[-2:])
     rows, cols = spans(size[0], tile), spans(size[1], tile)
     log.info("stylising %dx%d px in %d x %d windows of at most %d px", size[1], size[0], len(rows), len(cols), tile)
     transform = None

@@ -32,9 +32,10 @@ import torch
 from tqdm import tqdm
 
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
+from styletransfer.data.images import array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
-from styletransfer.methods.adain.pipeline import MIN_SIDE, to_host
-from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.methods.adain.pipeline import to_host
+from styletransfer.methods.adain.styliser import Styliser, check_size
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
 
 #: Stylised batches waiting for the encoder (decoded frames wait in batches of two).
@@ -80,9 +81,7 @@ def frame_sizes(clip: Clip, content_size: int | None, output_size: tuple[int, in
     if content_size is not None:
         scale = content_size / min(width, height)
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    if min(width, height) < MIN_SIDE:
-        raise ConfigError(f"{clip.path}: {width}x{height} px frames are too small (AdaIN needs {MIN_SIDE} px on each "
-                          f"side; pass --content-size {MIN_SIDE} or more to enlarge them)")
+    check_size(width, height, f"the frames of {clip.path}")
     out_h, out_w = output_size or (height, width)
     return (width, height), (out_h - out_h % 2, out_w - out_w % 2)
 
@@ -105,7 +104,7 @@ def _decode(clip: Clip, sizes: tuple[tuple[int, int], tuple[int, int] | None], f
     try:
         previous = None
         for array, pts in read_frames(clip, sizes[0]):
-            image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+            image = array_to_uint8(array)
             moved = None
             if sizes[1] is not None:
                 current = resize_frame(array, sizes[1])
