@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 from styletransfer.data.images import load_image_tensor  # noqa: E402
 from styletransfer.export import main as export_main  # noqa: E402
 from styletransfer.methods.adain import Styliser  # noqa: E402
-from styletransfer.methods.adain.export import check_graphs, decode_to, export_graphs  # noqa: E402
+from styletransfer.methods.adain.export import check_graphs, export_graphs, upsample_to  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
 from styletransfer.methods.adain.onnx_runtime import OnnxStyliser, style_graph_path  # noqa: E402
 from styletransfer.stylise import main as stylise_main  # noqa: E402
@@ -64,14 +64,16 @@ def test_export_check_passes_at_two_sizes(exported):
     assert [o.shape for o in runner.style.get_outputs()] == [[1, 512, 1, 1]] * 2
 
 
-def test_decode_to_is_the_decoders_exact_size_upsampling():
-    """The export's symbolic-size decode equals AdaINDecoder(output_size=...) bit for bit, sizes not multiples of 8."""
+def test_export_upsampling_is_the_decoders_exact_size_upsampling():
+    """The export's gather upsampling equals F.interpolate inside AdaINDecoder(output_size=...) bit for bit, at
+    sizes that are not multiples of 8."""
     torch.manual_seed(0)
     decoder = AdaINDecoder().eval()
     for height, width in [(16, 16), (53, 77), (61, 34), (100, 27)]:
         features = torch.rand(2, 512, height // 8, width // 8)
         with torch.no_grad():
-            assert torch.equal(decode_to(decoder, features, height, width), decoder(features, (height, width)))
+            exported = decoder(features, (height, width), upsample=upsample_to)
+            assert torch.equal(exported, decoder(features, (height, width)))
 
 
 def test_onnx_matches_torch_with_a_lively_decoder(adain_run, tmp_path):

@@ -68,25 +68,13 @@ def nearest_indices(in_size: int, out_size: int, device: torch.device) -> Tensor
     return index.clamp_max(in_size - 1)
 
 
-def upsample_to(x: Tensor, height: int, width: int) -> Tensor:
-    """Nearest upsampling of ``x`` (N, C, h, w) to (height, width), equal to ``F.interpolate(mode="nearest")``."""
+def upsample_to(x: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """Nearest upsampling of ``x`` (N, C, h, w) to ``size`` (a doubling when None) by two index gathers, equal to
+    ``F.interpolate(mode="nearest")``: the decoder's upsampling in the exported graphs."""
+    height, width = size if size is not None else (2 * x.shape[2], 2 * x.shape[3])
     rows = nearest_indices(x.shape[2], height, x.device)
     cols = nearest_indices(x.shape[3], width, x.device)
     return x.index_select(2, rows).index_select(3, cols)
-
-
-def decode_to(decoder: AdaINDecoder, features: Tensor, height: int, width: int) -> Tensor:
-    """``decoder(features, output_size=(height, width))`` with sizes that stay symbolic under torch.export: each
-    upsampling goes to ceil(side / 2**k), computed in integer arithmetic."""
-    factors = [2**k for k in range(sum(isinstance(m, nn.Upsample) for m in decoder) - 1, -1, -1)]
-    x = features
-    for module in decoder:
-        if isinstance(module, nn.Upsample):
-            factor = factors.pop(0)
-            x = upsample_to(x, (height + factor - 1) // factor, (width + factor - 1) // factor)
-        else:
-            x = module(x)
-    return x
 
 
 class ImageGraph(nn.Module):
@@ -102,7 +90,8 @@ class ImageGraph(nn.Module):
         dtype = self.decoder[1].weight.dtype
         c_feat = encode(self.encoder, content.to(dtype)).float()
         target = alpha * adain(c_feat, (style_mean, style_std)) + (1.0 - alpha) * c_feat
-        return decode_to(self.decoder, target.to(dtype), content.shape[2], content.shape[3]).float().clamp(0.0, 1.0)
+        decoded = self.decoder(target.to(dtype), (content.shape[2], content.shape[3]), upsample=upsample_to)
+        return decoded.float().clamp(0.0, 1.0)
 
 
 class StyleGraph(nn.Module):

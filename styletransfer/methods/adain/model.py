@@ -49,23 +49,26 @@ class AdaINDecoder(nn.Sequential):
                 layers.append(nn.ReLU())
         super().__init__(*layers)
 
-    def forward(self, features: Tensor, output_size: tuple[int, int] | None = None) -> Tensor:
+    def forward(self, features: Tensor, output_size: tuple[int, int] | None = None,
+                upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest) -> Tensor:
         """Decode relu4_1 ``features`` (N, 512, h, w) to an image (N, 3, H, W).
 
-        Without ``output_size`` each upsampling doubles the size (8h x 8w), as in the release.
+        Without ``output_size`` each upsampling doubles the size (8h x 8w), as in the release. With it, upsampling
+        k (of n) goes to ceil(side / 2**(n - 1 - k)), in integer arithmetic so that sizes traced by torch.export
+        stay symbolic. ``upsample(x, size)`` is nearest upsampling to ``size`` (a doubling when None): the export
+        passes one that lowers to ONNX gathers.
         """
         ups = [m for m in self if isinstance(m, nn.Upsample)]
         sizes: list[tuple[int, int] | None] = [None] * len(ups)
         if output_size is not None:
-            height, width = int(output_size[0]), int(output_size[1])
-            sizes = [
-                (math.ceil(height / 2**k), math.ceil(width / 2**k)) for k in range(len(ups) - 1, -1, -1)
-            ]
+            height, width = output_size
+            # (side + f - 1) // f: ceil(side / f) on non-negative numbers only (exported, // may truncate).
+            sizes = [((height + 2**k - 1) // 2**k, (width + 2**k - 1) // 2**k) for k in range(len(ups) - 1, -1, -1)]
         x = features
         up_index = 0
         for module in self:
             if isinstance(module, nn.Upsample):
-                x = upsample_nearest(x, sizes[up_index])
+                x = upsample(x, sizes[up_index])
                 up_index += 1
             else:
                 x = module(x)
