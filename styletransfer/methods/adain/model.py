@@ -243,6 +243,17 @@ def _stats_for(encoder: VGGEncoder, content: Tensor, styles: Sequence[Tensor], p
     return style_stats(encoder, styles, None, channels_last)
 
 
+def check_style_controls(styles: Sequence[Tensor], weights: Sequence[float] | None = None, alpha: float = 1.0,
+                         masks: Sequence[object] | None = None, preserve_colour: bool = False,
+                         style_stats: Sequence[StyleStats] | None = None,
+                         style_features: Sequence[Tensor] | None = None) -> list[float] | None:
+    """:func:`check_controls` for the styles of a call as ``stylise`` counts them: the cached statistics (or
+    features) unless colour preservation recomputes them from ``styles``. Returns the interpolation weights."""
+    cached = style_stats if style_stats is not None else style_features
+    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
+    return check_controls(n_styles, weights, alpha, masks)
+
+
 @torch.no_grad()
 def stylise(
     encoder: VGGEncoder,
@@ -276,9 +287,7 @@ def stylise(
     - ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one).
     Runs under whatever autocast the caller set; the AdaIN statistics are float32 in any case.
     """
-    cached = style_stats if style_stats is not None else style_features
-    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
-    weights = check_controls(n_styles, weights, alpha, masks)
+    weights = check_style_controls(styles, weights, alpha, masks, preserve_colour, style_stats, style_features)
     size = (int(output_size[0]), int(output_size[1])) if output_size is not None else tuple(content.shape[-2:])
     core = stylise_core if core is None else core
     if alpha == 0.0:

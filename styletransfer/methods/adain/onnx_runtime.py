@@ -23,7 +23,8 @@ from torch import Tensor
 
 from styletransfer.data.images import to_unit_float
 from styletransfer.methods.adain.model import StyleStats, mix_stats
-from styletransfer.methods.adain.styliser import as_batch, check_style_controls
+from styletransfer.methods.adain.model import check_style_controls
+from styletransfer.methods.adain.styliser import as_batch
 from styletransfer.nn.colour import match_colour
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 

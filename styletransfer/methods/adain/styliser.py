@@ -20,7 +20,7 @@ from styletransfer.methods.adain.model import (
     AdaINDecoder,
     Core,
     StyleStats,
-    check_controls,
+    check_style_controls,
     encode_styles,
     style_stats,
     stylise,
@@ -58,17 +58,6 @@ def style_list(styles: Tensor | Sequence[Tensor]) -> list[Tensor]:
     if isinstance(styles, Tensor):
         return [styles] if styles.dim() == 3 else list(styles)
     return list(styles)
-
-
-def check_style_controls(styles: Sequence[Tensor], weights: Sequence[float] | None = None, alpha: float = 1.0,
-                         masks: Sequence[object] | None = None, preserve_colour: bool = False,
-                         style_stats: Sequence[StyleStats] | None = None,
-                         style_features: Sequence[Tensor] | None = None) -> list[float] | None:
-    """``model.check_controls`` for the styles of a call as ``stylise`` counts them: the cached statistics (or
-    features) unless colour preservation recomputes them from ``styles``. Returns the interpolation weights."""
-    cached = style_stats if style_stats is not None else style_features
-    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
-    return check_controls(n_styles, weights, alpha, masks)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
