@@ -22,6 +22,7 @@ from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.loggers import log_image
+from styletransfer.runtime.logging_steps import logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class AdaINModule(pl.LightningModule):
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(batch["content"], batch["style"])
-        if not self._logs_this_step():
+        if not logs_this_step(self.trainer):  # host time: only the steps the loggers get, and the last
             return losses["loss/total"]
         batch_size = batch["content"].shape[0]
         self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=batch_size)
@@ -166,15 +167,6 @@ class AdaINModule(pl.LightningModule):
         if skipped is not None:
             self.log("data/skipped", self._device_scalar(skipped), batch_size=batch_size)
         return losses["loss/total"]
-
-    def _logs_this_step(self) -> bool:
-        """Whether this step's metrics reach the loggers: every ``trainer.log_every_n_steps`` steps (Lightning drops
-        the values of the steps in between) and the last step (the run's final metrics). Each ``self.log`` costs
-        about half a millisecond of host time, a third of the step on a GPU, so the other steps skip it."""
-        trainer = self.trainer
-        step = trainer.global_step + 1
-        every = trainer.log_every_n_steps
-        return (every > 0 and step % every == 0) or step == trainer.max_steps or trainer.should_stop
 
     def _device_scalar(self, value: float) -> Tensor:
         """A host number as a tensor on this module's device, copied without waiting for the GPU.

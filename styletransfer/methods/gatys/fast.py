@@ -12,29 +12,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from styletransfer.runtime.finite import FirstNonFinite
+
 
 class FiniteWatch:
-    """The first iteration whose loss is not finite (-1: none yet) and the last iterate whose loss was finite,
-    both device tensors updated without a host sync."""
+    """The first iteration whose loss is not finite (``runtime.finite.FirstNonFinite``, counted by a device
+    iteration counter a CUDA graph can replay) and the last iterate whose loss was finite: device tensors updated
+    without a host sync."""
 
     def __init__(self, image: Tensor, start: int) -> None:
         self.start = start
         self.iteration = torch.full((), start, dtype=torch.long, device=image.device)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=image.device)
+        self.first_bad = FirstNonFinite(image.device)
         self.last_good = image.detach().clone()
 
     def record(self, total: Tensor, image: Tensor) -> None:
         """Note the loss ``total`` of the iterate ``image`` (before the optimiser moves it)."""
-        finite = torch.isfinite(total)
-        self.first_bad.copy_(torch.where(~finite & (self.first_bad < 0), self.iteration, self.first_bad))
-        keep = finite & (self.first_bad < 0)
+        keep = self.first_bad.record(total, self.iteration)
         self.last_good.copy_(torch.where(keep, image.detach(), self.last_good))
         self.iteration.add_(1)
 
     def first_bad_step(self) -> int | None:
         """The first non-finite iteration, or None (reads the device: one sync)."""
-        step = int(self.first_bad)
-        return None if step < 0 else step
+        return self.first_bad.step()
 
     def good_image(self) -> Tensor | None:
         """The last iterate with a finite loss; None when the first watched iteration was already non-finite."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,21 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.methods.gatys.checkpoint import build_gatys_encoder, read_checkpoint
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
+from styletransfer.methods.gatys.images import initial_image, optimised_space
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
 from styletransfer.methods.gatys.losses import STYLE_LOSSES, StyleLoss, tv_loss, weighted_style_loss
 from styletransfer.methods.gatys.schedule import (
     IterateEMA, check_scale_sizes, resize_adam_state, scale_sizes, step_schedule, style_weights,
 )
 from styletransfer.methods.gatys.settings import GatysSettings
-from styletransfer.nn.colour import luminance, match_colour, match_luminance, with_chroma
-from styletransfer.nn.encoder import VGGEncoder, build_encoder, min_input_side
+from styletransfer.nn.colour import with_chroma
+from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
 from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.runtime.loggers import log_image
+from styletransfer.runtime.logging_steps import logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +62,21 @@ class GatysModule(pl.LightningModule):
     ``snapshot_every`` steps; the EMA of the iterates when ``ema_decay`` is set.
 
     The settings are ``GatysSettings``'s fields, checked there; the pieces live in ``losses`` (a style-loss module
-    per statistic), ``schedule`` (scales, steps, Adam's state, the EMA), ``lbfgs`` and ``fast`` (the sync-free path).
+    per statistic), ``schedule`` (scales, steps, Adam's state, the EMA), ``images`` (colour preservation's spaces,
+    the first iterate), ``lbfgs`` and ``fast`` (the sync-free path) and ``checkpoint`` (``load_from_checkpoint``).
     """
 
     def __init__(self, encoder: Mapping[str, Any], **settings: Any) -> None:
-        """``encoder``: the encoder config (``build_encoder``); ``settings``: the fields of ``GatysSettings``
-        (checked there), recorded with the encoder's spec as the hyper-parameters."""
+        """``encoder``: the encoder config, or a checkpoint's record of one (``checkpoint.build_gatys_encoder``);
+        ``settings``: the fields of ``GatysSettings`` (checked there), recorded with the encoder's spec as the
+        hyper-parameters."""
         super().__init__()
         checked = GatysSettings(**settings)
         self.content_layers = list(checked.content_layers)
         self.style_layers = list(checked.style_layers)
         self.layer_weights = checked.layer_weights
-        self.encoder: VGGEncoder = build_encoder(
-            encoder, layers=list(dict.fromkeys(self.content_layers + self.style_layers))
-        )
+        layers = list(dict.fromkeys(self.content_layers + self.style_layers))
+        self.encoder: VGGEncoder = build_gatys_encoder(encoder, layers)
         self.save_hyperparameters({"encoder": dict(self.encoder.spec), **checked.hparams()})
         self.register_parameter("image", None)  # the image batch, created in setup("fit") from the data
         self.ema = IterateEMA(checked.ema_decay)
@@ -125,46 +130,17 @@ class GatysModule(pl.LightningModule):
             self.encoder.to(memory_format=torch.channels_last)
         if self.image is None:
             content, styles = self._images_at(0)
-            self.image = nn.Parameter(self._initial_image(content, styles))
+            hp = self.hparams
+            self.image = nn.Parameter(initial_image(hp.init, content, styles, self._blend, hp.init_seed,
+                                                    self._luminance_only))
             self.ema.reset(self.image)
 
     def _images_at(self, index: int) -> tuple[Tensor, list[Tensor]]:
-        """Content (N,3,H,W) and styles [(1 or N,3,h,w)] at scale ``index``, in the space that is optimised.
-
-        Luminance-only: greyscale copies of the luminance, the style's luminance matched (mean, std) to each
-        content's. Histogram: each style recoloured with each content's colour mean and covariance.
-        """
-        dm = self.trainer.datamodule
-        size = self.sizes[index]
-        content_rgb = dm.load_content(size).to(self.device)
+        """Content and styles at scale ``index``, in the space that is optimised (``images.optimised_space``)."""
+        dm, size = self.trainer.datamodule, self.sizes[index]
+        self._content_rgb = dm.load_content(size).to(self.device)
         styles = [s.to(self.device).unsqueeze(0) for s in dm.load_styles(size)]
-        self._content_rgb = content_rgb
-        mode = self.hparams.preserve_colour
-        space = self.hparams.colour_space
-        if mode == "luminance":
-            c_lum = luminance(content_rgb, space)
-            styles = [match_luminance(luminance(s, space), c_lum).expand(-1, 3, -1, -1) for s in styles]
-            return c_lum.expand(-1, 3, -1, -1), styles
-        if mode == "histogram":
-            styles = [match_colour(s, content_rgb) for s in styles]
-        return content_rgb, styles
-
-    def _initial_image(self, content: Tensor, styles: list[Tensor]) -> Tensor:
-        """The first iterate: the content, seeded uniform noise, or the blended styles resized to the content."""
-        n, _, h, w = content.shape
-        init = self.hparams.init
-        if init == "content":
-            image = content.clone()
-        elif init == "noise":
-            generator = torch.Generator().manual_seed(self.hparams.init_seed)
-            image = torch.rand(content.shape, generator=generator).to(content)
-        else:
-            image = sum(
-                weight * F.interpolate(style, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-                for weight, style in zip(self._blend, styles)
-            ).expand(n, -1, -1, -1).clamp(0, 1)
-        image = image[:, :1] if self._luminance_only else image
-        return image.contiguous().detach().float().cpu()
+        return optimised_space(self._content_rgb, styles, self.hparams.preserve_colour, self.hparams.colour_space)
 
     # ---- targets (once per scale) -------------------------------------------------------------------------------
     def _prepare_scale(self) -> None:
@@ -228,26 +204,32 @@ class GatysModule(pl.LightningModule):
         if not torch.isfinite(total):
             self._stop_non_finite(losses)
         self._last_good = self.image.detach().clone()
-        self.log("loss/total", total, prog_bar=True, batch_size=1)
+        if logs_this_step(self.trainer, end=self.boundaries[-1]):
+            self._log_losses(losses)
+        return total
+
+    def _log_losses(self, losses: Mapping[str, Tensor]) -> None:
+        """The loss terms and the scale, on ``logs_this_step``'s steps only (each ``self.log`` costs host time)."""
+        self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=1)
         self.log_dict({k: v for k, v in losses.items() if k != "loss/total"}, batch_size=1)
         self.log("scale", float(self.sizes[self.scale_index]), batch_size=1)
-        return total
 
     def _fast_step(self) -> None:
         """device_lbfgs: up to ``iterations_per_step`` iterations, each a Lightning optimiser step (so
-        ``global_step`` counts iterations), then the logs and, when due, the one host sync of the finite check."""
+        ``global_step`` counts iterations), then, when due, the one host sync of the finite check and the logs."""
         hp, done = self.hparams, self.global_step
         saves = [getattr(c, "_every_n_train_steps", 0) or 0 for c in self.trainer.checkpoint_callbacks]
         n = chunk_length(done, hp.iterations_per_step, self.boundaries, [hp.check_every, hp.snapshot_every, *saves])
         if self._loop is None:
             self._prepare_scale()  # this scale's targets, before anything is captured
             self._loop = FastLoop(self.losses, self.image, done)
+        logs = logs_this_step(self.trainer, steps=n, end=self.boundaries[-1])  # before the n steps are counted
         losses = self._loop.run(self.optimizers(), n, lambda: self.ema.update(self.image))
         end = done + n
         if any(every and end % every == 0 for every in (hp.check_every, hp.snapshot_every)) or end in self.boundaries:
             self._check_finite()
-        self.log("loss/total", losses.pop("loss/total"), prog_bar=True, batch_size=1)
-        self.log_dict({**losses, "scale": float(self.sizes[self.scale_index])}, batch_size=1)
+        if logs:
+            self._log_losses(losses)
         if self.boundaries[self.scale_index] <= end < self.boundaries[-1]:
             self._advance_scale()
 
@@ -381,12 +363,29 @@ class GatysModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
         checkpoint["gatys"] = {"scale_index": self.scale_index, **self.ema.state_dict()}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device | None = None,
+                             strict: bool = True, weights_only: bool | None = None, **settings: Any) -> GatysModule:
+        """The module of a checkpoint: its image, scale and EMA (``output()`` is the result; an RGB one needs no
+        data) and its encoder had again from its record; ``settings`` (``encoder=`` too) override the recorded ones.
+
+        The file is always read weights-only by ``nn.weights.safe_load`` (``weights_only`` is ignored), never by
+        Lightning's loader, which unpickles anything with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+        """
+        checkpoint = read_checkpoint(checkpoint_path)
+        model = cls(**{**checkpoint["hyper_parameters"], **settings}).to(map_location or "cpu")
+        model.on_load_checkpoint(checkpoint)  # the image (on the module's device), the scale and the EMA
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return model
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("gatys", {})
         image = checkpoint["state_dict"].get("image")
-        if image is None or self.image is None:
+        if image is None:
             return
         self.scale_index = int(saved.get("scale_index", 0))
+        if self.image is None:  # load_from_checkpoint: no setup("fit") made the parameter
+            self.image = nn.Parameter(torch.empty((), device=self.device))
         self.image.data = torch.empty_like(image, device=self.image.device)
         self.ema.load_state_dict(saved, self.image.device)
         self._scale_ready, self._loop = -1, None

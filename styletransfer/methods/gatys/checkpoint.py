@@ -1,0 +1,54 @@
+"""Reading a Neural Style checkpoint back (``GatysModule.load_from_checkpoint``): the file through the project's
+safe loader, and the encoder from the record its hyper-parameters keep.
+
+A checkpoint holds the image, the scale and the EMA, not the encoder's weights: its ``hyper_parameters["encoder"]``
+is the ``spec`` of the encoder the image was optimised behind (weights used, seed, architecture, fingerprint), from
+which the same encoder is had again (the file, ImageNet's cache or the seeded random weights).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.weights import safe_load
+from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at ``path``, read by ``safe_load`` (weights only whatever ``weights_only`` or
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD say, its checksum checked); CheckpointError naming the file otherwise."""
+    checkpoint = safe_load(path, "Neural Style checkpoint")
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    image = state.get("image") if isinstance(state, Mapping) else None
+    if image is None or not isinstance(checkpoint.get("hyper_parameters"), Mapping):
+        raise CheckpointError(f"{path} is not a checkpoint of a Neural Style run (method=gatys): it holds no image "
+                              "and settings; pass <run dir>/checkpoints/last.ckpt of such a run")
+    return checkpoint
+
+
+def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VGGEncoder:
+    """The encoder from the Hydra ``encoder`` config, or from a checkpoint's record of one (it has a fingerprint).
+
+    A record is built again from the weights it used (random when it fell back to them) and must give the recorded
+    fingerprint; the encoder then keeps the record as its spec, so the hyper-parameters stay the checkpoint's.
+    """
+    if "fingerprint" not in encoder:
+        return build_encoder(encoder, layers=layers)
+    weights = "random" if encoder.get("fallback_used") else encoder.get("used") or encoder.get("weights")
+    if weights == "state_dict":
+        raise CheckpointError("the checkpoint's image was optimised behind an encoder given as a state dict in memory, "
+                              "which cannot be had again: pass encoder={'weights': ...} to load_from_checkpoint")
+    config = {"weights": weights, "seed": encoder.get("seed", 0), "arch": encoder.get("arch", "torchvision")}
+    built = build_encoder(config, layers=layers)
+    if built.spec["fingerprint"] != encoder["fingerprint"]:
+        raise EncoderMismatchError(
+            f"the encoder built from the checkpoint's record (weights={weights!r}, arch {built.arch}, seed "
+            f"{built.spec['seed']}) has fingerprint {built.spec['fingerprint']}, not the recorded "
+            f"{encoder['fingerprint']}: the weights file changed since the run. Pass the encoder the image was "
+            "optimised behind: load_from_checkpoint(path, encoder={'weights': ...})"
+        )
+    built.spec = dict(encoder)
+    return built
