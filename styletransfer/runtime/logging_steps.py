@@ -1,8 +1,11 @@
-"""Which training steps log their metrics: the ones Lightning sends to the loggers, and the run's last."""
+"""Which training steps log their metrics (the ones Lightning sends to the loggers, and the run's last), and how a
+host number is logged without waiting for the GPU."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 
 
 def logs_this_step(trainer: pl.Trainer, steps: int = 1, end: int | None = None) -> bool:
@@ -21,3 +24,10 @@ def logs_this_step(trainer: pl.Trainer, steps: int = 1, end: int | None = None) 
     done = trainer.global_step + steps
     ends = trainer.should_stop or 0 < trainer.max_steps <= done or (end is not None and done >= end)
     return ends or trainer._logger_connector.should_update_logs
+
+
+def device_scalar(value: float, device: torch.device) -> Tensor:
+    """A host number as a tensor on ``device``, made by a fill kernel (the number travels as its argument) without
+    waiting for the GPU: ``self.log`` of a Python number copies it from pageable host memory, which waits for every
+    queued kernel (one host-device sync per logged number)."""
+    return torch.full((), float(value), device=device)

@@ -22,7 +22,7 @@ from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.loggers import log_image
-from styletransfer.runtime.logging_steps import logs_this_step
+from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -160,21 +160,12 @@ class AdaINModule(pl.LightningModule):
         if not logs_this_step(self.trainer):  # host time: only the steps the loggers get, and the last
             return losses["loss/total"]
         batch_size = batch["content"].shape[0]
-        self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=batch_size)
-        self.log_dict({k: v for k, v in losses.items() if k != "loss/total"}, batch_size=batch_size)
-        self.log("lr", self._device_scalar(self.lr_schedulers().get_last_lr()[0]), batch_size=batch_size)
+        self.log_dict(losses, batch_size=batch_size)  # the progress bar shows loss/total (runtime/progress.py)
+        self.log("lr", device_scalar(self.lr_schedulers().get_last_lr()[0], self.device), batch_size=batch_size)
         skipped = getattr(self.trainer.datamodule, "num_skipped", None) if self._trainer is not None else None
         if skipped is not None:
-            self.log("data/skipped", self._device_scalar(skipped), batch_size=batch_size)
+            self.log("data/skipped", device_scalar(skipped, self.device), batch_size=batch_size)
         return losses["loss/total"]
-
-    def _device_scalar(self, value: float) -> Tensor:
-        """A host number as a tensor on this module's device, copied without waiting for the GPU.
-
-        ``self.log`` of a Python number makes a blocking copy, which waits for every queued kernel: one
-        host-device sync per logged number and step.
-        """
-        return torch.tensor(float(value)).to(self.device, non_blocking=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # Fused Adam on CUDA: one kernel for all parameters instead of a dozen per tensor group.

@@ -41,7 +41,7 @@ from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
 from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.runtime.loggers import log_image
-from styletransfer.runtime.logging_steps import logs_this_step
+from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,8 @@ class GatysModule(pl.LightningModule):
 
     def _log_losses(self, losses: Mapping[str, Tensor]) -> None:
         """The loss terms and the scale, on ``logs_this_step``'s steps only (each ``self.log`` costs host time)."""
-        self.log("loss/total", losses["loss/total"], prog_bar=True, batch_size=1)
-        self.log_dict({k: v for k, v in losses.items() if k != "loss/total"}, batch_size=1)
-        self.log("scale", float(self.sizes[self.scale_index]), batch_size=1)
+        self.log_dict(dict(losses), batch_size=1)  # the progress bar shows loss/total (runtime/progress.py)
+        self.log("scale", device_scalar(self.sizes[self.scale_index], self.device), batch_size=1)
 
     def _fast_step(self) -> None:
         """device_lbfgs: up to ``iterations_per_step`` iterations, each a Lightning optimiser step (so
