@@ -14,7 +14,8 @@ b. ours: ``AdaINModule.losses`` + backward + its optimiser (fused Adam on CUDA) 
 c. the data path alone, from ``speed/data_path.py`` (folders, caches, CPU and GPU decode);
 d. ``train.py`` end to end through Lightning (the real Hydra config, generated JPEG folders, csv logger, no
    validation or checkpoints while timed) with the best step's settings, and a CPU row: our step driven by a plain
-   loop vs. by Lightning on the same in-memory batches (issue 10: ratio <= 1.05).
+   loop vs. by Lightning on the same in-memory batches (issue 10: ratio <= 1.05). On a GPU the train.py rows also
+   count the host-device syncs of the timed steps (``torch.cuda.set_sync_debug_mode``) and name their source lines.
 
 Every row runs in its own try/except: an error is printed in its row and the script goes on. Timings synchronise
 the GPU only around the timed region; peak memory is per row (CUDA only).
@@ -27,8 +28,11 @@ import contextlib
 import sys
 import tempfile
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -191,9 +195,45 @@ class StepTimer(pl.Callback):
             StepTimer.last = (trainer.global_step - self.start_step, time.perf_counter() - self._start)
 
 
+class SyncSites(pl.Callback):
+    """From training batch ``start_step`` on (CUDA only), ``torch.cuda.set_sync_debug_mode("warn")``: every operation
+    that makes the host wait for the GPU warns, and the warnings' source lines are counted (kept on the class)."""
+
+    found: Counter[str] = Counter()
+
+    def __init__(self, start_step: int) -> None:
+        self.start_step = int(start_step)
+        self._recording: Any = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step == self.start_step and self._recording is None and pl_module.device.type == "cuda":
+            SyncSites.found = Counter()
+            self._recording = warnings.catch_warnings(record=True)
+            self._caught = self._recording.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._recording is not None:
+            torch.cuda.set_sync_debug_mode(0)
+            self._recording.__exit__(None, None, None)
+            SyncSites.found.update(f"{Path(w.filename).name}:{w.lineno}" for w in self._caught
+                                   if "synchronizing" in str(w.message))
+            self._recording = None
+
+
+def sync_note(steps: int) -> str:
+    """The host-device syncs :class:`SyncSites` saw, per timed step and by source line ("" on a CPU)."""
+    if not SyncSites.found:
+        return ""
+    sites = ", ".join(f"{site} x{count}" for site, count in SyncSites.found.most_common(6))
+    return f"{sum(SyncSites.found.values()) / steps:.2f} syncs/step: {sites}"
+
+
 def train_py_row(args: argparse.Namespace, device: torch.device, settings: dict, data: str, data_overrides: list[str],
                  work: Path) -> float:
-    """Seconds per step of ``training.run`` on the composed config (steps after ``args.warmup``)."""
+    """Seconds per step of ``training.run`` on the composed config (steps after ``args.warmup``); the host-device
+    syncs of those steps are left in :class:`SyncSites`."""
     register_resolvers()
     steps = args.warmup + args.steps
     precision = "bf16-mixed" if settings.get("bf16") else "32-true"
@@ -206,9 +246,11 @@ def train_py_row(args: argparse.Namespace, device: torch.device, settings: dict,
         f"method.channels_last={str(bool(settings.get('channels_last'))).lower()}",
         f"method.compile={settings.get('compile_mode') or False}", "method.export_decoder=false",
         f"+callbacks.step_timer._target_={__name__}.StepTimer", f"+callbacks.step_timer.start_step={args.warmup}",
+        f"+callbacks.sync_sites._target_={__name__}.SyncSites", f"+callbacks.sync_sites.start_step={args.warmup}",
         f"paths.output_dir={work}",
     ]
     StepTimer.last = None
+    SyncSites.found = Counter()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     run(cfg)
@@ -388,7 +430,8 @@ def train_py_rows(args: argparse.Namespace, device: torch.device, best: Row | No
     for name, (data, extra) in data_overrides.items():
         label = f"d. train.py data={data}{f' ({name[6:]})' if data == 'cache' else ''} ({described or 'fp32'})"
         try:
-            out.append(Row(label, train_py_row(args, device, settings, data, extra, work / name)))
+            seconds = train_py_row(args, device, settings, data, extra, work / name)
+            out.append(Row(label, seconds, note=sync_note(args.steps)))
         except Exception as exc:  # noqa: BLE001
             out.append(Row(label, note=error_text(exc)))
         print(f"  {label}: {out[-1].note or f'{out[-1].seconds * 1e3:.1f} ms/step'}", flush=True)
