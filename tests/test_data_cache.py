@@ -4,6 +4,7 @@ JPEG draft decoding and the loader settings."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -148,6 +149,26 @@ def test_interrupted_prepare_keeps_finished_shards_and_resumes(sources, tmp_path
     cache, reference = ShardCache(dst), ShardCache(tmp_path / "fresh")
     for index in range(6):
         assert np.array_equal(_pixels(cache, index), _pixels(reference, index))
+
+
+def test_prepare_reads_each_source_once_and_caches_the_bytes_it_hashed(sources, tmp_path, monkeypatch):
+    """The checksum in the manifest is of the very bytes decoded: a source rewritten right after it was read is
+    cached as read (the old code read the file a second time to decode it)."""
+    read_bytes = Path.read_bytes
+    hashed: dict[str, str] = {}
+
+    def read_then_rewrite(self: Path) -> bytes:
+        data = read_bytes(self)
+        hashed[self.relative_to(sources[0]).as_posix()] = hashlib.sha256(data).hexdigest()
+        _image(self, (60, 60), seed=99, fmt=Image.open(self).format)  # a square picture now: 32 x 32 once cached
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_rewrite)
+    prepare(sources[0], tmp_path / "cache", short_side=SIDE, fmt="raw", workers=0, progress=False)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    records = read_manifest(tmp_path / "cache")["records"]
+    assert {record["source"]: record["sha256"] for record in records} == hashed, "each source read once"
+    assert all((record["height"], record["width"]) != (SIDE, SIDE) for record in records), "the bytes read, decoded"
 
 
 def test_other_settings_are_refused_unless_rebuild(sources, tmp_path, capsys):

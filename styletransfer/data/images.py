@@ -7,6 +7,7 @@ with transparency, rotated phone photos, truncated downloads) behave the same ev
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def _gray_float_to_rgb(unit: np.ndarray) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike, draft_side: int | None = None) -> Image.Image:
+def load_rgb(path: str | os.PathLike, draft_side: int | None = None, data: bytes | None = None) -> Image.Image:
     """Read an image file as an 8-bit RGB PIL image, upright according to its EXIF orientation.
 
     Handles CMYK, 16-bit and 32-bit grayscale (scaled to 8 bits, not clipped), float images, "1", "L",
@@ -113,10 +114,12 @@ def load_rgb(path: str | os.PathLike, draft_side: int | None = None) -> Image.Im
     then decoded at 1/2, 1/4 or 1/8 scale (libjpeg's reduced-size DCT, ``Image.draft``), never below
     ``draft_side``: several times faster, and the resize that follows sees fewer pixels. The EXIF rotation is
     applied after decoding as usual (a square draft request does not depend on the orientation).
+
+    ``data``: the file's bytes when the caller has already read them (they are decoded; ``path`` names the file).
     """
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with Image.open(path if data is None else io.BytesIO(data)) as opened:
             if draft_side is not None and opened.format == "JPEG":
                 opened.draft(None, (draft_side, draft_side))
             opened.load()  # decode now so a truncated file fails here, not later
@@ -134,7 +137,8 @@ def load_rgb(path: str | os.PathLike, draft_side: int | None = None) -> Image.Im
         raise ImageLoadError(path, f"decompression bomb refused ({exc})") from exc
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for corrupt files
         cause = f"{type(exc).__name__}: {exc}"
-        if path.exists() and path.stat().st_size == 0:
+        size = len(data) if data is not None else path.stat().st_size if path.exists() else None
+        if size == 0:
             cause = "file is empty (0 bytes)"
         raise ImageLoadError(path, cause) from exc
 

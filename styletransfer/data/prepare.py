@@ -88,9 +88,11 @@ class Summary(NamedTuple):
     seconds: float
 
 
-def encode_image(path: str | os.PathLike, short_side: int, fmt: str, quality: int) -> tuple[bytes, int, int]:
-    """Read ``path`` as training does, resize its shorter side to ``short_side``; (record bytes, height, width)."""
-    image = resize_to_side(load_rgb(path, draft_side=short_side), short_side)
+def encode_image(path: str | os.PathLike, short_side: int, fmt: str, quality: int,
+                 data: bytes | None = None) -> tuple[bytes, int, int]:
+    """Read ``path`` (or decode its bytes ``data``) as training does, resize its shorter side to ``short_side``;
+    (record bytes, height, width)."""
+    image = resize_to_side(load_rgb(path, draft_side=short_side, data=data), short_side)
     if fmt == "raw":
         return np.asarray(image, dtype=np.uint8).tobytes(), image.height, image.width
     buffer = io.BytesIO()
@@ -99,18 +101,20 @@ def encode_image(path: str | os.PathLike, short_side: int, fmt: str, quality: in
 
 
 def process(task: Task) -> Result:
-    """Hash the source; unless its contents are the recorded ones, encode it (in a worker process)."""
+    """Hash the source; unless its contents are the recorded ones, encode it (in a worker process). The file is read
+    once: the bytes hashed are the bytes decoded."""
     def failed(cause: str, sha: str = "") -> Result:
         return Result(task.source, task.size, task.mtime_ns, sha, b"", 0, 0, cause, False)
 
     try:
-        sha = hashlib.sha256(Path(task.path).read_bytes()).hexdigest()
+        data = Path(task.path).read_bytes()
     except OSError as exc:
         return failed(f"{type(exc).__name__}: {exc}")
+    sha = hashlib.sha256(data).hexdigest()
     if sha == task.old_sha256:
         return Result(task.source, task.size, task.mtime_ns, sha, b"", 0, 0, None, True)
     try:
-        payload, height, width = encode_image(task.path, task.short_side, task.format, task.quality)
+        payload, height, width = encode_image(task.path, task.short_side, task.format, task.quality, data)
     except ImageLoadError as exc:
         return failed(exc.cause, sha)
     return Result(task.source, task.size, task.mtime_ns, sha, payload, height, width, None, False)
