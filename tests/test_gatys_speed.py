@@ -120,6 +120,23 @@ def test_bf16_channels_last_and_compile_stay_close_to_float32(pair, tmp_path) ->
     assert torch.allclose(eager_loss, compiled_loss, rtol=1e-5) and torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
 
 
+def test_channels_last_keeps_a_reflection_padded_vgg_in_its_format(pair, tmp_path) -> None:
+    """With the release's reflection-padded VGG, channels_last swaps in the format-keeping pads; five iterations
+    land where the contiguous run does."""
+    encoder = {**RANDOM_ENCODER, "arch": "vgg_normalised"}
+    runs = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = GatysModule(encoder, snapshot_every=0, output_name=None, channels_last=channels_last, **FAST)
+        pl.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, default_root_dir=tmp_path).fit(
+            model, datamodule=PairDataModule(*pair, long_side=48))
+        runs[channels_last] = model
+    pads = [type(m).__name__ for m in runs[True].encoder.modules() if "ReflectionPad" in type(m).__name__]
+    assert pads and set(pads) == {"FastReflectionPad2d"}
+    assert _psnr(runs[False].image, runs[True].image) >= 40
+
+
 def test_non_finite_loss_is_caught_on_the_device_and_named(pair, tmp_path) -> None:
     """A NaN from iteration 4 is found at the next check (iteration 8), named, and the last good image saved."""
     seen = []

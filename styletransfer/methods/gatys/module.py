@@ -39,6 +39,7 @@ from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.colour import with_chroma
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
+from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.runtime.loggers import log_image
 from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
@@ -128,6 +129,7 @@ class GatysModule(pl.LightningModule):
         log.info("Neural Style: scales %s (longer side, px), iterations per scale %s", self.sizes, steps)
         if self.hparams.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
+            use_fast_reflection_padding(self.encoder)  # a reflection-padded VGG's pads keep the format (nn/padding.py)
         if self.image is None:
             content, styles = self._images_at(0)
             hp = self.hparams
