@@ -6,11 +6,13 @@ import pytorch_lightning as pl
 import pytest
 import torch
 
+from adain_checkpoints import write_malicious_checkpoint
 from conftest import RANDOM_ENCODER
 from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.methods.adain import AdaINModule
 from styletransfer.methods.adain.model import adain
+from styletransfer.runtime.errors import CheckpointError
 
 
 def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
@@ -161,3 +163,17 @@ def test_load_from_checkpoint_restores_the_trained_model_offline(tmp_path):
     assert restored.encoder.spec == model.encoder.spec
     content, style = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(restored.stylise(content, style), model.eval().stylise(content, style))
+    assert AdaINModule.load_from_checkpoint(path, lr=0.5).hparams.lr == 0.5, "keyword settings override"
+
+
+def test_load_from_checkpoint_reads_only_weights(tmp_path, monkeypatch):
+    """Through the safe loader whatever the environment says: Lightning's own loader unpickles anything with
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set. A file that is not an AdaIN training checkpoint is named."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError, match="refused to load"):
+        AdaINModule.load_from_checkpoint(write_malicious_checkpoint(tmp_path / "evil.ckpt", marker))
+    assert not marker.exists()
+    torch.save({"state_dict": {"image": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "gatys.ckpt")
+    with pytest.raises(CheckpointError, match="gatys.ckpt is not a training checkpoint of an AdaIN run"):
+        AdaINModule.load_from_checkpoint(tmp_path / "gatys.ckpt")

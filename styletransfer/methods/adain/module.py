@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
-from styletransfer.methods.adain.checkpoint import save_decoder
+from styletransfer.methods.adain.checkpoint import read_training_checkpoint, save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
@@ -223,6 +225,24 @@ class AdaINModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refresh ``checkpoints/decoder.pth`` with every Lightning checkpoint."""
         self._export_decoder()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device | None = None,
+                             hparams_file: Any = None, strict: bool = True, weights_only: bool | None = None,
+                             **settings: Any) -> AdaINModule:
+        """The module of a training checkpoint, encoder included; ``settings`` override the saved hyper-parameters.
+
+        The file is always read weights-only by ``nn.weights.safe_load`` (``weights_only`` and ``hparams_file`` are
+        ignored), never by Lightning's loader, which unpickles anything with ``weights_only=False`` or
+        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
+        """
+        checkpoint = read_training_checkpoint(checkpoint_path)
+        accepted = inspect.signature(cls.__init__).parameters  # the record also holds content_layer, fixed here
+        saved = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
+        model = cls(**{**saved, **settings})
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return model.to(map_location or "cpu")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder weights replace the configured ones, so record the checkpoint's spec.
