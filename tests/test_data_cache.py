@@ -210,7 +210,7 @@ def test_raw_cache_yields_the_folder_paths_batches(sources, tmp_path):
     assert next(iter(cached.val_dataloader()))["content"].shape == (2, 3, 24, 24)
 
 
-def test_cache_checks_shards_and_settings_at_start(sources, tmp_path):
+def test_cache_checks_shards_and_settings_at_start(sources, tmp_path, monkeypatch):
     root = _prepare_both(sources, tmp_path / "cache", "jpeg")
     with pytest.raises(ConfigError, match="--short-side 32"):
         _cache_module(root, short_side=40)
@@ -225,6 +225,11 @@ def test_cache_checks_shards_and_settings_at_start(sources, tmp_path):
     with pytest.raises(DataDirError, match="00000.bin.*checksum.*styletransfer.data.prepare .*--rebuild"):
         _cache_module(root)
     _cache_module(root, verify_cache=False)  # same size: only the checksum would tell
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    _cache_module(root)  # another DDP rank on the node: local rank 0 checks the checksums
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(DataDirError, match="checksum"):
+        _cache_module(root)
     shard.write_bytes(bytes(data[:-10]))
     with pytest.raises(DataDirError, match="00000.bin has .* bytes"):
         _cache_module(root, verify_cache=False)

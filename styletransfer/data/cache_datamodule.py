@@ -28,6 +28,7 @@ from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, cho
 from styletransfer.data.transforms import (CenterTransform, CropBoxTransform, EncodedImage, TrainTransform,
                                            decode_crops, is_encoded_batch)
 from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.machine import launched_local_rank
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ class CacheDataModule(ContentStyleDataModule):
         if decode not in DECODE_CHOICES:
             raise ConfigError(f"data.decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
         caches = [ShardCache(path, setting) for setting, path in _cache_paths(cache, content_cache, style_cache)]
+        # Checksums on one process per node: the other DDP ranks read the same files (they check sizes).
+        checksums = bool(verify_cache) and launched_local_rank() == 0
         for opened in caches:
-            opened.verify(checksums=bool(verify_cache))
+            opened.verify(checksums=checksums)
         self.content_cache, self.style_cache = caches
         if decode == "gpu" and all(c.format != "jpeg" for c in caches):
             raise ConfigError("data.decode=gpu but neither cache is a JPEG cache (raw pixels need no decoding); "
