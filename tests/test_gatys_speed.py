@@ -11,23 +11,18 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, SKIMAGE_DATA, train_in_process
+from conftest import RANDOM_ENCODER, train_in_process
+from gatys_helpers import FAST, small_photos
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule, GatysSettings
 from styletransfer.methods.gatys.fast import chunk_length
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
 from styletransfer.runtime.errors import ConfigError, NonFiniteLossError
 
-FAST = {"content_layers": ["relu2_1"], "style_layers": ["relu1_1", "relu2_1", "relu3_1"]}
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("gatys_speed")
-    content, style = root / "astronaut.png", root / "coffee.png"
-    Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB").resize((64, 64)).save(content)
-    Image.open(SKIMAGE_DATA / "coffee.png").convert("RGB").resize((96, 64)).save(style)
-    return content, style
+    photos = small_photos(tmp_path_factory.mktemp("gatys_speed"))
+    return photos["astronaut"], photos["coffee"]
 
 
 def _fit(pair, tmp_path: Path, steps: int, callbacks=(), ckpt=None, **settings) -> tuple[GatysModule, pl.Trainer]:
