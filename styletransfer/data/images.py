@@ -98,9 +98,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def float_array_to_uint8(array: np.ndarray, scale: float = 255.0) -> np.ndarray:
+    """``array * scale`` rounded to the nearest integer and clipped to uint8 (floats in [0, 1] by default)."""
+    return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+
+
 def _gray_float_to_rgb(unit: np.ndarray) -> Image.Image:
-    gray = np.clip(np.rint(np.clip(unit, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray).convert("RGB")
+    return Image.fromarray(float_array_to_uint8(unit)).convert("RGB")
 
 
 def load_rgb(path: str | os.PathLike, draft_side: int | None = None, data: bytes | None = None) -> Image.Image:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from styletransfer.data.datamodule import ContentStyleDataModule
-from styletransfer.data.images import load_rgb, resize_to_side, save_pil
+from styletransfer.data.images import float_array_to_uint8, load_rgb, resize_to_side, save_pil
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.instantiate import renamed_setting
 
@@ -206,10 +206,6 @@ def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
     return image
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-
-
 def _content_images(n: int, size: int) -> list[tuple[str, np.ndarray]]:
     """Bundled photographs interleaved with procedural scenes, ``n`` in all."""
     photos = _bundled_photo_paths()
@@ -221,7 +217,7 @@ def _content_images(n: int, size: int) -> list[tuple[str, np.ndarray]]:
             out.append((f"photo_{path.stem}", _square(load_rgb(path), size)))
         else:
             rng = np.random.default_rng([SAMPLE_VERSION, 1, scene_index])
-            out.append((f"scene_{scene_index:02d}", _to_uint8(_scene(rng, size))))
+            out.append((f"scene_{scene_index:02d}", float_array_to_uint8(_scene(rng, size))))
             scene_index += 1
     return out
 
@@ -232,7 +228,7 @@ def _style_images(n: int, size: int) -> list[tuple[str, np.ndarray]]:
     for i in range(n):
         name, make = kinds[i % len(kinds)]
         rng = np.random.default_rng([SAMPLE_VERSION, 2, i])
-        out.append((f"{name}_{i:02d}", _to_uint8(make(rng, size))))
+        out.append((f"{name}_{i:02d}", float_array_to_uint8(make(rng, size))))
     return out
 
 

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
-from styletransfer.data.images import array_to_uint8
+from styletransfer.data.images import array_to_uint8, float_array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
 from styletransfer.methods.adain.pipeline import to_host
 from styletransfer.methods.adain.styliser import Styliser, check_size
@@ -71,7 +71,7 @@ class FlowBlend:
             warped, _ = warp(self.previous, backward)
             current = np.where(reliable[..., None], (1.0 - self.weight) * current + self.weight * warped, current)
         self.previous = current
-        return np.clip(np.rint(current), 0, 255).astype(np.uint8)
+        return float_array_to_uint8(current, scale=1.0)
 
 
 def frame_sizes(clip: Clip, content_size: int | None, output_size: tuple[int, int] | None) -> tuple[tuple, tuple]:
