@@ -74,13 +74,18 @@ def error_text(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:100]
 
 
+#: Ops whose time is a copy (a layout or dtype conversion), listed by input shape under --profile.
+COPY_OPS = ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")
+
+
 def profile(label: str, step: Callable[[], None], device: torch.device, top: int = 15) -> None:
-    """Print the ``top`` kernels by self time (CUDA kernels on a GPU, CPU ops otherwise) with their share."""
+    """Print the ``top`` kernels by self time (CUDA kernels on a GPU, CPU ops otherwise) with their share, then the
+    costliest copies by input shape."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     step()
     sync(device)
-    with torch_profile(activities=activities) as prof:
+    with torch_profile(activities=activities, record_shapes=True) as prof:
         for _ in range(3):
             step()
         sync(device)
@@ -96,6 +101,14 @@ def profile(label: str, step: Callable[[], None], device: torch.device, top: int
     for event in sorted(rows, key=lambda e: getattr(e, attr), reverse=True)[:top]:
         value = getattr(event, attr)
         print(f"| {event.key[:80]:80s} | {value / 3e3:12.3f} | {100 * value / total:5.1f}% |")
+    copies = [e for e in prof.key_averages(group_by_input_shape=True)
+              if e.key in COPY_OPS and getattr(e, attr, 0) > 0]
+    if copies:
+        print(f"\nprofile: {label}: copies by input shapes (where layout and dtype conversions come from)")
+        print("| op | input shapes | calls/step | self ms/step |\n| --- | --- | --- | --- |")
+        for event in sorted(copies, key=lambda e: getattr(e, attr), reverse=True)[:8]:
+            shapes = str(event.input_shapes)[:90]
+            print(f"| {event.key} | {shapes} | {event.count / 3:.0f} | {getattr(event, attr) / 3e3:.3f} |")
 
 
 # ---------------------------------------------------------------- a. the reference step (naoto0804/pytorch-AdaIN)
