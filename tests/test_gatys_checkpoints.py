@@ -100,5 +100,5 @@ def test_load_from_checkpoint_reads_only_weights_and_checks_the_encoder(trained,
     with pytest.raises(EncoderMismatchError, match="fingerprint .* not the recorded"):
         GatysModule.load_from_checkpoint(tmp_path / "moved.ckpt")
     torch.save({"state_dict": {"decoder.1.weight": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "adain.ckpt")
-    with pytest.raises(CheckpointError, match="not a checkpoint of a Neural Style run"):
+    with pytest.raises(CheckpointError, match="adain.ckpt is not a training checkpoint of a Neural Style run"):
         GatysModule.load_from_checkpoint(tmp_path / "adain.ckpt")

@@ -158,19 +158,6 @@ def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) ->
     return built, _load_decoder(obj, path)
 
 
-def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The Lightning checkpoint of an AdaIN run at ``path`` (``AdaINModule.load_from_checkpoint``), read by
-    ``safe_load``: weights only, whatever ``weights_only`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD say, its tensors'
-    checksum checked. CheckpointError naming the file for anything else."""
-    checkpoint = safe_load(path, "AdaIN checkpoint")
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not (isinstance(state, Mapping) and any(key.startswith("decoder.") for key in state)
-            and isinstance(checkpoint.get("hyper_parameters"), Mapping)):
-        raise CheckpointError(f"{path} is not a training checkpoint of an AdaIN run (method=adain): it holds no decoder "
-                              "and settings; pass <run dir>/checkpoints/last.ckpt of such a run")
-    return checkpoint
-
-
 def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder, str]:
     """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
 

@@ -16,9 +16,10 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
-from styletransfer.methods.adain.checkpoint import read_training_checkpoint, save_decoder
+from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
+from styletransfer.nn.checkpoint_io import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
@@ -232,11 +233,11 @@ class AdaINModule(pl.LightningModule):
                              **settings: Any) -> AdaINModule:
         """The module of a training checkpoint, encoder included; ``settings`` override the saved hyper-parameters.
 
-        The file is always read weights-only by ``nn.weights.safe_load`` (``weights_only`` and ``hparams_file`` are
-        ignored), never by Lightning's loader, which unpickles anything with ``weights_only=False`` or
-        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
+        The file is always read weights-only and checked as for resuming (``nn.checkpoint_io.read_run_checkpoint``;
+        ``weights_only`` and ``hparams_file`` are ignored), never by Lightning's loader, which unpickles anything
+        with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
         """
-        checkpoint = read_training_checkpoint(checkpoint_path)
+        checkpoint = read_run_checkpoint(checkpoint_path, "an AdaIN run (method=adain)", "decoder")
         accepted = inspect.signature(cls.__init__).parameters  # the record also holds content_layer, fixed here
         saved = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
         model = cls(**{**saved, **settings})

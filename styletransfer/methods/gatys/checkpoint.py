@@ -1,5 +1,5 @@
-"""Reading a Neural Style checkpoint back (``GatysModule.load_from_checkpoint``): the file through the project's
-safe loader, and the encoder from the record its hyper-parameters keep.
+"""Reading a Neural Style checkpoint back (``GatysModule.load_from_checkpoint``): the encoder from the record its
+hyper-parameters keep.
 
 A checkpoint holds the image, the scale and the EMA, not the encoder's weights: its ``hyper_parameters["encoder"]``
 is the ``spec`` of the encoder the image was optimised behind (weights used, seed, architecture, fingerprint), from
@@ -8,25 +8,11 @@ which the same encoder is had again (the file, ImageNet's cache or the seeded ra
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.weights import safe_load
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint at ``path``, read by ``safe_load`` (weights only whatever ``weights_only`` or
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD say, its checksum checked); CheckpointError naming the file otherwise."""
-    checkpoint = safe_load(path, "Neural Style checkpoint")
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    image = state.get("image") if isinstance(state, Mapping) else None
-    if image is None or not isinstance(checkpoint.get("hyper_parameters"), Mapping):
-        raise CheckpointError(f"{path} is not a checkpoint of a Neural Style run (method=gatys): it holds no image "
-                              "and settings; pass <run dir>/checkpoints/last.ckpt of such a run")
-    return checkpoint
 
 
 def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VGGEncoder:

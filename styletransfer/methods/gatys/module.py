@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
-from styletransfer.methods.gatys.checkpoint import build_gatys_encoder, read_checkpoint
+from styletransfer.methods.gatys.checkpoint import build_gatys_encoder
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
 from styletransfer.methods.gatys.images import initial_image, optimised_space
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
@@ -36,6 +36,7 @@ from styletransfer.methods.gatys.schedule import (
     IterateEMA, check_scale_sizes, resize_adam_state, scale_sizes, step_schedule, style_weights,
 )
 from styletransfer.methods.gatys.settings import GatysSettings
+from styletransfer.nn.checkpoint_io import read_run_checkpoint
 from styletransfer.nn.colour import with_chroma
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
@@ -370,10 +371,11 @@ class GatysModule(pl.LightningModule):
         """The module of a checkpoint: its image, scale and EMA (``output()`` is the result; an RGB one needs no
         data) and its encoder had again from its record; ``settings`` (``encoder=`` too) override the recorded ones.
 
-        The file is always read weights-only by ``nn.weights.safe_load`` (``weights_only`` is ignored), never by
-        Lightning's loader, which unpickles anything with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+        The file is always read weights-only and checked as for resuming (``nn.checkpoint_io.read_run_checkpoint``;
+        ``weights_only`` is ignored), never by Lightning's loader, which unpickles anything with
+        ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         """
-        checkpoint = read_checkpoint(checkpoint_path)
+        checkpoint = read_run_checkpoint(checkpoint_path, "a Neural Style run (method=gatys)", "image")
         model = cls(**{**checkpoint["hyper_parameters"], **settings}).to(map_location or "cpu")
         model.on_load_checkpoint(checkpoint)  # the image (on the module's device), the scale and the EMA
         model.load_state_dict(checkpoint["state_dict"], strict=strict)
