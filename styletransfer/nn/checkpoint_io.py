@@ -47,8 +47,8 @@ def read_checkpoint(path: str | os.PathLike, what: str, fix: str) -> dict[str, A
         raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no 'state_dict'): {fix}")
     broken = first_non_finite({k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")})
     if broken is not None:
-        raise CheckpointError(f"{path} holds NaN or infinite values ({broken}): resuming would train on broken "
-                              "weights. Resume from an earlier checkpoint (checkpoints/step_*.ckpt).")
+        raise CheckpointError(f"{path} holds NaN or infinite values ({broken}): its weights are broken. Use an "
+                              "earlier checkpoint of the run (checkpoints/step_*.ckpt).")
     return checkpoint
 
 
