@@ -32,7 +32,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -216,7 +215,8 @@ class SyncSites(pl.Callback):
 
     def __init__(self, start_step: int) -> None:
         self.start_step = int(start_step)
-        self._recording: Any = None
+        self._recording: warnings.catch_warnings | None = None
+        self._caught: list[warnings.WarningMessage] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
         if trainer.global_step == self.start_step and self._recording is None and pl_module.device.type == "cuda":
