@@ -370,11 +370,8 @@ class GatysModule(pl.LightningModule):
                              strict: bool = True, weights_only: bool | None = None, **settings: Any) -> GatysModule:
         """The module of a checkpoint: its image, scale and EMA (``output()`` is the result; an RGB one needs no
         data) and its encoder had again from its record; ``settings`` (``encoder=`` too) override the recorded ones.
-
-        The file is always read weights-only and checked as for resuming (``nn.checkpoint_io.read_run_checkpoint``;
-        ``weights_only`` is ignored), never by Lightning's loader, which unpickles anything with
-        ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
-        """
+        Read weights-only and checked as for resuming (``weights_only`` is ignored), never by Lightning's loader,
+        which unpickles anything with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD."""
         checkpoint = read_run_checkpoint(checkpoint_path, "a Neural Style run (method=gatys)", "image")
         model = cls(**{**checkpoint["hyper_parameters"], **settings}).to(map_location or "cpu")
         model.on_load_checkpoint(checkpoint)  # the image (on the module's device), the scale and the EMA
