@@ -35,7 +35,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import sync  # noqa: E402  (speed/timing.py)
+from timing import print_top_kernels, sync  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.gatys import GatysModule  # noqa: E402
 from styletransfer.methods.gatys.fast import FastLoop  # noqa: E402
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS  # noqa: E402
@@ -234,13 +234,7 @@ def profile(device: torch.device, size: int, warmup: int) -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         run(20)
         sync(device)
-    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
-    total = sum(e.self_device_time_total for e in events) or 1
-    print("\nTop-15 CUDA kernels by self time (20 iterations, best setting):")
-    print("| kernel | self ms/iter | share |\n| --- | --- | --- |")
-    for e in sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]:
-        share = 100 * e.self_device_time_total / total
-        print(f"| {e.key[:90]} | {e.self_device_time_total / 1e3 / 20:.3f} | {share:.1f}% |")
+    print_top_kernels(prof, "best setting, per iteration", 20, device)
 
 
 def main() -> None:

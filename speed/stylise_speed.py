@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from reference import calc_mean_std, reference_decoder, reference_vgg  # speed/reference.py
-from timing import sync, timed  # speed/timing.py
+from timing import print_top_kernels, sync, timed  # speed/timing.py
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import VGGEncoder
 
@@ -60,15 +60,7 @@ def top_kernels(fn: Callable[[], object], device: torch.device, label: str, coun
         for _ in range(3):
             fn()
         sync(device)
-
-    def self_time(event) -> float:
-        return float(getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0))
-
-    events = [e for e in prof.key_averages() if self_time(e) > 0]
-    total = sum(self_time(e) for e in events) or 1.0
-    print(f"[profile {label}] top {count} CUDA kernels by self time (3 calls, {total / 3e3:.2f} ms per call):")
-    for event in sorted(events, key=self_time, reverse=True)[:count]:
-        print(f"  {100 * self_time(event) / total:5.1f}%  {self_time(event) / 3e3:8.3f} ms  {event.key[:110]}")
+    print_top_kernels(prof, label, 3, device, count)
 
 
 def peak_mib(device: torch.device) -> float | None:

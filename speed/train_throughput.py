@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_path  # noqa: E402  (speed/data_path.py)
 from reference import calc_mean_std, reference_decoder, reference_vgg  # noqa: E402  (speed/reference.py)
-from timing import sync, timed  # noqa: E402  (speed/timing.py)
+from timing import print_top_kernels, self_time, sync, timed  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.sweeps.table import register_resolvers  # noqa: E402
 from styletransfer.training import run  # noqa: E402
@@ -88,26 +88,15 @@ def profile(label: str, step: Callable[[], None], device: torch.device, top: int
         for _ in range(3):
             step()
         sync(device)
-    events = prof.key_averages()
-    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-    if cuda and not hasattr(events[0], attr):
-        attr = "self_cuda_time_total"
-    # On a GPU keep device kernels only (CPU-side ops have no self device time).
-    rows = [e for e in events if getattr(e, attr, 0) > 0]
-    total = sum(getattr(e, attr) for e in rows) or 1.0
-    print(f"\nprofile: {label}: top {top} {'CUDA kernels' if cuda else 'CPU ops'} by self time (3 steps)")
-    print(f"| {'kernel':80s} | self ms/step | share |\n| --- | --- | --- |")
-    for event in sorted(rows, key=lambda e: getattr(e, attr), reverse=True)[:top]:
-        value = getattr(event, attr)
-        print(f"| {event.key[:80]:80s} | {value / 3e3:12.3f} | {100 * value / total:5.1f}% |")
+    print_top_kernels(prof, label, 3, device, top)
     copies = [e for e in prof.key_averages(group_by_input_shape=True)
-              if e.key in COPY_OPS and getattr(e, attr, 0) > 0]
+              if e.key in COPY_OPS and self_time(e, device) > 0]
     if copies:
         print(f"\nprofile: {label}: copies by input shapes (where layout and dtype conversions come from)")
         print("| op | input shapes | calls/step | self ms/step |\n| --- | --- | --- | --- |")
-        for event in sorted(copies, key=lambda e: getattr(e, attr), reverse=True)[:8]:
+        for event in sorted(copies, key=lambda e: self_time(e, device), reverse=True)[:8]:
             shapes = str(event.input_shapes)[:90]
-            print(f"| {event.key} | {shapes} | {event.count / 3:.0f} | {getattr(event, attr) / 3e3:.3f} |")
+            print(f"| {event.key} | {shapes} | {event.count / 3:.0f} | {self_time(event, device) / 3e3:.3f} |")
 
 
 # ---------------------------------------------------------------- a. the reference step (naoto0804/pytorch-AdaIN)
