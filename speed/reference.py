@@ -1,5 +1,6 @@
 """The reference implementation's networks and statistics (naoto0804/pytorch-AdaIN), written out for the speed
-scripts' plain-PyTorch baselines: the encoder to relu4_1, the decoder and ``calc_mean_std``."""
+scripts' plain-PyTorch baselines and the bit-for-bit test (``tests/test_adain_pinned.py``): the encoder to
+relu4_1, the decoder and ``calc_mean_std``."""
 
 from __future__ import annotations
 
