@@ -24,6 +24,9 @@ def test_double_nearest_equals_interpolate(memory_format):
     (ours_grad,) = torch.autograd.grad(ours, x, grad)
     (reference_grad,) = torch.autograd.grad(reference, x, grad)
     torch.testing.assert_close(ours_grad, reference_grad, atol=1e-6, rtol=1e-6)
+    # The memory format is kept both ways, as F.interpolate keeps it: the next convolution gets no layout copy.
+    assert ours.is_contiguous(memory_format=memory_format)
+    assert ours_grad.is_contiguous(memory_format=memory_format)
 
 
 def test_double_nearest_gradcheck_in_float64():

@@ -13,11 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from styletransfer.nn.padding import memory_format_of
+
 
 def double_nearest(x: Tensor) -> Tensor:
     """``x`` (N, C, H, W) upsampled to (2H, 2W) by repeating each pixel in a 2 x 2 block, as a broadcast view and
-    one reshape (a copy): its gradient is ``grad.view(N, C, H, 2, W, 2).sum((3, 5))``."""
+    one reshape (a copy): its gradient is a sum over each 2 x 2 block.
+
+    The output keeps ``x``'s memory format, as ``F.interpolate`` does: a channels_last input is doubled in
+    (N, H, W, C) order. A plain reshape would hand the next convolution an NCHW tensor, which it converts back (and
+    its backward too), and under ``torch.compile`` those strides are the ones inductor must honour.
+    """
     n, c, h, w = x.shape
+    if memory_format_of(x) == torch.channels_last:
+        nhwc = x.permute(0, 2, 3, 1)
+        doubled = nhwc[:, :, None, :, None, :].expand(n, h, 2, w, 2, c).reshape(n, 2 * h, 2 * w, c)
+        return doubled.permute(0, 3, 1, 2)
     return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
 
 
