@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import RANDOM_ENCODER, train_in_process
+from styletransfer.data.images import load_image_tensor
+from styletransfer.data.sample import make_sample_dataset
 from styletransfer.methods.adain import AdaINModule
 from styletransfer.nn.compiling import compile_mode
 from styletransfer.nn.padding import FastReflectionPad2d
@@ -79,14 +82,19 @@ def test_whole_loss_traces_as_one_graph():
     assert explanation.graph_count == 1
 
 
-def _curve(bf16: bool, channels_last: bool, steps: int) -> list[float]:
+def _sample_batches(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Four (content, style) batches of two 32 px images from the project's sample set (issue 10's setting)."""
+    content_dir, style_dir = make_sample_dataset(root, n_content=8, n_style=8, size=32)
+    content, style = ([load_image_tensor(path) for path in sorted(folder.iterdir()) if path.suffix in (".png", ".jpg")]
+                      for folder in (content_dir, style_dir))
+    return [(torch.stack(content[i:i + 2]), torch.stack(style[i:i + 2])) for i in range(0, 8, 2)]
+
+
+def _curve(batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool, channels_last: bool, steps: int) -> list[float]:
     torch.manual_seed(0)
     model = AdaINModule(encoder=NORMALISED, channels_last=channels_last)
     model.setup("fit")
     optimizer = model.configure_optimizers()["optimizer"]
-    generator = torch.Generator().manual_seed(3)
-    batches = [(torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator))
-               for _ in range(4)]
     curve = []
     for step in range(steps):
         content, style = batches[step % len(batches)]
@@ -100,10 +108,15 @@ def _curve(bf16: bool, channels_last: bool, steps: int) -> list[float]:
 
 
 @pytest.mark.slow
-def test_bf16_channels_last_loss_curve_within_two_percent_of_fp32():
-    steps, window = 200, 50
-    reference, fast = _curve(False, False, steps), _curve(True, True, steps)
-    assert sum(fast[-window:]) < 0.8 * sum(fast[:window])  # it trains
+def test_bf16_channels_last_loss_curve_within_two_percent_of_fp32(tmp_path):
+    """200 steps on the sample set, compared in 100-step windows. Shorter windows measure trajectory noise, not
+    precision: behind a random encoder, two fp32 runs whose only difference is the CPU's convolution kernels
+    differed by up to 2.6% over 50 steps (one reaches a drop a few steps before the other) and 1.3% over 100;
+    bf16 against fp32 measured 0.6% over 100 (AVX-512 kernels) and 0.1% (AVX2)."""
+    batches = _sample_batches(tmp_path)
+    steps, window = 200, 100
+    reference, fast = _curve(batches, False, False, steps), _curve(batches, True, True, steps)
+    assert sum(fast[-50:]) < 0.8 * sum(fast[:50])  # it trains
     for start in range(0, steps, window):
         ref, got = sum(reference[start:start + window]), sum(fast[start:start + window])
         assert abs(got - ref) <= 0.02 * ref, (start, ref, got)

@@ -62,7 +62,9 @@ def test_device_lbfgs_follows_torch_lbfgs(history) -> None:
                                                                                      history_size=history)
     stored = []
     for _ in range(25):
-        assert torch.allclose(_steps(ours, x2, f), _steps(theirs, x1, f), rtol=1e-5, atol=1e-5)
+        # Float32 rounding of the matrix-form recursion differs from torch's loops: about 1e-5 relative in the
+        # loss, depending on the CPU's kernels; 1e-4 matches the iterate tolerance below.
+        assert torch.allclose(_steps(ours, x2, f), _steps(theirs, x1, f), rtol=1e-4, atol=1e-4)
         assert torch.allclose(x2, x1, atol=1e-4), (x2 - x1).abs().max()
         stored.append(int(ours.state[x2]["filled"].sum()))
         assert stored[-1] == len(theirs.state[x1].get("old_dirs", []))
