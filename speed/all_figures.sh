@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every figure of the README's speed tables in one run, with the settings those tables were measured with:
 #
-#     bash speed/all_figures.sh [LOG_DIR]          # LOG_DIR defaults to speed_logs/<date>; about 10 minutes on one GPU
+#     bash speed/all_figures.sh [LOG_DIR]          # LOG_DIR defaults to speed_logs/<date>
 #
 # 1. speed/train_throughput.py --profile --steps 30 --compile-modes default reduce-overhead --images 600  (issue 10)
 # 2. speed/stylise_speed.py (512 px, batch 16, the folder CLI rows, the 4096 px memory row)              (issue 12)
