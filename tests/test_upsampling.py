@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from functorch.compile import make_boxed_func
-from torch._dynamo.backends.common import aot_autograd
-from torch._inductor.decomposition import select_decomp_table
 
+from graph_helpers import backward_ops, scatters
 from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.nn.upsampling import double_nearest, upsample_nearest
 
@@ -34,28 +32,13 @@ def test_double_nearest_gradcheck_in_float64():
     assert torch.autograd.gradcheck(double_nearest, (x,))
 
 
-def _backward_ops(fn, x: torch.Tensor) -> set[str]:
-    """The ATen ops of ``fn``'s backward graph as inductor would receive it (inductor's decompositions applied)."""
-    ops: set[str] = set()
-
-    def record(graph_module, _inputs):
-        ops.update(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
-        return make_boxed_func(graph_module.forward)
-
-    backend = aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=record,
-                           decompositions=select_decomp_table())
-    torch._dynamo.reset()
-    torch.compile(fn, backend=backend, fullgraph=True)(x).square().sum().backward()
-    return ops
-
-
 def test_compiled_doubling_backward_has_no_scatter():
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
-    ours = _backward_ops(lambda t: upsample_nearest(torch.relu(t)), x)
-    assert ours and not any("index_put" in op or "scatter" in op for op in ours), ours
+    ours = backward_ops(lambda t: upsample_nearest(torch.relu(t)), x)
+    assert ours and not scatters(ours), ours
     # The check can fail: F.interpolate's backward decomposes to an accumulating index_put.
-    reference = _backward_ops(lambda t: F.interpolate(torch.relu(t), scale_factor=2.0, mode="nearest"), x)
-    assert any("index_put" in op for op in reference), reference
+    reference = backward_ops(lambda t: F.interpolate(torch.relu(t), scale_factor=2.0, mode="nearest"), x)
+    assert scatters(reference), reference
 
 
 def test_decoder_to_odd_output_size_still_exact():
@@ -76,8 +59,8 @@ def test_compiled_decoder_takes_the_scatter_free_path_and_matches_eager():
     torch.manual_seed(0)
     decoder = AdaINDecoder()
     features = torch.randn(1, 512, 4, 5, requires_grad=True)
-    ops = _backward_ops(lambda f: decoder(f, output_size=(32, 40)), features)
-    assert ops and not any("index_put" in op or "scatter" in op for op in ops), ops
+    ops = backward_ops(lambda f: decoder(f, output_size=(32, 40)), features)
+    assert ops and not scatters(ops), ops
     eager = decoder(features, output_size=(32, 40))
     (eager_grad,) = torch.autograd.grad(eager.square().sum(), features)
     torch._dynamo.reset()

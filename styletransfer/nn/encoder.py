@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
+from styletransfer.nn.pooling import MaxPool2d
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
 from styletransfer.runtime.weight_files import hub_checkpoint
 
@@ -79,9 +80,8 @@ def _layer_specs() -> list[tuple[str, int, int]]:
     specs, channels = [], 3
     for name in VGG19_LAYERS:
         if name.startswith("conv"):
-            out = _CHANNELS[name[4]]
-            specs.append((name, channels, out))
-            channels = out
+            specs.append((name, channels, _CHANNELS[name[4]]))
+            channels = _CHANNELS[name[4]]
         else:
             specs.append((name, 0, 0))
     return specs
@@ -102,7 +102,7 @@ def _build_trunk(arch: str, deepest: str) -> tuple[nn.Sequential, dict[str, int]
         elif name.startswith("relu"):
             modules.append(nn.ReLU(inplace=False))
         else:
-            modules.append(nn.MaxPool2d(2, 2, ceil_mode=arch == "vgg_normalised"))
+            modules.append(MaxPool2d(2, 2, ceil_mode=arch == "vgg_normalised"))  # compiled, its backward is a gather
         index[name] = len(modules) - 1
         if name == deepest:
             break
