@@ -1,6 +1,6 @@
 """VGG's 2 x 2 max pooling with a backward that compiles to a gather, not a scatter.
 
-Since torch 2.10, inductor decomposes ``max_pool2d_with_indices_backward`` into ``scatter_add`` for every window
+Inductor (torch 2.14 here) decomposes ``max_pool2d_with_indices_backward`` into ``scatter_add`` for every window
 shape (pytorch/pytorch#167318): a zeroed float32 gradient, an indirect scatter (atomic adds on a GPU) and a cast
 back, for each pooling of every training step. With VGG's non-overlapping windows (2 x 2, stride 2) each input
 position lies in exactly one window, so its gradient is a gather: the window's output gradient where the position
