@@ -4,6 +4,7 @@ relu4_1, the decoder and ``calc_mean_std``."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -39,3 +40,28 @@ def calc_mean_std(feat: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     n, c = feat.shape[:2]
     feat_var = feat.view(n, c, -1).var(dim=2) + eps
     return feat.view(n, c, -1).mean(dim=2).view(n, c, 1, 1), feat_var.sqrt().view(n, c, 1, 1)
+
+
+def reference_losses(vgg: nn.Sequential, decoder: nn.Sequential, content: Tensor, style: Tensor,
+                     style_weight: float = 10.0) -> tuple[Tensor, Tensor, Tensor]:
+    """naoto0804's ``net.Net.forward`` and its train.py weighting: (total, content loss, style loss), with the
+    encoder cut into its slices at relu1_1, relu2_1, relu3_1 and relu4_1 and run on style, then content."""
+    slices = [vgg[:4], vgg[4:11], vgg[11:18], vgg[18:31]]
+
+    def encode_with_intermediate(x: Tensor) -> list[Tensor]:
+        feats = []
+        for part in slices:
+            x = part(x)
+            feats.append(x)
+        return feats
+
+    style_feats = encode_with_intermediate(style)
+    content_feat = encode_with_intermediate(content)[-1]
+    c_mean, c_std = calc_mean_std(content_feat)
+    s_mean, s_std = calc_mean_std(style_feats[-1])
+    target = (content_feat - c_mean) / c_std * s_std + s_mean
+    g_feats = encode_with_intermediate(decoder(target))
+    loss_c = F.mse_loss(g_feats[-1], target)
+    loss_s = sum(F.mse_loss(calc_mean_std(g)[0], calc_mean_std(s)[0]) + F.mse_loss(calc_mean_std(g)[1],
+                 calc_mean_std(s)[1]) for g, s in zip(g_feats, style_feats))
+    return loss_c + style_weight * loss_s, loss_c, loss_s

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import Tensor
 from torch.profiler import ProfilerActivity
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_path  # noqa: E402  (speed/data_path.py)
-from reference import calc_mean_std, reference_decoder, reference_vgg  # noqa: E402  (speed/reference.py)
+from reference import reference_decoder, reference_losses, reference_vgg  # noqa: E402  (speed/reference.py)
 from timing import print_top_kernels, self_time, sync, timed  # noqa: E402  (speed/timing.py)
 from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.sweeps.table import register_resolvers  # noqa: E402
@@ -103,33 +102,16 @@ def profile(label: str, step: Callable[[], None], device: torch.device, top: int
 
 
 def reference_step(device: torch.device, content: Tensor, style: Tensor) -> Callable[[], None]:
-    """The reference training step as a closure (encoder slices at relu1_1, relu2_1, relu3_1, relu4_1)."""
+    """The reference training step (``reference_losses``, Adam, its lr decay) as a closure."""
     vgg = reference_vgg().to(device).requires_grad_(False)
-    slices = [vgg[:4], vgg[4:11], vgg[11:18], vgg[18:31]]
     decoder = reference_decoder().to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     state = {"iteration": 0}
 
-    def encode_with_intermediate(x: Tensor) -> list[Tensor]:
-        feats = []
-        for part in slices:
-            x = part(x)
-            feats.append(x)
-        return feats
-
     def step() -> None:
         for group in optimizer.param_groups:
             group["lr"] = 1e-4 / (1.0 + 5e-5 * state["iteration"])
-        style_feats = encode_with_intermediate(style)
-        content_feat = encode_with_intermediate(content)[-1]
-        c_mean, c_std = calc_mean_std(content_feat)
-        s_mean, s_std = calc_mean_std(style_feats[-1])
-        t = (content_feat - c_mean) / c_std * s_std + s_mean
-        g_feats = encode_with_intermediate(decoder(t))
-        loss_c = F.mse_loss(g_feats[-1], t)
-        loss_s = sum(F.mse_loss(calc_mean_std(g)[0], calc_mean_std(s)[0]) + F.mse_loss(calc_mean_std(g)[1],
-                     calc_mean_std(s)[1]) for g, s in zip(g_feats, style_feats))
-        loss = loss_c + 10.0 * loss_s
+        loss = reference_losses(vgg, decoder, content, style)[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

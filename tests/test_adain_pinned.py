@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from conftest import RANDOM_ENCODER
 from styletransfer.methods.adain import AdaINModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speed"))
-from reference import calc_mean_std, reference_decoder, reference_vgg  # noqa: E402  (speed/reference.py)
+from reference import reference_decoder, reference_losses, reference_vgg  # noqa: E402  (speed/reference.py)
 
 PINNED = Path(__file__).parent / "data" / "adain_losses_pinned.json"
 
@@ -44,27 +43,9 @@ def _reference_losses(model: AdaINModule, content: Tensor, style: Tensor) -> tup
     vgg, decoder = reference_vgg(), reference_decoder()
     vgg.load_state_dict(model.encoder.trunk.state_dict())
     decoder.load_state_dict(model.decoder.state_dict())
-    slices = [vgg[:4], vgg[4:11], vgg[11:18], vgg[18:31]]
-
-    def encode_with_intermediate(x: Tensor) -> list[Tensor]:
-        feats = []
-        for part in slices:
-            x = part(x)
-            feats.append(x)
-        return feats
-
-    style_feats = encode_with_intermediate(style)
-    content_feat = encode_with_intermediate(content)[-1]
-    c_mean, c_std = calc_mean_std(content_feat)
-    s_mean, s_std = calc_mean_std(style_feats[-1])
-    target = (content_feat - c_mean) / c_std * s_std + s_mean
-    g_feats = encode_with_intermediate(decoder(target))
-    loss_c = F.mse_loss(g_feats[-1], target)
-    loss_s = sum(F.mse_loss(calc_mean_std(g)[0], calc_mean_std(s)[0]) + F.mse_loss(calc_mean_std(g)[1],
-                 calc_mean_std(s)[1]) for g, s in zip(g_feats, style_feats))
-    loss = loss_c + 10.0 * loss_s
-    loss.backward()
-    return {"loss/total": loss, "loss/content": loss_c, "loss/style": loss_s}, decoder
+    total, loss_c, loss_s = reference_losses(vgg, decoder, content, style)
+    total.backward()
+    return {"loss/total": total, "loss/content": loss_c, "loss/style": loss_s}, decoder
 
 
 def test_losses_and_gradients_equal_the_reference_implementation_bit_for_bit():
