@@ -65,7 +65,7 @@ for name in train_throughput stylise_speed gatys_speed cuda_tests; do
   if [ "$name" = cuda_tests ]; then
     tail -n 5 "$logs/$name.log"
   else
-    # The final table: from its last title line (the scripts print their table last) to the end.
+    # The last block of table lines (each script prints its result table last).
     awk '/^\| / {table = table $0 "\n"; next} {if (table != "") last = table; table = ""} END {printf "%s", table != "" ? table : last}' \
       "$logs/$name.log"
   fi
