@@ -12,12 +12,9 @@ from omegaconf import DictConfig
 
 from styletransfer.eval.run import run
 from styletransfer.runtime.errors import StyleTransferError
-from styletransfer.runtime.instantiate import renamed_overrides
 from styletransfer.runtime.loggers import log_to_files
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-#: Config keys renamed since 0.1 that old command lines may still use (they work, with a warning).
-RENAMED_KEYS = {"encoder": "metric_encoder"}
 
 
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
@@ -31,5 +28,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = renamed_overrides(sys.argv[1:], RENAMED_KEYS)
     main()

@@ -11,20 +11,21 @@ import hydra
 from omegaconf import DictConfig
 
 from styletransfer.runtime.errors import RunInterrupted, StyleTransferError
+from styletransfer.runtime.instantiate import is_multirun  # importing it registers ${sweep_name:}
 from styletransfer.runtime.loggers import log_to_files
-from styletransfer.sweeps.table import register_resolvers
 from styletransfer.sweeps.trial import run_trial
 from styletransfer.training import run
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-register_resolvers()  # ${sweep_name:} (wandb group of a sweep's trials)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # The objective when `objective` is configured (sweeps); under -m a failed trial is recorded, not raised.
     try:
-        return run_trial(cfg, run)
+        if is_multirun():  # a sweep's trial: its objective is returned, a failed trial is recorded, not raised
+            return run_trial(cfg, run)
+        run(cfg)
+        return None
     except StyleTransferError as exc:  # a bad setting or file, or an interrupt: one readable line, no traceback
         line = f"{'interrupted' if isinstance(exc, RunInterrupted) else 'error'}: {exc}"
         log_to_files("train", logging.ERROR, line)

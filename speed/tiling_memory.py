@@ -28,7 +28,7 @@ import time
 import torch
 
 from styletransfer.methods.adain import AdaINDecoder, Styliser
-from styletransfer.methods.adain import tiling
+from styletransfer.apps import tiling
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.runtime.devices import device_name, resolve_device
 

@@ -21,7 +21,6 @@ from styletransfer.runtime.instantiate import instantiate_checked, instantiate_g
 from styletransfer.runtime.errors import RunInterrupted
 from styletransfer.runtime.interrupt import StopOnSignal
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
-from styletransfer.sweeps.objective import Objective, measure
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,9 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if uses_wandb(cfg.get("logger")):
         choose_wandb_mode()
 
-    objective = Objective.from_config(cfg.objective) if cfg.get("objective") else None
+    # The objective's own config builds it (``_target_``), only when a sweep configures one: training never imports
+    # the sweep or evaluation code.
+    objective = instantiate_checked(cfg.objective) if cfg.get("objective") else None
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate_checked(cfg.data)
     encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
@@ -83,10 +84,11 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def score_objective(objective: Objective, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+def score_objective(objective: Any, model: pl.LightningModule, datamodule: pl.LightningDataModule,
                     trainer: pl.Trainer, metrics: dict[str, float], encoder_cfg: Any) -> dict[str, float]:
-    """Measure the sweep objective after training (styletransfer.sweeps.objective) and send it to the loggers."""
-    scores = measure(objective, model, datamodule, trainer, metrics, encoder_cfg)
+    """Measure the sweep objective after training (``objective.measure``: styletransfer.sweeps.objective) and send
+    it to the loggers."""
+    scores = objective.measure(model, datamodule, trainer, metrics, encoder_cfg)
     for logger in trainer.loggers:
         logger.log_metrics(scores, step=trainer.global_step)
         logger.save()

@@ -24,9 +24,9 @@ gr = pytest.importorskip("gradio")
 
 from conftest import ROOT, SKIMAGE_DATA  # noqa: E402
 from styletransfer.data.images import load_image_tensor, tensor_to_pil  # noqa: E402
-from styletransfer.demo import main as demo_main  # noqa: E402
+from styletransfer.cli.demo import main as demo_main  # noqa: E402
 from styletransfer.methods.adain import Styliser  # noqa: E402
-from styletransfer.methods.adain.demo_app import STYLE_SIDE, DemoPredictor, build_app, parse_share  # noqa: E402
+from styletransfer.apps.demo import STYLE_SIDE, DemoPredictor, build_app, parse_share  # noqa: E402
 
 CONTENT_SIZE = (48, 40)  # width, height
 CSS = "css selector"  # Selenium's By.CSS_SELECTOR

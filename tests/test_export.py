@@ -18,12 +18,12 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from styletransfer.data.images import load_image_tensor  # noqa: E402
-from styletransfer.export import main as export_main  # noqa: E402
+from styletransfer.cli.export import main as export_main  # noqa: E402
 from styletransfer.methods.adain import Styliser  # noqa: E402
-from styletransfer.methods.adain.export import check_graphs, export_graphs, upsample_to  # noqa: E402
+from styletransfer.apps.export import check_graphs, export_graphs, upsample_to  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
-from styletransfer.methods.adain.onnx_runtime import OnnxStyliser, style_graph_path  # noqa: E402
-from styletransfer.stylise import main as stylise_main  # noqa: E402
+from styletransfer.apps.onnx_runtime import OnnxStyliser, style_graph_path  # noqa: E402
+from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
 
 
 def _image(path: Path, height: int, width: int, seed: int) -> Path:

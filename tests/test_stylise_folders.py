@@ -15,7 +15,7 @@ from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.styliser import MIN_SIDE, check_size
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.stylise import main
+from styletransfer.cli.stylise import main
 
 
 def _decoder_file(folder: Path) -> Path:

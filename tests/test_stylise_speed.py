@@ -11,12 +11,14 @@ import torch
 from styletransfer.methods.adain.model import (
     AdaINDecoder,
     encode,
+    encode_styles,
     masked_adain,
     mix_stats,
     region_masks,
     style_stats,
+    stylise,
 )
-from styletransfer.methods.adain.pipeline import PENDING_BATCHES, SizeGroups
+from styletransfer.apps.pipeline import PENDING_BATCHES, SizeGroups
 from styletransfer.methods.adain.styliser import COMPILE_SHAPES, Styliser
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
@@ -53,12 +55,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_cached_statistics_give_the_same_images_as_styles_and_features(plain):
     content, style_a, style_b = _images(40)
-    stats = plain.style_stats([style_a, style_b])
-    features = plain.style_features([style_a, style_b])
+    stats = plain.encode_styles([style_a, style_b])
+    features = encode_styles(plain.encoder, [style_a, style_b])
     for controls in ({"weights": [0.3, 0.7]}, {"weights": [1.0, 0.0], "alpha": 0.4}):
         reference = plain.stylise(content, [style_a, style_b], **controls)
-        torch.testing.assert_close(plain.stylise(content, style_stats=stats, **controls), reference)
-        torch.testing.assert_close(plain.stylise(content, style_features=features, **controls), reference)
+        torch.testing.assert_close(plain.stylise(content, style_codes=stats, **controls), reference)
+        torch.testing.assert_close(stylise(plain.encoder, plain.decoder, content, style_features=features, **controls),
+                                   reference)
     # The statistics are tiny: (1, 512, 1, 1) mean and std per style, not a feature map.
     assert [tuple(t.shape) for t in stats[0]] == [(1, 512, 1, 1), (1, 512, 1, 1)]
 
@@ -104,7 +107,7 @@ def test_batched_masked_adain_matches_the_per_image_definition(plain):
 def test_bf16_channels_last_stays_within_40_db_of_fp32(plain, fast):
     content, style, _ = _images(64)
     reference = plain.stylise(content, style)
-    result = fast.stylise(content, style_stats=fast.style_stats([style]))
+    result = fast.stylise(content, style_codes=fast.encode_styles([style]))
     assert result.dtype == torch.float32 and result.is_contiguous() is not None
     assert psnr(result, reference) >= MIN_PSNR_DB, psnr(result, reference)
 
@@ -121,7 +124,7 @@ def test_every_control_through_the_fast_path_matches_fp32(plain, fast, controls)
         left[:, :32] = 1
         controls = {"masks": [left, 1 - left]}
     reference = plain.stylise(content, styles, **controls)
-    cached = {} if controls.get("preserve_colour") else {"style_stats": fast.style_stats(styles)}
+    cached = {} if controls.get("preserve_colour") else {"style_codes": fast.encode_styles(styles)}
     result = fast.stylise(content, [] if cached else styles, **cached, **controls)
     assert result.shape == reference.shape
     assert psnr(result, reference) >= MIN_PSNR_DB, psnr(result, reference)
@@ -130,9 +133,9 @@ def test_every_control_through_the_fast_path_matches_fp32(plain, fast, controls)
 def test_uint8_contents_are_the_same_images_as_float(plain):
     content = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
     _, style, _ = _images()
-    stats = plain.style_stats([style])
-    torch.testing.assert_close(plain.stylise(content, style_stats=stats),
-                               plain.stylise(content.float() / 255.0, style_stats=stats), rtol=0, atol=0)
+    stats = plain.encode_styles([style])
+    torch.testing.assert_close(plain.stylise(content, style_codes=stats),
+                               plain.stylise(content.float() / 255.0, style_codes=stats), rtol=0, atol=0)
 
 
 def test_size_groups_never_mix_sizes_and_stay_bounded():
@@ -152,10 +155,10 @@ def test_size_groups_never_mix_sizes_and_stay_bounded():
 def test_compiled_core_matches_eager_and_stops_compiling_new_shapes(plain):
     compiled = _styliser(compile=True)
     content, style, _ = _images(32)
-    stats = plain.style_stats([style])
-    torch.testing.assert_close(compiled.stylise(content, style_stats=stats, alpha=0.7),
-                               plain.stylise(content, style_stats=stats, alpha=0.7), rtol=1e-4, atol=1e-4)
+    stats = plain.encode_styles([style])
+    torch.testing.assert_close(compiled.stylise(content, style_codes=stats, alpha=0.7),
+                               plain.stylise(content, style_codes=stats, alpha=0.7), rtol=1e-4, atol=1e-4)
     compiled._compiled_shapes.update({("other", k) for k in range(COMPILE_SHAPES)})  # the cap reached
     assert compiled._core(content[:1]).__name__ == "stylise_core"  # a new shape runs eagerly
-    torch.testing.assert_close(compiled.stylise(content[:1], style_stats=stats),
-                               plain.stylise(content[:1], style_stats=stats))
+    torch.testing.assert_close(compiled.stylise(content[:1], style_codes=stats),
+                               plain.stylise(content[:1], style_codes=stats))

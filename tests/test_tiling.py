@@ -1,4 +1,4 @@
-"""Tiled AdaIN (``methods.adain.tiling``): the window grid, agreement with the untiled result away from the
+"""Tiled stylisation (``apps.tiling``) of an AdaIN model (``methods.adain.tiled``): the window grid, agreement with the untiled result away from the
 borders, seam energy along the tile boundaries, the global statistics, and ``--max-tile`` on the command line.
 
 Tolerances: tiled and untiled images (float32 in [0, 1]) differ by at most ``MAX_DIFF`` (0.03 of a grey level) and
@@ -16,15 +16,17 @@ from PIL import Image
 from conftest import SKIMAGE_DATA
 
 from styletransfer.data.images import load_image_tensor, pil_to_tensor, save_image
-from styletransfer.methods.adain import tiling
+from styletransfer.apps import tiling
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
-from styletransfer.methods.adain.tiling import ALIGN, BLEND, MARGIN, MIN_TILE, Span, ramp_weights, spans
+from styletransfer.apps.tiling import BLEND, MIN_TILE, Span, ramp_weights
+from styletransfer.methods.adain.tiled import ALIGN, BYTES_PER_PIXEL, MARGIN, tiling_needs
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.stylise import main
+from styletransfer.cli.stylise import main
 
+NEEDS = tiling_needs(bf16=False)
 MAX_DIFF = 1e-4
 MEAN_DIFF = 1e-5
 BORDER = 16
@@ -52,6 +54,11 @@ def _photo(size: int) -> torch.Tensor:
     """scikit-image's astronaut (a real photo: edges, flat areas, texture) at ``size`` x ``size``, (1, 3, H, W)."""
     image = Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB").resize((size, size), Image.BICUBIC)
     return pil_to_tensor(image)[None]
+
+
+def spans(size: int, tile: int) -> list[Span]:
+    """AdaIN's windows (8 px alignment, 64 px margins)."""
+    return tiling.spans(size, tile, NEEDS)
 
 
 def _style() -> torch.Tensor:
@@ -110,15 +117,15 @@ def test_windows_cover_the_image_with_aligned_margins_and_weights_that_sum_to_on
 def test_max_tile_values(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(tiling, "available_memory", lambda device: 8 * 2**30)
-    side = (int((tiling.MEMORY_FRACTION * 8 * 2**30 / tiling.BYTES_PER_PIXEL) ** 0.5)) // ALIGN * ALIGN
-    assert tiling.tile_side("auto", cpu) == side
-    assert tiling.tile_side("auto", cpu, bf16=True) > side > tiling.tile_side("auto", cpu, batch=4)
+    side = (int((tiling.MEMORY_FRACTION * 8 * 2**30 / BYTES_PER_PIXEL) ** 0.5)) // ALIGN * ALIGN
+    assert tiling.tile_side("auto", NEEDS, cpu) == side
+    assert tiling.tile_side("auto", tiling_needs(bf16=True), cpu) > side > tiling.tile_side("auto", NEEDS, cpu, 4)
     monkeypatch.setattr(tiling, "available_memory", lambda device: 1)
-    assert tiling.tile_side("auto", cpu) == MIN_TILE
-    assert tiling.tile_side(0, cpu) == 0 and tiling.tile_side(1001, cpu) == 1000
+    assert tiling.tile_side("auto", NEEDS, cpu) == MIN_TILE
+    assert tiling.tile_side(0, NEEDS, cpu) == 0 and tiling.tile_side(1001, NEEDS, cpu) == 1000
     for bad in (100, -1, "big", 2.5, True):
         with pytest.raises(ConfigError, match="--max-tile"):
-            tiling.tile_side(bad, cpu)
+            tiling.tile_side(bad, NEEDS, cpu)
 
 
 def test_available_memory_reads_this_machine():
@@ -132,9 +139,9 @@ def test_available_memory_reads_this_machine():
 def photo_512(styliser):
     """(content, style statistics, untiled result, tiled result with 384 px tiles: 2 x 2 windows)."""
     content = _photo(512)
-    stats = styliser.style_stats([_style()])
-    return content, stats, styliser.stylise(content, style_stats=stats), styliser.stylise(
-        content, style_stats=stats, max_tile=384)
+    stats = styliser.encode_styles([_style()])
+    return content, stats, styliser.stylise(content, style_codes=stats), tiling.stylise_any_size(
+        styliser, content, style_codes=stats, max_tile=384)
 
 
 def test_tiled_and_untiled_agree_away_from_the_borders(photo_512):
@@ -154,7 +161,7 @@ def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo_512
     naive = torch.zeros_like(untiled)
     for y in (0, 256):
         for x in (0, 256):
-            naive[..., y:y + 256, x:x + 256] = styliser.stylise(content[..., y:y + 256, x:x + 256], style_stats=stats)
+            naive[..., y:y + 256, x:x + 256] = styliser.stylise(content[..., y:y + 256, x:x + 256], style_codes=stats)
     cut = [Span(0, 512, 0, 257, 0, 0), Span(0, 512, 255, 512, 0, 0)]  # differences across pixels 255 | 256
     naive_seam, naive_rest = seam_energy(naive, cut, cut)
     ref_seam, ref_rest = seam_energy(untiled, cut, cut)
@@ -165,15 +172,16 @@ def test_every_tile_gets_the_global_statistics(photo_512, styliser):
     content, stats, untiled, _ = photo_512
     c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
     crop = content[..., 64:448, 64:448]
-    window = spans(384, 384)
+    passes = styliser.tiled(crop, style_codes=stats)
     with torch.no_grad():
-        alone = tiling.stylise_windows(styliser.encoder, styliser.decoder, crop, (c_stats, stats[0]), 1.0, window,
-                                       window, lambda w: w.float())
+        passes.content_stats.add(encode(styliser.encoder, content))  # pass 1 as if over the whole image
+        alone = passes.render(crop)
+    torch.testing.assert_close(passes.content_stats.mean_std(content.device), c_stats, rtol=1e-5, atol=1e-6)
     # Its centre (a margin in from the crop's edges) is the untiled result there ...
     centre = (alone - untiled[..., 64:448, 64:448])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs()
     assert float(centre.max()) <= MAX_DIFF
     # ... while the crop stylised with its own statistics is not.
-    local = styliser.stylise(crop, style_stats=stats)
+    local = styliser.stylise(crop, style_codes=stats)
     assert float((local - untiled[..., 64:448, 64:448])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs().mean()) > 1e-3
 
 
@@ -181,14 +189,17 @@ def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
     g = torch.Generator().manual_seed(2)
     content = torch.rand(1, 3, 200, 320, generator=g).mul(255).to(torch.uint8)  # uint8 stays on the host
     rows, cols = spans(200, 256), spans(320, 256)
+    passes = styliser.tiled(content, [_style()])
     with torch.no_grad():
-        tiled_mean, tiled_std = tiling.content_stats(styliser.encoder, content, rows, cols, lambda w: w.float() / 255)
+        for row, col, window in tiling.windows(content, rows, cols):
+            passes.observe(window.float() / 255, (tiling.owned_pixels(row), tiling.owned_pixels(col)))
+        tiled_mean, tiled_std = passes.content_stats.mean_std(torch.device("cpu"))
         mean, std = mean_std(encode(styliser.encoder, content.float() / 255))
     torch.testing.assert_close(tiled_mean, mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(tiled_std, std, rtol=1e-5, atol=1e-6)
     styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
     controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
-    diff = (styliser.stylise_tiled(content, styles, tile=256, **controls)
+    diff = (tiling.stylise_tiled(styliser, content, styles, tile=256, **controls)
             - styliser.stylise(content, styles, **controls)).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
     assert float(diff.max()) <= MAX_DIFF
 
@@ -196,18 +207,19 @@ def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
 def test_tiling_refuses_masks_and_another_output_size(styliser):
     content = torch.rand(1, 3, 40, 300)
     with pytest.raises(ConfigError, match="masks are not supported with tiling.*--max-tile 0"):
-        styliser.stylise(content, [_style(), _style()], masks=[torch.ones(8, 8), torch.zeros(8, 8)], max_tile=256)
+        tiling.stylise_any_size(styliser, content, [_style(), _style()], masks=[torch.ones(8, 8), torch.zeros(8, 8)],
+                                max_tile=256)
     with pytest.raises(ConfigError, match="--output-size.*--max-tile 0"):
-        styliser.stylise(content, _style(), output_size=(80, 600), max_tile=256)
+        tiling.stylise_any_size(styliser, content, _style(), output_size=(80, 600), max_tile=256)
 
 
 @pytest.mark.slow
 def test_1024_image_in_512_tiles(styliser):
     """The issue's size: 1024 x 1024 in 512 px tiles (3 x 3 windows); about a minute on 2 CPU cores."""
     content = _photo(1024)
-    stats = styliser.style_stats([_style()])
-    untiled = styliser.stylise(content, style_stats=stats)
-    tiled = styliser.stylise(content, style_stats=stats, max_tile=512)
+    stats = styliser.encode_styles([_style()])
+    untiled = styliser.stylise(content, style_codes=stats)
+    tiled = tiling.stylise_any_size(styliser, content, style_codes=stats, max_tile=512)
     diff = (tiled - untiled).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
     assert float(diff.max()) <= MAX_DIFF and float(diff.mean()) <= MEAN_DIFF, (float(diff.max()), float(diff.mean()))
     rows = cols = spans(1024, 512)

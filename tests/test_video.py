@@ -23,9 +23,9 @@ from styletransfer.eval.temporal import stylise_frames, video_frames, warping_er
 from styletransfer.eval.temporal import main as temporal_main  # noqa: E402
 from styletransfer.methods.adain import AdaINDecoder, Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
-from styletransfer.methods.adain.video import FlowBlend  # noqa: E402
+from styletransfer.apps.video import FlowBlend  # noqa: E402
 from styletransfer.nn.encoder import build_encoder  # noqa: E402
-from styletransfer.stylise import main  # noqa: E402
+from styletransfer.cli.stylise import main  # noqa: E402
 
 SIZE = (64, 48)
 

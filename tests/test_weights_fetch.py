@@ -22,7 +22,7 @@ from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.download import part_path
 from styletransfer.runtime.files import sha256_file
-from styletransfer.weights import main
+from styletransfer.cli.weights import main
 
 STAND_IN = bytes(range(256)) * 512  # 128 kB, several network reads
 STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()

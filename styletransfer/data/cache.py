@@ -39,7 +39,6 @@ from styletransfer.runtime.files import atomic_open, sha256_file
 CACHE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_FOLDER = "shards"
-FORMATS = ("jpeg", "raw")
 
 
 def shard_name(number: int) -> str:

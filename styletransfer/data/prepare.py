@@ -1,8 +1,8 @@
 """Prepare an image cache for fast training: every image resized once, stored in memory-mapped shards.
 
-    python -m styletransfer.data.prepare SRC DST --short-side 512 [--workers N] [--format jpeg|raw] [--quality 95]
-    python -m styletransfer.data.prepare data/coco data/cache/content --short-side 512
-    python -m styletransfer.data.prepare data/wikiart data/cache/style --short-side 512
+    styletransfer-prepare SRC DST --short-side 512 [--workers N] [--format jpeg|raw] [--quality 95]
+    styletransfer-prepare data/coco data/cache/content --short-side 512
+    styletransfer-prepare data/wikiart data/cache/style --short-side 512
     python train.py method=adain data=cache data.cache=data/cache      # reads data/cache/{content,style}
 
 Walks SRC recursively (the folder path's rules: ``find_images``), reads each image with ``load_rgb`` (any mode to
@@ -23,7 +23,6 @@ their shard until ``--rebuild``). A rerun with another ``--short-side``, ``--for
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -38,15 +37,15 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from styletransfer.data.cache import (CACHE_VERSION, FORMATS, MANIFEST_NAME, SHARD_FOLDER, prepare_command,
+from styletransfer.data.cache import (CACHE_VERSION, MANIFEST_NAME, SHARD_FOLDER, prepare_command,
                                       read_manifest, shard_name, write_manifest)
 from styletransfer.data.images import find_images, load_rgb, resize_to_side
+from styletransfer.runtime.choices import (CACHE_FORMATS, PREPARE_FORMAT, PREPARE_QUALITY, PREPARE_SHARD_MB,
+                                          PREPARE_SHORT_SIDE)
 from styletransfer.runtime.machine import usable_cores
 from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError, StyleTransferError
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries
 
-#: Default shard size: large enough for few files, small enough that an interrupted run loses little.
-DEFAULT_SHARD_MB = 128.0
 
 
 class Task(NamedTuple):
@@ -126,8 +125,8 @@ def _check_arguments(short_side: int, fmt: str, quality: int, workers: int | Non
             raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
     if quality > 100:
         raise ConfigError(f"--quality must be between 1 and 100, got {quality}")
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in CACHE_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(CACHE_FORMATS)}, got {fmt!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 0):
         raise ConfigError(f"--workers must be an integer >= 0 (0: in this process), got {workers!r}")
     if not shard_mb > 0:
@@ -244,9 +243,9 @@ def _store(dst: Path, manifest: dict[str, Any], chunk: list[Result]) -> bool:
     return bool(encoded)
 
 
-def prepare(src: str | os.PathLike, dst: str | os.PathLike, short_side: int = 512, fmt: str = "jpeg",
-            quality: int = 95, workers: int | None = None, rebuild: bool = False,
-            shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True) -> Summary:
+def prepare(src: str | os.PathLike, dst: str | os.PathLike, short_side: int = PREPARE_SHORT_SIDE,
+            fmt: str = PREPARE_FORMAT, quality: int = PREPARE_QUALITY, workers: int | None = None,
+            rebuild: bool = False, shard_mb: float = PREPARE_SHARD_MB, progress: bool = True) -> Summary:
     """Make or update the cache ``dst`` from the images under ``src`` (see the module docstring)."""
     _check_arguments(short_side, fmt, quality, workers, shard_mb)
     start = time.perf_counter()
@@ -271,46 +270,3 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, short_side: int = 51
     skipped = {entry["source"]: entry["cause"] for entry in manifest["skipped"]}
     return Summary(len(manifest["records"]), len(tasks), total - len(tasks), skipped, removed, shards,
                    time.perf_counter() - start)
-
-
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m styletransfer.data.prepare", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.split("\n")[1:]))
-    parser.add_argument("src", help="folder of images (searched recursively)")
-    parser.add_argument("dst", help="cache folder to make or update")
-    parser.add_argument("--short-side", type=int, default=512, help="shorter side after resizing (data.short_side)")
-    parser.add_argument("--format", choices=FORMATS, default="jpeg", help="jpeg (compact, GPU-decodable) or raw")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (format jpeg)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: the usable CPU cores)")
-    parser.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_MB, help="shard size in MiB")
-    parser.add_argument("--rebuild", action="store_true", help="delete the cache at DST and make it again")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: prepare, print a summary (and every unreadable file); exit 1 on a user error."""
-    args = _arguments(argv)
-    try:
-        summary = prepare(args.src, args.dst, args.short_side, args.format, args.quality, args.workers, args.rebuild,
-                          args.shard_mb, progress=not args.quiet)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
-    print(f"{args.dst}: {summary.images} images ({summary.processed} processed at {rate:.1f} images/s, "
-          f"{summary.kept} unchanged, {summary.removed} gone from the source), {summary.shards_written} new shard(s) "
-          f"in {summary.seconds:.1f} s")
-    if summary.skipped:
-        print(f"{len(summary.skipped)} unreadable file(s) skipped (listed in {Path(args.dst) / MANIFEST_NAME}):")
-        for source, cause in summary.skipped.items():
-            print(f"  {source}: {cause}")
-    manifest = read_manifest(args.dst, "DST")
-    print(f"train with: python train.py data=cache data.cache=<folder holding content/ and style/>; rebuild with: "
-          f"{prepare_command(manifest, args.dst)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

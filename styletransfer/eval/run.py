@@ -34,10 +34,9 @@ from styletransfer.eval.benchmark import Benchmark, load_benchmark
 from styletransfer.eval.report import log_results, make_grid_image, safe_label, write_alpha_figure, write_csv, write_report
 from styletransfer.eval.temporal import content_motions, stylise_frames, video_frames, warping_error
 from styletransfer.eval.scorer import EVAL_LAYERS, MEAN_STD_LAYERS, PAIR_METRICS, SET_METRICS, UNAVAILABLE, Scorer
-from styletransfer.methods.adain.candidate import file_candidate
-from styletransfer.methods.candidate import Candidate
-from styletransfer.methods.gatys.candidate import gatys_candidate
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.protocol.candidate import Candidate, model_candidate
+from styletransfer.protocol.registry import load_model, plugin_for_target
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.files import write_json_atomic
@@ -235,46 +234,49 @@ def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, 
 
 
 def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Candidate]:
-    """The models under test: every ``ckpt`` (AdaIN model files), then Neural Style when ``method=gatys``."""
-    ckpts = plain.get("ckpt")
+    """The models under test: every ``ckpt`` (a model file of any feed-forward method, through the registry), then
+    the configured ``method``'s own candidate (a method evaluated from its config, e.g. method=gatys)."""
+    ckpts = plain["ckpt"]
     ckpts = [] if ckpts is None else ([ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts))
-    model_encoder = dict(plain.get("model_encoder") or {})
+    model_encoder = dict(plain["model_encoder"])
     if not model_encoder.get("weights"):
         model_encoder = plain["metric_encoder"]
-    precision = str((plain.get("trainer") or {}).get("precision", "32-true"))
-    bf16 = precision.startswith("bf16") and device.type == "cuda"
-    channels_last = bool(plain.get("channels_last", False))
-    candidates = [
-        file_candidate(path, label, device, encoder=model_encoder, channels_last=channels_last, bf16=bf16)
-        for path, label in zip(ckpts, checkpoint_labels(ckpts))
-    ]
+    precision = str(plain["trainer"]["precision"])
+    options = {"channels_last": bool(plain["channels_last"]),
+               "bf16": precision.startswith("bf16") and device.type == "cuda"}
+    candidates = [model_candidate(load_model(path, model_encoder, device, **options), label)
+                  for path, label in zip(ckpts, checkpoint_labels(ckpts))]
     method = plain.get("method")
     if isinstance(method, Mapping) and method:
-        candidates.append(gatys_candidate(method, plain["metric_encoder"], plain.get("gatys") or {}, device))
+        method_plugin = plugin_for_target(str(method.get("_target_", "")))
+        if not hasattr(method_plugin, "config_candidate"):
+            raise ConfigError(f"method={method_plugin.NAME} is evaluated from its model files (ckpt=...), not from "
+                              "its config: drop method=")
+        candidates.append(method_plugin.config_candidate(method, plain["metric_encoder"], plain["optimisation"],
+                                                         device))
     if not candidates:
-        raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or method=gatys")
+        raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or a method evaluated from its "
+                          "config (method=gatys)")
     return candidates
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the configured checkpoints (and Gatys, with method=gatys) on the configured benchmark."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    device = resolve_device((plain.get("trainer") or {}).get("accelerator", "auto"), "trainer.accelerator")
+    device = resolve_device(plain["trainer"]["accelerator"], "trainer.accelerator")
     candidates = build_candidates(plain, device)
     bench = load_benchmark(plain["benchmark"])
     scorer = Scorer(build_encoder(plain["metric_encoder"], EVAL_LAYERS), device, plain.get("metrics") or {})
     if uses_wandb(plain.get("logger")):
         choose_wandb_mode()
-    sweep = plain.get("alpha_sweep") or {}
-    grid = plain.get("grid") or {}
+    sweep, grid = plain["alpha_sweep"], plain["grid"]
     return evaluate(
         candidates, bench, scorer, device, Path(plain["paths"]["output_dir"]),
-        alpha=float(plain.get("alpha", 1.0)), warmup=int((plain.get("timing") or {}).get("warmup", 2)),
-        seed=int(plain.get("seed", 0)),
-        sweep_alphas=[float(a) for a in sweep.get("values", (0.0, 0.25, 0.5, 0.75, 1.0))],
-        sweep_pairs=int(sweep.get("pairs", 4)), grid_contents=int(grid.get("max_contents", 6)),
-        grid_styles=int(grid.get("max_styles", 6)), grid_cell=int(grid.get("cell", 128)),
+        alpha=float(plain["alpha"]), warmup=int(plain["timing"]["warmup"]), seed=int(plain["seed"]),
+        sweep_alphas=[float(a) for a in sweep["values"]], sweep_pairs=int(sweep["pairs"]),
+        grid_contents=int(grid["max_contents"]), grid_styles=int(grid["max_styles"]), grid_cell=int(grid["cell"]),
         loggers=instantiate_group(cfg.get("logger")),
-        extra={"config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep", "gatys")}},
-        videos=[str(v) for v in plain.get("videos") or []], video_frames=int(plain.get("video_frames", 48)),
+        extra={"config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep",
+                                                    "optimisation")}},
+        videos=[str(v) for v in plain["videos"] or []], video_frames=int(plain["video_frames"]),
     )

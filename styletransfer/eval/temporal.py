@@ -8,12 +8,11 @@ of the content video itself (``content_error``) is what the flow's own imprecisi
 as its content would score about that. Flow: OpenCV's Farneback by default, torchvision's RAFT when its weights are
 given (``--raft-weights``).
 
-    python -m styletransfer.eval.temporal clip.mp4 out/clip_stylised_s.mp4 [--json report.json]
+    styletransfer-warping-error clip.mp4 out/clip_stylised_s.mp4 [--json report.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -165,37 +164,3 @@ def report_videos(original: Path, written: Sequence[Path], fps: float | None = N
         print(reports[-1].line(str(video)))
         write_report(reports[-1], video)
     return reports
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m styletransfer.eval.temporal", description=__doc__.split("\n")[0])
-    parser.add_argument("original", type=Path, help="the content clip (or folder of frames, with --fps)")
-    parser.add_argument("stylised", type=Path, help="its stylised video")
-    parser.add_argument("--fps", type=float, default=None, help="ORIGINAL is a folder of frames at this rate")
-    parser.add_argument("--raft-weights", type=Path, default=None, help="a torchvision RAFT state_dict file: RAFT "
-                        "flow instead of Farneback")
-    parser.add_argument("--raft-model", choices=("large", "small"), default="large", help="RAFT variant (large)")
-    parser.add_argument("--device", default="cpu", help="device for RAFT (default cpu)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the warping error of a stylised video; 1 with a one-line error on bad input."""
-    args = build_parser().parse_args(argv)
-    try:
-        flow, name = farneback, "farneback"
-        if args.raft_weights is not None:
-            flow, name = RaftFlow(args.raft_weights, args.raft_model, args.device), f"raft-{args.raft_model}"
-        report = video_warping_error(args.original, args.stylised, args.fps, flow, name)
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report.line(str(args.stylised)))
-    if args.json is not None:
-        write_json_atomic(args.json, asdict(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

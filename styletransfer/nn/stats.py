@@ -113,3 +113,34 @@ def sqrtm_psd(matrix: Tensor) -> Tensor:
     """Matrix square root of symmetric PSD matrices (..., C, C) with a gradient, in the input's dtype, float64
     inside (negative eigenvalues, rounding noise, are set to 0). Without a gradient use ``sym_matrix_power``."""
     return _SqrtmPSD.apply(matrix)
+
+
+class RunningStats:
+    """Channel mean and variance of feature blocks, merged block by block (Chan et al.'s pairwise update) in
+    float64 on the host, so many blocks lose no precision (tiled stylisation's global statistics)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def add(self, block: Tensor) -> None:
+        """Merge a (N, C, h, w) block."""
+        count = block.shape[2] * block.shape[3]
+        var, mean = torch.var_mean(block.float(), dim=(2, 3), unbiased=False, keepdim=True)
+        mean, m2 = mean.double().cpu(), var.double().cpu() * count
+        if self.mean is None or self.m2 is None:
+            self.count, self.mean, self.m2 = count, mean, m2
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta.square() * (self.count * count / total)
+        self.count = total
+
+    def mean_std(self, device: torch.device, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
+        """(mean, std) as :func:`mean_std` gives them: unbiased variance plus ``eps``, float32 (N, C, 1, 1)."""
+        if self.mean is None or self.m2 is None or self.count < 2:
+            raise ValueError("the content's feature map has fewer than 2 positions: the image is too small")
+        std = (self.m2 / (self.count - 1) + eps).sqrt()
+        return self.mean.float().to(device), std.float().to(device)

@@ -1,16 +1,18 @@
-"""Turning Hydra config groups into objects, and the two questions every entry point asks of its config."""
+"""Turning Hydra config groups into objects, the questions every entry point asks of its config, and the project's
+config resolvers (``${sweep_name:}``), registered when this module is first imported."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from styletransfer.runtime.errors import StyleTransferError
 
@@ -72,3 +74,20 @@ def renamed_overrides(overrides: Sequence[str], renames: Mapping[str, str]) -> l
                 warnings.warn(f"{key}.* is renamed {renames[key]}.*: write {prefix}{body}", FutureWarning, stacklevel=2)
         out.append(prefix + body)
     return out
+
+
+def sweep_name() -> str | None:
+    """The sweep directory's name inside a multirun job (e.g. ``2026-01-31_12-00-00``), else None."""
+    if not is_multirun():
+        return None
+    return Path(str(HydraConfig.get().sweep.dir)).name
+
+
+def register_resolvers() -> None:
+    """Register ``${sweep_name:}`` (the wandb group of a sweep's trials) with OmegaConf."""
+    OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+
+
+# Registered on import: train.py imports this module before Hydra composes the config, and a job unpickled by a
+# launcher in another process (submitit) imports it through the callbacks without running train.py's code.
+register_resolvers()

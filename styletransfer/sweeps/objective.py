@@ -12,46 +12,23 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 from omegaconf import DictConfig, OmegaConf
 
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.run import evaluate_candidate
 from styletransfer.eval.scorer import EVAL_LAYERS, PAIR_METRICS, SET_METRICS, Scorer
-from styletransfer.methods.adain.candidate import module_candidate
-from styletransfer.methods.adain.module import AdaINModule
-from styletransfer.methods.gatys.module import GatysModule
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.protocol.candidate import Candidate
 from styletransfer.runtime.errors import ObjectiveError
+from styletransfer.sweeps.direction import parse_direction
 
 log = logging.getLogger(__name__)
-
-DIRECTIONS = ("minimize", "maximize")
-
-
-def parse_direction(value: Any, setting: str = "objective.direction") -> str:
-    """``minimize`` or ``maximize`` (any case; None means minimize); anything else names ``setting``."""
-    direction = "minimize" if value is None else str(value).lower()
-    if direction not in DIRECTIONS:
-        raise ObjectiveError(f"{setting}={value!r}: use minimize or maximize")
-    return direction
-
-
-def direction_of(config: Any) -> str:
-    """The direction of a run's or sweep's whole config: ``objective.direction``, else the sweeper's
-    ``hydra.sweeper.direction`` (Optuna), else minimize."""
-    objective = config.get("objective") if isinstance(config, (Mapping, DictConfig)) else None
-    if isinstance(objective, (Mapping, DictConfig)) and objective.get("direction") is not None:
-        return parse_direction(objective.get("direction"))
-    sweeper = OmegaConf.select(config, "hydra.sweeper.direction", default=None) if isinstance(config, DictConfig) else None
-    return parse_direction(sweeper, "hydra.sweeper.direction") if isinstance(sweeper, str) else "minimize"
-
 
 @dataclass(frozen=True)
 class Objective:
@@ -96,6 +73,16 @@ class Objective:
             raise ObjectiveError(f"objective terms are not finite: {bad}")
         return float(sum(weight * values[name] for name, weight in self.terms.items()))
 
+    def measure(self, model: Any, datamodule: Any, trainer: Any, run_metrics: Mapping[str, float],
+                encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+        """:func:`measure` of this objective (what the training job calls when an objective is configured)."""
+        return measure(self, model, datamodule, trainer, run_metrics, encoder_cfg)
+
+
+def build_objective(**cfg: Any) -> Objective:
+    """The ``objective`` config's ``_target_``: an Objective from terms, direction, alpha and benchmark, checked."""
+    return Objective.from_config(cfg)
+
 
 def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
             run_metrics: Mapping[str, float], encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
@@ -124,10 +111,12 @@ def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
     return scores
 
 
-def benchmark_scores(objective: Objective, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+def benchmark_scores(objective: Objective, model: Any, datamodule: Any,
                      encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
-    """Benchmark metrics (means over pairs, plus FID/ArtFID) of a trained AdaIN model or a Gatys result."""
-    if not isinstance(model, (AdaINModule, GatysModule)):
+    """Benchmark metrics of a trained model: a feed-forward model (its ``trained_candidate()``) stylises every pair
+    of ``objective.benchmark``, means over pairs plus FID/ArtFID; a model whose result is the optimised image itself
+    (``optimised_results(datamodule)``, e.g. Neural Style) is scored against its own content and style."""
+    if not hasattr(model, "trained_candidate") and not hasattr(model, "optimised_results"):
         raise ObjectiveError(
             f"{type(model).__name__} cannot be scored on the benchmark; use training metrics in objective.terms "
             "(e.g. loss/total)"
@@ -141,35 +130,32 @@ def benchmark_scores(objective: Objective, model: pl.LightningModule, datamodule
     model.eval()
     try:
         with torch.no_grad():
-            if isinstance(model, AdaINModule):
-                return _adain_on_benchmark(objective, model, scorer, device)
-            return _result_against_inputs(model, datamodule, scorer)
+            if hasattr(model, "trained_candidate"):
+                return _on_benchmark(objective, model.trained_candidate(), scorer, device)
+            return _result_against_inputs(model.optimised_results(datamodule), scorer)
     finally:
         model.train(was_training)
 
 
-def _adain_on_benchmark(objective: Objective, model: AdaINModule, scorer: Scorer, device: torch.device) -> dict[str, float]:
-    """Stylise every benchmark pair with the trained decoder and score it as ``evaluate.py`` does."""
+def _on_benchmark(objective: Objective, candidate: Candidate, scorer: Scorer, device: torch.device) -> dict[str, float]:
+    """Stylise every benchmark pair with the trained model and score it as ``evaluate.py`` does."""
     if not objective.benchmark:
-        raise ObjectiveError("objective.benchmark is not set: the AdaIN objective needs a benchmark (e.g. /benchmark: default)")
+        raise ObjectiveError("objective.benchmark is not set: scoring a trained model needs a benchmark (e.g. "
+                             "/benchmark: default)")
     bench = load_benchmark(objective.benchmark)
-    out = evaluate_candidate(module_candidate(model), bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
+    out = evaluate_candidate(candidate, bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
     scores = {name: agg["mean"] for name, agg in out["aggregate"].items()}
     scores.update({k: v for k, v in out["set_metrics"].items() if isinstance(v, float)})
     return scores
 
 
-def _result_against_inputs(model: GatysModule, datamodule: pl.LightningDataModule, scorer: Scorer) -> dict[str, float]:
-    """Score an optimised image (Neural Style) against its content(s) and style(s); mean over every pair."""
-    result = model.output().float()
-    contents = datamodule.load_content(max(result.shape[-2:])).to(result.device)
-    if contents.shape[-2:] != result.shape[-2:]:
-        contents = F.interpolate(contents, size=result.shape[-2:], mode="bilinear", align_corners=False)
-    styles = [s.unsqueeze(0).to(result.device) for s in datamodule.load_styles(max(result.shape[-2:]))]
-    style_feats = [scorer.features(s) for s in styles]
+def _result_against_inputs(results: Sequence[tuple[Tensor, Tensor, Sequence[Tensor]]],
+                           scorer: Scorer) -> dict[str, float]:
+    """Score optimised images against their content and style(s): ``results`` holds (image (1, 3, H, W), its
+    content (1, 3, H, W), its styles (1, 3, h, w) each); the mean over every (image, style) pair."""
     rows = []
-    for image, content in zip(result, contents):
-        content_feats = scorer.features(content.unsqueeze(0))
-        rows += [scorer.score(image.unsqueeze(0), content.unsqueeze(0), feats, content_feats) for feats in style_feats]
+    for image, content, styles in results:
+        content_feats = scorer.features(content)
+        rows += [scorer.score(image, content, scorer.features(style), content_feats) for style in styles]
     names = [n for n in rows[0] if n not in SET_METRICS]
     return {name: statistics.fmean(row[name] for row in rows) for name in names}

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
@@ -25,8 +24,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from styletransfer.runtime.files import write_csv_atomic, write_json_atomic, write_text_atomic
-from styletransfer.runtime.instantiate import is_multirun
-from styletransfer.sweeps.objective import direction_of
+from styletransfer.runtime.instantiate import register_resolvers
+from styletransfer.sweeps.direction import direction_of
 
 log = logging.getLogger(__name__)
 
@@ -280,20 +279,8 @@ def write_sweep_report(sweep_dir: Path, declared: Sequence[str] = (), direction:
     return trials
 
 
-def sweep_name() -> str | None:
-    """The sweep directory's name inside a multirun job (e.g. ``2026-01-31_12-00-00``), else None."""
-    if not is_multirun():
-        return None
-    return Path(str(HydraConfig.get().sweep.dir)).name
-
-
-def register_resolvers() -> None:
-    """Register ``${sweep_name:}`` with OmegaConf (train.py calls this before Hydra composes the config)."""
-    OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
-
-
-# Registered on import as well: a job unpickled by a launcher in another process (submitit) imports this module
-# (for the callback) without running train.py's module code.
+# A job unpickled by a launcher in another process (submitit) imports this module for the callback without running
+# train.py's module code: the resolvers its config uses are registered here too.
 register_resolvers()
 
 
@@ -322,23 +309,3 @@ class SweepTableCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         write_sweep_report(sweep_dir, declared_keys(config), direction_of(config))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m styletransfer.sweeps SWEEP_DIR``: (re)write the table of a sweep that is running or was stopped."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m styletransfer.sweeps", description=main.__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (holds multirun.yaml and the trials)")
-    parser.add_argument("--direction", choices=("minimize", "maximize"), default=None,
-                        help="default: the objective's direction recorded in multirun.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config_path = args.sweep_dir / "multirun.yaml"
-    config = OmegaConf.load(config_path) if config_path.is_file() else OmegaConf.create()
-    trials = write_sweep_report(args.sweep_dir, declared_keys(config), args.direction or direction_of(config))
-    return 0 if trials else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from styletransfer.runtime.errors import NonFiniteLossError
 from styletransfer.runtime.instantiate import is_multirun
-from styletransfer.sweeps.objective import direction_of
+from styletransfer.sweeps.direction import direction_of
 from styletransfer.sweeps.table import STATUS_FILE, failure_reason, write_status
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """AdaIN (Huang & Belongie 2017): the model and its one inference function (``model``), the LightningModule
-(``module``), model files (``checkpoint``), inference on a device (``styliser``), evaluation candidates
-(``candidate``) and the stylise command line (``cli``)."""
+(``module``), model files (``checkpoint``), inference on a device, AdaIN's feed-forward model (``styliser``), its
+tiled passes (``tiled``) and ONNX graphs (``onnx_graphs``), and its plugin (``plugin``)."""
 
 from styletransfer.methods.adain.model import AdaINDecoder, adain, stylise
 from styletransfer.methods.adain.styliser import Styliser

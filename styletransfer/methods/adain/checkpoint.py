@@ -158,6 +158,42 @@ def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) ->
     return built, _load_decoder(obj, path)
 
 
+def file_kind(obj: object) -> str | None:
+    """Which of AdaIN's files a weights-only-loaded object is: "lightning", "exported", "release", or None."""
+    if not isinstance(obj, Mapping):
+        return None
+    state = obj.get("state_dict")
+    if isinstance(state, Mapping) and any(str(k).startswith("decoder.") for k in state):
+        return "lightning"
+    if obj.get("format") == DECODER_FORMAT:
+        return "exported"
+    return "release" if _is_release_decoder(obj) else None
+
+
+def read_model(obj: object, path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder,
+                                                                                           str]:
+    """(encoder, decoder, kind) of a loaded AdaIN file (see :func:`load_model`)."""
+    path = Path(path).expanduser()
+    kind = file_kind(obj)
+    if kind == "lightning":
+        return (*_from_lightning(obj, path, encoder), kind)  # type: ignore[arg-type]
+    if kind == "exported":
+        return (*_from_exported(obj, path, encoder), kind)  # type: ignore[arg-type]
+    if kind == "release":
+        return (*_from_release(obj, path, encoder), kind)  # type: ignore[arg-type]
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        state = obj["state_dict"]
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint but not of an AdaIN model (no 'encoder.trunk.*' and 'decoder.*' "
+            f"weights; first keys: {list(state)[:4]})"
+        )
+    keys = list(obj)[:4] if isinstance(obj, Mapping) else []
+    raise CheckpointError(
+        f"{path} is not a style-transfer checkpoint: it holds a {type(obj).__name__} {keys or ''}; expected a "
+        "Lightning .ckpt of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
+    )
+
+
 def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder, str]:
     """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
 
@@ -165,16 +201,4 @@ def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGG
     exported decoder it defaults to the recorded one and must match its fingerprint; the release's decoder needs
     it (its ``vgg_normalised.pth``). A Lightning checkpoint always uses the encoder stored inside it.
     """
-    path = Path(path).expanduser()
-    obj = safe_load(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        return (*_from_lightning(obj, path, encoder), "lightning")
-    if isinstance(obj, Mapping) and obj.get("format") == DECODER_FORMAT:
-        return (*_from_exported(obj, path, encoder), "exported")
-    if _is_release_decoder(obj):
-        return (*_from_release(obj, path, encoder), "release")
-    keys = list(obj)[:4] if isinstance(obj, Mapping) else []
-    raise CheckpointError(
-        f"{path} is not a style-transfer checkpoint: it holds a {type(obj).__name__} {keys or ''}; expected a "
-        "Lightning .ckpt of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
-    )
+    return read_model(safe_load(Path(path).expanduser()), path, encoder)

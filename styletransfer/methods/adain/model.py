@@ -4,7 +4,6 @@ the sweep objective all call."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,6 +14,7 @@ from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import STD_EPS, mean_std
 from styletransfer.nn.upsampling import upsample_nearest
+from styletransfer.protocol.controls import check_controls
 from styletransfer.runtime.errors import ConfigError
 
 #: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
@@ -73,10 +73,6 @@ class AdaINDecoder(nn.Sequential):
             else:
                 x = module(x)
         return x
-
-
-#: Tolerance on the sum of style interpolation weights.
-WEIGHT_SUM_TOLERANCE = 1e-4
 
 
 #: A style's relu4_1 channel statistics (mean, std), each (1 or N, C, 1, 1) float32: all AdaIN needs of a style.
@@ -142,38 +138,6 @@ def region_masks(masks: Sequence[Tensor], n: int, size: tuple[int, int], device:
         resized = F.interpolate(mask.to(device), size=size, mode="bilinear", align_corners=False) >= 0.5
         out.append(resized.expand(n, 1, *size).float())
     return torch.stack(out)
-
-
-def check_weights(weights: Sequence[float] | None, n_styles: int) -> list[float]:
-    """Interpolation weights: one per style, finite, >= 0, summing to 1 (default: 1 for a single style)."""
-    if n_styles < 1:
-        raise ConfigError("at least one style image is needed")
-    if weights is None:
-        if n_styles > 1:
-            raise ConfigError(f"{n_styles} styles need interpolation weights (one per style, summing to 1)")
-        return [1.0]
-    weights = [float(w) for w in weights]
-    if len(weights) != n_styles:
-        raise ConfigError(f"got {len(weights)} interpolation weight(s) for {n_styles} style(s): give one per style")
-    if not all(math.isfinite(w) and w >= 0 for w in weights):
-        raise ConfigError(f"interpolation weights must be finite and >= 0, got {weights}")
-    if abs(sum(weights) - 1.0) > WEIGHT_SUM_TOLERANCE:
-        raise ConfigError(f"interpolation weights must sum to 1, got {weights} (sum {sum(weights):.6g})")
-    return weights
-
-
-def check_controls(n_styles: int, weights: Sequence[float] | None, alpha: float,
-                   masks: Sequence[object] | None) -> list[float] | None:
-    """Validate the test-time controls; returns the interpolation weights (None with masks)."""
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
-    if masks is None:
-        return check_weights(weights, n_styles)
-    if weights is not None:
-        raise ConfigError("give either interpolation weights or masks, not both")
-    if len(masks) != n_styles:
-        raise ConfigError(f"got {len(masks)} mask(s) for {n_styles} style(s): give one mask per style")
-    return None
 
 
 def encode(encoder: VGGEncoder, images: Tensor, channels_last: bool = False) -> Tensor:

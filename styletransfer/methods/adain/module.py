@@ -23,6 +23,7 @@ from styletransfer.nn.checkpoint_io import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
+from styletransfer.protocol.candidate import Candidate
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.loggers import log_image
 from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
@@ -30,6 +31,8 @@ from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
 log = logging.getLogger(__name__)
 
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
 class AdaINModule(pl.LightningModule):
     """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
 
@@ -116,6 +119,12 @@ class AdaINModule(pl.LightningModule):
         """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``."""
         return stylise(self.encoder, self.decoder, content, [style], alpha=alpha,
                        channels_last=self.hparams.channels_last)
+
+    def trained_candidate(self, label: str = "trial") -> Candidate:
+        """The module in memory as an evaluation candidate (its encoder, decoder and speed settings): what a sweep's
+        objective scores on a benchmark after training."""
+        info = {"method": "adain", "path": "", "kind": "module", "encoder": dict(self.encoder.spec)}
+        return Candidate(label, self.stylise, info, supports_alpha=True)
 
     def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
         """All loss terms for a batch of content/style pairs, keyed as they are logged.

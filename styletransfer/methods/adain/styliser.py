@@ -1,5 +1,6 @@
 """AdaIN inference as an object: a loaded encoder and decoder on a device, with the speed options, around
-:func:`~styletransfer.methods.adain.model.stylise`."""
+:func:`~styletransfer.methods.adain.model.stylise`; AdaIN's implementation of the feed-forward model protocol
+(:class:`~styletransfer.protocol.model.StyleModel`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.data.images import to_unit_float
-from styletransfer.methods.adain import tiling
+from styletransfer.methods.adain import onnx_graphs
 from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
@@ -21,43 +22,24 @@ from styletransfer.methods.adain.model import (
     Core,
     StyleStats,
     check_style_controls,
-    encode_styles,
     style_stats,
     stylise,
     stylise_core,
 )
+from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.padding import use_fast_reflection_padding
+from styletransfer.protocol.controls import Capabilities, as_batch, style_list
+from styletransfer.protocol.model import OnnxGraph, TilingNeeds
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: Smallest content side AdaIN stylises: relu4_1 must keep a 2 x 2 map (its statistics need 2 positions).
 MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
-
-
-def check_size(width: int, height: int, what: str, fix: str = f"pass --content-size {MIN_SIDE} or more") -> None:
-    """Raise a ConfigError naming ``what`` (the image or frames) and ``fix`` when a side of ``width`` x ``height`` px
-    is shorter than ``MIN_SIDE``."""
-    if min(width, height) < MIN_SIDE:
-        raise ConfigError(f"{what}: {width}x{height} px is too small (AdaIN needs {MIN_SIDE} px on each side; {fix})")
-
-
-def as_batch(image: Tensor, name: str) -> Tensor:
-    """An RGB image (3, H, W) or batch (N, 3, H, W) as a batch; anything else names ``name`` in the error."""
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ConfigError(f"{name} must be RGB shaped (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}")
-    return image
-
-
-def style_list(styles: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    """Styles as a list: one image (3, h, w), a stack of them, or a sequence."""
-    if isinstance(styles, Tensor):
-        return [styles] if styles.dim() == 3 else list(styles)
-    return list(styles)
+#: What AdaIN supports: every control, tiling and export.
+CAPABILITIES = Capabilities(min_side=MIN_SIDE)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -66,13 +48,18 @@ COMPILE_SHAPES = 8
 
 
 class Styliser(nn.Module):
-    """A frozen encoder (to relu4_1) and decoder with the paper's test-time controls (see ``stylise``).
+    """A frozen encoder (to relu4_1) and decoder with the paper's test-time controls (see ``stylise``): AdaIN's
+    :class:`~styletransfer.protocol.model.StyleModel`.
 
     Speed options, for GPUs with tensor cores: ``channels_last`` (with memory-format-preserving reflection padding on
     CUDA), ``bf16`` (autocast; AdaIN statistics stay float32) and ``compile`` (True or a ``torch.compile`` mode: the
     no-mask path, encode to clamp, as one compiled graph per input shape, at most ``COMPILE_SHAPES`` of them).
-    Cache a style's statistics with :meth:`style_stats` and pass them as ``stylise(..., style_stats=...)``.
+    A style's code is its relu4_1 statistics: cache them with :meth:`encode_styles` and pass them as
+    ``stylise(..., style_codes=...)``.
     """
+
+    method = "adain"
+    capabilities = CAPABILITIES
 
     def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, source: str = "", kind: str = "",
                  channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> None:
@@ -97,11 +84,17 @@ class Styliser(nn.Module):
                         channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``load_model``)."""
         enc, dec, kind = load_model(path, encoder)
-        if enc.spec.get("weights") == "random" or enc.spec.get("fallback_used"):
-            log.warning("%s was trained behind a RANDOM VGG encoder (a test or offline demo run): its results show "
-                        "that the pipeline works, not what AdaIN looks like", path)
-        return cls(enc, dec, source=str(path), kind=kind, channels_last=channels_last, bf16=bf16,
-                   compile=compile).to(device)
+        return cls.from_parts(enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16,
+                              compile=compile)
+
+    @classmethod
+    def from_parts(cls, encoder: VGGEncoder, decoder: AdaINDecoder, source: str, kind: str,
+                   device: str | torch.device = "cpu", **options: bool | str) -> Styliser:
+        """A Styliser of loaded parts on ``device``, warning once when the encoder is random."""
+        model = cls(encoder, decoder, source=source, kind=kind, **options).to(device)  # type: ignore[arg-type]
+        if model.warning():
+            log.warning("%s", model.warning())
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -110,6 +103,18 @@ class Styliser(nn.Module):
     @property
     def encoder_spec(self) -> dict:
         return dict(self.encoder.spec)
+
+    def describe(self) -> dict:
+        """Method, file, kind of file and the encoder it was trained behind (recorded in reports)."""
+        return {"method": self.method, "path": self.source, "kind": self.kind, "encoder": self.encoder_spec}
+
+    def warning(self) -> str | None:
+        """Says so when the decoder was trained behind a random encoder (a test or offline run)."""
+        spec = self.encoder.spec
+        if spec.get("weights") == "random" or spec.get("fallback_used"):
+            return (f"{self.source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo "
+                    "run): its results show that the pipeline works, not what AdaIN looks like")
+        return None
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.bf16:
@@ -147,67 +152,48 @@ class Styliser(nn.Module):
         return self._compiled
 
     @torch.no_grad()
-    def style_stats(self, styles: Sequence[Tensor]) -> list[StyleStats]:
-        """relu4_1 (mean, std) of each style (batch 1), to pass as ``stylise(..., style_stats=...)`` across calls."""
+    def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleStats]:
+        """relu4_1 (mean, std) of each style (batch 1): AdaIN's style code, to pass as ``stylise(...,
+        style_codes=...)`` across calls (a few KB instead of a feature map)."""
         self._prepare()
         with self._autocast():
             return style_stats(self.encoder, [self._images(s, f"style {k}") for k, s in enumerate(styles)],
                                channels_last=self.channels_last)
 
     @torch.no_grad()
-    def style_features(self, styles: Sequence[Tensor]) -> list[Tensor]:
-        """relu4_1 features of each style (batch 1), to pass as ``stylise(..., style_features=...)`` across calls
-        (``style_stats`` is all AdaIN needs and much smaller)."""
-        self._prepare()
-        with self._autocast():
-            return encode_styles(self.encoder, [self._images(s, f"style {k}") for k, s in enumerate(styles)],
-                                 channels_last=self.channels_last)
-
-    @torch.no_grad()
-    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), max_tile: int | str = 0,
-                **controls) -> Tensor:
+    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), *,
+                weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_colour: bool = False,
+                masks: Sequence[Tensor] | None = None, output_size: tuple[int, int] | None = None,
+                style_codes: Sequence[StyleStats] | None = None) -> Tensor:
         """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1] as float, or 0-255 as uint8) with one or
-        more styles.
-
-        ``controls`` are those of :func:`~styletransfer.methods.adain.model.stylise` (weights, alpha,
-        preserve_colour, masks, output_size, style_stats, style_features). Returns float32 (N, 3, H, W) in [0, 1].
-        ``max_tile`` (0, the default: never; ``auto``: from the free memory; or a side in px): an image with a
-        side longer than it goes to :meth:`stylise_tiled` (the result is then on the host).
-        """
-        styles = style_list(styles)
-        content = as_batch(content, "content")
-        side = tiling.tile_side(max_tile, self.device, content.shape[0], self.bf16)
-        if side and max(content.shape[-2:]) > side:
-            return self.stylise_tiled(content, styles, tile=side, **controls)
+        more styles: the controls of :func:`~styletransfer.methods.adain.model.stylise` (``style_codes`` are its
+        ``style_stats``). Returns float32 (N, 3, H, W) in [0, 1]."""
         self._prepare()
-        styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
+        styles = [self._images(s, f"style {k}") for k, s in enumerate(style_list(styles))]
         content = self._images(content, "content")
         with self._autocast():
-            return stylise(self.encoder, self.decoder, content, styles, channels_last=self.channels_last,
-                           core=self._core(content), **controls)
+            return stylise(self.encoder, self.decoder, content, styles, weights=weights, alpha=alpha,
+                           preserve_colour=preserve_colour, masks=masks, output_size=output_size,
+                           style_stats=style_codes, channels_last=self.channels_last, core=self._core(content))
+
+    def tiling(self) -> TilingNeeds:
+        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``)."""
+        return tiling_needs(self.bf16)
 
     @torch.no_grad()
-    def stylise_tiled(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), tile: int | str = "auto", *,
-                      weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_colour: bool = False,
-                      masks: Sequence[Tensor] | None = None, output_size: tuple[int, int] | None = None,
-                      style_features: Sequence[Tensor] | None = None,
-                      style_stats: Sequence[StyleStats] | None = None) -> Tensor:
-        """Stylise in overlapping windows of at most ``tile`` x ``tile`` px (``auto``: chosen from the free memory)
-        with the AdaIN statistics of the whole image (see ``tiling``), so device memory is bounded by the tile.
-
-        ``content`` stays where it is (keep a large image on the host); only one window at a time is on the device.
-        Controls as in :meth:`stylise`, less masks and a different output size. Returns float32 (N, 3, H, W) in
-        [0, 1] on the host.
-        """
-        styles = style_list(styles)
-        content = as_batch(content, "content")
-        tiling.check_tileable(tuple(content.shape[-2:]), masks, output_size)
-        weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_stats, style_features)
-        side = tiling.tile_side(tile, self.device, content.shape[0], self.bf16) or max(content.shape[-2:])
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
+              alpha: float = 1.0, preserve_colour: bool = False,
+              style_codes: Sequence[StyleStats] | None = None) -> TiledAdaIN:
+        """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
+        (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py``."""
+        weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
-        with self._autocast():
-            return tiling.stylise_tiled(self.encoder, self.decoder, content, styles, tile=side,
-                                        to_device=lambda window: self._images(window, "content"), weights=weights,
-                                        alpha=alpha, preserve_colour=preserve_colour, style_features=style_features,
-                                        style_stats=style_stats, channels_last=self.channels_last)
+        return TiledAdaIN(self.encoder, self.decoder, content, styles, weights or [1.0], alpha, preserve_colour,
+                          style_codes, lambda window: self._images(window, "content"), self.channels_last,
+                          self._autocast)
+
+    def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
+        """The image graph (content, alpha, style statistics -> image) and the style graph (style -> statistics);
+        see ``methods/adain/onnx_graphs.py``."""
+        return onnx_graphs.graphs(self.encoder, self.decoder, fp16)

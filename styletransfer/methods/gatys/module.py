@@ -326,6 +326,16 @@ class GatysModule(pl.LightningModule):
             return with_chroma(image, content, self.hparams.colour_space)
         return image.clamp(0, 1)
 
+    def optimised_results(self, datamodule: Any) -> list[tuple[Tensor, Tensor, list[Tensor]]]:
+        """Each optimised image (1, 3, H, W) with its content at the same size and the style images (1, 3, h, w)
+        it was optimised towards: what a sweep's objective scores (the result is the method's output itself)."""
+        result = self.output().float()
+        contents = datamodule.load_content(max(result.shape[-2:])).to(result.device)
+        if contents.shape[-2:] != result.shape[-2:]:
+            contents = F.interpolate(contents, size=result.shape[-2:], mode="bilinear", align_corners=False)
+        styles = [s.unsqueeze(0).to(result.device) for s in datamodule.load_styles(max(result.shape[-2:]))]
+        return [(image[None], content[None], styles) for image, content in zip(result, contents)]
+
     def _save_output(self, image: Tensor | None = None) -> list[Path]:
         """Write the result(s) into the run directory; returns the paths (none when ``output_name`` is null)."""
         name = self.hparams.output_name

@@ -1,11 +1,11 @@
-"""The demo command line: ``styletransfer-demo`` (or ``python -m styletransfer.demo``).
+"""``styletransfer-demo``: a web page around one model of any feed-forward method.
 
-    styletransfer-demo CKPT [--device auto|cpu|cuda] [--host 127.0.0.1] [--port 7860] [--share false]
+    styletransfer-demo MODEL [--device auto|cpu|cuda] [--host 127.0.0.1] [--port 7860] [--share false]
 
-Serves a Gradio page around one AdaIN model (``styletransfer.methods.adain.demo_app``; the ``demo`` extra). As in
-``styletransfer.stylise``, the arguments are parsed with the standard library only, so ``--help`` answers at once,
-and :func:`main` imports the work (which loads torch and Gradio) afterwards. A file that is not a checkpoint stops
-the command with one ``error:`` line and exit status 1 before the server starts.
+Serves a Gradio page (:mod:`styletransfer.apps.demo`; the ``demo`` extra). The arguments are parsed with the
+standard library only, so ``--help`` answers at once, and :func:`main` imports the work (which loads torch and
+Gradio) afterwards. A file that is not a model stops the command with one ``error:`` line and exit status 1 before
+the server starts.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from styletransfer.runtime.commands import add_model_arguments, run_command
+from styletransfer.cli.common import add_model_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styletransfer-demo",
-        description="A web page (Gradio) to stylise images with an AdaIN model (this project's .ckpt or decoder.pth, "
-        "or the original release's decoder.pth with --encoder-weights vgg_normalised.pth): content, up to three "
-        "styles with weights, alpha, colour preservation, an optional mask, and a download button.",
+        description="A web page (Gradio) to stylise images with a model file (a run's .ckpt or exported weights, "
+        "e.g. AdaIN's decoder.pth, or the AdaIN release's decoder.pth with --encoder-weights vgg_normalised.pth): "
+        "content, up to three styles with weights, alpha, colour preservation, an optional mask (each where the "
+        "model supports it), and a download button.",
     )
     add = parser.add_argument
     add_model_arguments(parser)
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from styletransfer.methods.adain.demo_app import run_demo  # torch and Gradio load here, after --help
+        from styletransfer.apps.demo import run_demo  # torch and Gradio load here, after --help
     except ModuleNotFoundError as exc:
         print(f"error: the demo needs the demo extra ({exc}): pip install -e \".[demo]\"", file=sys.stderr)
         return 1

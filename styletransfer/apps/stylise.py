@@ -1,13 +1,14 @@
-"""What the stylise command line does once its arguments are parsed (``styletransfer.stylise`` parses them).
+"""What the stylise command does once :mod:`styletransfer.cli.stylise` parsed its arguments.
 
-    styletransfer-stylise CKPT --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
+    styletransfer-stylise MODEL --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
 
-CKPT is a Lightning ``.ckpt`` of this project, its exported ``decoder.pth``, or the original release's
-``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``; with ``--runtime onnx`` it is the image graph
-``styletransfer-export`` wrote (``model.onnx``, its style graph ``model.style.onnx`` beside it), run by onnxruntime
-through the same folder pipeline. A folder of contents is decoded by worker processes,
-stylised in same-size batches and written by a thread pool, all at once (``pipeline``); files that cannot be read
-or written are skipped and named at the end.
+MODEL is a model file of any feed-forward method (loaded through the registry: e.g. an AdaIN run's ``.ckpt``, its
+exported ``decoder.pth``, or the original release's ``decoder.pth`` with ``--encoder-weights vgg_normalised.pth``);
+with ``--runtime onnx`` it is the image graph ``styletransfer-export`` wrote (``model.onnx``, a style graph
+``model.style.onnx`` beside it), run by onnxruntime through the same folder pipeline. Controls the model does not
+declare are refused before any image is read. A folder of contents is decoded by worker processes, stylised in
+same-size batches and written by a thread pool, all at once (``pipeline``); files that cannot be read or written
+are skipped and named at the end.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from styletransfer.apps.onnx_runtime import OnnxModel
+from styletransfer.apps.pipeline import decoded, run_folder
+from styletransfer.apps.video import check_smoothing, stylise_video
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.data.video import is_video_path, open_clip
-from styletransfer.methods.adain.model import check_controls
-from styletransfer.methods.adain.onnx_runtime import OnnxStyliser
-from styletransfer.methods.adain.pipeline import decoded, run_folder
-from styletransfer.methods.adain.styliser import Styliser
-from styletransfer.methods.adain.video import check_smoothing, stylise_video
+from styletransfer.protocol.controls import asked_controls, check_controls, refuse_unsupported
+from styletransfer.protocol.model import StyleModel
+from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
 from styletransfer.runtime.errors import ConfigError
 
@@ -61,7 +63,9 @@ def output_stems(contents: Sequence[Path], root: Path | None) -> dict[Path, Path
 def _output_name(stem: Path, args: argparse.Namespace) -> Path:
     """``<stem>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
     with other controls into the same folder do not overwrite each other."""
-    name = f"{stem.name}_stylised_{'+'.join(s.stem for s in args.style)}"
+    name = f"{stem.name}_stylised"
+    if args.style:
+        name += "_" + "+".join(s.stem for s in args.style)
     if args.weights:
         name += "_w" + "-".join(f"{w:g}" for w in args.weights)
     if args.mask:
@@ -81,50 +85,59 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--workers and --writers must be >= 0, got {args.workers} and {args.writers}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
+    if not args.style:
+        return None  # a model without style input: _refused checks the rest once it is loaded
     try:
         return check_controls(len(args.style), args.weights, args.alpha, args.mask)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (flags --style, --weights, --mask, --alpha)") from None
 
 
-#: Flags the ONNX runtime cannot honour, and why (masked AdaIN needs per-region content statistics inside the graph).
+#: PyTorch options the ONNX runtime cannot honour, and what to do instead.
 ONNX_REFUSED = {
-    "mask": "--mask needs masked AdaIN (per-region content statistics inside the graph), which the exported image "
-            "graph does not have: use --runtime torch",
-    "output_size": "--output-size: the image graph returns the content's size; resize with --content-size or use "
-                   "--runtime torch",
     "bf16": "--bf16 is a PyTorch autocast option: export with styletransfer-export --fp16 instead",
     "compile": "--compile is a PyTorch option: use --runtime torch",
 }
 
 
-def _load_styliser(args: argparse.Namespace) -> Styliser | OnnxStyliser:
-    """The model CKPT names: a PyTorch Styliser, or with ``--runtime onnx`` the exported image graph and the style
-    graph beside it in onnxruntime (refusing the flags it cannot honour)."""
+def _refused(args: argparse.Namespace, model: StyleModel) -> None:
+    """One line naming every flag the loaded model does not support (its declared capabilities)."""
+    asked = asked_controls(args.style, args.weights, args.alpha, args.mask, args.preserve_colour, args.output_size)
+    runtime = " with --runtime onnx (use --runtime torch)" if args.runtime == "onnx" else ""
+    refuse_unsupported(model.capabilities, f"{args.checkpoint} ({model.method} model{runtime})", asked)
+
+
+def _load_model(args: argparse.Namespace) -> StyleModel:
+    """The model MODEL names, through the registry; with ``--runtime onnx`` the exported graphs in onnxruntime
+    (refusing the PyTorch options)."""
     if args.runtime == "onnx":
         refused = [why for flag, why in ONNX_REFUSED.items() if getattr(args, flag)]
         if refused:
             raise ConfigError(f"not with --runtime onnx: {'; '.join(refused)}")
-        return OnnxStyliser.beside(args.checkpoint, args.device)
-    if args.runtime != "torch":
+        model: StyleModel = OnnxModel.beside(args.checkpoint, args.device)
+    elif args.runtime != "torch":
         raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
-    device = resolve_device(args.device, "--device")
-    return Styliser.from_checkpoint(args.checkpoint, encoder_arg(args), device, channels_last=args.channels_last,
-                                    bf16=args.bf16, compile=args.compile or False)
+    else:
+        model = load_model(args.checkpoint, encoder_arg(args), resolve_device(args.device, "--device"),
+                           channels_last=args.channels_last, bf16=args.bf16, compile=args.compile or False)
+    if model.warning():
+        log.warning("%s", model.warning())
+    _refused(args, model)
+    return model
 
 
-def _controls(args: argparse.Namespace, styliser: Styliser | OnnxStyliser, weights: list[float] | None,
+def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] | None,
               styles: list[Tensor]) -> dict:
-    """The keyword arguments of ``Styliser.stylise`` the flags ask for (the styles' statistics computed once)."""
+    """The keyword arguments of ``model.stylise`` the flags ask for (the styles' codes computed once)."""
     return {
         "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
         "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
         "output_size": tuple(args.output_size) if args.output_size else None,
-        "style_stats": None if args.preserve_colour else styliser.style_stats(styles),
+        "style_codes": None if args.preserve_colour or not styles else model.encode_styles(styles),
     }
 
 
-def _run_video(args: argparse.Namespace, styliser: Styliser | OnnxStyliser, controls: dict) -> list[Path]:
+def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict) -> list[Path]:
     """Stylise the clip (or, with --video-frames, the folder of frames) ``--content`` names into one mp4."""
     clip = open_clip(args.content, args.fps if args.video_frames else None)
     stem = Path(clip.path.name if clip.is_folder else clip.path.stem)
@@ -146,7 +159,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         raise ConfigError("--temporal-smoothing applies to videos: --content a clip, or a folder of frames with "
                           "--video-frames")
     check_smoothing(args.temporal_smoothing)
-    styliser = _load_styliser(args)
+    styliser = _load_model(args)
     if video:
         styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
         return _run_video(args, styliser, _controls(args, styliser, weights, styles))
@@ -154,15 +167,17 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
     # Decoding starts now, in the workers, while the styles are read and encoded.
-    decoded_contents = decoded(contents, args.content_size, args.workers, pin=device.type == "cuda")
+    decoded_contents = decoded(contents, args.content_size, args.workers, pin=device.type == "cuda",
+                               min_side=styliser.capabilities.min_side)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
     styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
     controls = _controls(args, styliser, weights, styles)
-    if args.runtime == "torch":
+    if styliser.tiling() is not None:
         controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)
     elif args.max_tile not in ("auto", 0):
-        raise ConfigError("--max-tile needs --runtime torch: the ONNX image graph stylises whole images")
+        raise ConfigError(f"--max-tile: {args.checkpoint} cannot be stylised in tiles (the ONNX image graph stylises "
+                          "whole images: use --runtime torch)")
     run = run_folder(styliser, decoded_contents, contents, lambda path: args.output / _output_name(stems[path], args),
                      controls, args.batch_size, args.writers, args.quality)
     for reason in run.skipped:

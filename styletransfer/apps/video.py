@@ -34,8 +34,9 @@ from tqdm import tqdm
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
 from styletransfer.data.images import array_to_uint8, float_array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
-from styletransfer.methods.adain.pipeline import to_host
-from styletransfer.methods.adain.styliser import Styliser, check_size
+from styletransfer.apps.pipeline import to_host
+from styletransfer.protocol.controls import check_size
+from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
 
 #: Stylised batches waiting for the encoder (decoded frames wait in batches of two).
@@ -74,14 +75,15 @@ class FlowBlend:
         return float_array_to_uint8(current, scale=1.0)
 
 
-def frame_sizes(clip: Clip, content_size: int | None, output_size: tuple[int, int] | None) -> tuple[tuple, tuple]:
+def frame_sizes(clip: Clip, content_size: int | None, output_size: tuple[int, int] | None,
+                min_side: int = 1) -> tuple[tuple, tuple]:
     """((W, H) the frames are decoded at, (H, W) they are stylised to): ``content_size`` resizes the shorter side,
     the output keeps that size (or ``output_size``) rounded down to even sides, as yuv420p needs."""
     width, height = clip.width, clip.height
     if content_size is not None:
         scale = content_size / min(width, height)
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    check_size(width, height, f"the frames of {clip.path}")
+    check_size(width, height, f"the frames of {clip.path}", min_side)
     out_h, out_w = output_size or (height, width)
     return (width, height), (out_h - out_h % 2, out_w - out_w % 2)
 
@@ -159,12 +161,12 @@ class VideoRun:
     frames: int
 
 
-def stylise_video(styliser: Styliser, clip: Clip, output: Path, controls: dict, batch_size: int,
+def stylise_video(styliser: StyleModel, clip: Clip, output: Path, controls: dict, batch_size: int,
                   smoothing: float = 0.0, content_size: int | None = None) -> VideoRun:
-    """Stylise every frame of ``clip`` (``controls`` as for ``Styliser.stylise``) in batches of ``batch_size``
+    """Stylise every frame of ``clip`` (``controls`` as for ``StyleModel.stylise``) in batches of ``batch_size``
     consecutive frames into the mp4 ``output``; ``smoothing``: see the module's docstring."""
     check_smoothing(smoothing)
-    size, out_size = frame_sizes(clip, content_size, controls.get("output_size"))
+    size, out_size = frame_sizes(clip, content_size, controls.get("output_size"), styliser.capabilities.min_side)
     if out_size != size[::-1]:  # only when needed: the ONNX runtime returns the content's size only
         controls = {**controls, "output_size": out_size}
     writer = VideoWriter(output, clip, out_size[1], out_size[0])

@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from styletransfer.data.images import load_rgb, pil_to_uint8, resize_to_side, save_pil, to_uint8_hwc
-from styletransfer.methods.adain.styliser import Styliser, check_size
+from styletransfer.apps.tiling import stylise_any_size
+from styletransfer.protocol.controls import check_size
+from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
 #: Images waiting for a batch of their size, in batches: past it the fullest size is stylised as it is.
@@ -40,11 +42,12 @@ Decoded = tuple[int, Tensor | None, str]
 
 class ContentImages(Dataset):
     """Contents as uint8 (3, H, W) tensors (shorter side resized to ``content_size`` when given); a file that cannot
-    be read or is too small comes back as ``(index, None, reason)``, so a worker never raises."""
+    be read or is smaller than ``min_side`` comes back as ``(index, None, reason)``, so a worker never raises."""
 
-    def __init__(self, paths: Sequence[Path], content_size: int | None) -> None:
+    def __init__(self, paths: Sequence[Path], content_size: int | None, min_side: int = 1) -> None:
         self.paths = list(paths)
         self.content_size = content_size
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,7 +61,7 @@ class ContentImages(Dataset):
         if self.content_size is not None:
             img = resize_to_side(img, self.content_size)  # a bad --content-size stops the run: not caught here
         try:
-            check_size(img.width, img.height, str(path))
+            check_size(img.width, img.height, str(path), self.min_side)
         except ConfigError as exc:  # too small: this file is skipped
             return index, None, str(exc)
         return index, pil_to_uint8(img), ""
@@ -165,19 +168,21 @@ def to_host(result: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
     return host, ready
 
 
-def decoded(paths: Sequence[Path], content_size: int | None, workers: int, pin: bool) -> Iterator[Decoded]:
-    """Decoded contents in order, read by ``workers`` loader processes (0: in this thread)."""
-    loader = DataLoader(ContentImages(paths, content_size), batch_size=None, shuffle=False, num_workers=workers,
+def decoded(paths: Sequence[Path], content_size: int | None, workers: int, pin: bool,
+            min_side: int = 1) -> Iterator[Decoded]:
+    """Decoded contents in order, read by ``workers`` loader processes (0: in this thread); contents smaller than
+    ``min_side`` are skipped."""
+    loader = DataLoader(ContentImages(paths, content_size, min_side), batch_size=None, shuffle=False, num_workers=workers,
                         collate_fn=_as_is, pin_memory=pin, prefetch_factor=4 if workers > 0 else None)
     return iter(loader)
 
 
-def run_folder(styliser: Styliser, contents: Iterator[Decoded], paths: Sequence[Path],
+def run_folder(styliser: StyleModel, contents: Iterator[Decoded], paths: Sequence[Path],
                output_of: Callable[[Path], Path], controls: dict, batch_size: int, writers: int = 2,
                quality: int = 95) -> FolderRun:
     """Stylise ``contents`` (``decoded(paths, ...)``) in same-size batches of up to ``batch_size``, writing the
     result of ``paths[i]`` to ``output_of(paths[i])`` on ``writers`` threads; ``controls`` go to
-    ``Styliser.stylise``."""
+    ``tiling.stylise_any_size`` (the model's ``stylise``, in tiles past ``max_tile``)."""
     groups, sink, run = SizeGroups(batch_size), Writers(writers, quality), FolderRun()
     skipped: dict[int, str] = {}
     device = styliser.device
@@ -186,11 +191,11 @@ def run_folder(styliser: Styliser, contents: Iterator[Decoded], paths: Sequence[
     def stylise(batch: list[tuple[int, Tensor]]) -> None:
         images = [image.to(device, non_blocking=True) for _, image in batch]
         # On CUDA a short batch is filled up with copies of its last image: one shape per image size, so no new
-        # kernel selection or compilation for the remainder (AdaIN treats each image alone; the copies are dropped).
+        # kernel selection or compilation for the remainder (models treat each image alone; the copies are dropped).
         fill = batch_size - len(images) if device.type == "cuda" else 0
         stacked = torch.stack(images + images[-1:] * fill)
         try:
-            host, ready = to_host(styliser.stylise(stacked, **controls)[:len(batch)])
+            host, ready = to_host(stylise_any_size(styliser, stacked, **controls)[:len(batch)])
         except torch.cuda.OutOfMemoryError:
             shape = "x".join(str(side) for side in stacked.shape[-1:-3:-1])
             for index, _ in batch:

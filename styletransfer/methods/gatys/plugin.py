@@ -1,36 +1,38 @@
-"""Neural Style as an evaluation candidate: each pair optimised from scratch by a quiet ``pl.Trainer``."""
+"""Neural Style's plugin (``styletransfer.protocol.registry``): it is evaluated from its config, each pair optimised
+from scratch by a quiet ``pl.Trainer`` (it has no model file to stylise with). Lightning and the module load when a
+candidate is made, so the registry stays light."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from styletransfer.data.pair import PairDataModule
-from styletransfer.methods.candidate import Candidate
+from styletransfer.protocol.candidate import Candidate
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.runtime.instantiate import instantiate_checked
+
+NAME = "gatys"
 
 
-def gatys_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], gatys_cfg: Mapping[str, Any],
-                    device: torch.device) -> Candidate:
-    """Neural Style (``method=gatys``) at ``gatys.steps`` iterations per pair, through GatysModule and
+def config_candidate(method_cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], options: Mapping[str, Any],
+                     device: torch.device) -> Candidate:
+    """Neural Style (``method=gatys``) at ``options["steps"]`` iterations per pair, through GatysModule and
     PairDataModule: each pair is held in memory (``PairDataModule.from_tensors``, 8-bit as a PNG of it would be)
     and optimised by a quiet pl.Trainer that writes nothing (``output_name=None``, no logger, no checkpoints).
 
     The time per image includes the whole optimisation (that is what it costs to stylise an image).
     """
-    steps = int(gatys_cfg.get("steps", 200))
+    import pytorch_lightning as pl  # training machinery: loaded only when Neural Style is evaluated
+
+    from styletransfer.data.pair import PairDataModule
+    from styletransfer.runtime.instantiate import instantiate_checked
+
+    steps = int(options["steps"])
     if steps < 1:
-        raise ConfigError(f"gatys.steps must be >= 1, got {steps}")
-    target = str(method_cfg.get("_target_", ""))
-    if not target.endswith("GatysModule"):
-        raise ConfigError(f"method={target or method_cfg}: evaluate.py scores AdaIN checkpoints (ckpt=...) and "
-                         "method=gatys; other methods are not supported")
+        raise ConfigError(f"optimisation.steps must be >= 1, got {steps}")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
 
     def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:

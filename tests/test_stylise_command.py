@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import RANDOM_ENCODER
 
 from styletransfer.data.images import load_image_tensor, save_image
-from styletransfer.stylise import main, main_old_name
+from styletransfer.cli.stylise import main, main_old_name
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
@@ -246,7 +246,7 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
 
 def test_help_and_flag_errors_answer_without_loading_torch():
     """``styletransfer-stylise --help`` answers in a fraction of a second: torch loads only once there is work."""
-    script = ("import sys\nfrom styletransfer.stylise import main\ntry:\n    main(sys.argv[1:])\n"
+    script = ("import sys\nfrom styletransfer.cli.stylise import main\ntry:\n    main(sys.argv[1:])\n"
               "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
     for argv, code in ((["--help"], 0), (["ckpt", "--content", "a.jpg"], 2)):
         result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
@@ -256,7 +256,7 @@ def test_help_and_flag_errors_answer_without_loading_torch():
 def test_stylising_loads_neither_lightning_nor_torchvision():
     """The inference path starts in about half the time: no PyTorch Lightning (training only) and no torchvision
     (GPU JPEG decoding only) among its imports."""
-    script = ("import sys\nimport styletransfer.methods.adain.cli, styletransfer.methods.adain.styliser\n"
+    script = ("import sys\nimport styletransfer.apps.stylise, styletransfer.methods.adain.styliser\n"
               "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'torchvision') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

@@ -1,5 +1,5 @@
-"""What the command-line tools (stylise, export, demo, weights) share: the model arguments and the way an error
-ends a command. Standard library only, so importing it keeps ``--help`` instant."""
+"""What the commands share: the model arguments and the way an error ends a command. Standard library only, so
+importing it keeps ``--help`` instant."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from styletransfer.runtime.errors import StyleTransferError
 
 #: The model files every command takes.
-CHECKPOINT_HELP = "checkpoints/last.ckpt, checkpoints/decoder.pth or the release's decoder.pth"
+CHECKPOINT_HELP = ("a model file: a run's checkpoints/last.ckpt or exported weights (AdaIN: checkpoints/decoder.pth), "
+                   "or the AdaIN release's decoder.pth")
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,11 +1,11 @@
-"""The stylise command line: ``styletransfer-stylise`` (or ``python -m styletransfer.stylise``).
+"""``styletransfer-stylise``: images, folders and videos through a model file of any feed-forward method.
 
-    styletransfer-stylise CKPT --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
+    styletransfer-stylise MODEL --content photo.jpg --style a.jpg b.jpg --weights 0.7 0.3 --alpha 0.8 -o out/
 
 This module parses the arguments with the standard library only, so ``--help`` and a mistyped flag answer at once;
-:func:`main` then imports the work itself (``styletransfer.methods.adain.cli``, which loads torch). That import,
-inside the function, is deliberate: the command modules (this one and ``export``) are the only places that import
-a project module inside a function (``eval.temporal``, which measures a written video, loads there too).
+:func:`main` then imports the work itself (:mod:`styletransfer.apps.stylise`, which loads torch). That import,
+inside the function, is deliberate: the command modules of ``styletransfer.cli`` are the only places that import a
+project module inside a function.
 """
 
 from __future__ import annotations
@@ -13,16 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.runtime.commands import CHECKPOINT_HELP, add_model_arguments, run_command
+from styletransfer.cli.common import CHECKPOINT_HELP, add_model_arguments, run_command
 from styletransfer.runtime.machine import usable_cores
-
-#: Old spellings of flags and commands that still work, with a warning: old -> new.
-RENAMED_FLAGS = {"--preserve-color": "--preserve-colour"}
-OLD_COMMAND = "styletransfer-stylize"
 
 
 def default_workers() -> int:
@@ -48,18 +43,19 @@ def max_tile(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styletransfer-stylise",
-        description="Stylise an image or a folder of images with an AdaIN checkpoint (this project's .ckpt or "
-        "decoder.pth, or the original release's decoder.pth with --encoder-weights vgg_normalised.pth).",
+        description="Stylise an image, a folder of images or a video with a model file of any feed-forward method "
+        "(a run's .ckpt or exported weights, or the AdaIN release's decoder.pth with --encoder-weights "
+        "vgg_normalised.pth). Controls a model does not support are refused with one line.",
     )
     add = parser.add_argument
     add_model_arguments(parser, f"{CHECKPOINT_HELP} (with --runtime onnx: model.onnx)")
     add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
-    add("--style", "-s", type=Path, nargs="+", required=True, help="one style image, or several to interpolate/mask")
+    add("--style", "-s", type=Path, nargs="+", default=[], help="one style image, or several to interpolate/mask "
+        "(models trained for their own styles take none)")
     add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
     add("--mask", "-m", type=Path, nargs="+", help="one mask image per style (white = that style's region)")
     add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
-    add("--preserve-colour", action="store_true", help="match each style's colours to the content first "
-        "(--preserve-color also works)")
+    add("--preserve-colour", action="store_true", help="match each style's colours to the content first")
     add("--output", "-o", type=Path, default=Path("stylised"), help="output folder (default ./stylised)")
     add("--content-size", type=int, default=None, help="resize the content's shorter side first (default: keep)")
     add("--style-size", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
@@ -94,23 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _renamed(argv: Sequence[str]) -> list[str]:
-    """``argv`` with old flag spellings replaced by the current ones, warning once per old flag."""
-    out = []
-    for arg in argv:
-        flag, sep, value = arg.partition("=")
-        if flag in RENAMED_FLAGS:
-            warnings.warn(f"{flag} is renamed {RENAMED_FLAGS[flag]}; the old spelling will go", FutureWarning, stacklevel=3)
-            arg = RENAMED_FLAGS[flag] + sep + value
-        out.append(arg)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-stylise``; returns 0, or 1 with a one-paragraph error on bad input."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(_renamed(sys.argv[1:] if argv is None else argv))
-    from styletransfer.methods.adain.cli import run_cli  # torch loads here, after --help and flag errors
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors
     from styletransfer.eval.temporal import report_videos
 
     def work() -> None:
@@ -119,12 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_videos(args.content, written, args.fps if args.video_frames else None)
 
     return run_command(work)
-
-
-def main_old_name(argv: Sequence[str] | None = None) -> int:
-    """``styletransfer-stylize``, the old spelling of the command: warns, then runs ``styletransfer-stylise``."""
-    warnings.warn(f"{OLD_COMMAND} is renamed styletransfer-stylise; the old name will go", FutureWarning, stacklevel=2)
-    return main(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The weight fetcher's command line: ``styletransfer-weights`` (or ``python -m styletransfer.weights``).
+"""``styletransfer-weights``: list, fetch and locate the weight files the project knows.
 
     styletransfer-weights list              # each known file: what uses it, where it goes, present, verified, size
     styletransfer-weights fetch vgg19       # download (resumable), verify the SHA-256, install where the project looks
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.runtime.download import describe_sha256, fetch, part_path
-from styletransfer.runtime.commands import run_command
+from styletransfer.cli.common import run_command
 from styletransfer.runtime.errors import ChecksumMismatch
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.weight_files import (BASE_URL_ENV, WeightFile, by_name, read_record, record_path,

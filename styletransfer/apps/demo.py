@@ -1,4 +1,5 @@
-"""The web demo of an AdaIN model (``styletransfer-demo``): a Gradio page around one loaded :class:`Styliser`.
+"""The web demo (``styletransfer-demo``): a Gradio page around one loaded model of any feed-forward method
+(:class:`~styletransfer.protocol.model.StyleModel`).
 
 The page takes a content image, up to three style images with relative weights (normalised to sum 1), alpha,
 colour preservation and an optional mask, and returns the stylised image (the content's size) as a PNG with a
@@ -21,9 +22,10 @@ from PIL import Image
 from torch import Tensor
 
 from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
-from styletransfer.methods.adain.cli import encoder_arg
-from styletransfer.methods.adain.model import check_controls
-from styletransfer.methods.adain.styliser import Styliser, check_size
+from styletransfer.apps.stylise import encoder_arg
+from styletransfer.protocol.controls import asked_controls, check_controls, check_size, refuse_unsupported
+from styletransfer.protocol.model import StyleModel
+from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
 
@@ -45,20 +47,26 @@ def _read(path: str | None, what: str) -> Image.Image:
         raise ConfigError(f"{what}: cannot read image {Path(exc.path).name} ({exc.cause})") from None
 
 
-def _content(path: str | None, max_side: int) -> Image.Image:
+#: How the page names each control in a refusal.
+PAGE_CONTROLS = {"styles": "style images", "weights": "several styles", "alpha": "alpha below 1", "masks": "a mask",
+                 "preserve_colour": "colour preservation", "output_size": "another output size"}
+
+
+def _content(path: str | None, max_side: int, min_side: int) -> Image.Image:
     """The content image, its longer side reduced to ``max_side`` (0 keeps it) with a warning in the page."""
     if not path:
         raise ConfigError("no content image: upload one first")
     img = _read(path, "content image")
-    check_size(img.width, img.height, "the content image", "upload a larger one")
+    check_size(img.width, img.height, "the content image", min_side, "upload a larger one")
     if max_side and max(img.size) > max_side:
         gr.Warning(f"the content image ({img.width}x{img.height}) was reduced to {max_side} px on its longer side")
         img = resize_to_side(img, max_side, long_side=True)
     return img
 
 
-def _styles(slots: Sequence[tuple[str | None, float | None]]) -> tuple[list[Tensor], list[float]]:
-    """The uploaded styles (shorter side ``STYLE_SIDE``) and their relative weights normalised to sum 1."""
+def _styles(slots: Sequence[tuple[str | None, float | None]], needed: bool = True) -> tuple[list[Tensor], list[float]]:
+    """The uploaded styles (shorter side ``STYLE_SIDE``) and their relative weights normalised to sum 1 (none for a
+    model without style input: ``needed`` False)."""
     styles, weights = [], []
     for k, (path, weight) in enumerate(slots, start=1):
         if not path:
@@ -69,6 +77,8 @@ def _styles(slots: Sequence[tuple[str | None, float | None]]) -> tuple[list[Tens
         styles.append(pil_to_tensor(resize_to_side(_read(path, f"style image {k}"), STYLE_SIDE)))
         weights.append(weight)
     if not styles:
+        if not needed:
+            return [], []
         raise ConfigError("no style image: upload at least one")
     if sum(weights) <= 0:
         raise ConfigError("the style weights are all 0: give at least one style a weight above 0")
@@ -93,7 +103,7 @@ def _masks(path: str | None, content: Image.Image, n_styles: int) -> list[Tensor
 class DemoPredictor:
     """What the page's button runs: reads the uploads, checks them and stylises with the one loaded model."""
 
-    def __init__(self, styliser: Styliser, max_side: int = 1024) -> None:
+    def __init__(self, styliser: StyleModel, max_side: int = 1024) -> None:
         self.styliser = styliser
         self.max_side = max_side
 
@@ -113,24 +123,27 @@ class DemoPredictor:
                  alpha: float | None, preserve_colour: bool, mask_path: str | None) -> Image.Image:
         if alpha is None or not math.isfinite(float(alpha)):
             raise ConfigError(f"alpha must be a number in [0, 1], got {alpha}")
-        content = _content(content_path, self.max_side)
-        styles, weights = _styles(slots)
+        caps = self.styliser.capabilities
+        content = _content(content_path, self.max_side, caps.min_side)
+        styles, weights = _styles(slots, caps.style_input)
         masks = _masks(mask_path, content, len(styles))
-        weights = check_controls(len(styles), None if masks else weights, float(alpha), masks)
+        asked = asked_controls(styles, weights, float(alpha), masks, preserve_colour)
+        refuse_unsupported(caps, "this model", asked, PAGE_CONTROLS)
+        if styles:
+            weights = check_controls(len(styles), None if masks else weights, float(alpha), masks)
         out = self.styliser.stylise(pil_to_tensor(content), styles, weights=weights, alpha=float(alpha),
                                     preserve_colour=preserve_colour, masks=masks)
         return tensor_to_pil(out)
 
 
-def _header(styliser: Styliser) -> str:
-    """The page's title and what is loaded (file, device), with a note when the encoder is random."""
-    spec = styliser.encoder_spec
-    text = (f"# AdaIN style transfer\n\nModel `{Path(styliser.source).name}` ({styliser.kind or 'AdaIN'}) on "
+def _header(styliser: StyleModel) -> str:
+    """The page's title and what is loaded (method, file, device), with the model's warning if it has one."""
+    text = (f"# Style transfer ({styliser.method})\n\nModel `{Path(styliser.source).name}` ({styliser.kind}) on "
             f"{device_name(styliser.device)}. Upload a content image and one to {STYLE_SLOTS} styles, then press "
             "**Stylise**.")
-    if spec.get("weights") == "random" or spec.get("fallback_used"):
-        text += ("\n\n**Note:** this model was trained behind a *random* VGG encoder (a test or offline run): its "
-                 "results show that the pipeline works, not what AdaIN looks like.")
+    warning = styliser.warning()
+    if warning:
+        text += f"\n\n**Note:** {warning}."
     return text
 
 
@@ -155,7 +168,7 @@ def _styles_and_mask() -> tuple[list[gr.components.Component], gr.Image]:
     return styles, mask
 
 
-def build_app(styliser: Styliser, max_side: int = 1024) -> gr.Blocks:
+def build_app(styliser: StyleModel, max_side: int = 1024) -> gr.Blocks:
     """The demo page around ``styliser`` (loaded once, shared by every request); launch it with ``.launch()``."""
     predictor = DemoPredictor(styliser, max_side)
     with gr.Blocks(title="styletransfer demo", analytics_enabled=False) as app:
@@ -190,7 +203,7 @@ def run_demo(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-side must be >= 0 (0 keeps the content's size), got {args.max_side}")
     share = parse_share(args.share)
     device = resolve_device(args.device, "--device")
-    styliser = Styliser.from_checkpoint(args.checkpoint, encoder_arg(args), device)
+    styliser = load_model(args.checkpoint, encoder_arg(args), device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # every upload may have a new size: no per-shape kernel search
     log.info("loaded %s on %s", args.checkpoint, device_name(device))

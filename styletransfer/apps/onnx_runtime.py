@@ -1,0 +1,215 @@
+"""Any exported model in onnxruntime: the graphs ``styletransfer-export`` writes, run without PyTorch's models, as a
+:class:`~styletransfer.protocol.model.StyleModel` (so the folder pipeline and video take it like any other).
+
+* the image graph (``model.onnx``): ``content`` (N, 3, H, W) in [0, 1], ``alpha`` (1,) and the style code's tensors
+  (batch N; one style's code is broadcast) -> ``image`` (N, 3, H, W) in [0, 1];
+* the style graph (``model.style.onnx``, beside it by name; methods that take style images): ``style`` (1, 3, H, W)
+  -> the style code's tensors.
+
+The image graph's metadata (written by :mod:`styletransfer.apps.export`) names the method, its capabilities and the
+code's tensors. Interpolating styles is a weighted sum of the codes (exact for AdaIN, whose output is affine in its
+statistics). onnxruntime is imported when a runner is made, so the stylise command works without the ``export``
+extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from styletransfer.data.images import to_unit_float
+from styletransfer.nn.colour import match_colour
+from styletransfer.protocol.controls import Capabilities, as_batch, check_controls, style_list
+from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
+from styletransfer.runtime.errors import CheckpointError, ConfigError
+
+#: Names of the graphs' fixed inputs and outputs; the style code's tensors are named in the metadata.
+CONTENT, ALPHA, IMAGE, STYLE = "content", "alpha", "image", "style"
+#: Metadata keys of the image graph.
+META_METHOD, META_CODE, META_CAPABILITIES, META_MODEL = ("styletransfer.method", "styletransfer.code",
+                                                         "styletransfer.capabilities", "styletransfer.model")
+#: What the ONNX path cannot do whatever the method (whole-image graphs of the content's size, no tiling).
+ONNX_LIMITS = {"masks": False, "output_size": False, "tiling": False, "export": False}
+
+
+def style_graph_path(image_graph: str | os.PathLike) -> Path:
+    """Where the style graph of an image graph lives: ``model.onnx`` -> ``model.style.onnx``."""
+    path = Path(image_graph)
+    return path.with_name(f"{path.stem}.style{path.suffix or '.onnx'}")
+
+
+def graph_path(output: str | os.PathLike, graph: OnnxGraph) -> Path:
+    """The file of ``graph`` for an export to ``output`` (the image graph's file)."""
+    return style_graph_path(output) if graph.role == "style" else Path(output)
+
+
+def onnxruntime() -> ModuleType:
+    """The onnxruntime module, or a ConfigError saying how to install it (the ``export`` extra)."""
+    try:
+        import onnxruntime as ort  # an optional dependency: only the ONNX paths need it
+    except ImportError as exc:
+        raise ConfigError(f"onnxruntime is not installed ({exc}): pip install 'styletransfer[export]'") from None
+    return ort
+
+
+def providers(device: str) -> list[str]:
+    """onnxruntime execution providers for ``--device``: auto (CUDA when onnxruntime has it), cpu, or cuda."""
+    available = onnxruntime().get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "auto":
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if not device.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda with --runtime onnx, got {device!r}")
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigError(f"--device {device}: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
+                          "install onnxruntime-gpu or use --device cpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def open_session(path: str | os.PathLike, what: str, provider_names: Sequence[str]) -> Any:
+    """An onnxruntime session of ``path``; a missing file or a file that is not an ONNX model is a CheckpointError
+    naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    ort = onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(provider_names))
+    except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...) for a bad file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load ({first}); expected the "
+                              f"{what} written by styletransfer-export") from None
+
+
+def check_names(session: Any, path: Path, what: str, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    """A CheckpointError naming ``path`` unless the session takes ``inputs`` and gives ``outputs``."""
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if tuple(names[0]) != tuple(inputs) or tuple(names[1]) != tuple(outputs):
+        raise CheckpointError(f"{path} is an ONNX model but not the {what} written by styletransfer-export: it "
+                              f"takes {names[0]} and gives {names[1]}, expected {list(inputs)} -> {list(outputs)}")
+
+
+def _array(tensor: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+
+
+class OnnxModel:
+    """The exported image graph (and the style graph beside it, for methods that take style images) in onnxruntime
+    sessions, with torch tensors in and out (CPU, float32): a StyleModel without masks, another output size or
+    tiling. The method's own controls come from the image graph's metadata."""
+
+    kind = "onnx"
+
+    def __init__(self, image_graph: str | os.PathLike, style_graph: str | os.PathLike | None = None,
+                 device: str = "cpu") -> None:
+        names = providers(device)
+        self.source = str(image_graph)
+        self.image = open_session(image_graph, "image graph", names)
+        meta = self.image.get_modelmeta().custom_metadata_map
+        if META_CODE not in meta:
+            raise CheckpointError(f"{image_graph} records no style-transfer metadata ({META_CODE}): it was not "
+                                  "written by this version of styletransfer-export; export the model again")
+        self.method = meta.get(META_METHOD, "?")
+        self.code_names = tuple(json.loads(meta[META_CODE]))
+        declared = Capabilities(**json.loads(meta.get(META_CAPABILITIES, "{}")))
+        self.capabilities = Capabilities(**{**declared.__dict__, **ONNX_LIMITS})
+        self.recorded = json.loads(meta.get(META_MODEL, "{}"))
+        inputs = (CONTENT, ALPHA, *self.code_names) if self.capabilities.style_input else (CONTENT, ALPHA)
+        check_names(self.image, Path(image_graph), "image graph", inputs, (IMAGE,))
+        self.style = None
+        if style_graph is not None and self.capabilities.style_input:
+            self.style = open_session(style_graph, "style graph", names)
+            check_names(self.style, Path(style_graph), "style graph", (STYLE,), self.code_names)
+
+    @classmethod
+    def beside(cls, image_graph: str | os.PathLike, device: str = "cpu") -> OnnxModel:
+        """The image graph ``model.onnx`` and, when the method takes styles, the ``model.style.onnx`` beside it."""
+        style = style_graph_path(image_graph)
+        model = cls(image_graph, style if style.is_file() else None, device)
+        if model.capabilities.style_input and model.style is None:
+            raise CheckpointError(f"the style graph {style} is missing beside {image_graph}: export with "
+                                  "styletransfer-export --part both")
+        return model
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the host (onnxruntime takes NumPy arrays, on whatever provider it runs)."""
+        return torch.device("cpu")
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.recorded, "method": self.method, "path": self.source, "kind": self.kind}
+
+    def warning(self) -> str | None:
+        """Says so when the exported model was trained behind a random encoder (recorded at export)."""
+        encoder = self.recorded.get("encoder") or {}
+        if encoder.get("weights") == "random" or encoder.get("fallback_used"):
+            return (f"{self.source} was exported from a model trained behind a RANDOM encoder (a test or offline "
+                    "demo run): its results show that the pipeline works, not what the method looks like")
+        return None
+
+    def run_style(self, style: Tensor) -> tuple[Tensor, ...]:
+        """The style graph: the code of one style (3, H, W) or (1, 3, H, W) in [0, 1]."""
+        if self.style is None:
+            raise ConfigError(f"{self.source}: this model has no style graph")
+        return tuple(torch.from_numpy(a) for a in self.style.run(None, {STYLE: _array(as_batch(style, "style"))}))
+
+    def run_image(self, content: Tensor, code: Sequence[Tensor], alpha: float = 1.0) -> Tensor:
+        """The image graph on ``content`` (3, H, W) or (N, 3, H, W) in [0, 1] with a (blended) style ``code``
+        (each tensor batch 1 or N): float32 (N, 3, H, W) in [0, 1]."""
+        batch = as_batch(content, "content")
+        feed = {CONTENT: _array(batch), ALPHA: np.array([alpha], dtype=np.float32)}
+        for name, tensor in zip(self.code_names, code):
+            shape = (batch.shape[0], *tensor.shape[1:])
+            feed[name] = np.ascontiguousarray(np.broadcast_to(_array(tensor), shape))
+        return torch.from_numpy(self.image.run(None, feed)[0])
+
+    def encode_styles(self, styles: Sequence[Tensor]) -> list[tuple[Tensor, ...]]:
+        """Each style's code from the style graph: pass them as ``stylise(..., style_codes=...)``."""
+        return [self.run_style(style) for style in styles]
+
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
+                alpha: float = 1.0, preserve_colour: bool = False, masks: Sequence[Tensor] | None = None,
+                output_size: tuple[int, int] | None = None,
+                style_codes: Sequence[tuple[Tensor, ...]] | None = None) -> Tensor:
+        """The model's stylisation in onnxruntime: content (float in [0, 1] or uint8), one or more styles blended
+        with ``weights``, ``alpha``, colour preservation (each style recoloured to each content before the style
+        graph). Masks and another output size need the PyTorch runtime."""
+        if masks is not None or output_size is not None:
+            raise ConfigError("masks and output_size need the PyTorch runtime: the image graph takes whole-image "
+                              "statistics and returns the content's size")
+        batch = to_unit_float(as_batch(content, "content")).float()
+        styles = style_list(styles)
+        cached = style_codes is not None and not preserve_colour
+        weights = check_controls(len(style_codes) if cached else len(styles), weights, alpha, None)
+        if preserve_colour:
+            codes = [self._recoloured(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]
+        else:
+            codes = list(style_codes) if style_codes is not None else self.encode_styles(styles)
+        blended = tuple(sum(w * code[i] for w, code in zip(weights or [1.0], codes)) for i in range(len(codes[0])))
+        return self.run_image(batch, blended, alpha)
+
+    def _recoloured(self, style: Tensor, batch: Tensor) -> tuple[Tensor, ...]:
+        """Colour preservation's code of ``style`` (1, 3, h, w): recoloured to each content of ``batch`` in turn
+        (the style graph takes one image), concatenated over the batch."""
+        per_image = [self.run_style(match_colour(style, image[None])) for image in batch]
+        return tuple(torch.cat(parts) for parts in zip(*per_image))
+
+    def tiling(self) -> TilingNeeds | None:
+        return None
+
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
+        raise ConfigError("the ONNX image graph stylises whole images: --max-tile needs --runtime torch")
+
+    def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
+        raise ConfigError(f"{self.source} is already an exported ONNX model")

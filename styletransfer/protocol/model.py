@@ -1,0 +1,119 @@
+"""The feed-forward model protocol: what every application (folders, video, tiling, ONNX export, the demo,
+evaluation) asks of a trained model, and what every feed-forward method implements.
+
+A method's model is loaded from its files by the registry (:mod:`styletransfer.protocol.registry`) and used only
+through :class:`StyleModel`; the applications never name a method. A style is turned into the method's *style
+code* once (:meth:`StyleModel.encode_styles`) and reused for every content: statistics for AdaIN, a feature map for
+methods that need one, nothing at all for a network trained for fixed styles (``Capabilities.style_input`` False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from styletransfer.protocol.controls import Capabilities
+
+#: A style as the method needs it: opaque to the applications, made by ``encode_styles``, given back to ``stylise``.
+StyleCode = Any
+
+
+@dataclass(frozen=True)
+class TilingNeeds:
+    """What tiling must respect for a model: windows start on multiples of ``align`` px (the stride of the features
+    whose statistics are global), ``margin`` px of context are kept around each window's used part (the model's
+    reach), and ``bytes_per_pixel`` estimates the peak memory per tile pixel and image in float32 (``auto`` tiles)."""
+
+    align: int
+    margin: int
+    bytes_per_pixel: int
+
+
+class TiledStylisation(Protocol):
+    """One tiled call, as a model prepares it for the tiling application (:mod:`styletransfer.apps.tiling`).
+
+    Pass 1 (only when ``needs_statistics``): every window is shown to :meth:`observe` with the pixels it owns (a
+    partition of the image); pass 2: :meth:`render` stylises each window with what pass 1 gathered.
+    """
+
+    needs_statistics: bool
+
+    def observe(self, window: Tensor, owned: tuple[slice, slice]) -> None:
+        """Pass 1: ``window`` (N, 3, h, w) in [0, 1] on the device; ``owned`` its pixel rows and columns that count."""
+
+    def render(self, window: Tensor) -> Tensor:
+        """Pass 2: ``window`` stylised, float32 (N, 3, h, w) in [0, 1]."""
+
+
+@dataclass
+class OnnxGraph:
+    """One graph of a model's ONNX export: ``module(*inputs)`` with named inputs and outputs.
+
+    ``suffix`` is added to the exported file's stem (``""`` for the image graph, ``".style"`` for a style graph);
+    ``dynamic_shapes`` follows ``torch.onnx.export(dynamo=True)``; ``check_inputs(height, width, generator)`` gives
+    inputs at a check size, on which onnxruntime must reproduce ``module`` (``styletransfer-export --check``).
+    ``role`` is ``image`` (content, alpha and style code in, image out) or ``style`` (style image in, code out);
+    ``reference`` is what ``--check`` compares with (default ``module``; the float32 model of a float16 export).
+    """
+
+    role: str
+    suffix: str
+    module: nn.Module
+    inputs: tuple[Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_shapes: dict[str, Any]
+    check_inputs: Any = None
+    reference: nn.Module | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class StyleModel(Protocol):
+    """A trained feed-forward style-transfer model on a device, with the controls it declares.
+
+    ``method`` names the method (the registry's name), ``source`` the file it came from, ``kind`` the kind of file,
+    ``capabilities`` what it supports; :meth:`describe` is what reports and the demo show (method, file, encoder...).
+    """
+
+    method: str
+    source: str
+    kind: str
+    capabilities: Capabilities
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go."""
+
+    def describe(self) -> dict[str, Any]:
+        """Method, file, kind and what the model was trained behind (recorded in reports)."""
+
+    def warning(self) -> str | None:
+        """A line to show wherever the model is used, e.g. that it was trained behind a random encoder."""
+
+    def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleCode]:
+        """Each style image (3, h, w) or (1, 3, h, w) in [0, 1] as the method's style code, to reuse across calls."""
+
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
+                alpha: float = 1.0, preserve_colour: bool = False, masks: Sequence[Tensor] | None = None,
+                output_size: tuple[int, int] | None = None,
+                style_codes: Sequence[StyleCode] | None = None) -> Tensor:
+        """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, stylised: float32 (N, 3, H, W) in [0, 1].
+
+        ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation, which
+        depends on the content. Controls the model does not declare are refused with one line."""
+
+    def tiling(self) -> TilingNeeds | None:
+        """What tiling must respect, or None when the model cannot be tiled."""
+
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
+              alpha: float = 1.0, preserve_colour: bool = False,
+              style_codes: Sequence[StyleCode] | None = None) -> TiledStylisation:
+        """One tiled call on ``content`` (N, 3, H, W), which stays where it is (e.g. on the host)."""
+
+    def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
+        """The graphs of an ONNX export (float16 weights and activations with ``fp16``)."""
