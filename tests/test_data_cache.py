@@ -1,4 +1,4 @@
-"""The prepared image cache: ``python -m styletransfer.data.prepare`` (incremental, resumable, crash-safe), reading
+"""The prepared image cache: ``styletransfer-prepare`` (incremental, resumable, crash-safe), reading
 it in training (``data=cache``: the folder path's batches), its checks, GPU-decode batches (bytes + crop boxes),
 JPEG draft decoding and the loader settings."""
 
@@ -23,7 +23,8 @@ from styletransfer.data.cache_datamodule import CacheTrainTransform
 from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.images import load_rgb, resize_to_side
 from styletransfer.data.loading import MAX_AUTO_WORKERS, resolve_workers
-from styletransfer.data.prepare import main, prepare
+from styletransfer.cli.prepare import main
+from styletransfer.data.prepare import prepare
 from styletransfer.runtime.errors import ConfigError, DataDirError
 
 SIDE = 32

@@ -24,7 +24,8 @@ from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.report import CSV_COLUMNS
 from styletransfer.eval.run import checkpoint_labels, evaluate, run
 from styletransfer.eval.scorer import EVAL_LAYERS, UNAVAILABLE, Scorer
-from styletransfer.methods.adain.candidate import file_candidate
+from styletransfer.protocol.candidate import model_candidate
+from styletransfer.protocol.registry import load_model
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
@@ -132,7 +133,7 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, benc
     scorer = Scorer(VGGEncoder(EVAL_LAYERS, weights="random"), torch.device("cpu"),
                     {"lpips_weights": str(alex), "inception_weights": str(inception), "inception_size": 80})
     assert scorer.unavailable == {}
-    candidate = file_candidate(adain_run[0], "last", torch.device("cpu"))
+    candidate = model_candidate(load_model(adain_run[0], device=torch.device("cpu")), "last")
     summary = evaluate([candidate], bench, scorer, torch.device("cpu"), tmp_path / "out", warmup=0, sweep_alphas=())
     model = summary["models"][0]
     # By hand: each pair stylised as the runner does (seeded), LPIPS of result vs content averaged over the pairs,
@@ -237,14 +238,13 @@ def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, ben
     assert list((out / "csv").rglob("metrics.csv")), "aggregates also go to the chosen logger"
 
 
-def test_old_evaluate_command_line_still_works(tmp_path, adain_run, bench_dirs, monkeypatch):
-    """`encoder.*` is the old name of `metric_encoder.*`: evaluate.py rewrites it, with a FutureWarning naming the
-    new key (evaluate.py run as __main__ in this process, with the old command line)."""
+def test_evaluate_command_line_sets_the_metric_encoder(tmp_path, adain_run, bench_dirs, monkeypatch):
+    """evaluate.py run as __main__ in this process: `metric_encoder.*` chooses the metrics' encoder (the old name
+    `encoder.*` is gone: Hydra refuses it)."""
     out = tmp_path / "eval"
-    with pytest.warns(FutureWarning, match=r"metric_encoder\.\*: write metric_encoder\.weights=random"):
-        run_hydra_app("evaluate.py", f"ckpt={adain_run[0]}", *_benchmark_overrides(bench_dirs),
-                      "encoder.weights=random", "encoder.seed=3", "trainer=cpu", "logger=none", "timing.warmup=0",
-                      "alpha_sweep.values=[]", f"hydra.run.dir={out}", monkeypatch=monkeypatch)
+    run_hydra_app("evaluate.py", f"ckpt={adain_run[0]}", *_benchmark_overrides(bench_dirs),
+                  "metric_encoder.weights=random", "metric_encoder.seed=3", "trainer=cpu", "logger=none",
+                  "timing.warmup=0", "alpha_sweep.values=[]", f"hydra.run.dir={out}", monkeypatch=monkeypatch)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["encoder"]["used"] == "random" and summary["encoder"]["seed"] == 3
     assert [m["label"] for m in summary["models"]] == ["last"] and "alpha_sweep" not in summary["models"][0]
@@ -255,13 +255,12 @@ def test_evaluate_py_refuses_a_pickle_that_runs_code(tmp_path, bench_dirs):
     content_dir, style_dir = bench_dirs
     marker = tmp_path / "code_ran"
     ckpt = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
-    # encoder.weights: the old spelling of metric_encoder.weights, rewritten with a warning.
     result = run_script("evaluate.py", f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}",
-                        f"benchmark.style_dir={style_dir}", "encoder.weights=random", "trainer=cpu", "logger=none",
+                        f"benchmark.style_dir={style_dir}", "metric_encoder.weights=random", "trainer=cpu",
+                        "logger=none",
                         f"hydra.run.dir={tmp_path / 'eval'}", timeout=120)
     assert result.returncode == 1
     assert str(ckpt) in result.stderr and "refused" in result.stderr
-    assert "FutureWarning" in result.stderr and "metric_encoder.weights=random" in result.stderr
     assert not marker.exists()
     assert not (tmp_path / "eval" / "summary.json").exists()
 

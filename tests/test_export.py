@@ -20,9 +20,10 @@ onnx = pytest.importorskip("onnx")
 from styletransfer.data.images import load_image_tensor  # noqa: E402
 from styletransfer.cli.export import main as export_main  # noqa: E402
 from styletransfer.methods.adain import Styliser  # noqa: E402
-from styletransfer.apps.export import check_graphs, export_graphs, upsample_to  # noqa: E402
+from styletransfer.apps.export import check_graphs, export_graphs  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
-from styletransfer.apps.onnx_runtime import OnnxStyliser, style_graph_path  # noqa: E402
+from styletransfer.methods.adain.onnx_graphs import upsample_to  # noqa: E402
+from styletransfer.apps.onnx_runtime import OnnxModel, style_graph_path  # noqa: E402
 from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def test_export_check_passes_at_two_sizes(exported):
     path, stdout = exported
     assert path.is_file() and style_graph_path(path).is_file()
     assert "check 64x48" in stdout and "check 77x53" in stdout and "check passed" in stdout
-    runner = OnnxStyliser.beside(path)
+    runner = OnnxModel.beside(path)
     shapes = {i.name: i.shape for i in runner.image.get_inputs()}
     assert shapes["content"][1] == 3 and all(isinstance(d, str) for d in np.array(shapes["content"])[[0, 2, 3]])
     assert [o.shape for o in runner.style.get_outputs()] == [[1, 512, 1, 1]] * 2
@@ -84,9 +85,9 @@ def test_onnx_matches_torch_with_a_lively_decoder(adain_run, tmp_path):
         styliser.decoder[-1].weight.mul_(20.0)
         styliser.decoder[-1].bias.fill_(0.5)
     out = tmp_path / "lively.onnx"
-    export_graphs(styliser.encoder, styliser.decoder, out, part="image")
+    export_graphs(styliser, out, part="image")
     assert not style_graph_path(out).exists()
-    [(size, diff)] = check_graphs(styliser.encoder, styliser.decoder, out, part="image", sizes=((77, 53),))
+    [(size, diff)] = check_graphs(styliser, out, part="image", sizes=((77, 53),))
     result = styliser.stylise(torch.rand(1, 3, 77, 53), [torch.rand(3, 64, 64)])
     assert 0.2 < float(result.std()) and diff < 1e-3
 
@@ -95,7 +96,7 @@ def test_onnx_stylise_equals_torch(adain_run, exported, images, tmp_path):
     """Two interpolated styles, alpha < 1, with and without colour preservation: the Python API within 1e-3, and the
     command line's files within one 8-bit level."""
     torch_model = Styliser.from_checkpoint(adain_run[0])
-    onnx_model = OnnxStyliser.beside(exported[0])
+    onnx_model = OnnxModel.beside(exported[0])
     content = load_image_tensor(images["content"])
     styles = [load_image_tensor(images["a"]), load_image_tensor(images["b"])]
     for colour in (False, True):
@@ -128,7 +129,7 @@ def test_fp16_export_passes_its_tolerance(adain_run, tmp_path, capsys):
     assert "fp16" in printed and "check passed" in printed
     dtypes = {init.data_type for init in onnx.load(str(out)).graph.initializer if len(init.dims) == 4}
     assert dtypes == {onnx.TensorProto.FLOAT16}  # conv weights are half
-    assert [i.type for i in OnnxStyliser(out).image.get_inputs()][0] == "tensor(float)"
+    assert [i.type for i in OnnxModel(out).image.get_inputs()][0] == "tensor(float)"
 
 
 def _error(capsys) -> str:
@@ -158,7 +159,7 @@ def test_bad_inputs_are_one_line_errors(exported, images, tmp_path, capsys):
     assert stylise_main([str(not_onnx), "--runtime", "onnx", "-s", str(images["a"]), *common]) == 1
     assert "is not an ONNX model" in _error(capsys)
     assert stylise_main([model, "--runtime", "onnx", "-s", str(images["a"]), "--mask", str(images["b"]), *common]) == 1
-    assert "--mask needs masked AdaIN" in _error(capsys)
+    assert "does not support --mask: leave it out or use --runtime torch" in _error(capsys)
     lonely = tmp_path / "lonely.onnx"
     lonely.write_bytes(Path(model).read_bytes())
     assert stylise_main([str(lonely), "--runtime", "onnx", "-s", str(images["a"]), *common]) == 1

@@ -20,7 +20,7 @@ from gatys_helpers import FAST, fit, small_photos
 from styletransfer.data.images import ImageLoadError, load_image_tensor, save_image
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule
-from styletransfer.methods.gatys.candidate import gatys_candidate
+from styletransfer.methods.gatys.plugin import config_candidate
 from styletransfer.nn.colour import rgb_to_luma_chroma
 from styletransfer.nn.stats import gram_matrix
 from styletransfer.runtime.errors import ConfigError, NonFiniteLossError
@@ -166,7 +166,7 @@ def test_evaluation_candidate_writes_nothing_and_equals_the_file_run(photos, tmp
     style = load_image_tensor(photos["rocket"], size=32)[None]
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    candidate = gatys_candidate({"_target_": "styletransfer.methods.gatys.GatysModule", **FAST}, RANDOM_ENCODER,
+    candidate = config_candidate({"_target_": "styletransfer.methods.gatys.GatysModule", **FAST}, RANDOM_ENCODER,
                                 {"steps": 2}, torch.device("cpu"))
     result = candidate.stylise(content, style, 1.0)
     assert os.listdir(".") == [] and result.shape == (1, 3, 32, 48)

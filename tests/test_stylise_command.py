@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import RANDOM_ENCODER
 
 from styletransfer.data.images import load_image_tensor, save_image
-from styletransfer.cli.stylise import main, main_old_name
+from styletransfer.cli.stylise import main
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
@@ -218,21 +218,22 @@ def test_cli_runs_with_other_controls_do_not_overwrite_each_other(adain_run, fol
     common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
               "--device", "cpu", "--style-size", "0"]
     assert main(common) == 0
-    with pytest.warns(FutureWarning, match="--preserve-colour"):
-        assert main([*common, "--alpha", "0.5", "--preserve-color"]) == 0  # the old spelling still works
+    assert main([*common, "--alpha", "0.5", "--preserve-colour"]) == 0
     stem = f"a_stylised_{styles[0].stem}"
     assert sorted(p.name for p in out.iterdir()) == [f"{stem}.png", f"{stem}_alpha0.5_colour.png"]
 
 
-def test_console_script_is_registered(capsys):
-    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("styletransfer-stylise") == "styletransfer.stylise:main"
-    assert scripts.get("styletransfer-stylize") == "styletransfer.stylise:main_old_name"
+def test_every_command_is_a_console_script_of_styletransfer_cli(capsys):
+    """One light module per command in styletransfer/cli, each registered; the old spellings are gone."""
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts") if ep.name.startswith("styletransfer")}
+    commands = sorted(p.stem for p in (Path(__file__).parents[1] / "styletransfer" / "cli").glob("*.py")
+                      if p.stem not in ("__init__", "common"))
+    assert scripts == {f"styletransfer-{name.replace('_', '-')}": f"styletransfer.cli.{name}:main" for name in commands}
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0 and "--preserve-colour" in capsys.readouterr().out
-    with pytest.warns(FutureWarning, match="styletransfer-stylise"), pytest.raises(SystemExit):
-        main_old_name(["--help"])
+    with pytest.raises(SystemExit):
+        main(["ckpt", "--content", "a.jpg", "--preserve-color"])
 
 
 def test_release_files_through_the_cli(tmp_path, folders, release_files):
@@ -245,18 +246,24 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
 
 
 def test_help_and_flag_errors_answer_without_loading_torch():
-    """``styletransfer-stylise --help`` answers in a fraction of a second: torch loads only once there is work."""
-    script = ("import sys\nfrom styletransfer.cli.stylise import main\ntry:\n    main(sys.argv[1:])\n"
+    """Every command's ``--help`` (and a flag error) answers at once: torch loads only once there is work."""
+    script = ("import importlib, sys\nmain = importlib.import_module(sys.argv[1]).main\ntry:\n    main(sys.argv[2:])\n"
               "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
-    for argv, code in ((["--help"], 0), (["ckpt", "--content", "a.jpg"], 2)):
-        result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
-        assert result.stdout.strip().splitlines()[-1] == f"exit {code} False", result.stdout + result.stderr
+    commands = [f"styletransfer.cli.{p.stem}" for p in (Path(__file__).parents[1] / "styletransfer" / "cli").glob("*.py")
+                if p.stem not in ("__init__", "common")]
+    runs = [(command, ["--help"], 0) for command in commands]
+    runs.append(("styletransfer.cli.stylise", ["ckpt", "--content", "a.jpg", "--alpha", "x"], 2))
+    for command, argv, code in runs:
+        result = subprocess.run([sys.executable, "-c", script, command, *argv], capture_output=True, text=True,
+                                timeout=60)
+        assert result.stdout.strip().splitlines()[-1] == f"exit {code} False", (command, result.stdout + result.stderr)
 
 
 def test_stylising_loads_neither_lightning_nor_torchvision():
     """The inference path starts in about half the time: no PyTorch Lightning (training only) and no torchvision
     (GPU JPEG decoding only) among its imports."""
-    script = ("import sys\nimport styletransfer.apps.stylise, styletransfer.methods.adain.styliser\n"
+    script = ("import sys\nimport styletransfer.apps.stylise, styletransfer.protocol.registry as r\n"
+              "[r.plugin(name) for name in r.plugin_modules()]\n"
               "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'torchvision') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

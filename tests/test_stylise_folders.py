@@ -12,7 +12,8 @@ from conftest import RANDOM_ENCODER
 from styletransfer.data.images import save_image
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
-from styletransfer.methods.adain.styliser import MIN_SIDE, check_size
+from styletransfer.methods.adain.styliser import MIN_SIDE
+from styletransfer.protocol.controls import check_size
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.cli.stylise import main
@@ -56,13 +57,13 @@ def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_pa
 def test_the_size_check_names_the_image_and_the_fix():
     """One check for every AdaIN input (folders, videos, the demo): 16 px, relu4_1's 2 x 2 map, is the least."""
     assert MIN_SIDE == 16
-    check_size(MIN_SIDE, MIN_SIDE, "photo.png")
+    check_size(MIN_SIDE, MIN_SIDE, "photo.png", MIN_SIDE)
     with pytest.raises(ConfigError) as raised:
-        check_size(15, 40, "photo.png")
-    assert str(raised.value) == ("photo.png: 15x40 px is too small (AdaIN needs 16 px on each side; pass "
+        check_size(15, 40, "photo.png", MIN_SIDE)
+    assert str(raised.value) == ("photo.png: 15x40 px is too small (the model needs 16 px on each side; pass "
                                  "--content-size 16 or more)")
     with pytest.raises(ConfigError, match=r"^the content image: 40x8 px is too small .*; upload a larger one\)$"):
-        check_size(40, 8, "the content image", "upload a larger one")
+        check_size(40, 8, "the content image", MIN_SIDE, "upload a larger one")
 
 
 def test_a_single_file_keeps_its_plain_name(tmp_path):

@@ -17,7 +17,8 @@ from conftest import RANDOM_ENCODER, ROOT, run_hydra_app
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.run import evaluate_candidate
 from styletransfer.eval.scorer import EVAL_LAYERS, Scorer
-from styletransfer.methods.adain.candidate import file_candidate
+from styletransfer.protocol.candidate import model_candidate
+from styletransfer.protocol.registry import load_model
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.sweeps.table import STATUS_FILE, collect_trials, write_sweep_report
 
@@ -105,7 +106,7 @@ def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path,
     device = torch.device("cpu")
     bench = load_benchmark({"name": "default", "root": str(shared / "bench"), **BENCH})
     scorer = Scorer(build_encoder(RANDOM_ENCODER, EVAL_LAYERS), device)
-    candidate = file_candidate(trial_dir / "checkpoints" / "last.ckpt", "best", device, encoder=RANDOM_ENCODER)
+    candidate = model_candidate(load_model(trial_dir / "checkpoints" / "last.ckpt", RANDOM_ENCODER, device), "best")
     aggregate = evaluate_candidate(candidate, bench, scorer, device, 1.0, warmup=0, seed=0, keep=set())["aggregate"]
     expected = aggregate["content_relu4_1"]["mean"] + aggregate["style_mean_std"]["mean"]
     assert status["objective"] == pytest.approx(expected, rel=1e-4)

@@ -138,21 +138,6 @@ def test_quickstart_falls_back_to_random_with_a_banner_and_records_it(tmp_path, 
     assert list((run / "val_grids").glob("*.png"))
 
 
-def test_old_data_image_size_still_works_with_a_warning(photo_dirs, tmp_path):
-    """`data.image_size` is the old name of `data.short_side`: an old command line still trains, the value is used
-    (data=folders' own short_side is 512), and a FutureWarning names the new key."""
-    old_tiny = [o for o in TINY if not o.startswith("data.short_side")]
-    overrides = [*folders(*photo_dirs), "encoder.weights=random", *old_tiny, "data.image_size=48", "trainer.max_steps=1"]
-    cfg = compose("train", *overrides, output_dir=tmp_path / "run")
-    assert cfg.data.short_side == 512
-    with pytest.warns(FutureWarning, match=r"data\.short_side") as warned:
-        datamodule = instantiate(cfg.data)
-    assert datamodule.short_side == 48 and "data.image_size=48" in str(warned[0].message)
-    with pytest.warns(FutureWarning, match=r"data\.short_side"):
-        train_in_process(*overrides, run_dir=tmp_path / "run")
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
-
-
 def test_wandb_default_logs_offline_without_credentials(photo_dirs, tmp_path, monkeypatch, caplog):
     wandb = pytest.importorskip("wandb")
     run = tmp_path / "run"

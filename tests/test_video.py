@@ -20,7 +20,7 @@ from styletransfer.data.flow import motion  # noqa: E402
 from styletransfer.data.images import load_image_tensor, save_image  # noqa: E402
 from styletransfer.eval.run import run as evaluate_run  # noqa: E402
 from styletransfer.eval.temporal import stylise_frames, video_frames, warping_error  # noqa: E402
-from styletransfer.eval.temporal import main as temporal_main  # noqa: E402
+from styletransfer.cli.warping_error import main as temporal_main  # noqa: E402
 from styletransfer.methods.adain import AdaINDecoder, Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
 from styletransfer.apps.video import FlowBlend  # noqa: E402

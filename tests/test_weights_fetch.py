@@ -183,7 +183,7 @@ def test_server_down_is_one_clear_line(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url, dest = f"http://127.0.0.1:{port}/alexnet.pth", tmp_path / "w" / "alexnet.pth"
-    proc = subprocess.run([sys.executable, "-m", "styletransfer.weights", "fetch", "alexnet", "--url", url,
+    proc = subprocess.run([sys.executable, "-m", "styletransfer.cli.weights", "fetch", "alexnet", "--url", url,
                            "--dest", str(dest), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -193,6 +193,6 @@ def test_server_down_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_command_imports_no_torch_before_it_needs_a_path() -> None:
-    code = "import sys, styletransfer.weights; print(sorted({'torch', 'tqdm'} & set(sys.modules)))"
+    code = "import sys, styletransfer.cli.weights; print(sorted({'torch', 'tqdm'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -103,8 +103,10 @@ ONNX_REFUSED = {
 def _refused(args: argparse.Namespace, model: StyleModel) -> None:
     """One line naming every flag the loaded model does not support (its declared capabilities)."""
     asked = asked_controls(args.style, args.weights, args.alpha, args.mask, args.preserve_colour, args.output_size)
-    runtime = " with --runtime onnx (use --runtime torch)" if args.runtime == "onnx" else ""
-    refuse_unsupported(model.capabilities, f"{args.checkpoint} ({model.method} model{runtime})", asked)
+    runtime = " in onnxruntime" if args.runtime == "onnx" else ""
+    elsewhere = "use --runtime torch" if args.runtime == "onnx" else ""
+    refuse_unsupported(model.capabilities, f"{args.checkpoint} ({model.method} model{runtime})", asked,
+                       elsewhere=elsewhere)
 
 
 def _load_model(args: argparse.Namespace) -> StyleModel:

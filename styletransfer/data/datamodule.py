@@ -20,7 +20,6 @@ from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, res
 from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.machine import usable_cores
-from styletransfer.runtime.instantiate import renamed_setting
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,9 @@ class ContentStyleDataModule(pl.LightningDataModule):
 
     def __init__(self, content_dir: str, style_dir: str, short_side: int = 512, crop_size: int = 256,
                  batch_size: int = 8, num_workers: int | str = 4, val_pairs: int = 8, pin_memory: bool = True,
-                 persistent_workers: bool = True, drop_last: bool = True, image_size: int | None = None,
+                 persistent_workers: bool = True, drop_last: bool = True,
                  seed: int | None = None, prefetch_factor: int | None = None, jpeg_draft: bool = True) -> None:
         super().__init__()
-        short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
         self._configure(short_side, crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)

@@ -29,7 +29,6 @@ from styletransfer.data.images import (
     tensor_to_pil,
 )
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.runtime.instantiate import renamed_setting
 
 PathList = str | os.PathLike | Sequence[str | os.PathLike]
 #: An input image: a file, read (and checked) each time it is loaded, or an 8-bit RGB image held in memory.
@@ -120,10 +119,9 @@ class PairDataModule(pl.LightningDataModule):
 
     def __init__(
         self, content: PathList | Sequence[Image.Image], style: PathList | Sequence[Image.Image],
-        long_side: int = 512, style_scale: float = 1.0, image_size: int | None = None,
+        long_side: int = 512, style_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        long_side = renamed_setting("data.image_size", "data.long_side", image_size, long_side)
         if not isinstance(long_side, int) or isinstance(long_side, bool) or long_side < 16:
             raise ConfigError(f"data.long_side must be an integer >= 16 (pixels, longer side), got {long_side!r}")
         if isinstance(style_scale, bool) or not isinstance(style_scale, (int, float)) or not style_scale > 0:

@@ -18,7 +18,6 @@ from PIL import Image
 from styletransfer.data.datamodule import ContentStyleDataModule
 from styletransfer.data.images import float_array_to_uint8, load_rgb, resize_to_side, save_pil
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.runtime.instantiate import renamed_setting
 
 #: Bump when the generated images change, so old sets are regenerated.
 SAMPLE_VERSION = 1
@@ -277,8 +276,7 @@ class SampleDataModule(ContentStyleDataModule):
 
     def __init__(self, root: str = "data/sample", short_side: int = 128, crop_size: int = 64, batch_size: int = 4,
                  num_workers: int = 0, val_pairs: int = 4, n_content: int = 24, n_style: int = 12,
-                 image_size: int | None = None, **kwargs: Any) -> None:
-        short_side = renamed_setting("data.image_size", "data.short_side", image_size, short_side)
+                 **kwargs: Any) -> None:
         content_dir, style_dir = make_sample_dataset(Path(root), n_content=n_content, n_style=n_style,
                                                      size=short_side)
         super().__init__(str(content_dir), str(style_dir), short_side=short_side, crop_size=crop_size,

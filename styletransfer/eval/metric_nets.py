@@ -15,15 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styletransfer.nn.weights import as_state_dict, safe_load
-from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime.errors import ConfigError, MetricUnavailable
+from styletransfer.runtime.weight_files import hub_checkpoint, known
 
-#: torchvision's AlexNet weights (the LPIPS backbone); torch.hub caches them under this name.
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-#: The art-trained Inception-v3 of ArtFID (Wright & Ommer 2022).
-ART_INCEPTION_FILE = "art_inception.pth"
-ART_INCEPTION_URL = "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth"
+#: torchvision's AlexNet weights (the LPIPS backbone) and the art-trained Inception-v3 of ArtFID (Wright & Ommer
+#: 2022): their file names (torch.hub caches them under these) and URLs, from the one registry of weight files.
+ALEXNET_FILE, ALEXNET_URL = known("alexnet").filename, known("alexnet").url
+ART_INCEPTION_FILE, ART_INCEPTION_URL = known("art-inception").filename, known("art-inception").url
 
 
 def _resolve(configured: str | os.PathLike | None, cached_name: str, setting: str, url: str) -> Path:

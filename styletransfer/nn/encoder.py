@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 from styletransfer.nn.pooling import MaxPool2d
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
-from styletransfer.runtime.weight_files import hub_checkpoint
+from styletransfer.runtime.weight_files import hub_checkpoint, known
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ CONFIG_KEYS = ("weights", "seed", "fallback", "download", "arch")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: torchvision's ImageNet VGG-19 weights; the file name in torch.hub's cache is the URL's basename.
-IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
+#: torchvision's ImageNet VGG-19 weights (the file name in torch.hub's cache is the URL's basename), from the one
+#: registry of weight files.
+IMAGENET_FILE, IMAGENET_URL = known("vgg19").filename, known("vgg19").url
 #: Seconds a socket may stall while downloading, so an offline machine fails fast instead of hanging.
 DOWNLOAD_SOCKET_TIMEOUT_S = 20.0
 

@@ -58,15 +58,16 @@ def asked_controls(styles: Sequence[object] = (), weights: Sequence[float] | Non
 
 
 def refuse_unsupported(capabilities: Capabilities, what: str, asked: Mapping[str, bool],
-                       flags: Mapping[str, str] | None = None) -> None:
+                       flags: Mapping[str, str] | None = None, elsewhere: str = "") -> None:
     """A ConfigError naming every control in ``asked`` that ``capabilities`` lacks (``what`` names the model; ``flags``
-    renames a control's flag, e.g. for a Python API or a web page), or a model that needs style images without one."""
+    renames a control's flag, e.g. for a web page; ``elsewhere`` says where the control exists, e.g. another
+    runtime), or a model that needs style images without one."""
     names = {key: (flags or {}).get(key, flag) for key, (_, flag) in CONTROL_FLAGS.items()}
     refused = [names[key] for key, on in asked.items()
                if on and not getattr(capabilities, CONTROL_FLAGS[key][0])]
     if refused:
-        raise ConfigError(f"{what} does not support {', '.join(refused)}: leave {'it' if len(refused) == 1 else 'them'} "
-                          "out (each model declares its controls)")
+        fix = f"leave {'it' if len(refused) == 1 else 'them'} out" + (f" or {elsewhere}" if elsewhere else "")
+        raise ConfigError(f"{what} does not support {', '.join(refused)}: {fix}")
     if capabilities.style_input and "styles" in asked and not asked["styles"]:
         raise ConfigError(f"{what} needs at least one style image ({names['styles']})")
 

@@ -3,7 +3,6 @@ config resolvers (``${sweep_name:}``), registered when this module is first impo
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,33 +46,6 @@ def uses_wandb(loggers: Mapping[str, Any] | None) -> bool:
     return bool(loggers) and any(
         "WandbLogger" in str(entry.get("_target_", "")) for entry in loggers.values() if isinstance(entry, Mapping)
     )
-
-
-def renamed_setting(old: str, new: str, old_value: Any, new_value: Any) -> Any:
-    """The value of a setting renamed from ``old`` to ``new``: the old key's value when a user still gives it
-    (with a warning naming the new key, once per place), else the new key's."""
-    if old_value is None:
-        return new_value
-    warnings.warn(f"{old} is renamed {new}: using {old}={old_value!r}; write {new}={old_value!r} instead",
-                  FutureWarning, stacklevel=3)
-    return old_value
-
-
-def renamed_overrides(overrides: Sequence[str], renames: Mapping[str, str]) -> list[str]:
-    """Command-line overrides with renamed top-level keys rewritten (``encoder.weights=x`` ->
-    ``metric_encoder.weights=x`` for ``{"encoder": "metric_encoder"}``), warning once per old key."""
-    out, warned = [], set()
-    for override in overrides:
-        prefix = override[: len(override) - len(override.lstrip("+~"))]
-        body = override[len(prefix):]
-        key = body.split("=", 1)[0].split(".", 1)[0]
-        if key in renames and "." in body.split("=", 1)[0]:
-            body = renames[key] + body[len(key):]
-            if key not in warned:
-                warned.add(key)
-                warnings.warn(f"{key}.* is renamed {renames[key]}.*: write {prefix}{body}", FutureWarning, stacklevel=2)
-        out.append(prefix + body)
-    return out
 
 
 def sweep_name() -> str | None:

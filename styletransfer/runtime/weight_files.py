@@ -11,8 +11,8 @@ Checksums, and where each value comes from (``WeightFile.source``):
 * the AdaIN release and ArtFID's Inception publish no checksum: the SHA-256 of the first download is recorded
   beside the file (``<file>.sha256``, ``sha256sum`` format) and later checks compare against it (trust on first use).
 
-The file names here are the ones ``nn.encoder`` and ``eval.metric_nets`` look for (this layer cannot import them;
-``tests/test_weights_fetch.py`` checks that they agree).
+``nn.encoder`` and ``eval.metric_nets`` take their file names and URLs from here (:func:`known`), so the names the
+loaders look for and the ones ``styletransfer-weights`` installs are one.
 """
 
 from __future__ import annotations
@@ -85,6 +85,14 @@ def hub_checkpoint(name: str) -> Path:
 def by_name(name: str) -> WeightFile | None:
     """The known file called ``name`` (the command's name or its file name), or None."""
     return next((w for w in KNOWN if name in (w.name, w.filename)), None)
+
+
+def known(name: str) -> WeightFile:
+    """The known file called ``name``; a KeyError for a name the project does not know (a bug, not a user error)."""
+    weight = by_name(name)
+    if weight is None:
+        raise KeyError(f"no known weight file {name!r}")
+    return weight
 
 
 def record_path(path: str | os.PathLike) -> Path:
