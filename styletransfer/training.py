@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
-from styletransfer.runtime.hydra_callbacks import LockRunDirectory
-from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
-from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
 from styletransfer.runtime.errors import RunInterrupted
+from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
+from styletransfer.runtime.hydra_callbacks import LockRunDirectory
+from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
 from styletransfer.runtime.interrupt import StopOnSignal
 from styletransfer.runtime.wandb_mode import choose_wandb_mode
 
@@ -69,8 +69,11 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     stopper = next((c for c in callbacks if isinstance(c, StopOnSignal)), None)
     if stopper is not None and stopper.received is not None:
         name = signal.Signals(stopper.received).name
-        raise RunInterrupted(f"{name} at step {trainer.global_step}: saved {last or 'no checkpoint (checkpointing off)'}; "
-                             f"resume with the same command plus ckpt_path={last}", stopper.received)
+        raise RunInterrupted(
+            f"{name} at step {trainer.global_step}: saved {last or 'no checkpoint (checkpointing off)'}; "
+            f"resume with the same command plus ckpt_path={last}",
+            stopper.received,
+        )
     if trainer.is_global_zero:
         report_skipped(datamodule)
         log.info("run directory: %s", output_dir)
@@ -84,8 +87,14 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def score_objective(objective: Any, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                    trainer: pl.Trainer, metrics: dict[str, float], encoder_cfg: Any) -> dict[str, float]:
+def score_objective(
+    objective: Any,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    trainer: pl.Trainer,
+    metrics: dict[str, float],
+    encoder_cfg: Any,
+) -> dict[str, float]:
     """Measure the sweep objective after training (``objective.measure``: styletransfer.sweeps.objective) and send
     it to the loggers."""
     scores = objective.measure(model, datamodule, trainer, metrics, encoder_cfg)

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
 from styletransfer.apps.stylise import encoder_arg
+from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
 from styletransfer.protocol.controls import asked_controls, check_controls, check_size, refuse_unsupported
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
@@ -39,7 +39,7 @@ STYLE_SIDE = 512
 MASK_ASPECT_TOLERANCE = 0.02
 
 
-def _read(path: str | None, what: str) -> Image.Image:
+def _read(path: str, what: str) -> Image.Image:
     """An uploaded file as RGB, or a ConfigError naming the input (``what``) and the file."""
     try:
         return load_rgb(path)
@@ -48,8 +48,14 @@ def _read(path: str | None, what: str) -> Image.Image:
 
 
 #: How the page names each control in a refusal.
-PAGE_CONTROLS = {"styles": "style images", "weights": "several styles", "alpha": "alpha below 1", "masks": "a mask",
-                 "preserve_colour": "colour preservation", "output_size": "another output size"}
+PAGE_CONTROLS = {
+    "styles": "style images",
+    "weights": "several styles",
+    "alpha": "alpha below 1",
+    "masks": "a mask",
+    "preserve_colour": "colour preservation",
+    "output_size": "another output size",
+}
 
 
 def _content(path: str | None, max_side: int, min_side: int) -> Image.Image:
@@ -94,8 +100,10 @@ def _masks(path: str | None, content: Image.Image, n_styles: int) -> list[Tensor
     mask = _read(path, "mask")
     (mw, mh), (cw, ch) = mask.size, content.size
     if abs(mw * ch - mh * cw) > MASK_ASPECT_TOLERANCE * mw * ch:
-        raise ConfigError(f"the mask is {mw}x{mh} px but the content is {cw}x{ch}: give a mask of the content's size "
-                          "(or a resized copy of it, same aspect ratio)")
+        raise ConfigError(
+            f"the mask is {mw}x{mh} px but the content is {cw}x{ch}: give a mask of the content's size "
+            "(or a resized copy of it, same aspect ratio)"
+        )
     white = pil_to_tensor(mask.convert("L").convert("RGB"))[0]
     return [white] if n_styles == 1 else [white, 1.0 - white]
 
@@ -113,14 +121,20 @@ class DemoPredictor:
         Returns the stylised image; a bad input raises ``gr.Error`` with a message for the page.
         """
         slots = [(inputs[2 * k], inputs[2 * k + 1]) for k in range(STYLE_SLOTS)]
-        alpha, preserve_colour, mask = inputs[2 * STYLE_SLOTS:]
+        alpha, preserve_colour, mask = inputs[2 * STYLE_SLOTS :]
         try:
             return self._stylise(content, slots, alpha, bool(preserve_colour), mask)
         except StyleTransferError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
 
-    def _stylise(self, content_path: str | None, slots: Sequence[tuple[str | None, float | None]],
-                 alpha: float | None, preserve_colour: bool, mask_path: str | None) -> Image.Image:
+    def _stylise(
+        self,
+        content_path: str | None,
+        slots: Sequence[tuple[str | None, float | None]],
+        alpha: float | None,
+        preserve_colour: bool,
+        mask_path: str | None,
+    ) -> Image.Image:
         if alpha is None or not math.isfinite(float(alpha)):
             raise ConfigError(f"alpha must be a number in [0, 1], got {alpha}")
         caps = self.styliser.capabilities
@@ -129,18 +143,25 @@ class DemoPredictor:
         masks = _masks(mask_path, content, len(styles))
         asked = asked_controls(styles, weights, float(alpha), masks, preserve_colour)
         refuse_unsupported(caps, "this model", asked, PAGE_CONTROLS)
-        if styles:
-            weights = check_controls(len(styles), None if masks else weights, float(alpha), masks)
-        out = self.styliser.stylise(pil_to_tensor(content), styles, weights=weights, alpha=float(alpha),
-                                    preserve_colour=preserve_colour, masks=masks)
+        mixed = check_controls(len(styles), None if masks else weights, float(alpha), masks) if styles else None
+        out = self.styliser.stylise(
+            pil_to_tensor(content),
+            styles,
+            weights=mixed,
+            alpha=float(alpha),
+            preserve_colour=preserve_colour,
+            masks=masks,
+        )
         return tensor_to_pil(out)
 
 
 def _header(styliser: StyleModel) -> str:
     """The page's title and what is loaded (method, file, device), with the model's warning if it has one."""
-    text = (f"# Style transfer ({styliser.method})\n\nModel `{Path(styliser.source).name}` ({styliser.kind}) on "
-            f"{device_name(styliser.device)}. Upload a content image and one to {STYLE_SLOTS} styles, then press "
-            "**Stylise**.")
+    text = (
+        f"# Style transfer ({styliser.method})\n\nModel `{Path(styliser.source).name}` ({styliser.kind}) on "
+        f"{device_name(styliser.device)}. Upload a content image and one to {STYLE_SLOTS} styles, then press "
+        "**Stylise**."
+    )
     warning = styliser.warning()
     if warning:
         text += f"\n\n**Note:** {warning}."
@@ -149,8 +170,9 @@ def _header(styliser: StyleModel) -> str:
 
 def _upload(label: str, elem_id: str, height: int) -> gr.Image:
     """An image input handing over the uploaded file's path (read by ``load_rgb``, so errors name the input)."""
-    return gr.Image(type="filepath", image_mode=None, label=label, sources=["upload", "clipboard"], height=height,
-                    elem_id=elem_id)
+    return gr.Image(
+        type="filepath", image_mode=None, label=label, sources=["upload", "clipboard"], height=height, elem_id=elem_id
+    )
 
 
 def _styles_and_mask() -> tuple[list[gr.components.Component], gr.Image]:
@@ -163,8 +185,9 @@ def _styles_and_mask() -> tuple[list[gr.components.Component], gr.Image]:
                 styles.append(gr.Number(value=1.0, minimum=0, label=f"weight {k} (relative)", elem_id=f"weight{k}"))
         with gr.Column(min_width=140):
             mask = _upload("mask (optional)", "mask", 140)
-            gr.Markdown("White: style 1. Black: style 2, or the unchanged content with one style. Weights are then "
-                        "unused.")
+            gr.Markdown(
+                "White: style 1. Black: style 2, or the unchanged content with one style. Weights are then unused."
+            )
     return styles, mask
 
 
@@ -175,12 +198,20 @@ def build_app(styliser: StyleModel, max_side: int = 1024) -> gr.Blocks:
         gr.Markdown(_header(styliser))
         with gr.Row():
             content = _upload("content", "content", 260)
-            output = gr.Image(type="pil", format="png", label="result (PNG)", interactive=False, height=260,
-                              buttons=["download"], elem_id="output")
+            output = gr.Image(
+                type="pil",
+                format="png",
+                label="result (PNG)",
+                interactive=False,
+                height=260,
+                buttons=["download"],
+                elem_id="output",
+            )
         styles, mask = _styles_and_mask()
         with gr.Row(equal_height=True):
-            alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="alpha (0: the content, 1: full style)",
-                              elem_id="alpha", scale=2)
+            alpha = gr.Slider(
+                0.0, 1.0, value=1.0, step=0.05, label="alpha (0: the content, 1: full style)", elem_id="alpha", scale=2
+            )
             colour = gr.Checkbox(label="preserve the content's colours", elem_id="colour", scale=1)
             button = gr.Button("Stylise", variant="primary", elem_id="run", scale=1)
         button.click(predictor.predict, [content, *styles, alpha, colour, mask], output, api_name="stylise")

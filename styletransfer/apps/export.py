@@ -33,9 +33,9 @@ from styletransfer.apps.onnx_runtime import (
     providers,
 )
 from styletransfer.apps.stylise import encoder_arg
-from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 from styletransfer.protocol.model import OnnxGraph, StyleModel
 from styletransfer.protocol.registry import load_model
+from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 from styletransfer.runtime.errors import ConfigError, ExportCheckError
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,13 @@ def _metadata(model: StyleModel, graph: OnnxGraph, code_names: Sequence[str]) ->
     record (file, encoder), which the ONNX runtime reads back."""
     if graph.role != "image":
         return dict(graph.metadata)
-    return {**graph.metadata, META_METHOD: model.method, META_CODE: json.dumps(list(code_names)),
-            META_CAPABILITIES: json.dumps(asdict(model.capabilities)),
-            META_MODEL: json.dumps(model.describe(), default=str)}
+    return {
+        **graph.metadata,
+        META_METHOD: model.method,
+        META_CODE: json.dumps(list(code_names)),
+        META_CAPABILITIES: json.dumps(asdict(model.capabilities)),
+        META_MODEL: json.dumps(model.describe(), default=str),
+    }
 
 
 def _write(graph: OnnxGraph, path: Path, opset: int, metadata: dict[str, str]) -> Path:
@@ -66,9 +70,20 @@ def _write(graph: OnnxGraph, path: Path, opset: int, metadata: dict[str, str]) -
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used")  # a code's N is the batch's
-            program = torch.onnx.export(graph.module.eval(), graph.inputs, None, input_names=list(graph.input_names),
-                                        output_names=list(graph.output_names), dynamic_shapes=graph.dynamic_shapes,
-                                        opset_version=opset, dynamo=True, external_data=False, verbose=False)
+            program = torch.onnx.export(
+                graph.module.eval(),
+                graph.inputs,
+                None,
+                input_names=list(graph.input_names),
+                output_names=list(graph.output_names),
+                dynamic_shapes=graph.dynamic_shapes,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        if program is None:  # torch.onnx.export(dynamo=True) always returns the program
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         program.model.metadata_props.update(metadata)
         program.save(str(partial), external_data=False)
         os.replace(partial, path)
@@ -77,8 +92,9 @@ def _write(graph: OnnxGraph, path: Path, opset: int, metadata: dict[str, str]) -
     return path
 
 
-def export_graphs(model: StyleModel, output: str | os.PathLike, part: str = "both", fp16: bool = False,
-                  opset: int = OPSETS[0]) -> list[Path]:
+def export_graphs(
+    model: StyleModel, output: str | os.PathLike, part: str = "both", fp16: bool = False, opset: int = OPSETS[0]
+) -> list[Path]:
     """Write the image graph to ``output`` and/or the style graph beside it; returns the files written."""
     if part not in EXPORT_PARTS:
         raise ConfigError(f"part must be one of {', '.join(EXPORT_PARTS)}, got {part!r}")
@@ -89,12 +105,20 @@ def export_graphs(model: StyleModel, output: str | os.PathLike, part: str = "bot
     graphs = model.onnx_graphs(fp16)
     code_names = next((g.output_names for g in graphs if g.role == "style"), ())
     with torch.no_grad():
-        return [_write(graph, graph_path(output, graph), opset, _metadata(model, graph, code_names))
-                for graph in graphs if part in ("both", graph.role)]
+        return [
+            _write(graph, graph_path(output, graph), opset, _metadata(model, graph, code_names))
+            for graph in graphs
+            if part in ("both", graph.role)
+        ]
 
 
-def check_graphs(model: StyleModel, output: str | os.PathLike, part: str = "both",
-                 sizes: tuple[tuple[int, int], ...] = CHECK_SIZES, seed: int = 0) -> list[tuple[tuple[int, int], float]]:
+def check_graphs(
+    model: StyleModel,
+    output: str | os.PathLike,
+    part: str = "both",
+    sizes: tuple[tuple[int, int], ...] = CHECK_SIZES,
+    seed: int = 0,
+) -> list[tuple[tuple[int, int], float]]:
     """Largest absolute difference between onnxruntime (CPU) and the float32 PyTorch model at each size, over every
     exported graph's outputs on the same inputs."""
     generator = torch.Generator().manual_seed(seed)
@@ -134,11 +158,15 @@ def run_export(args: argparse.Namespace) -> list[Path]:
     tolerance = TOLERANCE[precision]
     results = check_graphs(model, args.output, args.part)
     for (height, width), diff in results:
-        print(f"check {height}x{width}: largest absolute difference of the graphs' outputs {diff:.3g} (tolerance "
-              f"{tolerance:g})")
+        print(
+            f"check {height}x{width}: largest absolute difference of the graphs' outputs {diff:.3g} (tolerance "
+            f"{tolerance:g})"
+        )
     for (height, width), diff in results:
         if not diff <= tolerance:
-            raise ExportCheckError(f"the exported graph differs from PyTorch at {height}x{width} by {diff:.3g}, above "
-                                   f"the {precision} tolerance {tolerance:g}")
+            raise ExportCheckError(
+                f"the exported graph differs from PyTorch at {height}x{width} by {diff:.3g}, above "
+                f"the {precision} tolerance {tolerance:g}"
+            )
     print("check passed: onnxruntime matches PyTorch at " + ", ".join(f"{h}x{w}" for (h, w), _ in results))
     return written

@@ -34,8 +34,12 @@ from styletransfer.runtime.errors import CheckpointError, ConfigError
 #: Names of the graphs' fixed inputs and outputs; the style code's tensors are named in the metadata.
 CONTENT, ALPHA, IMAGE, STYLE = "content", "alpha", "image", "style"
 #: Metadata keys of the image graph.
-META_METHOD, META_CODE, META_CAPABILITIES, META_MODEL = ("styletransfer.method", "styletransfer.code",
-                                                         "styletransfer.capabilities", "styletransfer.model")
+META_METHOD, META_CODE, META_CAPABILITIES, META_MODEL = (
+    "styletransfer.method",
+    "styletransfer.code",
+    "styletransfer.capabilities",
+    "styletransfer.model",
+)
 #: What the ONNX path cannot do whatever the method (whole-image graphs of the content's size, no tiling).
 ONNX_LIMITS = {"masks": False, "output_size": False, "tiling": False, "export": False}
 
@@ -70,8 +74,10 @@ def providers(device: str) -> list[str]:
     if not device.startswith("cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda with --runtime onnx, got {device!r}")
     if "CUDAExecutionProvider" not in available:
-        raise ConfigError(f"--device {device}: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
-                          "install onnxruntime-gpu or use --device cpu")
+        raise ConfigError(
+            f"--device {device}: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
+            "install onnxruntime-gpu or use --device cpu"
+        )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -88,16 +94,20 @@ def open_session(path: str | os.PathLike, what: str, provider_names: Sequence[st
         return ort.InferenceSession(str(path), options, providers=list(provider_names))
     except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...) for a bad file
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load ({first}); expected the "
-                              f"{what} written by styletransfer-export") from None
+        raise CheckpointError(
+            f"{path} is not an ONNX model onnxruntime can load ({first}); expected the "
+            f"{what} written by styletransfer-export"
+        ) from None
 
 
 def check_names(session: Any, path: Path, what: str, inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """A CheckpointError naming ``path`` unless the session takes ``inputs`` and gives ``outputs``."""
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if tuple(names[0]) != tuple(inputs) or tuple(names[1]) != tuple(outputs):
-        raise CheckpointError(f"{path} is an ONNX model but not the {what} written by styletransfer-export: it "
-                              f"takes {names[0]} and gives {names[1]}, expected {list(inputs)} -> {list(outputs)}")
+        raise CheckpointError(
+            f"{path} is an ONNX model but not the {what} written by styletransfer-export: it "
+            f"takes {names[0]} and gives {names[1]}, expected {list(inputs)} -> {list(outputs)}"
+        )
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -111,15 +121,18 @@ class OnnxModel:
 
     kind = "onnx"
 
-    def __init__(self, image_graph: str | os.PathLike, style_graph: str | os.PathLike | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, image_graph: str | os.PathLike, style_graph: str | os.PathLike | None = None, device: str = "cpu"
+    ) -> None:
         names = providers(device)
         self.source = str(image_graph)
         self.image = open_session(image_graph, "image graph", names)
         meta = self.image.get_modelmeta().custom_metadata_map
         if META_CODE not in meta:
-            raise CheckpointError(f"{image_graph} records no style-transfer metadata ({META_CODE}): it was not "
-                                  "written by this version of styletransfer-export; export the model again")
+            raise CheckpointError(
+                f"{image_graph} records no style-transfer metadata ({META_CODE}): it was not "
+                "written by this version of styletransfer-export; export the model again"
+            )
         self.method = meta.get(META_METHOD, "?")
         self.code_names = tuple(json.loads(meta[META_CODE]))
         declared = Capabilities(**json.loads(meta.get(META_CAPABILITIES, "{}")))
@@ -138,8 +151,9 @@ class OnnxModel:
         style = style_graph_path(image_graph)
         model = cls(image_graph, style if style.is_file() else None, device)
         if model.capabilities.style_input and model.style is None:
-            raise CheckpointError(f"the style graph {style} is missing beside {image_graph}: export with "
-                                  "styletransfer-export --part both")
+            raise CheckpointError(
+                f"the style graph {style} is missing beside {image_graph}: export with styletransfer-export --part both"
+            )
         return model
 
     @property
@@ -154,8 +168,10 @@ class OnnxModel:
         """Says so when the exported model was trained behind a random encoder (recorded at export)."""
         encoder = self.recorded.get("encoder") or {}
         if encoder.get("weights") == "random" or encoder.get("fallback_used"):
-            return (f"{self.source} was exported from a model trained behind a RANDOM encoder (a test or offline "
-                    "demo run): its results show that the pipeline works, not what the method looks like")
+            return (
+                f"{self.source} was exported from a model trained behind a RANDOM encoder (a test or offline "
+                "demo run): its results show that the pipeline works, not what the method looks like"
+            )
         return None
 
     def run_style(self, style: Tensor) -> tuple[Tensor, ...]:
@@ -178,25 +194,41 @@ class OnnxModel:
         """Each style's code from the style graph: pass them as ``stylise(..., style_codes=...)``."""
         return [self.run_style(style) for style in styles]
 
-    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
-                alpha: float = 1.0, preserve_colour: bool = False, masks: Sequence[Tensor] | None = None,
-                output_size: tuple[int, int] | None = None,
-                style_codes: Sequence[tuple[Tensor, ...]] | None = None) -> Tensor:
+    def stylise(
+        self,
+        content: Tensor,
+        styles: Sequence[Tensor] = (),
+        *,
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_colour: bool = False,
+        masks: Sequence[Tensor] | None = None,
+        output_size: tuple[int, int] | None = None,
+        style_codes: Sequence[tuple[Tensor, ...]] | None = None,
+    ) -> Tensor:
         """The model's stylisation in onnxruntime: content (float in [0, 1] or uint8), one or more styles blended
         with ``weights``, ``alpha``, colour preservation (each style recoloured to each content before the style
         graph). Masks and another output size need the PyTorch runtime."""
         if masks is not None or output_size is not None:
-            raise ConfigError("masks and output_size need the PyTorch runtime: the image graph takes whole-image "
-                              "statistics and returns the content's size")
+            raise ConfigError(
+                "masks and output_size need the PyTorch runtime: the image graph takes whole-image "
+                "statistics and returns the content's size"
+            )
         batch = to_unit_float(as_batch(content, "content")).float()
         styles = style_list(styles)
         cached = style_codes is not None and not preserve_colour
-        weights = check_controls(len(style_codes) if cached else len(styles), weights, alpha, None)
+        mixed = check_controls(len(style_codes or ()) if cached else len(styles), weights, alpha, None) or [1.0]
+        if not self.capabilities.style_input:
+            return self.run_image(batch, (), alpha)
+        codes: list[tuple[Tensor, ...]]
         if preserve_colour:
             codes = [self._recoloured(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]
         else:
             codes = list(style_codes) if style_codes is not None else self.encode_styles(styles)
-        blended = tuple(sum(w * code[i] for w, code in zip(weights or [1.0], codes)) for i in range(len(codes[0])))
+        blended = tuple(
+            sum((w * code[i] for w, code in zip(mixed, codes)), torch.zeros_like(codes[0][i]))
+            for i in range(len(codes[0]))
+        )
         return self.run_image(batch, blended, alpha)
 
     def _recoloured(self, style: Tensor, batch: Tensor) -> tuple[Tensor, ...]:

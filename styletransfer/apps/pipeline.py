@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -25,8 +26,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from styletransfer.data.images import load_rgb, pil_to_uint8, resize_to_side, save_pil, to_uint8_hwc
 from styletransfer.apps.tiling import stylise_any_size
+from styletransfer.data.images import load_rgb, pil_to_uint8, resize_to_side, save_pil, to_uint8_hwc
 from styletransfer.protocol.controls import check_size
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
@@ -67,7 +68,7 @@ class ContentImages(Dataset):
         return index, pil_to_uint8(img), ""
 
 
-def _as_is(item: Decoded) -> Decoded:
+def _as_is(item: Any) -> Any:
     """The loader's collate function: items are stylised in batches of one size, formed after decoding."""
     return item
 
@@ -127,12 +128,13 @@ class Writers:
         else:
             self.futures.append(self.pool.submit(self._write, images, ready, outputs))
 
-    def _write(self, images: Tensor, ready: torch.cuda.Event | None,
-               outputs: list[tuple[int, Path]]) -> list[tuple[int, Path | None, str]]:
+    def _write(
+        self, images: Tensor, ready: torch.cuda.Event | None, outputs: list[tuple[int, Path]]
+    ) -> list[tuple[int, Path | None, str]]:
         try:
             if ready is not None:
                 ready.synchronize()
-            results = []
+            results: list[tuple[int, Path | None, str]] = []
             for array, (index, path) in zip(images.numpy(), outputs):
                 try:
                     save_pil(Image.fromarray(array), path, quality=self.quality)
@@ -168,18 +170,33 @@ def to_host(result: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
     return host, ready
 
 
-def decoded(paths: Sequence[Path], content_size: int | None, workers: int, pin: bool,
-            min_side: int = 1) -> Iterator[Decoded]:
+def decoded(
+    paths: Sequence[Path], content_size: int | None, workers: int, pin: bool, min_side: int = 1
+) -> Iterator[Decoded]:
     """Decoded contents in order, read by ``workers`` loader processes (0: in this thread); contents smaller than
     ``min_side`` are skipped."""
-    loader = DataLoader(ContentImages(paths, content_size, min_side), batch_size=None, shuffle=False, num_workers=workers,
-                        collate_fn=_as_is, pin_memory=pin, prefetch_factor=4 if workers > 0 else None)
+    loader = DataLoader(
+        ContentImages(paths, content_size, min_side),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=pin,
+        prefetch_factor=4 if workers > 0 else None,
+    )
     return iter(loader)
 
 
-def run_folder(styliser: StyleModel, contents: Iterator[Decoded], paths: Sequence[Path],
-               output_of: Callable[[Path], Path], controls: dict, batch_size: int, writers: int = 2,
-               quality: int = 95) -> FolderRun:
+def run_folder(
+    styliser: StyleModel,
+    contents: Iterator[Decoded],
+    paths: Sequence[Path],
+    output_of: Callable[[Path], Path],
+    controls: dict,
+    batch_size: int,
+    writers: int = 2,
+    quality: int = 95,
+) -> FolderRun:
     """Stylise ``contents`` (``decoded(paths, ...)``) in same-size batches of up to ``batch_size``, writing the
     result of ``paths[i]`` to ``output_of(paths[i])`` on ``writers`` threads; ``controls`` go to
     ``tiling.stylise_any_size`` (the model's ``stylise``, in tiles past ``max_tile``)."""
@@ -195,12 +212,14 @@ def run_folder(styliser: StyleModel, contents: Iterator[Decoded], paths: Sequenc
         fill = batch_size - len(images) if device.type == "cuda" else 0
         stacked = torch.stack(images + images[-1:] * fill)
         try:
-            host, ready = to_host(stylise_any_size(styliser, stacked, **controls)[:len(batch)])
+            host, ready = to_host(stylise_any_size(styliser, stacked, **controls)[: len(batch)])
         except torch.cuda.OutOfMemoryError:
             shape = "x".join(str(side) for side in stacked.shape[-1:-3:-1])
             for index, _ in batch:
-                skipped[index] = (f"{paths[index]}: out of device memory stylising {len(batch)} image(s) of "
-                                  f"{shape} px (try a smaller --batch-size or --content-size)")
+                skipped[index] = (
+                    f"{paths[index]}: out of device memory stylising {len(batch)} image(s) of "
+                    f"{shape} px (try a smaller --batch-size or --content-size)"
+                )
             bar.update(len(batch))
             return
         sink.submit(host, ready, [(index, output_of(paths[index])) for index, _ in batch])

@@ -54,8 +54,8 @@ def output_stems(contents: Sequence[Path], root: Path | None) -> dict[Path, Path
     relative = {path: path.relative_to(root) if root is not None else Path(path.name) for path in contents}
     stems = Counter((rel.parent, rel.stem.lower()) for rel in relative.values())
     return {
-        path: rel.parent / (f"{rel.stem}_{rel.suffix.lstrip('.').lower()}" if stems[(rel.parent, rel.stem.lower())] > 1
-                            else rel.stem)
+        path: rel.parent
+        / (f"{rel.stem}_{rel.suffix.lstrip('.').lower()}" if stems[(rel.parent, rel.stem.lower())] > 1 else rel.stem)
         for path, rel in relative.items()
     }
 
@@ -105,8 +105,9 @@ def _refused(args: argparse.Namespace, model: StyleModel) -> None:
     asked = asked_controls(args.style, args.weights, args.alpha, args.mask, args.preserve_colour, args.output_size)
     runtime = " in onnxruntime" if args.runtime == "onnx" else ""
     elsewhere = "use --runtime torch" if args.runtime == "onnx" else ""
-    refuse_unsupported(model.capabilities, f"{args.checkpoint} ({model.method} model{runtime})", asked,
-                       elsewhere=elsewhere)
+    refuse_unsupported(
+        model.capabilities, f"{args.checkpoint} ({model.method} model{runtime})", asked, elsewhere=elsewhere
+    )
 
 
 def _load_model(args: argparse.Namespace) -> StyleModel:
@@ -120,19 +121,27 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
     elif args.runtime != "torch":
         raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
     else:
-        model = load_model(args.checkpoint, encoder_arg(args), resolve_device(args.device, "--device"),
-                           channels_last=args.channels_last, bf16=args.bf16, compile=args.compile or False)
+        model = load_model(
+            args.checkpoint,
+            encoder_arg(args),
+            resolve_device(args.device, "--device"),
+            channels_last=args.channels_last,
+            bf16=args.bf16,
+            compile=args.compile or False,
+        )
     if model.warning():
         log.warning("%s", model.warning())
     _refused(args, model)
     return model
 
 
-def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] | None,
-              styles: list[Tensor]) -> dict:
+def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] | None, styles: list[Tensor]) -> dict:
     """The keyword arguments of ``model.stylise`` the flags ask for (the styles' codes computed once)."""
     return {
-        "styles": styles, "weights": weights, "alpha": args.alpha, "preserve_colour": args.preserve_colour,
+        "styles": styles,
+        "weights": weights,
+        "alpha": args.alpha,
+        "preserve_colour": args.preserve_colour,
         "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
         "output_size": tuple(args.output_size) if args.output_size else None,
         "style_codes": None if args.preserve_colour or not styles else model.encode_styles(styles),
@@ -147,8 +156,10 @@ def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict) -
     run = stylise_video(styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_size)
     print(f"wrote {run.path} ({run.frames} frames at {float(clip.rate):g} fps{', audio copied' if clip.audio else ''})")
     if clip.frames and run.frames != clip.frames:
-        print(f"warning: {clip.path} lists {clip.frames} frames but {run.frames} could be decoded (a truncated clip?)",
-              file=sys.stderr)
+        print(
+            f"warning: {clip.path} lists {clip.frames} frames but {run.frames} could be decoded (a truncated clip?)",
+            file=sys.stderr,
+        )
     return [run.path]
 
 
@@ -158,8 +169,9 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     weights = _check_args(args)
     video = args.video_frames or is_video_path(args.content)
     if args.temporal_smoothing and not video:
-        raise ConfigError("--temporal-smoothing applies to videos: --content a clip, or a folder of frames with "
-                          "--video-frames")
+        raise ConfigError(
+            "--temporal-smoothing applies to videos: --content a clip, or a folder of frames with --video-frames"
+        )
     check_smoothing(args.temporal_smoothing)
     styliser = _load_model(args)
     if video:
@@ -169,8 +181,9 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
     # Decoding starts now, in the workers, while the styles are read and encoded.
-    decoded_contents = decoded(contents, args.content_size, args.workers, pin=device.type == "cuda",
-                               min_side=styliser.capabilities.min_side)
+    decoded_contents = decoded(
+        contents, args.content_size, args.workers, pin=device.type == "cuda", min_side=styliser.capabilities.min_side
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
     styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
@@ -178,10 +191,20 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     if styliser.tiling() is not None:
         controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)
     elif args.max_tile not in ("auto", 0):
-        raise ConfigError(f"--max-tile: {args.checkpoint} cannot be stylised in tiles (the ONNX image graph stylises "
-                          "whole images: use --runtime torch)")
-    run = run_folder(styliser, decoded_contents, contents, lambda path: args.output / _output_name(stems[path], args),
-                     controls, args.batch_size, args.writers, args.quality)
+        raise ConfigError(
+            f"--max-tile: {args.checkpoint} cannot be stylised in tiles (the ONNX image graph stylises "
+            "whole images: use --runtime torch)"
+        )
+    run = run_folder(
+        styliser,
+        decoded_contents,
+        contents,
+        lambda path: args.output / _output_name(stems[path], args),
+        controls,
+        args.batch_size,
+        args.writers,
+        args.quality,
+    )
     for reason in run.skipped:
         log.warning("skipped: %s", reason)
     if run.skipped:

@@ -91,9 +91,9 @@ def ramp_weights(windows: Sequence[Span], size: int, blend: int = BLEND) -> list
             weight[:blend] = torch.minimum(weight[:blend], ramp)
         if span.keep1 < size:
             weight[-blend:] = torch.minimum(weight[-blend:], ramp.flip(0))
-        total[span.keep0:span.keep1] += weight
+        total[span.keep0 : span.keep1] += weight
         raw.append(weight)
-    return [(weight / total[span.keep0:span.keep1]).float() for span, weight in zip(windows, raw)]
+    return [(weight / total[span.keep0 : span.keep1]).float() for span, weight in zip(windows, raw)]
 
 
 def available_memory(device: torch.device) -> int:
@@ -126,8 +126,9 @@ def tile_side(max_tile: int | str, needs: TilingNeeds, device: torch.device, bat
     if max_tile == "auto":
         return auto_tile(needs, device, batch)
     if isinstance(max_tile, bool) or not isinstance(max_tile, int) or (max_tile != 0 and max_tile < MIN_TILE):
-        raise ConfigError(f"max_tile (--max-tile) must be auto, 0 (never tile) or a side of at least {MIN_TILE} px, "
-                          f"got {max_tile!r}")
+        raise ConfigError(
+            f"max_tile (--max-tile) must be auto, 0 (never tile) or a side of at least {MIN_TILE} px, got {max_tile!r}"
+        )
     return max_tile // needs.align * needs.align
 
 
@@ -135,7 +136,7 @@ def windows(content: Tensor, rows: Sequence[Span], cols: Sequence[Span]) -> Iter
     """(row span, column span, the content's window) for every window, row by row."""
     for row in rows:
         for col in cols:
-            yield row, col, content[..., row.start:row.end, col.start:col.end]
+            yield row, col, content[..., row.start : row.end, col.start : col.end]
 
 
 def owned_pixels(span: Span) -> slice:
@@ -146,6 +147,7 @@ def owned_pixels(span: Span) -> slice:
 def to_device_float(device: torch.device) -> Callable[[Tensor], Tensor]:
     """A window (uint8 0-255 or float in [0, 1], anywhere) as a float32 batch in [0, 1] on ``device``; uint8 is
     moved first and scaled there (a quarter of the bytes to copy)."""
+
     def convert(window: Tensor) -> Tensor:
         if window.dtype == torch.uint8:
             window = window.to(device, non_blocking=True)
@@ -154,21 +156,33 @@ def to_device_float(device: torch.device) -> Callable[[Tensor], Tensor]:
     return convert
 
 
-def check_tileable(size: tuple[int, int], masks: Sequence[Tensor] | None,
-                   output_size: tuple[int, int] | None) -> None:
+def check_tileable(size: tuple[int, int], masks: Sequence[Tensor] | None, output_size: tuple[int, int] | None) -> None:
     """Refuse what tiling cannot do: masks, and an ``output_size`` other than the content's ``size`` (H, W)."""
     if masks is not None:
-        raise ConfigError("masks are not supported with tiling (their per-region statistics would need a tiled pass "
-                          "of their own): pass --max-tile 0 (max_tile=0) or a smaller --content-size")
+        raise ConfigError(
+            "masks are not supported with tiling (their per-region statistics would need a tiled pass "
+            "of their own): pass --max-tile 0 (max_tile=0) or a smaller --content-size"
+        )
     if output_size is not None and tuple(int(s) for s in output_size) != size:
-        raise ConfigError(f"--output-size {tuple(output_size)} differs from the content's {size} and tiling "
-                          "keeps the content's size: resize with --content-size, or pass --max-tile 0 (max_tile=0)")
+        raise ConfigError(
+            f"--output-size {tuple(output_size)} differs from the content's {size} and tiling "
+            "keeps the content's size: resize with --content-size, or pass --max-tile 0 (max_tile=0)"
+        )
 
 
-def stylise_tiled(model: StyleModel, content: Tensor, styles: Sequence[Tensor] = (), *, tile: int | str = "auto",
-                  weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_colour: bool = False,
-                  masks: Sequence[Tensor] | None = None, output_size: tuple[int, int] | None = None,
-                  style_codes: Sequence[StyleCode] | None = None) -> Tensor:
+def stylise_tiled(
+    model: StyleModel,
+    content: Tensor,
+    styles: Sequence[Tensor] = (),
+    *,
+    tile: int | str = "auto",
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+    preserve_colour: bool = False,
+    masks: Sequence[Tensor] | None = None,
+    output_size: tuple[int, int] | None = None,
+    style_codes: Sequence[StyleCode] | None = None,
+) -> Tensor:
     """``model.stylise`` in windows of at most ``tile`` x ``tile`` px (``auto``: from the free memory; see the module
     docstring), so device memory is bounded by the tile. ``content`` (3, H, W) or (N, 3, H, W), uint8 or float,
     stays where it is (keep a large image on the host); one window at a time goes to the device. Returns float32
@@ -183,8 +197,14 @@ def stylise_tiled(model: StyleModel, content: Tensor, styles: Sequence[Tensor] =
     rows, cols = spans(size[0], side, needs), spans(size[1], side, needs)
     log.info("stylising %dx%d px in %d x %d windows of at most %d px", size[1], size[0], len(rows), len(cols), side)
     to_device = to_device_float(model.device)
-    passes = model.tiled(content, style_list(styles), weights=weights, alpha=alpha, preserve_colour=preserve_colour,
-                         style_codes=style_codes)
+    passes = model.tiled(
+        content,
+        style_list(styles),
+        weights=weights,
+        alpha=alpha,
+        preserve_colour=preserve_colour,
+        style_codes=style_codes,
+    )
     if passes.needs_statistics:
         for row, col, window in windows(content, rows, cols):
             passes.observe(to_device(window), (owned_pixels(row), owned_pixels(col)))
@@ -193,14 +213,15 @@ def stylise_tiled(model: StyleModel, content: Tensor, styles: Sequence[Tensor] =
     col_weights = dict(zip(cols, ramp_weights(cols, size[1])))
     for row, col, window in windows(content, rows, cols):
         image = passes.render(to_device(window))
-        kept = image[..., row.keep0 - row.start:row.keep1 - row.start, col.keep0 - col.start:col.keep1 - col.start]
+        kept = image[..., row.keep0 - row.start : row.keep1 - row.start, col.keep0 - col.start : col.keep1 - col.start]
         weight = row_weights[row].to(kept.device)[:, None] * col_weights[col].to(kept.device)[None, :]
-        out[..., row.keep0:row.keep1, col.keep0:col.keep1] += (kept * weight).cpu()
+        out[..., row.keep0 : row.keep1, col.keep0 : col.keep1] += (kept * weight).cpu()
     return out
 
 
-def stylise_any_size(model: StyleModel, content: Tensor, styles: Sequence[Tensor] = (), *,
-                     max_tile: int | str = 0, **controls: Any) -> Tensor:
+def stylise_any_size(
+    model: StyleModel, content: Tensor, styles: Sequence[Tensor] = (), *, max_tile: int | str = 0, **controls: Any
+) -> Tensor:
     """``model.stylise``, or :func:`stylise_tiled` for an image with a side longer than ``max_tile`` (0: never;
     ``auto``: from the free memory) when the model can be tiled; the tiled result is on the host."""
     needs = model.tiling()

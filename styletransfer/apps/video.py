@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from styletransfer.apps.pipeline import to_host
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
 from styletransfer.data.images import array_to_uint8, float_array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
-from styletransfer.apps.pipeline import to_host
 from styletransfer.protocol.controls import check_size
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
@@ -53,8 +53,10 @@ class VideoStopped(StyleTransferError, RuntimeError):
 def check_smoothing(smoothing: float) -> None:
     """``--temporal-smoothing`` in [0, 1)."""
     if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"--temporal-smoothing must be in [0, 1) (0: frame by frame; 0.5 steadies; weight of the "
-                          f"previous result), got {smoothing}")
+        raise ConfigError(
+            f"--temporal-smoothing must be in [0, 1) (0: frame by frame; 0.5 steadies; weight of the "
+            f"previous result), got {smoothing}"
+        )
 
 
 class FlowBlend:
@@ -75,8 +77,9 @@ class FlowBlend:
         return float_array_to_uint8(current, scale=1.0)
 
 
-def frame_sizes(clip: Clip, content_size: int | None, output_size: tuple[int, int] | None,
-                min_side: int = 1) -> tuple[tuple, tuple]:
+def frame_sizes(
+    clip: Clip, content_size: int | None, output_size: tuple[int, int] | None, min_side: int = 1
+) -> tuple[tuple, tuple]:
     """((W, H) the frames are decoded at, (H, W) they are stylised to): ``content_size`` resizes the shorter side,
     the output keeps that size (or ``output_size``) rounded down to even sides, as yuv420p needs."""
     width, height = clip.width, clip.height
@@ -99,8 +102,13 @@ def _put(target: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _decode(clip: Clip, sizes: tuple[tuple[int, int], tuple[int, int] | None], frames: queue.Queue,
-            stop: threading.Event, pin: bool) -> None:
+def _decode(
+    clip: Clip,
+    sizes: tuple[tuple[int, int], tuple[int, int] | None],
+    frames: queue.Queue,
+    stop: threading.Event,
+    pin: bool,
+) -> None:
     """The decode thread: (uint8 (3, H, W), pts, motion or None) per frame, then ``_DONE`` (or the exception that
     stopped it). ``sizes``: (W, H) to decode at, and (W, H) of the content's motion (None: no motion needed)."""
     try:
@@ -161,8 +169,15 @@ class VideoRun:
     frames: int
 
 
-def stylise_video(styliser: StyleModel, clip: Clip, output: Path, controls: dict, batch_size: int,
-                  smoothing: float = 0.0, content_size: int | None = None) -> VideoRun:
+def stylise_video(
+    styliser: StyleModel,
+    clip: Clip,
+    output: Path,
+    controls: dict,
+    batch_size: int,
+    smoothing: float = 0.0,
+    content_size: int | None = None,
+) -> VideoRun:
     """Stylise every frame of ``clip`` (``controls`` as for ``StyleModel.stylise``) in batches of ``batch_size``
     consecutive frames into the mp4 ``output``; ``smoothing``: see the module's docstring."""
     check_smoothing(smoothing)
@@ -170,13 +185,24 @@ def stylise_video(styliser: StyleModel, clip: Clip, output: Path, controls: dict
     if out_size != size[::-1]:  # only when needed: the ONNX runtime returns the content's size only
         controls = {**controls, "output_size": out_size}
     writer = VideoWriter(output, clip, out_size[1], out_size[0])
-    frames, results = queue.Queue(maxsize=2 * batch_size), queue.Queue(maxsize=QUEUE_BATCHES)
-    stop, failures = threading.Event(), []
+    frames: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    results: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    stop, failures = threading.Event(), list[BaseException]()
     sizes = (size, out_size[::-1] if smoothing else None)
-    threads = [threading.Thread(target=_decode, args=(clip, sizes, frames, stop, styliser.device.type == "cuda"),
-                                name="video-decode", daemon=True),
-               threading.Thread(target=_encode, args=(writer, results, failures, FlowBlend(smoothing) if smoothing
-                                                      else None), name="video-encode", daemon=True)]
+    threads = [
+        threading.Thread(
+            target=_decode,
+            args=(clip, sizes, frames, stop, styliser.device.type == "cuda"),
+            name="video-decode",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=_encode,
+            args=(writer, results, failures, FlowBlend(smoothing) if smoothing else None),
+            name="video-encode",
+            daemon=True,
+        ),
+    ]
     for thread in threads:
         thread.start()
     stylised, complete = 0, False
@@ -203,5 +229,6 @@ def stylise_video(styliser: StyleModel, clip: Clip, output: Path, controls: dict
         return VideoRun(kept, writer.written)
     reason = failures[0] if failures else stopped
     where = f"the {writer.written} frame(s) written are kept in {kept}" if kept else "no frame was written"
-    raise VideoStopped(f"{clip.path}: stopped after {stylised} frame(s) ({type(reason).__name__}: {reason}); "
-                       f"{where}") from reason
+    raise VideoStopped(
+        f"{clip.path}: stopped after {stylised} frame(s) ({type(reason).__name__}: {reason}); {where}"
+    ) from reason

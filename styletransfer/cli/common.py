@@ -11,14 +11,20 @@ from pathlib import Path
 from styletransfer.runtime.errors import StyleTransferError
 
 #: The model files every command takes.
-CHECKPOINT_HELP = ("a model file: a run's checkpoints/last.ckpt or exported weights (AdaIN: checkpoints/decoder.pth), "
-                   "or the AdaIN release's decoder.pth")
+CHECKPOINT_HELP = (
+    "a model file: a run's checkpoints/last.ckpt or exported weights (AdaIN: checkpoints/decoder.pth), "
+    "or the AdaIN release's decoder.pth"
+)
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     """``--encoder-weights`` and ``--encoder-seed``: the encoder a decoder file is used with."""
-    parser.add_argument("--encoder-weights", default=None, help="encoder for decoder files: imagenet, random or a path "
-                        "(the release needs vgg_normalised.pth); default: the one recorded in the file")
+    parser.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="encoder for decoder files: imagenet, random or a path "
+        "(the release needs vgg_normalised.pth); default: the one recorded in the file",
+    )
     parser.add_argument("--encoder-seed", type=int, default=0, help="seed of a random encoder (default 0)")
 
 

@@ -29,13 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add_model_arguments(parser)
     add("--device", default="auto", help="auto (default: the GPU when there is one), cpu, cuda, cuda:1 ...")
-    add("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 "
-        "for every interface)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
     add("--port", type=int, default=7860, help="port to serve on (default 7860)")
-    add("--share", default="false", metavar="true|false", help="also serve through a public gradio.live link "
-        "(default false; needs internet access)")
-    add("--max-side", type=int, default=1024, help="reduce larger contents to this longer side (default 1024; 0 "
-        "keeps every size)")
+    add(
+        "--share",
+        default="false",
+        metavar="true|false",
+        help="also serve through a public gradio.live link (default false; needs internet access)",
+    )
+    add(
+        "--max-side",
+        type=int,
+        default=1024,
+        help="reduce larger contents to this longer side (default 1024; 0 keeps every size)",
+    )
     return parser
 
 
@@ -46,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from styletransfer.apps.demo import run_demo  # torch and Gradio load here, after --help
     except ModuleNotFoundError as exc:
-        print(f"error: the demo needs the demo extra ({exc}): pip install -e \".[demo]\"", file=sys.stderr)
+        print(f'error: the demo needs the demo extra ({exc}): pip install -e ".[demo]"', file=sys.stderr)
         return 1
     return run_command(lambda: run_demo(args))
 

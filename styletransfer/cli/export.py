@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 from styletransfer.cli.common import add_model_arguments, run_command
+from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add_model_arguments(parser)
-    add("--output", "-o", type=Path, default=Path("model.onnx"), help="the image graph's file (default model.onnx); "
-        "the style graph goes beside it as <name>.style.onnx")
+    add(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("model.onnx"),
+        help="the image graph's file (default model.onnx); the style graph goes beside it as <name>.style.onnx",
+    )
     add("--part", choices=EXPORT_PARTS, default="both", help="which graphs to write (default both)")
     add("--fp16", action="store_true", help="float16 weights and activations (inputs and outputs stay float32)")
     add("--opset", type=int, default=OPSETS[0], help=f"ONNX opset, {OPSETS[0]}-{OPSETS[-1]} (default {OPSETS[0]})")
-    add("--check", action="store_true", help="run the graphs in onnxruntime (CPU) at 64x48 and 77x53 and compare "
-        "with PyTorch; exit 1 above the tolerance (1e-3 fp32, 3e-2 fp16)")
+    add(
+        "--check",
+        action="store_true",
+        help="run the graphs in onnxruntime (CPU) at 64x48 and 77x53 and compare "
+        "with PyTorch; exit 1 above the tolerance (1e-3 fp32, 3e-2 fp16)",
+    )
     return parser
 
 

@@ -14,8 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.cli.common import run_command
-from styletransfer.runtime.choices import (CACHE_FORMATS, PREPARE_FORMAT, PREPARE_QUALITY, PREPARE_SHARD_MB,
-                                          PREPARE_SHORT_SIDE)
+from styletransfer.runtime.choices import (
+    CACHE_FORMATS,
+    PREPARE_FORMAT,
+    PREPARE_QUALITY,
+    PREPARE_SHARD_MB,
+    PREPARE_SHORT_SIDE,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,14 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="styletransfer-prepare",
         description="Resize every image of SRC (searched recursively) once into memory-mapped shards at DST, for "
         "`python train.py data=cache`. A rerun (or a run after a crash or Ctrl-C) keeps the finished shards and "
-        "processes only new or changed images; unreadable files are skipped and listed.")
+        "processes only new or changed images; unreadable files are skipped and listed.",
+    )
     add = parser.add_argument
     add("src", type=Path, help="folder of images (searched recursively)")
     add("dst", type=Path, help="cache folder to make or update")
-    add("--short-side", type=int, default=PREPARE_SHORT_SIDE, help="shorter side after resizing (data.short_side; "
-        f"default {PREPARE_SHORT_SIDE})")
-    add("--format", choices=CACHE_FORMATS, default=PREPARE_FORMAT, help="jpeg (compact, GPU-decodable; default) "
-        "or raw (uint8 pixels, no decoding)")
+    add(
+        "--short-side",
+        type=int,
+        default=PREPARE_SHORT_SIDE,
+        help=f"shorter side after resizing (data.short_side; default {PREPARE_SHORT_SIDE})",
+    )
+    add(
+        "--format",
+        choices=CACHE_FORMATS,
+        default=PREPARE_FORMAT,
+        help="jpeg (compact, GPU-decodable; default) or raw (uint8 pixels, no decoding)",
+    )
     add("--quality", type=int, default=PREPARE_QUALITY, help=f"JPEG quality (default {PREPARE_QUALITY})")
     add("--workers", type=int, default=None, help="processes (default: the usable CPU cores)")
     add("--shard-mb", type=float, default=PREPARE_SHARD_MB, help=f"shard size in MiB (default {PREPARE_SHARD_MB:g})")
@@ -44,19 +58,32 @@ def report(args: argparse.Namespace) -> None:
     from styletransfer.data.cache import MANIFEST_NAME, prepare_command, read_manifest
     from styletransfer.data.prepare import prepare
 
-    summary = prepare(args.src, args.dst, args.short_side, args.format, args.quality, args.workers, args.rebuild,
-                      args.shard_mb, progress=not args.quiet)
+    summary = prepare(
+        args.src,
+        args.dst,
+        args.short_side,
+        args.format,
+        args.quality,
+        args.workers,
+        args.rebuild,
+        args.shard_mb,
+        progress=not args.quiet,
+    )
     rate = summary.processed / summary.seconds if summary.seconds > 0 else 0.0
-    print(f"{args.dst}: {summary.images} images ({summary.processed} processed at {rate:.1f} images/s, "
-          f"{summary.kept} unchanged, {summary.removed} gone from the source), {summary.shards_written} new shard(s) "
-          f"in {summary.seconds:.1f} s")
+    print(
+        f"{args.dst}: {summary.images} images ({summary.processed} processed at {rate:.1f} images/s, "
+        f"{summary.kept} unchanged, {summary.removed} gone from the source), {summary.shards_written} new shard(s) "
+        f"in {summary.seconds:.1f} s"
+    )
     if summary.skipped:
         print(f"{len(summary.skipped)} unreadable file(s) skipped (listed in {Path(args.dst) / MANIFEST_NAME}):")
         for source, cause in summary.skipped.items():
             print(f"  {source}: {cause}")
     manifest = read_manifest(args.dst, "DST")
-    print(f"train with: python train.py data=cache data.cache=<folder holding content/ and style/>; rebuild with: "
-          f"{prepare_command(manifest, args.dst)}")
+    print(
+        f"train with: python train.py data=cache data.cache=<folder holding content/ and style/>; rebuild with: "
+        f"{prepare_command(manifest, args.dst)}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

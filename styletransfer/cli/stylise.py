@@ -50,8 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add_model_arguments(parser, f"{CHECKPOINT_HELP} (with --runtime onnx: model.onnx)")
     add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
-    add("--style", "-s", type=Path, nargs="+", default=[], help="one style image, or several to interpolate/mask "
-        "(models trained for their own styles take none)")
+    add(
+        "--style",
+        "-s",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="one style image, or several to interpolate/mask (models trained for their own styles take none)",
+    )
     add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
     add("--mask", "-m", type=Path, nargs="+", help="one mask image per style (white = that style's region)")
     add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
@@ -60,33 +66,84 @@ def build_parser() -> argparse.ArgumentParser:
     add("--content-size", type=int, default=None, help="resize the content's shorter side first (default: keep)")
     add("--style-size", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
     add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")
-    add("--runtime", choices=("torch", "onnx"), default="torch", help="torch (default), or onnx: CKPT is then the "
-        "model.onnx styletransfer-export wrote (model.style.onnx beside it), run by onnxruntime (no --mask)")
+    add(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default), or onnx: CKPT is then the "
+        "model.onnx styletransfer-export wrote (model.style.onnx beside it), run by onnxruntime (no --mask)",
+    )
     add("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
-    add("--batch-size", type=int, default=1, help="contents of the same size stylised together (default 1; "
-        "a batch never mixes sizes)")
-    add("--max-tile", type=max_tile, default="auto", metavar="N", help="stylise an image with a side over N px in "
+    add(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="contents of the same size stylised together (default 1; a batch never mixes sizes)",
+    )
+    add(
+        "--max-tile",
+        type=max_tile,
+        default="auto",
+        metavar="N",
+        help="stylise an image with a side over N px in "
         "overlapping N x N tiles with the whole image's AdaIN statistics (bounded memory, any size); default auto: N "
-        "from the free device memory (RAM on a CPU); 0 never tiles")
+        "from the free device memory (RAM on a CPU); 0 never tiles",
+    )
     add("--bf16", action="store_true", help="bfloat16 autocast (GPU; slow on most CPUs)")
-    add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels_last memory format "
-        "(default on: faster on GPUs and CPUs; --no-channels-last for NCHW)")
-    add("--compile", nargs="?", const="default", default=None, metavar="MODE", help="torch.compile the stylise "
-        "core (once per image size; MODE: default, reduce-overhead for CUDA graphs, max-autotune)")
-    add("--workers", type=int, default=default_workers(), help="processes decoding contents (default: one per core "
-        f"but one, at most 8: {default_workers()} here; 0 decodes in the main thread)")
-    add("--writers", type=int, default=default_writers(), help="threads encoding and writing results while the "
-        f"next batch is stylised (default {default_writers()} here; 0 writes in the main thread)")
+    add(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last memory format (default on: faster on GPUs and CPUs; --no-channels-last for NCHW)",
+    )
+    add(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        help="torch.compile the stylise "
+        "core (once per image size; MODE: default, reduce-overhead for CUDA graphs, max-autotune)",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes decoding contents (default: one per core "
+        f"but one, at most 8: {default_workers()} here; 0 decodes in the main thread)",
+    )
+    add(
+        "--writers",
+        type=int,
+        default=default_writers(),
+        help="threads encoding and writing results while the "
+        f"next batch is stylised (default {default_writers()} here; 0 writes in the main thread)",
+    )
     add("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     add("--ext", default="png", help="output image format: png (default), jpg or webp")
-    add("--video-frames", action="store_true", help="--content is a folder of one clip's frames (name order), "
-        "written as one mp4 at --fps (a clip file, .mp4 .mov .mkv .webm .avi ..., needs no flag)")
+    add(
+        "--video-frames",
+        action="store_true",
+        help="--content is a folder of one clip's frames (name order), "
+        "written as one mp4 at --fps (a clip file, .mp4 .mov .mkv .webm .avi ..., needs no flag)",
+    )
     add("--fps", type=float, default=24.0, help="frame rate of --video-frames (default 24)")
-    add("--temporal-smoothing", type=float, default=0.0, metavar="W", help="video: blend each result with the "
+    add(
+        "--temporal-smoothing",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="video: blend each result with the "
         "previous one warped along the content's optical flow, where reliable (W: its weight, in [0, 1); 0.5 "
-        "steadies; default 0: frame by frame)")
-    add("--warping-error", action=argparse.BooleanOptionalAction, default=True, help="video: measure the written "
-        "clip's flicker (warping error, printed and in <video>.temporal.json; costs two optical flows per frame)")
+        "steadies; default 0: frame by frame)",
+    )
+    add(
+        "--warping-error",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="video: measure the written "
+        "clip's flicker (warping error, printed and in <video>.temporal.json; costs two optical flows per frame)",
+    )
     return parser
 
 

@@ -18,15 +18,22 @@ from styletransfer.cli.common import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="styletransfer-warping-error", description="The warping error of a "
-                                     "stylised video: consecutive stylised frames compared along the content's "
-                                     "optical flow, where it is reliable.")
+    parser = argparse.ArgumentParser(
+        prog="styletransfer-warping-error",
+        description="The warping error of a "
+        "stylised video: consecutive stylised frames compared along the content's "
+        "optical flow, where it is reliable.",
+    )
     add = parser.add_argument
     add("original", type=Path, help="the content clip (or folder of frames, with --fps)")
     add("stylised", type=Path, help="its stylised video")
     add("--fps", type=float, default=None, help="ORIGINAL is a folder of frames at this rate")
-    add("--raft-weights", type=Path, default=None, help="a torchvision RAFT state_dict file: RAFT flow instead of "
-        "Farneback")
+    add(
+        "--raft-weights",
+        type=Path,
+        default=None,
+        help="a torchvision RAFT state_dict file: RAFT flow instead of Farneback",
+    )
     add("--raft-model", choices=("large", "small"), default="large", help="RAFT variant (large)")
     add("--device", default="cpu", help="device for RAFT (default cpu)")
     add("--json", type=Path, default=None, help="also write the report to this JSON file")

@@ -17,12 +17,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.runtime.download import describe_sha256, fetch, part_path
 from styletransfer.cli.common import run_command
-from styletransfer.runtime.errors import ChecksumMismatch
 from styletransfer.runtime import weight_files
-from styletransfer.runtime.weight_files import (BASE_URL_ENV, WeightFile, by_name, read_record, record_path,
-                                                verification, write_record)
+from styletransfer.runtime.download import describe_sha256, fetch, part_path
+from styletransfer.runtime.errors import ChecksumMismatch
+from styletransfer.runtime.weight_files import (
+    BASE_URL_ENV,
+    WeightFile,
+    known,
+    read_record,
+    record_path,
+    verification,
+    write_record,
+)
 
 
 def _size(path: Path) -> str:
@@ -45,12 +52,24 @@ def _list(args: argparse.Namespace) -> int:
         state = verification(weight, dest)
         if state.startswith("MISMATCH"):
             bad.append(f"{weight.name} ({dest}): {state}")
-        rows.append([weight.name, weight.used_by, str(dest), "yes" if dest.is_file() else "no",
-                     "-" if state == "absent" else state.split(":")[0], _size(dest)])
+        rows.append(
+            [
+                weight.name,
+                weight.used_by,
+                str(dest),
+                "yes" if dest.is_file() else "no",
+                "-" if state == "absent" else state.split(":")[0],
+                _size(dest),
+            ]
+        )
     print(_table(["name", "used by", "path", "present", "verified", "size"], rows))
     print()
-    print(_table(["name", "SHA-256 checked", "where the value comes from"],
-                 [[w.name, w.sha256 or "(recorded at first download)", w.source] for w in weight_files.KNOWN]))
+    print(
+        _table(
+            ["name", "SHA-256 checked", "where the value comes from"],
+            [[w.name, w.sha256 or "(recorded at first download)", w.source] for w in weight_files.KNOWN],
+        )
+    )
     for line in bad:
         print(f"error: {line}. Fetch it again: styletransfer-weights fetch NAME", file=sys.stderr)
     return 1 if bad else 0
@@ -58,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     """Download, verify and install one file (nothing to do when it is already there and verified)."""
-    weight: WeightFile = by_name(args.name)
+    weight: WeightFile = known(args.name)
     dest = args.dest.expanduser() if args.dest else weight.destination()
     url = args.url or weight.download_url()
     state = verification(weight, dest)
@@ -72,8 +91,10 @@ def _fetch(args: argparse.Namespace) -> int:
     except ChecksumMismatch as exc:
         if recorded is None:
             raise
-        raise ChecksumMismatch(f"{exc}. The expected value was recorded at the first download in "
-                               f"{record_path(dest)}: delete that file to accept the new one") from None
+        raise ChecksumMismatch(
+            f"{exc}. The expected value was recorded at the first download in "
+            f"{record_path(dest)}: delete that file to accept the new one"
+        ) from None
     if weight.sha256 is None:
         write_record(dest, digest)
         note = f"no published checksum: its SHA-256 {digest} is recorded in {record_path(dest)}"
@@ -84,7 +105,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    print(by_name(args.name).destination())
+    print(known(args.name).destination())
     return 0
 
 
@@ -121,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this keeps it quiet)
         return 1
     except KeyboardInterrupt:
-        dest = (args.dest or by_name(args.name).destination()) if args.command == "fetch" else None
+        dest = (args.dest or known(args.name).destination()) if args.command == "fetch" else None
         kept = f": {part_path(dest)} is kept, run the same command again to resume" if dest else ""
         print(f"interrupted{kept}", file=sys.stderr)
         return 130

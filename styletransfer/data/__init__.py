@@ -22,12 +22,15 @@ from styletransfer.data.transforms import CenterTransform, TrainTransform
 from styletransfer.runtime.lazy import lazy_exports
 
 # The datamodules load Lightning: imported on first use, so reading images for inference never loads it.
-__getattr__ = lazy_exports(__name__, {
-    "CacheDataModule": "styletransfer.data.cache_datamodule",
-    "ContentStyleDataModule": "styletransfer.data.datamodule",
-    "SampleDataModule": "styletransfer.data.sample",
-    "make_sample_dataset": "styletransfer.data.sample",
-})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CacheDataModule": "styletransfer.data.cache_datamodule",
+        "ContentStyleDataModule": "styletransfer.data.datamodule",
+        "SampleDataModule": "styletransfer.data.sample",
+        "make_sample_dataset": "styletransfer.data.sample",
+    },
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -49,8 +49,17 @@ def shard_name(number: int) -> str:
 def prepare_command(manifest: dict[str, Any], root: str | os.PathLike, rebuild: bool = True) -> str:
     """The command line that (re)makes the cache at ``root`` with the manifest's settings."""
     settings = manifest.get("settings", {})
-    words = ["python", "-m", "styletransfer.data.prepare", str(manifest.get("source_root", "SRC")), str(root),
-             "--short-side", str(settings.get("short_side", 512)), "--format", str(settings.get("format", "jpeg"))]
+    words = [
+        "python",
+        "-m",
+        "styletransfer.data.prepare",
+        str(manifest.get("source_root", "SRC")),
+        str(root),
+        "--short-side",
+        str(settings.get("short_side", 512)),
+        "--format",
+        str(settings.get("format", "jpeg")),
+    ]
     if settings.get("format") == "jpeg":
         words += ["--quality", str(settings.get("quality", 95))]
     return shlex.join(words + (["--rebuild"] if rebuild else []))
@@ -70,8 +79,10 @@ def read_manifest(root: str | os.PathLike, setting: str = "cache") -> dict[str, 
     if not isinstance(manifest, dict) or any(key not in manifest for key in keys):
         raise DataDirError(f"{setting}: {path} is not a manifest this project wrote; {how} --rebuild")
     if manifest["version"] != CACHE_VERSION:
-        raise DataDirError(f"{setting}: {path} is a version {manifest['version']} cache, this version reads "
-                           f"{CACHE_VERSION}; prepare it again: {prepare_command(manifest, root)}")
+        raise DataDirError(
+            f"{setting}: {path} is a version {manifest['version']} cache, this version reads "
+            f"{CACHE_VERSION}; prepare it again: {prepare_command(manifest, root)}"
+        )
     return manifest
 
 
@@ -101,8 +112,10 @@ class ShardCache:
         self.source_root = Path(self.manifest.get("source_root", self.root))
         self._maps: dict[int, np.memmap] = {}
         if not self.records:
-            raise DataDirError(f"{setting}: the cache {self.root} holds no image (every source was unreadable or the "
-                               f"prepare run stopped before its first shard); run: {self.rebuild_command()}")
+            raise DataDirError(
+                f"{setting}: the cache {self.root} holds no image (every source was unreadable or the "
+                f"prepare run stopped before its first shard); run: {self.rebuild_command()}"
+            )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -129,7 +142,7 @@ class ShardCache:
         if shard not in self._maps:
             path = self.root / SHARD_FOLDER / shard_name(shard)
             self._maps[shard] = np.memmap(path, dtype=np.uint8, mode="r")
-        return self._maps[shard][record["offset"]:record["offset"] + record["length"]]
+        return self._maps[shard][record["offset"] : record["offset"] + record["length"]]
 
     def verify(self, checksums: bool = True) -> None:
         """Check every shard against the manifest (existence and size; SHA-256 too when ``checksums``) and every
@@ -142,13 +155,17 @@ class ShardCache:
                 raise DataDirError(f"{self.setting}: shard {path} is missing; {fix}")
             size = path.stat().st_size
             if size != shard["size"]:
-                raise DataDirError(f"{self.setting}: shard {path} has {size} bytes, the manifest says {shard['size']} "
-                                   f"(truncated or overwritten); {fix}")
+                raise DataDirError(
+                    f"{self.setting}: shard {path} has {size} bytes, the manifest says {shard['size']} "
+                    f"(truncated or overwritten); {fix}"
+                )
             sizes[shard["number"]] = size
         for record in self.records:
             if record["shard"] not in sizes or record["offset"] + record["length"] > sizes[record["shard"]]:
-                raise DataDirError(f"{self.setting}: the record of {record['source']} points outside its shard "
-                                   f"{shard_name(record['shard'])}; {fix}")
+                raise DataDirError(
+                    f"{self.setting}: the record of {record['source']} points outside its shard "
+                    f"{shard_name(record['shard'])}; {fix}"
+                )
         if checksums and self.manifest["shards"]:
             shards = self.manifest["shards"]
             paths = [self.root / SHARD_FOLDER / shard_name(shard["number"]) for shard in shards]
@@ -156,8 +173,9 @@ class ShardCache:
                 digests = list(pool.map(sha256_file, paths))
             for shard, path, digest in zip(shards, paths, digests):
                 if digest != shard["sha256"]:
-                    raise DataDirError(f"{self.setting}: shard {path} does not match its checksum in the manifest "
-                                       f"(corrupted); {fix}")
+                    raise DataDirError(
+                        f"{self.setting}: shard {path} does not match its checksum in the manifest (corrupted); {fix}"
+                    )
 
 
 def record_image(data: np.ndarray, record: dict[str, Any], fmt: str) -> Image.Image:
@@ -176,8 +194,10 @@ class CacheSource:
 
     def __init__(self, cache: ShardCache, kind: str, encoded: bool = False) -> None:
         if encoded and cache.format != "jpeg":
-            raise ConfigError(f"{cache.setting}: only a JPEG cache can be decoded on the GPU; {cache.root} is "
-                              f"{cache.format}: set data.decode=cpu (raw pixels need no decoding)")
+            raise ConfigError(
+                f"{cache.setting}: only a JPEG cache can be decoded on the GPU; {cache.root} is "
+                f"{cache.format}: set data.decode=cpu (raw pixels need no decoding)"
+            )
         self.cache = cache
         self.kind = kind
         self.folder = str(cache.root)
@@ -195,5 +215,6 @@ class CacheSource:
         try:
             return record_image(data, record, self.cache.format)
         except Exception as exc:  # Pillow raises many types for corrupt data
-            raise ImageLoadError(f"{self.cache.source_path(index)} (cached in {self.cache.root})",
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise ImageLoadError(
+                f"{self.cache.source_path(index)} (cached in {self.cache.root})", f"{type(exc).__name__}: {exc}"
+            ) from exc

@@ -23,10 +23,16 @@ from torch.utils.data import Dataset
 
 from styletransfer.data.cache import CacheSource, ShardCache
 from styletransfer.data.datamodule import ContentStyleDataModule
-from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, choose_pair_indices
-from styletransfer.data.transforms import (CenterTransform, CropBoxTransform, EncodedImage, TrainTransform,
-                                           decode_crops, is_encoded_batch)
+from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
+from styletransfer.data.transforms import (
+    CenterTransform,
+    CropBoxTransform,
+    EncodedImage,
+    TrainTransform,
+    decode_crops,
+    is_encoded_batch,
+)
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.machine import launched_local_rank
 
@@ -53,15 +59,19 @@ def _short_side(setting: int | None, caches: list[ShardCache]) -> int:
     sides = {cache.short_side for cache in caches}
     if setting is None:
         if len(sides) > 1:
-            raise ConfigError(f"data.short_side is null but the caches were prepared at different shorter sides "
-                              f"({', '.join(f'{c.root}: {c.short_side}' for c in caches)}); prepare them with one "
-                              f"--short-side")
+            raise ConfigError(
+                f"data.short_side is null but the caches were prepared at different shorter sides "
+                f"({', '.join(f'{c.root}: {c.short_side}' for c in caches)}); prepare them with one "
+                f"--short-side"
+            )
         return sides.pop()
     for cache in caches:
         if cache.short_side != setting:
-            raise ConfigError(f"data.short_side={setting} but {cache.root} was prepared with --short-side "
-                              f"{cache.short_side}: set data.short_side={cache.short_side} (or null), or prepare it "
-                              f"again with --short-side {setting} ({cache.rebuild_command()})")
+            raise ConfigError(
+                f"data.short_side={setting} but {cache.root} was prepared with --short-side "
+                f"{cache.short_side}: set data.short_side={cache.short_side} (or null), or prepare it "
+                f"again with --short-side {setting} ({cache.rebuild_command()})"
+            )
     return setting
 
 
@@ -70,11 +80,15 @@ def _cache_paths(cache: str | None, content_cache: str | None, style_cache: str 
     if content_cache is not None and style_cache is not None:
         return [("data.content_cache", str(content_cache)), ("data.style_cache", str(style_cache))]
     if cache is None:
-        raise ConfigError("data.cache is not set: set data.cache=DIR (a folder holding content/ and style/ caches made "
-                          "by python -m styletransfer.data.prepare), or data.content_cache and data.style_cache")
+        raise ConfigError(
+            "data.cache is not set: set data.cache=DIR (a folder holding content/ and style/ caches made "
+            "by python -m styletransfer.data.prepare), or data.content_cache and data.style_cache"
+        )
     root = Path(str(cache)).expanduser()
-    return [("data.content_cache" if content_cache else "data.cache", str(content_cache or root / "content")),
-            ("data.style_cache" if style_cache else "data.cache", str(style_cache or root / "style"))]
+    return [
+        ("data.content_cache" if content_cache else "data.cache", str(content_cache or root / "content")),
+        ("data.style_cache" if style_cache else "data.cache", str(style_cache or root / "style")),
+    ]
 
 
 class CacheDataModule(ContentStyleDataModule):
@@ -87,11 +101,24 @@ class CacheDataModule(ContentStyleDataModule):
     ``short_side`` image to ``crop_size``, not from the original file).
     """
 
-    def __init__(self, cache: str | None = None, content_cache: str | None = None, style_cache: str | None = None,
-                 short_side: int | None = None, crop_size: int = 256, batch_size: int = 8,
-                 num_workers: int | str = "auto", val_pairs: int = 8, pin_memory: bool = True,
-                 persistent_workers: bool = True, drop_last: bool = True, seed: int | None = None,
-                 prefetch_factor: int | None = None, decode: str = "auto", verify_cache: bool = True) -> None:
+    def __init__(
+        self,
+        cache: str | None = None,
+        content_cache: str | None = None,
+        style_cache: str | None = None,
+        short_side: int | None = None,
+        crop_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int | str = "auto",
+        val_pairs: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        seed: int | None = None,
+        prefetch_factor: int | None = None,
+        decode: str = "auto",
+        verify_cache: bool = True,
+    ) -> None:
         pl.LightningDataModule.__init__(self)  # not the folder module's: nothing to list
         if decode not in DECODE_CHOICES:
             raise ConfigError(f"data.decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
@@ -102,10 +129,13 @@ class CacheDataModule(ContentStyleDataModule):
             opened.verify(checksums=checksums)
         self.content_cache, self.style_cache = caches
         if decode == "gpu" and all(c.format != "jpeg" for c in caches):
-            raise ConfigError("data.decode=gpu but neither cache is a JPEG cache (raw pixels need no decoding); "
-                              "set data.decode=auto or cpu")
-        self._configure(_short_side(short_side, caches), crop_size, batch_size, num_workers, val_pairs,
-                        prefetch_factor, seed)
+            raise ConfigError(
+                "data.decode=gpu but neither cache is a JPEG cache (raw pixels need no decoding); "
+                "set data.decode=auto or cpu"
+            )
+        self._configure(
+            _short_side(short_side, caches), crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed
+        )
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
@@ -114,22 +144,26 @@ class CacheDataModule(ContentStyleDataModule):
         self._check_batch(len(self.content_cache), str(self.content_cache.root))
         skipped = {**self.content_cache.skipped(), **self.style_cache.skipped()}
         if skipped:
-            log.warning("%d unreadable source image(s) were left out when the caches were prepared (listed in their "
-                        "manifest.json)", len(skipped))
+            log.warning(
+                "%d unreadable source image(s) were left out when the caches were prepared (listed in their "
+                "manifest.json)",
+                len(skipped),
+            )
             self.skipped_files.update(skipped)
 
     def decode_on_device(self) -> bool:
         """Whether training batches are decoded on the GPU: ``data.decode`` gpu, or auto with a CUDA trainer."""
         trainer = self.trainer
-        on_cuda = (trainer.strategy.root_device.type == "cuda" if trainer is not None
-                   else torch.cuda.is_available())
+        on_cuda = trainer.strategy.root_device.type == "cuda" if trainer is not None else torch.cuda.is_available()
         if self.decode == "gpu" and not on_cuda:
             raise ConfigError("data.decode=gpu but the trainer does not run on CUDA; set data.decode=auto or cpu")
         return self.decode == "gpu" or (self.decode == "auto" and trainer is not None and on_cuda)
 
     def _sources(self, encoded: bool) -> tuple[CacheSource, CacheSource]:
-        return tuple(CacheSource(cache, kind, encoded and cache.format == "jpeg")
-                     for cache, kind in ((self.content_cache, "content"), (self.style_cache, "style")))
+        return tuple(
+            CacheSource(cache, kind, encoded and cache.format == "jpeg")
+            for cache, kind in ((self.content_cache, "content"), (self.style_cache, "style"))
+        )
 
     def train_sources(self) -> tuple[ImageSource, ImageSource]:
         """The cache records: JPEG bytes for decoding on the device, or decoded images."""
@@ -148,8 +182,9 @@ class CacheDataModule(ContentStyleDataModule):
 
     def val_dataset(self) -> Dataset:
         """The validation pairs read (and decoded on the CPU) from the caches."""
-        return ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size),
-                                      sources=self._sources(False))
+        return ValidationPairsDataset(
+            self.validation_pairs, CenterTransform(self.crop_size), sources=self._sources(False)
+        )
 
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cuda")
@@ -160,8 +195,10 @@ class CacheDataModule(ContentStyleDataModule):
         keys = [key for key, value in batch.items() if is_encoded_batch(value)]
         if not keys:
             return batch
-        merged = {"jpeg": [data for key in keys for data in batch[key]["jpeg"]],
-                  "boxes": torch.cat([batch[key]["boxes"] for key in keys])}
+        merged = {
+            "jpeg": [data for key in keys for data in batch[key]["jpeg"]],
+            "boxes": torch.cat([batch[key]["boxes"] for key in keys]),
+        }
         crops = decode_crops(merged, self.crop_size, device).split([len(batch[key]["jpeg"]) for key in keys])
         return {**batch, **dict(zip(keys, crops))}
 

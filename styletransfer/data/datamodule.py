@@ -12,8 +12,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from styletransfer.data.datasets import (ContentStyleDataset, FolderSource, ImageSource, ValidationPairsDataset,
-                                         choose_pairs, collate_content_style)
+from styletransfer.data.datasets import (
+    ContentStyleDataset,
+    FolderSource,
+    ImageSource,
+    ValidationPairsDataset,
+    choose_pairs,
+    collate_content_style,
+)
 from styletransfer.data.images import DataDirError, find_images, to_unit_float
 from styletransfer.data.loading import resolve_workers
 from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, resolve_seed
@@ -22,6 +28,7 @@ from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.machine import usable_cores
 
 log = logging.getLogger(__name__)
+
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -33,8 +40,9 @@ def _list_folder(setting: str, folder: str) -> list[Path]:
     try:
         return find_images(folder)
     except DataDirError as exc:
-        raise DataDirError(f"{setting}: {exc}. Point {setting}=<folder> at a folder of images "
-                           f"(see data/README.md)") from None
+        raise DataDirError(
+            f"{setting}: {exc}. Point {setting}=<folder> at a folder of images (see data/README.md)"
+        ) from None
 
 
 class ContentStyleDataModule(pl.LightningDataModule):
@@ -53,10 +61,22 @@ class ContentStyleDataModule(pl.LightningDataModule):
     :meth:`train_transform` and :meth:`val_dataset`.
     """
 
-    def __init__(self, content_dir: str, style_dir: str, short_side: int = 512, crop_size: int = 256,
-                 batch_size: int = 8, num_workers: int | str = 4, val_pairs: int = 8, pin_memory: bool = True,
-                 persistent_workers: bool = True, drop_last: bool = True,
-                 seed: int | None = None, prefetch_factor: int | None = None, jpeg_draft: bool = True) -> None:
+    def __init__(
+        self,
+        content_dir: str,
+        style_dir: str,
+        short_side: int = 512,
+        crop_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int | str = 4,
+        val_pairs: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        seed: int | None = None,
+        prefetch_factor: int | None = None,
+        jpeg_draft: bool = True,
+    ) -> None:
         super().__init__()
         self._configure(short_side, crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed)
         self.pin_memory = bool(pin_memory)
@@ -69,8 +89,16 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.style_files = _list_folder("data.style_dir", self.style_dir)
         self._check_batch(len(self.content_files), self.content_dir)
 
-    def _configure(self, short_side: int, crop_size: int, batch_size: int, num_workers: int | str, val_pairs: int,
-                   prefetch_factor: int | None, seed: int | None) -> None:
+    def _configure(
+        self,
+        short_side: int,
+        crop_size: int,
+        batch_size: int,
+        num_workers: int | str,
+        val_pairs: int,
+        prefetch_factor: int | None,
+        seed: int | None,
+    ) -> None:
         """Check and keep the settings every data module of this family has."""
         check_sizes(short_side, crop_size)
         _check_int("data.batch_size", batch_size, 1)
@@ -90,9 +118,11 @@ class ContentStyleDataModule(pl.LightningDataModule):
 
     def _check_batch(self, n_content: int, where: str) -> None:
         if self.drop_last and n_content < self.batch_size:
-            raise ConfigError(f"data.batch_size ({self.batch_size}) is larger than the {n_content} content images "
-                              f"under {where}: with data.drop_last=true no batch would be produced; lower "
-                              f"data.batch_size or add images")
+            raise ConfigError(
+                f"data.batch_size ({self.batch_size}) is larger than the {n_content} content images "
+                f"under {where}: with data.drop_last=true no batch would be produced; lower "
+                f"data.batch_size or add images"
+            )
 
     @property
     def num_skipped(self) -> int:
@@ -103,8 +133,13 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def validation_pairs(self) -> list[tuple[Any, Any]]:
         """The fixed (content, style) validation pairs (chosen once, deterministically, readable files only)."""
         if self._validation_pairs is None:
-            self._validation_pairs = choose_pairs(self.content_files, self.style_files, self.val_pairs,
-                                                  content_dir=self.content_dir, style_dir=self.style_dir)
+            self._validation_pairs = choose_pairs(
+                self.content_files,
+                self.style_files,
+                self.val_pairs,
+                content_dir=self.content_dir,
+                style_dir=self.style_dir,
+            )
         return self._validation_pairs
 
     def _workers(self) -> int:
@@ -112,9 +147,12 @@ class ContentStyleDataModule(pl.LightningDataModule):
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self._workers()
-        options = {"num_workers": workers, "collate_fn": collate_content_style,
-                   "pin_memory": self.pin_memory and torch.cuda.is_available(),
-                   "persistent_workers": self.persistent_workers and workers > 0}
+        options = {
+            "num_workers": workers,
+            "collate_fn": collate_content_style,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.persistent_workers and workers > 0,
+        }
         if workers > 0 and self.prefetch_factor is not None:
             options["prefetch_factor"] = self.prefetch_factor
         return options
@@ -127,8 +165,10 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def train_sources(self) -> tuple[ImageSource, ImageSource]:
         """Where training images come from: the content and style folders (JPEG draft at ``short_side``)."""
         draft = self.short_side if self.jpeg_draft else None
-        return (FolderSource(self.content_files, "content", self.content_dir, draft_side=draft),
-                FolderSource(self.style_files, "style", self.style_dir, draft_side=draft))
+        return (
+            FolderSource(self.content_files, "content", self.content_dir, draft_side=draft),
+            FolderSource(self.style_files, "style", self.style_dir, draft_side=draft),
+        )
 
     def train_transform(self) -> Any:
         """The training items' transform: resize the shorter side, random crop; uint8 crops (a quarter of float32's
@@ -145,8 +185,14 @@ class ContentStyleDataModule(pl.LightningDataModule):
         dataset = ContentStyleDataset(content, style, self.train_transform(), seed=self.seed)
         replicas, rank = self._ranks()
         sampler = SeededShuffle(dataset, self.seed, num_replicas=replicas, rank=rank)
-        return ResumableDataLoader(dataset, sampler, on_fetch=self.on_fetch(), batch_size=self.batch_size,
-                                   drop_last=self.drop_last, **self._loader_options())
+        return ResumableDataLoader(
+            dataset,
+            sampler,
+            on_fetch=self.on_fetch(),
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+            **self._loader_options(),
+        )
 
     def on_fetch(self) -> Callable[[Any], Any] | None:
         """What the training loader does with each batch as the loop takes it (nothing here; see subclasses)."""
@@ -155,8 +201,13 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_pairs == 0:
             return []
-        return DataLoader(self.val_dataset(), batch_size=min(self.batch_size, self.val_pairs), shuffle=False,
-                          drop_last=False, **self._loader_options())
+        return DataLoader(
+            self.val_dataset(),
+            batch_size=min(self.batch_size, self.val_pairs),
+            shuffle=False,
+            drop_last=False,
+            **self._loader_options(),
+        )
 
     def record_skipped(self, skipped: list) -> None:
         """Log each newly skipped (path, cause) once at WARNING and remember it in ``skipped_files``."""
@@ -173,8 +224,10 @@ class ContentStyleDataModule(pl.LightningDataModule):
         """Take over the skipped files of the run being resumed (see :meth:`state_dict`)."""
         skipped = state_dict.get("skipped_files", {})
         if not isinstance(skipped, dict):
-            raise ConfigError(f"ckpt_path: the checkpoint's list of skipped images ({type(skipped).__name__}) is not "
-                              f"one this project wrote; resume from a checkpoint of this project")
+            raise ConfigError(
+                f"ckpt_path: the checkpoint's list of skipped images ({type(skipped).__name__}) is not "
+                f"one this project wrote; resume from a checkpoint of this project"
+            )
         self.skipped_files.update({str(path): str(cause) for path, cause in skipped.items()})
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -57,8 +57,9 @@ class ImageSource(Protocol):
 class FolderSource:
     """Image files read with :func:`load_rgb` (``draft_side``: JPEG draft decoding for that training size)."""
 
-    def __init__(self, files: Sequence[str | os.PathLike], kind: str, folder: str | None = None,
-                 draft_side: int | None = None) -> None:
+    def __init__(
+        self, files: Sequence[str | os.PathLike], kind: str, folder: str | None = None, draft_side: int | None = None
+    ) -> None:
         self.files = [Path(f) for f in files]
         self.kind = kind
         self.folder = folder if folder is not None else _folder_of(self.files) if self.files else "<no files>"
@@ -104,8 +105,10 @@ class _Readable:
             except ImageLoadError as exc:
                 self.bad.add(candidate)
                 skipped.append((exc.path, exc.cause))
-        raise RuntimeError(f"none of the {n} {self.source.kind} images under {self.source.folder} could be read; "
-                           f"check that the folder holds valid image files")
+        raise RuntimeError(
+            f"none of the {n} {self.source.kind} images under {self.source.folder} could be read; "
+            f"check that the folder holds valid image files"
+        )
 
 
 class ContentStyleDataset(Dataset):
@@ -120,9 +123,16 @@ class ContentStyleDataset(Dataset):
     cache: ``styletransfer.data.cache``); the draws are the same whatever holds the images.
     """
 
-    def __init__(self, content_files: Sequence[str | os.PathLike] | ImageSource,
-                 style_files: Sequence[str | os.PathLike] | ImageSource, transform: RandomTransform, *,
-                 content_dir: str | None = None, style_dir: str | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        content_files: Sequence[str | os.PathLike] | ImageSource,
+        style_files: Sequence[str | os.PathLike] | ImageSource,
+        transform: RandomTransform,
+        *,
+        content_dir: str | None = None,
+        style_dir: str | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.content = _Readable(as_source(content_files, "content", content_dir))
         self.style = _Readable(as_source(style_files, "style", style_dir))
         self.transform = transform
@@ -138,8 +148,11 @@ class ContentStyleDataset(Dataset):
         skipped: Skipped = []
         _, content = self.content.load(index, skipped)
         _, style = self.style.load(style_index, skipped)
-        return {"content": self.transform(content, generator), "style": self.transform(style, generator),
-                "skipped": skipped}
+        return {
+            "content": self.transform(content, generator),
+            "style": self.transform(style, generator),
+            "skipped": skipped,
+        }
 
 
 def choose_pair_indices(content: ImageSource, style: ImageSource, n_pairs: int) -> list[tuple[int, int]]:
@@ -157,13 +170,20 @@ def choose_pair_indices(content: ImageSource, style: ImageSource, n_pairs: int) 
     def spread(k: int, n: int) -> int:
         return k % n if n_pairs > n else k * n // n_pairs
 
-    return [(contents.load(spread(k, len(contents)), [])[0], styles.load(spread(k, len(styles)), [])[0])
-            for k in range(n_pairs)]
+    return [
+        (contents.load(spread(k, len(contents)), [])[0], styles.load(spread(k, len(styles)), [])[0])
+        for k in range(n_pairs)
+    ]
 
 
-def choose_pairs(content_files: Sequence[str | os.PathLike], style_files: Sequence[str | os.PathLike],
-                 n_pairs: int, *, content_dir: str | None = None,
-                 style_dir: str | None = None) -> list[tuple[Path, Path]]:
+def choose_pairs(
+    content_files: Sequence[str | os.PathLike],
+    style_files: Sequence[str | os.PathLike],
+    n_pairs: int,
+    *,
+    content_dir: str | None = None,
+    style_dir: str | None = None,
+) -> list[tuple[Path, Path]]:
     """:func:`choose_pair_indices` over two file lists, as (content path, style path) pairs."""
     content = FolderSource(content_files, "content", content_dir)
     style = FolderSource(style_files, "style", style_dir)
@@ -176,8 +196,12 @@ class ValidationPairsDataset(Dataset):
     ``pairs`` are file paths, or with ``sources`` (content source, style source) indices into them.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str | os.PathLike | int, str | os.PathLike | int]], transform: Transform,
-                 sources: tuple[ImageSource, ImageSource] | None = None) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str | os.PathLike | int, str | os.PathLike | int]],
+        transform: Transform,
+        sources: tuple[ImageSource, ImageSource] | None = None,
+    ) -> None:
         if sources is None:
             sources = (FolderSource([c for c, _ in pairs], "content"), FolderSource([s for _, s in pairs], "style"))
             pairs = [(k, k) for k in range(len(pairs))]
@@ -191,8 +215,11 @@ class ValidationPairsDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         content_index, style_index = self.pairs[index]
         content, style = self.sources
-        return {"content": self.transform(content.read(content_index)),
-                "style": self.transform(style.read(style_index)), "skipped": []}
+        return {
+            "content": self.transform(content.read(content_index)),
+            "style": self.transform(style.read(style_index)),
+            "skipped": [],
+        }
 
 
 def _collate_images(images: Sequence[Any]) -> Any:

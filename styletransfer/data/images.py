@@ -25,8 +25,15 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", 
 #: Background used when an image with transparency is flattened to RGB.
 TRANSPARENT_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
-_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-                 ".tiff": "TIFF"}
+_SAVE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
@@ -38,8 +45,10 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     root = Path(root).expanduser()
     accepted = " ".join(sorted(IMAGE_EXTENSIONS))
     if not root.exists():
-        raise DataDirError(f"image folder {root} does not exist (resolved: {root.resolve()}); "
-                           f"expected a folder holding image files ({accepted}), nested folders allowed")
+        raise DataDirError(
+            f"image folder {root} does not exist (resolved: {root.resolve()}); "
+            f"expected a folder holding image files ({accepted}), nested folders allowed"
+        )
     if not root.is_dir():
         raise DataDirError(f"{root} is not a folder; expected a folder holding image files ({accepted})")
     images: list[Path] = []
@@ -56,8 +65,10 @@ def find_images(root: str | os.PathLike) -> list[Path]:
                 others += 1
     if not images:
         if others:
-            raise DataDirError(f"image folder {root} holds {others} file(s) but none with an accepted image "
-                               f"extension; accepted (any case): {accepted}")
+            raise DataDirError(
+                f"image folder {root} holds {others} file(s) but none with an accepted image "
+                f"extension; accepted (any case): {accepted}"
+            )
         raise DataDirError(f"image folder {root} is empty; expected image files ({accepted}), nested folders allowed")
     images.sort(key=lambda p: p.relative_to(root).as_posix())
     return images
@@ -148,7 +159,8 @@ def load_rgb(path: str | os.PathLike, draft_side: int | None = None, data: bytes
 
 
 def resize_to_side(img: Image.Image, size: int, long_side: bool = False) -> Image.Image:
-    """Resize (antialiased, keeping the aspect ratio) so the shorter side, or the longer if ``long_side``, is ``size``."""
+    """Resize (antialiased, keeping the aspect ratio) so the shorter side, or the longer if ``long_side``, is
+    ``size``."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ConfigError(f"size must be a positive integer number of pixels, got {size!r}")
     width, height = img.size
@@ -203,8 +215,15 @@ def tensor_to_pil(tensor: Tensor) -> Image.Image:
 def to_uint8_hwc(images: Tensor) -> Tensor:
     """(..., 3, H, W) float in [0, 1] -> uint8 (..., H, W, 3) on the same device (NaN become 0, values are clamped);
     done on the GPU it moves a quarter of the bytes to the host."""
-    return (torch.nan_to_num(images, nan=0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-            .movedim(-3, -1).contiguous())
+    return (
+        torch.nan_to_num(images, nan=0.0)
+        .clamp(0.0, 1.0)
+        .mul(255.0)
+        .round()
+        .to(torch.uint8)
+        .movedim(-3, -1)
+        .contiguous()
+    )
 
 
 def save_pil(img: Image.Image, path: str | os.PathLike, quality: int = 95) -> None:
@@ -216,8 +235,10 @@ def save_pil(img: Image.Image, path: str | os.PathLike, quality: int = 95) -> No
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix and suffix not in _SAVE_FORMATS:
-        raise ConfigError(f"cannot write {path}: unknown image extension {path.suffix!r}; "
-                         f"use one of {' '.join(sorted(_SAVE_FORMATS))}")
+        raise ConfigError(
+            f"cannot write {path}: unknown image extension {path.suffix!r}; "
+            f"use one of {' '.join(sorted(_SAVE_FORMATS))}"
+        )
     fmt = _SAVE_FORMATS.get(suffix, "PNG")
     options = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
     with atomic_open(path, "wb") as handle:

@@ -20,6 +20,7 @@ def resolve_workers(value: Any) -> int:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return max(1, min(MAX_AUTO_WORKERS, usable_cores() // max(1, gpus) - 1))
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"data.num_workers must be auto or an integer >= 0 (0: load in the main process), "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"data.num_workers must be auto or an integer >= 0 (0: load in the main process), got {value!r}"
+        )
     return value

@@ -118,8 +118,11 @@ class PairDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, content: PathList | Sequence[Image.Image], style: PathList | Sequence[Image.Image],
-        long_side: int = 512, style_scale: float = 1.0,
+        self,
+        content: PathList | Sequence[Image.Image],
+        style: PathList | Sequence[Image.Image],
+        long_side: int = 512,
+        style_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(long_side, int) or isinstance(long_side, bool) or long_side < 16:
@@ -138,16 +141,25 @@ class PairDataModule(pl.LightningDataModule):
         self.styles: list[Tensor] | None = None
 
     @classmethod
-    def from_tensors(cls, content: Tensor | Sequence[Tensor], styles: Tensor | Sequence[Tensor],
-                     long_side: int = 512, style_scale: float = 1.0) -> PairDataModule:
+    def from_tensors(
+        cls,
+        content: Tensor | Sequence[Tensor],
+        styles: Tensor | Sequence[Tensor],
+        long_side: int = 512,
+        style_scale: float = 1.0,
+    ) -> PairDataModule:
         """The data module of images in memory, loaded as files would be: ``content`` one (3, H, W) image or a
         batch (N, 3, H, W), ``styles`` one image, a batch or a sequence of images of any sizes, all in [0, 1].
 
         Each image is quantised to 8 bits exactly as writing it to PNG would, then resized like a file read from
         disk (same sizes, filter and crop), so the tensors equal those of the file path for the same images.
         """
-        return cls(_images_in_memory("data.content", content), _images_in_memory("data.style", styles),
-                   long_side=long_side, style_scale=style_scale)
+        return cls(
+            _images_in_memory("data.content", content),
+            _images_in_memory("data.style", styles),
+            long_side=long_side,
+            style_scale=style_scale,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Read every file at ``long_side`` (checks that all are readable; the tensors are kept for inspection)."""
@@ -172,8 +184,7 @@ class PairDataModule(pl.LightningDataModule):
         """Styles, each (3, h, w) in [0, 1] with its own aspect ratio, longer side from ``style_side``."""
         side = self.style_side(content_long_side)
         return [
-            pil_to_tensor(resize_to_side(_read("data.style", source), side, long_side=True))
-            for source in self._styles
+            pil_to_tensor(resize_to_side(_read("data.style", source), side, long_side=True)) for source in self._styles
         ]
 
     def train_dataloader(self) -> DataLoader:

@@ -37,15 +37,25 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from styletransfer.data.cache import (CACHE_VERSION, MANIFEST_NAME, SHARD_FOLDER, prepare_command,
-                                      read_manifest, shard_name, write_manifest)
+from styletransfer.data.cache import (
+    CACHE_VERSION,
+    MANIFEST_NAME,
+    SHARD_FOLDER,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
 from styletransfer.data.images import find_images, load_rgb, resize_to_side
-from styletransfer.runtime.choices import (CACHE_FORMATS, PREPARE_FORMAT, PREPARE_QUALITY, PREPARE_SHARD_MB,
-                                          PREPARE_SHORT_SIDE)
-from styletransfer.runtime.machine import usable_cores
-from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError, StyleTransferError
+from styletransfer.runtime.choices import (
+    CACHE_FORMATS,
+    PREPARE_FORMAT,
+    PREPARE_QUALITY,
+    PREPARE_SHARD_MB,
+    PREPARE_SHORT_SIDE,
+)
+from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries
-
+from styletransfer.runtime.machine import usable_cores
 
 
 class Task(NamedTuple):
@@ -87,8 +97,9 @@ class Summary(NamedTuple):
     seconds: float
 
 
-def encode_image(path: str | os.PathLike, short_side: int, fmt: str, quality: int,
-                 data: bytes | None = None) -> tuple[bytes, int, int]:
+def encode_image(
+    path: str | os.PathLike, short_side: int, fmt: str, quality: int, data: bytes | None = None
+) -> tuple[bytes, int, int]:
     """Read ``path`` (or decode its bytes ``data``) as training does, resize its shorter side to ``short_side``;
     (record bytes, height, width)."""
     image = resize_to_side(load_rgb(path, draft_side=short_side, data=data), short_side)
@@ -102,6 +113,7 @@ def encode_image(path: str | os.PathLike, short_side: int, fmt: str, quality: in
 def process(task: Task) -> Result:
     """Hash the source; unless its contents are the recorded ones, encode it (in a worker process). The file is read
     once: the bytes hashed are the bytes decoded."""
+
     def failed(cause: str, sha: str = "") -> Result:
         return Result(task.source, task.size, task.mtime_ns, sha, b"", 0, 0, cause, False)
 
@@ -135,15 +147,24 @@ def _check_arguments(short_side: int, fmt: str, quality: int, workers: int | Non
 
 def _open_manifest(src: Path, dst: Path, settings: dict[str, Any], rebuild: bool) -> dict[str, Any]:
     """The existing manifest if its settings match (or a fresh one); stale temporaries and orphan shards removed."""
-    fresh = {"version": CACHE_VERSION, "settings": settings, "source_root": str(src), "checksum": "sha256",
-             "shards": [], "records": [], "skipped": []}
+    fresh = {
+        "version": CACHE_VERSION,
+        "settings": settings,
+        "source_root": str(src),
+        "checksum": "sha256",
+        "shards": [],
+        "records": [],
+        "skipped": [],
+    }
     manifest = read_manifest(dst, "DST") if (dst / MANIFEST_NAME).exists() and not rebuild else fresh
     if manifest["settings"] != settings:
         have = manifest["settings"]
-        raise ConfigError(f"{dst} was prepared with --short-side {have['short_side']} --format {have['format']} "
-                          f"--quality {have['quality']}, not --short-side {settings['short_side']} --format "
-                          f"{settings['format']} --quality {settings['quality']}: rerun with those settings, or "
-                          f"add --rebuild to delete the cache and make it again")
+        raise ConfigError(
+            f"{dst} was prepared with --short-side {have['short_side']} --format {have['format']} "
+            f"--quality {have['quality']}, not --short-side {settings['short_side']} --format "
+            f"{settings['format']} --quality {settings['quality']}: rerun with those settings, or "
+            f"add --rebuild to delete the cache and make it again"
+        )
     if manifest["source_root"] != str(src):
         print(f"note: {dst} was prepared from {manifest['source_root']}; updating it from {src}", file=sys.stderr)
         manifest["source_root"] = str(src)
@@ -171,8 +192,18 @@ def _plan(src: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> tupl
         if entry is not None and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
             continue
         old = entry.get("sha256") if entry is not None and "shard" in entry else None
-        tasks.append(Task(str(path), source, stat.st_size, stat.st_mtime_ns, old, settings["short_side"],
-                          settings["format"], settings["quality"]))
+        tasks.append(
+            Task(
+                str(path),
+                source,
+                stat.st_size,
+                stat.st_mtime_ns,
+                old,
+                settings["short_side"],
+                settings["format"],
+                settings["quality"],
+            )
+        )
     removed = sum(1 for source in known if source not in present)
     for key in ("records", "skipped"):
         manifest[key] = [entry for entry in manifest[key] if entry["source"] in present]
@@ -217,9 +248,19 @@ def write_shard(dst: Path, number: int, results: list[Result]) -> tuple[dict[str
         for result in results:
             handle.write(result.payload)
             digest.update(result.payload)
-            records.append({"source": result.source, "size": result.size, "mtime_ns": result.mtime_ns,
-                            "sha256": result.sha256, "shard": number, "offset": offset,
-                            "length": len(result.payload), "height": result.height, "width": result.width})
+            records.append(
+                {
+                    "source": result.source,
+                    "size": result.size,
+                    "mtime_ns": result.mtime_ns,
+                    "sha256": result.sha256,
+                    "shard": number,
+                    "offset": offset,
+                    "length": len(result.payload),
+                    "height": result.height,
+                    "width": result.width,
+                }
+            )
             offset += len(result.payload)
     return {"number": number, "name": shard_name(number), "size": offset, "sha256": digest.hexdigest()}, records
 
@@ -232,8 +273,15 @@ def _store(dst: Path, manifest: dict[str, Any], chunk: list[Result]) -> bool:
     for record in manifest["records"]:
         if record["source"] in unchanged:  # same contents, touched: only the modification time moved
             record["size"], record["mtime_ns"] = unchanged[record["source"]].size, unchanged[record["source"]].mtime_ns
-    _replace(manifest, "skipped", [{"source": r.source, "size": r.size, "mtime_ns": r.mtime_ns, "cause": r.cause}
-                                   for r in chunk if r.cause is not None])
+    _replace(
+        manifest,
+        "skipped",
+        [
+            {"source": r.source, "size": r.size, "mtime_ns": r.mtime_ns, "cause": r.cause}
+            for r in chunk
+            if r.cause is not None
+        ],
+    )
     if encoded:
         number = max((shard["number"] for shard in manifest["shards"]), default=-1) + 1
         shard, records = write_shard(dst, number, encoded)
@@ -243,9 +291,17 @@ def _store(dst: Path, manifest: dict[str, Any], chunk: list[Result]) -> bool:
     return bool(encoded)
 
 
-def prepare(src: str | os.PathLike, dst: str | os.PathLike, short_side: int = PREPARE_SHORT_SIDE,
-            fmt: str = PREPARE_FORMAT, quality: int = PREPARE_QUALITY, workers: int | None = None,
-            rebuild: bool = False, shard_mb: float = PREPARE_SHARD_MB, progress: bool = True) -> Summary:
+def prepare(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    short_side: int = PREPARE_SHORT_SIDE,
+    fmt: str = PREPARE_FORMAT,
+    quality: int = PREPARE_QUALITY,
+    workers: int | None = None,
+    rebuild: bool = False,
+    shard_mb: float = PREPARE_SHARD_MB,
+    progress: bool = True,
+) -> Summary:
     """Make or update the cache ``dst`` from the images under ``src`` (see the module docstring)."""
     _check_arguments(short_side, fmt, quality, workers, shard_mb)
     start = time.perf_counter()
@@ -259,14 +315,17 @@ def prepare(src: str | os.PathLike, dst: str | os.PathLike, short_side: int = PR
             manifest = _open_manifest(src, dst, settings, rebuild)
             tasks, total, removed = _plan(src, manifest, settings)
             workers = usable_cores() if workers is None else workers
-            results = tqdm(_results(tasks, workers), total=len(tasks), unit="img", disable=not progress,
-                           desc=f"prepare {dst}")
-            shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2 ** 20)))
+            results = tqdm(
+                _results(tasks, workers), total=len(tasks), unit="img", disable=not progress, desc=f"prepare {dst}"
+            )
+            shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2**20)))
             if not tasks:
                 write_manifest(dst, manifest)
     except Timeout:
-        raise ConfigError(f"another prepare run is writing {dst} (it holds {dst / '.prepare.lock'}); wait for it "
-                          f"to finish") from None
+        raise ConfigError(
+            f"another prepare run is writing {dst} (it holds {dst / '.prepare.lock'}); wait for it to finish"
+        ) from None
     skipped = {entry["source"]: entry["cause"] for entry in manifest["skipped"]}
-    return Summary(len(manifest["records"]), len(tasks), total - len(tasks), skipped, removed, shards,
-                   time.perf_counter() - start)
+    return Summary(
+        len(manifest["records"]), len(tasks), total - len(tasks), skipped, removed, shards, time.perf_counter() - start
+    )

@@ -89,31 +89,45 @@ class SeededShuffle(DistributedSampler):
         order = torch.randperm(self.size, generator=generator_for("order", self.seed, epoch)).tolist()
         while len(order) < self.total_size:
             order += order[: self.total_size - len(order)]
-        return order[self.rank:self.total_size:self.num_replicas]
+        return order[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self) -> Iterator[DrawKey]:
         seed, epoch = self.seed, self.epoch
-        return iter([DrawKey(seed, epoch, index) for index in self.order(epoch)[self.delivered:]])
+        return iter([DrawKey(seed, epoch, index) for index in self.order(epoch)[self.delivered :]])
 
     def state_dict(self) -> dict[str, int]:
         """The position as plain integers; ``position`` counts samples over all ranks, so it survives a new world
         size."""
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.delivered * self.num_replicas,
-                "size": self.size}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.delivered * self.num_replicas,
+            "size": self.size,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a saved position: its seed, its epoch, and its position unless the data set changed size."""
         keys = ("seed", "epoch", "position", "size")
         if not all(isinstance(state.get(key), int) and state[key] >= 0 for key in keys):
-            raise ConfigError(f"ckpt_path: the checkpoint's training-data position {dict(state)!r} is not one this "
-                              f"version wrote; resume from a checkpoint of this project")
+            raise ConfigError(
+                f"ckpt_path: the checkpoint's training-data position {dict(state)!r} is not one this "
+                f"version wrote; resume from a checkpoint of this project"
+            )
         if state["seed"] != self.seed:
-            log.warning("resuming with the checkpoint's data seed %d instead of %d, so the data continue exactly",
-                        state["seed"], self.seed)
+            log.warning(
+                "resuming with the checkpoint's data seed %d instead of %d, so the data continue exactly",
+                state["seed"],
+                self.seed,
+            )
         self.seed, self.epoch, self.delivered, self.following = state["seed"], state["epoch"], 0, False
         if state["size"] != self.size:
-            log.warning("the training set had %d images when the checkpoint was saved and has %d now: epoch %d starts "
-                        "again from its beginning, in a new order", state["size"], self.size, self.epoch)
+            log.warning(
+                "the training set had %d images when the checkpoint was saved and has %d now: epoch %d starts "
+                "again from its beginning, in a new order",
+                state["size"],
+                self.size,
+                self.epoch,
+            )
         else:
             self.delivered = state["position"] // self.num_replicas
 
@@ -127,8 +141,9 @@ class ResumableDataLoader(DataLoader):
     epoch once this one is finished (which is also how a finished epoch is saved).
     """
 
-    def __init__(self, dataset: Any, sampler: SeededShuffle, on_fetch: Callable[[Any], Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: Any, sampler: SeededShuffle, on_fetch: Callable[[Any], Any] | None = None, **kwargs: Any
+    ) -> None:
         if not isinstance(sampler, SeededShuffle):
             raise TypeError(f"ResumableDataLoader needs a SeededShuffle sampler, got {type(sampler).__name__}")
         super().__init__(dataset, sampler=sampler, **kwargs)

@@ -24,8 +24,19 @@ SAMPLE_VERSION = 1
 MARKER_NAME = ".sample.json"
 
 #: Photographs bundled in ``skimage/data`` (files in the wheel; greyscale ones are turned into RGB).
-BUNDLED_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "motorcycle_left.png",
-                  "coins.png", "hubble_deep_field.jpg", "retina.jpg", "moon.png", "ihc.png")
+BUNDLED_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "camera.png",
+    "motorcycle_left.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "moon.png",
+    "ihc.png",
+)
 
 
 def _bundled_photo_paths() -> list[Path]:
@@ -73,7 +84,7 @@ def _blur(field: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
     h, w = field.shape
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
-    kernel = np.exp(-2 * np.pi ** 2 * ((fy * sigma_y) ** 2 + (fx * sigma_x) ** 2))
+    kernel = np.exp(-2 * np.pi**2 * ((fy * sigma_y) ** 2 + (fx * sigma_x) ** 2))
     return np.real(np.fft.ifft2(np.fft.fft2(field) * kernel))
 
 
@@ -158,13 +169,18 @@ def _dots(rng: np.random.Generator, size: int) -> np.ndarray:
     background, ink = _palette(rng, 2)
     cy, cx = (y * cells) % 1 - 0.5, (x * cells) % 1 - 0.5
     radius = 0.15 + 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y)))
-    inside = (cy ** 2 + cx ** 2 < radius ** 2)[..., None]
+    inside = (cy**2 + cx**2 < radius**2)[..., None]
     return np.where(inside, ink, background)
 
 
 STYLE_KINDS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
-    "stripes": _stripes, "brush": _brush, "glass": _stained_glass, "waves": _waves, "mosaic": _mosaic,
-    "plasma": _plasma, "dots": _dots,
+    "stripes": _stripes,
+    "brush": _brush,
+    "glass": _stained_glass,
+    "waves": _waves,
+    "mosaic": _mosaic,
+    "plasma": _plasma,
+    "dots": _dots,
 }
 
 
@@ -179,12 +195,12 @@ def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
     t = np.clip(y / horizon, 0, 1)[..., None]
     image = top * (1 - t) + horizon_colour * t
     sun_y, sun_x, sun_r = rng.uniform(0.1, horizon - 0.15), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.1)
-    sun = (y - sun_y) ** 2 + (x - sun_x) ** 2 < sun_r ** 2
+    sun = (y - sun_y) ** 2 + (x - sun_x) ** 2 < sun_r**2
     image[sun] = _hsv_to_rgb(rng.uniform(0.1, 0.16), 0.8, 1.0)
     ground_line = horizon + 0.05 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.random()))
     ground = y > ground_line
     shade = 0.75 + 0.25 * np.clip((y - horizon) * 3, 0, 1)
-    image[ground] = (_hsv_to_rgb(rng.uniform(0.2, 0.38), rng.uniform(0.5, 0.9), 0.7)[None] * shade[ground][:, None])
+    image[ground] = _hsv_to_rgb(rng.uniform(0.2, 0.38), rng.uniform(0.5, 0.9), 0.7)[None] * shade[ground][:, None]
     for _ in range(int(rng.integers(1, 4))):
         left, width = rng.uniform(0.0, 0.8), rng.uniform(0.12, 0.22)
         base, height = horizon + rng.uniform(0.1, 0.25), rng.uniform(0.12, 0.22)
@@ -199,7 +215,7 @@ def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
         tx, ty, r = rng.uniform(0.05, 0.95), horizon + rng.uniform(0.05, 0.3), rng.uniform(0.04, 0.08)
         trunk = (np.abs(x - tx) < r * 0.2) & (y < ty) & (y > ty - 2 * r)
         image[trunk] = (0.35, 0.22, 0.12)
-        crown = (y - (ty - 2.2 * r)) ** 2 + (x - tx) ** 2 < r ** 2
+        crown = (y - (ty - 2.2 * r)) ** 2 + (x - tx) ** 2 < r**2
         image[crown] = _hsv_to_rgb(rng.uniform(0.22, 0.4), 0.7, rng.uniform(0.35, 0.6))
     image = image + rng.normal(0.0, 0.015, image.shape)
     return image
@@ -267,18 +283,35 @@ def _marker_matches(marker: Path, params: dict[str, Any], content_dir: Path, sty
         return False
     if any(recorded.get(key) != value for key, value in params.items()):
         return False
-    return (all((content_dir / name).is_file() for name in recorded.get("content", []))
-            and all((style_dir / name).is_file() for name in recorded.get("style", [])))
+    return all((content_dir / name).is_file() for name in recorded.get("content", [])) and all(
+        (style_dir / name).is_file() for name in recorded.get("style", [])
+    )
 
 
 class SampleDataModule(ContentStyleDataModule):
     """ContentStyleDataModule over the generated sample set under ``root`` (generated there first if needed)."""
 
-    def __init__(self, root: str = "data/sample", short_side: int = 128, crop_size: int = 64, batch_size: int = 4,
-                 num_workers: int = 0, val_pairs: int = 4, n_content: int = 24, n_style: int = 12,
-                 **kwargs: Any) -> None:
-        content_dir, style_dir = make_sample_dataset(Path(root), n_content=n_content, n_style=n_style,
-                                                     size=short_side)
-        super().__init__(str(content_dir), str(style_dir), short_side=short_side, crop_size=crop_size,
-                         batch_size=batch_size, num_workers=num_workers, val_pairs=val_pairs, **kwargs)
+    def __init__(
+        self,
+        root: str = "data/sample",
+        short_side: int = 128,
+        crop_size: int = 64,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        val_pairs: int = 4,
+        n_content: int = 24,
+        n_style: int = 12,
+        **kwargs: Any,
+    ) -> None:
+        content_dir, style_dir = make_sample_dataset(Path(root), n_content=n_content, n_style=n_style, size=short_side)
+        super().__init__(
+            str(content_dir),
+            str(style_dir),
+            short_side=short_side,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_pairs=val_pairs,
+            **kwargs,
+        )
         self.root = str(root)

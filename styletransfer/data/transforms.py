@@ -27,8 +27,10 @@ def check_sizes(short_side: int, crop_size: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{name} must be a positive integer number of pixels, got {value!r}")
     if crop_size > short_side:
-        raise ConfigError(f"data.crop_size ({crop_size}) must be <= data.short_side ({short_side}): the crop is taken "
-                          f"from the image after its shorter side is resized to data.short_side")
+        raise ConfigError(
+            f"data.crop_size ({crop_size}) must be <= data.short_side ({short_side}): the crop is taken "
+            f"from the image after its shorter side is resized to data.short_side"
+        )
 
 
 def draw_crop_box(height: int, width: int, crop_size: int, generator: torch.Generator | None) -> tuple[int, int]:
@@ -99,8 +101,10 @@ class CropBoxTransform:
     def __call__(self, image: EncodedImage, generator: torch.Generator | None = None) -> dict[str, Any]:
         """``{"jpeg": bytes tensor, "box": (top, left)}`` for ``image``, the offsets drawn from ``generator``."""
         if min(image.height, image.width) < self.crop_size:
-            raise ConfigError(f"data.crop_size ({self.crop_size}) is larger than a {image.width} x {image.height} "
-                              f"cached image; prepare the cache with a --short-side of at least the crop size")
+            raise ConfigError(
+                f"data.crop_size ({self.crop_size}) is larger than a {image.width} x {image.height} "
+                f"cached image; prepare the cache with a --short-side of at least the crop size"
+            )
         top, left = draw_crop_box(image.height, image.width, self.crop_size, generator)
         return {"jpeg": image.data, "box": torch.tensor([top, left], dtype=torch.int64)}
 
@@ -124,5 +128,5 @@ def decode_crops(encoded: Mapping[str, Any], crop_size: int, device: torch.devic
 
     images = decode_jpeg(list(encoded["jpeg"]), mode=ImageReadMode.RGB, device=device)
     boxes = encoded["boxes"].tolist()
-    crops = [image[:, top:top + crop_size, left:left + crop_size] for image, (top, left) in zip(images, boxes)]
+    crops = [image[:, top : top + crop_size, left : left + crop_size] for image, (top, left) in zip(images, boxes)]
     return to_unit_float(torch.stack(crops))

@@ -100,8 +100,15 @@ def open_clip(path: Path, fps: float | None = None) -> Clip:
         rate = stream.average_rate or stream.guessed_rate or Fraction(24)
         if stream.codec_context.width == 0:
             raise ConfigError(f"{path}: its video stream has no picture size (a broken or empty clip)")
-        return Clip(path, Fraction(rate), Fraction(stream.time_base or 1 / rate), int(stream.frames or 0),
-                    stream.codec_context.width, stream.codec_context.height, bool(container.streams.audio))
+        return Clip(
+            path,
+            Fraction(rate),
+            Fraction(stream.time_base or 1 / rate),
+            int(stream.frames or 0),
+            stream.codec_context.width,
+            stream.codec_context.height,
+            bool(container.streams.audio),
+        )
 
 
 def _folder_frames(clip: Clip, size: tuple[int, int] | None) -> Iterator[tuple[np.ndarray, int]]:
@@ -150,8 +157,9 @@ class VideoWriter:
         options = {"video_track_timescale": str(clip.time_base.denominator)} if clip.time_base.numerator == 1 else {}
         self.container = av.open(str(self.partial), "w", format="mp4", container_options=options)
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.stream = self.container.add_stream(codec, rate=clip.rate,
-                                                options={"crf": CRF} if codec == "libx264" else {"qscale": "2"})
+        self.stream = self.container.add_stream(
+            codec, rate=clip.rate, options={"crf": CRF} if codec == "libx264" else {"qscale": "2"}
+        )
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.time_base = clip.time_base
         self.stream.codec_context.time_base = clip.time_base
@@ -160,8 +168,11 @@ class VideoWriter:
         self.audio_out = None
         if self.source is not None:
             audio = self.source.streams.audio[0]
-            self.audio_out = (self.container.add_stream_from_template(audio) if audio.codec_context.name in MP4_AUDIO
-                              else self.container.add_stream("aac", rate=audio.codec_context.sample_rate))
+            self.audio_out = (
+                self.container.add_stream_from_template(audio)
+                if audio.codec_context.name in MP4_AUDIO
+                else self.container.add_stream("aac", rate=audio.codec_context.sample_rate)
+            )
 
     def write(self, frame: np.ndarray, pts: int) -> None:
         """Encode one uint8 (H, W, 3) frame shown at ``pts`` (in the clip's time base)."""
@@ -199,7 +210,11 @@ class VideoWriter:
         audio = self.source.streams.audio[0]
         if audio.codec_context.name in MP4_AUDIO:
             for packet in self.source.demux(audio):
-                if packet.dts is None or packet.pts is None or (end is not None and packet.pts * audio.time_base >= end):
+                if (
+                    packet.dts is None
+                    or packet.pts is None
+                    or (end is not None and packet.pts * audio.time_base >= end)
+                ):
                     continue
                 packet.stream = self.audio_out
                 self.container.mux(packet)

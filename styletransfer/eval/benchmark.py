@@ -78,7 +78,9 @@ def load_benchmark(cfg: Mapping[str, Any]) -> Benchmark:
         if not cfg.get("root"):
             raise ConfigError("benchmark.root is not set (where the generated benchmark set is written)")
         content_dir, style_dir = make_sample_dataset(
-            Path(cfg["root"]), n_content=int(cfg.get("n_content", 4)), n_style=int(cfg.get("n_style", 4)),
+            Path(cfg["root"]),
+            n_content=int(cfg.get("n_content", 4)),
+            n_style=int(cfg.get("n_style", 4)),
             size=int(cfg.get("generate_size", 256)),
         )
     size = cfg.get("size")
@@ -89,8 +91,12 @@ def load_benchmark(cfg: Mapping[str, Any]) -> Benchmark:
     for key, found in (("expected_contents", len(contents)), ("expected_styles", len(styles))):
         expected = cfg.get(key)
         if expected and expected != found:
-            log.warning("benchmark %s expects %s images, found %d: numbers will not compare with published ones",
-                        cfg.get("name"), expected, found)
+            log.warning(
+                "benchmark %s expects %s images, found %d: numbers will not compare with published ones",
+                cfg.get("name"),
+                expected,
+                found,
+            )
     name = str(cfg.get("name") or "folders")
     if not generated and name == "default":
         name = "folders"  # the default set's config with both folders overridden

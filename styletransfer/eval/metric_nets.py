@@ -57,7 +57,7 @@ class LPIPSAlex(nn.Module):
 
         path = _resolve(alexnet_weights, ALEXNET_FILE, "metrics.lpips_weights", ALEXNET_URL)
         state = _load_state(path)
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
+        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")} or state
         # pnet_rand=True builds the backbone without torchvision's download; its weights come from `path` below.
         self.net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
         backbone = {}
@@ -118,10 +118,32 @@ class ArtInception(nn.Module):
         h, w = x.shape[-2:]
         if min(h, w) != self.size:
             scale = self.size / min(h, w)
-            x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-                              antialias=True, align_corners=False)
-        for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-                     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+            x = F.interpolate(
+                x,
+                size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        for name in (
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "maxpool1",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+            "maxpool2",
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             x = getattr(m, name)(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -120,7 +120,8 @@ def cfsd(
     """
     if content_features.shape != result_features.shape:
         raise ValueError(
-            f"content {tuple(content_features.shape)} and result {tuple(result_features.shape)} features differ in shape"
+            f"content {tuple(content_features.shape)} and result {tuple(result_features.shape)} features differ in "
+            "shape"
         )
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -147,8 +148,10 @@ def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | T
     of the product, seconds instead of a minute for 2048-d features, and stable with singular covariances).
     Needs at least two vectors per set.
     """
-    a, b = (torch.as_tensor(np.asarray(f.detach().cpu() if isinstance(f, Tensor) else f), dtype=torch.float64)
-            for f in (features_a, features_b))
+    a, b = (
+        torch.as_tensor(np.asarray(f.detach().cpu() if isinstance(f, Tensor) else f), dtype=torch.float64)
+        for f in (features_a, features_b)
+    )
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two (n, d) feature arrays with the same d, got {a.shape} and {b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:

@@ -28,12 +28,18 @@ def _cell(image: Tensor, size: int) -> Tensor:
     resized = F.interpolate(image[None].float(), size=new, mode="bilinear", antialias=True, align_corners=False)[0]
     cell = torch.ones(3, size, size)
     top, left = (size - new[0]) // 2, (size - new[1]) // 2
-    cell[:, top: top + new[0], left: left + new[1]] = resized.clamp(0, 1)
+    cell[:, top : top + new[0], left : left + new[1]] = resized.clamp(0, 1)
     return cell
 
 
-def make_grid_image(bench: Benchmark, results: Mapping[tuple[int, int], Tensor], contents: Sequence[int],
-                    styles: Sequence[int], cell: int = 128, pad: int = 2) -> Tensor:
+def make_grid_image(
+    bench: Benchmark,
+    results: Mapping[tuple[int, int], Tensor],
+    contents: Sequence[int],
+    styles: Sequence[int],
+    cell: int = 128,
+    pad: int = 2,
+) -> Tensor:
     """Rows content, columns style; the first row holds the styles and the first column the contents."""
     rows = len(contents) + 1
     cols = len(styles) + 1
@@ -41,7 +47,7 @@ def make_grid_image(bench: Benchmark, results: Mapping[tuple[int, int], Tensor],
 
     def put(r: int, c: int, image: Tensor) -> None:
         top, left = pad + r * (cell + pad), pad + c * (cell + pad)
-        grid[:, top: top + cell, left: left + cell] = _cell(image, cell)
+        grid[:, top : top + cell, left : left + cell] = _cell(image, cell)
 
     for c, si in enumerate(styles, start=1):
         put(0, c, bench.styles[si][1])
@@ -67,16 +73,17 @@ def write_alpha_figure(path: Path, sweeps: Mapping[str, Mapping[str, Any]]) -> N
     grid = fig.add_gridspec(n_rows, 2 * n_cols, height_ratios=[1.0] * len(labels) + [1.5])
     for r, label in enumerate(labels):
         for c, (alpha, image) in enumerate(zip(alphas, sweeps[label]["images"])):
-            ax = fig.add_subplot(grid[r, 2 * c: 2 * c + 2])
+            ax = fig.add_subplot(grid[r, 2 * c : 2 * c + 2])
             ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"alpha = {alpha:g}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
-    for k, (key, title) in enumerate((("content_relu4_1", "content loss (relu4_1)"),
-                                      ("style_mean_std", "style loss (mean/std, relu1_1..relu4_1)"))):
-        ax = fig.add_subplot(grid[-1, k * n_cols: (k + 1) * n_cols])
+    for k, (key, title) in enumerate(
+        (("content_relu4_1", "content loss (relu4_1)"), ("style_mean_std", "style loss (mean/std, relu1_1..relu4_1)"))
+    ):
+        ax = fig.add_subplot(grid[-1, k * n_cols : (k + 1) * n_cols])
         for label in labels:
             curve = sweeps[label]["curve"]
             ax.plot(curve["alpha"], curve[key], marker="o", label=label)
@@ -101,7 +108,9 @@ def _report_number(value: Any) -> str:
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], unavailable: Mapping[str, str]) -> None:
     """metrics.csv: a row per model and pair; a metric that could not be computed reads "unavailable"."""
-    cells = [[UNAVAILABLE if k in unavailable and k not in row else row.get(k, "") for k in CSV_COLUMNS] for row in rows]
+    cells = [
+        [UNAVAILABLE if k in unavailable and k not in row else row.get(k, "") for k in CSV_COLUMNS] for row in rows
+    ]
     write_csv_atomic(path, CSV_COLUMNS, cells)
 
 
@@ -109,13 +118,22 @@ def _temporal_lines(temporal: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> 
     """report.md's table of warping errors, model by video (none without ``videos``)."""
     if not temporal:
         return []
-    lines = ["", "## Temporal stability", "", "Warping error ↓ between consecutive stylised frames, warped with the "
-             "content's optical flow where it is reliable (content: the same for the original frames).", "",
-             "| model | video | warping error ↓ | content | reliable pixels | frame pairs |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Temporal stability",
+        "",
+        "Warping error ↓ between consecutive stylised frames, warped with the "
+        "content's optical flow where it is reliable (content: the same for the original frames).",
+        "",
+        "| model | video | warping error ↓ | content | reliable pixels | frame pairs |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, per_video in temporal.items():
         for video, t in per_video.items():
-            lines.append(f"| {label} | {video} | {_report_number(t['warping_error'])} | "
-                         f"{_report_number(t['content_error'])} | {t['reliable_fraction']:.0%} | {t['pairs']} |")
+            lines.append(
+                f"| {label} | {video} | {_report_number(t['warping_error'])} | "
+                f"{_report_number(t['content_error'])} | {t['reliable_fraction']:.0%} | {t['pairs']} |"
+            )
     return lines
 
 
@@ -151,18 +169,28 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
                 cells.append(f"{_report_number(agg['mean'])} ({_report_number(agg['median'])})")
         cells += [_report_number(model["set_metrics"][c]) for c in set_cols]
         lines.append(f"| {model['label']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Speed", "", "| model | device | s / image (mean) | images / s | warm-up runs |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Speed",
+        "",
+        "| model | device | s / image (mean) | images / s | warm-up runs |",
+        "|---|---|---|---|---|",
+    ]
     for model in models:
         t = model["timing"]
-        lines.append(f"| {model['label']} | {t['device']} | {_report_number(t['seconds_per_image_mean'])} | "
-                     f"{_report_number(t['images_per_second'])} | {t['warmup_runs']} |")
+        lines.append(
+            f"| {model['label']} | {t['device']} | {_report_number(t['seconds_per_image_mean'])} | "
+            f"{_report_number(t['images_per_second'])} | {t['warmup_runs']} |"
+        )
     lines += _temporal_lines(summary.get("temporal") or {})
     lines += ["", "## Models", ""]
     for model in models:
         info = model["info"]
         enc = info.get("encoder") or {}
-        lines.append(f"- **{model['label']}**: {info.get('method')} {info.get('kind', '')} `{info.get('path', '')}`; "
-                     f"encoder {enc.get('arch')} / {enc.get('weights')} (fingerprint {enc.get('fingerprint')})")
+        lines.append(
+            f"- **{model['label']}**: {info.get('method')} {info.get('kind', '')} `{info.get('path', '')}`; "
+            f"encoder {enc.get('arch')} / {enc.get('weights')} (fingerprint {enc.get('fingerprint')})"
+        )
     lines += ["", "## Metrics", ""]
     for name, (text, _) in {**PAIR_METRICS, **SET_METRICS}.items():
         lines.append(f"- `{name}`: {text}")
@@ -192,9 +220,14 @@ def log_results(loggers: Sequence[Any], summary: Mapping[str, Any], images: Mapp
                 flat[f"eval/{model['label']}/{name}"] = value
         flat[f"eval/{model['label']}/images_per_second"] = model["timing"]["images_per_second"]
     for logger in loggers:
-        logger.log_hyperparams({"benchmark": summary["benchmark"]["name"], "encoder": summary["encoder"],
-                                "models": [m["info"].get("path", m["label"]) for m in summary["models"]],
-                                "unavailable": summary["unavailable"]})
+        logger.log_hyperparams(
+            {
+                "benchmark": summary["benchmark"]["name"],
+                "encoder": summary["encoder"],
+                "models": [m["info"].get("path", m["label"]) for m in summary["models"]],
+                "unavailable": summary["unavailable"],
+            }
+        )
         logger.log_metrics(flat, step=0)
         for key, (path, tensor) in images.items():
             log_image(logger, f"eval/{key}", tensor.clamp(0, 1), path, step=0)

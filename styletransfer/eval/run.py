@@ -15,6 +15,7 @@ Aggregates and images also go to the configured loggers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import statistics
@@ -31,9 +32,16 @@ from torch import Tensor
 from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
-from styletransfer.eval.report import log_results, make_grid_image, safe_label, write_alpha_figure, write_csv, write_report
-from styletransfer.eval.temporal import content_motions, stylise_frames, video_frames, warping_error
+from styletransfer.eval.report import (
+    log_results,
+    make_grid_image,
+    safe_label,
+    write_alpha_figure,
+    write_csv,
+    write_report,
+)
 from styletransfer.eval.scorer import EVAL_LAYERS, MEAN_STD_LAYERS, PAIR_METRICS, SET_METRICS, UNAVAILABLE, Scorer
+from styletransfer.eval.temporal import content_motions, stylise_frames, video_frames, warping_error
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.protocol.candidate import Candidate, model_candidate
 from styletransfer.protocol.registry import load_model, plugin_for_target
@@ -68,8 +76,16 @@ def _aggregate(values: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(finite), "median": statistics.median(finite)}
 
 
-def evaluate_candidate(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: torch.device, alpha: float,
-                       warmup: int, seed: int, keep: set[tuple[int, int]]) -> dict[str, Any]:
+def evaluate_candidate(
+    candidate: Candidate,
+    bench: Benchmark,
+    scorer: Scorer,
+    device: torch.device,
+    alpha: float,
+    warmup: int,
+    seed: int,
+    keep: set[tuple[int, int]],
+) -> dict[str, Any]:
     """Stylise and score every pair; returns rows, aggregates, set metrics, timing and the kept results."""
     torch.manual_seed(seed)
     style_feats = [scorer.features(s.unsqueeze(0)) for _, s in bench.styles]
@@ -91,8 +107,11 @@ def evaluate_candidate(candidate: Candidate, bench: Benchmark, scorer: Scorer, d
         seconds = time.perf_counter() - start
         if ci not in content_cache:
             content_cache[ci] = scorer.features(content)
-        row: dict[str, Any] = {"model": candidate.label, "content": bench.contents[ci][0].name,
-                               "style": bench.styles[si][0].name}
+        row: dict[str, Any] = {
+            "model": candidate.label,
+            "content": bench.contents[ci][0].name,
+            "style": bench.styles[si][0].name,
+        }
         row.update(scorer.score(result, content, style_feats[si], content_cache[ci]))
         row["seconds"] = seconds
         rows.append(row)
@@ -129,8 +148,15 @@ def evaluate_candidate(candidate: Candidate, bench: Benchmark, scorer: Scorer, d
     return {"rows": rows, "aggregate": aggregate, "set_metrics": set_metrics, "timing": timing, "kept": kept}
 
 
-def alpha_sweep(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: torch.device,
-                alphas: Sequence[float], n_pairs: int, seed: int) -> dict[str, Any]:
+def alpha_sweep(
+    candidate: Candidate,
+    bench: Benchmark,
+    scorer: Scorer,
+    device: torch.device,
+    alphas: Sequence[float],
+    n_pairs: int,
+    seed: int,
+) -> dict[str, Any]:
     """Mean content (relu4_1) and style (mean/std) loss at each alpha over the first ``n_pairs`` pairs, and the
     results of the first pair."""
     pairs = bench.pairs[: max(1, n_pairs)]
@@ -146,7 +172,9 @@ def alpha_sweep(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: 
             result = candidate.stylise(content, bench.styles[si][1].unsqueeze(0).to(device), float(alpha))
             feats = scorer.features(result)
             losses_c.append(float(M.content_distance(feats["relu4_1"], content_feats[ci]["relu4_1"])[0]))
-            losses_s.append(float(M.summed_over_layers(M.mean_std_distance, feats, style_feats[si], MEAN_STD_LAYERS)[0]))
+            losses_s.append(
+                float(M.summed_over_layers(M.mean_std_distance, feats, style_feats[si], MEAN_STD_LAYERS)[0])
+            )
             if index == 0:
                 images.append(result[0].float().cpu())
         curve["content_relu4_1"].append(statistics.fmean(losses_c))
@@ -155,8 +183,19 @@ def alpha_sweep(candidate: Candidate, bench: Benchmark, scorer: Scorer, device: 
     return {"curve": curve, "images": images}
 
 
-def temporal_scores(candidates: Sequence[Candidate], bench: Benchmark, videos: Sequence[str], alpha: float,
-                    device: torch.device, max_frames: int) -> dict[str, dict[str, dict[str, Any]]]:
+def _frame(candidate: Candidate, style: Tensor, alpha: float, frame: Tensor) -> Tensor:
+    """One video frame stylised by ``candidate`` with ``style``."""
+    return candidate.stylise(frame, style, alpha)
+
+
+def temporal_scores(
+    candidates: Sequence[Candidate],
+    bench: Benchmark,
+    videos: Sequence[str],
+    alpha: float,
+    device: torch.device,
+    max_frames: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Per model and video, the warping error of the video stylised frame by frame with the benchmark's first
     style (``eval.temporal``): {label: {video: TemporalReport as a dict}}. Each video is read and its optical flow
     computed once, for all models."""
@@ -167,18 +206,32 @@ def temporal_scores(candidates: Sequence[Candidate], bench: Benchmark, videos: S
         motions = content_motions(frames)
         for candidate in candidates:
             log.info("temporal stability of %s on %s", candidate.label, video)
-            stylised = stylise_frames(lambda frame: candidate.stylise(frame, style, alpha), frames, device)
-            scores.setdefault(candidate.label, {})[str(video)] = asdict(warping_error(frames, stylised,
-                                                                                       motions=motions))
+            stylised = stylise_frames(functools.partial(_frame, candidate, style, alpha), frames, device)
+            scores.setdefault(candidate.label, {})[str(video)] = asdict(
+                warping_error(frames, stylised, motions=motions)
+            )
     return scores
 
 
-def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, device: torch.device,
-             output_dir: Path, alpha: float = 1.0, warmup: int = 2, seed: int = 0,
-             sweep_alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), sweep_pairs: int = 4,
-             grid_contents: int = 6, grid_styles: int = 6, grid_cell: int = 128,
-             loggers: Sequence[Any] = (), extra: Mapping[str, Any] | None = None, videos: Sequence[str] = (),
-             video_frames: int = 48) -> dict[str, Any]:
+def evaluate(
+    candidates: Sequence[Candidate],
+    bench: Benchmark,
+    scorer: Scorer,
+    device: torch.device,
+    output_dir: Path,
+    alpha: float = 1.0,
+    warmup: int = 2,
+    seed: int = 0,
+    sweep_alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    sweep_pairs: int = 4,
+    grid_contents: int = 6,
+    grid_styles: int = 6,
+    grid_cell: int = 128,
+    loggers: Sequence[Any] = (),
+    extra: Mapping[str, Any] | None = None,
+    videos: Sequence[str] = (),
+    video_frames: int = 48,
+) -> dict[str, Any]:
     """Score every candidate on every pair and write metrics.csv, summary.json, report.md, grid(s), alpha_sweep.png;
     with ``videos``, the warping error of each model on each (``temporal`` in summary.json and report.md)."""
     if not candidates:
@@ -193,8 +246,14 @@ def evaluate(candidates: Sequence[Candidate], bench: Benchmark, scorer: Scorer, 
         out = evaluate_candidate(candidate, bench, scorer, device, alpha, warmup, seed, keep)
         rows += out["rows"]
         grids[candidate.label] = make_grid_image(bench, out["kept"], grid_c, grid_s, grid_cell)
-        entry = {"label": candidate.label, "info": candidate.info, "n_pairs": len(out["rows"]),
-                 "aggregate": out["aggregate"], "set_metrics": out["set_metrics"], "timing": out["timing"]}
+        entry = {
+            "label": candidate.label,
+            "info": candidate.info,
+            "n_pairs": len(out["rows"]),
+            "aggregate": out["aggregate"],
+            "set_metrics": out["set_metrics"],
+            "timing": out["timing"],
+        }
         if candidate.supports_alpha and sweep_alphas:
             sweep = alpha_sweep(candidate, bench, scorer, device, sweep_alphas, sweep_pairs, seed)
             sweeps[candidate.label] = sweep
@@ -242,21 +301,30 @@ def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Can
     if not model_encoder.get("weights"):
         model_encoder = plain["metric_encoder"]
     precision = str(plain["trainer"]["precision"])
-    options = {"channels_last": bool(plain["channels_last"]),
-               "bf16": precision.startswith("bf16") and device.type == "cuda"}
-    candidates = [model_candidate(load_model(path, model_encoder, device, **options), label)
-                  for path, label in zip(ckpts, checkpoint_labels(ckpts))]
+    options = {
+        "channels_last": bool(plain["channels_last"]),
+        "bf16": precision.startswith("bf16") and device.type == "cuda",
+    }
+    candidates = [
+        model_candidate(load_model(path, model_encoder, device, **options), label)
+        for path, label in zip(ckpts, checkpoint_labels(ckpts))
+    ]
     method = plain.get("method")
     if isinstance(method, Mapping) and method:
         method_plugin = plugin_for_target(str(method.get("_target_", "")))
         if not hasattr(method_plugin, "config_candidate"):
-            raise ConfigError(f"method={method_plugin.NAME} is evaluated from its model files (ckpt=...), not from "
-                              "its config: drop method=")
-        candidates.append(method_plugin.config_candidate(method, plain["metric_encoder"], plain["optimisation"],
-                                                         device))
+            raise ConfigError(
+                f"method={method_plugin.NAME} is evaluated from its model files (ckpt=...), not from "
+                "its config: drop method="
+            )
+        candidates.append(
+            method_plugin.config_candidate(method, plain["metric_encoder"], plain["optimisation"], device)
+        )
     if not candidates:
-        raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or a method evaluated from its "
-                          "config (method=gatys)")
+        raise ConfigError(
+            "nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or a method evaluated from its "
+            "config (method=gatys)"
+        )
     return candidates
 
 
@@ -271,12 +339,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         choose_wandb_mode()
     sweep, grid = plain["alpha_sweep"], plain["grid"]
     return evaluate(
-        candidates, bench, scorer, device, Path(plain["paths"]["output_dir"]),
-        alpha=float(plain["alpha"]), warmup=int(plain["timing"]["warmup"]), seed=int(plain["seed"]),
-        sweep_alphas=[float(a) for a in sweep["values"]], sweep_pairs=int(sweep["pairs"]),
-        grid_contents=int(grid["max_contents"]), grid_styles=int(grid["max_styles"]), grid_cell=int(grid["cell"]),
+        candidates,
+        bench,
+        scorer,
+        device,
+        Path(plain["paths"]["output_dir"]),
+        alpha=float(plain["alpha"]),
+        warmup=int(plain["timing"]["warmup"]),
+        seed=int(plain["seed"]),
+        sweep_alphas=[float(a) for a in sweep["values"]],
+        sweep_pairs=int(sweep["pairs"]),
+        grid_contents=int(grid["max_contents"]),
+        grid_styles=int(grid["max_styles"]),
+        grid_cell=int(grid["cell"]),
         loggers=instantiate_group(cfg.get("logger")),
-        extra={"config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep",
-                                                    "optimisation")}},
-        videos=[str(v) for v in plain["videos"] or []], video_frames=int(plain["video_frames"]),
+        extra={
+            "config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep", "optimisation")}
+        },
+        videos=[str(v) for v in plain["videos"] or []],
+        video_frames=int(plain["video_frames"]),
     )

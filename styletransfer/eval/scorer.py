@@ -59,20 +59,25 @@ class Scorer:
         except MetricUnavailable as exc:
             self.unavailable["fid"] = str(exc)
         if "fid" in self.unavailable or "lpips" in self.unavailable:
-            self.unavailable["art_fid"] = "needs " + " and ".join(k.upper() for k in ("lpips", "fid") if k in self.unavailable)
+            self.unavailable["art_fid"] = "needs " + " and ".join(
+                k.upper() for k in ("lpips", "fid") if k in self.unavailable
+            )
 
     @torch.no_grad()
     def features(self, image: Tensor) -> dict[str, Tensor]:
         return self.encoder(image.to(self.device, torch.float32), EVAL_LAYERS)
 
     @torch.no_grad()
-    def score(self, result: Tensor, content: Tensor, style_feats: Mapping[str, Tensor],
-              content_feats: Mapping[str, Tensor]) -> dict[str, float]:
+    def score(
+        self, result: Tensor, content: Tensor, style_feats: Mapping[str, Tensor], content_feats: Mapping[str, Tensor]
+    ) -> dict[str, float]:
         """Per-pair metrics of one result (1, 3, H, W) against its content and the style's features."""
         result = result.to(self.device, torch.float32)
         content = content.to(self.device, torch.float32)
         feats = self.features(result)
-        values = {f"content_{layer}": M.content_distance(feats[layer], content_feats[layer]) for layer in CONTENT_LAYERS}
+        values = {
+            f"content_{layer}": M.content_distance(feats[layer], content_feats[layer]) for layer in CONTENT_LAYERS
+        }
         values["style_mean_std"] = M.summed_over_layers(M.mean_std_distance, feats, style_feats, MEAN_STD_LAYERS)
         values["style_gram"] = M.summed_over_layers(M.gram_distance, feats, style_feats, GRAM_LAYERS)
         values["ssim"] = M.ssim_luminance(result, content)

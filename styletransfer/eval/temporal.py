@@ -14,7 +14,6 @@ given (``--raft-weights``).
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from styletransfer.data.flow import Flow, Motion, farneback, motion, warp
 from styletransfer.data.images import array_to_uint8, to_uint8_hwc, to_unit_float
 from styletransfer.data.video import open_clip, read_frames
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
-from styletransfer.runtime.errors import ConfigError, StyleTransferError
+from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.files import write_json_atomic
 
 #: Suffix of the JSON report the stylise command writes beside each video.
@@ -58,8 +57,15 @@ class RaftFlow:
         height, width = a.shape[:2]
         size = (max(RAFT_MIN_SIDE, round(height / 8) * 8), max(RAFT_MIN_SIDE, round(width / 8) * 8))
         # RAFT takes RGB in [-1, 1]: 2 * (x / 255) - 1 is x / 127.5 - 1 bit for bit (doubling is exact).
-        pair = [F.interpolate(to_unit_float(array_to_uint8(f)[None].to(self.device)) * 2 - 1, size, mode="bilinear",
-                              align_corners=False) for f in (a, b)]
+        pair = [
+            F.interpolate(
+                to_unit_float(array_to_uint8(f)[None].to(self.device)) * 2 - 1,
+                size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            for f in (a, b)
+        ]
         flow = self.net(*pair)[-1]
         flow = F.interpolate(flow, (height, width), mode="bilinear", align_corners=False)[0]
         flow[0] *= width / size[1]
@@ -67,8 +73,9 @@ class RaftFlow:
         return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
-def pair_error(content: tuple[np.ndarray, np.ndarray], stylised: tuple[np.ndarray, np.ndarray],
-               moved: Motion) -> tuple[float, float, float]:
+def pair_error(
+    content: tuple[np.ndarray, np.ndarray], stylised: tuple[np.ndarray, np.ndarray], moved: Motion
+) -> tuple[float, float, float]:
     """(stylised error, content error, fraction of reliable pixels) of one pair of consecutive frames, given the
     content's ``motion`` between them."""
     backward, mask = moved
@@ -92,12 +99,19 @@ class TemporalReport:
     flow: str
 
     def line(self, name: str) -> str:
-        return (f"{name}: warping error {self.warping_error:.4f} (content {self.content_error:.4f}, "
-                f"{self.reliable_fraction:.0%} of pixels reliable, {self.pairs} frame pairs, {self.flow} flow)")
+        return (
+            f"{name}: warping error {self.warping_error:.4f} (content {self.content_error:.4f}, "
+            f"{self.reliable_fraction:.0%} of pixels reliable, {self.pairs} frame pairs, {self.flow} flow)"
+        )
 
 
-def warping_error(content: Iterable[np.ndarray], stylised: Iterable[np.ndarray], flow: Flow = farneback,
-                  flow_name: str = "farneback", motions: Sequence[Motion] | None = None) -> TemporalReport:
+def warping_error(
+    content: Iterable[np.ndarray],
+    stylised: Iterable[np.ndarray],
+    flow: Flow = farneback,
+    flow_name: str = "farneback",
+    motions: Sequence[Motion] | None = None,
+) -> TemporalReport:
     """The warping error of ``stylised`` frames given the ``content`` frames they came from (same sizes, in order).
     ``motions``: the content's motion between consecutive frames (``content_motions``), when several results of one
     video are scored; otherwise computed here with ``flow``."""
@@ -112,12 +126,14 @@ def warping_error(content: Iterable[np.ndarray], stylised: Iterable[np.ndarray],
     kept = np.array([row for row in rows if row[2] > 0]).reshape(-1, 3)
     if not len(kept):
         raise ConfigError("no pair of consecutive frames with reliable flow: the warping error needs 2 or more frames")
-    return TemporalReport(float(kept[:, 0].mean()), float(kept[:, 1].mean()), float(kept[:, 2].mean()), len(rows),
-                          flow_name)
+    return TemporalReport(
+        float(kept[:, 0].mean()), float(kept[:, 1].mean()), float(kept[:, 2].mean()), len(rows), flow_name
+    )
 
 
-def video_warping_error(original: Path, stylised: Path, fps: float | None = None, flow: Flow = farneback,
-                        flow_name: str = "farneback") -> TemporalReport:
+def video_warping_error(
+    original: Path, stylised: Path, fps: float | None = None, flow: Flow = farneback, flow_name: str = "farneback"
+) -> TemporalReport:
     """The warping error of the ``stylised`` video of ``original`` (a clip, or a folder of frames at ``fps``); the
     content frames are resized to the stylised size. A differing frame count is refused."""
     source, result = open_clip(original, fps), open_clip(stylised)
@@ -141,8 +157,9 @@ def content_motions(frames: Sequence[np.ndarray], flow: Flow = farneback) -> lis
     return [motion(previous, current, flow) for previous, current in zip(frames, frames[1:])]
 
 
-def stylise_frames(stylise: Callable[[Tensor], Tensor], frames: Sequence[np.ndarray],
-                   device: torch.device) -> list[np.ndarray]:
+def stylise_frames(
+    stylise: Callable[[Tensor], Tensor], frames: Sequence[np.ndarray], device: torch.device
+) -> list[np.ndarray]:
     """Each frame stylised by ``stylise`` (one frame (1, 3, H, W) in [0, 1] -> its result), as RGB uint8."""
     out = []
     for frame in frames:

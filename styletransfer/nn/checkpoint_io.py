@@ -26,16 +26,19 @@ class SafeCheckpointIO(TorchCheckpointIO):
     weights or optimiser state, is named in a CheckpointError.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         save_atomic(checkpoint, path)
 
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        return read_checkpoint(path, "checkpoint to resume from (ckpt_path)",
-                               "pass ckpt_path=<run>/checkpoints/last.ckpt")
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint(
+            path, "checkpoint to resume from (ckpt_path)", "pass ckpt_path=<run>/checkpoints/last.ckpt"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike, what: str, fix: str) -> dict[str, Any]:
@@ -47,8 +50,10 @@ def read_checkpoint(path: str | os.PathLike, what: str, fix: str) -> dict[str, A
         raise CheckpointError(f"{path} is not a Lightning checkpoint of this project (no 'state_dict'): {fix}")
     broken = first_non_finite({k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")})
     if broken is not None:
-        raise CheckpointError(f"{path} holds NaN or infinite values ({broken}): its weights are broken. Use an "
-                              "earlier checkpoint of the run (checkpoints/step_*.ckpt).")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite values ({broken}): its weights are broken. Use an "
+            "earlier checkpoint of the run (checkpoints/step_*.ckpt)."
+        )
     return checkpoint
 
 
@@ -59,7 +64,10 @@ def read_run_checkpoint(path: str | os.PathLike, run: str, holds: str) -> dict[s
     fix = f"pass <run dir>/checkpoints/last.ckpt of {run}"
     checkpoint = read_checkpoint(path, f"checkpoint of {run}", fix)
     state = checkpoint["state_dict"]
-    if not (isinstance(state, Mapping) and any(key == holds or key.startswith(f"{holds}.") for key in state)
-            and isinstance(checkpoint.get("hyper_parameters"), Mapping)):
+    if not (
+        isinstance(state, Mapping)
+        and any(key == holds or key.startswith(f"{holds}.") for key in state)
+        and isinstance(checkpoint.get("hyper_parameters"), Mapping)
+    ):
         raise CheckpointError(f"{path} is not a training checkpoint of {run}: it holds no {holds} and settings; {fix}")
     return checkpoint

@@ -106,7 +106,8 @@ def with_chroma(lum: Tensor, chroma_source: Tensor, space: str = "yiq", clamp: b
     _check_rgb(chroma_source, "chroma_source")
     if lum.shape[-3] != 1 or lum.shape[-2:] != chroma_source.shape[-2:]:
         raise ValueError(
-            f"luminance {tuple(lum.shape)} must be (..., 1, H, W) with the size of chroma_source {tuple(chroma_source.shape)}"
+            f"luminance {tuple(lum.shape)} must be (..., 1, H, W) with the size of chroma_source "
+            f"{tuple(chroma_source.shape)}"
         )
     chroma = rgb_to_luma_chroma(chroma_source, space)[..., 1:, :, :]
     batch = torch.broadcast_shapes(lum.shape[:-3], chroma.shape[:-3])

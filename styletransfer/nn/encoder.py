@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 from styletransfer.nn.pooling import MaxPool2d
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
+from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 from styletransfer.runtime.weight_files import hub_checkpoint, known
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,10 @@ def _load_imagenet(download: bool, progress: bool = True) -> tuple[dict[str, Ten
 
 def _load_file(path: Path) -> dict[str, Tensor]:
     """A state dict from ``path`` with weights-only unpickling (no arbitrary code runs)."""
-    hint = ("Expected a plain state dict of tensors (encoder.weights is neither 'imagenet', 'random' nor a "
-            f"readable weights file).\n{_ways_out()}")
+    hint = (
+        "Expected a plain state dict of tensors (encoder.weights is neither 'imagenet', 'random' nor a "
+        f"readable weights file).\n{_ways_out()}"
+    )
     return as_state_dict(safe_load(path, "encoder weights file", EncoderWeightsError, hint), path, EncoderWeightsError)
 
 
@@ -180,7 +182,7 @@ def _detect_layout(state: Mapping[str, Tensor], path: Path) -> tuple[str, dict[s
     """(arch, state with bare Sequential keys) for a torchvision-layout or vgg_normalised-layout state dict."""
     for prefix in ("features.", "trunk."):
         if any(key.startswith(prefix) for key in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             break
     first = state.get("0.weight")
     shape = tuple(first.shape) if first is not None else None
@@ -246,14 +248,13 @@ def _random_banner(reason: str) -> str:
         f"\n{line}\n"
         "!!  VGG ENCODER IS RANDOM: the requested weights could not be had, so fallback=random is used.\n"
         "!!  Style/content losses and every result from this run are MEANINGLESS.\n"
-        f"!!  Reason: {reason}\n"
-        + "\n".join(f"!!  {text}" for text in _ways_out().splitlines())
-        + f"\n{line}"
+        f"!!  Reason: {reason}\n" + "\n".join(f"!!  {text}" for text in _ways_out().splitlines()) + f"\n{line}"
     )
 
 
-def _load_trunk(weights: str | os.PathLike | Mapping[str, Tensor], deepest: str, download: bool,
-                fallback: str | None) -> tuple[str, nn.Sequential, dict[str, int], Path | None] | None:
+def _load_trunk(
+    weights: str | os.PathLike | Mapping[str, Tensor], deepest: str, download: bool, fallback: str | None
+) -> tuple[str, nn.Sequential, dict[str, int], Path | None] | None:
     """(arch, trunk, layer index, file) loaded from ``weights`` up to ``deepest``; None when they cannot be had
     and ``fallback`` is "random" (after a loud banner), else the EncoderWeightsError naming the file and the fix."""
     path: Path | None = None

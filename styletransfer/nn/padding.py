@@ -33,13 +33,14 @@ def reflection_pad(x: Tensor, pad: int) -> Tensor:
     """``F.pad(x, (pad,) * 4, mode="reflect")`` computed by copies into an output in ``x``'s memory format."""
     _check(x, pad)
     h, w = x.shape[-2:]
-    out = torch.empty((*x.shape[:2], h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=x.device,
-                      memory_format=memory_format_of(x))
-    out[..., pad:pad + h, pad:pad + w] = x
+    out = torch.empty(
+        (*x.shape[:2], h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)
+    )
+    out[..., pad : pad + h, pad : pad + w] = x
     for i in range(pad):
         # Padded column i mirrors input column pad - i; padded column pad + w + i mirrors input column w - 2 - i.
-        out[..., pad:pad + h, i] = x[..., :, pad - i]
-        out[..., pad:pad + h, pad + w + i] = x[..., :, w - 2 - i]
+        out[..., pad : pad + h, i] = x[..., :, pad - i]
+        out[..., pad : pad + h, pad + w + i] = x[..., :, w - 2 - i]
     for i in range(pad):
         # Whole rows (corners included, now that the columns are in place): row i mirrors row 2 * pad - i.
         out[..., i, :] = out[..., 2 * pad - i, :]
@@ -51,12 +52,12 @@ def reflection_pad_backward(grad: Tensor, pad: int, memory_format: torch.memory_
     """Gradient of :func:`reflection_pad`: border rows, then border columns, folded back onto the rows and columns
     they were copied from; returns the interior, dense in ``memory_format``."""
     h, w = grad.shape[-2] - 2 * pad, grad.shape[-1] - 2 * pad
-    rows = grad[..., pad:pad + h, :].clone(memory_format=memory_format)
+    rows = grad[..., pad : pad + h, :].clone(memory_format=memory_format)
     for i in range(pad):
         rows[..., pad - i, :] += grad[..., i, :]
         rows[..., h - 2 - i, :] += grad[..., pad + h + i, :]
-    out = torch.empty_like(rows[..., pad:pad + w], memory_format=memory_format)
-    out.copy_(rows[..., pad:pad + w])
+    out = torch.empty_like(rows[..., pad : pad + w], memory_format=memory_format)
+    out.copy_(rows[..., pad : pad + w])
     for i in range(pad):
         out[..., pad - i] += rows[..., i]
         out[..., w - 2 - i] += rows[..., pad + w + i]
@@ -106,6 +107,8 @@ def use_fast_reflection_padding(module: nn.Module, enabled: bool = True) -> int:
                 continue
             if len(set(child.padding)) != 1:
                 continue
-            setattr(parent, name, FastReflectionPad2d(child.padding[0]) if enabled else nn.ReflectionPad2d(child.padding))
+            setattr(
+                parent, name, FastReflectionPad2d(child.padding[0]) if enabled else nn.ReflectionPad2d(child.padding)
+            )
             swapped += 1
     return swapped

@@ -59,8 +59,13 @@ class MaxPool2d(nn.MaxPool2d):
     def _gatherable(self, x: Tensor) -> bool:
         """2 x 2 windows, stride 2, no padding or dilation, and every input position inside a window (with floor
         rounding an odd side leaves its last row or column out, which the doubled indices would not cover)."""
-        plain = (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2)
-                 and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1) and not self.return_indices)
+        plain = (
+            _pair(self.kernel_size) == (2, 2)
+            and _pair(self.stride) == (2, 2)
+            and _pair(self.padding) == (0, 0)
+            and _pair(self.dilation) == (1, 1)
+            and not self.return_indices
+        )
         return plain and (self.ceil_mode or (x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0))
 
 

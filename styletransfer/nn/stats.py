@@ -27,7 +27,8 @@ def mean_std(features: Tensor, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
     _check_4d(features)
     if features.shape[2] * features.shape[3] < 2:
         raise ValueError(
-            f"feature map of {tuple(features.shape[2:])} has fewer than 2 positions: the image is too small for this layer"
+            f"feature map of {tuple(features.shape[2:])} has fewer than 2 positions: the image is too small for this "
+            "layer"
         )
     x = features.float()
     if x.is_contiguous():

@@ -20,7 +20,6 @@ from torch import Tensor
 from styletransfer.runtime.errors import CheckpointError, StyleTransferError
 from styletransfer.runtime.files import atomic_open
 
-
 #: Key under which :func:`save_atomic` stores :func:`tensor_checksum` in a saved dict; :func:`safe_load` checks it.
 CHECKSUM_KEY = "styletransfer_tensor_sha256"
 
@@ -64,11 +63,16 @@ def save_atomic(obj: object, path: str | os.PathLike) -> None:
         cause = _os_error(exc)
         if cause is None:
             raise
-        reason = ("the disk is full or a file size limit was reached" if cause.errno in (errno.ENOSPC, errno.EFBIG)
-                  else cause.strerror or first_line(cause))
-        raise CheckpointError(f"could not write {path}: {reason} ({first_line(cause)}). The previous version of the "
-                              f"file, if any, is kept; free space or make {Path(path).parent} writable, then resume "
-                              "from the last checkpoint") from None
+        reason = (
+            "the disk is full or a file size limit was reached"
+            if cause.errno in (errno.ENOSPC, errno.EFBIG)
+            else cause.strerror or first_line(cause)
+        )
+        raise CheckpointError(
+            f"could not write {path}: {reason} ({first_line(cause)}). The previous version of the "
+            f"file, if any, is kept; free space or make {Path(path).parent} writable, then resume "
+            "from the last checkpoint"
+        ) from None
 
 
 def _os_error(exc: BaseException | None) -> OSError | None:
@@ -90,8 +94,9 @@ def _names_a_global(message: str) -> bool:
     return "global" in message.lower() and "unsupported operand" not in message.lower()
 
 
-def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[StyleTransferError] = CheckpointError,
-              hint: str = "") -> Any:
+def safe_load(
+    path: str | os.PathLike, what: str = "checkpoint", error: type[StyleTransferError] = CheckpointError, hint: str = ""
+) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; every failure raises ``error`` naming the file.
 
     ``what`` names the file's role in the messages ("checkpoint", "encoder weights file", ...); ``hint`` is
@@ -119,12 +124,16 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", error: type[Sty
     if isinstance(obj, dict) and CHECKSUM_KEY in obj:
         stored = obj.pop(CHECKSUM_KEY)
         if stored != tensor_checksum(obj):
-            raise error(f"{what} {path} is damaged: its tensors do not match the checksum written with them (a "
-                        f"corrupted disk or an incomplete copy). Copy it again or use an earlier checkpoint.{suffix}")
+            raise error(
+                f"{what} {path} is damaged: its tensors do not match the checksum written with them (a "
+                f"corrupted disk or an incomplete copy). Copy it again or use an earlier checkpoint.{suffix}"
+            )
     return obj
 
 
-def as_state_dict(obj: object, path: str | os.PathLike, error: type[StyleTransferError] = CheckpointError) -> dict[str, Tensor]:
+def as_state_dict(
+    obj: object, path: str | os.PathLike, error: type[StyleTransferError] = CheckpointError
+) -> dict[str, Tensor]:
     """``obj`` as a plain ``{str: Tensor}`` state dict, or ``error`` naming ``path`` and what it holds instead."""
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         raise error(

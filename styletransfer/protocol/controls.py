@@ -48,23 +48,37 @@ CONTROL_FLAGS = {
 }
 
 
-def asked_controls(styles: Sequence[object] = (), weights: Sequence[float] | None = None, alpha: float = 1.0,
-                   masks: Sequence[object] | None = None, preserve_colour: bool = False,
-                   output_size: tuple[int, int] | None = None) -> dict[str, bool]:
+def asked_controls(
+    styles: Sequence[object] = (),
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+    masks: Sequence[object] | None = None,
+    preserve_colour: bool = False,
+    output_size: tuple[int, int] | None = None,
+) -> dict[str, bool]:
     """Which controls a call asks for (a control at its default value asks for nothing)."""
-    return {"styles": len(styles) > 0, "weights": weights is not None and len(weights) > 1,
-            "alpha": float(alpha) != 1.0, "masks": masks is not None, "preserve_colour": bool(preserve_colour),
-            "output_size": output_size is not None}
+    return {
+        "styles": len(styles) > 0,
+        "weights": weights is not None and len(weights) > 1,
+        "alpha": float(alpha) != 1.0,
+        "masks": masks is not None,
+        "preserve_colour": bool(preserve_colour),
+        "output_size": output_size is not None,
+    }
 
 
-def refuse_unsupported(capabilities: Capabilities, what: str, asked: Mapping[str, bool],
-                       flags: Mapping[str, str] | None = None, elsewhere: str = "") -> None:
+def refuse_unsupported(
+    capabilities: Capabilities,
+    what: str,
+    asked: Mapping[str, bool],
+    flags: Mapping[str, str] | None = None,
+    elsewhere: str = "",
+) -> None:
     """A ConfigError naming every control in ``asked`` that ``capabilities`` lacks (``what`` names the model; ``flags``
     renames a control's flag, e.g. for a web page; ``elsewhere`` says where the control exists, e.g. another
     runtime), or a model that needs style images without one."""
     names = {key: (flags or {}).get(key, flag) for key, (_, flag) in CONTROL_FLAGS.items()}
-    refused = [names[key] for key, on in asked.items()
-               if on and not getattr(capabilities, CONTROL_FLAGS[key][0])]
+    refused = [names[key] for key, on in asked.items() if on and not getattr(capabilities, CONTROL_FLAGS[key][0])]
     if refused:
         fix = f"leave {'it' if len(refused) == 1 else 'them'} out" + (f" or {elsewhere}" if elsewhere else "")
         raise ConfigError(f"{what} does not support {', '.join(refused)}: {fix}")
@@ -90,8 +104,9 @@ def check_weights(weights: Sequence[float] | None, n_styles: int) -> list[float]
     return weights
 
 
-def check_controls(n_styles: int, weights: Sequence[float] | None, alpha: float,
-                   masks: Sequence[object] | None) -> list[float] | None:
+def check_controls(
+    n_styles: int, weights: Sequence[float] | None, alpha: float, masks: Sequence[object] | None
+) -> list[float] | None:
     """Validate the test-time controls; returns the interpolation weights (None with masks)."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
@@ -109,8 +124,9 @@ def check_size(width: int, height: int, what: str, min_side: int, fix: str | Non
     when a side of ``width`` x ``height`` px is shorter than ``min_side``."""
     fix = fix or f"pass --content-size {min_side} or more"
     if min(width, height) < min_side:
-        raise ConfigError(f"{what}: {width}x{height} px is too small (the model needs {min_side} px on each side; "
-                          f"{fix})")
+        raise ConfigError(
+            f"{what}: {width}x{height} px is too small (the model needs {min_side} px on each side; {fix})"
+        )
 
 
 def as_batch(image: Tensor, name: str) -> Tensor:

@@ -65,8 +65,9 @@ def plugin_for_target(target: str) -> ModuleType:
     raise ConfigError(f"method _target_ {target!r} belongs to no known method ({', '.join(sorted(plugin_modules()))})")
 
 
-def load_model(path: str | os.PathLike, encoder: Any = None, device: str | torch.device = "cpu",
-               **options: Any) -> StyleModel:
+def load_model(
+    path: str | os.PathLike, encoder: Any = None, device: str | torch.device = "cpu", **options: Any
+) -> StyleModel:
     """The feed-forward model in a model file of any method (read weights-only once; each plugin that can load
     files is asked whether it recognises it). ``encoder`` and ``options`` (channels_last, bf16, compile) go to the
     plugin's ``load``; a file no plugin recognises is a CheckpointError listing what each method reads."""
@@ -79,5 +80,7 @@ def load_model(path: str | os.PathLike, encoder: Any = None, device: str | torch
             return model
     keys = list(obj)[:4] if isinstance(obj, Mapping) else []
     expected = "; ".join(f"{reader.NAME}: {reader.FILES}" for reader in readers)
-    raise CheckpointError(f"{path} is not a style-transfer model file: it holds a {type(obj).__name__} "
-                          f"{keys or ''}; expected one of ({expected})")
+    raise CheckpointError(
+        f"{path} is not a style-transfer model file: it holds a {type(obj).__name__} "
+        f"{keys or ''}; expected one of ({expected})"
+    )

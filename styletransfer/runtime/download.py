@@ -97,13 +97,22 @@ def manual_hint(url: str, dest: Path) -> str:
     return f"To install it by hand, download {url} on a machine that reaches it and copy it to {dest}"
 
 
-def _stream(response: Any, handle: IO[bytes], digest: Any, done: int, total: int | None, label: str,
-            progress: bool) -> int:
+def _stream(
+    response: Any, handle: IO[bytes], digest: Any, done: int, total: int | None, label: str, progress: bool
+) -> int:
     """Copy the response body into ``handle`` and ``digest`` with a progress bar; returns the bytes now in the file."""
     from tqdm import tqdm  # third-party: imported here so that the command's --help needs only the standard library
 
-    with tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-              disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        initial=done,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
             handle.write(chunk)
             digest.update(chunk)
@@ -127,12 +136,14 @@ def _download_part(url: str, dest: Path, timeout: float, progress: bool) -> str:
             finally:
                 handle.flush()
                 os.fsync(handle.fileno())
-    except (http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout, ssl.SSLError) as exc:
+    except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError) as exc:
         done = part.stat().st_size
         raise DownloadError(_interrupted(url, part, done, total, _reason(exc))) from None
     except OSError as exc:
-        raise DownloadError(f"cannot write {part}: {exc.strerror or exc}. Free space or make {dest.parent} "
-                            "writable, then run the same command again") from None
+        raise DownloadError(
+            f"cannot write {part}: {exc.strerror or exc}. Free space or make {dest.parent} "
+            "writable, then run the same command again"
+        ) from None
     if total is not None and done < total:
         raise DownloadError(_interrupted(url, part, done, total, "the connection closed early"))
     return digest.hexdigest()
@@ -140,12 +151,15 @@ def _download_part(url: str, dest: Path, timeout: float, progress: bool) -> str:
 
 def _interrupted(url: str, part: Path, done: int, total: int | None, reason: str) -> str:
     of_total = f" of {total}" if total is not None else ""
-    return (f"download of {url} interrupted after {done}{of_total} bytes ({reason}); {part} is kept: run the same "
-            "command again to resume")
+    return (
+        f"download of {url} interrupted after {done}{of_total} bytes ({reason}); {part} is kept: run the same "
+        "command again to resume"
+    )
 
 
-def fetch(url: str, dest: str | os.PathLike, expected: str | None, *, timeout: float = TIMEOUT_S,
-          progress: bool = True) -> str:
+def fetch(
+    url: str, dest: str | os.PathLike, expected: str | None, *, timeout: float = TIMEOUT_S, progress: bool = True
+) -> str:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify it and install it; returns its SHA-256.
 
     ``expected`` is the full SHA-256 or a published prefix of it; None installs any file (the caller records its
@@ -160,9 +174,11 @@ def fetch(url: str, dest: str | os.PathLike, expected: str | None, *, timeout: f
     got = _download_part(url, dest, timeout, progress)
     if expected is not None and not sha256_matches(got, expected):
         part_path(dest).unlink(missing_ok=True)
-        raise ChecksumMismatch(f"checksum mismatch for {url}: expected SHA-256 {describe_sha256(expected)}, got "
-                               f"{got}. Nothing was installed at {dest} (the download was deleted): a wrong URL, "
-                               "a changed file or a corrupted transfer")
+        raise ChecksumMismatch(
+            f"checksum mismatch for {url}: expected SHA-256 {describe_sha256(expected)}, got "
+            f"{got}. Nothing was installed at {dest} (the download was deleted): a wrong URL, "
+            "a changed file or a corrupted transfer"
+        )
     try:
         os.replace(part_path(dest), dest)
     except OSError as exc:

@@ -1,5 +1,6 @@
-"""Writing files atomically (images, weights, text, JSON, CSV): readers (a sweep table built while trials run, a dashboard polling a run
-directory) never see a half-written JSON, CSV or Markdown file, and a crash leaves the previous version."""
+"""Writing files atomically (images, weights, text, JSON, CSV): readers (a sweep table built while trials run, a
+dashboard polling a run directory) never see a half-written JSON, CSV or Markdown file, and a crash leaves the
+previous version."""
 
 from __future__ import annotations
 
@@ -140,8 +141,9 @@ def run_directory_lock(directory: str | os.PathLike) -> Iterator[None]:
             "other's checkpoints: choose another hydra.run.dir, or resume that run with ckpt_path= after it ends."
         ) from None
     try:
-        write_text_atomic(owner, f"pid {os.getpid()} on {socket.gethostname()}, started "
-                                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        write_text_atomic(
+            owner, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
         yield
     finally:
         owner.unlink(missing_ok=True)

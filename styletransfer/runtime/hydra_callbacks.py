@@ -19,8 +19,9 @@ class LockRunDirectory(Callback):
     """Take the run directory's lock (``runtime.files.run_directory_lock``) before Hydra creates ``.hydra/`` and
     the log file there, so a second run into a busy directory stops without touching the first run's files.
 
-    Single runs and rank zero only (DDP's other ranks are its children, in the same directory): each trial of a multirun gets its own sub-directory, locked by the training job itself. The
-    job asks :meth:`holds` so that it does not try to take the lock this process already has.
+    Single runs and rank zero only (DDP's other ranks are its children, in the same directory): each trial of a
+    multirun gets its own sub-directory, locked by the training job itself. The job asks :meth:`holds` so that it
+    does not try to take the lock this process already has.
     """
 
     #: Directories (resolved) whose lock a callback of this process holds.

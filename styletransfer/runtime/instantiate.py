@@ -3,13 +3,13 @@ config resolvers (``${sweep_name:}``), registered when this module is first impo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,7 +33,9 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group such as ``callbacks`` or ``logger`` that has a ``_target_``."""
     if not group:
         return []
-    return [instantiate_checked(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        instantiate_checked(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def is_multirun() -> bool:
@@ -43,8 +45,10 @@ def is_multirun() -> bool:
 
 def uses_wandb(loggers: Mapping[str, Any] | None) -> bool:
     """True when the ``logger`` group has a wandb logger (so wandb's mode must be chosen before it starts)."""
-    return bool(loggers) and any(
-        "WandbLogger" in str(entry.get("_target_", "")) for entry in loggers.values() if isinstance(entry, Mapping)
+    return any(
+        "WandbLogger" in str(entry.get("_target_", ""))
+        for entry in (loggers or {}).values()
+        if isinstance(entry, Mapping)
     )
 
 

@@ -40,8 +40,10 @@ class StopOnSignal(pl.Callback):
             signal.raise_signal(signum)
             return
         self.received = signum
-        log.warning("%s received: stopping after this step and saving (send it again to stop at once)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping after this step and saving (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Installed here, after Lightning has set its own SIGTERM handler (which would raise mid-loop and exit 0)."""
@@ -51,8 +53,9 @@ class StopOnSignal(pl.Callback):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.world_size > 1:
             if trainer.global_step % self.sync_every == 0:
                 stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)

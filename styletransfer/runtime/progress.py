@@ -8,9 +8,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
+from torch import Tensor
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -26,8 +26,13 @@ class StepProgressBar(TQDMProgressBar):
     an asynchronous copy of the values at a refresh and shows them at a later refresh, once the copy is done.
     """
 
-    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False,
-                 shown: Sequence[str] = ("loss/total",)) -> None:
+    def __init__(
+        self,
+        refresh_rate: int = 1,
+        process_position: int = 0,
+        leave: bool = False,
+        shown: Sequence[str] = ("loss/total",),
+    ) -> None:
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         self.shown = tuple(shown)
         self.values: dict[str, float] = {}
@@ -46,8 +51,11 @@ class StepProgressBar(TQDMProgressBar):
             self._copies, self._copied = {}, None
         if self._copies:
             return
-        current = {name: value.detach() for name, value in trainer.callback_metrics.items()
-                   if name in self.shown and isinstance(value, Tensor)}
+        current = {
+            name: value.detach()
+            for name, value in trainer.callback_metrics.items()
+            if name in self.shown and isinstance(value, Tensor)
+        }
         on_device = {name: value for name, value in current.items() if value.is_cuda}
         self.values.update({name: float(value) for name, value in current.items() if name not in on_device})
         if on_device:
@@ -63,8 +71,9 @@ class StepProgressBar(TQDMProgressBar):
             bar.n = trainer.global_step
             bar.set_description("step")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self._should_update(step, self.train_progress_bar.total):
             self.train_progress_bar.n = step

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from styletransfer.runtime.download import FULL_SHA256, describe_sha256, sha256_matches
-from styletransfer.runtime.files import sha256_file
-from styletransfer.runtime.files import write_text_atomic
+from styletransfer.runtime.files import sha256_file, write_text_atomic
 
 #: Environment variable naming a mirror: each file is fetched from ``<mirror>/<file name>`` instead of its URL.
 BASE_URL_ENV = "STYLETRANSFER_WEIGHTS_URL"
@@ -58,19 +57,48 @@ class WeightFile:
 
 
 KNOWN = (
-    WeightFile("vgg19", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-               "encoder.weights=imagenet (training, stylising, evaluate.py's metric encoder)", "dcbb9e9d",
-               _TORCHVISION_PREFIX),
-    WeightFile("adain-vgg", "vgg_normalised.pth", _ADAIN_RELEASE + "vgg_normalised.pth",
-               "the AdaIN release's encoder: --encoder-weights / encoder.weights=PATH", None, _FIRST_USE, "adain"),
-    WeightFile("adain-decoder", "decoder.pth", _ADAIN_RELEASE + "decoder.pth",
-               "the AdaIN release's decoder: styletransfer-stylise PATH --encoder-weights <adain-vgg>", None,
-               _FIRST_USE, "adain"),
-    WeightFile("alexnet", "alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-               "LPIPS in evaluate.py (metrics.lpips_weights)", "7be5be79", _TORCHVISION_PREFIX),
-    WeightFile("art-inception", "art_inception.pth",
-               "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
-               "FID / ArtFID in evaluate.py (metrics.inception_weights)", None, _FIRST_USE),
+    WeightFile(
+        "vgg19",
+        "vgg19-dcbb9e9d.pth",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "encoder.weights=imagenet (training, stylising, evaluate.py's metric encoder)",
+        "dcbb9e9d",
+        _TORCHVISION_PREFIX,
+    ),
+    WeightFile(
+        "adain-vgg",
+        "vgg_normalised.pth",
+        _ADAIN_RELEASE + "vgg_normalised.pth",
+        "the AdaIN release's encoder: --encoder-weights / encoder.weights=PATH",
+        None,
+        _FIRST_USE,
+        "adain",
+    ),
+    WeightFile(
+        "adain-decoder",
+        "decoder.pth",
+        _ADAIN_RELEASE + "decoder.pth",
+        "the AdaIN release's decoder: styletransfer-stylise PATH --encoder-weights <adain-vgg>",
+        None,
+        _FIRST_USE,
+        "adain",
+    ),
+    WeightFile(
+        "alexnet",
+        "alexnet-owt-7be5be79.pth",
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        "LPIPS in evaluate.py (metrics.lpips_weights)",
+        "7be5be79",
+        _TORCHVISION_PREFIX,
+    ),
+    WeightFile(
+        "art-inception",
+        "art_inception.pth",
+        "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
+        "FID / ArtFID in evaluate.py (metrics.inception_weights)",
+        None,
+        _FIRST_USE,
+    ),
 )
 
 

@@ -27,5 +27,7 @@ def direction_of(config: Any) -> str:
     objective = config.get("objective") if isinstance(config, (Mapping, DictConfig)) else None
     if isinstance(objective, (Mapping, DictConfig)) and objective.get("direction") is not None:
         return parse_direction(objective.get("direction"))
-    sweeper = OmegaConf.select(config, "hydra.sweeper.direction", default=None) if isinstance(config, DictConfig) else None
+    sweeper = (
+        OmegaConf.select(config, "hydra.sweeper.direction", default=None) if isinstance(config, DictConfig) else None
+    )
     return parse_direction(sweeper, "hydra.sweeper.direction") if isinstance(sweeper, str) else "minimize"

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.run import evaluate_candidate
@@ -29,6 +29,7 @@ from styletransfer.runtime.errors import ObjectiveError
 from styletransfer.sweeps.direction import parse_direction
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -41,13 +42,16 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Objective:
-        """Read the ``objective`` config: a metric name (minimised), or a mapping with terms/direction/alpha/benchmark."""
+        """Read the ``objective`` config: a metric name (minimised), or a mapping with terms, direction, alpha and
+        benchmark."""
         if isinstance(cfg, str):
             return cls(terms={cfg: 1.0})
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         terms = plain.get("terms")
         if not isinstance(terms, Mapping) or not terms:
-            raise ObjectiveError(f"objective.terms must map metric names to weights, e.g. {{style_mean_std: 1.0}}; got {terms!r}")
+            raise ObjectiveError(
+                f"objective.terms must map metric names to weights, e.g. {{style_mean_std: 1.0}}; got {terms!r}"
+            )
         bad = {k: v for k, v in terms.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
         if bad:
             raise ObjectiveError(f"objective.terms weights must be numbers; got {bad}")
@@ -73,8 +77,14 @@ class Objective:
             raise ObjectiveError(f"objective terms are not finite: {bad}")
         return float(sum(weight * values[name] for name, weight in self.terms.items()))
 
-    def measure(self, model: Any, datamodule: Any, trainer: Any, run_metrics: Mapping[str, float],
-                encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+    def measure(
+        self,
+        model: Any,
+        datamodule: Any,
+        trainer: Any,
+        run_metrics: Mapping[str, float],
+        encoder_cfg: Mapping[str, Any],
+    ) -> dict[str, float]:
         """:func:`measure` of this objective (what the training job calls when an objective is configured)."""
         return measure(self, model, datamodule, trainer, run_metrics, encoder_cfg)
 
@@ -84,8 +94,14 @@ def build_objective(**cfg: Any) -> Objective:
     return Objective.from_config(cfg)
 
 
-def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
-            run_metrics: Mapping[str, float], encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+def measure(
+    objective: Objective,
+    model: Any,
+    datamodule: Any,
+    trainer: Any,
+    run_metrics: Mapping[str, float],
+    encoder_cfg: Mapping[str, Any],
+) -> dict[str, float]:
     """Measure every term and return ``{"objective": value, "objective/<term>": value, ...}``.
 
     ``run_metrics`` are the final training metrics; a ``val/...`` term not among them triggers
@@ -106,13 +122,18 @@ def measure(objective: Objective, model: Any, datamodule: Any, trainer: Any,
         )
     scores = {f"objective/{name}": float(values[name]) for name in objective.terms}
     scores["objective"] = objective.combine(values)
-    log.info("objective (%s) = %.6g  [%s]", objective.direction, scores["objective"],
-             ", ".join(f"{n}={values[n]:.4g} x {w:g}" for n, w in objective.terms.items()))
+    log.info(
+        "objective (%s) = %.6g  [%s]",
+        objective.direction,
+        scores["objective"],
+        ", ".join(f"{n}={values[n]:.4g} x {w:g}" for n, w in objective.terms.items()),
+    )
     return scores
 
 
-def benchmark_scores(objective: Objective, model: Any, datamodule: Any,
-                     encoder_cfg: Mapping[str, Any]) -> dict[str, float]:
+def benchmark_scores(
+    objective: Objective, model: Any, datamodule: Any, encoder_cfg: Mapping[str, Any]
+) -> dict[str, float]:
     """Benchmark metrics of a trained model: a feed-forward model (its ``trained_candidate()``) stylises every pair
     of ``objective.benchmark``, means over pairs plus FID/ArtFID; a model whose result is the optimised image itself
     (``optimised_results(datamodule)``, e.g. Neural Style) is scored against its own content and style."""
@@ -140,8 +161,9 @@ def benchmark_scores(objective: Objective, model: Any, datamodule: Any,
 def _on_benchmark(objective: Objective, candidate: Candidate, scorer: Scorer, device: torch.device) -> dict[str, float]:
     """Stylise every benchmark pair with the trained model and score it as ``evaluate.py`` does."""
     if not objective.benchmark:
-        raise ObjectiveError("objective.benchmark is not set: scoring a trained model needs a benchmark (e.g. "
-                             "/benchmark: default)")
+        raise ObjectiveError(
+            "objective.benchmark is not set: scoring a trained model needs a benchmark (e.g. /benchmark: default)"
+        )
     bench = load_benchmark(objective.benchmark)
     out = evaluate_candidate(candidate, bench, scorer, device, objective.alpha, warmup=0, seed=0, keep=set())
     scores = {name: agg["mean"] for name, agg in out["aggregate"].items()}
@@ -149,8 +171,9 @@ def _on_benchmark(objective: Objective, candidate: Candidate, scorer: Scorer, de
     return scores
 
 
-def _result_against_inputs(results: Sequence[tuple[Tensor, Tensor, Sequence[Tensor]]],
-                           scorer: Scorer) -> dict[str, float]:
+def _result_against_inputs(
+    results: Sequence[tuple[Tensor, Tensor, Sequence[Tensor]]], scorer: Scorer
+) -> dict[str, float]:
     """Score optimised images against their content and style(s): ``results`` holds (image (1, 3, H, W), its
     content (1, 3, H, W), its styles (1, 3, h, w) each); the mean over every (image, style) pair."""
     rows = []

@@ -106,17 +106,19 @@ def collect_trials(sweep_dir: Path) -> list[Trial]:
         elif state == "running":
             state, reason = "failed", "stopped without finishing (killed: out of memory or time limit?); see its log"
         number = _trial_number(directory, status)
-        trials.append(Trial(
-            number=number if number is not None else len(trials),
-            directory=directory,
-            params=dict(_split(o) for o in _read_overrides(directory)),
-            status=state,
-            objective=status.get("objective"),
-            reason=reason,
-            scores={k: v for k, v in (status.get("scores") or {}).items() if v is not None},
-            metrics={k: v for k, v in (status.get("metrics") or {}).items() if v is not None},
-            seconds=status.get("seconds"),
-        ))
+        trials.append(
+            Trial(
+                number=number if number is not None else len(trials),
+                directory=directory,
+                params=dict(_split(o) for o in _read_overrides(directory)),
+                status=state,
+                objective=status.get("objective"),
+                reason=reason,
+                scores={k: v for k, v in (status.get("scores") or {}).items() if v is not None},
+                metrics={k: v for k, v in (status.get("metrics") or {}).items() if v is not None},
+                seconds=status.get("seconds"),
+            )
+        )
     return sorted(trials, key=lambda t: t.number)
 
 
@@ -171,10 +173,22 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
     header = ["trial", *keys, "objective", "status", "reason", *score_names, *metric_names, "seconds", "directory"]
     rows = []
     for t in trials:
-        rows.append([t.number, *(t.params.get(k, "") for k in keys), t.objective, t.status, t.reason,
-                     *(t.scores.get(n) for n in score_names), *(t.metrics.get(n) for n in metric_names),
-                     t.seconds, t.directory.name])
-    csv_path = write_csv_atomic(directory / CSV_NAME, header, [[_table_cell(v, digits=None) for v in row] for row in rows])
+        rows.append(
+            [
+                t.number,
+                *(t.params.get(k, "") for k in keys),
+                t.objective,
+                t.status,
+                t.reason,
+                *(t.scores.get(n) for n in score_names),
+                *(t.metrics.get(n) for n in metric_names),
+                t.seconds,
+                t.directory.name,
+            ]
+        )
+    csv_path = write_csv_atomic(
+        directory / CSV_NAME, header, [[_table_cell(v, digits=None) for v in row] for row in rows]
+    )
 
     best = best_trial(trials, direction)
     counts = {state: sum(t.status == state for t in trials) for state in ("completed", "failed", "unknown")}
@@ -182,7 +196,10 @@ def write_tables(trials: Sequence[Trial], keys: Sequence[str], directory: Path, 
     lines = [f"# Sweep {directory.name}", "", f"{len(trials)} trials: {summary}. Objective: {direction}."]
     if best is not None:
         params = ", ".join(f"`{k}={best.params.get(k, '')}`" for k in keys)
-        lines += ["", f"**Best: trial {best.number}**, objective {_table_cell(best.objective)}: {params or '(no parameters)'}"]
+        lines += [
+            "",
+            f"**Best: trial {best.number}**, objective {_table_cell(best.objective)}: {params or '(no parameters)'}",
+        ]
     md_header = [h for h in header if h != "directory"]
     lines += ["", "| " + " | ".join(md_header) + " |", "|" + " --- |" * len(md_header)]
     for row in rows:
@@ -226,7 +243,7 @@ def plot_objective(trials: Sequence[Trial], keys: Sequence[str], path: Path) -> 
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.8 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, key in zip(axes.flat, panels):
         raw = [str(t.number) if key == "trial" else t.params.get(key, "") for t in trials]
@@ -274,8 +291,12 @@ def write_sweep_report(sweep_dir: Path, declared: Sequence[str] = (), direction:
     for t in failed:
         log.warning("trial %d %s: %s", t.number, t.status, t.reason)
     if best is not None:
-        log.info("best trial %d: objective %s with %s", best.number, _table_cell(best.objective),
-                 ", ".join(f"{k}={best.params.get(k, '')}" for k in keys))
+        log.info(
+            "best trial %d: objective %s with %s",
+            best.number,
+            _table_cell(best.objective),
+            ", ".join(f"{k}={best.params.get(k, '')}" for k in keys),
+        )
     return trials
 
 
@@ -292,11 +313,20 @@ class SweepTableCallback(Callback):
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
         directory = Path(str(OmegaConf.select(config, "hydra.runtime.output_dir")))
-        if (directory / STATUS_FILE).is_file() and json.loads((directory / STATUS_FILE).read_text()).get("status") != "running":
+        if (directory / STATUS_FILE).is_file() and json.loads((directory / STATUS_FILE).read_text()).get(
+            "status"
+        ) != "running":
             return
         exc = job_return._return_value
-        write_status(directory, {"trial": OmegaConf.select(config, "hydra.job.num"), "status": "failed",
-                                 "objective": None, "reason": failure_reason(exc) if isinstance(exc, BaseException) else str(exc)})
+        write_status(
+            directory,
+            {
+                "trial": OmegaConf.select(config, "hydra.job.num"),
+                "status": "failed",
+                "objective": None,
+                "reason": failure_reason(exc) if isinstance(exc, BaseException) else str(exc),
+            },
+        )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Save the sweep's config as ``multirun.yaml`` (Hydra's basic sweeper does, the Optuna sweeper does not),

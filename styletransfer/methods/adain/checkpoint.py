@@ -85,8 +85,10 @@ def _load_decoder(state: Mapping[str, Tensor], path: Path) -> AdaINDecoder:
     """The AdaIN decoder with the weights in ``state``; weights that do not fit, or are not finite, name ``path``."""
     broken = first_non_finite(dict(state))
     if broken is not None:
-        raise CheckpointError(f"the decoder weights in {path} hold NaN or infinite values ({broken}): the run that "
-                              "wrote them diverged; use an earlier checkpoint")
+        raise CheckpointError(
+            f"the decoder weights in {path} hold NaN or infinite values ({broken}): the run that "
+            "wrote them diverged; use an earlier checkpoint"
+        )
     decoder = AdaINDecoder()
     try:
         decoder.load_state_dict(dict(state), strict=True)
@@ -109,8 +111,8 @@ def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> 
     """A Lightning checkpoint of an AdaIN run: the encoder stored in it (never the one given) and its decoder."""
     state = obj["state_dict"]
     hparams = obj.get("hyper_parameters") or {}
-    trunk = {k[len("encoder.trunk."):]: v for k, v in state.items() if k.startswith("encoder.trunk.")}
-    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    trunk = {k[len("encoder.trunk.") :]: v for k, v in state.items() if k.startswith("encoder.trunk.")}
+    dec = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
     if not trunk or not dec:
         raise CheckpointError(
             f"{path} is a Lightning checkpoint but not of an AdaIN model (no 'encoder.trunk.*' and 'decoder.*' "
@@ -153,8 +155,11 @@ def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) ->
         )
     built = _encoder_from_config(encoder, [BOTTLENECK])
     if built.arch != "vgg_normalised":
-        log.warning("release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
-                    path, built.arch)
+        log.warning(
+            "release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
+            path,
+            built.arch,
+        )
     return built, _load_decoder(obj, path)
 
 
@@ -170,8 +175,9 @@ def file_kind(obj: object) -> str | None:
     return "release" if _is_release_decoder(obj) else None
 
 
-def read_model(obj: object, path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder,
-                                                                                           str]:
+def read_model(
+    obj: object, path: str | os.PathLike, encoder: EncoderArg = None
+) -> tuple[VGGEncoder, AdaINDecoder, str]:
     """(encoder, decoder, kind) of a loaded AdaIN file (see :func:`load_model`)."""
     path = Path(path).expanduser()
     kind = file_kind(obj)

@@ -22,10 +22,18 @@ BOTTLENECK = "relu4_1"
 
 #: (in, out) channels of each 3x3 conv, with "up" where the paper's decoder upsamples (nearest, x2).
 _DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
-    (512, 256), "up",
-    (256, 256), (256, 256), (256, 256), (256, 128), "up",
-    (128, 128), (128, 64), "up",
-    (64, 64), (64, 3),
+    (512, 256),
+    "up",
+    (256, 256),
+    (256, 256),
+    (256, 256),
+    (256, 128),
+    "up",
+    (128, 128),
+    (128, 64),
+    "up",
+    (64, 64),
+    (64, 3),
 )
 
 
@@ -49,8 +57,12 @@ class AdaINDecoder(nn.Sequential):
                 layers.append(nn.ReLU())
         super().__init__(*layers)
 
-    def forward(self, features: Tensor, output_size: tuple[int, int] | None = None,
-                upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest) -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        output_size: tuple[int, int] | None = None,
+        upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest,
+    ) -> Tensor:
         """Decode relu4_1 ``features`` (N, 512, h, w) to an image (N, 3, H, W).
 
         Without ``output_size`` each upsampling doubles the size (8h x 8w), as in the release. With it, upsampling
@@ -147,8 +159,9 @@ def encode(encoder: VGGEncoder, images: Tensor, channels_last: bool = False) -> 
     return encoder(images, [BOTTLENECK])[BOTTLENECK]
 
 
-def encode_styles(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None,
-                  channels_last: bool = False) -> list[Tensor]:
+def encode_styles(
+    encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None, channels_last: bool = False
+) -> list[Tensor]:
     """relu4_1 features of each style; with ``content``, of each style recoloured to each content image first
     (colour preservation: the style's colour mean and covariance matched to the content's)."""
     if content is not None:
@@ -156,8 +169,9 @@ def encode_styles(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor
     return [encode(encoder, style, channels_last) for style in styles]
 
 
-def style_stats(encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None,
-                channels_last: bool = False) -> list[StyleStats]:
+def style_stats(
+    encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None, channels_last: bool = False
+) -> list[StyleStats]:
     """relu4_1 (mean, std) of each style (see ``encode_styles`` for ``content``): all AdaIN needs of a style, so
     they are what a caller caches across contents (a few KB instead of a feature map)."""
     return [mean_std(features) for features in encode_styles(encoder, styles, content, channels_last)]
@@ -171,8 +185,9 @@ def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleSta
     return mean, std
 
 
-def decode_clamped(decoder: AdaINDecoder, target: Tensor, c_feat: Tensor, alpha: float,
-                   output_size: tuple[int, int]) -> Tensor:
+def decode_clamped(
+    decoder: AdaINDecoder, target: Tensor, c_feat: Tensor, alpha: float, output_size: tuple[int, int]
+) -> Tensor:
     """t = alpha * target + (1 - alpha) * f(c) (float32), decoded in the features' dtype, as float32 in [0, 1]
     (the cast and the clamp share one pass)."""
     if alpha != 1.0:
@@ -180,8 +195,15 @@ def decode_clamped(decoder: AdaINDecoder, target: Tensor, c_feat: Tensor, alpha:
     return decoder(target.to(c_feat.dtype), output_size=output_size).float().clamp_(0.0, 1.0)
 
 
-def stylise_core(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, stats: StyleStats | None,
-                 alpha: float, output_size: tuple[int, int], channels_last: bool = False) -> Tensor:
+def stylise_core(
+    encoder: VGGEncoder,
+    decoder: AdaINDecoder,
+    content: Tensor,
+    stats: StyleStats | None,
+    alpha: float,
+    output_size: tuple[int, int],
+    channels_last: bool = False,
+) -> Tensor:
     """The common path as one function (what ``Styliser(compile=...)`` compiles): encode, AdaIN with the (mixed)
     style statistics ``stats`` (None: decode the content features), alpha trade-off, decode, clamp."""
     c_feat = encode(encoder, content, channels_last)
@@ -194,9 +216,15 @@ def stylise_core(encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, st
 Core = Callable[[VGGEncoder, AdaINDecoder, Tensor, StyleStats | None, float, tuple[int, int], bool], Tensor]
 
 
-def _stats_for(encoder: VGGEncoder, content: Tensor, styles: Sequence[Tensor], preserve_colour: bool,
-               style_features: Sequence[Tensor] | None, stats: Sequence[StyleStats] | None,
-               channels_last: bool) -> list[StyleStats]:
+def _stats_for(
+    encoder: VGGEncoder,
+    content: Tensor | None,
+    styles: Sequence[Tensor],
+    preserve_colour: bool,
+    style_features: Sequence[Tensor] | None,
+    stats: Sequence[StyleStats] | None,
+    channels_last: bool,
+) -> list[StyleStats]:
     """Each style's statistics: recomputed per content with colour preservation, else the cached ones if given."""
     if preserve_colour:
         return style_stats(encoder, styles, content, channels_last)
@@ -207,10 +235,15 @@ def _stats_for(encoder: VGGEncoder, content: Tensor, styles: Sequence[Tensor], p
     return style_stats(encoder, styles, None, channels_last)
 
 
-def check_style_controls(styles: Sequence[Tensor], weights: Sequence[float] | None = None, alpha: float = 1.0,
-                         masks: Sequence[object] | None = None, preserve_colour: bool = False,
-                         style_stats: Sequence[StyleStats] | None = None,
-                         style_features: Sequence[Tensor] | None = None) -> list[float] | None:
+def check_style_controls(
+    styles: Sequence[Tensor],
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+    masks: Sequence[object] | None = None,
+    preserve_colour: bool = False,
+    style_stats: Sequence[StyleStats] | None = None,
+    style_features: Sequence[Tensor] | None = None,
+) -> list[float] | None:
     """:func:`check_controls` for the styles of a call as ``stylise`` counts them: the cached statistics (or
     features) unless colour preservation recomputes them from ``styles``. Returns the interpolation weights."""
     cached = style_stats if style_stats is not None else style_features

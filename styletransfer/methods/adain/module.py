@@ -18,9 +18,9 @@ from torchvision.utils import make_grid
 from styletransfer.data.images import save_image
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
-from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
 from styletransfer.nn.checkpoint_io import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
+from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
@@ -117,8 +117,9 @@ class AdaINModule(pl.LightningModule):
 
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
         """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``."""
-        return stylise(self.encoder, self.decoder, content, [style], alpha=alpha,
-                       channels_last=self.hparams.channels_last)
+        return stylise(
+            self.encoder, self.decoder, content, [style], alpha=alpha, channels_last=self.hparams.channels_last
+        )
 
     def trained_candidate(self, label: str = "trial") -> Candidate:
         """The module in memory as an evaluation candidate (its encoder, decoder and speed settings): what a sweep's
@@ -181,8 +182,12 @@ class AdaINModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         # Fused Adam on CUDA: one kernel for all parameters instead of a dozen per tensor group.
-        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                     fused=self.device.type == "cuda")
+        optimizer = torch.optim.Adam(
+            self.decoder.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            fused=self.device.type == "cuda",
+        )
         decay = self.hparams.lr_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -237,9 +242,15 @@ class AdaINModule(pl.LightningModule):
         self._export_decoder()
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device | None = None,
-                             hparams_file: Any = None, strict: bool = True, weights_only: bool | None = None,
-                             **settings: Any) -> AdaINModule:
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: str | torch.device | None = None,
+        hparams_file: Any = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+        **settings: Any,
+    ) -> AdaINModule:
         """The module of a training checkpoint, encoder included; ``settings`` override the saved hyper-parameters.
 
         The file is always read weights-only and checked as for resuming (``nn.checkpoint_io.read_run_checkpoint``;
@@ -265,13 +276,17 @@ class AdaINModule(pl.LightningModule):
             return
         if saved.get("arch") != self.encoder.arch:
             raise ConfigError(
-                f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the configured "
+                f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the "
+                "configured "
                 f"one a {self.encoder.arch}; resume with the checkpoint's encoder.weights"
             )
         log.warning(
             "resuming with the checkpoint's encoder (weights %s, fingerprint %s) instead of the configured one "
-            "(weights %s, fingerprint %s)", saved.get("used"), saved.get("fingerprint"),
-            self.encoder.spec["used"], self.encoder.spec["fingerprint"],
+            "(weights %s, fingerprint %s)",
+            saved.get("used"),
+            saved.get("fingerprint"),
+            self.encoder.spec["used"],
+            self.encoder.spec["fingerprint"],
         )
         self.encoder.spec = dict(saved)
         self.hparams["encoder"] = dict(saved)

@@ -33,7 +33,8 @@ MIN_SIDE = min_input_side(["relu4_1"], positions=2)
 
 def nearest_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:
     """Source index of each output position of PyTorch's nearest upsampling from ``in_size`` to ``out_size``:
-    min(floor(dst * (float32(in) / out)), in - 1), the formula of ATen's CPU and CUDA kernels (sizes may be symbolic)."""
+    min(floor(dst * (float32(in) / out)), in - 1), the formula of ATen's CPU and CUDA kernels (sizes may be
+    symbolic)."""
     scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size
     index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
     return index.clamp_max(in_size - 1)
@@ -58,7 +59,7 @@ class ImageGraph(nn.Module):
         self.decoder = decoder
 
     def forward(self, content: Tensor, alpha: Tensor, style_mean: Tensor, style_std: Tensor) -> Tensor:
-        dtype = self.decoder[1].weight.dtype
+        dtype = next(self.decoder.parameters()).dtype
         c_feat = encode(self.encoder, content.to(dtype)).float()
         target = alpha * adain(c_feat, (style_mean, style_std)) + (1.0 - alpha) * c_feat
         decoded = self.decoder(target.to(dtype), (content.shape[2], content.shape[3]), upsample=upsample_to)
@@ -97,13 +98,30 @@ def graphs(encoder: VGGEncoder, decoder: AdaINDecoder, fp16: bool = False) -> li
     batch = torch.export.Dim("N", min=1)
     side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
     image = OnnxGraph(
-        role="image", suffix="", module=ImageGraph(*exported), reference=ImageGraph(encoder, decoder),
-        inputs=_image_inputs(64, 56), input_names=("content", "alpha", *CODE_NAMES), output_names=("image",),
-        dynamic_shapes={"content": {0: batch, 2: side[0], 3: side[1]}, "alpha": None,
-                        "style_mean": {0: batch}, "style_std": {0: batch}},
-        check_inputs=_image_inputs)
+        role="image",
+        suffix="",
+        module=ImageGraph(*exported),
+        reference=ImageGraph(encoder, decoder),
+        inputs=_image_inputs(64, 56),
+        input_names=("content", "alpha", *CODE_NAMES),
+        output_names=("image",),
+        dynamic_shapes={
+            "content": {0: batch, 2: side[0], 3: side[1]},
+            "alpha": None,
+            "style_mean": {0: batch},
+            "style_std": {0: batch},
+        },
+        check_inputs=_image_inputs,
+    )
     style = OnnxGraph(
-        role="style", suffix=".style", module=StyleGraph(exported[0]), reference=StyleGraph(encoder),
-        inputs=_style_inputs(56, 64), input_names=("style",), output_names=CODE_NAMES,
-        dynamic_shapes={"style": {2: side[0], 3: side[1]}}, check_inputs=_style_inputs)
+        role="style",
+        suffix=".style",
+        module=StyleGraph(exported[0]),
+        reference=StyleGraph(encoder),
+        inputs=_style_inputs(56, 64),
+        input_names=("style",),
+        output_names=CODE_NAMES,
+        dynamic_shapes={"style": {2: side[0], 3: side[1]}},
+        check_inputs=_style_inputs,
+    )
     return [image, style]

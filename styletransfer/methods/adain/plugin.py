@@ -24,9 +24,18 @@ def recognises(obj: Any) -> bool:
     return file_kind(obj) is not None
 
 
-def load(obj: Any, path: str | os.PathLike, *, encoder: EncoderArg = None, device: str | torch.device = "cpu",
-         channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> Styliser:
+def load(
+    obj: Any,
+    path: str | os.PathLike,
+    *,
+    encoder: EncoderArg = None,
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    bf16: bool = False,
+    compile: bool | str = False,
+) -> Styliser:
     """The Styliser of a loaded AdaIN file (see ``checkpoint.read_model`` for the encoder it runs behind)."""
     enc, dec, kind = read_model(obj, path, encoder)
-    return Styliser.from_parts(enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16,
-                               compile=compile)
+    return Styliser.from_parts(
+        enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16, compile=compile
+    )

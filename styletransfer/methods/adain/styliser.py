@@ -61,8 +61,16 @@ class Styliser(nn.Module):
     method = "adain"
     capabilities = CAPABILITIES
 
-    def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, source: str = "", kind: str = "",
-                 channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        decoder: AdaINDecoder,
+        source: str = "",
+        kind: str = "",
+        channels_last: bool = False,
+        bf16: bool = False,
+        compile: bool | str = False,
+    ) -> None:
         super().__init__()
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
@@ -80,16 +88,31 @@ class Styliser(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, encoder: EncoderArg = None, device: str | torch.device = "cpu",
-                        channels_last: bool = False, bf16: bool = False, compile: bool | str = False) -> Styliser:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        encoder: EncoderArg = None,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+        bf16: bool = False,
+        compile: bool | str = False,
+    ) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``load_model``)."""
         enc, dec, kind = load_model(path, encoder)
-        return cls.from_parts(enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16,
-                              compile=compile)
+        return cls.from_parts(
+            enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16, compile=compile
+        )
 
     @classmethod
-    def from_parts(cls, encoder: VGGEncoder, decoder: AdaINDecoder, source: str, kind: str,
-                   device: str | torch.device = "cpu", **options: bool | str) -> Styliser:
+    def from_parts(
+        cls,
+        encoder: VGGEncoder,
+        decoder: AdaINDecoder,
+        source: str,
+        kind: str,
+        device: str | torch.device = "cpu",
+        **options: bool | str,
+    ) -> Styliser:
         """A Styliser of loaded parts on ``device``, warning once when the encoder is random."""
         model = cls(encoder, decoder, source=source, kind=kind, **options).to(device)  # type: ignore[arg-type]
         if model.warning():
@@ -112,8 +135,10 @@ class Styliser(nn.Module):
         """Says so when the decoder was trained behind a random encoder (a test or offline run)."""
         spec = self.encoder.spec
         if spec.get("weights") == "random" or spec.get("fallback_used"):
-            return (f"{self.source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo "
-                    "run): its results show that the pipeline works, not what AdaIN looks like")
+            return (
+                f"{self.source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo "
+                "run): its results show that the pipeline works, not what AdaIN looks like"
+            )
         return None
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -157,14 +182,25 @@ class Styliser(nn.Module):
         style_codes=...)`` across calls (a few KB instead of a feature map)."""
         self._prepare()
         with self._autocast():
-            return style_stats(self.encoder, [self._images(s, f"style {k}") for k, s in enumerate(styles)],
-                               channels_last=self.channels_last)
+            return style_stats(
+                self.encoder,
+                [self._images(s, f"style {k}") for k, s in enumerate(styles)],
+                channels_last=self.channels_last,
+            )
 
     @torch.no_grad()
-    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), *,
-                weights: Sequence[float] | None = None, alpha: float = 1.0, preserve_colour: bool = False,
-                masks: Sequence[Tensor] | None = None, output_size: tuple[int, int] | None = None,
-                style_codes: Sequence[StyleStats] | None = None) -> Tensor:
+    def stylise(
+        self,
+        content: Tensor,
+        styles: Tensor | Sequence[Tensor] = (),
+        *,
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_colour: bool = False,
+        masks: Sequence[Tensor] | None = None,
+        output_size: tuple[int, int] | None = None,
+        style_codes: Sequence[StyleStats] | None = None,
+    ) -> Tensor:
         """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1] as float, or 0-255 as uint8) with one or
         more styles: the controls of :func:`~styletransfer.methods.adain.model.stylise` (``style_codes`` are its
         ``style_stats``). Returns float32 (N, 3, H, W) in [0, 1]."""
@@ -172,26 +208,54 @@ class Styliser(nn.Module):
         styles = [self._images(s, f"style {k}") for k, s in enumerate(style_list(styles))]
         content = self._images(content, "content")
         with self._autocast():
-            return stylise(self.encoder, self.decoder, content, styles, weights=weights, alpha=alpha,
-                           preserve_colour=preserve_colour, masks=masks, output_size=output_size,
-                           style_stats=style_codes, channels_last=self.channels_last, core=self._core(content))
+            return stylise(
+                self.encoder,
+                self.decoder,
+                content,
+                styles,
+                weights=weights,
+                alpha=alpha,
+                preserve_colour=preserve_colour,
+                masks=masks,
+                output_size=output_size,
+                style_stats=style_codes,
+                channels_last=self.channels_last,
+                core=self._core(content),
+            )
 
     def tiling(self) -> TilingNeeds:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``)."""
         return tiling_needs(self.bf16)
 
     @torch.no_grad()
-    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), *, weights: Sequence[float] | None = None,
-              alpha: float = 1.0, preserve_colour: bool = False,
-              style_codes: Sequence[StyleStats] | None = None) -> TiledAdaIN:
+    def tiled(
+        self,
+        content: Tensor,
+        styles: Sequence[Tensor] = (),
+        *,
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_colour: bool = False,
+        style_codes: Sequence[StyleStats] | None = None,
+    ) -> TiledAdaIN:
         """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
         (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py``."""
         weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
-        return TiledAdaIN(self.encoder, self.decoder, content, styles, weights or [1.0], alpha, preserve_colour,
-                          style_codes, lambda window: self._images(window, "content"), self.channels_last,
-                          self._autocast)
+        return TiledAdaIN(
+            self.encoder,
+            self.decoder,
+            content,
+            styles,
+            weights or [1.0],
+            alpha,
+            preserve_colour,
+            style_codes,
+            lambda window: self._images(window, "content"),
+            self.channels_last,
+            self._autocast,
+        )
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The image graph (content, alpha, style statistics -> image) and the style graph (style -> statistics);

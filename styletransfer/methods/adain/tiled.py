@@ -50,10 +50,20 @@ class TiledAdaIN:
     """One tiled AdaIN call (see the module docstring): ``observe`` is pass 1, ``render`` pass 2; the caller
     (``Styliser.tiled``) runs both under its autocast."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, content: Tensor, styles: Sequence[Tensor],
-                 weights: Sequence[float], alpha: float, preserve_colour: bool,
-                 style_stats: Sequence[StyleStats] | None, to_device: Callable[[Tensor], Tensor],
-                 channels_last: bool, autocast: Callable[[], AbstractContextManager]) -> None:
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        decoder: AdaINDecoder,
+        content: Tensor,
+        styles: Sequence[Tensor],
+        weights: Sequence[float],
+        alpha: float,
+        preserve_colour: bool,
+        style_stats: Sequence[StyleStats] | None,
+        to_device: Callable[[Tensor], Tensor],
+        channels_last: bool,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> None:
         self.encoder, self.decoder = encoder, decoder
         self.alpha = float(alpha)
         self.to_device = to_device
@@ -89,5 +99,4 @@ class TiledAdaIN:
                 self._transform = (self.content_stats.mean_std(features.device), self.style)
             (c_mean, c_std), (s_mean, s_std) = self._transform
             target = (features.float() - c_mean) / c_std * s_std + s_mean
-        return decode_clamped(self.decoder, target, features, self.alpha, tuple(window.shape[-2:]))
-
+        return decode_clamped(self.decoder, target, features, self.alpha, (window.shape[-2], window.shape[-1]))

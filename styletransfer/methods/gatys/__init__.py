@@ -5,7 +5,9 @@ checked settings (``settings``), its style losses (``losses``), its coarse-to-fi
 from styletransfer.runtime.lazy import lazy_exports
 
 # The module loads Lightning: imported on first use, so the registry can import the plugin without it.
-__getattr__ = lazy_exports(__name__, {"GatysModule": "styletransfer.methods.gatys.module",
-                                      "GatysSettings": "styletransfer.methods.gatys.settings"})
+__getattr__ = lazy_exports(
+    __name__,
+    {"GatysModule": "styletransfer.methods.gatys.module", "GatysSettings": "styletransfer.methods.gatys.settings"},
+)
 
 __all__ = ["GatysModule", "GatysSettings"]

@@ -25,8 +25,10 @@ def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VG
         return build_encoder(encoder, layers=layers)
     weights = "random" if encoder.get("fallback_used") else encoder.get("used") or encoder.get("weights")
     if weights == "state_dict":
-        raise CheckpointError("the checkpoint's image was optimised behind an encoder given as a state dict in memory, "
-                              "which cannot be had again: pass encoder={'weights': ...} to load_from_checkpoint")
+        raise CheckpointError(
+            "the checkpoint's image was optimised behind an encoder given as a state dict in memory, "
+            "which cannot be had again: pass encoder={'weights': ...} to load_from_checkpoint"
+        )
     config = {"weights": weights, "seed": encoder.get("seed", 0), "arch": encoder.get("arch", "torchvision")}
     built = build_encoder(config, layers=layers)
     if built.spec["fingerprint"] != encoder["fingerprint"]:

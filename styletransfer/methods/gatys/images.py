@@ -12,8 +12,9 @@ from torch import Tensor
 from styletransfer.nn.colour import luminance, match_colour, match_luminance
 
 
-def optimised_space(content_rgb: Tensor, styles: list[Tensor], preserve_colour: str | None,
-                    colour_space: str) -> tuple[Tensor, list[Tensor]]:
+def optimised_space(
+    content_rgb: Tensor, styles: list[Tensor], preserve_colour: str | None, colour_space: str
+) -> tuple[Tensor, list[Tensor]]:
     """Content (N,3,H,W) and styles [(1 or N,3,h,w)] in the space that is optimised (``method.preserve_colour``).
 
     Luminance-only: greyscale copies of the luminance, the style's luminance matched (mean, std) to each
@@ -28,8 +29,9 @@ def optimised_space(content_rgb: Tensor, styles: list[Tensor], preserve_colour: 
     return content_rgb, styles
 
 
-def initial_image(init: str, content: Tensor, styles: Sequence[Tensor], blend: Sequence[float], seed: int,
-                  luminance_only: bool) -> Tensor:
+def initial_image(
+    init: str, content: Tensor, styles: Sequence[Tensor], blend: Sequence[float], seed: int, luminance_only: bool
+) -> Tensor:
     """The first iterate (``method.init``): the content, seeded uniform noise, or the styles blended with
     ``blend``'s weights and resized to the content; its first channel only when ``luminance_only``."""
     n, _, h, w = content.shape
@@ -39,9 +41,13 @@ def initial_image(init: str, content: Tensor, styles: Sequence[Tensor], blend: S
         generator = torch.Generator().manual_seed(seed)
         image = torch.rand(content.shape, generator=generator).to(content)
     else:
-        image = sum(
-            weight * F.interpolate(style, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-            for weight, style in zip(blend, styles)
-        ).expand(n, -1, -1, -1).clamp(0, 1)
+        image = (
+            sum(
+                weight * F.interpolate(style, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+                for weight, style in zip(blend, styles)
+            )
+            .expand(n, -1, -1, -1)
+            .clamp(0, 1)
+        )
     image = image[:, :1] if luminance_only else image
     return image.contiguous().detach().float().cpu()

@@ -42,8 +42,15 @@ class DeviceLBFGS(torch.optim.Optimizer):
     such as Lightning's hooks, runs at capture only). If capture fails, a warning says why and steps stay eager.
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 1.0, history_size: int = 100,
-                 tolerance_change: float = 1e-9, cuda_graph: bool = False, warmup: int = 3) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1.0,
+        history_size: int = 100,
+        tolerance_change: float = 1e-9,
+        cuda_graph: bool = False,
+        warmup: int = 3,
+    ) -> None:
         super().__init__(params, {"lr": lr, "history_size": history_size, "tolerance_change": tolerance_change})
         if len(self.param_groups) != 1 or len(self.param_groups[0]["params"]) != 1:
             raise ValueError("DeviceLBFGS optimises exactly one tensor")
@@ -65,18 +72,20 @@ class DeviceLBFGS(torch.optim.Optimizer):
         if not state:
             m, n = int(self.param_groups[0]["history_size"]), p.numel()
             zeros = {"device": p.device, "dtype": p.dtype}
-            state.update({
-                "history": torch.zeros(2 * m, n, **zeros),  # rows 0..m-1: steps s, rows m..2m-1: gradient changes y
-                "sy": torch.zeros(m, m, **zeros),  # s_i . y_j by slot
-                "yy": torch.zeros(m, m, **zeros),  # y_i . y_j by slot
-                "filled": torch.zeros(m, dtype=torch.bool, device=p.device),
-                "head": torch.full((), m - 1, dtype=torch.long, device=p.device),  # slot of the newest pair
-                "gamma": torch.ones((), **zeros),  # initial inverse Hessian scale (torch's H_diag)
-                "prev_grad": torch.zeros(n, **zeros),
-                "direction": torch.zeros(n, **zeros),
-                "step_size": torch.zeros((), **zeros),
-                "first": torch.ones((), dtype=torch.bool, device=p.device),
-            })
+            state.update(
+                {
+                    "history": torch.zeros(2 * m, n, **zeros),  # rows 0..m-1: steps s, rows m..2m-1: gradient changes y
+                    "sy": torch.zeros(m, m, **zeros),  # s_i . y_j by slot
+                    "yy": torch.zeros(m, m, **zeros),  # y_i . y_j by slot
+                    "filled": torch.zeros(m, dtype=torch.bool, device=p.device),
+                    "head": torch.full((), m - 1, dtype=torch.long, device=p.device),  # slot of the newest pair
+                    "gamma": torch.ones((), **zeros),  # initial inverse Hessian scale (torch's H_diag)
+                    "prev_grad": torch.zeros(n, **zeros),
+                    "direction": torch.zeros(n, **zeros),
+                    "step_size": torch.zeros((), **zeros),
+                    "first": torch.ones((), dtype=torch.bool, device=p.device),
+                }
+            )
         return state
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -112,8 +121,11 @@ class DeviceLBFGS(torch.optim.Optimizer):
             with torch.cuda.graph(graph):
                 loss = self._eager_step(closure)
         except Exception as exc:  # capture rejects many ops (host syncs, CPU tensors): any of them means "eager"
-            log.warning("DeviceLBFGS: CUDA graph capture failed (%s: %s); continuing without CUDA graphs",
-                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+            log.warning(
+                "DeviceLBFGS: CUDA graph capture failed (%s: %s); continuing without CUDA graphs",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
             self.cuda_graph = False
             return False
         self.graph, self._graph_loss = graph, loss
@@ -146,8 +158,11 @@ class DeviceLBFGS(torch.optim.Optimizer):
         self._update_products(st, new, products)
         direction = self._direction(st, g, gamma, products[:, 0])
         first = st["first"]
-        step_size = torch.where(first, torch.clamp(1.0 / g.abs().sum(), max=1.0) * group["lr"],
-                                torch.full_like(st["step_size"], group["lr"]))
+        step_size = torch.where(
+            first,
+            torch.clamp(1.0 / g.abs().sum(), max=1.0) * group["lr"],
+            torch.full_like(st["step_size"], group["lr"]),
+        )
         descent = torch.dot(g, direction) <= -group["tolerance_change"]
         p.add_((direction * torch.where(descent, step_size, 0.0)).view_as(p))
         st["prev_grad"].copy_(g)

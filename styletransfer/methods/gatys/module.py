@@ -33,7 +33,12 @@ from styletransfer.methods.gatys.images import initial_image, optimised_space
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
 from styletransfer.methods.gatys.losses import STYLE_LOSSES, StyleLoss, tv_loss, weighted_style_loss
 from styletransfer.methods.gatys.schedule import (
-    IterateEMA, check_scale_sizes, resize_adam_state, scale_sizes, step_schedule, style_weights,
+    IterateEMA,
+    check_scale_sizes,
+    resize_adam_state,
+    scale_sizes,
+    step_schedule,
+    style_weights,
 )
 from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.checkpoint_io import read_run_checkpoint
@@ -134,8 +139,9 @@ class GatysModule(pl.LightningModule):
         if self.image is None:
             content, styles = self._images_at(0)
             hp = self.hparams
-            self.image = nn.Parameter(initial_image(hp.init, content, styles, self._blend, hp.init_seed,
-                                                    self._luminance_only))
+            self.image = nn.Parameter(
+                initial_image(hp.init, content, styles, self._blend, hp.init_seed, self._luminance_only)
+            )
             self.ema.reset(self.image)
 
     def _images_at(self, index: int) -> tuple[Tensor, list[Tensor]]:
@@ -376,8 +382,14 @@ class GatysModule(pl.LightningModule):
         checkpoint["gatys"] = {"scale_index": self.scale_index, **self.ema.state_dict()}
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device | None = None,
-                             strict: bool = True, weights_only: bool | None = None, **settings: Any) -> GatysModule:
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: str | torch.device | None = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+        **settings: Any,
+    ) -> GatysModule:
         """The module of a checkpoint: its image, scale and EMA (``output()`` is the result; an RGB one needs no
         data) and its encoder had again from its record; ``settings`` (``encoder=`` too) override the recorded ones.
         Read weights-only and checked as for resuming (``weights_only`` is ignored), never by Lightning's loader,
@@ -405,4 +417,3 @@ class GatysModule(pl.LightningModule):
         full = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         full.update(state_dict)
         return super().load_state_dict(full, strict=strict, assign=assign)
-

@@ -13,8 +13,9 @@ from torch import Tensor
 from styletransfer.runtime.errors import ConfigError
 
 
-def scale_sizes(long_side: int, scales: Sequence[int] | None, scale_start: int | None,
-                scale_factor: float) -> list[int]:
+def scale_sizes(
+    long_side: int, scales: Sequence[int] | None, scale_start: int | None, scale_factor: float
+) -> list[int]:
     """Longer sides of the scales: ``scales``, or ``scale_start`` x ``scale_factor``^k up to ``long_side``
     (which is always the last), or ``long_side`` alone."""
     if scales is not None:

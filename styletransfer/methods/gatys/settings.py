@@ -14,8 +14,8 @@ from typing import Any
 
 from styletransfer.methods.gatys.losses import STYLE_STATISTICS, normalise_layer_weights
 from styletransfer.nn.colour import COLOUR_SPACES
-from styletransfer.nn.encoder import check_layers
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, compile_mode
+from styletransfer.nn.encoder import check_layers
 from styletransfer.runtime.errors import ConfigError
 
 PAPER_CONTENT_LAYERS = ("relu4_2",)
@@ -87,8 +87,15 @@ class GatysSettings:
     layer_weights: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        normalised = {**self._layers(), **self._choices(), **self._weights(), **self._optimiser(),
-                      **self._schedule(), **self._outputs(), **self._speed()}
+        normalised = {
+            **self._layers(),
+            **self._choices(),
+            **self._weights(),
+            **self._optimiser(),
+            **self._schedule(),
+            **self._outputs(),
+            **self._speed(),
+        }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 
@@ -106,8 +113,12 @@ class GatysSettings:
             layer_weights = normalise_layer_weights(weights, style_layers)
         except ValueError as exc:
             raise ConfigError(f"method.style_layer_weights: {exc}") from None
-        return {"content_layers": content_layers, "style_layers": style_layers, "style_layer_weights": weights,
-                "layer_weights": layer_weights}
+        return {
+            "content_layers": content_layers,
+            "style_layers": style_layers,
+            "style_layer_weights": weights,
+            "layer_weights": layer_weights,
+        }
 
     def _choices(self) -> dict[str, Any]:
         choices = {
@@ -132,8 +143,13 @@ class GatysSettings:
         style_blend = _optional_list(self.style_blend, "method.style_blend", float)
         if style_blend is not None and (any(w < 0 for w in style_blend) or sum(style_blend) <= 0):
             raise ConfigError(f"method.style_blend={style_blend}: weights must be >= 0 with a positive sum")
-        return {"content_weight": float(self.content_weight), "style_weight": float(self.style_weight),
-                "tv_weight": float(self.tv_weight), "tv_power": int(self.tv_power), "style_blend": style_blend}
+        return {
+            "content_weight": float(self.content_weight),
+            "style_weight": float(self.style_weight),
+            "tv_weight": float(self.tv_weight),
+            "tv_power": int(self.tv_power),
+            "style_blend": style_blend,
+        }
 
     def _optimiser(self) -> dict[str, Any]:
         if not self.lr > 0:
@@ -146,8 +162,13 @@ class GatysSettings:
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ConfigError(f"method.ema_decay={self.ema_decay}: use null (off) or a decay in [0, 1), e.g. 0.99")
         ema_decay = None if self.ema_decay is None else float(self.ema_decay)
-        return {"lr": float(self.lr), "betas": betas, "history_size": int(self.history_size),
-                "init_seed": int(self.init_seed), "ema_decay": ema_decay}
+        return {
+            "lr": float(self.lr),
+            "betas": betas,
+            "history_size": int(self.history_size),
+            "init_seed": int(self.init_seed),
+            "ema_decay": ema_decay,
+        }
 
     def _schedule(self) -> dict[str, Any]:
         scales = _optional_list(self.scales, "method.scales", int)
@@ -162,8 +183,12 @@ class GatysSettings:
         steps = _optional_list(self.steps_per_scale, "method.steps_per_scale", int)
         if steps is not None and (not steps or min(steps) < 1):
             raise ConfigError(f"method.steps_per_scale={steps}: give positive iteration counts")
-        return {"scales": scales, "scale_start": None if start is None else int(start),
-                "scale_factor": float(self.scale_factor), "steps_per_scale": steps}
+        return {
+            "scales": scales,
+            "scale_start": None if start is None else int(start),
+            "scale_factor": float(self.scale_factor),
+            "steps_per_scale": steps,
+        }
 
     def _outputs(self) -> dict[str, Any]:
         if self.snapshot_every is not None and self.snapshot_every < 0:
@@ -173,19 +198,30 @@ class GatysSettings:
 
     def _speed(self) -> dict[str, Any]:
         mode = compile_mode(self.compile)
-        device_only = {"method.iterations_per_step": self.iterations_per_step != 1,
-                       "method.cuda_graph": self.cuda_graph}
+        device_only = {
+            "method.iterations_per_step": self.iterations_per_step != 1,
+            "method.cuda_graph": self.cuda_graph,
+        }
         for name, used in device_only.items():
             if used and self.optimizer != "device_lbfgs":
-                raise ConfigError(f"{name} needs method.optimizer=device_lbfgs (the sync-free L-BFGS), got "
-                                  f"method.optimizer={self.optimizer}")
+                raise ConfigError(
+                    f"{name} needs method.optimizer=device_lbfgs (the sync-free L-BFGS), got "
+                    f"method.optimizer={self.optimizer}"
+                )
         if self.cuda_graph and mode in CUDA_GRAPH_MODES:
-            raise ConfigError(f"method.compile={mode} makes its own CUDA graphs, which cannot sit inside "
-                              "method.cuda_graph=true's: use method.compile=default (or max-autotune-no-cudagraphs)")
+            raise ConfigError(
+                f"method.compile={mode} makes its own CUDA graphs, which cannot sit inside "
+                "method.cuda_graph=true's: use method.compile=default (or max-autotune-no-cudagraphs)"
+            )
         for name in ("iterations_per_step", "check_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"method.{name}={value!r}: give a positive number of iterations")
-        return {"bf16": bool(self.bf16), "channels_last": bool(self.channels_last), "compile": mode,
-                "cuda_graph": bool(self.cuda_graph), "iterations_per_step": int(self.iterations_per_step),
-                "check_every": int(self.check_every)}
+        return {
+            "bf16": bool(self.bf16),
+            "channels_last": bool(self.channels_last),
+            "compile": mode,
+            "cuda_graph": bool(self.cuda_graph),
+            "iterations_per_step": int(self.iterations_per_step),
+            "check_every": int(self.check_every),
+        }
