@@ -12,9 +12,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
+from styletransfer.nn.checkpoints import save_final_checkpoint
 from styletransfer.runtime.errors import RunInterrupted
 from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
 from styletransfer.runtime.hydra_callbacks import LockRunDirectory
@@ -115,19 +115,6 @@ def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Pa
         if spec.get("fallback_used"):
             log.warning("this run uses a RANDOM encoder (fallback); recorded in %s", output_dir / "run_config.yaml")
     write_text_atomic(output_dir / "run_config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-
-
-def save_final_checkpoint(trainer: pl.Trainer) -> Path | None:
-    """Make ``last.ckpt`` hold the final state (Lightning leaves it at the last periodic save); returns its path."""
-    callback = trainer.checkpoint_callback
-    if callback is None or not getattr(callback, "save_last", False) or callback.dirpath is None:
-        return None
-    if trainer.state.status != TrainerStatus.FINISHED:
-        return None
-    last = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    trainer.save_checkpoint(last, weights_only=False)
-    log.info("final checkpoint written to %s", last)
-    return last
 
 
 def report_skipped(datamodule: pl.LightningDataModule) -> None:

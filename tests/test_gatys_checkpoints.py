@@ -14,7 +14,7 @@ from conftest import RANDOM_ENCODER
 from gatys_helpers import FAST, fit, small_photos
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule
-from styletransfer.nn.checkpoint_io import SafeCheckpointIO
+from styletransfer.nn.checkpoints import SafeCheckpointIO
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
 
 

@@ -17,9 +17,9 @@ from styletransfer.data import SampleDataModule
 from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import build_encoder
-from styletransfer.nn.checkpoint_io import SafeCheckpointIO
+from styletransfer.nn.checkpoints import SafeCheckpointIO
 from styletransfer.nn.weights import safe_load, save_atomic
-from styletransfer.runtime.checkpointing import LatestCheckpoint
+from styletransfer.nn.checkpoints import LatestCheckpoint
 from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.runtime.finite import StopOnNonFiniteLoss
 from styletransfer.runtime.instantiate import instantiate_group
@@ -188,15 +188,34 @@ def test_last_ckpt_is_the_newest_periodic_checkpoint_itself(photo_dirs, tmp_path
     # Every run's periodic saves make last.ckpt a hard link to the new step file: one inode, swapped in by a rename.
     callbacks = instantiate_group(compose("train", output_dir=tmp_path / "composed").callbacks)
     periodic = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
-    assert len(periodic) == 1 and isinstance(periodic[0], LatestCheckpoint) and periodic[0].save_last == "link"
-    link = tmp_path / "link.ckpt"
-    LatestCheckpoint._link_checkpoint(_Zero(), str(checkpoints / "step_000002.ckpt"), str(link))
-    assert os.path.samefile(link, checkpoints / "step_000002.ckpt")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    assert len(periodic) == 1 and isinstance(periodic[0], LatestCheckpoint) and periodic[0].last_link
+    linker = LatestCheckpoint(dirpath=tmp_path)
+    for _ in range(2):  # the second time last.ckpt is that file already: no temporary link may stay behind
+        linker.link_last(_Zero(), str(checkpoints / "step_000002.ckpt"))
+        assert os.path.samefile(tmp_path / "last.ckpt", checkpoints / "step_000002.ckpt")
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_a_run_resumed_into_its_own_folder_keeps_last_ckpt_the_newest(photo_dirs, tmp_path):
+    """Resuming from a periodic checkpoint (as after a kill -9) into the same run folder: the resumed run's
+    periodic checkpoints become last.ckpt (Lightning's own link would have been named last-v1.ckpt, leaving
+    last.ckpt at the older step), and decoder.pth follows."""
+    content, style = photo_dirs
+    run_dir = tmp_path / "run"
+    common = ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.num_workers=0",
+              "data.short_side=40", "data.crop_size=32", "data.batch_size=2", "data.val_pairs=0",
+              "encoder.weights=random", "trainer=cpu", "logger=none", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    train_in_process(*common, "trainer.max_steps=3", run_dir=run_dir)
+    checkpoints = run_dir / "checkpoints"
+    train_in_process(*common, "trainer.max_steps=5", f"ckpt_path={checkpoints / 'step_000002.ckpt'}", run_dir=run_dir)
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "decoder.pth", "last.ckpt", "step_000002.ckpt", "step_000004.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert torch.load(checkpoints / "decoder.pth", weights_only=True)["step"] == 5
 
 
 class _Zero:
-    """The bits of a rank-zero trainer that ``_link_checkpoint`` uses."""
+    """The bits of a rank-zero trainer that ``link_last`` uses."""
 
     is_global_zero = True
 

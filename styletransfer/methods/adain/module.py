@@ -18,7 +18,7 @@ from torchvision.utils import make_grid
 from styletransfer.data.images import save_image
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
-from styletransfer.nn.checkpoint_io import read_run_checkpoint
+from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
@@ -253,7 +253,7 @@ class AdaINModule(pl.LightningModule):
     ) -> AdaINModule:
         """The module of a training checkpoint, encoder included; ``settings`` override the saved hyper-parameters.
 
-        The file is always read weights-only and checked as for resuming (``nn.checkpoint_io.read_run_checkpoint``;
+        The file is always read weights-only and checked as for resuming (``nn.checkpoints.read_run_checkpoint``;
         ``weights_only`` and ``hparams_file`` are ignored), never by Lightning's loader, which unpickles anything
         with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
         """

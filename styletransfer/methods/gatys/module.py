@@ -41,7 +41,7 @@ from styletransfer.methods.gatys.schedule import (
     style_weights,
 )
 from styletransfer.methods.gatys.settings import GatysSettings
-from styletransfer.nn.checkpoint_io import read_run_checkpoint
+from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.colour import with_chroma
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
