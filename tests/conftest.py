@@ -28,6 +28,18 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+#: oneDNN instruction-set limits (ONEDNN_MAX_CPU_ISA) under which bf16 convolutions still run natively.
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10", "ALL")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX512_BF16 or AMX) and oneDNN may use them. Elsewhere bf16
+    is emulated, several times slower than float32: a test whose subject needs bf16 hardware runs its long form
+    only where this holds, and a short form everywhere (``ONEDNN_MAX_CPU_ISA=AVX2`` stands in for an older CPU)."""
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if limit and not limit.startswith(_BF16_ISAS):
+        return False
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 # train.py and evaluate.py set this before Hydra composes; configs/paths/default.yaml reads it.
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import RANDOM_ENCODER, train_in_process
+from conftest import RANDOM_ENCODER, native_bf16, train_in_process
 from styletransfer.data.images import load_image_tensor
 from styletransfer.data.sample import make_sample_dataset
 from styletransfer.methods.adain import AdaINModule
@@ -109,14 +109,18 @@ def _curve(batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool, channel
 
 @pytest.mark.slow
 def test_bf16_channels_last_loss_curve_within_two_percent_of_fp32(tmp_path):
-    """200 steps on the sample set, compared in 100-step windows. Shorter windows measure trajectory noise, not
-    precision: behind a random encoder, two fp32 runs whose only difference is the CPU's convolution kernels
-    differed by up to 2.6% over 50 steps (one reaches a drop a few steps before the other) and 1.3% over 100;
-    bf16 against fp32 measured 0.6% over 100 (AVX-512 kernels) and 0.1% (AVX2)."""
+    """Where the CPU has bf16 units: 200 steps on the sample set, compared in 100-step windows. Shorter windows
+    measure trajectory noise, not precision: behind a random encoder, two fp32 runs whose only difference is the
+    CPU's convolution kernels differed by up to 2.6% over 50 steps (one reaches a drop a few steps before the other)
+    and 1.3% over 100; bf16 against fp32 measured 0.6% over 100 (AVX-512 kernels) and 0.1% (AVX2).
+
+    Elsewhere bf16 is emulated (2.6 s a step against 0.75 s for fp32, measured on AVX2 under load): the short
+    form, three passes over the four batches (bf16 and fp32 were 0.2% apart over 30 steps; the fp32 loss of the
+    third pass is 0.36 of the first's)."""
     batches = _sample_batches(tmp_path)
-    steps, window = 200, 100
+    steps, window, quarter = (200, 100, 50) if native_bf16() else (12, 12, 4)
     reference, fast = _curve(batches, False, False, steps), _curve(batches, True, True, steps)
-    assert sum(fast[-50:]) < 0.8 * sum(fast[:50])  # it trains
+    assert sum(fast[-quarter:]) < 0.8 * sum(fast[:quarter])  # it trains
     for start in range(0, steps, window):
         ref, got = sum(reference[start:start + window]), sum(fast[start:start + window])
         assert abs(got - ref) <= 0.02 * ref, (start, ref, got)

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, train_in_process
+from conftest import RANDOM_ENCODER, native_bf16, train_in_process
 from gatys_helpers import FAST, small_photos
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule, GatysSettings
@@ -99,14 +99,18 @@ def test_device_lbfgs_in_the_module_matches_torch_lbfgs(pair, tmp_path) -> None:
 
 
 def test_bf16_channels_last_and_compile_stay_close_to_float32(pair, tmp_path) -> None:
-    """bf16 autocast + channels_last after 20 device-L-BFGS iterations: loss within 3 % of float32 and the image
-    within 25 dB; the compiled losses and gradient equal the eager ones to float32 rounding."""
+    """bf16 autocast + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16, several times
+    slower than float32): loss within 3 % of float32 and the image within 25 dB; the compiled losses and gradient
+    equal the eager ones to float32 rounding."""
     plain, _ = _fit(pair, tmp_path / "fp32", 20, output_name=None, optimizer="device_lbfgs", **FAST)
-    fast, _ = _fit(pair, tmp_path / "bf16", 20, output_name=None, optimizer="device_lbfgs", bf16=True,
+    iterations = 20 if native_bf16() else 5
+    same = plain if iterations == 20 else _fit(pair, tmp_path / "fp32_short", iterations, output_name=None,
+                                               optimizer="device_lbfgs", **FAST)[0]
+    fast, _ = _fit(pair, tmp_path / "bf16", iterations, output_name=None, optimizer="device_lbfgs", bf16=True,
                    channels_last=True, **FAST)
     with torch.no_grad():
-        a, b = (float(plain.losses(m.image)["loss/total"]) for m in (plain, fast))
-    assert abs(a - b) <= 0.03 * a and _psnr(plain.image, fast.image) >= 25, (a, b)
+        a, b = (float(same.losses(m.image)["loss/total"]) for m in (same, fast))
+    assert abs(a - b) <= 0.03 * a and _psnr(same.image, fast.image) >= 25, (a, b)
     compiled = GatysModule(RANDOM_ENCODER, compile=True, **FAST)
     for name in ("_content_targets", "_style_losses", "_scale_ready", "scale_index"):
         setattr(compiled, name, getattr(plain, name))
