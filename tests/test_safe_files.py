@@ -89,6 +89,32 @@ def test_resume_from_a_broken_file_names_it(tmp_path, content, match):
         SafeCheckpointIO().load_checkpoint(tmp_path / "missing.ckpt")
 
 
+class _RunsCode:
+    """Unpickling it would call ``os.system`` (never unpickled here)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/styletransfer-should-never-exist",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_plain_pickle_that_runs_code_is_named_as_such_without_advice_to_unprotect(tmp_path, protocol):
+    """A plain (not zip) pickle holding code: protocol 4's FRAME opcode stops the weights-only unpickler before the
+    code, so PyTorch's own message says "Unsupported operand" and ends in advice to pass weights_only=False."""
+    import pickle
+
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "payload": _RunsCode()}, protocol=protocol))
+    with pytest.raises(CheckpointError) as info:
+        safe_load(path)
+    message = str(info.value)
+    assert "holds objects whose loading would run code" in message and "Nothing from the file was run" in message
+    assert "weights_only" not in message and not Path("/tmp/styletransfer-should-never-exist").exists()
+    path.write_bytes(pickle.dumps({"state_dict": {}, "step": 3}, protocol=protocol))  # harmless, but not PyTorch's
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint") as info:
+        safe_load(path)
+    assert "weights_only" not in str(info.value)
+
+
 def test_truncated_checkpoint_names_the_file(tmp_path):
     whole = tmp_path / "whole.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, whole)

@@ -54,6 +54,32 @@ def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_pa
     assert "broken.jpg" in captured.err and "tiny.png: 8x8 px is too small" in captured.err
 
 
+def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(tmp_path, capsys):
+    """photo.jpg and photo.JPG both become photo_jpg..., a.png's a_png... is also a_png.jpg's name: every result is
+    kept under a name unique even where the filesystem ignores case, and "wrote N" counts the files written."""
+    g = torch.Generator().manual_seed(0)
+    contents = tmp_path / "photos"
+    for name in ("photo.jpg", "photo.JPG", "a.png", "a_png.jpg"):
+        save_image(torch.rand(3, 24, 32, generator=g), contents / name)
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32, generator=g), style)
+    out = tmp_path / "out"
+    assert main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+                 "--device", "cpu", "--style-size", "0", "--workers", "0"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 4 and len({n.lower() for n in names}) == 4, names
+    assert "wrote 4 image(s)" in capsys.readouterr().out
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32), style)
+    taken = tmp_path / "out.png"
+    taken.write_bytes(b"keep me")
+    assert main([str(tmp_path / "missing.pth"), "--content", str(style), "--style", str(style), "-o", str(taken)]) == 1
+    assert f"--output {taken} is a file" in capsys.readouterr().err and taken.read_bytes() == b"keep me"
+
+
 def test_the_size_check_names_the_image_and_the_fix():
     """One check for every AdaIN input (folders, videos, the demo): 16 px, relu4_1's 2 x 2 map, is the least."""
     assert MIN_SIDE == 16

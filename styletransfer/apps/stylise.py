@@ -60,6 +60,21 @@ def output_stems(contents: Sequence[Path], root: Path | None) -> dict[Path, Path
     }
 
 
+def unique_paths(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with a clash renamed ``<name>_2``, ``<name>_3``...: no two alike when compared case-insensitively
+    (some filesystems are), the first keeping its name; the order is the contents' (sorted), so reruns agree."""
+    taken: set[str] = set()
+    out = []
+    for path in paths:
+        candidate, number = path, 1
+        while str(candidate).lower() in taken:
+            number += 1
+            candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
+        taken.add(str(candidate).lower())
+        out.append(candidate)
+    return out
+
+
 def _output_name(stem: Path, args: argparse.Namespace) -> Path:
     """``<stem>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
     with other controls into the same folder do not overwrite each other."""
@@ -85,6 +100,8 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--workers and --writers must be >= 0, got {args.workers} and {args.writers}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigError(f"--output {args.output} is a file: give a folder (it is made if missing)")
     if not args.style:
         return None  # a model without style input: _refused checks the rest once it is loaded
     try:
@@ -195,11 +212,12 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
             f"--max-tile: {args.checkpoint} cannot be stylised in tiles (the ONNX image graph stylises "
             "whole images: use --runtime torch)"
         )
+    outputs = dict(zip(contents, unique_paths([args.output / _output_name(stems[p], args) for p in contents])))
     run = run_folder(
         styliser,
         decoded_contents,
         contents,
-        lambda path: args.output / _output_name(stems[path], args),
+        outputs.__getitem__,
         controls,
         args.batch_size,
         args.writers,

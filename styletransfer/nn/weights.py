@@ -10,6 +10,8 @@ import errno
 import hashlib
 import os
 import pickle
+import pickletools
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,32 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return f"{type(exc).__name__}: {text[:limit]}"
 
 
+#: Pickle opcodes that import or call: a plain pickle holding one would run code when unpickled.
+CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE"})
+
+
 def _names_a_global(message: str) -> bool:
     """True when the weights-only unpickler stopped at an import or call (a GLOBAL opcode): the file holds code.
     Other unpickling failures ("Unsupported operand") mean the bytes are not a pickle at all (random data, a JPEG)."""
     return "global" in message.lower() and "unsupported operand" not in message.lower()
+
+
+def _plain_pickle_runs_code(path: Path) -> bool:
+    """True when ``path`` is a plain (not zip) pickle with an opcode that imports or calls: read with ``pickletools``,
+    which only decodes opcodes (nothing runs). The weights-only unpickler stops at a protocol-4 FRAME before it
+    reaches such an opcode, and its message would then say "not a pickle"."""
+    if zipfile.is_zipfile(path):
+        return False
+    try:
+        return any(op.name in CODE_OPCODES for op, _, _ in pickletools.genops(path.read_bytes()))
+    except Exception:  # not a pickle at all (random bytes, an image): no opcode to fear
+        return False
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """PyTorch's reason for a failed load, shortened, and never its advice to turn the protection off."""
+    text = first_line(exc)
+    return "unreadable" if "weights_only" in text else text
 
 
 def safe_load(
@@ -111,16 +135,14 @@ def safe_load(
         raise error(f"{what} {path} is not a file{suffix}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if _names_a_global(str(exc)):
+    except Exception as exc:  # unpickling, zip, EOF and format errors
+        if (isinstance(exc, pickle.UnpicklingError) and _names_a_global(str(exc))) or _plain_pickle_runs_code(path):
             raise error(
-                f"refused to load {what} {path}: it holds objects whose unpickling would run code, and only tensors "
-                "and plain containers are accepted (torch.load weights_only=True). Nothing from the file was run. "
-                f"Re-save the weights as a plain state dict if you trust the file.{suffix}"
+                f"refused to load {what} {path}: it holds objects whose loading would run code, and only tensors "
+                "and plain containers are accepted. Nothing from the file was run. Re-save the weights as a plain "
+                f"state dict if you trust the file.{suffix}"
             ) from None
-        raise error(f"{path} is not a PyTorch checkpoint ({first_line(exc)}){suffix}") from None
-    except Exception as exc:  # zip/EOF/format errors: not a checkpoint at all
-        raise error(f"{path} is not a PyTorch checkpoint ({first_line(exc)}){suffix}") from None
+        raise error(f"{path} is not a PyTorch checkpoint ({_torch_reason(exc)}){suffix}") from None
     if isinstance(obj, dict) and CHECKSUM_KEY in obj:
         stored = obj.pop(CHECKSUM_KEY)
         if stored != tensor_checksum(obj):
