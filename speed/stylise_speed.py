@@ -148,7 +148,7 @@ def run_cli(decoder: Path, folder: Path, style: Path, out: Path, flags: list[str
     """(wall seconds, img/s after the first batch) of one ``python -m styletransfer.stylise`` run; the wall time
     includes imports and model loading, the rate is what the CLI prints from its own clock."""
     command = [sys.executable, "-m", "styletransfer.stylise", str(decoder), "--content", str(folder), "--style",
-               str(style), "-o", str(out), "--style-size", "0", "--ext", "jpg", *flags]
+               str(style), "-o", str(out), "--style-short-side", "0", "--ext", "jpg", *flags]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start

@@ -128,7 +128,7 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, benc
     inception = tmp_path / "art_inception.pth"
     torch.save(torchvision.models.Inception3(aux_logits=False, init_weights=False).state_dict(), inception)
     content_dir, style_dir = bench_dirs
-    bench = load_benchmark({"name": "t", "content_dir": str(content_dir), "style_dir": str(style_dir), "size": 32,
+    bench = load_benchmark({"name": "t", "content_dir": str(content_dir), "style_dir": str(style_dir), "short_side": 32,
                             "max_contents": 1})
     scorer = Scorer(VGGEncoder(EVAL_LAYERS, weights="random"), torch.device("cpu"),
                     {"lpips_weights": str(alex), "inception_weights": str(inception), "inception_size": 80})
@@ -162,7 +162,7 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, benc
 
 def _benchmark_overrides(bench_dirs) -> list[str]:
     content_dir, style_dir = bench_dirs
-    return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.size=32"]
+    return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.short_side=32"]
 
 
 def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs):
@@ -289,7 +289,7 @@ def test_bad_checkpoints_are_named(tmp_path, adain_run, bench_dirs, case):
 
 def test_default_benchmark_is_generated_deterministically(tmp_path):
     cfg = {"name": "default", "content_dir": None, "style_dir": None, "root": str(tmp_path / "benchmark"),
-           "n_content": 2, "n_style": 2, "generate_size": 32, "size": 32}
+           "n_content": 2, "n_style": 2, "generate_size": 32, "short_side": 32}
     first = load_benchmark(cfg)
     second = load_benchmark(cfg)
     assert first.name == "default" and len(first.pairs) == 4

@@ -201,7 +201,7 @@ def test_cli_stylises_a_folder_with_each_control(adain_run, folders, tmp_path, c
     extra = [{"STYLE2": str(styles[1]), "M1": str(masks[0]), "M2": str(masks[1])}.get(a, a) for a in controls]
     style_args = [str(styles[0])] + ([extra.pop(0)] if extra and extra[0] == str(styles[1]) else [])
     code = main([str(ckpt), "--content", str(contents), "--style", *style_args, *extra, "-o", str(out),
-                 "--batch-size", "2", "--device", "cpu", "--style-size", "0"])
+                 "--batch-size", "2", "--device", "cpu", "--style-short-side", "0"])
     assert code == 0
     written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert len(written) == 3, written
@@ -216,7 +216,7 @@ def test_cli_runs_with_other_controls_do_not_overwrite_each_other(adain_run, fol
     ckpt, _ = adain_run
     out = tmp_path / "out"
     common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
-              "--device", "cpu", "--style-size", "0"]
+              "--device", "cpu", "--style-short-side", "0"]
     assert main(common) == 0
     assert main([*common, "--alpha", "0.5", "--preserve-colour"]) == 0
     stem = f"a_stylised_{styles[0].stem}"
@@ -241,7 +241,7 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
     decoder, vgg = release_files
     out = tmp_path / "out"
     assert main([str(decoder), "--encoder-weights", str(vgg), "--content", str(contents / "a.png"), "--style",
-                 str(styles[0]), "--style-size", "0", "-o", str(out)]) == 0
+                 str(styles[0]), "--style-short-side", "0", "-o", str(out)]) == 0
     assert load_image_tensor(next(out.iterdir())).shape == (3, 32, 40)
 
 

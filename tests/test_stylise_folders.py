@@ -39,7 +39,7 @@ def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_pa
     out = tmp_path / "out"
 
     code = main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
-                 "--device", "cpu", "--style-size", "0", "--batch-size", "2"])
+                 "--device", "cpu", "--style-short-side", "0", "--batch-size", "2"])
 
     assert code == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
@@ -65,7 +65,7 @@ def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(t
     save_image(torch.rand(3, 32, 32, generator=g), style)
     out = tmp_path / "out"
     assert main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
-                 "--device", "cpu", "--style-size", "0", "--workers", "0"]) == 0
+                 "--device", "cpu", "--style-short-side", "0", "--workers", "0"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 4 and len({n.lower() for n in names}) == 4, names
     assert "wrote 4 image(s)" in capsys.readouterr().out
@@ -87,7 +87,7 @@ def test_the_size_check_names_the_image_and_the_fix():
     with pytest.raises(ConfigError) as raised:
         check_size(15, 40, "photo.png", MIN_SIDE)
     assert str(raised.value) == ("photo.png: 15x40 px is too small (the model needs 16 px on each side; pass "
-                                 "--content-size 16 or more)")
+                                 "--content-short-side 16 or more)")
     with pytest.raises(ConfigError, match=r"^the content image: 40x8 px is too small .*; upload a larger one\)$"):
         check_size(40, 8, "the content image", MIN_SIDE, "upload a larger one")
 
@@ -119,7 +119,7 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
     style = tmp_path / "style.png"
     save_image(torch.rand(3, 32, 32, generator=g), style)
     common = [str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "--device", "cpu",
-              "--style-size", "0", "--batch-size", "2"]
+              "--style-short-side", "0", "--batch-size", "2"]
     assert main([*common, "-o", str(tmp_path / "seq"), "--workers", "0", "--writers", "0"]) == 0
     assert main([*common, "-o", str(tmp_path / "par"), "--workers", "2", "--writers", "2"]) == 0
     seq, par = sorted((tmp_path / "seq").iterdir()), sorted((tmp_path / "par").iterdir())

@@ -23,7 +23,7 @@ from styletransfer.nn.encoder import build_encoder
 from styletransfer.sweeps.table import STATUS_FILE, collect_trials, write_sweep_report
 
 #: A tiny benchmark to score trials on: 1 content x 2 styles at 32 px.
-BENCH = {"n_content": 1, "n_style": 2, "generate_size": 32, "size": 32}
+BENCH = {"n_content": 1, "n_style": 2, "generate_size": 32, "short_side": 32}
 
 
 @pytest.fixture(scope="module")

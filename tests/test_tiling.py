@@ -237,7 +237,7 @@ def test_cli_max_tile_tiles_and_keeps_the_size(adain_run, tmp_path, capsys):
     save_image(torch.rand(3, 120, 300, generator=g), tmp_path / "big.png")
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
     common = [str(ckpt), "--content", str(tmp_path / "big.png"), "--style", str(tmp_path / "s.png"), "--device",
-              "cpu", "--style-size", "0"]
+              "cpu", "--style-short-side", "0"]
     assert main([*common, "--max-tile", "256", "-o", str(tmp_path / "tiled")]) == 0
     assert main([*common, "--max-tile", "0", "-o", str(tmp_path / "whole")]) == 0
     tiled, whole = (load_image_tensor(next((tmp_path / d).iterdir())) for d in ("tiled", "whole"))

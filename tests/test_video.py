@@ -102,7 +102,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 def stylise(assets: dict[str, Path], content: Path, out: Path, *flags: str) -> int:
     return main([str(assets["decoder"]), "--content", str(content), "--style", str(assets["style"]), "-o", str(out),
-                 "--device", "cpu", "--batch-size", "8", "--style-size", "0", *flags])
+                 "--device", "cpu", "--batch-size", "8", "--style-short-side", "0", *flags])
 
 
 def test_a_clip_keeps_its_frames_rate_and_audio_and_smoothing_lowers_the_warping_error(assets, tmp_path, capsys):
@@ -247,7 +247,7 @@ def test_evaluate_reports_the_warping_error_per_model_and_video(assets, tmp_path
     out = tmp_path / "eval"
     summary = evaluate_run(compose(
         "evaluate", f"ckpt={assets['decoder']}", f"benchmark.content_dir={bench / 'content'}",
-        f"benchmark.style_dir={bench / 'style'}", "benchmark.size=32", "metric_encoder.weights=random",
+        f"benchmark.style_dir={bench / 'style'}", "benchmark.short_side=32", "metric_encoder.weights=random",
         "metric_encoder.download=false", "trainer=cpu", "logger=none", "timing.warmup=0", "alpha_sweep.values=[]",
         f"videos=[{assets['clip']}]", "video_frames=8", f"paths.root_dir={tmp_path}", output_dir=out))
     reported = summary["temporal"]["decoder"][str(assets["clip"])]

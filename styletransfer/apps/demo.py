@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: Style slots on the page (the first is required).
 STYLE_SLOTS = 3
-#: Styles' shorter side before encoding, as ``styletransfer-stylise --style-size`` (its default).
+#: Styles' shorter side before encoding, as ``styletransfer-stylise --style-short-side`` (its default).
 STYLE_SIDE = 512
 #: A mask's aspect ratio may differ from the content's by this fraction (rounding of a resized copy).
 MASK_ASPECT_TOLERANCE = 0.02
@@ -58,15 +58,15 @@ PAGE_CONTROLS = {
 }
 
 
-def _content(path: str | None, max_side: int, min_side: int) -> Image.Image:
-    """The content image, its longer side reduced to ``max_side`` (0 keeps it) with a warning in the page."""
+def _content(path: str | None, max_long_side: int, min_side: int) -> Image.Image:
+    """The content image, its longer side reduced to ``max_long_side`` (0 keeps it) with a warning in the page."""
     if not path:
         raise ConfigError("no content image: upload one first")
     img = _read(path, "content image")
     check_size(img.width, img.height, "the content image", min_side, "upload a larger one")
-    if max_side and max(img.size) > max_side:
-        gr.Warning(f"the content image ({img.width}x{img.height}) was reduced to {max_side} px on its longer side")
-        img = resize_to_side(img, max_side, long_side=True)
+    if max_long_side and max(img.size) > max_long_side:
+        gr.Warning(f"the content image ({img.width}x{img.height}) was reduced to {max_long_side} px on its longer side")
+        img = resize_to_side(img, max_long_side, long_side=True)
     return img
 
 
@@ -111,9 +111,9 @@ def _masks(path: str | None, content: Image.Image, n_styles: int) -> list[Tensor
 class DemoPredictor:
     """What the page's button runs: reads the uploads, checks them and stylises with the one loaded model."""
 
-    def __init__(self, styliser: StyleModel, max_side: int = 1024) -> None:
+    def __init__(self, styliser: StyleModel, max_long_side: int = 1024) -> None:
         self.styliser = styliser
-        self.max_side = max_side
+        self.max_long_side = max_long_side
 
     def predict(self, content: str | None, *inputs) -> Image.Image:
         """``inputs``: STYLE_SLOTS (style path, weight) pairs, then alpha, preserve_colour and the mask path.
@@ -138,7 +138,7 @@ class DemoPredictor:
         if alpha is None or not math.isfinite(float(alpha)):
             raise ConfigError(f"alpha must be a number in [0, 1], got {alpha}")
         caps = self.styliser.capabilities
-        content = _content(content_path, self.max_side, caps.min_side)
+        content = _content(content_path, self.max_long_side, caps.min_side)
         styles, weights = _styles(slots, caps.style_input)
         masks = _masks(mask_path, content, len(styles))
         asked = asked_controls(styles, weights, float(alpha), masks, preserve_colour)
@@ -191,9 +191,9 @@ def _styles_and_mask() -> tuple[list[gr.components.Component], gr.Image]:
     return styles, mask
 
 
-def build_app(styliser: StyleModel, max_side: int = 1024) -> gr.Blocks:
+def build_app(styliser: StyleModel, max_long_side: int = 1024) -> gr.Blocks:
     """The demo page around ``styliser`` (loaded once, shared by every request); launch it with ``.launch()``."""
-    predictor = DemoPredictor(styliser, max_side)
+    predictor = DemoPredictor(styliser, max_long_side)
     with gr.Blocks(title="styletransfer demo", analytics_enabled=False) as app:
         gr.Markdown(_header(styliser))
         with gr.Row():
@@ -230,8 +230,8 @@ def run_demo(args: argparse.Namespace) -> None:
     """Load the model once, then serve the page until interrupted (errors before the server starts are raised)."""
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1-65535, got {args.port}")
-    if args.max_side < 0:
-        raise ConfigError(f"--max-side must be >= 0 (0 keeps the content's size), got {args.max_side}")
+    if args.max_long_side < 0:
+        raise ConfigError(f"--max-long-side must be >= 0 (0 keeps the content's size), got {args.max_long_side}")
     share = parse_share(args.share)
     device = resolve_device(args.device, "--device")
     styliser = load_model(args.checkpoint, encoder_arg(args), device)
@@ -239,7 +239,7 @@ def run_demo(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = False  # every upload may have a new size: no per-shape kernel search
     log.info("loaded %s on %s", args.checkpoint, device_name(device))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
-    app = build_app(styliser, args.max_side).queue(default_concurrency_limit=1)  # one stylisation at a time
+    app = build_app(styliser, args.max_long_side).queue(default_concurrency_limit=1)  # one stylisation at a time
     try:
         app.launch(server_name=args.host, server_port=args.port, share=share, show_error=True, ssr_mode=False)
     except OSError as exc:  # the port is taken, or the address is not this machine's

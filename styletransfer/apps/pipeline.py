@@ -42,12 +42,13 @@ Decoded = tuple[int, Tensor | None, str]
 
 
 class ContentImages(Dataset):
-    """Contents as uint8 (3, H, W) tensors (shorter side resized to ``content_size`` when given); a file that cannot
-    be read or is smaller than ``min_side`` comes back as ``(index, None, reason)``, so a worker never raises."""
+    """Contents as uint8 (3, H, W) tensors (shorter side resized to ``content_short_side`` when given); a file that
+    cannot be read or is smaller than ``min_side`` comes back as ``(index, None, reason)``, so a worker never
+    raises."""
 
-    def __init__(self, paths: Sequence[Path], content_size: int | None, min_side: int = 1) -> None:
+    def __init__(self, paths: Sequence[Path], content_short_side: int | None, min_side: int = 1) -> None:
         self.paths = list(paths)
-        self.content_size = content_size
+        self.content_short_side = content_short_side
         self.min_side = min_side
 
     def __len__(self) -> int:
@@ -59,8 +60,10 @@ class ContentImages(Dataset):
             img = load_rgb(path)
         except ImageLoadError as exc:
             return index, None, str(exc)
-        if self.content_size is not None:
-            img = resize_to_side(img, self.content_size)  # a bad --content-size stops the run: not caught here
+        if self.content_short_side is not None:
+            img = resize_to_side(
+                img, self.content_short_side
+            )  # a bad --content-short-side stops the run: not caught here
         try:
             check_size(img.width, img.height, str(path), self.min_side)
         except ConfigError as exc:  # too small: this file is skipped
@@ -171,12 +174,12 @@ def to_host(result: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
 
 
 def decoded(
-    paths: Sequence[Path], content_size: int | None, workers: int, pin: bool, min_side: int = 1
+    paths: Sequence[Path], content_short_side: int | None, workers: int, pin: bool, min_side: int = 1
 ) -> Iterator[Decoded]:
     """Decoded contents in order, read by ``workers`` loader processes (0: in this thread); contents smaller than
     ``min_side`` are skipped."""
     loader = DataLoader(
-        ContentImages(paths, content_size, min_side),
+        ContentImages(paths, content_short_side, min_side),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
@@ -218,7 +221,7 @@ def run_folder(
             for index, _ in batch:
                 skipped[index] = (
                     f"{paths[index]}: out of device memory stylising {len(batch)} image(s) of "
-                    f"{shape} px (try a smaller --batch-size or --content-size)"
+                    f"{shape} px (try a smaller --batch-size or --content-short-side)"
                 )
             bar.update(len(batch))
             return

@@ -170,7 +170,9 @@ def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict) -
     clip = open_clip(args.content, args.fps if args.video_frames else None)
     stem = Path(clip.path.name if clip.is_folder else clip.path.stem)
     output = args.output / _output_name(stem, args).with_suffix(".mp4")
-    run = stylise_video(styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_size)
+    run = stylise_video(
+        styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_short_side
+    )
     print(f"wrote {run.path} ({run.frames} frames at {float(clip.rate):g} fps{', audio copied' if clip.audio else ''})")
     if clip.frames and run.frames != clip.frames:
         print(
@@ -192,18 +194,22 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     check_smoothing(args.temporal_smoothing)
     styliser = _load_model(args)
     if video:
-        styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
+        styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
         return _run_video(args, styliser, _controls(args, styliser, weights, styles))
     device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
     # Decoding starts now, in the workers, while the styles are read and encoded.
     decoded_contents = decoded(
-        contents, args.content_size, args.workers, pin=device.type == "cuda", min_side=styliser.capabilities.min_side
+        contents,
+        args.content_short_side,
+        args.workers,
+        pin=device.type == "cuda",
+        min_side=styliser.capabilities.min_side,
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
-    styles = [load_image_tensor(p, size=args.style_size or None) for p in args.style]
+    styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
     controls = _controls(args, styliser, weights, styles)
     if styliser.tiling() is not None:
         controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)

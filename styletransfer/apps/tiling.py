@@ -161,12 +161,12 @@ def check_tileable(size: tuple[int, int], masks: Sequence[Tensor] | None, output
     if masks is not None:
         raise ConfigError(
             "masks are not supported with tiling (their per-region statistics would need a tiled pass "
-            "of their own): pass --max-tile 0 (max_tile=0) or a smaller --content-size"
+            "of their own): pass --max-tile 0 (max_tile=0) or a smaller --content-short-side"
         )
     if output_size is not None and tuple(int(s) for s in output_size) != size:
         raise ConfigError(
             f"--output-size {tuple(output_size)} differs from the content's {size} and tiling "
-            "keeps the content's size: resize with --content-size, or pass --max-tile 0 (max_tile=0)"
+            "keeps the content's size: resize with --content-short-side, or pass --max-tile 0 (max_tile=0)"
         )
 
 

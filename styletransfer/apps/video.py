@@ -78,13 +78,13 @@ class FlowBlend:
 
 
 def frame_sizes(
-    clip: Clip, content_size: int | None, output_size: tuple[int, int] | None, min_side: int = 1
+    clip: Clip, content_short_side: int | None, output_size: tuple[int, int] | None, min_side: int = 1
 ) -> tuple[tuple, tuple]:
-    """((W, H) the frames are decoded at, (H, W) they are stylised to): ``content_size`` resizes the shorter side,
+    """((W, H) the frames are decoded at, (H, W) they are stylised to): ``content_short_side`` resizes the shorter side,
     the output keeps that size (or ``output_size``) rounded down to even sides, as yuv420p needs."""
     width, height = clip.width, clip.height
-    if content_size is not None:
-        scale = content_size / min(width, height)
+    if content_short_side is not None:
+        scale = content_short_side / min(width, height)
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
     check_size(width, height, f"the frames of {clip.path}", min_side)
     out_h, out_w = output_size or (height, width)
@@ -176,12 +176,12 @@ def stylise_video(
     controls: dict,
     batch_size: int,
     smoothing: float = 0.0,
-    content_size: int | None = None,
+    content_short_side: int | None = None,
 ) -> VideoRun:
     """Stylise every frame of ``clip`` (``controls`` as for ``StyleModel.stylise``) in batches of ``batch_size``
     consecutive frames into the mp4 ``output``; ``smoothing``: see the module's docstring."""
     check_smoothing(smoothing)
-    size, out_size = frame_sizes(clip, content_size, controls.get("output_size"), styliser.capabilities.min_side)
+    size, out_size = frame_sizes(clip, content_short_side, controls.get("output_size"), styliser.capabilities.min_side)
     if out_size != size[::-1]:  # only when needed: the ONNX runtime returns the content's size only
         controls = {**controls, "output_size": out_size}
     writer = VideoWriter(output, clip, out_size[1], out_size[0])

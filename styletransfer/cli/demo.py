@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve through a public gradio.live link (default false; needs internet access)",
     )
     add(
-        "--max-side",
+        "--max-long-side",
         type=int,
         default=1024,
         help="reduce larger contents to this longer side (default 1024; 0 keeps every size)",

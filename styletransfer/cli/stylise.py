@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
     add("--preserve-colour", action="store_true", help="match each style's colours to the content first")
     add("--output", "-o", type=Path, default=Path("stylised"), help="output folder (default ./stylised)")
-    add("--content-size", type=int, default=None, help="resize the content's shorter side first (default: keep)")
-    add("--style-size", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
+    add("--content-short-side", type=int, default=None, help="resize the content's shorter side first (default: keep)")
+    add("--style-short-side", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
     add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")
     add(
         "--runtime",

@@ -18,7 +18,7 @@ from styletransfer.data.images import (
     load_rgb,
     save_image,
 )
-from styletransfer.data.transforms import CenterTransform, TrainTransform
+from styletransfer.data.transforms import CentreTransform, TrainTransform
 from styletransfer.runtime.lazy import lazy_exports
 
 # The datamodules load Lightning: imported on first use, so reading images for inference never loads it.
@@ -35,7 +35,7 @@ __getattr__ = lazy_exports(
 __all__ = [
     "IMAGE_EXTENSIONS",
     "CacheDataModule",
-    "CenterTransform",
+    "CentreTransform",
     "ContentStyleDataModule",
     "ContentStyleDataset",
     "DataDirError",

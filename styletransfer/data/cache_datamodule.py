@@ -26,7 +26,7 @@ from styletransfer.data.datamodule import ContentStyleDataModule
 from styletransfer.data.datasets import ImageSource, ValidationPairsDataset, choose_pair_indices
 from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.transforms import (
-    CenterTransform,
+    CentreTransform,
     CropBoxTransform,
     EncodedImage,
     TrainTransform,
@@ -183,7 +183,7 @@ class CacheDataModule(ContentStyleDataModule):
     def val_dataset(self) -> Dataset:
         """The validation pairs read (and decoded on the CPU) from the caches."""
         return ValidationPairsDataset(
-            self.validation_pairs, CenterTransform(self.crop_size), sources=self._sources(False)
+            self.validation_pairs, CentreTransform(self.crop_size), sources=self._sources(False)
         )
 
     def _device(self) -> torch.device:

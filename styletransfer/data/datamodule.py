@@ -23,7 +23,7 @@ from styletransfer.data.datasets import (
 from styletransfer.data.images import DataDirError, find_images, to_unit_float
 from styletransfer.data.loading import resolve_workers
 from styletransfer.data.resumable import ResumableDataLoader, SeededShuffle, resolve_seed
-from styletransfer.data.transforms import CenterTransform, TrainTransform, check_sizes
+from styletransfer.data.transforms import CentreTransform, TrainTransform, check_sizes
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.machine import usable_cores
 
@@ -177,7 +177,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
 
     def val_dataset(self) -> Dataset:
         """The fixed validation pairs, resized to the crop size and centre-cropped."""
-        return ValidationPairsDataset(self.validation_pairs, CenterTransform(self.crop_size))
+        return ValidationPairsDataset(self.validation_pairs, CentreTransform(self.crop_size))
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled training pairs whose position Lightning saves in checkpoints and restores on resume."""

@@ -63,7 +63,7 @@ class TrainTransform:
         return f"TrainTransform(short_side={self.short_side}, crop_size={self.crop_size})"
 
 
-class CenterTransform:
+class CentreTransform:
     """Deterministic: shorter side to ``size`` (antialiased), then the centre ``size`` x ``size`` square."""
 
     def __init__(self, size: int) -> None:
@@ -78,7 +78,7 @@ class CenterTransform:
         return pil_to_tensor(img.crop((left, top, left + self.size, top + self.size)))
 
     def __repr__(self) -> str:
-        return f"CenterTransform(size={self.size})"
+        return f"CentreTransform(size={self.size})"
 
 
 class EncodedImage(NamedTuple):

@@ -24,7 +24,7 @@ class Benchmark:
     name: str
     contents: list[tuple[Path, Tensor]]
     styles: list[tuple[Path, Tensor]]
-    size: int | None
+    short_side: int | None
     skipped: list[str] = field(default_factory=list)
     content_dir: str = ""
     style_dir: str = ""
@@ -38,7 +38,7 @@ class Benchmark:
             "name": self.name,
             "content_dir": self.content_dir,
             "style_dir": self.style_dir,
-            "size": self.size,
+            "short_side": self.short_side,
             "n_contents": len(self.contents),
             "n_styles": len(self.styles),
             "n_pairs": len(self.pairs),
@@ -66,7 +66,7 @@ def _load_folder(folder: Path, size: int | None, limit: int | None, skipped: lis
 def load_benchmark(cfg: Mapping[str, Any]) -> Benchmark:
     """The benchmark named by the ``benchmark`` config group; generates the project's default set on first use.
 
-    Keys: name, content_dir, style_dir (both null: the generated set under ``root``), size (shorter side, null
+    Keys: name, content_dir, style_dir (both null: the generated set under ``root``), short_side (shorter side, null
     keeps), max_contents, max_styles, and for the generated set root, n_content, n_style, generate_size.
     """
     content_dir, style_dir = cfg.get("content_dir"), cfg.get("style_dir")
@@ -83,8 +83,8 @@ def load_benchmark(cfg: Mapping[str, Any]) -> Benchmark:
             n_style=int(cfg.get("n_style", 4)),
             size=int(cfg.get("generate_size", 256)),
         )
-    size = cfg.get("size")
-    size = int(size) if size else None
+    short_side = cfg.get("short_side")
+    size = int(short_side) if short_side else None
     skipped: list[str] = []
     contents = _load_folder(Path(content_dir), size, cfg.get("max_contents"), skipped)
     styles = _load_folder(Path(style_dir), size, cfg.get("max_styles"), skipped)

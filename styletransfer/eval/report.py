@@ -149,7 +149,7 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
         "# Style-transfer benchmark",
         "",
         f"Benchmark **{bench['name']}**: {bench['n_contents']} contents x {bench['n_styles']} styles = "
-        f"{bench['n_pairs']} pairs, shorter side {bench['size'] or 'as is'}; alpha {summary['alpha']}; "
+        f"{bench['n_pairs']} pairs, shorter side {bench['short_side'] or 'as is'}; alpha {summary['alpha']}; "
         f"seed {summary['seed']}.",
         f"Evaluation encoder: {summary['encoder'].get('arch')} / {summary['encoder'].get('used')} "
         f"(fingerprint {summary['encoder'].get('fingerprint')}).",

@@ -106,10 +106,11 @@ def _plain_pickle_runs_code(path: Path) -> bool:
     reaches such an opcode, and its message would then say "not a pickle"."""
     if zipfile.is_zipfile(path):
         return False
-    try:
-        return any(op.name in CODE_OPCODES for op, _, _ in pickletools.genops(path.read_bytes()))
+    try:  # the whole stream must decode up to STOP: text or random bytes can start like opcodes
+        names = {op.name for op, _, _ in pickletools.genops(path.read_bytes())}
     except Exception:  # not a pickle at all (random bytes, an image): no opcode to fear
         return False
+    return bool(names & CODE_OPCODES)
 
 
 def _torch_reason(exc: BaseException) -> str:

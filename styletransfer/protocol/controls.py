@@ -120,9 +120,9 @@ def check_controls(
 
 
 def check_size(width: int, height: int, what: str, min_side: int, fix: str | None = None) -> None:
-    """Raise a ConfigError naming ``what`` (the image or frames) and ``fix`` (default: a larger ``--content-size``)
-    when a side of ``width`` x ``height`` px is shorter than ``min_side``."""
-    fix = fix or f"pass --content-size {min_side} or more"
+    """Raise a ConfigError naming ``what`` (the image or frames) and ``fix`` (default: a larger
+    ``--content-short-side``) when a side of ``width`` x ``height`` px is shorter than ``min_side``."""
+    fix = fix or f"pass --content-short-side {min_side} or more"
     if min(width, height) < min_side:
         raise ConfigError(
             f"{what}: {width}x{height} px is too small (the model needs {min_side} px on each side; {fix})"
