@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from styletransfer.eval import metric_nets
 from styletransfer.nn import encoder
@@ -26,6 +30,24 @@ from styletransfer.cli.weights import main
 
 STAND_IN = bytes(range(256)) * 512  # 128 kB, several network reads
 STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()
+
+
+def _weights_file(name: str, wrong: bool = False) -> bytes:
+    """A file holding the tensors a first-use download of ``name`` must hold (zeros of the right shapes; with
+    ``wrong`` the last one has another shape), saved by torch.save."""
+    holds = weight_files.known(name).holds
+    state = {key: torch.zeros(*shape) for key, shape in holds}
+    if wrong:
+        key, shape = holds[-1]
+        state[key] = torch.zeros(shape[0] + 1, *shape[1:])
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/styletransfer-fetch-ran-code",))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -164,18 +186,38 @@ def test_server_ignoring_range_restarts_cleanly(server: _Server, hub: Path, monk
 
 def test_first_use_is_recorded_then_checked(server: _Server, hub: Path, capsys) -> None:
     """Files without a published checksum: the first download's SHA-256 is recorded and checked from then on."""
-    server.files["art_inception.pth"] = STAND_IN
+    genuine = _weights_file("art-inception")
+    server.files["art_inception.pth"] = genuine
     assert main(["fetch", "art-inception", "-q"]) == 0
     dest = hub / "art_inception.pth"
-    assert weight_files.read_record(dest) == STAND_IN_SHA
+    assert weight_files.read_record(dest) == hashlib.sha256(genuine).hexdigest()
     assert main(["list"]) == 0
-    assert _row(capsys.readouterr().out, "art-inception")[-5:] == ["yes", "yes", "(recorded)", "0.1", "MB"]
-    dest.write_bytes(STAND_IN[:-1] + b"\0")  # damaged on disk
+    size = f"{len(genuine) / 1e6:.1f}"
+    assert _row(capsys.readouterr().out, "art-inception")[-5:] == ["yes", "yes", "(recorded)", size, "MB"]
+    dest.write_bytes(genuine[:-1] + bytes([genuine[-1] ^ 1]))  # damaged on disk
     assert main(["list"]) == 1 and "MISMATCH" in capsys.readouterr().err
     server.files["art_inception.pth"] = b"a different file"
     assert main(["fetch", "art-inception", "-q"]) == 1
     err = capsys.readouterr().err
-    assert f"expected SHA-256 {STAND_IN_SHA}" in err and str(weight_files.record_path(dest)) in err
+    assert f"expected SHA-256 {hashlib.sha256(genuine).hexdigest()}" in err and str(weight_files.record_path(dest)) in err
+
+
+@pytest.mark.parametrize("served", ["code", "wrong shape", "junk"])
+def test_first_use_installs_only_the_weights_it_names(server: _Server, hub: Path, capsys, served: str) -> None:
+    """A first download without a published checksum is loaded weights-only and must hold the tensors its name
+    expects before anything is installed or trusted: a code-running pickle, another network's weights or junk are
+    refused with one line (nothing installed, no record, no code run), and the genuine file is accepted after."""
+    bad = {"code": pickle.dumps({"0.weight": _RunsCode()}, protocol=4), "junk": STAND_IN,
+           "wrong shape": _weights_file("adain-vgg", wrong=True)}[served]
+    server.files["vgg_normalised.pth"] = bad
+    dest = hub / "adain" / "vgg_normalised.pth"
+    assert main(["fetch", "adain-vgg", "-q"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "did not deliver adain-vgg" in errors[0] and "Nothing was installed" in errors[0]
+    assert not dest.exists() and not part_path(dest).exists() and weight_files.read_record(dest) is None
+    assert not Path("/tmp/styletransfer-fetch-ran-code").exists()
+    server.files["vgg_normalised.pth"] = _weights_file("adain-vgg")
+    assert main(["fetch", "adain-vgg", "-q"]) == 0 and weight_files.read_record(dest) is not None
 
 
 def test_server_down_is_one_clear_line(tmp_path: Path) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from styletransfer.cli.common import run_command
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.download import describe_sha256, fetch, part_path
-from styletransfer.runtime.errors import ChecksumMismatch
+from styletransfer.runtime.errors import ChecksumMismatch, DownloadError
 from styletransfer.runtime.weight_files import (
     BASE_URL_ENV,
     WeightFile,
@@ -75,6 +75,32 @@ def _list(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def holds_expected(weight: WeightFile, url: str, dest: Path) -> Callable[[Path], None]:
+    """The check a first-use download must pass before it is installed and its checksum recorded: a weights-only
+    load (nothing in the file runs) holding the tensors ``weight.holds`` names, with their shapes."""
+
+    def check(path: Path) -> None:
+        from styletransfer.nn.weights import safe_load  # torch loads here, only to check a download
+
+        refusal = f"{url} did not deliver {weight.name}"
+        done = f"Nothing was installed at {dest} and no checksum was recorded"
+        try:
+            state = safe_load(path, f"download of {weight.name}", DownloadError)
+        except DownloadError as exc:
+            raise DownloadError(f"{refusal}: {str(exc).splitlines()[0]}. {done}") from None
+        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+            state = state["state_dict"]
+        for key, shape in weight.holds:
+            found = state.get(key) if isinstance(state, Mapping) else None
+            got = tuple(found.shape) if found is not None and hasattr(found, "shape") else None
+            if got != shape:
+                raise DownloadError(
+                    f"{refusal}: its {key!r} is {got or 'missing'}, expected a tensor of shape {shape}. {done}"
+                )
+
+    return check
+
+
 def _fetch(args: argparse.Namespace) -> int:
     """Download, verify and install one file (nothing to do when it is already there and verified)."""
     weight: WeightFile = known(args.name)
@@ -87,7 +113,8 @@ def _fetch(args: argparse.Namespace) -> int:
     recorded = read_record(dest) if weight.sha256 is None else None
     print(f"fetching {weight.name} from {url}\n  into {dest}", file=sys.stderr)
     try:
-        digest = fetch(url, dest, weight.sha256 or recorded, progress=not args.quiet)
+        check = holds_expected(weight, url, dest) if weight.sha256 is None and recorded is None else None
+        digest = fetch(url, dest, weight.sha256 or recorded, progress=not args.quiet, check=check)
     except ChecksumMismatch as exc:
         if recorded is None:
             raise

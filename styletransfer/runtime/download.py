@@ -17,6 +17,7 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -158,12 +159,19 @@ def _interrupted(url: str, part: Path, done: int, total: int | None, reason: str
 
 
 def fetch(
-    url: str, dest: str | os.PathLike, expected: str | None, *, timeout: float = TIMEOUT_S, progress: bool = True
+    url: str,
+    dest: str | os.PathLike,
+    expected: str | None,
+    *,
+    timeout: float = TIMEOUT_S,
+    progress: bool = True,
+    check: Callable[[Path], None] | None = None,
 ) -> str:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify it and install it; returns its SHA-256.
 
-    ``expected`` is the full SHA-256 or a published prefix of it; None installs any file (the caller records its
-    checksum). A mismatch deletes the ``.part`` file and raises :class:`ChecksumMismatch` naming both values;
+    ``expected`` is the full SHA-256 or a published prefix of it; None installs a file that ``check`` (called on
+    the downloaded ``.part``) accepts, and the caller records its checksum. A mismatch, or ``check`` raising,
+    deletes the ``.part`` file and raises (:class:`ChecksumMismatch` naming both values, or ``check``'s error);
     ``dest`` is then untouched. Network and disk failures raise :class:`DownloadError`.
     """
     dest = Path(dest).expanduser()
@@ -179,6 +187,12 @@ def fetch(
             f"{got}. Nothing was installed at {dest} (the download was deleted): a wrong URL, "
             "a changed file or a corrupted transfer"
         )
+    if check is not None:
+        try:
+            check(part_path(dest))
+        except BaseException:
+            part_path(dest).unlink(missing_ok=True)
+            raise
     try:
         os.replace(part_path(dest), dest)
     except OSError as exc:

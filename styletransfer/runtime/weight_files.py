@@ -45,6 +45,9 @@ class WeightFile:
     sha256: str | None  # the full SHA-256 or its published prefix; None: trust on first use (recorded)
     source: str  # where the checksum comes from
     subdir: str = ""  # folder under torch.hub's checkpoints/
+    #: Tensors a file without a published checksum must hold (key, shape), checked weights-only before its first-use
+    #: checksum is recorded: a file that is not these weights is never installed nor trusted.
+    holds: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def destination(self) -> Path:
         """The exact path the project looks at for this file."""
@@ -73,6 +76,8 @@ KNOWN = (
         None,
         _FIRST_USE,
         "adain",
+        # The 1x1 colour conv, conv1_1 and conv4_1 of the release's nn.Sequential (keys at its module indices).
+        (("0.weight", (3, 3, 1, 1)), ("2.weight", (64, 3, 3, 3)), ("29.weight", (512, 256, 3, 3))),
     ),
     WeightFile(
         "adain-decoder",
@@ -82,6 +87,8 @@ KNOWN = (
         None,
         _FIRST_USE,
         "adain",
+        # The decoder's first conv (relu4_1's 512 channels in) and its last (3 colour channels out).
+        (("1.weight", (256, 512, 3, 3)), ("28.weight", (3, 64, 3, 3))),
     ),
     WeightFile(
         "alexnet",
@@ -98,6 +105,9 @@ KNOWN = (
         "FID / ArtFID in evaluate.py (metrics.inception_weights)",
         None,
         _FIRST_USE,
+        "",
+        # torchvision's Inception-v3 stem and its last block (the layers ArtFID's features come from).
+        (("Conv2d_1a_3x3.conv.weight", (32, 3, 3, 3)), ("Mixed_7c.branch_pool.conv.weight", (192, 2048, 1, 1))),
     ),
 )
 
