@@ -62,3 +62,27 @@ def test_a_signal_stops_after_the_step_saves_and_exits_non_zero(photo_dirs, tmp_
         assert decoder["step"] == checkpoint["global_step"]
     else:
         assert (run_dir / "stylised.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_with_the_shells_status_and_one_line(signum):
+    """The first signal asks for a stop after the step (and a save); a second one of the same kind stops at once:
+    exit 128 + signal (130 for Ctrl-C, not Lightning's 1), one line saying nothing was saved, no traceback."""
+    script = (
+        "import os, signal, time\n"
+        "from styletransfer.runtime.interrupt import StopOnSignal\n"
+        "stopper = StopOnSignal()\n"
+        "stopper.on_train_start(None, None)\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "assert stopper.received is not None\n"
+        "print('first signal noted', flush=True)\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+        "time.sleep(5)\n"
+        "print('still running')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 128 + signum, result.stderr
+    assert result.stdout.strip() == "first signal noted" and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1 and "stopped at once without saving" in lines[0]

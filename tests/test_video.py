@@ -4,6 +4,8 @@ warping-error metric, on a clip the test makes: moving shapes, 48 frames at 24 f
 from __future__ import annotations
 
 import json
+import os
+import signal
 from fractions import Fraction
 from pathlib import Path
 
@@ -199,6 +201,33 @@ def test_a_failure_midway_keeps_the_frames_written_as_a_playable_partial_clip(as
     assert not (tmp_path / "out" / "clip_stylised_style.mp4").exists()
     kept = probe(partial)
     assert kept["frames"] == 16 and kept["audio"] == "aac" and kept["audio_s"] < 1.0
+
+
+@pytest.mark.parametrize("how, code", [("SIGTERM", 143), ("Ctrl-C", 130)])
+def test_an_interrupted_clip_is_finalised_and_named_in_one_line(assets, tmp_path, capsys, monkeypatch, how, code):
+    """SIGTERM (a scheduler, `timeout`) or Ctrl-C midway: the frames written so far are a playable partial clip, one
+    line says where it is, and the exit status is the shell's 128 + signal number."""
+    original, before = Styliser.stylise, signal.getsignal(signal.SIGTERM)
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread before the next bytecode
+            else:
+                raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Styliser, "stylise", interrupted)
+    assert stylise(assets, assets["clip"], tmp_path / "out") == code
+    partial = tmp_path / "out" / "clip_stylised_style.partial.mp4"
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(("interrupted:", "error:"))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("interrupted: SIG") and "after 16 frame(s)" in lines[0] and f"kept in {partial}" in lines[0]
+    assert probe(partial)["frames"] == 16
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
 
 
 def test_the_metric_command_and_its_parts(assets, tmp_path, capsys):

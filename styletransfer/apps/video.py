@@ -22,8 +22,10 @@ the whole frame.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from styletransfer.data.images import array_to_uint8, float_array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
 from styletransfer.protocol.controls import check_size
 from styletransfer.protocol.model import StyleModel
-from styletransfer.runtime.errors import ConfigError, StyleTransferError
+from styletransfer.runtime.errors import ConfigError, RunInterrupted, StyleTransferError
 
 #: Stylised batches waiting for the encoder (decoded frames wait in batches of two).
 QUEUE_BATCHES = 2
@@ -48,6 +50,32 @@ _DONE = object()
 
 class VideoStopped(StyleTransferError, RuntimeError):
     """A clip could not be stylised to the end; the frames written so far are kept (see ``partial``)."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler, ``timeout``) turned into an exception in the stylising thread, so that the partial clip
+    is finalised as for Ctrl-C instead of the process dying mid-write."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While stylising a clip, SIGTERM raises :class:`_Terminated` (main thread only; the old handler comes back)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_smoothing(smoothing: float) -> None:
@@ -205,9 +233,12 @@ def stylise_video(
     ]
     for thread in threads:
         thread.start()
-    stylised, complete = 0, False
+    stylised, complete, interrupted = 0, False, None
     try:
-        with tqdm(total=clip.frames or None, desc=f"stylising {clip.path.name}", unit="frame") as bar:
+        with (
+            _sigterm_raises(),
+            tqdm(total=clip.frames or None, desc=f"stylising {clip.path.name}", unit="frame") as bar,
+        ):
             for batch in _batches(frames, batch_size, failures):
                 images, stamps, motions = zip(*batch)
                 result = styliser.stylise(torch.stack(images), **controls)
@@ -217,6 +248,8 @@ def stylise_video(
         complete = True
     except Exception as exc:
         stopped = exc
+    except (KeyboardInterrupt, _Terminated) as exc:  # Ctrl-C or SIGTERM: finalise what was written, then say so
+        interrupted = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
     finally:
         stop.set()
         results.put(_DONE)
@@ -227,8 +260,14 @@ def stylise_video(
         if kept is None:
             raise ConfigError(f"{clip.path}: no frame could be decoded (a zero-length clip?): nothing written")
         return VideoRun(kept, writer.written)
-    reason = failures[0] if failures else stopped
     where = f"the {writer.written} frame(s) written are kept in {kept}" if kept else "no frame was written"
+    if interrupted is not None:
+        raise RunInterrupted(
+            f"{signal.Signals(interrupted).name} after {stylised} frame(s) of {clip.path}: {where}; "
+            "run the same command again for the whole clip",
+            interrupted,
+        )
+    reason = failures[0] if failures else stopped
     raise VideoStopped(
         f"{clip.path}: stopped after {stylised} frame(s) ({type(reason).__name__}: {reason}); {where}"
     ) from reason

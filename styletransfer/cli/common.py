@@ -40,6 +40,7 @@ def run_command(work: Callable[[], object]) -> int:
     try:
         result = work()
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
-    except StyleTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except StyleTransferError as exc:  # an interrupt (RunInterrupted) carries the shell's 128 + signal number
+        code = getattr(exc, "exit_code", 1)
+        print(f"{'interrupted' if code > 128 else 'error'}: {exc}", file=sys.stderr)
+        return code

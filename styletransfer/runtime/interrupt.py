@@ -10,7 +10,9 @@ requeues the job (``SLURMEnvironment(auto_requeue=True)``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -35,10 +37,15 @@ class StopOnSignal(pl.Callback):
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received == signum:  # asked twice: stop now, without the orderly save
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-            return
+        if self.received == signum:  # asked twice: stop now, without the orderly save, with the shell's status
+            name = signal.Signals(signum).name
+            print(
+                f"interrupted: a second {name}: stopped at once without saving; resume from the last checkpoint "
+                "(ckpt_path=<run>/checkpoints/last.ckpt)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(128 + signum)  # every file is written atomically: nothing half-written is left behind
         self.received = signum
         log.warning(
             "%s received: stopping after this step and saving (send it again to stop at once)",
