@@ -388,3 +388,15 @@ def test_num_workers_auto_and_loader_settings(sources):
     loader = module.train_dataloader()
     assert loader.prefetch_factor == 3 and loader.num_workers == 1 and loader.persistent_workers
     assert next(iter(loader))["content"].shape == (2, 3, 24, 24)
+
+
+def test_ctrl_c_of_prepare_is_one_line_and_status_130(sources, tmp_path, capsys, monkeypatch):
+    """A Ctrl-C while preparing: no traceback, one line saying the finished shards are kept, exit status 130."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_module, "prepare", interrupted)
+    assert main([str(sources[1]), str(tmp_path / "cache"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: the shards finished so far are kept in") and len(err.splitlines()) == 1

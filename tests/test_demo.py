@@ -152,7 +152,10 @@ def test_bad_inputs_are_messages_for_the_page(styliser, images, case, message):
 def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     bogus = tmp_path / "model.ckpt"
     bogus.write_bytes(b"not a checkpoint")
-    assert demo_main([str(bogus), "--device", "cpu", "--port", "1"]) == 1
+    with socket.socket() as probe:  # a port free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    assert demo_main([str(bogus), "--device", "cpu", "--port", str(free)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "model.ckpt" in err[0]
     assert demo_main([str(bogus), "--share", "maybe"]) == 1
@@ -160,12 +163,13 @@ def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     assert parse_share("true") and not parse_share("False")
 
 
-def test_command_names_a_port_in_use(adain_run, capsys):
+def test_command_names_a_port_in_use_before_loading_the_model(tmp_path, capsys):
+    """The port is checked first: a model file that does not even exist is never reached."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert demo_main([str(adain_run[0]), "--device", "cpu", "--port", str(port)]) == 1
+        assert demo_main([str(tmp_path / "missing.ckpt"), "--device", "cpu", "--port", str(port)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: cannot serve on 127.0.0.1:{port}") and "choose another --port" in err[-1]
 

@@ -227,6 +227,8 @@ def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, ben
     table = [line for line in report.splitlines() if line.startswith("| last ") or line.startswith("| decoder ")]
     assert len(table) == 4  # two rows in the metrics table, two in the speed table
     assert "unavailable" in report and "s3_broken.jpg" in report
+    models = [line for line in report.splitlines() if line.startswith("- **")]  # trained behind a random encoder
+    assert len(models) == 2 and all("encoder torchvision / RANDOM" in line for line in models), models
     # grid: 3 rows (styles + 2 contents) x 3 columns (contents + 2 styles) of 128 px cells with 2 px padding
     assert Image.open(out / "grid.png").size == (3 * 128 + 4 * 2, 3 * 128 + 4 * 2)
     assert (out / "grid_last.png").is_file() and (out / "grid_decoder.png").is_file()
@@ -267,7 +269,7 @@ def test_evaluate_py_refuses_a_pickle_that_runs_code(tmp_path, bench_dirs):
 
 @pytest.mark.parametrize("case", ["missing", "not_a_checkpoint", "mismatch", "pickle_that_runs_code"])
 def test_bad_checkpoints_are_named(tmp_path, adain_run, bench_dirs, case):
-    seed, error, match = "metric_encoder.seed=0", CheckpointError, ""
+    chosen, error, match = ["metric_encoder.seed=0"], CheckpointError, ""
     if case == "missing":
         ckpt, match = tmp_path / "nope.ckpt", "does not exist"
     elif case == "not_a_checkpoint":
@@ -275,11 +277,13 @@ def test_bad_checkpoints_are_named(tmp_path, adain_run, bench_dirs, case):
         save_image(torch.rand(3, 8, 8), tmp_path / "image.png")
         ckpt.write_bytes((tmp_path / "image.png").read_bytes())
     elif case == "mismatch":
-        ckpt, seed, error = adain_run[1], "metric_encoder.seed=7", EncoderMismatchError  # another random encoder
+        # Another random encoder than the one the exported decoder records (the default is its own record).
+        ckpt, error = adain_run[1], EncoderMismatchError
+        chosen = ["model_encoder.weights=random", "model_encoder.seed=7"]
     else:
         ckpt, match = write_malicious_checkpoint(tmp_path / "evil.ckpt", tmp_path / "code_ran"), "refused"
-    cfg = compose("evaluate", f"ckpt={ckpt}", *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random", seed,
-                  "trainer=cpu", "logger=none", output_dir=tmp_path / "eval")
+    cfg = compose("evaluate", f"ckpt={ckpt}", *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random",
+                  *chosen, "trainer=cpu", "logger=none", output_dir=tmp_path / "eval")
     with pytest.raises(error, match=str(ckpt)) as info:
         run(cfg)
     assert match in str(info.value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,6 +227,17 @@ def parse_share(value: str) -> bool:
     return lowered in ("true", "yes", "1")
 
 
+def check_free(host: str, port: int) -> None:
+    """A ConfigError naming ``host:port`` when it cannot be served on (taken, or not this machine's address)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host"
+        ) from None
+
+
 def run_demo(args: argparse.Namespace) -> None:
     """Load the model once, then serve the page until interrupted (errors before the server starts are raised)."""
     if not 0 < args.port < 65536:
@@ -233,6 +245,7 @@ def run_demo(args: argparse.Namespace) -> None:
     if args.max_long_side < 0:
         raise ConfigError(f"--max-long-side must be >= 0 (0 keeps the content's size), got {args.max_long_side}")
     share = parse_share(args.share)
+    check_free(args.host, args.port)  # before the model loads: a busy port answers at once
     device = resolve_device(args.device, "--device")
     styliser = load_model(args.checkpoint, encoder_arg(args), device)
     if device.type == "cuda":

@@ -89,7 +89,14 @@ def report(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-prepare``; returns 0, or 1 with a one-line error on bad input."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return run_command(lambda: report(args))
+    try:
+        return run_command(lambda: report(args))
+    except KeyboardInterrupt:  # the finished shards are on disk, the manifest names them: a rerun continues
+        print(
+            f"interrupted: the shards finished so far are kept in {args.dst}; run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

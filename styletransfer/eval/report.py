@@ -187,9 +187,15 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
     for model in models:
         info = model["info"]
         enc = info.get("encoder") or {}
+        random = enc.get("weights") == "random" or enc.get("fallback_used")
+        weights = (
+            "RANDOM (a test or offline run: results show the pipeline, not the method)"
+            if random
+            else enc.get("used", enc.get("weights"))
+        )
         lines.append(
             f"- **{model['label']}**: {info.get('method')} {info.get('kind', '')} `{info.get('path', '')}`; "
-            f"encoder {enc.get('arch')} / {enc.get('weights')} (fingerprint {enc.get('fingerprint')})"
+            f"encoder {enc.get('arch')} / {weights} (fingerprint {enc.get('fingerprint')})"
         )
     lines += ["", "## Metrics", ""]
     for name, (text, _) in {**PAIR_METRICS, **SET_METRICS}.items():

@@ -297,9 +297,9 @@ def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Can
     the configured ``method``'s own candidate (a method evaluated from its config, e.g. method=gatys)."""
     ckpts = plain["ckpt"]
     ckpts = [] if ckpts is None else ([ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts))
-    model_encoder = dict(plain["model_encoder"])
-    if not model_encoder.get("weights"):
-        model_encoder = plain["metric_encoder"]
+    # The encoder for decoder files when given; else each file's own record (a Lightning .ckpt always uses the
+    # encoder stored in it).
+    model_encoder = dict(plain["model_encoder"]) if plain["model_encoder"].get("weights") else None
     precision = str(plain["trainer"]["precision"])
     options = {
         "channels_last": bool(plain["channels_last"]),

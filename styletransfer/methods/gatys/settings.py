@@ -136,8 +136,8 @@ class GatysSettings:
 
     def _weights(self) -> dict[str, Any]:
         for name in ("content_weight", "style_weight", "tv_weight"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"method.{name}={getattr(self, name)} must be >= 0")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"method.{name}={getattr(self, name)} must be a finite number >= 0")
         if self.tv_power not in (1, 2):
             raise ConfigError(f"method.tv_power={self.tv_power}: use 2 (squared differences) or 1 (absolute)")
         style_blend = _optional_list(self.style_blend, "method.style_blend", float)
@@ -152,8 +152,8 @@ class GatysSettings:
         }
 
     def _optimiser(self) -> dict[str, Any]:
-        if not self.lr > 0:
-            raise ConfigError(f"method.lr={self.lr} must be > 0")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"method.lr={self.lr} must be a finite number > 0")
         betas = [float(b) for b in _plain_list(self.betas, "method.betas")]
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"method.betas={betas}: give two decays in [0, 1), e.g. [0.9, 0.999]")
