@@ -71,6 +71,27 @@ def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(t
     assert "wrote 4 image(s)" in capsys.readouterr().out
 
 
+def test_a_missing_or_unreadable_single_content_is_one_line(tmp_path, capsys):
+    """A content that does not exist is named before the model loads (the model file here does not exist either);
+    an unreadable single content is named once, in the one error; one image is no "0.0 img/s"."""
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32), style)
+    assert main([str(tmp_path / "missing.pth"), "--content", str(tmp_path / "nope.jpg"), "--style", str(style)]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: --content {tmp_path / 'nope.jpg'} does not exist (resolved: "
+                                               f"{(tmp_path / 'nope.jpg').resolve()})")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    decoder = _decoder_file(tmp_path)
+    common = ["--style", str(style), "--device", "cpu", "--style-short-side", "0", "--workers", "0"]
+    assert main([str(decoder), "--content", str(broken), *common, "-o", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if "broken.jpg" in line]  # beside the progress bar: no other
+    assert line.startswith("error: no image could be stylised") and "skipped" not in err
+    save_image(torch.rand(3, 24, 32), tmp_path / "one.png")
+    assert main([str(decoder), "--content", str(tmp_path / "one.png"), *common, "-o", str(tmp_path / "b")]) == 0
+    assert "img/s" not in capsys.readouterr().out
+
+
 def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     style = tmp_path / "style.png"
     save_image(torch.rand(3, 32, 32), style)

@@ -100,6 +100,8 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--workers and --writers must be >= 0, got {args.workers} and {args.writers}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
+    if not args.content.exists():
+        raise ConfigError(f"--content {args.content} does not exist (resolved: {args.content.resolve()})")
     if args.output.exists() and not args.output.is_dir():
         raise ConfigError(f"--output {args.output} is a file: give a folder (it is made if missing)")
     if not args.style:
@@ -229,12 +231,11 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         args.writers,
         args.quality,
     )
-    for reason in run.skipped:
-        log.warning("skipped: %s", reason)
+    if not run.written:  # each reason once, in the one error
+        raise ConfigError(f"no image could be stylised from {args.content}: {'; '.join(run.skipped)}")
     if run.skipped:
         print(f"skipped {len(run.skipped)} image(s):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
-    if not run.written:
-        raise ConfigError(f"no image could be stylised from {args.content}")
-    steady = f"; {run.steady_images / run.steady_seconds:.1f} img/s after the first batch" if run.steady_seconds else ""
+    rate = run.steady_images / run.steady_seconds if run.steady_images and run.steady_seconds else None
+    steady = f"; {rate:.1f} img/s after the first batch" if rate else ""
     print(f"wrote {len(run.written)} image(s) to {args.output}{steady}")
     return run.written
