@@ -53,7 +53,7 @@ MEMINFO = Path("/proc/meminfo")
 @dataclass(frozen=True)
 class Span:
     """One window along one axis: pixels [start, end) are encoded, [keep0, keep1) go into the output, and the
-    relu4_1 positions of pixels [own0, own1) count for the statistics (own1 = -1: to the window's end)."""
+    pixels [own0, own1) count for a global-statistics pass (own1 = -1: to the window's end)."""
 
     start: int
     end: int

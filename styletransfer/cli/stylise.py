@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="N",
         help="stylise an image with a side over N px in "
-        "overlapping N x N tiles with the whole image's AdaIN statistics (bounded memory, any size); default auto: N "
+        "overlapping N x N tiles with the whole image's statistics, for models that tile (bounded memory, any size); "
+        "default auto: N "
         "from the free device memory (RAM on a CPU); 0 never tiles",
     )
     add("--bf16", action="store_true", help="bfloat16 autocast (GPU; slow on most CPUs)")
