@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +25,10 @@ from styletransfer.runtime.wandb_mode import choose_wandb_mode
 
 log = logging.getLogger(__name__)
 
+#: Lightning warnings about what the project does on purpose, which a user cannot act on: the frozen encoder stays
+#: in eval mode, and Lightning 2.6's own use of a deprecated torch pytree name.
+QUIET_WARNINGS = (r".*module\(s\) in eval mode.*", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train the configured method on the configured data; return the final metrics as floats.
@@ -32,6 +37,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     temporaries of a killed earlier run in it are removed first.
     """
     output_dir = Path(cfg.paths.output_dir)
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        return _locked_run(cfg, output_dir)
+
+
+def _locked_run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if rank_zero_only.rank != 0:
         return _run(cfg, output_dir)
     with ExitStack() as held:

@@ -212,3 +212,16 @@ def test_the_progress_bar_counts_steps_towards_max_steps(photo_dirs, tmp_path, c
     for step in (2, 4, 6):  # one bar for the run, though 6 steps at batch 2 over 4 photos span 3 epochs
         assert f"step: {100 * step / 6:3.0f}%" in bar and f"| {step}/6 [" in bar
     assert "Epoch " not in bar and "it/s" in bar and "loss/total=" in bar
+
+
+def test_a_run_shows_no_warning_a_user_cannot_act_on(photo_dirs, tmp_path):
+    """Lightning's "modules in eval mode" (the frozen encoder, on purpose) and its own deprecated pytree call are
+    not shown to the user."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "trainer.max_steps=1",
+                         run_dir=tmp_path / "run")
+    shown = [str(w.message) for w in caught]
+    assert not [m for m in shown if "eval mode" in m or "LeafSpec" in m], shown
