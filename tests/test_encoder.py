@@ -209,6 +209,7 @@ def test_imagenet_missing_without_download_names_cache_path(empty_hub: Path, no_
     message = str(info.value)
     assert str(empty_hub) in message
     assert "encoder.weights=random" in message and "encoder.weights=/path/to/file.pth" in message
+    assert "styletransfer-weights fetch vgg19" in message and "evaluate.py's keys are metric_encoder.*" in message
     assert no_network == []
 
 

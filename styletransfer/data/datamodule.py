@@ -120,7 +120,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
         if self.drop_last and n_content < self.batch_size:
             raise ConfigError(
                 f"data.batch_size ({self.batch_size}) is larger than the {n_content} content images "
-                f"under {where}: with data.drop_last=true no batch would be produced; lower "
+                f"under {where}: every batch holds data.batch_size pairs, so none would be produced; lower "
                 f"data.batch_size or add images"
             )
 

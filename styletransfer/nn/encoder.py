@@ -61,8 +61,9 @@ _CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
 def _ways_out(cache: Path | None = None) -> str:
     cache = cache or imagenet_cache_path()
     return (
-        "Ways out:\n"
-        f"  1. put torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) at\n       {cache}\n"
+        "Ways out (evaluate.py's keys are metric_encoder.*):\n"
+        f"  1. styletransfer-weights fetch vgg19 (where there is internet; it verifies and installs the file), or put "
+        f"torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) at\n       {cache}\n"
         "  2. pass encoder.weights=/path/to/file.pth (a torchvision-layout VGG-19 state dict, or the AdaIN "
         "release's vgg_normalised.pth)\n"
         "  3. pass encoder.weights=random for tests/demos only (MEANINGLESS results), or encoder.fallback=random "
