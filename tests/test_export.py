@@ -25,6 +25,7 @@ from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
 from styletransfer.methods.adain.onnx_graphs import upsample_to  # noqa: E402
 from styletransfer.apps.onnx_runtime import OnnxModel, style_graph_path  # noqa: E402
 from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
+from styletransfer.runtime.errors import CheckpointError  # noqa: E402
 
 
 def _image(path: Path, height: int, width: int, seed: int) -> Path:
@@ -164,3 +165,19 @@ def test_bad_inputs_are_one_line_errors(exported, images, tmp_path, capsys):
     lonely.write_bytes(Path(model).read_bytes())
     assert stylise_main([str(lonely), "--runtime", "onnx", "-s", str(images["a"]), *common]) == 1
     assert "style graph" in _error(capsys)
+
+
+def test_a_flipped_weight_byte_in_an_exported_graph_is_refused(exported, tmp_path):
+    """Every exported graph records the SHA-256 of its initialisers; a changed weight (a corrupted disk, a bad copy)
+    is refused naming the file, never used."""
+    model = onnx.load(str(exported[0]))
+    weight = max(model.graph.initializer, key=lambda init: len(init.raw_data))
+    raw = bytearray(weight.raw_data)
+    raw[len(raw) // 2] ^= 0x01
+    weight.raw_data = bytes(raw)
+    damaged = tmp_path / "model.onnx"
+    onnx.save(model, str(damaged))
+    (tmp_path / "model.style.onnx").write_bytes(style_graph_path(exported[0]).read_bytes())
+    with pytest.raises(CheckpointError, match=f"{damaged} is damaged: its weights do not match"):
+        OnnxModel.beside(damaged)
+    assert OnnxModel.beside(exported[0]).style is not None  # the untouched export opens

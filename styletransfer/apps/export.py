@@ -27,10 +27,12 @@ from styletransfer.apps.onnx_runtime import (
     META_CODE,
     META_METHOD,
     META_MODEL,
+    META_WEIGHTS,
     check_names,
     graph_path,
     open_session,
     providers,
+    weights_checksum,
 )
 from styletransfer.apps.stylise import encoder_arg
 from styletransfer.protocol.model import OnnxGraph, StyleModel
@@ -84,7 +86,11 @@ def _write(graph: OnnxGraph, path: Path, opset: int, metadata: dict[str, str]) -
             )
         if program is None:  # torch.onnx.export(dynamo=True) always returns the program
             raise RuntimeError("torch.onnx.export returned no ONNX program")
-        program.model.metadata_props.update(metadata)
+        initialisers = program.model.graph.initializers.items()
+        weights = weights_checksum(
+            (name, value.const_value.numpy()) for name, value in initialisers if value.const_value is not None
+        )
+        program.model.metadata_props.update({**metadata, META_WEIGHTS: weights})
         program.save(str(partial), external_data=False)
         os.replace(partial, path)
     finally:

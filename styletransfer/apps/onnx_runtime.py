@@ -14,9 +14,10 @@ extra.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,6 +41,8 @@ META_METHOD, META_CODE, META_CAPABILITIES, META_MODEL = (
     "styletransfer.capabilities",
     "styletransfer.model",
 )
+#: Metadata key of every exported graph: the SHA-256 of its initialisers (names and bytes), checked when it is opened.
+META_WEIGHTS = "styletransfer.initialisers_sha256"
 #: What the ONNX path cannot do whatever the method (whole-image graphs of the content's size, no tiling).
 ONNX_LIMITS = {"masks": False, "output_size": False, "tiling": False, "export": False}
 
@@ -100,6 +103,35 @@ def open_session(path: str | os.PathLike, what: str, provider_names: Sequence[st
         ) from None
 
 
+def weights_checksum(named_arrays: Iterable[tuple[str, np.ndarray]]) -> str:
+    """SHA-256 over the initialisers ``(name, array)`` in name order: what a flipped byte in a weight changes."""
+    digest = hashlib.sha256()
+    for name, array in sorted(named_arrays, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def check_weights_checksum(session: Any, path: Path) -> None:
+    """A CheckpointError naming ``path`` when its initialisers differ from the checksum recorded at export (a
+    corrupted disk or an incomplete copy); a graph that records none was not written by this version's export."""
+    import onnx  # the export extra, as onnxruntime
+    from onnx import numpy_helper
+
+    recorded = session.get_modelmeta().custom_metadata_map.get(META_WEIGHTS)
+    if recorded is None:
+        raise CheckpointError(
+            f"{path} records no weights checksum ({META_WEIGHTS}): it was not written by this "
+            "version of styletransfer-export; export the model again"
+        )
+    graph = onnx.load(str(path)).graph
+    if weights_checksum((init.name, numpy_helper.to_array(init)) for init in graph.initializer) != recorded:
+        raise CheckpointError(
+            f"{path} is damaged: its weights do not match the checksum recorded at export (a "
+            "corrupted disk or an incomplete copy); copy or export it again"
+        )
+
+
 def check_names(session: Any, path: Path, what: str, inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """A CheckpointError naming ``path`` unless the session takes ``inputs`` and gives ``outputs``."""
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
@@ -127,6 +159,7 @@ class OnnxModel:
         names = providers(device)
         self.source = str(image_graph)
         self.image = open_session(image_graph, "image graph", names)
+        check_weights_checksum(self.image, Path(image_graph))
         meta = self.image.get_modelmeta().custom_metadata_map
         if META_CODE not in meta:
             raise CheckpointError(
@@ -143,6 +176,7 @@ class OnnxModel:
         self.style = None
         if style_graph is not None and self.capabilities.style_input:
             self.style = open_session(style_graph, "style graph", names)
+            check_weights_checksum(self.style, Path(style_graph))
             check_names(self.style, Path(style_graph), "style graph", (STYLE,), self.code_names)
 
     @classmethod
