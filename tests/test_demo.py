@@ -149,6 +149,22 @@ def test_bad_inputs_are_messages_for_the_page(styliser, images, case, message):
     assert "Traceback" not in caught.value.message
 
 
+def test_the_page_sends_uploads_unprocessed_so_an_unreadable_one_is_named(styliser, images, tmp_path):
+    """Gradio would decode an upload before our code runs and answer a file that is not an image with "Could not
+    preprocess input component at index 0" (and a server traceback): the click sends the uploads as file records,
+    which load_rgb reads, so the page names the input."""
+    app = build_app(styliser)
+    [stylise] = [fn for fn in app.fns.values() if fn.api_name == "stylise"]
+    assert stylise.preprocess is False
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    record = {"path": str(notes), "orig_name": "notes.txt", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(gr.Error) as caught:
+        DemoPredictor(styliser).predict(record, {"path": str(images["a"])}, 1.0, None, None, None, None, 1.0,
+                                        False, None)
+    assert caught.value.message.startswith("content image: cannot read image notes.txt")
+
+
 def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     bogus = tmp_path / "model.ckpt"
     bogus.write_bytes(b"not a checkpoint")

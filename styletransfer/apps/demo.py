@@ -14,8 +14,9 @@ import argparse
 import logging
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import torch
@@ -109,6 +110,14 @@ def _masks(path: str | None, content: Image.Image, n_styles: int) -> list[Tensor
     return [white] if n_styles == 1 else [white, 1.0 - white]
 
 
+def uploaded(value: Any) -> str | None:
+    """An image input's file path: the page sends its upload unprocessed (``preprocess=False``: Gradio would decode
+    it first and answer a file it cannot read with a generic error), as a file record or, from Python, a path."""
+    if isinstance(value, Mapping):
+        value = value.get("path")
+    return str(value) if value else None
+
+
 class DemoPredictor:
     """What the page's button runs: reads the uploads, checks them and stylises with the one loaded model."""
 
@@ -121,10 +130,10 @@ class DemoPredictor:
 
         Returns the stylised image; a bad input raises ``gr.Error`` with a message for the page.
         """
-        slots = [(inputs[2 * k], inputs[2 * k + 1]) for k in range(STYLE_SLOTS)]
+        slots = [(uploaded(inputs[2 * k]), inputs[2 * k + 1]) for k in range(STYLE_SLOTS)]
         alpha, preserve_colour, mask = inputs[2 * STYLE_SLOTS :]
         try:
-            return self._stylise(content, slots, alpha, bool(preserve_colour), mask)
+            return self._stylise(uploaded(content), slots, alpha, bool(preserve_colour), uploaded(mask))
         except StyleTransferError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -215,7 +224,10 @@ def build_app(styliser: StyleModel, max_long_side: int = 1024) -> gr.Blocks:
             )
             colour = gr.Checkbox(label="preserve the content's colours", elem_id="colour", scale=1)
             button = gr.Button("Stylise", variant="primary", elem_id="run", scale=1)
-        button.click(predictor.predict, [content, *styles, alpha, colour, mask], output, api_name="stylise")
+        # Unprocessed inputs: each upload is read by load_rgb, so a file that is not an image is named in the page.
+        button.click(
+            predictor.predict, [content, *styles, alpha, colour, mask], output, api_name="stylise", preprocess=False
+        )
     return app
 
 
