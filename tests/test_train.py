@@ -14,7 +14,7 @@ import yaml
 from hydra.utils import instantiate
 
 from conftest import compose, run_train, train_in_process
-from styletransfer.runtime.errors import EncoderWeightsError
+from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 TINY = [
     "trainer=cpu",
@@ -225,3 +225,11 @@ def test_a_run_shows_no_warning_a_user_cannot_act_on(photo_dirs, tmp_path):
                          run_dir=tmp_path / "run")
     shown = [str(w.message) for w in caught]
     assert not [m for m in shown if "eval mode" in m or "LeafSpec" in m], shown
+
+
+def test_a_key_added_with_a_typo_names_the_setting_meant(photo_dirs, tmp_path):
+    """Hydra answers `trainer.max_step=5` with "append with +trainer.max_step"; the run then names the key meant
+    instead of a TypeError from the Trainer."""
+    with pytest.raises(ConfigError, match=r"^max_step is not a setting of Trainer: did you mean max_steps\?"):
+        train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "+trainer.max_step=5",
+                         run_dir=tmp_path / "run")

@@ -3,6 +3,9 @@ config resolvers (``${sweep_name:}``), registered when this module is first impo
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,10 +13,11 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from hydra.utils import get_class as locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from styletransfer.runtime.errors import StyleTransferError
+from styletransfer.runtime.errors import ConfigError, StyleTransferError
 
 
 def instantiate_checked(config: Any, **kwargs: Any) -> Any:
@@ -26,7 +30,24 @@ def instantiate_checked(config: Any, **kwargs: Any) -> Any:
         cause = exc.__cause__
         if isinstance(cause, StyleTransferError):
             raise cause from None
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        if isinstance(cause, TypeError) and unknown and isinstance(config, Mapping):
+            raise ConfigError(_unknown_key(config, unknown.group(1))) from None
         raise
+
+
+def _unknown_key(config: Mapping[str, Any], key: str) -> str:
+    """The message for a key ``config``'s ``_target_`` does not take (a typo made with Hydra's ``+key=`` hint)."""
+    target = str(config.get("_target_", "?"))
+    try:
+        taken = list(inspect.signature(locate(target)).parameters)
+    except (ImportError, TypeError, ValueError):
+        taken = []
+    close = difflib.get_close_matches(key, taken, n=1)
+    meant = f": did you mean {close[0]}?" if close else ""
+    return (
+        f"{key} is not a setting of {target.rsplit('.', 1)[-1]}{meant} (a key added with +{key}=... is passed on as is)"
+    )
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
