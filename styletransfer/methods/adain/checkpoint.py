@@ -34,11 +34,14 @@ RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
 EncoderArg = Mapping | str | os.PathLike | VGGEncoder | None
 
 
-def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0) -> None:
+def save_decoder(
+    decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0, transform: str = "adain"
+) -> None:
     """Write an inference-ready decoder file atomically (temporary file, then rename).
 
     It holds the decoder's state dict (release layout keys), the spec of the encoder it was trained behind
-    (with its fingerprint) and the step; it loads with ``torch.load(weights_only=True)``.
+    (with its fingerprint), the feature transform it was trained with and the step; it loads with
+    ``torch.load(weights_only=True)``.
     """
     payload = {
         "format": DECODER_FORMAT,
@@ -46,6 +49,7 @@ def save_decoder(decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: P
         "step": int(step),
         "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
         "encoder": dict(encoder_spec),
+        "transform": str(transform),
     }
     save_atomic(payload, path)
 
@@ -173,6 +177,16 @@ def file_kind(obj: object) -> str | None:
     if obj.get("format") == DECODER_FORMAT:
         return "exported"
     return "release" if _is_release_decoder(obj) else None
+
+
+def file_transform(obj: object) -> str:
+    """The feature transform an AdaIN file's decoder was trained with (files from before transforms: AdaIN)."""
+    if isinstance(obj, Mapping) and file_kind(obj) == "lightning":
+        hparams = obj.get("hyper_parameters")
+        return str((hparams if isinstance(hparams, Mapping) else {}).get("transform", "adain"))
+    if isinstance(obj, Mapping) and file_kind(obj) == "exported":
+        return str(obj.get("transform", "adain"))
+    return "adain"
 
 
 def read_model(

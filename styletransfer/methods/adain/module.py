@@ -16,8 +16,10 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
+from styletransfer.methods.adain.transforms import check_transform, style_code
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
@@ -58,8 +60,10 @@ class AdaINModule(pl.LightningModule):
         compile: bool | str = False,
         grid_dir: str = "val_grids",
         export_decoder: bool = True,
+        transform: str = "adain",
     ) -> None:
         super().__init__()
+        self.transform = check_transform(transform)
         style_layers = list(check_layers(style_layers, "method.style_layers"))
         numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
         for name, value in numbers.items():
@@ -97,6 +101,7 @@ class AdaINModule(pl.LightningModule):
                 "compile": mode or False,
                 "grid_dir": str(grid_dir),
                 "export_decoder": bool(export_decoder),
+                "transform": self.transform,
             }
         )
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -116,7 +121,18 @@ class AdaINModule(pl.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
-        """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``."""
+        """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``
+        (``transforms.stylise_transform`` for a transform other than AdaIN)."""
+        if self.transform != "adain":
+            return transforms.stylise_transform(
+                self.transform,
+                self.encoder,
+                self.decoder,
+                content,
+                [style],
+                alpha=alpha,
+                channels_last=self.hparams.channels_last,
+            )
         return stylise(
             self.encoder, self.decoder, content, [style], alpha=alpha, channels_last=self.hparams.channels_last
         )
@@ -152,7 +168,10 @@ class AdaINModule(pl.LightningModule):
             else:
                 style_feats = self.encoder(style)
                 c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
-            return style_feats, adain(c_feat, style_feats[BOTTLENECK])
+            if self.transform == "adain":  # the reference's computation, bit for bit
+                return style_feats, adain(c_feat, style_feats[BOTTLENECK])
+            code = style_code(self.transform, style_feats[BOTTLENECK])
+            return style_feats, transforms.apply(self.transform, c_feat, code)
 
     def _loss_terms(self, content: Tensor, style: Tensor, weights: tuple[float, float]) -> dict[str, Tensor]:
         """``losses`` itself, eager; ``weights`` are (content, style) as Python numbers (constants when compiled)."""
@@ -161,7 +180,10 @@ class AdaINModule(pl.LightningModule):
         decoded = self.decoder(target, output_size=tuple(content.shape[-2:]))
         decoded_feats = self.encoder(decoded)
         loss_c = content_loss(decoded_feats[BOTTLENECK], target)
-        loss_s, per_layer = mean_std_style_loss(decoded_feats, style_feats, self.style_layers)
+        if self.transform == "adain":
+            loss_s, per_layer = mean_std_style_loss(decoded_feats, style_feats, self.style_layers)
+        else:
+            loss_s, per_layer = transforms.style_loss(self.transform, decoded_feats, style_feats, self.style_layers)
         total = weights[0] * loss_c + weights[1] * loss_s
         out = {"loss/total": total, "loss/content": loss_c, "loss/style": loss_s}
         out.update({f"loss/style/{name}": value for name, value in per_layer.items()})
@@ -296,4 +318,4 @@ class AdaINModule(pl.LightningModule):
         if not self.hparams.export_decoder or self._trainer is None or not self.trainer.is_global_zero:
             return
         path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoder.pth"
-        save_decoder(self.decoder, self.encoder.spec, path, step=self.global_step)
+        save_decoder(self.decoder, self.encoder.spec, path, step=self.global_step, transform=self.transform)

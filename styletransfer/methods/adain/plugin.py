@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from styletransfer.methods.adain.checkpoint import EncoderArg, file_kind, read_model
+from styletransfer.methods.adain.checkpoint import EncoderArg, file_kind
 from styletransfer.methods.adain.styliser import Styliser
 
 NAME = "adain"
@@ -35,7 +35,5 @@ def load(
     compile: bool | str = False,
 ) -> Styliser:
     """The Styliser of a loaded AdaIN file (see ``checkpoint.read_model`` for the encoder it runs behind)."""
-    enc, dec, kind = read_model(obj, path, encoder)
-    return Styliser.from_parts(
-        enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16, compile=compile
-    )
+    options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
+    return Styliser.from_loaded(obj, path, encoder, device, **options)

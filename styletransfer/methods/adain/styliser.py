@@ -9,27 +9,32 @@ import functools
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from styletransfer.data.images import to_unit_float
 from styletransfer.methods.adain import onnx_graphs
-from styletransfer.methods.adain.checkpoint import EncoderArg, load_model
+from styletransfer.methods.adain.checkpoint import EncoderArg, file_transform, read_model
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
     AdaINDecoder,
     Core,
     StyleStats,
     check_style_controls,
+    encode,
     style_stats,
     stylise,
     stylise_core,
 )
 from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
+from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.padding import use_fast_reflection_padding
+from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import Capabilities, as_batch, style_list
 from styletransfer.protocol.model import OnnxGraph, TilingNeeds
 from styletransfer.runtime.errors import ConfigError
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 #: What AdaIN supports: every control, tiling and export.
 CAPABILITIES = Capabilities(min_side=MIN_SIDE)
+#: What the other transforms (``transforms``) support so far: no masks, tiling or export.
+OTHER_TRANSFORMS = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -70,8 +77,12 @@ class Styliser(nn.Module):
         channels_last: bool = False,
         bf16: bool = False,
         compile: bool | str = False,
+        transform: str = "adain",
     ) -> None:
         super().__init__()
+        self.transform = check_transform(transform)
+        #: Other transforms than AdaIN have no masked, tiled or exported path yet (their codes need their own).
+        self.capabilities = CAPABILITIES if transform == "adain" else OTHER_TRANSFORMS
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
         self.encoder = encoder
@@ -97,11 +108,17 @@ class Styliser(nn.Module):
         bf16: bool = False,
         compile: bool | str = False,
     ) -> Styliser:
-        """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``load_model``)."""
-        enc, dec, kind = load_model(path, encoder)
-        return cls.from_parts(
-            enc, dec, str(path), kind, device, channels_last=channels_last, bf16=bf16, compile=compile
-        )
+        """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``)."""
+        options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
+        return cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, **options)
+
+    @classmethod
+    def from_loaded(
+        cls, obj: object, path: str | os.PathLike, encoder: EncoderArg, device: str | torch.device, **options: Any
+    ) -> Styliser:
+        """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records."""
+        enc, dec, kind = read_model(obj, path, encoder)
+        return cls.from_parts(enc, dec, str(path), kind, device, transform=file_transform(obj), **options)
 
     @classmethod
     def from_parts(
@@ -111,10 +128,10 @@ class Styliser(nn.Module):
         source: str,
         kind: str,
         device: str | torch.device = "cpu",
-        **options: bool | str,
+        **options: Any,
     ) -> Styliser:
         """A Styliser of loaded parts on ``device``, warning once when the encoder is random."""
-        model = cls(encoder, decoder, source=source, kind=kind, **options).to(device)  # type: ignore[arg-type]
+        model = cls(encoder, decoder, source=source, kind=kind, **options).to(device)
         if model.warning():
             log.warning("%s", model.warning())
         return model
@@ -129,7 +146,13 @@ class Styliser(nn.Module):
 
     def describe(self) -> dict:
         """Method, file, kind of file and the encoder it was trained behind (recorded in reports)."""
-        return {"method": self.method, "path": self.source, "kind": self.kind, "encoder": self.encoder_spec}
+        return {
+            "method": self.method,
+            "path": self.source,
+            "kind": self.kind,
+            "transform": self.transform,
+            "encoder": self.encoder_spec,
+        }
 
     def warning(self) -> str | None:
         """Says so when the decoder was trained behind a random encoder (a test or offline run)."""
@@ -181,12 +204,12 @@ class Styliser(nn.Module):
         """relu4_1 (mean, std) of each style (batch 1): AdaIN's style code, to pass as ``stylise(...,
         style_codes=...)`` across calls (a few KB instead of a feature map)."""
         self._prepare()
+        images = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         with self._autocast():
-            return style_stats(
-                self.encoder,
-                [self._images(s, f"style {k}") for k, s in enumerate(styles)],
-                channels_last=self.channels_last,
-            )
+            if self.transform != "adain":  # the transform's code of each style's relu4_1 features
+                features = [encode(self.encoder, image, self.channels_last) for image in images]
+                return [style_code(self.transform, feature) for feature in features]  # type: ignore[misc]
+            return style_stats(self.encoder, images, channels_last=self.channels_last)
 
     @torch.no_grad()
     def stylise(
@@ -207,6 +230,23 @@ class Styliser(nn.Module):
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(style_list(styles))]
         content = self._images(content, "content")
+        if self.transform != "adain":
+            if masks is not None:
+                raise ConfigError(f"masks need the adain transform; this model was trained with {self.transform}")
+            with self._autocast():
+                return stylise_transform(
+                    self.transform,
+                    self.encoder,
+                    self.decoder,
+                    content,
+                    styles,
+                    weights=weights,
+                    alpha=alpha,
+                    preserve_colour=preserve_colour,
+                    output_size=output_size,
+                    style_codes=style_codes,
+                    channels_last=self.channels_last,
+                )
         with self._autocast():
             return stylise(
                 self.encoder,
@@ -223,9 +263,10 @@ class Styliser(nn.Module):
                 core=self._core(content),
             )
 
-    def tiling(self) -> TilingNeeds:
-        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``)."""
-        return tiling_needs(self.bf16)
+    def tiling(self) -> TilingNeeds | None:
+        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``); None for
+        the other transforms (EFDM's global sort has no tiled pass yet)."""
+        return tiling_needs(self.bf16) if self.transform == "adain" else None
 
     @torch.no_grad()
     def tiled(
@@ -259,5 +300,7 @@ class Styliser(nn.Module):
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The image graph (content, alpha, style statistics -> image) and the style graph (style -> statistics);
-        see ``methods/adain/onnx_graphs.py``."""
+        see ``methods/adain/onnx_graphs.py``. Only for the adain transform so far."""
+        if self.transform != "adain":
+            raise ConfigError(f"{self.source}: ONNX export needs the adain transform; this model uses {self.transform}")
         return onnx_graphs.graphs(self.encoder, self.decoder, fp16)

@@ -1,0 +1,155 @@
+"""Feature transforms at the bottleneck (the ``transform`` config group): AdaIN, the default, and AdaMean, AdaStd and
+EFDM from the EFDM paper's code (Zhang et al., CVPR 2022; YBZh/EFDM ``ArbitraryStyleTransfer/function.py`` and
+``net.py``), each with the style loss that trains it.
+
+A transform maps the content's relu4_1 features and the style's *code* to the target the decoder inverts:
+
+* ``adain``: sigma_s (c - mu_c) / sigma_c + mu_s; code (mu_s, sigma_s); loss: MSE of means plus MSE of stds;
+* ``adamean``: c - mu_c + mu_s; code as AdaIN's; loss: MSE of means;
+* ``adastd``: c / sigma_c * sigma_s; code as AdaIN's; loss: MSE of stds;
+* ``efdm``: exact histogram matching: each channel takes the style's sorted values at the content's ranks, with the
+  identity's gradient (straight-through: c + (target - c).detach()); code: the style's sorted values per channel;
+  loss: MSE between a layer's features and the target's sorted values gathered at their ranks.
+
+Statistics are ``nn.stats.mean_std``'s (unbiased variance plus 1e-5, as ``calc_mean_std``). Where the two maps differ
+in size (the authors crop both to one size), EFDM resamples the style's sorted values to the content's count by
+linear interpolation of the sorted sequence (the quantile function), which is the identity at equal sizes.
+Interpolating styles blends codes with the weights: statistics for AdaIN and its ablations, sorted values (each
+resampled to the content's count) for EFDM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styletransfer.methods.adain.model import AdaINDecoder, decode_clamped, encode, encode_styles
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.losses import mean_std_loss
+from styletransfer.nn.stats import mean_std
+from styletransfer.protocol.controls import check_controls
+from styletransfer.runtime.errors import ConfigError
+
+#: The transforms, in the order ``transform=`` lists them; the first is the default.
+TRANSFORMS = ("adain", "adamean", "adastd", "efdm")
+#: A style's code: (mean, std) each (N, C, 1, 1), or EFDM's (sorted values (N, C, n),).
+Code = tuple[Tensor, ...]
+
+
+def check_transform(name: str) -> str:
+    """``name`` if it is a transform, else a ConfigError listing them."""
+    if name not in TRANSFORMS:
+        raise ConfigError(f"method.transform={name!r}: choose one of {', '.join(TRANSFORMS)} (transform=NAME)")
+    return name
+
+
+def sorted_values(features: Tensor, count: int | None = None) -> Tensor:
+    """Each channel's values sorted, (N, C, n) float32; resampled to ``count`` values (linear interpolation of the
+    sorted sequence) when given and different."""
+    values = torch.sort(features.float().flatten(2), dim=-1).values
+    if count is None or count == values.shape[-1]:
+        return values
+    return F.interpolate(values, size=count, mode="linear", align_corners=True)
+
+
+def style_code(transform: str, features: Tensor) -> Code:
+    """The code of style features (N, C, h, w) for ``transform``."""
+    return (sorted_values(features),) if transform == "efdm" else mean_std(features)
+
+
+def blend(codes: Sequence[Code], weights: Sequence[float], count: int) -> Code:
+    """Codes blended with ``weights`` (EFDM's sorted values resampled to ``count`` first)."""
+    if len(codes[0]) == 1:
+        codes = [
+            (
+                F.interpolate(code[0], size=count, mode="linear", align_corners=True)
+                if code[0].shape[-1] != count
+                else code[0],
+            )
+            for code in codes
+        ]
+    return tuple(
+        sum((w * code[i] for w, code in zip(weights, codes)), torch.zeros_like(codes[0][i]))
+        for i in range(len(codes[0]))
+    )
+
+
+def apply(transform: str, content: Tensor, code: Code) -> Tensor:
+    """The target for content features (N, C, H, W) and a style ``code`` (batch 1 or N), in the content's dtype."""
+    if transform == "efdm":
+        flat = content.float().flatten(2)
+        values = code[0]
+        if values.shape[-1] != flat.shape[-1]:
+            values = F.interpolate(values, size=flat.shape[-1], mode="linear", align_corners=True)
+        ranks = flat.argsort(-1).argsort(-1)
+        target = values.expand(flat.shape[0], -1, -1).gather(-1, ranks)
+        return (flat + (target - flat.detach())).view_as(content).to(content.dtype)
+    s_mean, s_std = code
+    c_mean, c_std = mean_std(content)
+    x = content.float()
+    if transform == "adamean":
+        out = x - c_mean + s_mean
+    elif transform == "adastd":
+        out = x / c_std * s_std
+    else:
+        out = (x - c_mean) / c_std * s_std + s_mean
+    return out.to(content.dtype)
+
+
+def efdm_loss(features: Tensor, target: Tensor) -> Tensor:
+    """EFDM's style loss at one layer: MSE between ``features`` and ``target``'s sorted values gathered at the ranks
+    of ``features`` (``target`` resampled to the features' count when the sizes differ)."""
+    flat = features.float().flatten(2)
+    values = sorted_values(target, flat.shape[-1])
+    ranks = flat.argsort(-1).argsort(-1)
+    return F.mse_loss(flat, values.gather(-1, ranks))
+
+
+def style_loss(
+    transform: str, features: Mapping[str, Tensor], targets: Mapping[str, Tensor], layers: Sequence[str]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The style loss that trains ``transform``, summed over ``layers``; returns (total, per-layer losses)."""
+
+    def one(feature: Tensor, target: Tensor) -> Tensor:
+        if transform == "efdm":
+            return efdm_loss(feature, target)
+        if transform == "adain":
+            return mean_std_loss(feature, target)
+        (f_mean, f_std), (t_mean, t_std) = mean_std(feature), mean_std(target)
+        return F.mse_loss(f_mean, t_mean) if transform == "adamean" else F.mse_loss(f_std, t_std)
+
+    per_layer = {name: one(features[name], targets[name]) for name in layers}
+    return torch.stack(list(per_layer.values())).sum(), per_layer
+
+
+@torch.no_grad()
+def stylise_transform(
+    transform: str,
+    encoder: VGGEncoder,
+    decoder: AdaINDecoder,
+    content: Tensor,
+    styles: Sequence[Tensor] = (),
+    *,
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+    preserve_colour: bool = False,
+    output_size: tuple[int, int] | None = None,
+    style_codes: Sequence[Code] | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """``model.stylise`` for a transform other than AdaIN (no masks): encode, blend the styles' codes, apply,
+    alpha trade-off, decode. Returns float32 (N, 3, H, W) in [0, 1]."""
+    cached = len(style_codes) if style_codes is not None and not preserve_colour else len(styles)
+    weights = check_controls(cached, weights, alpha, None) or [1.0]
+    size = (int(output_size[0]), int(output_size[1])) if output_size else (content.shape[-2], content.shape[-1])
+    c_feat = encode(encoder, content, channels_last)
+    if alpha == 0.0:
+        return decode_clamped(decoder, c_feat, c_feat, 1.0, size)
+    if preserve_colour or style_codes is None:
+        features = encode_styles(encoder, styles, content if preserve_colour else None, channels_last)
+        style_codes = [style_code(transform, feature) for feature in features]
+    code = blend(list(style_codes), weights, c_feat.shape[2] * c_feat.shape[3])
+    return decode_clamped(decoder, apply(transform, c_feat.float(), code), c_feat, alpha, size)
