@@ -144,3 +144,66 @@ def test_an_efdm_model_stylises_through_the_command_and_refuses_what_it_lacks(tm
     assert "does not support --mask" in capsys.readouterr().err
     assert export_main([str(path), "-o", str(tmp_path / "m.onnx")]) == 1
     assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def _lively_styliser(transform: str) -> Styliser:
+    """A random decoder whose output spans [0, 1] (He init through the ReLUs, the last layer scaled around grey):
+    the default init's output is almost constant, which would make any agreement trivial."""
+    torch.manual_seed(0)
+    decoder = AdaINDecoder()
+    convs = [m for m in decoder if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for conv in convs:
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            conv.bias.zero_()
+        convs[-1].weight.mul_(0.05)
+        convs[-1].bias.fill_(0.5)
+    return Styliser(build_encoder(RANDOM_ENCODER, ["relu4_1"]), decoder, transform=transform)
+
+
+@pytest.mark.parametrize("name", ["adamean", "adastd"])
+def test_statistics_transforms_tile_with_the_whole_images_statistics(name):
+    """AdaMean and AdaStd, like AdaIN, need only the content's channel statistics: tiled with the whole image's,
+    gathered window by window, the result is the untiled one away from the borders."""
+    from styletransfer.apps import tiling
+    from styletransfer.methods.adain.model import encode
+
+    # The decoder of tests/test_tiling.py: default init, the last conv rescaled for contrast; sides that are multiples
+    # of 8: at 320 x 300 the decoder's exact-size upsampling of the whole image differs from the windows' doublings
+    # across the interior, by up to 0.64 here, AdaIN included (measured; apps/tiling.py says only the edges differ).
+    torch.manual_seed(0)
+    model = Styliser(build_encoder(RANDOM_ENCODER, ["relu4_1"]), AdaINDecoder(), transform=name)
+    g = torch.Generator().manual_seed(5)
+    content = F.interpolate(torch.rand(1, 3, 48, 40, generator=g), size=(320, 304), mode="bicubic").clamp(0, 1)
+    style = torch.rand(1, 3, 64, 64, generator=g)
+    last = [m for m in model.decoder if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        raw = model.decoder(T.apply(name, encode(model.encoder, content), T.style_code(name, encode(model.encoder,
+                                                                                                   style))))
+        scale = 0.15 / raw.std(dim=(0, 2, 3))
+        last.weight.mul_(scale[:, None, None, None])
+        last.bias.mul_(scale).add_(0.5 - scale * raw.mean(dim=(0, 2, 3)))
+    untiled = model.stylise(content, [style])
+    tiled = tiling.stylise_any_size(model, content, [style], max_tile=256)
+    assert float(untiled.std()) > 0.02
+    assert float((tiled - untiled).abs()[..., 16:-16, 16:-16].max()) <= 1e-4
+    assert _lively_styliser("efdm").tiling() is None  # EFDM's sort is global: no tiled pass (refused upstream)
+
+
+def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from styletransfer.apps.export import check_graphs, export_graphs
+    from styletransfer.apps.onnx_runtime import OnnxModel
+
+    model = _lively_styliser("adastd")
+    out = tmp_path / "adastd.onnx"
+    export_graphs(model, out)
+    [(_, diff)] = check_graphs(model, out, sizes=((77, 53),))
+    assert diff < 1e-3
+    onnx_model = OnnxModel.beside(out)
+    assert onnx_model.recorded["transform"] == "adastd" and not onnx_model.capabilities.masks
+    g = torch.Generator().manual_seed(6)
+    content, styles = torch.rand(1, 3, 53, 77, generator=g), [torch.rand(3, 40, 40, generator=g) for _ in range(2)]
+    controls = {"weights": [0.4, 0.6], "alpha": 0.7}
+    assert float((onnx_model.stylise(content, styles, **controls) - model.stylise(content, styles, **controls))
+                 .abs().max()) < 1e-3

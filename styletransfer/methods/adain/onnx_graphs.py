@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
+from styletransfer.methods.adain.transforms import with_stats
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.stats import mean_std
 from styletransfer.protocol.model import OnnxGraph
@@ -53,15 +54,20 @@ class ImageGraph(nn.Module):
     """content, alpha, style statistics -> stylised image: ``stylise`` with precomputed statistics, as one graph.
     In half precision the encoder and decoder run in float16; statistics, AdaIN and the trade-off stay float32."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder) -> None:
+    def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, transform: str = "adain") -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.transform = transform
 
     def forward(self, content: Tensor, alpha: Tensor, style_mean: Tensor, style_std: Tensor) -> Tensor:
         dtype = next(self.decoder.parameters()).dtype
         c_feat = encode(self.encoder, content.to(dtype)).float()
-        target = alpha * adain(c_feat, (style_mean, style_std)) + (1.0 - alpha) * c_feat
+        if self.transform == "adain":
+            moved = adain(c_feat, (style_mean, style_std))
+        else:
+            moved = with_stats(self.transform, c_feat, mean_std(c_feat), (style_mean, style_std))
+        target = alpha * moved + (1.0 - alpha) * c_feat
         decoded = self.decoder(target.to(dtype), (content.shape[2], content.shape[3]), upsample=upsample_to)
         return decoded.float().clamp(0.0, 1.0)
 
@@ -90,7 +96,7 @@ def _style_inputs(height: int, width: int, generator: torch.Generator | None = N
     return (torch.rand(1, 3, width, height, generator=generator),)
 
 
-def graphs(encoder: VGGEncoder, decoder: AdaINDecoder, fp16: bool = False) -> list[OnnxGraph]:
+def graphs(encoder: VGGEncoder, decoder: AdaINDecoder, fp16: bool = False, transform: str = "adain") -> list[OnnxGraph]:
     """The image graph and the style graph of ``encoder`` and ``decoder`` (float16 copies with ``fp16``; the float32
     models stay the reference that ``--check`` compares with)."""
     encoder, decoder = encoder.cpu().eval(), decoder.cpu().eval()
@@ -100,8 +106,8 @@ def graphs(encoder: VGGEncoder, decoder: AdaINDecoder, fp16: bool = False) -> li
     image = OnnxGraph(
         role="image",
         suffix="",
-        module=ImageGraph(*exported),
-        reference=ImageGraph(encoder, decoder),
+        module=ImageGraph(*exported, transform),
+        reference=ImageGraph(encoder, decoder, transform),
         inputs=_image_inputs(64, 56),
         input_names=("content", "alpha", *CODE_NAMES),
         output_names=("image",),

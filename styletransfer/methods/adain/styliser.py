@@ -45,8 +45,13 @@ log = logging.getLogger(__name__)
 MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 #: What AdaIN supports: every control, tiling and export.
 CAPABILITIES = Capabilities(min_side=MIN_SIDE)
-#: What the other transforms (``transforms``) support so far: no masks, tiling or export.
-OTHER_TRANSFORMS = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
+#: Transforms whose code is the style's channel statistics: tiled with the whole image's statistics, exported with
+#: the same two graphs as AdaIN.
+STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
+#: What AdaMean and AdaStd support so far: no masks (masked AdaIN's per-region statistics are AdaIN's).
+STATISTICS_ONLY = Capabilities(masks=False, min_side=MIN_SIDE)
+#: What EFDM supports so far: no masks, tiling (its sort is global) or export.
+SORTED_ONLY = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -81,8 +86,8 @@ class Styliser(nn.Module):
     ) -> None:
         super().__init__()
         self.transform = check_transform(transform)
-        #: Other transforms than AdaIN have no masked, tiled or exported path yet (their codes need their own).
-        self.capabilities = CAPABILITIES if transform == "adain" else OTHER_TRANSFORMS
+        #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
+        self.capabilities = {"adain": CAPABILITIES, "efdm": SORTED_ONLY}.get(transform, STATISTICS_ONLY)
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
         self.encoder = encoder
@@ -266,7 +271,7 @@ class Styliser(nn.Module):
     def tiling(self) -> TilingNeeds | None:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``); None for
         the other transforms (EFDM's global sort has no tiled pass yet)."""
-        return tiling_needs(self.bf16) if self.transform == "adain" else None
+        return tiling_needs(self.bf16) if self.transform in STATISTICS_TRANSFORMS else None
 
     @torch.no_grad()
     def tiled(
@@ -296,11 +301,15 @@ class Styliser(nn.Module):
             lambda window: self._images(window, "content"),
             self.channels_last,
             self._autocast,
+            self.transform,
         )
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The image graph (content, alpha, style statistics -> image) and the style graph (style -> statistics);
-        see ``methods/adain/onnx_graphs.py``. Only for the adain transform so far."""
-        if self.transform != "adain":
-            raise ConfigError(f"{self.source}: ONNX export needs the adain transform; this model uses {self.transform}")
-        return onnx_graphs.graphs(self.encoder, self.decoder, fp16)
+        see ``methods/adain/onnx_graphs.py``. For the statistics transforms (adain, adamean, adastd)."""
+        if self.transform not in STATISTICS_TRANSFORMS:
+            raise ConfigError(
+                f"{self.source}: ONNX export needs a statistics transform (adain, adamean, adastd); "
+                f"this model uses {self.transform}"
+            )
+        return onnx_graphs.graphs(self.encoder, self.decoder, fp16, self.transform)

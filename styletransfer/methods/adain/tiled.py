@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from torch import Tensor
 
 from styletransfer.methods.adain.model import AdaINDecoder, StyleStats, _stats_for, decode_clamped, encode, mix_stats
+from styletransfer.methods.adain.transforms import with_stats
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import RunningStats
 from styletransfer.protocol.model import TilingNeeds
@@ -63,8 +64,10 @@ class TiledAdaIN:
         to_device: Callable[[Tensor], Tensor],
         channels_last: bool,
         autocast: Callable[[], AbstractContextManager],
+        transform: str = "adain",
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
+        self.transform = transform  # a statistics transform (adain, adamean, adastd): ``transforms.with_stats``
         self.alpha = float(alpha)
         self.to_device = to_device
         self.channels_last = channels_last
@@ -97,6 +100,5 @@ class TiledAdaIN:
         if self.style is not None:
             if self._transform is None:  # pass 1 is over: the content's global statistics, once
                 self._transform = (self.content_stats.mean_std(features.device), self.style)
-            (c_mean, c_std), (s_mean, s_std) = self._transform
-            target = (features.float() - c_mean) / c_std * s_std + s_mean
+            target = with_stats(self.transform, features.float(), *self._transform)
         return decode_clamped(self.decoder, target, features, self.alpha, (window.shape[-2], window.shape[-1]))

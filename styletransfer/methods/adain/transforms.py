@@ -87,16 +87,18 @@ def apply(transform: str, content: Tensor, code: Code) -> Tensor:
         ranks = flat.argsort(-1).argsort(-1)
         target = values.expand(flat.shape[0], -1, -1).gather(-1, ranks)
         return (flat + (target - flat.detach())).view_as(content).to(content.dtype)
-    s_mean, s_std = code
-    c_mean, c_std = mean_std(content)
-    x = content.float()
+    return with_stats(transform, content.float(), mean_std(content), (code[0], code[1])).to(content.dtype)
+
+
+def with_stats(transform: str, x: Tensor, content: tuple[Tensor, Tensor], style: tuple[Tensor, Tensor]) -> Tensor:
+    """A statistics transform (adain, adamean, adastd) of float32 features ``x`` given the content's (mean, std) and
+    the style's: tiling passes the whole image's content statistics, gathered window by window."""
+    (c_mean, c_std), (s_mean, s_std) = content, style
     if transform == "adamean":
-        out = x - c_mean + s_mean
-    elif transform == "adastd":
-        out = x / c_std * s_std
-    else:
-        out = (x - c_mean) / c_std * s_std + s_mean
-    return out.to(content.dtype)
+        return x - c_mean + s_mean
+    if transform == "adastd":
+        return x / c_std * s_std
+    return (x - c_mean) / c_std * s_std + s_mean
 
 
 def efdm_loss(features: Tensor, target: Tensor) -> Tensor:
