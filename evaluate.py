@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from styletransfer.eval.run import run
 from styletransfer.runtime.errors import StyleTransferError
-from styletransfer.runtime.loggers import log_to_files
+from styletransfer.engine.loggers import log_to_files
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 

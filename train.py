@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from styletransfer.runtime.errors import RunInterrupted, StyleTransferError
-from styletransfer.runtime.instantiate import is_multirun  # importing it registers ${sweep_name:}
-from styletransfer.runtime.loggers import log_to_files
+from styletransfer.engine.instantiate import is_multirun  # importing it registers ${sweep_name:}
+from styletransfer.engine.loggers import log_to_files
 from styletransfer.sweeps.trial import run_trial
 from styletransfer.training import run
 

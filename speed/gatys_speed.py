@@ -41,7 +41,7 @@ from styletransfer.methods.gatys.fast import FastLoop  # noqa: E402
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS  # noqa: E402
 from styletransfer.methods.gatys.losses import GramStyleLoss  # noqa: E402
 from styletransfer.nn.encoder import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from styletransfer.runtime.instantiate import register_resolvers  # noqa: E402
+from styletransfer.engine.instantiate import register_resolvers  # noqa: E402
 from styletransfer.training import run as train  # noqa: E402
 
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}

@@ -15,13 +15,13 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from styletransfer.engine.hydra_callbacks import LockRunDirectory
+from styletransfer.engine.instantiate import instantiate_checked, instantiate_group, uses_wandb
+from styletransfer.engine.interrupt import StopOnSignal
+from styletransfer.engine.wandb_mode import choose_wandb_mode
 from styletransfer.nn.checkpoints import save_final_checkpoint
 from styletransfer.runtime.errors import RunInterrupted
 from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
-from styletransfer.runtime.hydra_callbacks import LockRunDirectory
-from styletransfer.runtime.instantiate import instantiate_checked, instantiate_group, uses_wandb
-from styletransfer.runtime.interrupt import StopOnSignal
-from styletransfer.runtime.wandb_mode import choose_wandb_mode
 
 log = logging.getLogger(__name__)
 

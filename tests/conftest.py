@@ -107,7 +107,7 @@ def compose(config_name: str, *overrides: str, output_dir: Path | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from styletransfer.runtime.instantiate import register_resolvers
+    from styletransfer.engine.instantiate import register_resolvers
 
     register_resolvers()  # train.py does this before Hydra composes (${sweep_name:})
     extra = [] if output_dir is None else [f"paths.output_dir={output_dir}"]

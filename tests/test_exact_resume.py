@@ -134,7 +134,7 @@ def test_loader_refuses_a_foreign_state(tmp_path):
 
 
 class _StopAt(pl.Callback):
-    """What Ctrl-C / SIGTERM do (styletransfer.runtime.interrupt): stop after step ``step``."""
+    """What Ctrl-C / SIGTERM do (styletransfer.engine.interrupt): stop after step ``step``."""
 
     def __init__(self, step: int) -> None:
         self.step = step

@@ -71,7 +71,7 @@ def test_a_second_signal_stops_at_once_with_the_shells_status_and_one_line(signu
     exit 128 + signal (130 for Ctrl-C, not Lightning's 1), one line saying nothing was saved, no traceback."""
     script = (
         "import os, signal, time\n"
-        "from styletransfer.runtime.interrupt import StopOnSignal\n"
+        "from styletransfer.engine.interrupt import StopOnSignal\n"
         "stopper = StopOnSignal()\n"
         "stopper.on_train_start(None, None)\n"
         f"os.kill(os.getpid(), {int(signum)})\n"

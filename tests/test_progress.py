@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import train_in_process
-from styletransfer.runtime.progress import StepProgressBar
+from styletransfer.engine.progress import StepProgressBar
 
 
 class StepProbe(pl.Callback):

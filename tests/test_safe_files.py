@@ -21,8 +21,8 @@ from styletransfer.nn.checkpoints import SafeCheckpointIO
 from styletransfer.nn.weights import safe_load, save_atomic
 from styletransfer.nn.checkpoints import LatestCheckpoint
 from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
-from styletransfer.runtime.finite import StopOnNonFiniteLoss
-from styletransfer.runtime.instantiate import instantiate_group
+from styletransfer.engine.finite import StopOnNonFiniteLoss
+from styletransfer.engine.instantiate import instantiate_group
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, run_directory_lock, write_text_atomic
 
 

@@ -190,7 +190,7 @@ def test_stop_on_non_finite_loss_names_the_first_bad_step():
     from types import SimpleNamespace
 
     from styletransfer.runtime.errors import NonFiniteLossError
-    from styletransfer.runtime.finite import StopOnNonFiniteLoss
+    from styletransfer.engine.finite import StopOnNonFiniteLoss
 
     guard = StopOnNonFiniteLoss(check_every=10)
     trainer = SimpleNamespace(global_step=7, checkpoint_callback=None)  # global_step counts the batch just trained

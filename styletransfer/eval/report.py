@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from styletransfer.engine.loggers import log_image
 from styletransfer.eval.benchmark import Benchmark
 from styletransfer.eval.scorer import PAIR_METRICS, SET_METRICS, UNAVAILABLE
 from styletransfer.runtime.files import write_csv_atomic, write_text_atomic
-from styletransfer.runtime.loggers import log_image
 
 CSV_COLUMNS = ("model", "content", "style", *PAIR_METRICS)
 

@@ -30,6 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from styletransfer.data.images import load_image_tensor, save_image
+from styletransfer.engine.instantiate import instantiate_group, uses_wandb
+from styletransfer.engine.wandb_mode import choose_wandb_mode
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
 from styletransfer.eval.report import (
@@ -48,8 +50,6 @@ from styletransfer.protocol.registry import load_model, plugin_for_target
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.files import write_json_atomic
-from styletransfer.runtime.instantiate import instantiate_group, uses_wandb
-from styletransfer.runtime.wandb_mode import choose_wandb_mode
 
 log = logging.getLogger(__name__)
 

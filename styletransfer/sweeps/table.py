@@ -23,8 +23,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from styletransfer.engine.instantiate import register_resolvers
 from styletransfer.runtime.files import write_csv_atomic, write_json_atomic, write_text_atomic
-from styletransfer.runtime.instantiate import register_resolvers
 from styletransfer.sweeps.direction import direction_of
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from styletransfer.engine.instantiate import is_multirun
 from styletransfer.runtime.errors import NonFiniteLossError
-from styletransfer.runtime.instantiate import is_multirun
 from styletransfer.sweeps.direction import direction_of
 from styletransfer.sweeps.table import STATUS_FILE, failure_reason, write_status
 

@@ -16,6 +16,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.engine.loggers import log_image
+from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
@@ -27,8 +29,6 @@ from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.runtime.loggers import log_image
-from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class AdaINModule(pl.LightningModule):
         if not logs_this_step(self.trainer):  # host time: only the steps the loggers get, and the last
             return losses["loss/total"]
         batch_size = batch["content"].shape[0]
-        self.log_dict(losses, batch_size=batch_size)  # the progress bar shows loss/total (runtime/progress.py)
+        self.log_dict(losses, batch_size=batch_size)  # the progress bar shows loss/total (engine/progress.py)
         self.log("lr", device_scalar(self.lr_schedulers().get_last_lr()[0], self.device), batch_size=batch_size)
         skipped = getattr(self.trainer.datamodule, "num_skipped", None) if self._trainer is not None else None
         if skipped is not None:

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from styletransfer.runtime.finite import FirstNonFinite
+from styletransfer.engine.finite import FirstNonFinite
 
 
 class FiniteWatch:
-    """The first iteration whose loss is not finite (``runtime.finite.FirstNonFinite``, counted by a device
+    """The first iteration whose loss is not finite (``engine.finite.FirstNonFinite``, counted by a device
     iteration counter a CUDA graph can replay) and the last iterate whose loss was finite: device tensors updated
     without a host sync."""
 

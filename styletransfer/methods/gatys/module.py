@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.engine.loggers import log_image
+from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.gatys.checkpoint import build_gatys_encoder
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
 from styletransfer.methods.gatys.images import initial_image, optimised_space
@@ -47,8 +49,6 @@ from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.losses import content_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import NonFiniteLossError
-from styletransfer.runtime.loggers import log_image
-from styletransfer.runtime.logging_steps import device_scalar, logs_this_step
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class GatysModule(pl.LightningModule):
 
     def _log_losses(self, losses: Mapping[str, Tensor]) -> None:
         """The loss terms and the scale, on ``logs_this_step``'s steps only (each ``self.log`` costs host time)."""
-        self.log_dict(dict(losses), batch_size=1)  # the progress bar shows loss/total (runtime/progress.py)
+        self.log_dict(dict(losses), batch_size=1)  # the progress bar shows loss/total (engine/progress.py)
         self.log("scale", device_scalar(self.sizes[self.scale_index], self.device), batch_size=1)
 
     def _fast_step(self) -> None:

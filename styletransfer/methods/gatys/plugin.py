@@ -29,7 +29,7 @@ def config_candidate(
     import pytorch_lightning as pl  # training machinery: loaded only when Neural Style is evaluated
 
     from styletransfer.data.pair import PairDataModule
-    from styletransfer.runtime.instantiate import instantiate_checked
+    from styletransfer.engine.instantiate import instantiate_checked
 
     steps = int(options["steps"])
     if steps < 1:
