@@ -235,37 +235,30 @@ class Styliser(nn.Module):
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(style_list(styles))]
         content = self._images(content, "content")
-        if self.transform != "adain":
-            if masks is not None:
-                raise ConfigError(f"masks need the adain transform; this model was trained with {self.transform}")
-            with self._autocast():
-                return stylise_transform(
-                    self.transform,
+        shared: dict[str, Any] = {
+            "weights": weights,
+            "alpha": alpha,
+            "preserve_colour": preserve_colour,
+            "output_size": output_size,
+            "channels_last": self.channels_last,
+        }
+        with self._autocast():
+            if self.transform == "adain":
+                core = self._core(content)
+                return stylise(
                     self.encoder,
                     self.decoder,
                     content,
                     styles,
-                    weights=weights,
-                    alpha=alpha,
-                    preserve_colour=preserve_colour,
-                    output_size=output_size,
-                    style_codes=style_codes,
-                    channels_last=self.channels_last,
+                    masks=masks,
+                    style_stats=style_codes,
+                    core=core,
+                    **shared,
                 )
-        with self._autocast():
-            return stylise(
-                self.encoder,
-                self.decoder,
-                content,
-                styles,
-                weights=weights,
-                alpha=alpha,
-                preserve_colour=preserve_colour,
-                masks=masks,
-                output_size=output_size,
-                style_stats=style_codes,
-                channels_last=self.channels_last,
-                core=self._core(content),
+            if masks is not None:
+                raise ConfigError(f"masks need the adain transform; this model was trained with {self.transform}")
+            return stylise_transform(
+                self.transform, self.encoder, self.decoder, content, styles, style_codes=style_codes, **shared
             )
 
     def tiling(self) -> TilingNeeds | None:
