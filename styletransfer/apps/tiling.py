@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from styletransfer.data.images import to_unit_float
+from styletransfer.data.images import unit_float_on
 from styletransfer.protocol.controls import as_batch, style_list
 from styletransfer.protocol.model import StyleCode, StyleModel, TilingNeeds
 from styletransfer.runtime.errors import ConfigError
@@ -146,18 +146,6 @@ def owned_pixels(span: Span) -> slice:
     return slice(span.own0 - span.start, None if span.own1 < 0 else span.own1 - span.start)
 
 
-def to_device_float(device: torch.device) -> Callable[[Tensor], Tensor]:
-    """A window (uint8 0-255 or float in [0, 1], anywhere) as a float32 batch in [0, 1] on ``device``; uint8 is
-    moved first and scaled there (a quarter of the bytes to copy)."""
-
-    def convert(window: Tensor) -> Tensor:
-        if window.dtype == torch.uint8:
-            window = window.to(device, non_blocking=True)
-        return to_unit_float(window).to(device, torch.float32)
-
-    return convert
-
-
 def check_tileable(size: tuple[int, int], masks: Sequence[Tensor] | None, output_size: tuple[int, int] | None) -> None:
     """Refuse what tiling cannot do: masks, and an ``output_size`` other than the content's ``size`` (H, W)."""
     if masks is not None:
@@ -198,7 +186,7 @@ def stylise_tiled(
     side = tile_side(tile, needs, model.device, content.shape[0]) or max(size)
     rows, cols = spans(size[0], side, needs), spans(size[1], side, needs)
     log.info("stylising %dx%d px in %d x %d windows of at most %d px", size[1], size[0], len(rows), len(cols), side)
-    to_device = to_device_float(model.device)
+    device = model.device
     passes = model.tiled(
         content,
         style_list(styles),
@@ -209,12 +197,12 @@ def stylise_tiled(
     )
     if passes.needs_statistics:
         for row, col, window in windows(content, rows, cols):
-            passes.observe(to_device(window), (owned_pixels(row), owned_pixels(col)))
+            passes.observe(unit_float_on(window, device), (owned_pixels(row), owned_pixels(col)))
     out = torch.zeros(content.shape[0], 3, *size)
     row_weights = dict(zip(rows, ramp_weights(rows, size[0])))
     col_weights = dict(zip(cols, ramp_weights(cols, size[1])))
     for row, col, window in windows(content, rows, cols):
-        image = passes.render(to_device(window))
+        image = passes.render(unit_float_on(window, device))
         kept = image[..., row.keep0 - row.start : row.keep1 - row.start, col.keep0 - col.start : col.keep1 - col.start]
         weight = row_weights[row].to(kept.device)[:, None] * col_weights[col].to(kept.device)[None, :]
         out[..., row.keep0 : row.keep1, col.keep0 : col.keep1] += (kept * weight).cpu()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from styletransfer.data.images import to_unit_float
+from styletransfer.data.images import unit_float_on
 from styletransfer.methods.adain import onnx_graphs
 from styletransfer.methods.adain.checkpoint import EncoderArg, file_transform, read_model
 from styletransfer.methods.adain.model import (
@@ -185,10 +185,7 @@ class Styliser(nn.Module):
     def _images(self, images: Tensor, name: str) -> Tensor:
         """A float32 batch on the device; uint8 images (0-255, e.g. straight from a decoder) are moved first and
         scaled there (a quarter of the bytes to copy)."""
-        images = as_batch(images, name)
-        if images.dtype == torch.uint8:
-            images = images.to(self.device, non_blocking=True)
-        return to_unit_float(images).to(self.device, torch.float32)
+        return unit_float_on(as_batch(images, name), self.device)
 
     def _core(self, content: Tensor) -> Core:
         """The compiled core for this input shape, or the eager one (no compile option, or too many shapes)."""

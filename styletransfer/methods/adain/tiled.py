@@ -69,7 +69,6 @@ class TiledAdaIN:
         self.encoder, self.decoder = encoder, decoder
         self.transform = transform  # a statistics transform (adain, adamean, adastd): ``transforms.with_stats``
         self.alpha = float(alpha)
-        self.to_device = to_device
         self.channels_last = channels_last
         self.autocast = autocast
         self.needs_statistics = self.alpha != 0.0
