@@ -180,10 +180,16 @@ def _command(run_dir: Path, content: Path, style: Path, workers: int, *extra: st
             "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={run_dir}", *extra]
 
 
-def _train(command: list[str]) -> None:
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    """Start ``command``; its stderr goes to ``log`` (a file: a pipe left unread could fill and stall it)."""
+    with open(log, "w") as stderr:
+        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def _finish(process: subprocess.Popen, log: Path) -> None:
+    process.wait(timeout=300)
+    assert process.returncode == 0, log.read_text()[-3000:]
 
 
 def _kill_after(command: list[str], checkpoint: Path, log: Path, timeout: float = 240.0) -> None:
@@ -222,10 +228,12 @@ def _final_state(run_dir: Path) -> tuple[dict, list]:
 def test_a_killed_run_resumes_bitwise(tmp_path, workers, kill_at):
     content, style = _images(tmp_path / "images")
     whole, killed, resumed = tmp_path / "whole", tmp_path / "killed", tmp_path / "resumed"
-    _train(_command(whole, content, style, workers))
+    uninterrupted = _start(_command(whole, content, style, workers), tmp_path / "whole.log")  # shares nothing
     checkpoint = killed / "checkpoints" / f"step_{kill_at:06d}.ckpt"
     _kill_after(_command(killed, content, style, workers, steps=1000), checkpoint, tmp_path / "killed.log")
-    _train(_command(resumed, content, style, workers, f"ckpt_path={checkpoint}"))
+    resume = _start(_command(resumed, content, style, workers, f"ckpt_path={checkpoint}"), tmp_path / "resumed.log")
+    _finish(resume, tmp_path / "resumed.log")
+    _finish(uninterrupted, tmp_path / "whole.log")
 
     expected, got = _metrics(whole), _metrics(resumed)
     assert sorted(got) == list(range(kill_at, STEPS)) and sorted(expected) == list(range(STEPS))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -78,7 +79,9 @@ def test_resume_refuses_code_even_when_the_environment_forces_unsafe_loading(tmp
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, match", [(b"", "not a PyTorch checkpoint"), (os.urandom(64), "not a PyTorch checkpoint")])
+@pytest.mark.parametrize("content, match", [(b"", "not a PyTorch checkpoint"),
+                                            (np.random.default_rng(0).bytes(64), "not a PyTorch checkpoint")],
+                         ids=["empty", "random-bytes"])
 def test_resume_from_a_broken_file_names_it(tmp_path, content, match):
     broken = tmp_path / "last.ckpt"
     broken.write_bytes(content)
