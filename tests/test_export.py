@@ -161,6 +161,9 @@ def test_bad_inputs_are_one_line_errors(exported, images, tmp_path, capsys):
     assert "is not an ONNX model" in _error(capsys)
     assert stylise_main([model, "--runtime", "onnx", "-s", str(images["a"]), "--mask", str(images["b"]), *common]) == 1
     assert "does not support --mask: leave it out or use --runtime torch" in _error(capsys)
+    assert stylise_main([model, "--runtime", "onnx", "-s", str(images["a"]), "--precision", "bf16-mixed",
+                         "--compile", *common]) == 1
+    assert "--precision bf16-mixed is a PyTorch autocast option" in (line := _error(capsys)) and "--compile" in line
     lonely = tmp_path / "lonely.onnx"
     lonely.write_bytes(Path(model).read_bytes())
     assert stylise_main([str(lonely), "--runtime", "onnx", "-s", str(images["a"]), *common]) == 1

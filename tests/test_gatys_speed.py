@@ -25,10 +25,11 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
     return photos["astronaut"], photos["coffee"]
 
 
-def _fit(pair, tmp_path: Path, steps: int, callbacks=(), ckpt=None, **settings) -> tuple[GatysModule, pl.Trainer]:
+def _fit(pair, tmp_path: Path, steps: int, callbacks=(), ckpt=None, precision="32-true",
+         **settings) -> tuple[GatysModule, pl.Trainer]:
     torch.manual_seed(0)
     model = GatysModule(RANDOM_ENCODER, snapshot_every=0, **settings)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
                          enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
     trainer.fit(model, datamodule=PairDataModule(*pair, long_side=48), ckpt_path=ckpt)
@@ -99,18 +100,19 @@ def test_device_lbfgs_in_the_module_matches_torch_lbfgs(pair, tmp_path) -> None:
 
 
 def test_bf16_channels_last_and_compile_stay_close_to_float32(pair, tmp_path) -> None:
-    """bf16 autocast + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16, several times
+    """trainer.precision=bf16-mixed + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16, several times
     slower than float32): loss within 3 % of float32 and the image within 25 dB; the compiled losses and gradient
     equal the eager ones to float32 rounding."""
     plain, _ = _fit(pair, tmp_path / "fp32", 20, output_name=None, optimizer="device_lbfgs", **FAST)
     iterations = 20 if native_bf16() else 5
     same = plain if iterations == 20 else _fit(pair, tmp_path / "fp32_short", iterations, output_name=None,
                                                optimizer="device_lbfgs", **FAST)[0]
-    fast, _ = _fit(pair, tmp_path / "bf16", iterations, output_name=None, optimizer="device_lbfgs", bf16=True,
-                   channels_last=True, **FAST)
+    fast, _ = _fit(pair, tmp_path / "bf16", iterations, output_name=None, optimizer="device_lbfgs",
+                   precision="bf16-mixed", channels_last=True, **FAST)
     with torch.no_grad():
         a, b = (float(same.losses(m.image)["loss/total"]) for m in (same, fast))
     assert abs(a - b) <= 0.03 * a and _psnr(same.image, fast.image) >= 25, (a, b)
+    assert not torch.equal(same.image, fast.image)  # bf16 did round the features
     compiled = GatysModule(RANDOM_ENCODER, compile=True, **FAST)
     for name in ("_content_targets", "_style_losses", "_scale_ready", "scale_index"):
         setattr(compiled, name, getattr(plain, name))
@@ -188,8 +190,8 @@ def test_speed_settings_name_the_bad_key(settings, message) -> None:
 
 def test_speed_settings_default_off_and_compile_spellings() -> None:
     hp = GatysSettings().hparams()
-    assert (hp["bf16"], hp["channels_last"], hp["compile"], hp["cuda_graph"], hp["iterations_per_step"]) == (
-        False, False, None, False, 1)
+    assert (hp["channels_last"], hp["compile"], hp["cuda_graph"], hp["iterations_per_step"]) == (False, None, False, 1)
+    assert "bf16" not in hp  # one precision setting: trainer.precision
     assert GatysSettings(compile=True).compile == "default" and GatysSettings(compile="false").compile is None
 
 
@@ -197,7 +199,7 @@ def test_gatys_fast_preset_runs_through_train(pair, tmp_path) -> None:
     """experiment=gatys_fast end to end on the CPU (bf16 and compile off there): 12 iterations in chunks of 5."""
     metrics = train_in_process(
         "experiment=gatys_fast", f"data.content={pair[0]}", f"data.style={pair[1]}", "data.long_side=32",
-        "encoder.weights=random", "trainer=cpu", "trainer.max_steps=12", "logger=csv", "method.bf16=false",
+        "encoder.weights=random", "trainer=cpu", "trainer.max_steps=12", "logger=csv", "trainer.precision=32-true",
         "method.compile=false", "method.iterations_per_step=5", run_dir=tmp_path,
     )
     assert (tmp_path / "stylised.png").is_file() and metrics["loss/total"] > 0

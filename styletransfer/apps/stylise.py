@@ -112,11 +112,16 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"{exc} (flags --style, --weights, --mask, --alpha)") from None
 
 
-#: PyTorch options the ONNX runtime cannot honour, and what to do instead.
-ONNX_REFUSED = {
-    "bf16": "--bf16 is a PyTorch autocast option: export with styletransfer-export --fp16 instead",
-    "compile": "--compile is a PyTorch option: use --runtime torch",
-}
+def _onnx_refused(args: argparse.Namespace) -> list[str]:
+    """The PyTorch options set in ``args`` that the ONNX runtime cannot honour, each with what to do instead."""
+    refused = []
+    if args.precision != "32-true":
+        refused.append(
+            f"--precision {args.precision} is a PyTorch autocast option: export with styletransfer-export --fp16"
+        )
+    if args.compile:
+        refused.append("--compile is a PyTorch option: use --runtime torch")
+    return refused
 
 
 def _refused(args: argparse.Namespace, model: StyleModel) -> None:
@@ -133,7 +138,7 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
     """The model MODEL names, through the registry; with ``--runtime onnx`` the exported graphs in onnxruntime
     (refusing the PyTorch options)."""
     if args.runtime == "onnx":
-        refused = [why for flag, why in ONNX_REFUSED.items() if getattr(args, flag)]
+        refused = _onnx_refused(args)
         if refused:
             raise ConfigError(f"not with --runtime onnx: {'; '.join(refused)}")
         model: StyleModel = OnnxModel.beside(args.checkpoint, args.device)
@@ -145,7 +150,7 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
             encoder_arg(args),
             resolve_device(args.device, "--device"),
             channels_last=args.channels_last,
-            bf16=args.bf16,
+            bf16=args.precision == "bf16-mixed",
             compile=args.compile or False,
         )
     if model.warning():

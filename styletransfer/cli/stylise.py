@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.cli.common import CHECKPOINT_HELP, add_model_arguments, run_command
+from styletransfer.runtime.choices import PRECISIONS
 from styletransfer.runtime.machine import usable_cores
 
 
@@ -90,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default auto: N "
         "from the free device memory (RAM on a CPU); 0 never tiles",
     )
-    add("--bf16", action="store_true", help="bfloat16 autocast (GPU; slow on most CPUs)")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default=PRECISIONS[0],
+        help="as training's trainer.precision: 32-true (default) or bf16-mixed (bfloat16 autocast; GPU, slow on "
+        "most CPUs)",
+    )
     add(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

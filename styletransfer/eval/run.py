@@ -31,6 +31,7 @@ from torch import Tensor
 
 from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.engine.instantiate import instantiate_group, uses_wandb
+from styletransfer.engine.precision import autocast_dtype
 from styletransfer.engine.wandb_mode import choose_wandb_mode
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
@@ -300,10 +301,9 @@ def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Can
     # The encoder for decoder files when given; else each file's own record (a Lightning .ckpt always uses the
     # encoder stored in it).
     model_encoder = dict(plain["model_encoder"]) if plain["model_encoder"].get("weights") else None
-    precision = str(plain["trainer"]["precision"])
     options = {
         "channels_last": bool(plain["channels_last"]),
-        "bf16": precision.startswith("bf16") and device.type == "cuda",
+        "bf16": autocast_dtype(plain["trainer"]["precision"]) == torch.bfloat16 and device.type == "cuda",
     }
     candidates = [
         model_candidate(load_model(path, model_encoder, device, **options), label)

@@ -4,6 +4,8 @@
 #: ONNX opsets ``styletransfer-export --opset`` accepts (onnxruntime 1.18+ runs all of them); the first is the
 #: default, the torch.export-based exporter's native one (lower opsets need a version conversion).
 OPSETS = (18, 19, 20, 21)
+#: Inference precisions, spelt as training's trainer.precision: float32, or bfloat16 autocast.
+PRECISIONS = ("32-true", "bf16-mixed")
 #: Which graphs ``styletransfer-export --part`` writes.
 EXPORT_PARTS = ("image", "style", "both")
 #: Image cache formats (``styletransfer-prepare --format``): jpeg (compact, GPU-decodable) or raw uint8 pixels.

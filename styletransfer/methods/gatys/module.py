@@ -29,6 +29,7 @@ from torchvision.utils import make_grid
 from styletransfer.data.images import save_image
 from styletransfer.engine.loggers import log_image
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.engine.precision import autocast_dtype
 from styletransfer.methods.gatys.checkpoint import build_gatys_encoder
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
 from styletransfer.methods.gatys.images import initial_image, optimised_space
@@ -99,6 +100,7 @@ class GatysModule(pl.LightningModule):
         # device_lbfgs: Lightning steps of several iterations, run by a FastLoop (rebuilt per scale and on resume).
         self.automatic_optimization = checked.optimizer != "device_lbfgs"
         self._loop: FastLoop | None = None
+        self._low_precision: torch.dtype | None = None  # trainer.precision's autocast type, set in setup("fit")
         mode = checked.compile
         self._loss_fn = self._loss_terms if mode is None else torch.compile(self._loss_terms, mode=mode)
 
@@ -125,6 +127,7 @@ class GatysModule(pl.LightningModule):
         if dm is None or not all(hasattr(dm, a) for a in ("load_content", "load_styles", "style_names")):
             raise TypeError("method=gatys needs data=pair (a PairDataModule with content and style images)")
         dm.setup("fit")
+        self._low_precision = autocast_dtype(str(self.trainer.precision))
         self._blend = style_weights(self.hparams.style_blend, dm.style_names)
         self.sizes = self.scale_sizes(dm.long_side)
         positions = STYLE_LOSSES[self.hparams.style_statistic].positions
@@ -179,19 +182,19 @@ class GatysModule(pl.LightningModule):
         return self._loss_fn(image)
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
-        """Encoder features, in bfloat16 under ``method.bf16`` (autocast without its weight cache, which CUDA
-        graphs cannot hold) and from a channels_last copy under ``method.channels_last``."""
+        """Encoder features, in bfloat16 under ``trainer.precision=bf16-mixed`` (autocast without its weight cache,
+        which CUDA graphs cannot hold) and from a channels_last copy under ``method.channels_last``."""
         rgb = self._rgb(image)
         rgb = rgb.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else rgb
-        if not self.hparams.bf16:
+        if self._low_precision is None:
             return self.encoder(rgb)
-        with torch.autocast(rgb.device.type, dtype=torch.bfloat16, cache_enabled=False):
+        with torch.autocast(rgb.device.type, dtype=self._low_precision, cache_enabled=False):
             return self.encoder(rgb)
 
     def _loss_terms(self, image: Tensor) -> dict[str, Tensor]:
         feats = self._features(image)
-        # method.bf16: the Gram matrices and losses in float32 even under an outer autocast.
-        with torch.autocast(image.device.type, enabled=False) if self.hparams.bf16 else contextlib.nullcontext():
+        # Mixed precision: the Gram matrices and losses in float32 even under Lightning's autocast.
+        with torch.autocast(image.device.type, enabled=False) if self._low_precision else contextlib.nullcontext():
             return self._terms(feats, image)
 
     def _terms(self, feats: Mapping[str, Tensor], image: Tensor) -> dict[str, Tensor]:
@@ -207,7 +210,9 @@ class GatysModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         if not self.automatic_optimization:
-            return self._fast_step()
+            # The L-BFGS update runs in here: in float32, outside Lightning's autocast (the features have their own).
+            with torch.autocast(self.image.device.type, enabled=False):
+                return self._fast_step()
         losses = self.losses(self.image)
         total = losses["loss/total"]
         if not torch.isfinite(total):

@@ -78,7 +78,6 @@ class GatysSettings:
     ema_decay: float | None = None
     snapshot_every: int | None = 100
     output_name: str | None = "stylised"
-    bf16: bool = False
     channels_last: bool = False
     compile: bool | str | None = False
     cuda_graph: bool = False
@@ -218,7 +217,6 @@ class GatysSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"method.{name}={value!r}: give a positive number of iterations")
         return {
-            "bf16": bool(self.bf16),
             "channels_last": bool(self.channels_last),
             "compile": mode,
             "cuda_graph": bool(self.cuda_graph),
