@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 #: Lightning warnings about what the project does on purpose, which a user cannot act on: the frozen encoder stays
 #: in eval mode, and Lightning 2.6's own use of a deprecated torch pytree name.
 QUIET_WARNINGS = (r".*module\(s\) in eval mode.*", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+#: Loggers of Lightning's rank-zero messages, where Lightning 2.6 advertises a cloud service at every fit.
+LIGHTNING_INFO = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+def _no_advert(record: logging.LogRecord) -> bool:
+    """Drops Lightning's "Tip: ... try installing litlogger" line (an advert, nothing the run needs)."""
+    return "litlogger" not in str(record.msg)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -37,10 +44,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     temporaries of a killed earlier run in it are removed first.
     """
     output_dir = Path(cfg.paths.output_dir)
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO]
     with warnings.catch_warnings():
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        return _locked_run(cfg, output_dir)
+        for logger in loggers:
+            logger.addFilter(_no_advert)
+        try:
+            return _locked_run(cfg, output_dir)
+        finally:
+            for logger in loggers:
+                logger.removeFilter(_no_advert)
 
 
 def _locked_run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:

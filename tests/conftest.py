@@ -155,11 +155,15 @@ def _hydra_app_state() -> Iterator[None]:
         GlobalHydra.instance().clear()
 
 
-def run_hydra_app(script: str, *argv: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def run_hydra_app(script: str, *argv: str, monkeypatch: pytest.MonkeyPatch, full_error: bool = True) -> None:
     """``python SCRIPT ARGV`` in this process: the script runs as ``__main__`` with ``sys.argv`` set, so Hydra parses
     the command line, runs the job(s) (``-m``: the sweeper, the launcher and the callbacks) and returns. An error
-    the app reports ends it with SystemExit, as on the command line."""
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    the app reports ends it with SystemExit, as on the command line; ``full_error=False`` lets Hydra report its own
+    errors as it does for a user (a message and exit status 1) instead of raising them."""
+    if full_error:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    else:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", [str(ROOT / script), *argv])
     with _hydra_app_state():
         runpy.run_path(str(ROOT / script), run_name="__main__")

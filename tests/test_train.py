@@ -13,7 +13,7 @@ import torch.hub
 import yaml
 from hydra.utils import instantiate
 
-from conftest import compose, run_train, train_in_process
+from conftest import compose, run_hydra_app, run_train, train_in_process
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 TINY = [
@@ -214,17 +214,18 @@ def test_the_progress_bar_counts_steps_towards_max_steps(photo_dirs, tmp_path, c
     assert "Epoch " not in bar and "it/s" in bar and "loss/total=" in bar
 
 
-def test_a_run_shows_no_warning_a_user_cannot_act_on(photo_dirs, tmp_path):
-    """Lightning's "modules in eval mode" (the frozen encoder, on purpose) and its own deprecated pytree call are
-    not shown to the user."""
+def test_a_run_shows_no_warning_a_user_cannot_act_on(photo_dirs, tmp_path, caplog):
+    """Lightning's "modules in eval mode" (the frozen encoder, on purpose), its own deprecated pytree call and its
+    litlogger advert are not shown to the user."""
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
         warnings.simplefilter("always")
         train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "trainer.max_steps=1",
                          run_dir=tmp_path / "run")
     shown = [str(w.message) for w in caught]
     assert not [m for m in shown if "eval mode" in m or "LeafSpec" in m], shown
+    assert caplog.records and not [r for r in caplog.records if "litlogger" in r.getMessage()]
 
 
 def test_a_key_added_with_a_typo_names_the_setting_meant(photo_dirs, tmp_path):
@@ -233,3 +234,18 @@ def test_a_key_added_with_a_typo_names_the_setting_meant(photo_dirs, tmp_path):
     with pytest.raises(ConfigError, match=r"^max_step is not a setting of Trainer: did you mean max_steps\?"):
         train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "+trainer.max_step=5",
                          run_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("script, typo, meant", [
+    ("train.py", "trainer.max_step=5", "did you mean trainer.max_steps?"),
+    ("train.py", "metod=gatys", "did you mean method?"),
+    ("evaluate.py", "benchmark.short_sid=64", "did you mean benchmark.short_side?"),
+])
+def test_a_typo_that_hydra_refuses_names_the_key_meant(script, typo, meant, monkeypatch, capsys):
+    """Hydra refuses the key before our code runs and suggests +KEY (which would fail later): the entry point adds
+    one line naming the key meant, and exits 1 as Hydra does."""
+    with pytest.raises(SystemExit) as exited:
+        run_hydra_app(script, typo, "trainer=cpu", monkeypatch=monkeypatch, full_error=False)
+    assert exited.value.code == 1
+    hints = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1 and meant in hints[0], hints
