@@ -1,6 +1,10 @@
 """The feature transforms (``methods.adain.transforms``: transform=adamean|adastd|efdm) against their authors' code,
 a tiny training run of each, and a model trained with EFDM through the stylise command.
 
+WCT's reference is sunshineatnoon/PytorchWCT ``util.py`` (``WCT.whiten_and_color`` and ``WCT.transform``, commit
+1c04769), written out below in float64 as published; ours decomposes with eigh instead of svd (10x faster on a
+CPU), so the two agree to float64 rounding, not bit for bit.
+
 The reference is YBZh/EFDM ``ArbitraryStyleTransfer/function.py`` (``calc_mean_std``,
 ``adaptive_mean_normalization``, ``adaptive_std_normalization``, ``exact_feature_distribution_matching``) and
 ``net.py`` (``Net.calc_style_loss``), commit 80e26bd (the file read at 3825450 is the same), written out below from
@@ -66,6 +70,41 @@ def reference_style_loss(style, feature, target):  # net.py Net.calc_style_loss
     return F.mse_loss(feature.view(b, c, -1), value_style.gather(-1, index_content.argsort(-1)))
 
 
+def reference_whiten_and_color(cF, sF):  # PytorchWCT util.py WCT.whiten_and_color (cF, sF: (C, H*W) float64)
+    cFSize = cF.size()
+    c_mean = torch.mean(cF, 1).unsqueeze(1).expand_as(cF)
+    cF = cF - c_mean
+    contentConv = torch.mm(cF, cF.t()).div(cFSize[1] - 1) + torch.eye(cFSize[0]).double()
+    c_u, c_e, c_v = torch.svd(contentConv, some=False)
+    k_c = cFSize[0]
+    for i in range(cFSize[0]):
+        if c_e[i] < 0.00001:
+            k_c = i
+            break
+    sFSize = sF.size()
+    s_mean = torch.mean(sF, 1)
+    sF = sF - s_mean.unsqueeze(1).expand_as(sF)
+    styleConv = torch.mm(sF, sF.t()).div(sFSize[1] - 1)
+    s_u, s_e, s_v = torch.svd(styleConv, some=False)
+    k_s = sFSize[0]
+    for i in range(sFSize[0]):
+        if s_e[i] < 0.00001:
+            k_s = i
+            break
+    c_d = (c_e[0:k_c]).pow(-0.5)
+    whiten_cF = torch.mm(torch.mm(torch.mm(c_v[:, 0:k_c], torch.diag(c_d)), c_v[:, 0:k_c].t()), cF)
+    s_d = (s_e[0:k_s]).pow(0.5)
+    target = torch.mm(torch.mm(torch.mm(s_v[:, 0:k_s], torch.diag(s_d)), s_v[:, 0:k_s].t()), whiten_cF)
+    return target + s_mean.unsqueeze(1).expand_as(target)
+
+
+def reference_wct(cF, sF, alpha):  # PytorchWCT util.py WCT.transform (cF, sF: (C, H, W)); returns (1, C, H, W)
+    cF, sF = cF.double(), sF.double()
+    C = cF.size(0)
+    target = reference_whiten_and_color(cF.view(C, -1), sF.view(C, -1)).view_as(cF)
+    return (alpha * target + (1.0 - alpha) * cF).float().unsqueeze(0)
+
+
 REFERENCE = {"adamean": reference_adamean, "adastd": reference_adastd, "efdm": reference_efdm}
 
 
@@ -84,6 +123,33 @@ def test_each_transform_and_its_style_loss_equal_the_authors_code_bit_for_bit(na
         total, per_layer["relu1_1"])
 
 
+@pytest.mark.parametrize("channels, style_side", [(32, 9), (64, 5)])  # full-rank style; rank 24 of 64: truncated
+def test_wct_equals_the_authors_whitening_and_colouring(channels, style_side):
+    """Two images of a batch against PytorchWCT's per-image computation, the style covariance full rank and rank
+    deficient (components under 1e-5 dropped), alpha 1 and 0.6 (the authors blend in float64, we in float32)."""
+    content, style = _features(2, channels, 7, 6), _features(1, channels, style_side, 5, seed=1)
+    code = T.style_code("wct", style)
+    assert code[0].dtype == code[1].dtype == torch.float64 and code[1].shape == (1, channels, channels)
+    ours = T.apply("wct", content, code)
+    assert ours.dtype == torch.float32 and ours.shape == content.shape
+    for i in range(2):
+        expected = reference_wct(content[i], style[0], 1.0)
+        torch.testing.assert_close(ours[i:i + 1], expected, rtol=1e-6, atol=1e-6)  # measured 6e-8 (float32 rounding)
+        blended = 0.6 * ours[i:i + 1] + 0.4 * content[i:i + 1]
+        torch.testing.assert_close(blended, reference_wct(content[i], style[0], 0.6), rtol=1e-6, atol=1e-6)
+    # the colouring reproduces the style's mean and (where the content has the rank) covariance
+    mean, cov = T.covariance(ours)
+    torch.testing.assert_close(mean[0].float(), code[0][0].float(), rtol=0, atol=1e-4)
+
+
+def test_wct_blends_means_and_covariances():
+    a, b = _features(1, 16, 6, 6, seed=3), _features(1, 16, 5, 7, seed=4)
+    codes = [T.style_code("wct", a), T.style_code("wct", b)]
+    blended = T.blend(codes, [0.25, 0.75], count=30)
+    for i in range(2):
+        torch.testing.assert_close(blended[i], 0.25 * codes[0][i] + 0.75 * codes[1][i], rtol=0, atol=1e-12)
+
+
 def test_efdm_passes_the_identitys_gradient_and_resamples_a_style_of_another_size():
     content = _features(1, 4, 5, 6).requires_grad_()
     out = T.apply("efdm", content, T.style_code("efdm", _features(1, 4, 5, 6, seed=1)))
@@ -94,14 +160,15 @@ def test_efdm_passes_the_identitys_gradient_and_resamples_a_style_of_another_siz
     expected = F.interpolate(torch.sort(big.flatten(2)).values, size=30, mode="linear", align_corners=True)
     # content + (target - content) is the target up to float32 rounding
     torch.testing.assert_close(torch.sort(matched.flatten(2)).values, expected, rtol=0, atol=1e-6)
-    with pytest.raises(ConfigError, match="method.transform='hm': choose one of adain, adamean, adastd, efdm"):
+    with pytest.raises(ConfigError, match="method.transform='hm': choose one of adain, adamean, adastd, efdm, wct"):
         AdaINModule(encoder=RANDOM_ENCODER, transform="hm")
 
 
-@pytest.mark.parametrize("name", ["adamean", "adastd", "efdm"])
-def test_a_few_steps_with_each_transform_lower_its_loss(tmp_path, name):
-    """25 steps at lr 1e-3 on the sample set, the loss on a fixed batch: measured 0.78 (adamean), 0.91 (adastd) and
-    0.91 (efdm) of the first (a random encoder; AdaIN's own test reaches 0.85)."""
+@pytest.mark.parametrize("name, steps", [("adamean", 25), ("adastd", 25), ("efdm", 25), ("wct", 8)])
+def test_a_few_steps_with_each_transform_lower_its_loss(tmp_path, name, steps):
+    """25 steps at lr 1e-3 on the sample set (8 for WCT, whose float64 eigendecompositions make a step 3x slower),
+    the loss on a fixed batch: measured 0.78 (adamean), 0.91 (adastd), 0.91 (efdm) and 0.82 (wct, 8 steps) of the
+    first (a random encoder; AdaIN's own test reaches 0.85)."""
     pl.seed_everything(0)
     datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=48, crop_size=32, batch_size=4,
                                   val_pairs=0)
@@ -111,8 +178,9 @@ def test_a_few_steps_with_each_transform_lower_its_loss(tmp_path, name):
     batch = datamodule.on_after_batch_transfer(batch, 0)
     with torch.no_grad():
         before = model.losses(batch["content"], batch["style"])["loss/total"].item()
-    pl.Trainer(max_steps=25, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               limit_val_batches=0, default_root_dir=tmp_path, enable_model_summary=False).fit(model, datamodule)
+    pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
+               enable_model_summary=False).fit(model, datamodule)
     with torch.no_grad():
         after = model.losses(batch["content"], batch["style"])["loss/total"].item()
     assert after < 0.95 * before, (before, after)
@@ -143,6 +211,35 @@ def test_an_efdm_model_stylises_through_the_command_and_refuses_what_it_lacks(tm
     assert stylise_main(masked) == 1
     assert "does not support --mask" in capsys.readouterr().err
     assert export_main([str(path), "-o", str(tmp_path / "m.onnx")]) == 1
+    assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
+def test_wct_behind_an_adain_trained_decoder_through_the_command(tmp_path, capsys):
+    """``--transform wct`` stylises with an AdaIN decoder file (as the WCT paper's decoders, it inverts relu4_1);
+    the weights of two styles blend their covariances; a wrong name, a mask and an export are refused in one line."""
+    torch.manual_seed(0)
+    path = tmp_path / "decoder.pth"
+    save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, path)  # trained with adain
+    g = torch.Generator().manual_seed(0)
+    for name, size in (("content.png", (3, 40, 48)), ("a.png", (3, 32, 32)), ("b.png", (3, 56, 40))):
+        save_image(torch.rand(*size, generator=g), tmp_path / name)
+    common = [str(path), "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "a.png"),
+              str(tmp_path / "b.png"), "--weights", "0.3", "0.7", "--device", "cpu", "--workers", "0",
+              "--style-short-side", "0"]
+    assert stylise_main([*common, "--transform", "wct", "--alpha", "0.8", "-o", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 1
+    model = Styliser.from_checkpoint(path, transform="wct")
+    assert model.transform == "wct" and Styliser.from_checkpoint(path).transform == "adain"
+    styles = [torch.rand(3, 32, 32, generator=g), torch.rand(3, 56, 40, generator=g)]
+    content = torch.rand(1, 3, 40, 48, generator=g)
+    torch.testing.assert_close(model.stylise(content, style_codes=model.encode_styles(styles), weights=[0.3, 0.7]),
+                               model.stylise(content, styles, weights=[0.3, 0.7]), rtol=0, atol=0)
+    capsys.readouterr()
+    assert stylise_main([*common, "--transform", "hm", "-o", str(tmp_path / "bad")]) == 1
+    assert "--transform='hm': choose one of adain, adamean, adastd, efdm, wct" in capsys.readouterr().err
+    wct_file = tmp_path / "wct.pth"
+    save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, wct_file, transform="wct")
+    assert export_main([str(wct_file), "-o", str(tmp_path / "m.onnx")]) == 1
     assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 

@@ -121,6 +121,8 @@ def _onnx_refused(args: argparse.Namespace) -> list[str]:
         )
     if args.compile:
         refused.append("--compile is a PyTorch option: use --runtime torch")
+    if args.transform:
+        refused.append("--transform is fixed in the exported graphs: export a model with that transform")
     return refused
 
 
@@ -152,6 +154,7 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
             channels_last=args.channels_last,
             bf16=args.precision == "bf16-mixed",
             compile=args.compile or False,
+            transform=args.transform,
         )
     if model.warning():
         log.warning("%s", model.warning())

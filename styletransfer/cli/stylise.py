@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "from the free device memory (RAM on a CPU); 0 never tiles",
     )
     add(
+        "--transform",
+        metavar="NAME",
+        help="for models with a feature transform (the AdaIN family): stylise with NAME (adain, adamean, adastd, "
+        "efdm, wct) instead of the one the model was trained with, e.g. WCT behind an AdaIN-trained decoder",
+    )
+    add(
         "--precision",
         choices=PRECISIONS,
         default=PRECISIONS[0],

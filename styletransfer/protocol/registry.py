@@ -16,6 +16,7 @@ imported by name when first needed, so the applications never import a method.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -76,7 +77,12 @@ def load_model(
     readers = [p for p in map(plugin, plugin_modules()) if hasattr(p, "recognises")]
     for reader in readers:
         if reader.recognises(obj):
-            model: StyleModel = reader.load(obj, path, encoder=encoder, device=device, **options)
+            taken = inspect.signature(reader.load).parameters
+            for name, value in options.items():
+                if name not in taken and value is not None:
+                    raise ConfigError(f"{path} is a {reader.NAME} model, which has no {name} option: leave it out")
+            given = {name: value for name, value in options.items() if name in taken}
+            model: StyleModel = reader.load(obj, path, encoder=encoder, device=device, **given)
             return model
     keys = list(obj)[:4] if isinstance(obj, Mapping) else []
     expected = "; ".join(f"{reader.NAME}: {reader.FILES}" for reader in readers)

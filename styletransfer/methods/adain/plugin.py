@@ -33,7 +33,9 @@ def load(
     channels_last: bool = False,
     bf16: bool = False,
     compile: bool | str = False,
+    transform: str | None = None,
 ) -> Styliser:
-    """The Styliser of a loaded AdaIN file (see ``checkpoint.read_model`` for the encoder it runs behind)."""
+    """The Styliser of a loaded AdaIN file (see ``checkpoint.read_model`` for the encoder it runs behind), with the
+    feature transform it records, or ``transform``."""
     options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-    return Styliser.from_loaded(obj, path, encoder, device, **options)
+    return Styliser.from_loaded(obj, path, encoder, device, transform, **options)

@@ -50,8 +50,9 @@ CAPABILITIES = Capabilities(min_side=MIN_SIDE)
 STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
 #: What AdaMean and AdaStd support so far: no masks (masked AdaIN's per-region statistics are AdaIN's).
 STATISTICS_ONLY = Capabilities(masks=False, min_side=MIN_SIDE)
-#: What EFDM supports so far: no masks, tiling (its sort is global) or export.
-SORTED_ONLY = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
+#: What EFDM and WCT support so far: no masks, tiling (a global sort, a global covariance) or export (ONNX has
+#: neither a sort with gather-back at this size nor an eigendecomposition).
+WHOLE_IMAGE_ONLY = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -87,7 +88,9 @@ class Styliser(nn.Module):
         super().__init__()
         self.transform = check_transform(transform)
         #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
-        self.capabilities = {"adain": CAPABILITIES, "efdm": SORTED_ONLY}.get(transform, STATISTICS_ONLY)
+        self.capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WHOLE_IMAGE_ONLY}.get(
+            transform, STATISTICS_ONLY
+        )
         if BOTTLENECK not in encoder.layers:
             raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
         self.encoder = encoder
@@ -112,18 +115,32 @@ class Styliser(nn.Module):
         channels_last: bool = False,
         bf16: bool = False,
         compile: bool | str = False,
+        transform: str | None = None,
     ) -> Styliser:
-        """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``)."""
+        """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``);
+        ``transform`` replaces the one the file records (e.g. WCT or EFDM behind an AdaIN-trained decoder)."""
         options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-        return cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, **options)
+        return cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, transform, **options)
 
     @classmethod
     def from_loaded(
-        cls, obj: object, path: str | os.PathLike, encoder: EncoderArg, device: str | torch.device, **options: Any
+        cls,
+        obj: object,
+        path: str | os.PathLike,
+        encoder: EncoderArg,
+        device: str | torch.device,
+        transform: str | None = None,
+        **options: Any,
     ) -> Styliser:
-        """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records."""
+        """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records unless
+        ``transform`` is given."""
         enc, dec, kind = read_model(obj, path, encoder)
-        return cls.from_parts(enc, dec, str(path), kind, device, transform=file_transform(obj), **options)
+        trained = file_transform(obj)
+        if transform is not None:
+            check_transform(transform, "--transform")
+            if transform != trained:
+                log.info("%s: the %s transform, behind a decoder trained with %s", path, transform, trained)
+        return cls.from_parts(enc, dec, str(path), kind, device, transform=transform or trained, **options)
 
     @classmethod
     def from_parts(
@@ -260,7 +277,7 @@ class Styliser(nn.Module):
 
     def tiling(self) -> TilingNeeds | None:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``); None for
-        the other transforms (EFDM's global sort has no tiled pass yet)."""
+        the other transforms (EFDM's global sort and WCT's global covariance have no tiled pass yet)."""
         return tiling_needs(self.bf16) if self.transform in STATISTICS_TRANSFORMS else None
 
     @torch.no_grad()
