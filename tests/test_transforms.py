@@ -258,10 +258,23 @@ def _lively_styliser(transform: str) -> Styliser:
     return Styliser(build_encoder(RANDOM_ENCODER, ["relu4_1"]), decoder, transform=transform)
 
 
-@pytest.mark.parametrize("name", ["adamean", "adastd"])
+def test_running_covariance_of_blocks_is_the_whole_maps():
+    from styletransfer.nn.stats import RunningCovariance
+
+    features = _features(2, 16, 12, 10, seed=7)
+    running = RunningCovariance()
+    for rows in (slice(0, 5), slice(5, 6), slice(6, 12)):
+        running.add(features[:, :, rows])
+    mean, cov = running.mean_covariance(torch.device("cpu"))
+    expected = T.covariance(features)
+    torch.testing.assert_close(mean, expected[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(cov, expected[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["adamean", "adastd", "wct"])
 def test_statistics_transforms_tile_with_the_whole_images_statistics(name):
-    """AdaMean and AdaStd, like AdaIN, need only the content's channel statistics: tiled with the whole image's,
-    gathered window by window, the result is the untiled one away from the borders."""
+    """AdaMean and AdaStd, like AdaIN, need only the content's channel statistics, WCT its mean and covariance:
+    tiled with the whole image's, gathered window by window, the result is the untiled one away from the borders."""
     from styletransfer.apps import tiling
     from styletransfer.methods.adain.model import encode
 

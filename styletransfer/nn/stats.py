@@ -145,3 +145,35 @@ class RunningStats:
             raise ValueError("the content's feature map has fewer than 2 positions: the image is too small")
         std = (self.m2 / (self.count - 1) + eps).sqrt()
         return self.mean.float().to(device), std.float().to(device)
+
+
+class RunningCovariance:
+    """Channel mean and unbiased covariance of feature blocks, merged block by block (the pairwise update of the
+    co-moment matrix) in float64 on the block's device: WCT's global content statistics for tiled stylisation."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: Tensor | None = None
+        self.comoment: Tensor | None = None
+
+    def add(self, block: Tensor) -> None:
+        """Merge a (N, C, h, w) block."""
+        flat = block.double().flatten(2)
+        count = flat.shape[-1]
+        mean = flat.mean(-1, keepdim=True)
+        centred = flat - mean
+        comoment = centred @ centred.mT
+        if self.mean is None or self.comoment is None:
+            self.count, self.mean, self.comoment = count, mean, comoment
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.comoment = self.comoment + comoment + (delta @ delta.mT) * (self.count * count / total)
+        self.count = total
+
+    def mean_covariance(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(mean (N, C, 1, 1), unbiased covariance (N, C, C)) in float64, as ``covariance`` of the whole map."""
+        if self.mean is None or self.comoment is None or self.count < 2:
+            raise ValueError("the content's feature map has fewer than 2 positions: the image is too small")
+        return self.mean[..., None].to(device), (self.comoment / (self.count - 1)).to(device)

@@ -48,11 +48,14 @@ CAPABILITIES = Capabilities(min_side=MIN_SIDE)
 #: Transforms whose code is the style's channel statistics: tiled with the whole image's statistics, exported with
 #: the same two graphs as AdaIN.
 STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
+#: Transforms with a tiled pass: the statistics ones, and WCT (the content's global covariance).
+TILED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "wct")
 #: What AdaMean and AdaStd support so far: no masks (masked AdaIN's per-region statistics are AdaIN's).
 STATISTICS_ONLY = Capabilities(masks=False, min_side=MIN_SIDE)
-#: What EFDM and WCT support so far: no masks, tiling (a global sort, a global covariance) or export (ONNX has
-#: neither a sort with gather-back at this size nor an eigendecomposition).
+#: What EFDM supports so far: no masks, tiling (its sort is global) or export.
 WHOLE_IMAGE_ONLY = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
+#: What WCT supports: tiling (the content's global covariance), no masks, no export (ONNX has no eigendecomposition).
+WCT_CAPABILITIES = Capabilities(masks=False, export=False, min_side=MIN_SIDE)
 
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -88,7 +91,7 @@ class Styliser(nn.Module):
         super().__init__()
         self.transform = check_transform(transform)
         #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
-        self.capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WHOLE_IMAGE_ONLY}.get(
+        self.capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WCT_CAPABILITIES}.get(
             transform, STATISTICS_ONLY
         )
         if BOTTLENECK not in encoder.layers:
@@ -277,8 +280,8 @@ class Styliser(nn.Module):
 
     def tiling(self) -> TilingNeeds | None:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``); None for
-        the other transforms (EFDM's global sort and WCT's global covariance have no tiled pass yet)."""
-        return tiling_needs(self.bf16) if self.transform in STATISTICS_TRANSFORMS else None
+        EFDM (its global sort has no tiled pass yet)."""
+        return tiling_needs(self.bf16) if self.transform in TILED_TRANSFORMS else None
 
     @torch.no_grad()
     def tiled(

@@ -1,10 +1,12 @@
 """AdaIN's part of tiled stylisation (the windows, passes and blending are :mod:`styletransfer.apps.tiling`'s).
 
-Pass 1 encodes each window and merges the relu4_1 positions it owns into one running channel mean and variance:
+Pass 1 encodes each window and merges the relu4_1 positions it owns into one running channel mean and variance (for
+WCT, mean and covariance):
 windows start on multiples of 8 (relu4_1's stride), so their features lie on the global grid, and the owned
 positions lie at least ``MARGIN`` px inside their window, past the reach of its padding: the statistics are those of
-the untiled image, up to float rounding. Pass 2 encodes each window again, applies the one global AdaIN transform
-(those content statistics, the style's), blends with alpha and decodes.
+the untiled image, up to float rounding. Pass 2 encodes each window again, applies the one global transform (those
+content statistics, the style's: AdaIN's and its ablations' per-channel affine map, or WCT's whitening and colouring
+matrix), blends with alpha and decodes.
 
 Measured with random weights: an input pixel changes the output up to 62 px away (encoder and decoder together), so
 with ``MARGIN`` = 64 a kept pixel is what the untiled run gives. Colour preservation reads the content's colour
@@ -19,10 +21,18 @@ from contextlib import AbstractContextManager
 
 from torch import Tensor
 
-from styletransfer.methods.adain.model import AdaINDecoder, StyleStats, _stats_for, decode_clamped, encode, mix_stats
-from styletransfer.methods.adain.transforms import with_stats
+from styletransfer.methods.adain.model import (
+    AdaINDecoder,
+    StyleStats,
+    _stats_for,
+    decode_clamped,
+    encode,
+    encode_styles,
+    mix_stats,
+)
+from styletransfer.methods.adain.transforms import Code, apply_map, blend, style_code, wct_map, with_stats
 from styletransfer.nn.encoder import VGGEncoder
-from styletransfer.nn.stats import RunningStats
+from styletransfer.nn.stats import RunningCovariance, RunningStats
 from styletransfer.protocol.model import TilingNeeds
 
 #: relu4_1's stride: windows start on multiples of it, so a window's features are a block of the global map.
@@ -67,19 +77,35 @@ class TiledAdaIN:
         transform: str = "adain",
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
-        self.transform = transform  # a statistics transform (adain, adamean, adastd): ``transforms.with_stats``
+        # a statistics transform (adain, adamean, adastd: ``transforms.with_stats``) or wct (``transforms.wct_map``)
+        self.transform = transform
         self.alpha = float(alpha)
         self.channels_last = channels_last
         self.autocast = autocast
         self.needs_statistics = self.alpha != 0.0
-        self.style: StyleStats | None = None
-        self.content_stats = RunningStats()
+        self.style: Code | None = None
+        self.content_stats: RunningStats | RunningCovariance = (
+            RunningCovariance() if transform == "wct" else RunningStats()
+        )
         self._transform: tuple[StyleStats, StyleStats] | None = None
+        self._map: tuple[Tensor, Tensor] | None = None
         if self.needs_statistics:
             reference = colour_sample(content, to_device) if preserve_colour else None
             with autocast():
-                stats = _stats_for(encoder, reference, styles, preserve_colour, None, style_stats, channels_last)
-            self.style = mix_stats(stats, weights)
+                if transform == "wct":
+                    self.style = self._wct_code(styles, weights, reference, style_stats)
+                else:
+                    stats = _stats_for(encoder, reference, styles, preserve_colour, None, style_stats, channels_last)
+                    self.style = mix_stats(stats, weights)
+
+    def _wct_code(
+        self, styles: Sequence[Tensor], weights: Sequence[float], reference: Tensor | None, codes: Sequence | None
+    ) -> Code:
+        """The styles' blended (mean, covariance); recomputed against the content's colour with preservation."""
+        if reference is not None or codes is None:
+            features = encode_styles(self.encoder, styles, reference, self.channels_last)
+            codes = [style_code("wct", feature) for feature in features]
+        return blend(list(codes), weights, 0)
 
     def observe(self, window: Tensor, owned: tuple[slice, slice]) -> None:
         """Merge the relu4_1 positions of the pixels ``owned`` into the content's running statistics."""
@@ -96,8 +122,12 @@ class TiledAdaIN:
     def _render(self, window: Tensor) -> Tensor:
         features = encode(self.encoder, window, self.channels_last)
         target = features
-        if self.style is not None:
+        if self.style is not None and isinstance(self.content_stats, RunningCovariance):
+            if self._map is None:  # pass 1 is over: WCT's matrix from the content's global covariance, once
+                self._map = wct_map(self.content_stats.mean_covariance(features.device), (self.style[0], self.style[1]))
+            target = apply_map(features, self._map).float()
+        elif self.style is not None and isinstance(self.content_stats, RunningStats):
             if self._transform is None:  # pass 1 is over: the content's global statistics, once
-                self._transform = (self.content_stats.mean_std(features.device), self.style)
+                self._transform = (self.content_stats.mean_std(features.device), (self.style[0], self.style[1]))
             target = with_stats(self.transform, features.float(), *self._transform)
         return decode_clamped(self.decoder, target, features, self.alpha, (window.shape[-2], window.shape[-1]))

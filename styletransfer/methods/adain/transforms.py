@@ -84,13 +84,24 @@ def _power(matrix: Tensor, exponent: float) -> Tensor:
     return (vectors * scale[..., None, :]) @ vectors.mT
 
 
+def wct_map(content: tuple[Tensor, Tensor], style: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """WCT as an affine map of the content's features: (matrix (N, C, C), offset (N, C, 1)) with target = matrix @ x
+    + offset, from the content's (mean, covariance) and the style's (batch 1 or N), float64."""
+    (c_mean, c_cov), (s_mean, s_cov) = content, style
+    eye = torch.eye(c_cov.shape[-1], dtype=c_cov.dtype, device=c_cov.device)
+    matrix = _power(s_cov, 0.5) @ _power(c_cov + eye, -0.5)
+    return matrix, s_mean.flatten(2) - matrix @ c_mean.flatten(2)
+
+
+def apply_map(features: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
+    """``matrix @ x + offset`` at every position of features (N, C, H, W), float64."""
+    matrix, offset = affine
+    return (matrix @ features.double().flatten(2) + offset).view(features.shape)
+
+
 def whiten_colour(content: Tensor, style: tuple[Tensor, Tensor]) -> Tensor:
     """WCT's target for content features (N, C, H, W) and a style's (mean, covariance) (batch 1 or N), float64."""
-    c_mean, c_cov = covariance(content)
-    eye = torch.eye(c_cov.shape[-1], dtype=c_cov.dtype, device=c_cov.device)
-    whitened = _power(c_cov + eye, -0.5) @ (content.double().flatten(2) - c_mean.flatten(2))
-    s_mean, s_cov = style
-    return (_power(s_cov, 0.5) @ whitened + s_mean.flatten(2)).view(content.shape)
+    return apply_map(content, wct_map(covariance(content), style))
 
 
 def style_code(transform: str, features: Tensor) -> Code:
