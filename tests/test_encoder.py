@@ -14,6 +14,7 @@ import torch.hub
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from styletransfer.runtime.errors import ConfigError
 from styletransfer.nn.encoder import (
     IMAGENET_FILE,
     VGG19_LAYERS,
@@ -332,3 +333,43 @@ def test_state_dict_in_memory_loads_like_the_file():
     assert copy.spec["weights"] == "state_dict" and copy.spec["fingerprint"] == source.spec["fingerprint"]
     image = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(copy(image)["relu2_1"], source(image)["relu2_1"])
+
+
+# ---------------------------------------------------------------- VGG-16 (encoder=vgg16)
+
+
+def test_vgg16_features_equal_torchvisions_own_network_bit_for_bit(tmp_path: Path):
+    """torchvision's vgg16().features (its own layers, seeded random init) saved as a file: our encoder detects
+    VGG-16 from the keys and gives torchvision's activations at relu1_2, relu2_2, relu3_3 and relu4_3 (the fast
+    style loss network's layers) bit for bit; the layer names are VGG-19's without each block's fourth conv."""
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    reference = vgg16().features.eval()
+    path = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
+    layers = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+    encoder = VGGEncoder(layers, weights=str(path))
+    assert encoder.network == "vgg16" and encoder.spec["network"] == "vgg16"
+    image = _image(40)
+    ours = encoder(image)
+    x, expected = (image - MEAN) / STD, {}
+    indices = {3: "relu1_2", 8: "relu2_2", 15: "relu3_3", 22: "relu4_3"}  # torchvision vgg16().features positions
+    with torch.no_grad():
+        for i, module in enumerate(reference[:23]):
+            x = module(x)
+            if i in indices:
+                expected[indices[i]] = x.clone()
+    assert all(torch.equal(ours[name], expected[name]) for name in layers)
+    with pytest.raises(ConfigError, match="unknown VGG-16 layer name.*conv3_4"):
+        VGGEncoder(["conv3_4"], weights="random", network="vgg16")
+    with pytest.raises(EncoderWeightsError, match="are a VGG-16: it has no relu3_4"):
+        VGGEncoder(["relu3_4"], weights=str(path))  # a VGG-16 file asked for a VGG-19 layer
+
+
+def test_vgg16_imagenet_weights_come_from_their_own_cache_file(empty_hub: Path, no_network: list[str]):
+    with pytest.raises(EncoderWeightsError) as info:
+        build_encoder({"weights": "imagenet", "download": False, "network": "vgg16"}, ["relu2_2"])
+    assert "vgg16-397923af.pth" in str(info.value) and "styletransfer-weights fetch vgg16" in str(info.value)
+    with pytest.raises(ConfigError, match="encoder.network must be one of vgg19, vgg16"):
+        build_encoder({"weights": "random", "network": "vgg11"}, ["relu1_1"])

@@ -1,6 +1,7 @@
-"""Frozen VGG-19 feature encoder with named layers (conv1_1 ... relu5_4, pool1 ... pool5).
+"""Frozen VGG feature encoder with named layers (conv1_1 ... relu5_4, pool1 ... pool5): VGG-19 (``network="vgg19"``,
+the default) or VGG-16 (``"vgg16"``: the same names without conv3_4, conv4_4, conv5_4 and their ReLUs).
 
-Two architectures share the layer names:
+Two architectures share the layer names (VGG-16 only in torchvision's):
 
 * ``"torchvision"``: torchvision's ``vgg19().features`` (zero padding, floor max-pool), ImageNet mean/std
   normalisation applied inside. Weights: torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (``"imagenet"``),
@@ -43,9 +44,16 @@ VGG19_LAYERS: tuple[str, ...] = (
     "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5",
 )  # fmt: skip
 
+#: VGG-16's layers: VGG-19's without each block's fourth convolution (torchvision ``vgg16().features`` order).
+VGG16_LAYERS: tuple[str, ...] = tuple(name for name in VGG19_LAYERS if not name.endswith("_4"))
+#: Layer names of each network, in module order.
+NETWORK_LAYERS = {"vgg19": VGG19_LAYERS, "vgg16": VGG16_LAYERS}
+NETWORKS = tuple(NETWORK_LAYERS)
+NETWORK_TITLES = {"vgg19": "VGG-19", "vgg16": "VGG-16"}
+
 ARCHS = ("torchvision", "vgg_normalised")
 FALLBACKS = (None, "random")
-CONFIG_KEYS = ("weights", "seed", "fallback", "download", "arch")
+CONFIG_KEYS = ("weights", "seed", "fallback", "download", "arch", "network")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,28 +66,29 @@ DOWNLOAD_SOCKET_TIMEOUT_S = 20.0
 _CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
 
 
-def _ways_out(cache: Path | None = None) -> str:
-    cache = cache or imagenet_cache_path()
+def _ways_out(cache: Path | None = None, network: str = "vgg19") -> str:
+    cache = cache or imagenet_cache_path(network)
+    file = known(network)
     return (
         "Ways out (evaluate.py's keys are metric_encoder.*):\n"
-        f"  1. styletransfer-weights fetch vgg19 (where there is internet; it verifies and installs the file), or put "
-        f"torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) at\n       {cache}\n"
-        "  2. pass encoder.weights=/path/to/file.pth (a torchvision-layout VGG-19 state dict, or the AdaIN "
-        "release's vgg_normalised.pth)\n"
+        f"  1. styletransfer-weights fetch {network} (where there is internet; it verifies and installs the file), or "
+        f"put torchvision's {file.filename} ({file.url}) at\n       {cache}\n"
+        f"  2. pass encoder.weights=/path/to/file.pth (a torchvision-layout {NETWORK_TITLES[network]} state dict, or "
+        "the AdaIN release's vgg_normalised.pth for VGG-19)\n"
         "  3. pass encoder.weights=random for tests/demos only (MEANINGLESS results), or encoder.fallback=random "
         "to fall back to it with a warning"
     )
 
 
-def imagenet_cache_path() -> Path:
-    """Where torchvision's loader caches (and looks for) the ImageNet VGG-19 weights."""
-    return hub_checkpoint(IMAGENET_FILE)
+def imagenet_cache_path(network: str = "vgg19") -> Path:
+    """Where torchvision's loader caches (and looks for) the network's ImageNet weights."""
+    return hub_checkpoint(known(network).filename)
 
 
-def _layer_specs() -> list[tuple[str, int, int]]:
-    """(name, in_channels, out_channels) for every entry of VGG19_LAYERS (channels 0 for relu/pool)."""
+def _layer_specs(network: str = "vgg19") -> list[tuple[str, int, int]]:
+    """(name, in_channels, out_channels) for every layer of ``network`` (channels 0 for relu/pool)."""
     specs, channels = [], 3
-    for name in VGG19_LAYERS:
+    for name in NETWORK_LAYERS[network]:
         if name.startswith("conv"):
             specs.append((name, channels, _CHANNELS[name[4]]))
             channels = _CHANNELS[name[4]]
@@ -88,13 +97,13 @@ def _layer_specs() -> list[tuple[str, int, int]]:
     return specs
 
 
-def _build_trunk(arch: str, deepest: str) -> tuple[nn.Sequential, dict[str, int]]:
+def _build_trunk(arch: str, deepest: str, network: str = "vgg19") -> tuple[nn.Sequential, dict[str, int]]:
     """The architecture's modules up to and including ``deepest``, and the layer-name -> module-index map."""
     modules: list[nn.Module] = []
     index: dict[str, int] = {}
     if arch == "vgg_normalised":
         modules.append(nn.Conv2d(3, 3, kernel_size=1))
-    for name, c_in, c_out in _layer_specs():
+    for name, c_in, c_out in _layer_specs(network):
         if name.startswith("conv"):
             if arch == "vgg_normalised":
                 modules += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, kernel_size=3)]
@@ -110,17 +119,19 @@ def _build_trunk(arch: str, deepest: str) -> tuple[nn.Sequential, dict[str, int]
     return nn.Sequential(*modules), index
 
 
-def check_layers(layers: Sequence[str] | str, setting: str = "layers") -> tuple[str, ...]:
-    """Validated VGG-19 layer names, duplicates dropped (order kept); ``setting`` names the config key in errors."""
+def check_layers(layers: Sequence[str] | str, setting: str = "layers", network: str = "vgg19") -> tuple[str, ...]:
+    """Validated layer names of ``network``, duplicates dropped (order kept); ``setting`` names the config key in
+    errors."""
+    title, names = NETWORK_TITLES[network], NETWORK_LAYERS[network]
     if isinstance(layers, (str, bytes)):
         layers = [str(layers)]
     if not isinstance(layers, Sequence):
-        raise ConfigError(f"{setting} must be a list of VGG-19 layer names, got {layers!r}")
+        raise ConfigError(f"{setting} must be a list of {title} layer names, got {layers!r}")
     layers = tuple(dict.fromkeys(str(name) for name in layers))
-    unknown = [name for name in layers if name not in VGG19_LAYERS]
+    unknown = [name for name in layers if name not in names]
     if not layers or unknown:
-        problem = f"unknown VGG-19 layer name(s) {unknown}" if unknown else "no layer given"
-        raise ConfigError(f"{setting}={list(layers)}: {problem}; valid names: {', '.join(VGG19_LAYERS)}")
+        problem = f"unknown {title} layer name(s) {unknown}" if unknown else "no layer given"
+        raise ConfigError(f"{setting}={list(layers)}: {problem}; valid names: {', '.join(names)}")
     return layers
 
 
@@ -143,29 +154,32 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _load_imagenet(download: bool, progress: bool = True) -> tuple[dict[str, Tensor], Path]:
-    """torchvision's VGG19_Weights.IMAGENET1K_V1 through torchvision's loader and torch.hub's cache."""
-    from torchvision.models import VGG19_Weights
+def _load_imagenet(download: bool, progress: bool = True, network: str = "vgg19") -> tuple[dict[str, Tensor], Path]:
+    """torchvision's VGG19_Weights (or VGG16_Weights).IMAGENET1K_V1 through torchvision's loader and torch.hub's
+    cache."""
+    from torchvision.models import VGG16_Weights, VGG19_Weights
 
-    cache = imagenet_cache_path()
+    weights = {"vgg19": VGG19_Weights, "vgg16": VGG16_Weights}[network].IMAGENET1K_V1
+    title = NETWORK_TITLES[network]
+    cache = imagenet_cache_path(network)
     cached = cache.is_file()
     if not cached and not download:
         raise EncoderWeightsError(
-            f"VGG-19 ImageNet weights are not in torch.hub's cache and download=False.\n"
-            f"Expected file: {cache}\n{_ways_out(cache)}"
+            f"{title} ImageNet weights are not in torch.hub's cache and download=False.\n"
+            f"Expected file: {cache}\n{_ways_out(cache, network)}"
         )
     try:
         with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
-            state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=progress, weights_only=True)
+            state = weights.get_state_dict(progress=progress, weights_only=True)
     except Exception as exc:
         if cached or cache.is_file():
             raise EncoderWeightsError(
-                f"cannot read the cached VGG-19 ImageNet weights {cache} ({first_line(exc, 300)}).\n"
-                f"The file may be truncated or not a state dict: delete it and retry.\n{_ways_out(cache)}"
+                f"cannot read the cached {title} ImageNet weights {cache} ({first_line(exc, 300)}).\n"
+                f"The file may be truncated or not a state dict: delete it and retry.\n{_ways_out(cache, network)}"
             ) from exc
         raise EncoderWeightsError(
-            f"cannot download the VGG-19 ImageNet weights ({first_line(exc, 300)}); no internet?\n"
-            f"Expected file: {cache}\n{_ways_out(cache)}"
+            f"cannot download the {title} ImageNet weights ({first_line(exc, 300)}); no internet?\n"
+            f"Expected file: {cache}\n{_ways_out(cache, network)}"
         ) from exc
     return as_state_dict(state, cache, EncoderWeightsError), cache
 
@@ -177,6 +191,14 @@ def _load_file(path: Path) -> dict[str, Tensor]:
         f"readable weights file).\n{_ways_out()}"
     )
     return as_state_dict(safe_load(path, "encoder weights file", EncoderWeightsError, hint), path, EncoderWeightsError)
+
+
+def _detect_network(state: Mapping[str, Tensor], configured: str) -> str:
+    """VGG-16 or VGG-19 from a torchvision-layout state dict's keys (module 16 is VGG-19's conv3_4, VGG-16's pool3;
+    module 17 is VGG-16's conv4_1); ``configured`` when the file stops before either."""
+    if "16.weight" in state:
+        return "vgg19"
+    return "vgg16" if "17.weight" in state else configured
 
 
 def _detect_layout(state: Mapping[str, Tensor], path: Path) -> tuple[str, dict[str, Tensor]]:
@@ -214,7 +236,7 @@ def _load_into(trunk: nn.Sequential, state: Mapping[str, Tensor], arch: str, pat
         key, got, want = wrong[0]
         raise EncoderWeightsError(
             f"encoder weights file {path} ({arch} layout): '{key}' has shape {got}, expected {want} "
-            f"({len(wrong)} mismatched key(s)); is it a VGG-19?"
+            f"({len(wrong)} mismatched key(s)); is it the network the config names (encoder.network)?"
         )
     trunk.load_state_dict({k: state[k] for k in expected}, strict=True)
 
@@ -254,17 +276,18 @@ def _random_banner(reason: str) -> str:
 
 
 def _load_trunk(
-    weights: str | os.PathLike | Mapping[str, Tensor], deepest: str, download: bool, fallback: str | None
-) -> tuple[str, nn.Sequential, dict[str, int], Path | None] | None:
+    weights: str | os.PathLike | Mapping[str, Tensor], deepest: str, download: bool, fallback: str | None, network: str
+) -> tuple[str, str, nn.Sequential, dict[str, int], Path | None] | None:
     """(arch, trunk, layer index, file) loaded from ``weights`` up to ``deepest``; None when they cannot be had
-    and ``fallback`` is "random" (after a loud banner), else the EncoderWeightsError naming the file and the fix."""
+    and ``fallback`` is "random" (after a loud banner), else the EncoderWeightsError naming the file and the fix.
+    Returns (arch, network, trunk, layer index, file): a file's network is detected from its keys."""
     path: Path | None = None
     try:
         if isinstance(weights, Mapping):
             memory = Path("<state dict>")
             arch, state = _detect_layout(as_state_dict(weights, memory, EncoderWeightsError), memory)
         elif weights == "imagenet":
-            state, path = _load_imagenet(download)
+            state, path = _load_imagenet(download, network=network)
             arch, state = _detect_layout(state, path)
             if arch != "torchvision":
                 raise EncoderWeightsError(
@@ -273,18 +296,24 @@ def _load_trunk(
         else:
             path = Path(weights).expanduser().resolve()
             arch, state = _detect_layout(_load_file(path), path)
-        trunk, index = _build_trunk(arch, deepest)
+        network = "vgg19" if arch == "vgg_normalised" else _detect_network(state, network)
+        if deepest not in NETWORK_LAYERS[network]:
+            raise EncoderWeightsError(
+                f"encoder weights {path or weights} are a {NETWORK_TITLES[network]}: it has no {deepest}"
+            )
+        trunk, index = _build_trunk(arch, deepest, network)
         _load_into(trunk, state, arch, path)
     except EncoderWeightsError as exc:
         if fallback != "random":
             raise
         log.warning(_random_banner(str(exc).splitlines()[0]))  # once: the console and the run's log file
         return None
-    return arch, trunk, index, path
+    return arch, network, trunk, index, path
 
 
 class VGGEncoder(nn.Module):
-    """Frozen VGG-19 returning named feature maps; see the module docstring for the architectures and weights.
+    """Frozen VGG-19 or VGG-16 (``network``) returning named feature maps; see the module docstring for the
+    architectures and weights.
 
     ``weights`` may also be a state dict already in memory (e.g. the trunk stored in a Lightning checkpoint),
     in either layout. ``arch`` is the architecture of random weights (a file's or ImageNet's is detected).
@@ -301,11 +330,16 @@ class VGGEncoder(nn.Module):
         fallback: str | None = None,
         download: bool = True,
         arch: str = "torchvision",
+        network: str = "vgg19",
     ) -> None:
         super().__init__()
-        self.layers = check_layers(layers)
+        if network not in NETWORKS:
+            raise ConfigError(f"encoder.network must be one of {', '.join(NETWORKS)}, got {network!r}")
         if arch not in ARCHS:
             raise ConfigError(f"encoder arch must be one of {ARCHS}, got {arch!r}")
+        if arch == "vgg_normalised" and network != "vgg19":
+            raise ConfigError("encoder.arch=vgg_normalised is the AdaIN release's VGG-19: use encoder.network=vgg19")
+        self.layers = check_layers(layers, network=network)
         if fallback not in FALLBACKS:
             raise ConfigError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -317,17 +351,18 @@ class VGGEncoder(nn.Module):
             )
         label = "state_dict" if in_memory else str(weights)
         deepest = max(self.layers, key=VGG19_LAYERS.index)
-        loaded = None if label == "random" else _load_trunk(weights, deepest, download, fallback)
+        loaded = None if label == "random" else _load_trunk(weights, deepest, download, fallback, network)
         fallback_used = loaded is None and label != "random"
         if loaded is None:
-            trunk, index = _build_trunk(arch, deepest)
+            trunk, index = _build_trunk(arch, deepest, network)
             _init_random(trunk, seed)
             used, path = "random", None
         else:
-            arch, trunk, index, path = loaded
+            arch, network, trunk, index, path = loaded
             used = str(path) if path is not None and label not in ("imagenet", "state_dict") else label
 
         self.arch = arch
+        self.network = network
         self.trunk = trunk
         self._index = index
         self.normalise = arch == "torchvision"
@@ -337,6 +372,7 @@ class VGGEncoder(nn.Module):
         super().train(False)
         self.spec: dict = {
             "arch": arch,
+            "network": network,
             "weights": label,
             "used": used,
             "file": str(path) if path is not None else None,
@@ -374,11 +410,12 @@ class VGGEncoder(nn.Module):
         return OrderedDict((name, found[name]) for name in wanted)
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch}, used={self.spec['used']}, layers={list(self.layers)}"
+        return f"network={self.network}, arch={self.arch}, used={self.spec['used']}, layers={list(self.layers)}"
 
 
 def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
-    """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download, arch}); unknown keys fail.
+    """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download, arch, network}); unknown
+    keys fail.
     ``arch`` only shapes random weights (a file's architecture is detected from its keys)."""
     if not isinstance(config, Mapping):
         raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
@@ -399,4 +436,5 @@ def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
         fallback=fallback,
         download=download,
         arch=config.get("arch", "torchvision"),
+        network=config.get("network", "vgg19"),
     )

@@ -69,6 +69,14 @@ KNOWN = (
         _TORCHVISION_PREFIX,
     ),
     WeightFile(
+        "vgg16",
+        "vgg16-397923af.pth",
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "encoder=vgg16 (encoder.network=vgg16, weights=imagenet: fast neural style's loss network)",
+        "397923af",
+        _TORCHVISION_PREFIX,
+    ),
+    WeightFile(
         "adain-vgg",
         "vgg_normalised.pth",
         _ADAIN_RELEASE + "vgg_normalised.pth",

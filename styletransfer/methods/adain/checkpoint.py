@@ -71,7 +71,11 @@ def _trunk_layers(spec: Mapping | None) -> list[str]:
 def _encoder_from_trunk(trunk: Mapping[str, Tensor], spec: Mapping | None, path: Path) -> VGGEncoder:
     """Rebuild the frozen encoder stored in a Lightning checkpoint (its architecture is detected from the keys)."""
     try:
-        encoder = VGGEncoder(_trunk_layers(spec), weights={f"trunk.{k}": v for k, v in trunk.items()})
+        encoder = VGGEncoder(
+            _trunk_layers(spec),
+            weights={f"trunk.{k}": v for k, v in trunk.items()},
+            network=(spec or {}).get("network", "vgg19"),
+        )
     except EncoderWeightsError as exc:
         raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
     recorded = dict(spec or {})
@@ -136,7 +140,12 @@ def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> t
             raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
         used = spec.get("used") or spec.get("weights", "imagenet")
         weights = "random" if spec.get("fallback_used") else used
-        encoder = {"weights": weights, "seed": int(spec.get("seed", 0)), "download": False}
+        encoder = {
+            "weights": weights,
+            "seed": int(spec.get("seed", 0)),
+            "download": False,
+            "network": spec.get("network", "vgg19"),
+        }
     built = _encoder_from_config(encoder, _trunk_layers(spec))
     recorded = spec.get("fingerprint")
     if recorded and built.spec["fingerprint"] != recorded:

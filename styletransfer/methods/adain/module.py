@@ -74,7 +74,9 @@ class AdaINModule(pl.LightningModule):
         layers = [*style_layers, BOTTLENECK]
         if "fingerprint" in encoder:
             # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
-            self.encoder = VGGEncoder(layers, weights="random", arch=encoder["arch"])
+            self.encoder = VGGEncoder(
+                layers, weights="random", arch=encoder["arch"], network=encoder.get("network", "vgg19")
+            )
             self.encoder.spec = dict(encoder)
         else:
             self.encoder = build_encoder(encoder, layers=layers)

@@ -29,7 +29,12 @@ def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VG
             "the checkpoint's image was optimised behind an encoder given as a state dict in memory, "
             "which cannot be had again: pass encoder={'weights': ...} to load_from_checkpoint"
         )
-    config = {"weights": weights, "seed": encoder.get("seed", 0), "arch": encoder.get("arch", "torchvision")}
+    config = {
+        "weights": weights,
+        "seed": encoder.get("seed", 0),
+        "arch": encoder.get("arch", "torchvision"),
+        "network": encoder.get("network", "vgg19"),
+    }
     built = build_encoder(config, layers=layers)
     if built.spec["fingerprint"] != encoder["fingerprint"]:
         raise EncoderMismatchError(
