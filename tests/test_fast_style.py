@@ -128,3 +128,92 @@ def test_several_styles_blend_their_scales_and_shifts():
     assert not torch.equal(multi(x, torch.tensor([1.0, 0, 0])), multi(x, torch.tensor([0, 1.0, 0])))
     with pytest.raises(ValueError, match="3 styles: give a weight vector of that length"):
         multi(x)
+
+
+# ---------------------------------------------------------------- the examples' loss and training step
+
+
+def ref_gram_matrix(y):  # utils.py gram_matrix
+    (b, ch, h, w) = y.size()
+    features = y.view(b, ch, w * h)
+    features_t = features.transpose(1, 2)
+    return features.bmm(features_t) / (ch * h * w)
+
+
+def ref_normalize_batch(batch):  # utils.py normalize_batch
+    mean = batch.new_tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)
+    std = batch.new_tensor([0.229, 0.224, 0.225]).view(-1, 1, 1)
+    batch = batch.div_(255.0)
+    return (batch - mean) / std
+
+
+class RefVgg16(torch.nn.Module):  # vgg.py Vgg16 (torchvision's vgg16().features cut after relu1_2 .. relu4_3)
+    def __init__(self, features):
+        super().__init__()
+        self.slice1, self.slice2 = torch.nn.Sequential(*features[:4]), torch.nn.Sequential(*features[4:9])
+        self.slice3, self.slice4 = torch.nn.Sequential(*features[9:16]), torch.nn.Sequential(*features[16:23])
+
+    def forward(self, X):
+        h_relu1_2 = self.slice1(X)
+        h_relu2_2 = self.slice2(h_relu1_2)
+        h_relu3_3 = self.slice3(h_relu2_2)
+        h_relu4_3 = self.slice4(h_relu3_3)
+        return h_relu1_2, h_relu2_2, h_relu3_3, h_relu4_3
+
+
+def test_one_training_step_equals_the_examples_bit_for_bit(tmp_path):
+    """neural_style.py's step on the same batch, style and weights (a seeded VGG-16 saved as a file both load):
+    the loss terms, and the network's weights after one Adam step at lr 1e-3, are equal bit for bit (the style's
+    Gram matrices to float32 rounding: see below)."""
+    from torchvision.models import vgg16
+
+    from styletransfer.data.images import save_image
+    from styletransfer.methods.fast import FastStyleModule
+
+    torch.manual_seed(0)
+    features = vgg16().features.eval()
+    weights_file = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, weights_file)
+    g = torch.Generator().manual_seed(1)
+    save_image(torch.rand(3, 40, 48, generator=g), tmp_path / "style.png")
+    ours = FastStyleModule({"weights": str(weights_file), "network": "vgg16"}, [str(tmp_path / "style.png")])
+    reference = RefTransformerNet()
+    reference.load_state_dict(ours.network.state_dict())
+    vgg = RefVgg16(features)
+    for p in vgg.parameters():
+        p.requires_grad_(False)
+
+    from styletransfer.data.images import load_image_tensor
+
+    batch = torch.rand(2, 3, 32, 32, generator=g)  # the data module's content in [0, 1]
+    style = load_image_tensor(tmp_path / "style.png").mul(255).repeat(2, 1, 1, 1)
+    gram_style = [ref_gram_matrix(y) for y in vgg(ref_normalize_batch(style))]
+    # The examples compute the style's Gram matrices from the style repeated to the batch size; ours are computed
+    # once, from a batch of one. The maths is the same, but oneDNN's convolutions round differently for a batch of 1
+    # and of 2 (measured: the last bits of the Gram matrices): the targets agree to float32 rounding, and from here
+    # on both use the batch-of-one values, so the rest of the step is compared bit for bit.
+    for ours_gram, theirs in zip((ours.loss.gram_relu1_2, ours.loss.gram_relu2_2, ours.loss.gram_relu3_3,
+                                  ours.loss.gram_relu4_3), gram_style):
+        torch.testing.assert_close(ours_gram[0], theirs[0], rtol=1e-5, atol=1e-6 * float(theirs[0].abs().max()))
+    one = load_image_tensor(tmp_path / "style.png").mul(255)[None]  # normalize_batch divided ``style`` in place
+    gram_style = [ref_gram_matrix(y).repeat(2, 1, 1) for y in vgg(ref_normalize_batch(one))]
+    x = batch.mul(255)  # transforms.ToTensor() then x.mul(255)
+    y = reference(x)
+    features_y, features_x = vgg(ref_normalize_batch(y)), vgg(ref_normalize_batch(x.clone()))
+    content_loss = 1e5 * torch.nn.functional.mse_loss(features_y[1], features_x[1])
+    style_loss = 0.0
+    for ft_y, gm_s in zip(features_y, gram_style):
+        style_loss += torch.nn.functional.mse_loss(ref_gram_matrix(ft_y), gm_s[:2, :, :])
+    style_loss *= 1e10
+    total = content_loss + style_loss
+    terms = ours.losses(batch)
+    assert torch.equal(terms["loss/content"], content_loss) and torch.equal(terms["loss/style"], style_loss)
+    assert torch.equal(terms["loss/total"], total)
+    ref_opt = torch.optim.Adam(reference.parameters(), 1e-3)
+    our_opt = ours.configure_optimizers()
+    total.backward()
+    terms["loss/total"].backward()
+    ref_opt.step()
+    our_opt.step()
+    ref_state = reference.state_dict()
+    assert all(torch.equal(v, ref_state[k]) for k, v in ours.network.state_dict().items())

@@ -64,7 +64,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def __init__(
         self,
         content_dir: str,
-        style_dir: str,
+        style_dir: str | None = None,
         short_side: int = 512,
         crop_size: int = 256,
         batch_size: int = 8,
@@ -84,9 +84,14 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.drop_last = bool(drop_last)
         self.jpeg_draft = bool(jpeg_draft)
         self.content_dir = str(content_dir)
-        self.style_dir = str(style_dir)
+        self.style_dir = None if style_dir is None else str(style_dir)
         self.content_files = _list_folder("data.content_dir", self.content_dir)
-        self.style_files = _list_folder("data.style_dir", self.style_dir)
+        self.style_files = [] if self.style_dir is None else _list_folder("data.style_dir", self.style_dir)
+        if self.style_dir is None and self.val_pairs:
+            raise ConfigError(
+                f"data.val_pairs={self.val_pairs} needs data.style_dir (validation pairs are content-style pairs): "
+                "set data.val_pairs=0 for content-only training"
+            )
         self._check_batch(len(self.content_files), self.content_dir)
 
     def _configure(
@@ -162,13 +167,16 @@ class ContentStyleDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def train_sources(self) -> tuple[ImageSource, ImageSource]:
-        """Where training images come from: the content and style folders (JPEG draft at ``short_side``)."""
+    def train_sources(self) -> tuple[ImageSource, ImageSource | None]:
+        """Where training images come from: the content and style folders (JPEG draft at ``short_side``); no style
+        source without ``style_dir`` (content-only training: batches hold only ``content``)."""
         draft = self.short_side if self.jpeg_draft else None
-        return (
-            FolderSource(self.content_files, "content", self.content_dir, draft_side=draft),
-            FolderSource(self.style_files, "style", self.style_dir, draft_side=draft),
+        style = (
+            None
+            if self.style_dir is None
+            else FolderSource(self.style_files, "style", self.style_dir, draft_side=draft)
         )
+        return FolderSource(self.content_files, "content", self.content_dir, draft_side=draft), style
 
     def train_transform(self) -> Any:
         """The training items' transform: resize the shorter side, random crop; uint8 crops (a quarter of float32's

@@ -126,7 +126,7 @@ class ContentStyleDataset(Dataset):
     def __init__(
         self,
         content_files: Sequence[str | os.PathLike] | ImageSource,
-        style_files: Sequence[str | os.PathLike] | ImageSource,
+        style_files: Sequence[str | os.PathLike] | ImageSource | None,
         transform: RandomTransform,
         *,
         content_dir: str | None = None,
@@ -134,7 +134,8 @@ class ContentStyleDataset(Dataset):
         seed: int | None = None,
     ) -> None:
         self.content = _Readable(as_source(content_files, "content", content_dir))
-        self.style = _Readable(as_source(style_files, "style", style_dir))
+        # None: content only (a method trained for fixed styles); items then have no "style"
+        self.style = None if style_files is None else _Readable(as_source(style_files, "style", style_dir))
         self.transform = transform
         self.seed = resolve_seed(seed)
 
@@ -144,8 +145,11 @@ class ContentStyleDataset(Dataset):
     def __getitem__(self, key: int | DrawKey) -> dict[str, Any]:
         seed, epoch, index = key if isinstance(key, tuple) else (self.seed, 0, int(key))
         generator = generator_for("item", seed, epoch, index)
-        style_index = int(torch.randint(len(self.style), (), generator=generator).item())
         skipped: Skipped = []
+        if self.style is None:
+            _, content = self.content.load(index, skipped)
+            return {"content": self.transform(content, generator), "skipped": skipped}
+        style_index = int(torch.randint(len(self.style), (), generator=generator).item())
         _, content = self.content.load(index, skipped)
         _, style = self.style.load(style_index, skipped)
         return {
@@ -235,8 +239,8 @@ def collate_content_style(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Encoded items (a JPEG cache decoded on the GPU) become ``{"jpeg": [N bytes tensors], "boxes": (N, 2)}``,
     which the datamodule decodes on the device (``styletransfer.data.transforms.decode_crops``).
     """
-    return {
-        "content": _collate_images([item["content"] for item in items]),
-        "style": _collate_images([item["style"] for item in items]),
-        "skipped": [entry for item in items for entry in item.get("skipped", [])],
-    }
+    batch = {"content": _collate_images([item["content"] for item in items])}
+    if "style" in items[0]:  # content-only items (a method trained for fixed styles) have none
+        batch["style"] = _collate_images([item["style"] for item in items])
+    batch["skipped"] = [entry for item in items for entry in item.get("skipped", [])]
+    return batch

@@ -35,6 +35,7 @@ from styletransfer.runtime.errors import CheckpointError, ConfigError
 BUILT_IN = {
     "adain": "styletransfer.methods.adain.plugin",
     "gatys": "styletransfer.methods.gatys.plugin",
+    "fast": "styletransfer.methods.fast.plugin",
 }
 #: Entry-point group through which other packages register methods.
 ENTRY_POINT_GROUP = "styletransfer.methods"

@@ -1,0 +1,136 @@
+"""Fast neural style (Johnson et al. 2016; Dumoulin et al. 2017 for several styles): train the image
+transformation network of pytorch/examples ``fast_neural_style`` on content images against fixed style images."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from styletransfer.data.images import load_rgb, pil_to_tensor
+from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.methods.fast.checkpoint import save_network
+from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
+from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.nn.encoder import build_encoder
+from styletransfer.runtime.errors import ConfigError, ImageLoadError
+
+log = logging.getLogger(__name__)
+
+#: The smallest style side the loss network reads (relu4_3 is at stride 8).
+MIN_STYLE_SIDE = 16
+
+
+def style_names(styles: Sequence[str]) -> list[str]:
+    """The names a model's styles are chosen by: their file names without the suffix (unique)."""
+    names = [Path(str(style)).stem for style in styles]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"method.styles: two style files are both called {repeated[0]}: rename one")
+    return names
+
+
+def load_style(path: str, size: int | None) -> Tensor:
+    """A style image (1, 3, H, W) in [0, 1]: its own size, or ``size`` x ``size`` (the examples' ``--style-size``)."""
+    try:
+        image = load_rgb(path)
+    except ImageLoadError as exc:
+        raise ConfigError(f"method.styles: {exc}") from None
+    if size is not None:
+        image = image.resize((int(size), int(size)), resample=3)  # PIL bicubic, as the examples' ANTIALIAS is near
+    if min(image.size) < MIN_STYLE_SIDE:
+        raise ConfigError(
+            f"method.styles: {path} is {image.size[0]}x{image.size[1]} px; the loss network needs at least "
+            f"{MIN_STYLE_SIDE} px on each side (give a larger image, or method.style_size)"
+        )
+    return pil_to_tensor(image)[None]
+
+
+class FastStyleModule(pl.LightningModule):
+    """Trains a ``TransformerNet`` for ``styles`` (one file: Johnson et al.; several: conditional instance
+    normalisation, each batch trained for one style in turn) with the perceptual loss of ``losses.py`` behind a
+    frozen VGG-16. Defaults are pytorch/examples ``fast_neural_style``'s (content weight 1e5, style weight 1e10,
+    Adam at 1e-3). The network's input is content in [0, 255]; batches come in [0, 1] and are scaled here."""
+
+    def __init__(
+        self,
+        encoder: Mapping[str, Any],
+        styles: Sequence[str],
+        style_size: int | None = None,
+        content_weight: float = 1e5,
+        style_weight: float = 1e10,
+        lr: float = 1e-3,
+        export_network: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(styles, str) or not styles:
+            raise ConfigError("method.styles: give a list of style images, e.g. method.styles=[starry.jpg]")
+        styles = [str(style) for style in styles]
+        self.names = style_names(styles)
+        for name in ("content_weight", "style_weight", "lr"):
+            value = locals()[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < float("inf"):
+                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        images = [load_style(style, style_size) for style in styles]
+        encoder_module = build_encoder(encoder, [CONTENT_LAYER, *STYLE_LAYERS])
+        self.save_hyperparameters(
+            {
+                "encoder": dict(encoder_module.spec),
+                "styles": styles,
+                "style_size": None if style_size is None else int(style_size),
+                "content_weight": float(content_weight),
+                "style_weight": float(style_weight),
+                "lr": float(lr),
+                "export_network": bool(export_network),
+            }
+        )
+        self.network = TransformerNet(len(styles))
+        self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight)
+
+    @property
+    def styles(self) -> int:
+        return self.network.styles
+
+    def _style_vector(self, index: int) -> Tensor | None:
+        if self.styles == 1:
+            return None
+        return F.one_hot(torch.tensor(index), self.styles).to(self.device, torch.float32)
+
+    def losses(self, content: Tensor, style: int = 0) -> dict[str, Tensor]:
+        """The loss terms for a content batch in [0, 1] and style number ``style``."""
+        x = content.mul(255.0)
+        y = self.network(x, self._style_vector(style))
+        return dict(self.loss(y, x, style))
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        style = self.global_step % self.styles  # one style per batch, in turn
+        losses = self.losses(batch["content"], style)
+        if logs_this_step(self.trainer):
+            size = batch["content"].shape[0]
+            self.log_dict(losses, batch_size=size)
+            skipped = getattr(getattr(self.trainer, "datamodule", None), "num_skipped", None)
+            if skipped is not None:
+                self.log("data/skipped", device_scalar(skipped, self.device), batch_size=size)
+        return losses["loss/total"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.network.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda")
+
+    def on_train_end(self) -> None:
+        self._export_network()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._export_network()
+
+    def _export_network(self) -> None:
+        """Write ``<run>/checkpoints/network.pth``: the network, its style names and the loss's encoder."""
+        if not self.hparams["export_network"] or self._trainer is None or not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "network.pth"
+        save_network(self.network, self.names, self.loss.encoder.spec, path, step=self.global_step)
