@@ -217,3 +217,145 @@ def test_one_training_step_equals_the_examples_bit_for_bit(tmp_path):
     our_opt.step()
     ref_state = reference.state_dict()
     assert all(torch.equal(v, ref_state[k]) for k, v in ours.network.state_dict().items())
+
+
+# ---------------------------------------------------------------- training, files, stylising, bad input
+
+
+@pytest.fixture(scope="module")
+def fast_data(tmp_path_factory):
+    """Content photos (scikit-image's, 80 x 64) and two procedural style images."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import SKIMAGE_DATA
+
+    root = tmp_path_factory.mktemp("fast")
+    (root / "content").mkdir()
+    for name in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]:
+        Image.open(SKIMAGE_DATA / name).convert("RGB").resize((80, 64)).save(root / "content" / f"{name[:-4]}.png")
+    y, x = np.mgrid[0:48, 0:56] / 6.0
+    for i, name in enumerate(["waves", "checks"]):
+        pattern = np.stack([np.sin(x * (i + 1) + c) * np.cos(y * (2 - i) - c) for c in range(3)], -1)
+        Image.fromarray((pattern * 120 + 128).clip(0, 255).astype(np.uint8)).save(root / f"{name}.png")
+    return root
+
+
+def _train(fast_data, run_dir, *styles, steps=12, extra=()):
+    from conftest import train_in_process
+
+    names = ",".join(str(fast_data / f"{s}.png") for s in styles)
+    return train_in_process("method=fast", "data=folders", f"data.content_dir={fast_data / 'content'}",
+                            f"method.styles=[{names}]", "encoder.weights=random", "trainer=cpu", "logger=csv",
+                            f"trainer.max_steps={steps}", "data.short_side=48", "data.crop_size=32",
+                            "data.batch_size=2", "method.lr=1e-2", *extra, run_dir=run_dir)
+
+
+@pytest.fixture(scope="module")
+def two_style_run(fast_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("two_styles")
+    _train(fast_data, run, "waves", "checks", steps=4)
+    return run / "checkpoints" / "network.pth"
+
+
+def test_a_tiny_run_lowers_the_loss_and_writes_the_network(fast_data, tmp_path):
+    """12 steps at lr 1e-2 on four photos with a random VGG-16 (content only: no style folder, no validation)."""
+    from styletransfer.methods.fast import FastStyleModule
+
+    torch.manual_seed(0)
+    module = FastStyleModule({"weights": "random", "network": "vgg16"}, [str(fast_data / "waves.png")])
+    batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = float(module.losses(batch)["loss/total"])
+    _train(fast_data, tmp_path, "waves")
+    trained = torch.load(tmp_path / "checkpoints" / "network.pth", weights_only=True)
+    assert trained["styles"] == ["waves"] and trained["encoder"]["network"] == "vgg16"
+    module.network.load_state_dict(trained["network"])
+    with torch.no_grad():
+        after = float(module.losses(batch)["loss/total"])
+    assert after < 0.8 * before, (before, after)
+
+
+def test_two_styles_stylise_differently_and_a_blend_lies_between(two_style_run, fast_data, tmp_path, capsys):
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.protocol.registry import load_model
+
+    model = load_model(two_style_run)
+    assert model.method == "fast" and model.describe()["styles"] == ["waves", "checks"]
+    content = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2))
+    a, b = model.stylise(content, weights=[1, 0]), model.stylise(content, weights=[0, 1])
+    mid = model.stylise(content, weights=[0.5, 0.5])
+    gap = float((a - b).abs().mean())
+    assert gap > 1e-3 and float((mid - a).abs().mean()) < gap and float((mid - b).abs().mean()) < gap
+    common = [str(two_style_run), "--content", str(fast_data / "content"), "--device", "cpu", "--workers", "0"]
+    assert stylise_main([*common, "--weights", "0.5", "0.5", "-o", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 4
+    capsys.readouterr()
+    for extra, message in ((["--weights", "1"], "got 1 interpolation weight(s) for 2 style(s)"),
+                           ([], "has 2 styles (waves, checks): choose one or blend them"),
+                           (["--style", str(fast_data / "waves.png")], "does not support --style"),
+                           (["--weights", "0.5", "0.5", "--alpha", "0.5"], "does not support --alpha"),
+                           (["--weights", "1", "0", "--transform", "wct"], "has no transform option")):
+        assert stylise_main([*common, *extra, "-o", str(tmp_path / "bad")]) == 1, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_the_examples_saved_models_load_and_stylise(fast_data, tmp_path):
+    """A bare state dict as the examples' training saves it (with the old InstanceNorm running_* entries their
+    released models carry) stylises through the command: the network's output / 255, clamped, as their stylize."""
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.data.images import load_image_tensor
+    from styletransfer.protocol.registry import load_model
+
+    torch.manual_seed(3)
+    reference = RefTransformerNet()
+    _lively(reference)
+    state = reference.state_dict()
+    state.update({"in1.running_mean": torch.zeros(32), "in1.running_var": torch.ones(32)})
+    torch.save(state, tmp_path / "candy.pth")
+    model = load_model(tmp_path / "candy.pth")
+    assert model.method == "fast" and model.kind == "examples" and model.describe()["styles"] == ["candy"]
+    content = load_image_tensor(fast_data / "content" / "coffee.png")[None]
+    with torch.no_grad():
+        expected = (reference(content * 255) / 255).clamp(0, 1)
+    assert torch.equal(model.stylise(content), expected)
+    assert stylise_main([str(tmp_path / "candy.pth"), "--content", str(fast_data / "content" / "coffee.png"), "-o",
+                         str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert (tmp_path / "out").is_dir() and len(list((tmp_path / "out").iterdir())) == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "junk.png").write_bytes(b"not an image"), "method.styles: cannot read image"),
+    (lambda d: __import__("PIL.Image").Image.new("RGB", (8, 8)).save(d / "junk.png"), "at least 16 px"),
+])
+def test_a_bad_style_image_is_one_line_naming_it(fast_data, tmp_path, make, message):
+    from styletransfer.methods.fast import FastStyleModule
+    from styletransfer.runtime.errors import ConfigError
+
+    make(tmp_path)
+    with pytest.raises(ConfigError, match=message) as info:
+        FastStyleModule({"weights": "random", "network": "vgg16"}, [str(tmp_path / "junk.png")])
+    assert "junk.png" in str(info.value)
+    with pytest.raises(ConfigError, match="two style files are both called waves"):
+        FastStyleModule({"weights": "random", "network": "vgg16"},
+                        [str(fast_data / "waves.png"), str(tmp_path / "waves.png")])
+
+
+def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path):
+    """data.style_dir unset: batches hold only content; val_pairs need styles; method=adain names the missing key."""
+    from conftest import train_in_process
+    from styletransfer.data import ContentStyleDataModule
+    from styletransfer.runtime.errors import ConfigError
+
+    module = ContentStyleDataModule(str(fast_data / "content"), short_side=48, crop_size=32, batch_size=2,
+                                    num_workers=0, val_pairs=0)
+    batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
+    assert set(batch) == {"content"} and batch["content"].shape == (2, 3, 32, 32)
+    with pytest.raises(ConfigError, match="data.val_pairs=2 needs data.style_dir"):
+        ContentStyleDataModule(str(fast_data / "content"), batch_size=2, val_pairs=2)
+    with pytest.raises(ConfigError, match="method=adain trains on content-style pairs: give data.style_dir"):
+        train_in_process("data=folders", f"data.content_dir={fast_data / 'content'}", "data.val_pairs=0", "data.batch_size=2",
+                         "encoder.weights=random", "trainer=cpu", "logger=none", "trainer.max_steps=1",
+                         run_dir=tmp_path / "run")

@@ -105,7 +105,8 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
     if args.output.exists() and not args.output.is_dir():
         raise ConfigError(f"--output {args.output} is a file: give a folder (it is made if missing)")
     if not args.style:
-        return None  # a model without style input: _refused checks the rest once it is loaded
+        # a model without style input: _refused checks the rest once it is loaded; weights blend its own styles
+        return None if args.weights is None else [float(w) for w in args.weights]
     try:
         return check_controls(len(args.style), args.weights, args.alpha, args.mask)
     except ConfigError as exc:
