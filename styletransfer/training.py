@@ -21,7 +21,12 @@ from styletransfer.engine.interrupt import StopOnSignal
 from styletransfer.engine.wandb_mode import choose_wandb_mode
 from styletransfer.nn.checkpoints import save_final_checkpoint
 from styletransfer.runtime.errors import RunInterrupted
-from styletransfer.runtime.files import remove_stale_temporaries, run_directory_lock, write_text_atomic
+from styletransfer.runtime.files import (
+    refuse_finished_run,
+    remove_stale_temporaries,
+    run_directory_lock,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ def _locked_run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         for folder in (output_dir, output_dir / "checkpoints"):
             for stale in remove_stale_temporaries(folder):
                 log.warning("removed %s, left by a run that was killed while writing", stale)
+        if not cfg.get("ckpt_path"):
+            refuse_finished_run(output_dir / "checkpoints")
         return _run(cfg, output_dir)
 
 

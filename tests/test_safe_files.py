@@ -291,6 +291,29 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_version(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_new_run_into_a_finished_runs_folder_is_refused_and_overwrites_nothing(photo_dirs, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Without ckpt_path, a second run into a finished run's folder would replace its last.ckpt, decoder.pth and
+    .hydra/ (hostile probe, issue 24): train.py refuses before Hydra writes, naming the resume; so does the job."""
+    content, style = photo_dirs
+    run_dir = tmp_path / "run"
+    common = ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "encoder.weights=random",
+              "trainer=cpu", "logger=csv", "data.batch_size=2", "data.short_side=40", "data.crop_size=32",
+              "data.val_pairs=0"]
+    run_hydra_app("train.py", *common, "trainer.max_steps=2", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    kept = {p: p.read_bytes() for p in [run_dir / "checkpoints" / "last.ckpt", run_dir / ".hydra" / "config.yaml"]}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_hydra_app("train.py", *common, "trainer.max_steps=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in err and "already holds a run's checkpoints" in err
+    assert all(path.read_bytes() == data for path, data in kept.items())
+    with pytest.raises(ConfigError, match="already holds a run's checkpoints"):
+        train_in_process(*common, "trainer.max_steps=1", run_dir=run_dir)
+    assert all(path.read_bytes() == data for path, data in kept.items())
+
+
 def test_train_py_into_a_busy_directory_writes_nothing_there(photo_dirs, tmp_path, monkeypatch):
     """The other run is another process: train.py refuses before Hydra writes .hydra/ or a log into its folder."""
     run_dir = tmp_path / "run"

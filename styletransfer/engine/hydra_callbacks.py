@@ -11,8 +11,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from styletransfer.runtime.errors import RunDirectoryBusyError
-from styletransfer.runtime.files import run_directory_lock
+from styletransfer.runtime.errors import ConfigError, RunDirectoryBusyError
+from styletransfer.runtime.files import refuse_finished_run, run_directory_lock
 
 
 class LockRunDirectory(Callback):
@@ -46,6 +46,13 @@ class LockRunDirectory(Callback):
             sys.exit(1)
         self._directories.add(directory.resolve())
         self._held.callback(self._directories.discard, directory.resolve())
+        if "ckpt_path" in config and not config.get("ckpt_path"):  # train.py's config (evaluate.py has none)
+            try:  # a training run into a finished run's folder would overwrite its checkpoints (and .hydra/)
+                refuse_finished_run(directory / "checkpoints")
+            except ConfigError as exc:
+                self._held.close()
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(1)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._held.close()

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
-from styletransfer.runtime.errors import RunDirectoryBusyError
+from styletransfer.runtime.errors import ConfigError, RunDirectoryBusyError
 
 #: Lock file a run holds in its directory, and the file naming the process that holds it.
 LOCK_NAME, OWNER_NAME = ".run.lock", ".run.owner"
@@ -148,3 +148,16 @@ def run_directory_lock(directory: str | os.PathLike) -> Iterator[None]:
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+def refuse_finished_run(checkpoints: Path) -> None:
+    """A new run (no ``ckpt_path``) would overwrite the checkpoints an earlier run left in its folder (``last.ckpt``
+    and ``step_*.ckpt`` mixed with the new ones): refuse with the two ways on, before anything is written."""
+    found = sorted(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
+    if found:
+        last = checkpoints / "last.ckpt"
+        resume = last if last.exists() else found[-1]
+        raise ConfigError(
+            f"{checkpoints} already holds a run's checkpoints ({len(found)} file(s)): resume that run with "
+            f"ckpt_path={resume}, or start a new one in another folder (leave hydra.run.dir out, or name a new one)"
+        )
