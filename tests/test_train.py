@@ -240,12 +240,13 @@ def test_a_key_added_with_a_typo_names_the_setting_meant(photo_dirs, tmp_path):
     ("train.py", "trainer.max_step=5", "did you mean trainer.max_steps?"),
     ("train.py", "metod=gatys", "did you mean method?"),
     ("evaluate.py", "benchmark.short_sid=64", "did you mean benchmark.short_side?"),
+    ("train.py", "method=gatys data.content=x.png data.style=y.jpg", "it is one of data=pair; add that choice"),
 ])
 def test_a_typo_that_hydra_refuses_names_the_key_meant(script, typo, meant, monkeypatch, capsys):
     """Hydra refuses the key before our code runs and suggests +KEY (which would fail later): the entry point adds
     one line naming the key meant, and exits 1 as Hydra does."""
     with pytest.raises(SystemExit) as exited:
-        run_hydra_app(script, typo, "trainer=cpu", monkeypatch=monkeypatch, full_error=False)
+        run_hydra_app(script, *typo.split(), "trainer=cpu", monkeypatch=monkeypatch, full_error=False)
     assert exited.value.code == 1
     hints = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hint:")]
     assert len(hints) == 1 and meant in hints[0], hints

@@ -29,6 +29,22 @@ def _overrides(argv: Sequence[str]) -> list[str]:
     return kept
 
 
+def _group_options_with(config_dir: Path, group: str, key: str) -> list[str]:
+    """The options of config group ``group`` (``configs/<group>/*.yaml``) that have a top-level ``key``."""
+    import yaml
+
+    folder = config_dir / group.replace(".", "/")
+    found = []
+    for path in sorted(folder.glob("*.yaml")) if group and folder.is_dir() else []:
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and key in content:
+            found.append(path.stem)
+    return found
+
+
 def explain_unknown_key(config_dir: str | Path, config_name: str, argv: Sequence[str]) -> str | None:
     """One line naming the key meant when an override in ``argv`` names a key the composed config lacks (None when
     that is not why composition failed)."""
@@ -54,7 +70,8 @@ def explain_unknown_key(config_dir: str | Path, config_name: str, argv: Sequence
     if not found:
         return None
     full_key = found.group(1)
-    rest = [o for o in overrides if o.split("=", 1)[0] != full_key]
+    # The config as the group choices make it (other key overrides may fail too: they are left out here)
+    rest = [o for o in overrides if "." not in o.split("=", 1)[0] and o.split("=", 1)[0] != full_key]
     config, _ = composed(rest)
     if config is None:
         return None
@@ -63,6 +80,10 @@ def explain_unknown_key(config_dir: str | Path, config_name: str, argv: Sequence
     if not isinstance(parent, DictConfig):
         return None
     where = parent_key or "the top level"
+    options = _group_options_with(Path(config_dir), parent_key, key)
+    if options:  # e.g. data.content with data=folders: the key belongs to another choice of the group
+        choices = " or ".join(f"{parent_key}={option}" for option in options)
+        return f"{full_key} is not a setting of the chosen {parent_key}: it is one of {choices}; add that choice"
     close = difflib.get_close_matches(key, [str(k) for k in parent.keys()], n=1, cutoff=0.6)
     prefix = f"{parent_key}." if parent_key else ""
     meant = f"did you mean {prefix}{close[0]}?" if close else f"the keys there are {', '.join(map(str, parent))}."
