@@ -73,7 +73,7 @@ def test_a_second_signal_stops_at_once_with_the_shells_status_and_one_line(signu
         "import os, signal, time\n"
         "from styletransfer.engine.interrupt import StopOnSignal\n"
         "stopper = StopOnSignal()\n"
-        "stopper.on_train_start(None, None)\n"
+        "stopper.setup(None, None, \"fit\")\n"
         f"os.kill(os.getpid(), {int(signum)})\n"
         "assert stopper.received is not None\n"
         "print('first signal noted', flush=True)\n"
@@ -86,3 +86,31 @@ def test_a_second_signal_stops_at_once_with_the_shells_status_and_one_line(signu
     assert result.stdout.strip() == "first signal noted" and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
     assert len(lines) == 1 and "stopped at once without saving" in lines[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_sanity_check_still_stops_after_a_step_and_saves(tmp_path, signum):
+    """A signal while Lightning sanity-checks the validation loop (before any training step): SIGTERM used to set
+    Lightning's own flag and end the first step with exit status 0 and nothing saved, SIGINT Lightning's
+    KeyboardInterrupt (exit 1). Both now stop after the first step, which is saved (in-process, the signal sent by
+    the validation step to this process)."""
+    import pytorch_lightning as pl
+
+    from conftest import BatchRecorder
+    from styletransfer.engine.interrupt import StopOnSignal
+
+    class SignalInSanityCheck(BatchRecorder):
+        def validation_step(self, batch, batch_idx):
+            if self.trainer.sanity_checking:
+                os.kill(os.getpid(), signum)
+
+    data = torch.utils.data.DataLoader([{"content": torch.rand(3, 4, 4), "style": torch.rand(3, 4, 4)}] * 4,
+                                       batch_size=1)
+    stopper = StopOnSignal()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=1,
+                         default_root_dir=tmp_path, callbacks=[stopper])
+    trainer.fit(SignalInSanityCheck(), train_dataloaders=data, val_dataloaders=data)
+    assert stopper.received == signum and trainer.global_step == 1 and not trainer.received_sigterm
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers given back

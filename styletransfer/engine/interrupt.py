@@ -52,12 +52,28 @@ class StopOnSignal(pl.Callback):
             signal.Signals(signum).name,
         )
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Installed first here, before Lightning's sanity check of the validation loop: a Ctrl-C there is ours too
+        (Lightning would raise KeyboardInterrupt and exit 1). Lightning then adds its SIGTERM notifier in front."""
+        self._install()
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Installed here, after Lightning has set its own SIGTERM handler (which would raise mid-loop and exit 0)."""
+        """Installed again here, alone, after Lightning has set its own SIGTERM handler (which would raise mid-loop
+        and exit 0). A SIGTERM that came during the sanity check set Lightning's flag, which would end the first step
+        with its SIGTERMException (exit 0, nothing saved): it is taken over as ours. Lightning 2.6 offers no public
+        way to clear that flag, hence ``trainer._signal_connector``."""
+        self._install()
+        if trainer.received_sigterm:
+            self.received = signal.SIGTERM
+            connector = getattr(trainer, "_signal_connector", None)
+            if connector is not None:
+                connector.received_sigterm = False
+
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
+            self._previous.setdefault(signum, signal.getsignal(signum))  # the handler from before the run
             signal.signal(signum, self._handle)
 
     def on_train_batch_end(
@@ -70,7 +86,8 @@ class StopOnSignal(pl.Callback):
         elif self.received is not None:
             trainer.should_stop = True
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """After Lightning's own teardown, which puts back the handlers it found (ours, from ``setup``)."""
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
