@@ -156,3 +156,44 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
     assert sizes[30] < sizes[95]
     assert main([*common, "-o", str(tmp_path / "bad"), "--quality", "0"]) == 1
     assert "--quality" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [15, 2])
+def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_signal(tmp_path, capsys,
+                                                                                      monkeypatch, signum):
+    """SIGTERM used to end a folder run silently, Ctrl-C with a traceback: both now stop, count the images written
+    (each whole) in one line and exit 128 + signal (the signal sent to this process while the 2nd image stylises)."""
+    import os
+
+    import styletransfer.apps.stylise as app
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(4):
+        save_image(torch.rand(3, 24, 32, generator=g), tmp_path / "photos" / f"p{i}.png")
+    save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "style.png")
+    load = app._load_model
+
+    def loaded(args):
+        model = load(args)
+        stylise, calls = model.stylise, []
+
+        def signalled(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signum)
+            return stylise(*a, **k)
+
+        model.stylise = signalled
+        return model
+
+    monkeypatch.setattr(app, "_load_model", loaded)
+    out = tmp_path / "out"
+    code = main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photos"), "--style",
+                 str(tmp_path / "style.png"), "-o", str(out), "--device", "cpu", "--workers", "0", "--writers", "0",
+                 "--batch-size", "1", "--style-short-side", "0"])
+    assert code == 128 + signum
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    written = list(out.glob("*.png"))
+    assert len(lines) == 1 and f"after {len(written)} of 4 image(s) written to {out}" in lines[0], err
+    assert len(written) == 1 and "Traceback" not in err

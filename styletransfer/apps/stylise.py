@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from styletransfer.apps.interrupts import Terminated, signal_of, sigterm_raises
 from styletransfer.apps.onnx_runtime import OnnxModel
 from styletransfer.apps.pipeline import decoded, run_folder
 from styletransfer.apps.video import check_smoothing, stylise_video
@@ -32,7 +35,7 @@ from styletransfer.protocol.controls import asked_controls, check_controls, refu
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
-from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.errors import ConfigError, RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -225,21 +228,33 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     if styliser.tiling() is not None:
         controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)
     elif args.max_tile not in ("auto", 0):
+        runtime = " in onnxruntime" if args.runtime == "onnx" else ""
         raise ConfigError(
-            f"--max-tile: {args.checkpoint} cannot be stylised in tiles (the ONNX image graph stylises "
-            "whole images: use --runtime torch)"
+            f"--max-tile: {args.checkpoint} ({styliser.method} model{runtime}) stylises whole images only: "
+            "leave --max-tile out"
         )
     outputs = dict(zip(contents, unique_paths([args.output / _output_name(stems[p], args) for p in contents])))
-    run = run_folder(
-        styliser,
-        decoded_contents,
-        contents,
-        outputs.__getitem__,
-        controls,
-        args.batch_size,
-        args.writers,
-        args.quality,
-    )
+    started = time.time()
+    try:
+        with sigterm_raises():
+            run = run_folder(
+                styliser,
+                decoded_contents,
+                contents,
+                outputs.__getitem__,
+                controls,
+                args.batch_size,
+                args.writers,
+                args.quality,
+            )
+    except (KeyboardInterrupt, Terminated) as exc:  # every image is written whole (atomically): count them, say so
+        signum = signal_of(exc)
+        done = [path for path in outputs.values() if path.is_file() and path.stat().st_mtime >= started - 1]
+        raise RunInterrupted(
+            f"{signal.Signals(signum).name} after {len(done)} of {len(contents)} image(s) written to {args.output} "
+            "(each written image is whole); run the command again for the rest",
+            signum,
+        ) from None
     if not run.written:  # each reason once, in the one error
         raise ConfigError(f"no image could be stylised from {args.content}: {'; '.join(run.skipped)}")
     if run.skipped:

@@ -25,7 +25,6 @@ import queue
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from styletransfer.apps.interrupts import Terminated, sigterm_raises
 from styletransfer.apps.pipeline import to_host
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
 from styletransfer.data.images import array_to_uint8, float_array_to_uint8
@@ -50,32 +50,6 @@ _DONE = object()
 
 class VideoStopped(StyleTransferError, RuntimeError):
     """A clip could not be stylised to the end; the frames written so far are kept (see ``partial``)."""
-
-
-class _Terminated(BaseException):
-    """SIGTERM (a scheduler, ``timeout``) turned into an exception in the stylising thread, so that the partial clip
-    is finalised as for Ctrl-C instead of the process dying mid-write."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While stylising a clip, SIGTERM raises :class:`_Terminated` (main thread only; the old handler comes back)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminated(signum: int, frame: object) -> None:
-        raise _Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def check_smoothing(smoothing: float) -> None:
@@ -236,7 +210,7 @@ def stylise_video(
     stylised, complete, interrupted = 0, False, None
     try:
         with (
-            _sigterm_raises(),
+            sigterm_raises(),
             tqdm(total=clip.frames or None, desc=f"stylising {clip.path.name}", unit="frame") as bar,
         ):
             for batch in _batches(frames, batch_size, failures):
@@ -248,8 +222,8 @@ def stylise_video(
         complete = True
     except Exception as exc:
         stopped = exc
-    except (KeyboardInterrupt, _Terminated) as exc:  # Ctrl-C or SIGTERM: finalise what was written, then say so
-        interrupted = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+    except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C or SIGTERM: finalise what was written, then say so
+        interrupted = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
     finally:
         stop.set()
         results.put(_DONE)
