@@ -165,7 +165,7 @@ def _benchmark_overrides(bench_dirs) -> list[str]:
     return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.short_side=32"]
 
 
-def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs):
+def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs, capsys):
     ckpt, exported = adain_run
     out = tmp_path / "eval"
     cfg = compose(
@@ -176,6 +176,8 @@ def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, ben
     returned = run(cfg)
     for name in ("metrics.csv", "summary.json", "report.md", "grid.png", "alpha_sweep.png"):
         assert (out / name).is_file(), name
+    progress = capsys.readouterr().err
+    assert "evaluating last" in progress and "pair/s" in progress  # a progress bar per model, pairs counted
 
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
+from tqdm import tqdm
 
 from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.engine.instantiate import instantiate_group, uses_wandb
@@ -97,7 +98,7 @@ def evaluate_candidate(
     _sync(device)
     rows, kept, result_feats, style_inc = [], {}, [], []
     style_inc_cache: dict[int, Tensor | None] = {}
-    for ci, si in bench.pairs:
+    for ci, si in tqdm(bench.pairs, desc=f"evaluating {candidate.label}", unit="pair"):
         content = bench.contents[ci][1].unsqueeze(0).to(device)
         style = bench.styles[si][1].unsqueeze(0).to(device)
         torch.manual_seed(seed)
