@@ -99,6 +99,16 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     taken.write_bytes(b"keep me")
     assert main([str(tmp_path / "missing.pth"), "--content", str(style), "--style", str(style), "-o", str(taken)]) == 1
     assert f"--output {taken} is a file" in capsys.readouterr().err and taken.read_bytes() == b"keep me"
+    # A folder that cannot be written is named before the model loads (the model file here does not even exist),
+    # for stylise and export alike (they used to work through the folder first, export then raised a traceback).
+    from styletransfer.cli.export import main as export_main
+
+    assert main([str(tmp_path / "missing.pth"), "--content", str(style), "--style", str(style), "-o",
+                 str(taken / "sub")]) == 1
+    assert f"--output {taken / 'sub'}: cannot write there" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "missing.pth"), "-o", str(taken / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert f"-o {taken}: cannot write there" in err and "Traceback" not in err
 
 
 def test_the_size_check_names_the_image_and_the_fix():

@@ -39,6 +39,7 @@ from styletransfer.protocol.model import OnnxGraph, StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 from styletransfer.runtime.errors import ConfigError, ExportCheckError
+from styletransfer.runtime.files import check_writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def run_export(args: argparse.Namespace) -> list[Path]:
     tolerance."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    check_writable_folder(Path(args.output).parent, "-o")  # before the export's work, not after it
     model = load_model(args.checkpoint, encoder_arg(args), "cpu")
     written = export_graphs(model, args.output, args.part, args.fp16, args.opset)
     precision = "fp16" if args.fp16 else "fp32"

@@ -36,6 +36,7 @@ from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
 from styletransfer.runtime.errors import ConfigError, RunInterrupted
+from styletransfer.runtime.files import check_writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--content {args.content} does not exist (resolved: {args.content.resolve()})")
     if args.output.exists() and not args.output.is_dir():
         raise ConfigError(f"--output {args.output} is a file: give a folder (it is made if missing)")
+    check_writable_folder(args.output, "--output")
     if not args.style:
         # a model without style input: _refused checks the rest once it is loaded; weights blend its own styles
         return None if args.weights is None else [float(w) for w in args.weights]

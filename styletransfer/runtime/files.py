@@ -161,3 +161,15 @@ def refuse_finished_run(checkpoints: Path) -> None:
             f"{checkpoints} already holds a run's checkpoints ({len(found)} file(s)): resume that run with "
             f"ckpt_path={resume}, or start a new one in another folder (leave hydra.run.dir out, or name a new one)"
         )
+
+
+def check_writable_folder(folder: Path, setting: str) -> None:
+    """Make ``folder`` if missing and make sure a file can be written there, before any work: a ConfigError naming
+    ``setting`` (the flag) and the reason otherwise (a read-only or full disk, a path through a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{setting} {folder}: cannot write there ({reason}): choose a folder you can write") from None
