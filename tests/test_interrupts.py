@@ -114,3 +114,22 @@ def test_a_signal_during_the_sanity_check_still_stops_after_a_step_and_saves(tmp
     trainer.fit(SignalInSanityCheck(), train_dataloaders=data, val_dataloaders=data)
     assert stopper.received == signum and trainer.global_step == 1 and not trainer.received_sigterm
     assert {s: signal.getsignal(s) for s in before} == before  # handlers given back
+
+
+def test_the_second_signals_line_names_the_runs_own_checkpoint(tmp_path, monkeypatch, capsys):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from styletransfer.engine.interrupt import StopOnSignal
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    stopper = StopOnSignal()
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
+    stopper.setup(trainer, None, "fit")
+    try:
+        stopper._handle(signal.SIGINT, None)
+        stopper._handle(signal.SIGINT, None)
+    finally:
+        stopper.teardown(trainer, None, "fit")
+    assert exits == [130] and f"ckpt_path={tmp_path / 'ckpts' / 'last.ckpt'}" in capsys.readouterr().err

@@ -35,13 +35,14 @@ class StopOnSignal(pl.Callback):
         self.sync_every = max(1, int(sync_every))
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._resume = "<run>/checkpoints/last.ckpt"  # the run's own path once ``setup`` knows it
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received == signum:  # asked twice: stop now, without the orderly save, with the shell's status
             name = signal.Signals(signum).name
             print(
                 f"interrupted: a second {name}: stopped at once without saving; resume from the last checkpoint "
-                "(ckpt_path=<run>/checkpoints/last.ckpt)",
+                f"(ckpt_path={self._resume})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -55,6 +56,9 @@ class StopOnSignal(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Installed first here, before Lightning's sanity check of the validation loop: a Ctrl-C there is ours too
         (Lightning would raise KeyboardInterrupt and exit 1). Lightning then adds its SIGTERM notifier in front."""
+        folder = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
+        if folder:
+            self._resume = os.path.join(str(folder), "last.ckpt")
         self._install()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

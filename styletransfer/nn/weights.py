@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -113,6 +114,13 @@ def _plain_pickle_runs_code(path: Path) -> bool:
     return bool(names & CODE_OPCODES)
 
 
+def _truncated_zip(path: Path) -> bool:
+    """A file that starts as a zip archive (PyTorch's format) but is not a whole one."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    return start == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def _torch_reason(exc: BaseException) -> str:
     """PyTorch's reason for a failed load, shortened, and never its advice to turn the protection off."""
     text = first_line(exc)
@@ -134,14 +142,23 @@ def safe_load(
         raise error(f"{what} {path} does not exist (resolved: {path.resolve()}){suffix}")
     if not path.is_file():
         raise error(f"{what} {path} is not a file{suffix}")
+    if path.stat().st_size == 0:
+        raise error(f"{what} {path} is empty (0 bytes): an interrupted copy or download? Copy it again{suffix}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's advice on old pickle protocols, which a refusal makes moot
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip, EOF and format errors
         if (isinstance(exc, pickle.UnpicklingError) and _names_a_global(str(exc))) or _plain_pickle_runs_code(path):
             raise error(
                 f"refused to load {what} {path}: it holds objects whose loading would run code, and only tensors "
                 "and plain containers are accepted. Nothing from the file was run. Re-save the weights as a plain "
                 f"state dict if you trust the file.{suffix}"
+            ) from None
+        if _truncated_zip(path):
+            raise error(
+                f"{what} {path} is incomplete: a PyTorch file whose end is missing (an interrupted copy, download "
+                f"or save?). Copy it again or use an earlier checkpoint{suffix}"
             ) from None
         raise error(f"{path} is not a PyTorch checkpoint ({_torch_reason(exc)}){suffix}") from None
     if isinstance(obj, dict) and CHECKSUM_KEY in obj:
