@@ -390,13 +390,20 @@ def test_num_workers_auto_and_loader_settings(sources):
     assert next(iter(loader))["content"].shape == (2, 3, 24, 24)
 
 
-def test_ctrl_c_of_prepare_is_one_line_and_status_130(sources, tmp_path, capsys, monkeypatch):
-    """A Ctrl-C while preparing: no traceback, one line saying the finished shards are kept, exit status 130."""
+@pytest.mark.parametrize("signum", [2, 15])
+def test_ctrl_c_or_sigterm_of_prepare_is_one_line_and_status_128_plus_signal(sources, tmp_path, capsys, monkeypatch,
+                                                                            signum):
+    """A Ctrl-C or SIGTERM while preparing (sent to this process): no traceback, one line saying the finished
+    shards are kept, exit status 130 / 143 (SIGTERM used to end it silently)."""
+    import os
+    import signal
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+        raise AssertionError("the signal should have stopped the work")
 
     monkeypatch.setattr(prepare_module, "prepare", interrupted)
-    assert main([str(sources[1]), str(tmp_path / "cache"), "--quiet"]) == 130
+    assert main([str(sources[1]), str(tmp_path / "cache"), "--quiet"]) == 128 + signum
     err = capsys.readouterr().err
-    assert err.startswith("interrupted: the shards finished so far are kept in") and len(err.splitlines()) == 1
+    name = signal.Signals(signum).name
+    assert err.startswith(f"interrupted: {name}: the shards finished so far are kept in") and len(err.splitlines()) == 1

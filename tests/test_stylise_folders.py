@@ -207,3 +207,22 @@ def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_
     written = list(out.glob("*.png"))
     assert len(lines) == 1 and f"after {len(written)} of 4 image(s) written to {out}" in lines[0], err
     assert len(written) == 1 and "Traceback" not in err
+
+
+def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, capsys):
+    """Run twice with -o inside the content folder: the second run stylises the photos again, not the first run's
+    results (it used to write out/out/..._stylised_s_stylised_s.png); an .onnx file without --runtime onnx is named."""
+    g = torch.Generator().manual_seed(0)
+    photos = tmp_path / "photos"
+    for i in range(2):
+        save_image(torch.rand(3, 24, 32, generator=g), photos / f"p{i}.png")
+    save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
+    args = [str(_decoder_file(tmp_path)), "--content", str(photos), "--style", str(tmp_path / "s.png"), "-o",
+            str(photos / "out"), "--device", "cpu", "--workers", "0", "--style-short-side", "0"]
+    assert main(args) == 0 and main(args) == 0
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.png")) == [
+        "out/p0_stylised_s.png", "out/p1_stylised_s.png", "p0.png", "p1.png"]
+    capsys.readouterr()
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    assert main([str(tmp_path / "model.onnx"), *args[1:]]) == 1
+    assert "model.onnx is an ONNX model: add --runtime onnx" in capsys.readouterr().err

@@ -152,6 +152,8 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
         model: StyleModel = OnnxModel.beside(args.checkpoint, args.device)
     elif args.runtime != "torch":
         raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
+    elif args.checkpoint.suffix.lower() == ".onnx":
+        raise ConfigError(f"{args.checkpoint} is an ONNX model: add --runtime onnx")
     else:
         model = load_model(
             args.checkpoint,
@@ -214,6 +216,8 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         return _run_video(args, styliser, _controls(args, styliser, weights, styles))
     device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
+    output = args.output.resolve()  # an output folder inside the content folder: its earlier results are not inputs
+    contents = [path for path in contents if not path.resolve().is_relative_to(output)] or contents
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
     # Decoding starts now, in the workers, while the styles are read and encoded.
     decoded_contents = decoded(

@@ -9,10 +9,12 @@ standard library only, so ``--help`` answers at once; :func:`main` imports the w
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from styletransfer.apps.interrupts import Terminated, signal_of, sigterm_raises
 from styletransfer.cli.common import run_command
 from styletransfer.runtime.choices import (
     CACHE_FORMATS,
@@ -90,13 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-prepare``; returns 0, or 1 with a one-line error on bad input."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run_command(lambda: report(args))
-    except KeyboardInterrupt:  # the finished shards are on disk, the manifest names them: a rerun continues
+        with sigterm_raises():
+            return run_command(lambda: report(args))
+    except (KeyboardInterrupt, Terminated) as exc:  # the finished shards are on disk, named by the manifest
+        signum = signal_of(exc)
         print(
-            f"interrupted: the shards finished so far are kept in {args.dst}; run the same command again to continue",
+            f"interrupted: {signal.Signals(signum).name}: the shards finished so far are kept in {args.dst}; run the "
+            "same command again to continue",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":
