@@ -359,3 +359,32 @@ def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path)
         train_in_process("data=folders", f"data.content_dir={fast_data / 'content'}", "data.val_pairs=0", "data.batch_size=2",
                          "encoder.weights=random", "trainer=cpu", "logger=none", "trainer.max_steps=1",
                          run_dir=tmp_path / "run")
+
+
+def test_a_single_style_network_exports_checks_and_runs_in_onnxruntime(two_style_run, tmp_path, capsys):
+    """Any content size keeps its size (reflection-padded to a multiple of 4, cropped back; the examples' network
+    alone turns 77 px into 80); the one image graph passes --check at 77 x 53 and the ONNX runtime path writes
+    the PyTorch path's images within one 8-bit level. A network of several styles is refused in one line."""
+    pytest.importorskip("onnxruntime")
+    from styletransfer.apps.onnx_runtime import OnnxModel
+    from styletransfer.cli.export import main as export_main
+    from styletransfer.protocol.registry import load_model
+
+    torch.manual_seed(5)
+    reference = RefTransformerNet()
+    _lively(reference, seed=5)
+    with torch.no_grad():  # an output around mid-grey with contrast (a random network's is near 0, then clamped)
+        reference.deconv3.conv2d.weight.mul_(300.0)
+        reference.deconv3.conv2d.bias.fill_(128.0)
+    torch.save(reference.state_dict(), tmp_path / "mosaic.pth")
+    model = load_model(tmp_path / "mosaic.pth")
+    content = torch.rand(1, 3, 53, 77, generator=torch.Generator().manual_seed(6))
+    result = model.stylise(content)
+    assert result.shape == content.shape and float(result.std()) > 0.01
+    assert export_main([str(tmp_path / "mosaic.pth"), "-o", str(tmp_path / "mosaic.onnx"), "--check"]) == 0
+    assert "check passed" in capsys.readouterr().out
+    onnx_model = OnnxModel.beside(tmp_path / "mosaic.onnx")
+    assert onnx_model.method == "fast" and not onnx_model.capabilities.style_input
+    assert float((onnx_model.stylise(content) - result).abs().max()) < 1e-3
+    assert export_main([str(two_style_run), "-o", str(tmp_path / "two.onnx")]) == 1
+    assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "two.onnx").exists()

@@ -28,7 +28,14 @@ from torch import Tensor
 
 from styletransfer.data.images import to_unit_float
 from styletransfer.nn.colour import match_colour
-from styletransfer.protocol.controls import Capabilities, as_batch, check_controls, style_list
+from styletransfer.protocol.controls import (
+    Capabilities,
+    as_batch,
+    asked_controls,
+    check_controls,
+    refuse_unsupported,
+    style_list,
+)
 from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
@@ -171,8 +178,9 @@ class OnnxModel:
         declared = Capabilities(**json.loads(meta.get(META_CAPABILITIES, "{}")))
         self.capabilities = Capabilities(**{**declared.__dict__, **ONNX_LIMITS})
         self.recorded = json.loads(meta.get(META_MODEL, "{}"))
-        inputs = (CONTENT, ALPHA, *self.code_names) if self.capabilities.style_input else (CONTENT, ALPHA)
-        check_names(self.image, Path(image_graph), "image graph", inputs, (IMAGE,))
+        # alpha is an input of graphs whose model has the control; style codes of those that take styles
+        self.inputs = (CONTENT, *((ALPHA,) if declared.alpha else ()), *self.code_names)
+        check_names(self.image, Path(image_graph), "image graph", self.inputs, (IMAGE,))
         self.style = None
         if style_graph is not None and self.capabilities.style_input:
             self.style = open_session(style_graph, "style graph", names)
@@ -218,7 +226,9 @@ class OnnxModel:
         """The image graph on ``content`` (3, H, W) or (N, 3, H, W) in [0, 1] with a (blended) style ``code``
         (each tensor batch 1 or N): float32 (N, 3, H, W) in [0, 1]."""
         batch = as_batch(content, "content")
-        feed = {CONTENT: _array(batch), ALPHA: np.array([alpha], dtype=np.float32)}
+        feed = {CONTENT: _array(batch)}
+        if ALPHA in self.inputs:
+            feed[ALPHA] = np.array([alpha], dtype=np.float32)
         for name, tensor in zip(self.code_names, code):
             shape = (batch.shape[0], *tensor.shape[1:])
             feed[name] = np.ascontiguousarray(np.broadcast_to(_array(tensor), shape))
@@ -250,10 +260,11 @@ class OnnxModel:
             )
         batch = to_unit_float(as_batch(content, "content")).float()
         styles = style_list(styles)
+        if not self.capabilities.style_input:  # a network of its own style: the app refused styles and weights
+            refuse_unsupported(self.capabilities, self.source, asked_controls(styles, weights, alpha))
+            return self.run_image(batch, (), alpha)
         cached = style_codes is not None and not preserve_colour
         mixed = check_controls(len(style_codes or ()) if cached else len(styles), weights, alpha, None) or [1.0]
-        if not self.capabilities.style_input:
-            return self.run_image(batch, (), alpha)
         codes: list[tuple[Tensor, ...]]
         if preserve_colour:
             codes = [self._recoloured(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]

@@ -1,16 +1,19 @@
 """A trained fast-style network as a :class:`~styletransfer.protocol.model.StyleModel`: no style images (the network
 holds its styles), several styles blended with ``weights`` over the model's own (their normalisation scales and
-shifts blended, as Dumoulin et al. do); alpha, masks, colour preservation, another output size, tiling and ONNX
-export are not offered yet and are refused with one line by the applications."""
+shifts blended, as Dumoulin et al. do), ONNX export of a single-style network (one image graph); alpha, masks,
+colour preservation, another output size and tiling are not offered yet and are refused with one line by the
+applications."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styletransfer.data.images import unit_float_on
@@ -24,6 +27,37 @@ log = logging.getLogger(__name__)
 
 #: The smallest content side: two stride-2 convolutions and reflection padding of 4 px need some room.
 MIN_SIDE = 16
+#: The network halves the size twice and doubles it twice: sides are padded to a multiple of this (reflection)
+#: and the result cropped back, so that every content keeps its size (the examples' network returns 80 px for 77).
+MULTIPLE = 4
+
+
+def run_network(network: Callable[..., Tensor], content: Tensor, style: Tensor | None = None) -> Tensor:
+    """The network on content (N, 3, H, W) in [0, 1] (any size: reflection-padded to a multiple of 4, cropped back):
+    float32 in [0, 1], the examples' output / 255 clamped."""
+    height, width = content.shape[-2], content.shape[-1]
+    pad_h, pad_w = (-height) % MULTIPLE, (-width) % MULTIPLE
+    padded = F.pad(content, (0, pad_w, 0, pad_h), mode="reflect")  # always: an exported graph keeps the sizes symbolic
+    out = network(padded * 255.0, style)[..., :height, :width]
+    return (out.float() / 255.0).clamp(0.0, 1.0)
+
+
+class ImageGraph(nn.Module):
+    """The exported image graph of a single-style network: content in [0, 1] -> image in [0, 1] (float32 at both
+    ends whatever the network's precision)."""
+
+    def __init__(self, network: TransformerNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, content: Tensor) -> Tensor:
+        dtype = next(self.network.parameters()).dtype
+        return run_network(self.network, content.to(dtype))
+
+
+def _image_inputs(height: int, width: int, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+    """Two contents (a batch of 1 would be specialised to 1)."""
+    return (torch.rand(2, 3, height, width, generator=generator),)
 
 
 class FastStyler(nn.Module):
@@ -57,7 +91,7 @@ class FastStyler(nn.Module):
             preserve_colour=False,
             output_size=False,
             tiling=False,
-            export=False,
+            export=len(self.names) == 1,
             min_side=MIN_SIDE,
         )
         self._run = self.network if self.compile_mode is None else torch.compile(self.network, mode=self.compile_mode)
@@ -138,8 +172,7 @@ class FastStyler(nn.Module):
             batch = batch.contiguous(memory_format=torch.channels_last)
         style = self.style_vector(weights)
         with self._autocast():
-            out = self._run(batch * 255.0, style)
-        return (out.float() / 255.0).clamp(0.0, 1.0)
+            return run_network(self._run, batch, style)
 
     def tiling(self) -> TilingNeeds | None:
         return None  # instance normalisation's statistics are the whole image's at every layer: no tiled pass yet
@@ -148,4 +181,24 @@ class FastStyler(nn.Module):
         raise ConfigError(f"{self.source or 'this fast-style model'} cannot be stylised in tiles yet: --max-tile 0")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
-        raise ConfigError(f"{self.source or 'this fast-style model'} cannot be exported to ONNX yet")
+        """One image graph (content -> image) for a single-style network (a float16 copy with ``fp16``; the float32
+        network stays the reference that ``--check`` compares with)."""
+        if len(self.names) > 1:
+            raise ConfigError(f"{self.source}: ONNX export of a network of several styles is not offered yet")
+        network = self.network.cpu().eval().float()
+        exported = copy.deepcopy(network).half() if fp16 else network
+        batch = torch.export.Dim("N", min=1)
+        side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
+        return [
+            OnnxGraph(
+                role="image",
+                suffix="",
+                module=ImageGraph(exported),
+                reference=ImageGraph(network),
+                inputs=_image_inputs(64, 56),
+                input_names=("content",),
+                output_names=("image",),
+                dynamic_shapes={"content": {0: batch, 2: side[0], 3: side[1]}},
+                check_inputs=_image_inputs,
+            )
+        ]
