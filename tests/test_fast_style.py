@@ -388,3 +388,21 @@ def test_a_single_style_network_exports_checks_and_runs_in_onnxruntime(two_style
     assert float((onnx_model.stylise(content) - result).abs().max()) < 1e-3
     assert export_main([str(two_style_run), "-o", str(tmp_path / "two.onnx")]) == 1
     assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "two.onnx").exists()
+
+
+def test_styles_are_chosen_by_name(two_style_run, fast_data, tmp_path, capsys):
+    """--style-name picks one of the model's own styles (the same image as --weights 0 1), or blends several with
+    --weights; an unknown name lists the model's styles."""
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.data.images import load_image_tensor
+
+    common = [str(two_style_run), "--content", str(fast_data / "content" / "coffee.png"), "--device", "cpu"]
+    assert stylise_main([*common, "--style-name", "checks", "-o", str(tmp_path / "named")]) == 0
+    assert stylise_main([*common, "--weights", "0", "1", "-o", str(tmp_path / "weighted")]) == 0
+    [named], [weighted] = (list((tmp_path / d).iterdir()) for d in ("named", "weighted"))
+    assert "_checks" in named.name and torch.equal(load_image_tensor(named), load_image_tensor(weighted))
+    assert stylise_main([*common, "--style-name", "checks", "waves", "--weights", "0.5", "0.5", "-o",
+                         str(tmp_path / "blend")]) == 0
+    capsys.readouterr()
+    assert stylise_main([*common, "--style-name", "candy", "-o", str(tmp_path / "bad")]) == 1
+    assert "--style-name candy: " in (err := capsys.readouterr().err) and "has the styles waves, checks" in err

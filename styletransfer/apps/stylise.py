@@ -31,7 +31,7 @@ from styletransfer.apps.pipeline import decoded, run_folder
 from styletransfer.apps.video import check_smoothing, stylise_video
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.data.video import is_video_path, open_clip
-from styletransfer.protocol.controls import asked_controls, check_controls, refuse_unsupported
+from styletransfer.protocol.controls import asked_controls, check_controls, check_weights, refuse_unsupported
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
@@ -85,6 +85,8 @@ def _output_name(stem: Path, args: argparse.Namespace) -> Path:
     name = f"{stem.name}_stylised"
     if args.style:
         name += "_" + "+".join(s.stem for s in args.style)
+    if args.style_name:
+        name += "_" + "+".join(args.style_name)
     if args.weights:
         name += "_w" + "-".join(f"{w:g}" for w in args.weights)
     if args.mask:
@@ -170,6 +172,23 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
     return model
 
 
+def _named_weights(args: argparse.Namespace, model: StyleModel, weights: list[float] | None) -> list[float] | None:
+    """``--style-name``: the weights over a model's own styles (``describe()["styles"]``) for the names given, with
+    ``--weights`` over those names when several; otherwise ``weights`` as they are."""
+    if not args.style_name:
+        return weights
+    names = list(model.describe().get("styles") or [])
+    if model.capabilities.style_input or len(names) < 2:
+        raise ConfigError(
+            f"--style-name: {args.checkpoint} has no named styles of its own to choose from: leave --style-name out"
+        )
+    unknown = [name for name in args.style_name if name not in names]
+    if unknown:
+        raise ConfigError(f"--style-name {unknown[0]}: {args.checkpoint} has the styles {', '.join(names)}")
+    chosen = check_weights(weights, len(args.style_name))
+    return [sum(w for name, w in zip(args.style_name, chosen) if name == style) for style in names]
+
+
 def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] | None, styles: list[Tensor]) -> dict:
     """The keyword arguments of ``model.stylise`` the flags ask for (the styles' codes computed once)."""
     return {
@@ -211,6 +230,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         )
     check_smoothing(args.temporal_smoothing)
     styliser = _load_model(args)
+    weights = _named_weights(args, styliser, weights)
     if video:
         styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
         return _run_video(args, styliser, _controls(args, styliser, weights, styles))

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one style image, or several to interpolate/mask (models trained for their own styles take none)",
     )
     add("--weights", "-w", type=float, nargs="+", help="interpolation weights, one per style, summing to 1")
+    add(
+        "--style-name",
+        nargs="+",
+        metavar="NAME",
+        help="for a model trained for several styles of its own: the style(s) to use by name (several with --weights "
+        "to blend them)",
+    )
     add("--mask", "-m", type=Path, nargs="+", help="one mask image per style (white = that style's region)")
     add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
     add("--preserve-colour", action="store_true", help="match each style's colours to the content first")
