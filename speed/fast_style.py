@@ -1,0 +1,137 @@
+"""Time fast neural style's inference: pytorch/examples' transformation network as their ``stylize`` runs it, against
+ours (``FastStyler.stylise``) on the same weights, and the exported graph in onnxruntime.
+
+    python speed/fast_style.py                               # 512 and 1024 px, on the GPU if there is one
+    python speed/fast_style.py --device cpu --sizes 64 --steps 2   # a quick check
+
+Random weights (timing only). Rows, in this one process after warm-up, the device synchronised only around the
+timed loop, one image per call:
+
+* examples: their ``TransformerNet`` written out below (transformer_net.py, pytorch/examples 01c54ac), called as
+  their ``stylize`` does (``model(content * 255)``), fp32;
+* ours fp32 (the PyTorch path of ``styletransfer-stylise``: padding to a multiple of 4, clamping), ours with
+  channels_last, ours with bf16 autocast (GPU only);
+* onnx: the single graph ``styletransfer-export`` writes, in onnxruntime (CPU provider, or CUDA where available).
+
+Each row runs in its own try/except: a failing row prints its error and the rest go on. The table comes last, with
+the device named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.styler import FastStyler
+from timing import timed  # speed/timing.py
+
+
+class ExamplesConv(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, upsample: int | None = None) -> None:
+        super().__init__()
+        self.upsample = nn.Upsample(mode="nearest", scale_factor=upsample) if upsample else None
+        self.reflection_pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv2d = nn.Conv2d(c_in, c_out, kernel, stride)
+
+    def forward(self, x):
+        return self.conv2d(self.reflection_pad(self.upsample(x) if self.upsample else x))
+
+
+class ExamplesResidual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1, self.in1 = ExamplesConv(channels, channels, 3, 1), nn.InstanceNorm2d(channels, affine=True)
+        self.conv2, self.in2 = ExamplesConv(channels, channels, 3, 1), nn.InstanceNorm2d(channels, affine=True)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.in2(self.conv2(self.relu(self.in1(self.conv1(x))))) + x
+
+
+class ExamplesTransformerNet(nn.Module):
+    """transformer_net.py's TransformerNet (parameter names as theirs, so our state dict loads into it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.in1 = ExamplesConv(3, 32, 9, 1), nn.InstanceNorm2d(32, affine=True)
+        self.conv2, self.in2 = ExamplesConv(32, 64, 3, 2), nn.InstanceNorm2d(64, affine=True)
+        self.conv3, self.in3 = ExamplesConv(64, 128, 3, 2), nn.InstanceNorm2d(128, affine=True)
+        self.res1, self.res2, self.res3, self.res4, self.res5 = (ExamplesResidual(128) for _ in range(5))
+        self.deconv1, self.in4 = ExamplesConv(128, 64, 3, 1, upsample=2), nn.InstanceNorm2d(64, affine=True)
+        self.deconv2, self.in5 = ExamplesConv(64, 32, 3, 1, upsample=2), nn.InstanceNorm2d(32, affine=True)
+        self.deconv3 = ExamplesConv(32, 3, 9, 1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        y = self.relu(self.in1(self.conv1(x)))
+        y = self.relu(self.in2(self.conv2(y)))
+        y = self.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = self.relu(self.in4(self.deconv1(y)))
+        y = self.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square image sides in px")
+    parser.add_argument("--steps", type=int, default=5, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    network = TransformerNet().eval()
+    examples = ExamplesTransformerNet().eval()
+    examples.load_state_dict(network.state_dict(), strict=True)  # the same weights, by the examples' names
+    examples.to(device)
+    rows: list[tuple[str, int, str]] = []
+
+    def row(label: str, size: int, call) -> None:
+        try:
+            seconds, _ = timed(call, device, args.steps, args.warmup)
+            rows.append((label, size, f"{seconds:.3f}"))
+        except Exception as exc:  # one failing row does not stop the others
+            print(f"{label} at {size} px failed: {type(exc).__name__}: {exc}")
+            rows.append((label, size, "failed"))
+
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = Path(folder) / "fast.onnx"
+        onnx_model = None
+        try:
+            from styletransfer.apps.export import export_graphs
+            from styletransfer.apps.onnx_runtime import OnnxModel
+
+            export_graphs(FastStyler(network, ["style"]), onnx_path)
+            onnx_model = OnnxModel.beside(onnx_path, "cuda" if device.type == "cuda" else "cpu")
+        except Exception as exc:
+            print(f"onnx export failed: {type(exc).__name__}: {exc}")
+        plain = FastStyler(network, ["style"]).to(device)
+        fast = FastStyler(TransformerNet().eval(), ["style"], channels_last=True).to(device)
+        fast.network.load_state_dict(network.state_dict())
+        for size in args.sizes:
+            content = torch.rand(1, 3, size, size, device=device)
+            with torch.no_grad():
+                row("examples (their stylize, fp32)", size, lambda: examples(content * 255))
+            row("ours fp32", size, lambda: plain.stylise(content))
+            row("ours channels_last", size, lambda: fast.stylise(content))
+            if device.type == "cuda":
+                bf16 = FastStyler(network, ["style"], channels_last=True, bf16=True).to(device)
+                row("ours bf16 + channels_last", size, lambda: bf16.stylise(content))
+            if onnx_model is not None:
+                host = content.cpu()
+                row("onnxruntime (exported graph)", size, lambda: onnx_model.stylise(host))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\nfast neural style, seconds per image, {name}, torch {torch.__version__}")
+    print("| variant | size (px) | s/image |\n| --- | --- | --- |")
+    for label, size, value in rows:
+        print(f"| {label} | {size} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
