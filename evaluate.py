@@ -11,18 +11,15 @@ import hydra
 from omegaconf import DictConfig
 
 from styletransfer.engine.loggers import log_to_files
-from styletransfer.engine.overrides import explain_unknown_key
+from styletransfer.engine.overrides import run_with_hint
 from styletransfer.eval.run import run
 from styletransfer.runtime.errors import StyleTransferError
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-composed = False  # set once Hydra has composed the config and called main
 
 
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    global composed
-    composed = True
     try:
         run(cfg)
     except StyleTransferError as exc:
@@ -32,12 +29,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as exc:
-        # Hydra could not compose the command line (it printed why and exits 1): name the key probably meant.
-        if exc.code == 1 and not composed:
-            hint = explain_unknown_key(Path(__file__).resolve().parent / "configs", "evaluate", sys.argv[1:])
-            if hint:
-                print(f"hint: {hint}", file=sys.stderr)
-        raise
+    run_with_hint(main, Path(__file__).resolve().parent / "configs", "evaluate")

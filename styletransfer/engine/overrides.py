@@ -2,15 +2,16 @@
 
 Hydra refuses a key the config does not have (``trainer.max_step=5``) before any of our code runs, and its hint
 ("To append to your config use +trainer.max_step=5") leads to a second error from the Trainer. After such a failure
-the entry points call :func:`explain_unknown_key`, which composes the command line again through Hydra's compose API
-and names the key that was probably meant.
+the entry points run their Hydra app through :func:`run_with_hint`, which then calls :func:`explain_unknown_key`: it
+composes the command line again through Hydra's compose API and names the key that was probably meant.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
@@ -91,3 +92,18 @@ def explain_unknown_key(config_dir: str | Path, config_name: str, argv: Sequence
         f"{full_key} is not a setting ({where} has no {key}): {meant} Hydra's +{full_key}=... would add it as a new "
         "key, which the code that reads it would refuse."
     )
+
+
+def run_with_hint(main: Callable[[], object], config_dir: str | Path, config_name: str) -> None:
+    """Run an entry point's ``@hydra.main`` function; when Hydra could not compose the command line (it printed why
+    and exits 1 before the task ran: ``HydraConfig`` was never set), add one ``hint:`` line naming the key meant."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 1 and not HydraConfig.initialized():
+            hint = explain_unknown_key(config_dir, config_name, sys.argv[1:])
+            if hint:
+                print(f"hint: {hint}", file=sys.stderr)
+        raise
