@@ -28,6 +28,7 @@ from torch import Tensor
 
 from styletransfer.data.images import to_unit_float
 from styletransfer.nn.colour import match_colour
+from styletransfer.nn.encoder import trained_behind_random
 from styletransfer.protocol.controls import (
     Capabilities,
     as_batch,
@@ -208,8 +209,7 @@ class OnnxModel:
 
     def warning(self) -> str | None:
         """Says so when the exported model was trained behind a random encoder (recorded at export)."""
-        encoder = self.recorded.get("encoder") or {}
-        if encoder.get("weights") == "random" or encoder.get("fallback_used"):
+        if trained_behind_random(self.recorded.get("encoder")):
             return (
                 f"{self.source} was exported from a model trained behind a RANDOM encoder (a test or offline "
                 "demo run): its results show that the pipeline works, not what the method looks like"

@@ -15,6 +15,7 @@ from torch import Tensor
 from styletransfer.engine.loggers import log_image
 from styletransfer.eval.benchmark import Benchmark
 from styletransfer.eval.scorer import PAIR_METRICS, SET_METRICS, UNAVAILABLE
+from styletransfer.nn.encoder import trained_behind_random
 from styletransfer.runtime.files import write_csv_atomic, write_text_atomic
 
 CSV_COLUMNS = ("model", "content", "style", *PAIR_METRICS)
@@ -187,7 +188,7 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
     for model in models:
         info = model["info"]
         enc = info.get("encoder") or {}
-        random = enc.get("weights") == "random" or enc.get("fallback_used")
+        random = trained_behind_random(enc)
         weights = (
             "RANDOM (a test or offline run: results show the pipeline, not the method)"
             if random

@@ -438,3 +438,10 @@ def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
         arch=config.get("arch", "torchvision"),
         network=config.get("network", "vgg19"),
     )
+
+
+def trained_behind_random(spec: Mapping | None) -> bool:
+    """Whether an encoder record (``VGGEncoder.spec``, or one stored in a model file) is of random weights: asked
+    for, or fallen back to. Results behind it show that a pipeline works, not what a method looks like."""
+    spec = spec or {}
+    return spec.get("weights") == "random" or bool(spec.get("fallback_used"))

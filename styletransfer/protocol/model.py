@@ -9,13 +9,14 @@ methods that need one, nothing at all for a network trained for fixed styles (``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from styletransfer.nn.encoder import trained_behind_random
 from styletransfer.protocol.controls import Capabilities
 
 #: A style as the method needs it: opaque to the applications, made by ``encode_styles``, given back to ``stylise``.
@@ -132,3 +133,13 @@ class StyleModel(Protocol):
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The graphs of an ONNX export (float16 weights and activations with ``fp16``)."""
+
+
+def random_encoder_warning(spec: Mapping | None, source: str, method_title: str) -> str | None:
+    """The line a model trained behind a random encoder shows wherever it is used (None otherwise)."""
+    if not trained_behind_random(spec):
+        return None
+    return (
+        f"{source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo run): its results "
+        f"show that the pipeline works, not what {method_title} looks like"
+    )

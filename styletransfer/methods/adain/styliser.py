@@ -36,7 +36,7 @@ from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import Capabilities, as_batch, style_list
-from styletransfer.protocol.model import OnnxGraph, TilingNeeds
+from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,7 @@ class Styliser(nn.Module):
 
     def warning(self) -> str | None:
         """Says so when the decoder was trained behind a random encoder (a test or offline run)."""
-        spec = self.encoder.spec
-        if spec.get("weights") == "random" or spec.get("fallback_used"):
-            return (
-                f"{self.source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo "
-                "run): its results show that the pipeline works, not what AdaIN looks like"
-            )
-        return None
+        return random_encoder_warning(self.encoder.spec, self.source, "AdaIN")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.bf16:

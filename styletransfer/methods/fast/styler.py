@@ -20,7 +20,7 @@ from styletransfer.data.images import unit_float_on
 from styletransfer.methods.fast.network import TransformerNet
 from styletransfer.nn.compiling import compile_mode
 from styletransfer.protocol.controls import Capabilities, as_batch, check_weights
-from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
+from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,7 @@ class FastStyler(nn.Module):
         }
 
     def warning(self) -> str | None:
-        spec = self.encoder_spec
-        if spec.get("weights") == "random" or spec.get("fallback_used"):
-            return (
-                f"{self.source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo "
-                "run): its results show that the pipeline works, not what fast neural style looks like"
-            )
-        return None
+        return random_encoder_warning(self.encoder_spec, self.source, "fast neural style")
 
     def encode_styles(self, styles: Sequence[Tensor]) -> list[Any]:
         if styles:
