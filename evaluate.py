@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from styletransfer.engine.loggers import log_to_files
 from styletransfer.engine.overrides import run_with_hint
-from styletransfer.eval.run import run
 from styletransfer.runtime.errors import StyleTransferError
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -20,6 +19,8 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from styletransfer.eval.run import run  # once Hydra has composed: `--help` answers without loading Lightning
+
     try:
         run(cfg)
     except StyleTransferError as exc:

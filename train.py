@@ -14,14 +14,16 @@ from styletransfer.engine.instantiate import is_multirun  # importing it registe
 from styletransfer.engine.loggers import log_to_files
 from styletransfer.engine.overrides import run_with_hint
 from styletransfer.runtime.errors import RunInterrupted, StyleTransferError
-from styletransfer.sweeps.trial import run_trial
-from styletransfer.training import run
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # Imported once Hydra has composed: `--help`, `--cfg job` and a refused override answer without loading Lightning.
+    from styletransfer.sweeps.trial import run_trial
+    from styletransfer.training import run
+
     try:
         if is_multirun():  # a sweep's trial: its objective is returned, a failed trial is recorded, not raised
             return run_trial(cfg, run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import torch.hub
 import yaml
 from hydra.utils import instantiate
 
-from conftest import compose, run_hydra_app, run_train, train_in_process
+from conftest import ROOT, compose, run_hydra_app, run_train, train_in_process
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 TINY = [
@@ -177,10 +179,19 @@ def test_tensorboard_logger_gets_losses_and_the_validation_grid(photo_dirs, tmp_
 
 
 @pytest.mark.slow
-def test_help_lists_the_config_groups():
-    proc = run_train("--help")
-    assert proc.returncode == 0, proc.stderr
-    for group in ["method: adain", "data: cache, coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]:
+@pytest.mark.parametrize("script, groups", [
+    ("train.py", ["method: adain", "data: cache, coco_wikiart, folders", "trainer: cpu, ddp, default, gpu", "logger:"]),
+    ("evaluate.py", ["benchmark:", "encoder:"]),
+])
+def test_help_lists_the_config_groups_without_loading_torch(script, groups):
+    """``--help`` answers from the config alone: the entry points import the training and evaluation code (torch,
+    Lightning) only once Hydra has composed a job."""
+    code = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / script), "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.stdout.strip().splitlines()[-1] == "exit 0 False", proc.stdout[-2000:] + proc.stderr[-2000:]
+    for group in groups:
         assert group in proc.stdout
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-from torch import Tensor
+if TYPE_CHECKING:  # log_to_files serves the entry points before they import Lightning (``--help`` stays light)
+    import pytorch_lightning as pl
+    from torch import Tensor
 
 
 def log_image(logger: pl.loggers.Logger, key: str, image: Tensor, path: Path, step: int) -> None:
@@ -14,6 +16,8 @@ def log_image(logger: pl.loggers.Logger, key: str, image: Tensor, path: Path, st
 
     wandb gets the file, TensorBoard the tensor; loggers without images (CSV) keep the file only.
     """
+    import pytorch_lightning as pl
+
     if isinstance(logger, pl.loggers.WandbLogger):
         logger.log_image(key=key, images=[str(path)], step=step)
     elif isinstance(logger, pl.loggers.TensorBoardLogger):
