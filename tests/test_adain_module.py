@@ -20,6 +20,7 @@ def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
     return datamodule.on_after_batch_transfer(batch, 0)
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_sample_data_lower_the_loss(tmp_path):
     pl.seed_everything(0)
     datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=48, crop_size=32, batch_size=4, val_pairs=4)

@@ -84,6 +84,7 @@ def spied(styliser, monkeypatch) -> tuple[DemoPredictor, list[dict]]:
     return DemoPredictor(styliser), calls
 
 
+@pytest.mark.slow
 def test_predict_stylises_at_the_content_size_with_the_loaded_model(spied, styliser, images):
     predictor, calls = spied
     out = _predict(predictor, images["content"], [images["a"], images["b"]], weights=[3.0, 1.0], alpha=0.8,
@@ -100,6 +101,7 @@ def test_predict_stylises_at_the_content_size_with_the_loaded_model(spied, styli
     assert np.array_equal(np.asarray(out), np.asarray(tensor_to_pil(expected)))
 
 
+@pytest.mark.slow
 def test_mask_white_is_the_first_style_black_the_second_or_the_content(spied, images):
     predictor, calls = spied
     assert _predict(predictor, images["content"], [images["a"], images["b"]], mask=images["mask"]).size == CONTENT_SIZE

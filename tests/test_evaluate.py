@@ -118,6 +118,7 @@ def bench_dirs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "content", root / "style"
 
 
+@pytest.mark.slow
 def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, bench_dirs, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty cache: only configured files count
     torch.manual_seed(0)

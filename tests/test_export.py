@@ -70,6 +70,7 @@ def exported(lively, tmp_path_factory) -> tuple[Path, str]:
     return out, stdout.getvalue()
 
 
+@pytest.mark.slow
 def test_export_check_passes_at_two_sizes(exported):
     path, stdout = exported
     assert path.is_file() and style_graph_path(path).is_file()
@@ -92,6 +93,7 @@ def test_export_upsampling_is_the_decoders_exact_size_upsampling():
             assert torch.equal(exported, decoder(features, (height, width)))
 
 
+@pytest.mark.slow
 def test_onnx_stylise_equals_torch(lively, exported, images, tmp_path):
     """Two interpolated styles, alpha < 1, with and without colour preservation, at a size that is not a multiple of
     8: the Python API within 1e-3, and the command line's files within one 8-bit level."""
@@ -115,6 +117,7 @@ def test_onnx_stylise_equals_torch(lively, exported, images, tmp_path):
     assert float(diff) <= 1.0 / 255 + 1e-6
 
 
+@pytest.mark.slow
 def test_export_of_a_random_encoder_run_warns(adain_run, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert export_main([str(adain_run[0]), "-o", str(tmp_path / "m.onnx"), "--part", "style"]) == 0
@@ -122,6 +125,7 @@ def test_export_of_a_random_encoder_run_warns(adain_run, tmp_path, caplog):
     assert (tmp_path / "m.style.onnx").is_file() and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_fp16_export_passes_its_tolerance(adain_run, tmp_path, capsys):
     out = tmp_path / "half.onnx"
     assert export_main([str(adain_run[0]), "-o", str(out), "--fp16", "--part", "image", "--check"]) == 0
@@ -140,6 +144,7 @@ def _error(capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(exported, images, tmp_path, capsys):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")
@@ -169,6 +174,7 @@ def test_bad_inputs_are_one_line_errors(exported, images, tmp_path, capsys):
     assert "style graph" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_a_flipped_weight_byte_in_an_exported_graph_is_refused(exported, tmp_path):
     """Every exported graph records the SHA-256 of its initialisers; a changed weight (a corrupted disk, a bad copy)
     is refused naming the file, never used."""

@@ -361,6 +361,7 @@ def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path)
                          run_dir=tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_single_style_network_exports_checks_and_runs_in_onnxruntime(two_style_run, tmp_path, capsys):
     """Any content size keeps its size (reflection-padded to a multiple of 4, cropped back; the examples' network
     alone turns 77 px into 80); the one image graph passes --check at 77 x 53 and the ONNX runtime path writes

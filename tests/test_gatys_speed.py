@@ -99,6 +99,7 @@ def test_device_lbfgs_in_the_module_matches_torch_lbfgs(pair, tmp_path) -> None:
     assert torch.equal(chunked.image, device.image)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_and_compile_stay_close_to_float32(pair, tmp_path) -> None:
     """trainer.precision=bf16-mixed + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16, several times
     slower than float32): loss within 3 % of float32 and the image within 25 dB; the compiled losses and gradient

@@ -57,6 +57,7 @@ def test_floor_pool_of_an_odd_side_keeps_atens_backward():
     assert not MaxPool2d(3, 2, ceil_mode=True)._gatherable(torch.zeros(1, 1, 8, 8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vgg_normalised", "torchvision"])
 def test_compiled_adain_training_step_has_no_scatter(arch):
     """The whole compiled loss of a training step (encoder, decoder, statistics, losses) backpropagates without an

@@ -259,6 +259,7 @@ def test_help_and_flag_errors_answer_without_loading_torch():
         assert result.stdout.strip().splitlines()[-1] == f"exit {code} False", (command, result.stdout + result.stderr)
 
 
+@pytest.mark.slow
 def test_stylising_loads_neither_lightning_nor_torchvision():
     """The inference path starts in about half the time: no PyTorch Lightning (training only) and no torchvision
     (GPU JPEG decoding only) among its imports."""

@@ -70,6 +70,7 @@ def check_plot(sweep_dir: Path, panels: int, completed: bool = True, failed: boo
     assert has(BLUE) == completed and has(RED) == failed
 
 
+@pytest.mark.slow
 def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     run_hydra_app("train.py", "-m", "hparams_search=adain_optuna", "hydra.sweeper.n_trials=2",
@@ -112,6 +113,7 @@ def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path,
     assert status["objective"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_on(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     # The config's search space replaced by one categorical parameter, which the grid sampler tries in full;
@@ -138,6 +140,7 @@ def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_o
     check_plot(sweep, panels=1, completed=True, failed=True)
 
 
+@pytest.mark.slow
 def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     # lr=1e12 blows the decoder's weights up after one Adam step: the loss becomes NaN/inf.

@@ -149,6 +149,7 @@ def photo(styliser):
         styliser, content, style_codes=stats, max_tile=256)
 
 
+@pytest.mark.slow
 def test_tiled_and_untiled_agree_away_from_the_borders(photo):
     _, _, untiled, tiled = photo
     assert tiled.shape == untiled.shape == (1, 3, SIDE, SIDE) and len(spans(SIDE, 256)) == 3 and tiled.device.type == "cpu"
@@ -156,6 +157,7 @@ def test_tiled_and_untiled_agree_away_from_the_borders(photo):
     assert float(diff.max()) <= MAX_DIFF and float(diff.mean()) <= MEAN_DIFF, (float(diff.max()), float(diff.mean()))
 
 
+@pytest.mark.slow
 def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo, styliser):
     content, stats, untiled, tiled = photo
     rows = cols = spans(SIDE, 256)
@@ -175,6 +177,7 @@ def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo, st
     assert naive_seam / naive_rest > 1.5 * ref_seam / ref_rest, (naive_seam, naive_rest, ref_seam, ref_rest)
 
 
+@pytest.mark.slow
 def test_every_tile_gets_the_global_statistics(photo, styliser):
     content, stats, untiled, _ = photo
     c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
@@ -241,6 +244,7 @@ def test_cli_max_tile_tiles_and_keeps_the_size(adain_run, tmp_path, capsys):
         main([*common, "--max-tile", "huge"])
 
 
+@pytest.mark.slow
 def test_results_have_contrast(photo):
     _, _, untiled, _ = photo
     assert 0.1 < float(untiled.std()) and float((untiled == 0).float().mean() + (untiled == 1).float().mean()) < 0.2

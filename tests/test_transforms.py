@@ -164,6 +164,7 @@ def test_efdm_passes_the_identitys_gradient_and_resamples_a_style_of_another_siz
         AdaINModule(encoder=RANDOM_ENCODER, transform="hm")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, steps", [("adamean", 25), ("adastd", 25), ("efdm", 25), ("wct", 8)])
 def test_a_few_steps_with_each_transform_lower_its_loss(tmp_path, name, steps):
     """25 steps at lr 1e-3 on the sample set (8 for WCT, whose float64 eigendecompositions make a step 3x slower),
@@ -271,6 +272,7 @@ def test_running_covariance_of_blocks_is_the_whole_maps():
     torch.testing.assert_close(cov, expected[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adamean", "adastd", "wct"])
 def test_statistics_transforms_tile_with_the_whole_images_statistics(name):
     """AdaMean and AdaStd, like AdaIN, need only the content's channel statistics, WCT its mean and covariance:
@@ -300,6 +302,7 @@ def test_statistics_transforms_tile_with_the_whole_images_statistics(name):
     assert _lively_styliser("efdm").tiling() is None  # EFDM's sort is global: no tiled pass (refused upstream)
 
 
+@pytest.mark.slow
 def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime")
     from styletransfer.apps.export import check_graphs, export_graphs

@@ -53,6 +53,7 @@ def test_decoder_to_odd_output_size_still_exact():
                        F.interpolate(features[:, :2], size=(9, 11), mode="nearest"))
 
 
+@pytest.mark.slow
 def test_compiled_decoder_takes_the_scatter_free_path_and_matches_eager():
     """Inside the decoder (output_size given, as in training) the compiled backward has no scatter, and the
     compiled decoder's output and gradient equal eager's."""
