@@ -133,10 +133,17 @@ def test_a_single_file_keeps_its_plain_name(tmp_path):
     assert [p.name for p in out.iterdir()] == ["photo_stylised_s.png"]
 
 
-def test_a_model_trained_behind_a_random_encoder_is_named_as_such(tmp_path, caplog):
+def test_a_model_trained_behind_a_random_encoder_is_named_as_such_once(tmp_path, caplog):
+    """Through the Python API and through the command (which loads through the registry): one warning each."""
     with caplog.at_level("WARNING"):
         Styliser.from_checkpoint(_decoder_file(tmp_path))
-    assert "trained behind a RANDOM VGG encoder" in caplog.text
+    assert caplog.text.count("trained behind a RANDOM VGG encoder") == 1
+    caplog.clear()
+    save_image(torch.rand(3, 24, 32), tmp_path / "photo.png")
+    with caplog.at_level("WARNING"):
+        assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
+                     str(tmp_path / "photo.png"), "-o", str(tmp_path / "out")]) == 0
+    assert caplog.text.count("trained behind a RANDOM VGG encoder") == 1
 
 
 def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, capsys):

@@ -152,6 +152,8 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
         if refused:
             raise ConfigError(f"not with --runtime onnx: {'; '.join(refused)}")
         model: StyleModel = OnnxModel.beside(args.checkpoint, args.device)
+        if model.warning():  # load_model warns for the PyTorch runtime
+            log.warning("%s", model.warning())
     elif args.runtime != "torch":
         raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
     elif args.checkpoint.suffix.lower() == ".onnx":
@@ -166,8 +168,6 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
             compile=args.compile or False,
             transform=args.transform,
         )
-    if model.warning():
-        log.warning("%s", model.warning())
     _refused(args, model)
     return model
 

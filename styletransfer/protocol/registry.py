@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -30,6 +31,8 @@ import torch
 from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
 
 #: The project's own methods: name -> plugin module.
 BUILT_IN = {
@@ -84,6 +87,8 @@ def load_model(
                     raise ConfigError(f"{path} is a {reader.NAME} model, which has no {name} option: leave it out")
             given = {name: value for name, value in options.items() if name in taken}
             model: StyleModel = reader.load(obj, path, encoder=encoder, device=device, **given)
+            if model.warning():  # once, for every method and every application that loads through here
+                log.warning("%s", model.warning())
             return model
     keys = list(obj)[:4] if isinstance(obj, Mapping) else []
     expected = "; ".join(f"{reader.NAME}: {reader.FILES}" for reader in readers)

@@ -123,7 +123,10 @@ class Styliser(nn.Module):
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``);
         ``transform`` replaces the one the file records (e.g. WCT or EFDM behind an AdaIN-trained decoder)."""
         options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-        return cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, transform, **options)
+        model = cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, transform, **options)
+        if model.warning():  # the registry's load_model warns for the applications; this is the Python API's door
+            log.warning("%s", model.warning())
+        return model
 
     @classmethod
     def from_loaded(
@@ -155,11 +158,8 @@ class Styliser(nn.Module):
         device: str | torch.device = "cpu",
         **options: Any,
     ) -> Styliser:
-        """A Styliser of loaded parts on ``device``, warning once when the encoder is random."""
-        model = cls(encoder, decoder, source=source, kind=kind, **options).to(device)
-        if model.warning():
-            log.warning("%s", model.warning())
-        return model
+        """A Styliser of loaded parts on ``device``."""
+        return cls(encoder, decoder, source=source, kind=kind, **options).to(device)
 
     @property
     def device(self) -> torch.device:
