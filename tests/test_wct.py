@@ -247,6 +247,7 @@ def test_the_model_files_round_trip(tiny_run, tmp_path):
     content, style = torch.rand(2, 3, 24, 20, generator=g), torch.rand(3, 28, 36, generator=g)
     out = model.stylise(content, [style], alpha=0.7)
     assert out.shape == content.shape and torch.equal(out, again.stylise(content, [style], alpha=0.7))
+    assert model.stylise(content, [style], output_size=(30, 26)).shape == (2, 3, 30, 26)
     with pytest.raises(EncoderMismatchError, match="not the one this decoder was trained behind"):
         load_model(exported, {**RANDOM_ENCODER, "seed": 1})
     broken = torch.load(exported, weights_only=True)
