@@ -16,7 +16,8 @@ of their means and of their covariances (the interpolation ``transform=wct`` use
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ def check_code(code: Mapping[str, object], levels: Sequence[str], what: str) -> 
         )
 
 
-def cascade(
+def cascade_steps(
     encoder: VGGEncoder,
     decoders: Decoders,
     content: Tensor,
@@ -80,10 +81,11 @@ def cascade(
     levels: Sequence[str],
     output_size: tuple[int, int] | None = None,
     channels_last: bool = False,
-) -> Tensor:
+) -> Iterator[tuple[str, Tensor]]:
     """The cascade over ``levels`` (coarse to fine) for content (N, 3, H, W) in [0, 1] and a (blended) style
-    ``code``, with ``alphas[level]`` at each level: the decoded image, float32 (N, 3, H, W) (``output_size`` if
-    given: the first level decodes to it and the rest work at that size), not clamped."""
+    ``code``, with ``alphas[level]`` at each level: each level's name and decoded image (N, 3, H, W) in the
+    features' dtype, not clamped (``output_size`` if given: the first level decodes to it and the rest work at that
+    size)."""
     size = (int(output_size[0]), int(output_size[1])) if output_size else (content.shape[-2], content.shape[-1])
     image = content
     for level in levels:
@@ -94,4 +96,19 @@ def cascade(
             coloured = whiten_colour(features, code[level])
             target = (alpha * coloured + (1.0 - alpha) * features.double()).to(features.dtype)
         image = decoders[level](target, output_size=size)
-    return image.float()
+        yield level, image
+
+
+def cascade(
+    encoder: VGGEncoder,
+    decoders: Decoders,
+    content: Tensor,
+    code: StyleCode,
+    alphas: Mapping[str, float],
+    levels: Sequence[str],
+    output_size: tuple[int, int] | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """The last image of :func:`cascade_steps`: the stylised image, float32 (N, 3, H, W), not clamped."""
+    steps = cascade_steps(encoder, decoders, content, code, alphas, levels, output_size, channels_last)
+    return deque(steps, maxlen=1)[0][1].float()  # only the last image is kept
