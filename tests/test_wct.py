@@ -171,16 +171,17 @@ def test_the_cascade_equals_the_authors_code(parts, lively_encoder, alpha, facto
 
 def test_blending_styles_blends_their_means_and_covariances(parts):
     """Weights (1, 0) give the first style alone; (0.3, 0.7) give the cascade with the weighted means and
-    covariances at every level."""
+    covariances at every level (a cascade of three levels: the blending is the same at every level)."""
     encoder, decoders = parts
-    styler = WCTStyler(encoder, decoders)
+    styler = WCTStyler(encoder, decoders, levels=["relu3_1", "relu2_1", "relu1_1"])
     g = torch.Generator().manual_seed(2)
     content, a, b = (torch.rand(1, 3, 32, 48, generator=g) for _ in range(3))
     codes = styler.encode_styles([a, b])
     torch.testing.assert_close(styler.stylise(content, style_codes=codes, weights=[1, 0]), styler.stylise(content, [a]))
-    mixed = {lv: tuple(0.3 * x + 0.7 * y for x, y in zip(codes[0][lv], codes[1][lv])) for lv in LEVELS}
-    assert all(torch.equal(blend_codes(codes, [0.3, 0.7])[lv][i], mixed[lv][i]) for lv in LEVELS for i in (0, 1))
-    alphas = dict.fromkeys(LEVELS, 1.0)
+    assert sorted(codes[0]) == ["relu1_1", "relu2_1", "relu3_1"]
+    mixed = {lv: tuple(0.3 * x + 0.7 * y for x, y in zip(codes[0][lv], codes[1][lv])) for lv in styler.levels}
+    assert all(torch.equal(blend_codes(codes, [0.3, 0.7])[lv][i], mixed[lv][i]) for lv in styler.levels for i in (0, 1))
+    alphas = dict.fromkeys(styler.levels, 1.0)
     with torch.no_grad():
         expected = cascade(encoder, decoders, content, mixed, alphas, styler.levels).clamp(0, 1)
     torch.testing.assert_close(styler.stylise(content, [a, b], weights=[0.3, 0.7]), expected)
