@@ -39,6 +39,7 @@ BUILT_IN = {
     "adain": "styletransfer.methods.adain.plugin",
     "gatys": "styletransfer.methods.gatys.plugin",
     "fast": "styletransfer.methods.fast.plugin",
+    "wct": "styletransfer.methods.wct.plugin",
 }
 #: Entry-point group through which other packages register methods.
 ENTRY_POINT_GROUP = "styletransfer.methods"

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoder_record import EncoderArg, encoder_from_config, encoder_from_record, encoder_from_trunk
 from styletransfer.nn.weights import first_non_finite, safe_load, save_atomic
-from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
+from styletransfer.runtime.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 DECODER_FORMAT = "styletransfer.adain_decoder"
 #: Conv indices of the original release's decoder.pth (same as AdaINDecoder's).
 RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
-#: What a model file may be given with: an encoder config dict, a weights string or path, or a built encoder.
-EncoderArg = Mapping | str | os.PathLike | VGGEncoder | None
 
 
 def save_decoder(
@@ -54,39 +53,10 @@ def save_decoder(
     save_atomic(payload, path)
 
 
-def _encoder_from_config(encoder: EncoderArg, layers: Sequence[str]) -> VGGEncoder:
-    if isinstance(encoder, VGGEncoder):
-        return encoder
-    if isinstance(encoder, Mapping):
-        return build_encoder(encoder, layers)
-    return VGGEncoder(layers, weights=str(encoder))
-
-
 def _trunk_layers(spec: Mapping | None) -> list[str]:
     """Layers the recorded encoder was built with (its fingerprint covers the trunk up to the deepest)."""
     layers = list((spec or {}).get("layers") or [])
     return layers if BOTTLENECK in layers else [*layers, BOTTLENECK]
-
-
-def _encoder_from_trunk(trunk: Mapping[str, Tensor], spec: Mapping | None, path: Path) -> VGGEncoder:
-    """Rebuild the frozen encoder stored in a Lightning checkpoint (its architecture is detected from the keys)."""
-    try:
-        encoder = VGGEncoder(
-            _trunk_layers(spec),
-            weights={f"trunk.{k}": v for k, v in trunk.items()},
-            network=(spec or {}).get("network", "vgg19"),
-        )
-    except EncoderWeightsError as exc:
-        raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
-    recorded = dict(spec or {})
-    if recorded.get("fingerprint") and recorded["fingerprint"] != encoder.spec["fingerprint"]:
-        raise CheckpointError(
-            f"the encoder weights stored in {path} do not match the fingerprint recorded with them "
-            f"({encoder.spec['fingerprint']} vs {recorded['fingerprint']}): the file is damaged"
-        )
-    encoder.spec.update({k: v for k, v in recorded.items() if k in ("weights", "seed", "fallback", "fallback_used")})
-    encoder.spec.update({"used": f"stored in {path}", "file": str(path)})
-    return encoder
 
 
 def _load_decoder(state: Mapping[str, Tensor], path: Path) -> AdaINDecoder:
@@ -129,33 +99,13 @@ def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> 
     if encoder is not None:
         log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
     spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
-    return _encoder_from_trunk(trunk, spec, path), _load_decoder(dec, path)
+    return encoder_from_trunk(trunk, spec, _trunk_layers(spec), path), _load_decoder(dec, path)
 
 
 def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
     """An exported decoder.pth: the encoder given (default: the recorded one), which must match the fingerprint."""
     spec = dict(obj.get("encoder") or {})
-    if encoder is None:
-        if not spec:
-            raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
-        used = spec.get("used") or spec.get("weights", "imagenet")
-        weights = "random" if spec.get("fallback_used") else used
-        encoder = {
-            "weights": weights,
-            "seed": int(spec.get("seed", 0)),
-            "download": False,
-            "network": spec.get("network", "vgg19"),
-        }
-    built = _encoder_from_config(encoder, _trunk_layers(spec))
-    recorded = spec.get("fingerprint")
-    if recorded and built.spec["fingerprint"] != recorded:
-        raise EncoderMismatchError(
-            f"the encoder given for {path} (weights={built.spec['weights']!r}, arch {built.arch}, seed "
-            f"{built.spec['seed']}, fingerprint "
-            f"{built.spec['fingerprint']}) is not the one this decoder was trained behind (weights="
-            f"{spec.get('used', spec.get('weights'))!r}, arch {spec.get('arch')}, seed {spec.get('seed')}, "
-            f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
-        )
+    built = encoder_from_record(spec, encoder, _trunk_layers(spec), path)
     return built, _load_decoder(obj.get("decoder") or {}, path)
 
 
@@ -166,7 +116,7 @@ def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) ->
             f"{path} is a bare decoder state dict (the original AdaIN release's layout) and records no encoder: "
             "pass the encoder it was trained behind, e.g. --encoder-weights vgg_normalised.pth"
         )
-    built = _encoder_from_config(encoder, [BOTTLENECK])
+    built = encoder_from_config(encoder, [BOTTLENECK])
     if built.arch != "vgg_normalised":
         log.warning(
             "release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",

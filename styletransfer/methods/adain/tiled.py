@@ -30,9 +30,10 @@ from styletransfer.methods.adain.model import (
     encode_styles,
     mix_stats,
 )
-from styletransfer.methods.adain.transforms import Code, apply_map, blend, style_code, wct_map, with_stats
+from styletransfer.methods.adain.transforms import Code, blend, style_code, with_stats
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import RunningCovariance, RunningStats
+from styletransfer.nn.whitening import apply_map, wct_map
 from styletransfer.protocol.model import TilingNeeds
 
 #: relu4_1's stride: windows start on multiples of it, so a window's features are a block of the global map.
@@ -77,7 +78,7 @@ class TiledAdaIN:
         transform: str = "adain",
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
-        # a statistics transform (adain, adamean, adastd: ``transforms.with_stats``) or wct (``transforms.wct_map``)
+        # a statistics transform (adain, adamean, adastd: ``transforms.with_stats``) or wct (``nn.whitening.wct_map``)
         self.transform = transform
         self.alpha = float(alpha)
         self.channels_last = channels_last

@@ -37,6 +37,7 @@ from styletransfer.methods.adain.model import AdaINDecoder, decode_clamped, enco
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.losses import mean_std_loss
 from styletransfer.nn.stats import mean_std
+from styletransfer.nn.whitening import covariance, whiten_colour
 from styletransfer.protocol.controls import check_controls
 from styletransfer.runtime.errors import ConfigError
 
@@ -61,47 +62,6 @@ def sorted_values(features: Tensor, count: int | None = None) -> Tensor:
     if count is None or count == values.shape[-1]:
         return values
     return F.interpolate(values, size=count, mode="linear", align_corners=True)
-
-
-#: WCT's floor on eigenvalues: components below it are dropped (PytorchWCT's ``0.00001``).
-EIGEN_FLOOR = 1e-5
-
-
-def covariance(features: Tensor, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
-    """(channel mean (N, C, 1, 1), unbiased covariance (N, C, C)) of features (N, C, H, W), in ``dtype``."""
-    flat = features.to(dtype).flatten(2)
-    mean = flat.mean(-1, keepdim=True)
-    centred = flat - mean
-    return mean[..., None], centred @ centred.mT / (flat.shape[-1] - 1)
-
-
-def _power(matrix: Tensor, exponent: float) -> Tensor:
-    """``matrix ** exponent`` of symmetric positive semi-definite matrices (N, C, C) over their eigen-components of
-    at least ``EIGEN_FLOOR`` (the others dropped)."""
-    values, vectors = torch.linalg.eigh(matrix)
-    kept = values >= EIGEN_FLOOR
-    scale = torch.where(kept, values.clamp_min(EIGEN_FLOOR).pow(exponent), torch.zeros_like(values))
-    return (vectors * scale[..., None, :]) @ vectors.mT
-
-
-def wct_map(content: tuple[Tensor, Tensor], style: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """WCT as an affine map of the content's features: (matrix (N, C, C), offset (N, C, 1)) with target = matrix @ x
-    + offset, from the content's (mean, covariance) and the style's (batch 1 or N), float64."""
-    (c_mean, c_cov), (s_mean, s_cov) = content, style
-    eye = torch.eye(c_cov.shape[-1], dtype=c_cov.dtype, device=c_cov.device)
-    matrix = _power(s_cov, 0.5) @ _power(c_cov + eye, -0.5)
-    return matrix, s_mean.flatten(2) - matrix @ c_mean.flatten(2)
-
-
-def apply_map(features: Tensor, affine: tuple[Tensor, Tensor]) -> Tensor:
-    """``matrix @ x + offset`` at every position of features (N, C, H, W), float64."""
-    matrix, offset = affine
-    return (matrix @ features.double().flatten(2) + offset).view(features.shape)
-
-
-def whiten_colour(content: Tensor, style: tuple[Tensor, Tensor]) -> Tensor:
-    """WCT's target for content features (N, C, H, W) and a style's (mean, covariance) (batch 1 or N), float64."""
-    return apply_map(content, wct_map(covariance(content), style))
 
 
 def style_code(transform: str, features: Tensor) -> Code:

@@ -1,0 +1,191 @@
+"""Trained WCT decoders behind their encoder as a :class:`~styletransfer.protocol.model.StyleModel`: the
+coarse-to-fine cascade (``cascade``) with style images, several styles blended (their means and covariances),
+alpha at every level (times the per-level alphas the model was loaded with), colour preservation and another output
+size.
+
+Refused with one line: masks (no spatial control yet), tiling (each level re-encodes the whole decoded image of the
+level before, so a tiled run would need one global pass per level; not offered), ONNX export (ONNX has no
+eigendecomposition) and ``--compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from styletransfer.data.images import unit_float_on
+from styletransfer.methods.wct.cascade import StyleCode, blend_codes, cascade, check_code, encode_style
+from styletransfer.methods.wct.decoders import Decoders, check_levels
+from styletransfer.nn.colour import match_colour
+from styletransfer.nn.encoder import VGGEncoder, min_input_side
+from styletransfer.protocol.controls import Capabilities, as_batch, check_controls, check_size, style_list
+from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
+from styletransfer.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def check_level_alphas(
+    per_level: Mapping[str, float] | None, levels: Sequence[str], setting: str = "level_alphas"
+) -> dict[str, float]:
+    """Each level's alpha factor (default 1), checked: levels of the cascade only, numbers in [0, 1]."""
+    given = dict(per_level or {})
+    unknown = [level for level in given if level not in levels]
+    if unknown:
+        raise ConfigError(
+            f"{setting}: {', '.join(map(str, unknown))} is not a level of this model ({', '.join(levels)})"
+        )
+    for level, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"{setting}[{level}]={value!r} must be a number in [0, 1]")
+    return {level: float(given.get(level, 1.0)) for level in levels}
+
+
+class WCTStyler(nn.Module):
+    """A frozen encoder and the decoders of ``levels`` (default: every level the model has), run coarse to fine.
+
+    ``stylise(..., alpha=a)`` uses ``a * level_alphas[level]`` at each level: the scalar alpha alone (the authors'
+    one alpha for all levels) unless ``level_alphas`` (level -> factor in [0, 1], default 1) says otherwise.
+    A style's code (:meth:`encode_styles`) is its (mean, covariance) at each level.
+    """
+
+    method = "wct"
+
+    def __init__(
+        self,
+        encoder: VGGEncoder,
+        decoders: Decoders,
+        source: str = "",
+        kind: str = "",
+        levels: Sequence[str] | None = None,
+        level_alphas: Mapping[str, float] | None = None,
+        channels_last: bool = False,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.levels = check_levels(list(decoders) if levels is None else levels, "levels")
+        lacking = [level for level in self.levels if level not in decoders or level not in encoder.layers]
+        if lacking:
+            raise ConfigError(
+                f"levels: {source or 'this model'} has no decoder for {', '.join(lacking)} (it has "
+                f"{', '.join(check_levels(list(decoders)))}): choose among those"
+            )
+        self.encoder = encoder
+        self.decoders = nn.ModuleDict({level: decoders[level] for level in self.levels}).eval().requires_grad_(False)
+        self.level_alphas = check_level_alphas(level_alphas, self.levels)
+        self.source, self.kind = source, kind
+        self.channels_last, self.bf16 = bool(channels_last), bool(bf16)
+        self.capabilities = Capabilities(
+            masks=False,
+            tiling=False,
+            export=False,
+            min_side=min_input_side([self.levels[0]], positions=2),
+        )
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoders.parameters()).device
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.source,
+            "kind": self.kind,
+            "levels": list(self.levels),
+            "level_alphas": dict(self.level_alphas),
+            "encoder": dict(self.encoder.spec),
+        }
+
+    def warning(self) -> str | None:
+        return random_encoder_warning(self.encoder.spec, self.source, "universal style transfer (WCT)")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _image(self, image: Tensor, name: str) -> Tensor:
+        batch = unit_float_on(as_batch(image, name), self.device)
+        fix = "give a larger image" + (" (--style-short-side)" if name.startswith("style") else "")
+        check_size(
+            batch.shape[-1], batch.shape[-2], name, self.capabilities.min_side, None if name == "content" else fix
+        )
+        return batch
+
+    def _codes(self, images: Sequence[Tensor], reference: Tensor | None = None) -> list[StyleCode]:
+        codes = []
+        for k, image in enumerate(images):
+            style = self._image(image, f"style {k}")
+            if reference is not None:  # colour preservation: the style recoloured to each content first
+                style = match_colour(style, reference)
+            with self._autocast():
+                codes.append(encode_style(self.encoder, style, self.levels, f"style {k}", self.channels_last))
+        return codes
+
+    @torch.no_grad()
+    def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleCode]:
+        """Each style's (mean, covariance) at every level of the cascade, float64: its code, to reuse across calls."""
+        return self._codes(style_list(styles))
+
+    @torch.no_grad()
+    def stylise(
+        self,
+        content: Tensor,
+        styles: Tensor | Sequence[Tensor] = (),
+        *,
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_colour: bool = False,
+        masks: Sequence[Tensor] | None = None,
+        output_size: tuple[int, int] | None = None,
+        style_codes: Sequence[StyleCode] | None = None,
+    ) -> Tensor:
+        """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the cascade: float32
+        (N, 3, H, W) in [0, 1]. ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour
+        preservation, which recomputes them against each content."""
+        if masks is not None:
+            raise ConfigError(f"{self.source or 'this WCT model'} does not support masks yet: leave them out")
+        images = style_list(styles)
+        cached = style_codes is not None and not preserve_colour
+        mixed = check_controls(
+            len(style_codes) if cached and style_codes is not None else len(images), weights, alpha, None
+        )
+        batch = self._image(content, "content")
+        if cached and style_codes is not None:
+            codes = list(style_codes)
+        else:
+            codes = self._codes(images, batch if preserve_colour else None)
+        for k, code in enumerate(codes):
+            check_code(code, self.levels, f"style code {k}")
+        alphas = {level: float(alpha) * factor for level, factor in self.level_alphas.items()}
+        with self._autocast():
+            image = cascade(
+                self.encoder,
+                self.decoders,
+                batch,
+                blend_codes(codes, mixed or [1.0]),
+                alphas,
+                self.levels,
+                output_size,
+                self.channels_last,
+            )
+        return image.clamp_(0.0, 1.0)
+
+    def tiling(self) -> TilingNeeds | None:
+        return None  # each level re-encodes the whole image the level before decoded: no tiled pass
+
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
+        raise ConfigError(f"{self.source or 'this WCT model'} stylises whole images only: --max-tile 0")
+
+    def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
+        raise ConfigError(
+            f"{self.source or 'this WCT model'} cannot be exported to ONNX: whitening and colouring need an "
+            "eigendecomposition, which ONNX has no operator for"
+        )

@@ -1,0 +1,81 @@
+"""The frozen encoder a model file was trained behind, rebuilt from what the file holds: the trunk's weights stored
+in a Lightning checkpoint, or the record (``VGGEncoder.spec``, with its fingerprint) an exported weights file keeps,
+checked against the encoder a user gives. Shared by the methods whose decoders run behind the encoder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
+
+#: What a model file may be given with: an encoder config dict, a weights string or path, or a built encoder.
+EncoderArg = Mapping | str | os.PathLike | VGGEncoder | None
+
+
+def encoder_from_config(encoder: EncoderArg, layers: Sequence[str]) -> VGGEncoder:
+    """A VGGEncoder to ``layers`` from an encoder config, a weights string or path, or ``encoder`` itself."""
+    if isinstance(encoder, VGGEncoder):
+        return encoder
+    if isinstance(encoder, Mapping):
+        return build_encoder(encoder, layers)
+    return VGGEncoder(layers, weights=str(encoder))
+
+
+def encoder_from_trunk(
+    trunk: Mapping[str, Tensor], spec: Mapping | None, layers: Sequence[str], path: Path
+) -> VGGEncoder:
+    """The frozen encoder stored in a Lightning checkpoint (``trunk``: its ``encoder.trunk.*`` weights without the
+    prefix; the architecture is detected from the keys), checked against the fingerprint ``spec`` records."""
+    try:
+        encoder = VGGEncoder(
+            list(layers),
+            weights={f"trunk.{k}": v for k, v in trunk.items()},
+            network=(spec or {}).get("network", "vgg19"),
+        )
+    except EncoderWeightsError as exc:
+        raise CheckpointError(f"the encoder stored in {path} cannot be rebuilt: {str(exc).splitlines()[0]}") from None
+    recorded = dict(spec or {})
+    if recorded.get("fingerprint") and recorded["fingerprint"] != encoder.spec["fingerprint"]:
+        raise CheckpointError(
+            f"the encoder weights stored in {path} do not match the fingerprint recorded with them "
+            f"({encoder.spec['fingerprint']} vs {recorded['fingerprint']}): the file is damaged"
+        )
+    encoder.spec.update({k: v for k, v in recorded.items() if k in ("weights", "seed", "fallback", "fallback_used")})
+    encoder.spec.update({"used": f"stored in {path}", "file": str(path)})
+    return encoder
+
+
+def encoder_from_record(
+    spec: Mapping | None, encoder: EncoderArg, layers: Sequence[str], path: Path, what: str = "decoder"
+) -> VGGEncoder:
+    """The encoder for an exported weights file: ``encoder`` if given, else the one ``spec`` records (never
+    downloaded); either must match the recorded fingerprint (``what`` names the file's networks in the error)."""
+    spec = dict(spec or {})
+    if encoder is None:
+        if not spec:
+            raise CheckpointError(f"{path} records no encoder; pass the encoder it was trained behind")
+        used = spec.get("used") or spec.get("weights", "imagenet")
+        weights = "random" if spec.get("fallback_used") else used
+        encoder = {
+            "weights": weights,
+            "seed": int(spec.get("seed", 0)),
+            "download": False,
+            "network": spec.get("network", "vgg19"),
+            "arch": spec.get("arch", "torchvision"),  # shapes random weights; a file's own is detected
+        }
+    built = encoder_from_config(encoder, layers)
+    recorded = spec.get("fingerprint")
+    if recorded and built.spec["fingerprint"] != recorded:
+        raise EncoderMismatchError(
+            f"the encoder given for {path} (weights={built.spec['weights']!r}, arch {built.arch}, seed "
+            f"{built.spec['seed']}, fingerprint "
+            f"{built.spec['fingerprint']}) is not the one this {what} was trained behind (weights="
+            f"{spec.get('used', spec.get('weights'))!r}, arch {spec.get('arch')}, seed {spec.get('seed')}, "
+            f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
+        )
+    return built
