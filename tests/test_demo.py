@@ -1,7 +1,8 @@
 """The web demo (styletransfer-demo): its predict function on good and bad inputs, the command's errors, and the page
 in a real headless browser (Debian's chromium and chromium-driver through Selenium; ``slow``).
 
-The model is the session's tiny checkpoint behind the random encoder (``adain_run``); images are 40-64 px.
+The model is the session's tiny checkpoint behind the random encoder (``adain_run``); images are 40-64 px. The whole
+module is in the slow tier and imports the demo (and Gradio, 3.4 s) in a fixture, so the fast tier never pays for it.
 Set ``STYLETRANSFER_DEMO_SCREENSHOT=docs/demo.png`` to write the browser test's screenshot there (the README's).
 """
 
@@ -20,13 +21,21 @@ import pytest
 import torch
 from PIL import Image
 
-gr = pytest.importorskip("gradio")
+from conftest import ROOT, SKIMAGE_DATA
+from styletransfer.cli.demo import main as demo_main
+from styletransfer.data.images import load_image_tensor, tensor_to_pil
+from styletransfer.methods.adain import Styliser
 
-from conftest import ROOT, SKIMAGE_DATA  # noqa: E402
-from styletransfer.data.images import load_image_tensor, tensor_to_pil  # noqa: E402
-from styletransfer.cli.demo import main as demo_main  # noqa: E402
-from styletransfer.methods.adain import Styliser  # noqa: E402
-from styletransfer.apps.demo import STYLE_SIDE, DemoPredictor, build_app, parse_share  # noqa: E402
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """``styletransfer.apps.demo`` (its ``gr`` is Gradio), imported when a test of this module runs."""
+    pytest.importorskip("gradio")
+    from styletransfer.apps import demo
+
+    return demo
 
 CONTENT_SIZE = (48, 40)  # width, height
 CSS = "css selector"  # Selenium's By.CSS_SELECTOR
@@ -62,7 +71,7 @@ def styliser(adain_run) -> Styliser:
     return Styliser.from_checkpoint(adain_run[0])
 
 
-def _predict(predictor: DemoPredictor, content, styles=(), weights=(), alpha=1.0, colour=False, mask=None):
+def _predict(predictor, content, styles=(), weights=(), alpha=1.0, colour=False, mask=None):
     """``predictor.predict`` with the page's argument order (three style slots, unused ones empty)."""
     slots = []
     for k in range(3):
@@ -71,7 +80,7 @@ def _predict(predictor: DemoPredictor, content, styles=(), weights=(), alpha=1.0
 
 
 @pytest.fixture
-def spied(styliser, monkeypatch) -> tuple[DemoPredictor, list[dict]]:
+def spied(demo, styliser, monkeypatch) -> tuple:
     """A predictor whose model records what each call passed to ``Styliser.stylise`` (and still stylises)."""
     calls = []
     real = styliser.stylise
@@ -81,11 +90,10 @@ def spied(styliser, monkeypatch) -> tuple[DemoPredictor, list[dict]]:
         return real(content, styles, **controls)
 
     monkeypatch.setattr(styliser, "stylise", spy)
-    return DemoPredictor(styliser), calls
+    return demo.DemoPredictor(styliser), calls
 
 
-@pytest.mark.slow
-def test_predict_stylises_at_the_content_size_with_the_loaded_model(spied, styliser, images):
+def test_predict_stylises_at_the_content_size_with_the_loaded_model(demo, spied, styliser, images):
     predictor, calls = spied
     out = _predict(predictor, images["content"], [images["a"], images["b"]], weights=[3.0, 1.0], alpha=0.8,
                    colour=True)
@@ -96,12 +104,11 @@ def test_predict_stylises_at_the_content_size_with_the_loaded_model(spied, styli
     assert call["masks"] is None
     assert torch.equal(call["content"], load_image_tensor(images["content"]))
     for style, key in zip(call["styles"], ("a", "b")):
-        assert torch.equal(style, load_image_tensor(images[key], size=STYLE_SIDE))
+        assert torch.equal(style, load_image_tensor(images[key], size=demo.STYLE_SIDE))
     expected = styliser.stylise(call["content"], call["styles"], weights=[0.75, 0.25], alpha=0.8, preserve_colour=True)
     assert np.array_equal(np.asarray(out), np.asarray(tensor_to_pil(expected)))
 
 
-@pytest.mark.slow
 def test_mask_white_is_the_first_style_black_the_second_or_the_content(spied, images):
     predictor, calls = spied
     assert _predict(predictor, images["content"], [images["a"], images["b"]], mask=images["mask"]).size == CONTENT_SIZE
@@ -130,7 +137,7 @@ def test_mask_white_is_the_first_style_black_the_second_or_the_content(spied, im
         ("zero weights", "the style weights are all 0"),
     ],
 )
-def test_bad_inputs_are_messages_for_the_page(styliser, images, case, message):
+def test_bad_inputs_are_messages_for_the_page(demo, styliser, images, case, message):
     a, b = images["a"], images["b"]
     calls = {
         "no content": dict(content=None, styles=[a]),
@@ -145,29 +152,29 @@ def test_bad_inputs_are_messages_for_the_page(styliser, images, case, message):
         "negative weight": dict(content=images["content"], styles=[a, b], weights=[1.0, -1.0]),
         "zero weights": dict(content=images["content"], styles=[a, b], weights=[0.0, 0.0]),
     }
-    with pytest.raises(gr.Error) as caught:
-        _predict(DemoPredictor(styliser), **calls[case])
+    with pytest.raises(demo.gr.Error) as caught:
+        _predict(demo.DemoPredictor(styliser), **calls[case])
     assert message in caught.value.message
     assert "Traceback" not in caught.value.message
 
 
-def test_the_page_sends_uploads_unprocessed_so_an_unreadable_one_is_named(styliser, images, tmp_path):
+def test_the_page_sends_uploads_unprocessed_so_an_unreadable_one_is_named(demo, styliser, images, tmp_path):
     """Gradio would decode an upload before our code runs and answer a file that is not an image with "Could not
     preprocess input component at index 0" (and a server traceback): the click sends the uploads as file records,
     which load_rgb reads, so the page names the input."""
-    app = build_app(styliser)
+    app = demo.build_app(styliser)
     [stylise] = [fn for fn in app.fns.values() if fn.api_name == "stylise"]
     assert stylise.preprocess is False
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     record = {"path": str(notes), "orig_name": "notes.txt", "meta": {"_type": "gradio.FileData"}}
-    with pytest.raises(gr.Error) as caught:
-        DemoPredictor(styliser).predict(record, {"path": str(images["a"])}, 1.0, None, None, None, None, 1.0,
+    with pytest.raises(demo.gr.Error) as caught:
+        demo.DemoPredictor(styliser).predict(record, {"path": str(images["a"])}, 1.0, None, None, None, None, 1.0,
                                         False, None)
     assert caught.value.message.startswith("content image: cannot read image notes.txt")
 
 
-def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+def test_command_refuses_a_file_that_is_not_a_checkpoint(demo, tmp_path, capsys):
     bogus = tmp_path / "model.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     with socket.socket() as probe:  # a port free a moment ago
@@ -178,7 +185,7 @@ def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "model.ckpt" in err[0]
     assert demo_main([str(bogus), "--share", "maybe"]) == 1
     assert "--share must be true or false" in capsys.readouterr().err
-    assert parse_share("true") and not parse_share("False")
+    assert demo.parse_share("true") and not demo.parse_share("False")
 
 
 def test_command_names_a_port_in_use_before_loading_the_model(tmp_path, capsys):
@@ -237,10 +244,9 @@ def _wait(condition, what: str, timeout: float = 60.0):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.mark.slow
-def test_page_in_headless_chromium_uploads_stylises_and_downloads(styliser, images, tmp_path):
+def test_page_in_headless_chromium_uploads_stylises_and_downloads(demo, styliser, images, tmp_path):
     browser = _browser()
-    app = build_app(styliser)
+    app = demo.build_app(styliser)
     port = _free_port()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False)
     try:
