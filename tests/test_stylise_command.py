@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+import types
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -243,6 +245,28 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
     assert main([str(decoder), "--encoder-weights", str(vgg), "--content", str(contents / "a.png"), "--style",
                  str(styles[0]), "--style-short-side", "0", "-o", str(out)]) == 0
     assert load_image_tensor(next(out.iterdir())).shape == (3, 32, 40)
+
+
+class _CtrlCWhileImporting(types.ModuleType):
+    """A stand-in for a command's work module whose import is interrupted: any name taken from it raises
+    KeyboardInterrupt, as a Ctrl-C while torch loads would."""
+
+    def __getattr__(self, name):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("command, work", [
+    ("stylise", "styletransfer.apps.stylise"), ("export", "styletransfer.apps.export"),
+    ("demo", "styletransfer.apps.demo"),
+])
+def test_ctrl_c_while_the_work_loads_is_one_line_and_130(command, work, tmp_path, monkeypatch, capsys):
+    """Hostile probe (issue 24): Ctrl-C during the imports printed a KeyboardInterrupt traceback."""
+    main = importlib.import_module(f"styletransfer.cli.{command}").main
+    monkeypatch.setitem(sys.modules, work, _CtrlCWhileImporting(work))
+    argv = {"stylise": ["m.ckpt", "--content", str(tmp_path)], "export": ["m.ckpt", "-o", str(tmp_path / "m.onnx")],
+            "demo": ["m.ckpt"]}[command]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted: Ctrl-C"]
 
 
 def test_help_and_flag_errors_answer_without_loading_torch():

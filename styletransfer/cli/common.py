@@ -34,9 +34,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = 
     add_encoder_arguments(parser)
 
 
-def run_command(work: Callable[[], object]) -> int:
+def run_command(work: Callable[[], object], interrupted: Callable[[], str] = lambda: "Ctrl-C") -> int:
     """Run ``work`` and return the command's exit status: ``work``'s own when it returns an int, else 0; a project
-    error (a bad file or setting) ends it with one ``error:`` line and status 1."""
+    error (a bad file or setting) ends it with one ``error:`` line and status 1; a Ctrl-C that ``work`` does not
+    handle itself (while torch or a model loads) with one ``interrupted:`` line (``interrupted()`` says what is
+    kept) and the shell's 130. Commands import their work inside ``work`` so that this covers the imports too."""
     try:
         result = work()
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
@@ -44,3 +46,6 @@ def run_command(work: Callable[[], object]) -> int:
         code = getattr(exc, "exit_code", 1)
         print(f"{'interrupted' if code > 128 else 'error'}: {exc}", file=sys.stderr)
         return code
+    except KeyboardInterrupt:
+        print(f"interrupted: {interrupted()}", file=sys.stderr)
+        return 130

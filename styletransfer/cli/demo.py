@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from styletransfer.cli.common import add_model_arguments, run_command
+from styletransfer.runtime.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-demo``: serves until interrupted; returns 1 with a one-line error on bad input."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        from styletransfer.apps.demo import run_demo  # torch and Gradio load here, after --help
-    except ModuleNotFoundError as exc:
-        print(f'error: the demo needs the demo extra ({exc}): pip install -e ".[demo]"', file=sys.stderr)
-        return 1
-    return run_command(lambda: run_demo(args))
+
+    def work() -> None:
+        try:
+            from styletransfer.apps.demo import run_demo  # torch and Gradio load here, after --help
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f'the demo needs the demo extra ({exc}): pip install -e ".[demo]"') from None
+        run_demo(args)
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

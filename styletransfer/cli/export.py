@@ -53,9 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-export``; returns 0, or 1 with a one-line error on bad input or a failed check."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from styletransfer.apps.export import run_export  # torch loads here, after --help and flag errors
 
-    return run_command(lambda: run_export(args))
+    def work() -> object:
+        from styletransfer.apps.export import run_export  # torch loads here, after --help and flag errors
+
+        return run_export(args)
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -172,10 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-stylise``; returns 0, or 1 with a one-paragraph error on bad input."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors
-    from styletransfer.eval.temporal import report_videos
 
     def work() -> None:
+        from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors
+        from styletransfer.eval.temporal import report_videos
+
         written = run_cli(args)
         if args.warping_error:
             report_videos(args.content, written, args.fps if args.video_frames else None)

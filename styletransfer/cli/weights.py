@@ -163,16 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-weights``; returns 0, or 1 with a one-line error (never a traceback)."""
     args = build_parser().parse_args(argv)
+
+    def kept() -> str:
+        dest = (args.dest or known(args.name).destination()) if args.command == "fetch" else None
+        return f"{part_path(dest)} is kept, run the same command again to resume" if dest else "Ctrl-C"
+
     try:
-        return run_command(lambda: args.run(args))
+        return run_command(lambda: args.run(args), interrupted=kept)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other Unix tools do
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this keeps it quiet)
         return 1
-    except KeyboardInterrupt:
-        dest = (args.dest or known(args.name).destination()) if args.command == "fetch" else None
-        kept = f": {part_path(dest)} is kept, run the same command again to resume" if dest else ""
-        print(f"interrupted{kept}", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
