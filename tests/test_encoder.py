@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import socket
 import urllib.error
@@ -210,8 +211,13 @@ def test_imagenet_missing_without_download_names_cache_path(empty_hub: Path, no_
     message = str(info.value)
     assert str(empty_hub) in message
     assert "encoder.weights=random" in message and "encoder.weights=/path/to/file.pth" in message
-    assert "styletransfer-weights fetch vgg19" in message and "evaluate.py's keys are metric_encoder.*" in message
+    assert "styletransfer-weights fetch vgg19" in message
     assert no_network == []
+    with pytest.raises(EncoderWeightsError) as info:  # evaluate.py's metric encoder: its own keys (issue 24)
+        build_encoder({"weights": "imagenet", "download": False}, ["relu1_1"], key="metric_encoder")
+    message = str(info.value)
+    assert "metric_encoder.weights=random" in message and "metric_encoder.fallback=random" in message
+    assert re.search(r"(?<![\w.])encoder\.", message) is None
 
 
 def test_imagenet_download_failure_is_an_error_not_random(empty_hub: Path, no_network: list[str]):

@@ -335,7 +335,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(plain["trainer"]["accelerator"], "trainer.accelerator")
     candidates = build_candidates(plain, device)
     bench = load_benchmark(plain["benchmark"])
-    scorer = Scorer(build_encoder(plain["metric_encoder"], EVAL_LAYERS), device, plain.get("metrics") or {})
+    scorer = Scorer(
+        build_encoder(plain["metric_encoder"], EVAL_LAYERS, "metric_encoder"), device, plain.get("metrics") or {}
+    )
     if uses_wandb(plain.get("logger")):
         choose_wandb_mode()
     sweep, grid = plain["alpha_sweep"], plain["grid"]

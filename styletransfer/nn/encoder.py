@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import socket
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -70,7 +71,7 @@ def _ways_out(cache: Path | None = None, network: str = "vgg19") -> str:
     cache = cache or imagenet_cache_path(network)
     file = known(network)
     return (
-        "Ways out (evaluate.py's keys are metric_encoder.*):\n"
+        "Ways out:\n"
         f"  1. styletransfer-weights fetch {network} (where there is internet; it verifies and installs the file), or "
         f"put torchvision's {file.filename} ({file.url}) at\n       {cache}\n"
         f"  2. pass encoder.weights=/path/to/file.pth (a torchvision-layout {NETWORK_TITLES[network]} state dict, or "
@@ -413,10 +414,20 @@ class VGGEncoder(nn.Module):
         return f"network={self.network}, arch={self.arch}, used={self.spec['used']}, layers={list(self.layers)}"
 
 
-def build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
+def build_encoder(config: Mapping, layers: Sequence[str], key: str = "encoder") -> VGGEncoder:
     """A VGGEncoder from the Hydra ``encoder`` group ({weights, seed, fallback, download, arch, network}); unknown
-    keys fail.
+    keys fail. ``key`` is where the group sits in the config (evaluate.py: ``metric_encoder``): the errors' ways out
+    name its keys.
     ``arch`` only shapes random weights (a file's architecture is detected from its keys)."""
+    try:
+        return _build_encoder(config, layers)
+    except (ConfigError, EncoderWeightsError) as exc:
+        if key == "encoder":
+            raise
+        raise type(exc)(re.sub(r"(?<![\w.])encoder\.", f"{key}.", str(exc))) from None
+
+
+def _build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
     if not isinstance(config, Mapping):
         raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
     config = dict(config)
