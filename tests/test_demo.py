@@ -174,6 +174,35 @@ def test_the_page_sends_uploads_unprocessed_so_an_unreadable_one_is_named(demo, 
     assert caught.value.message.startswith("content image: cannot read image notes.txt")
 
 
+def test_a_network_of_its_own_styles_gets_a_page_without_style_uploads(demo, images):
+    """A fast-style network trained for two styles (issue 23): the page hides the style uploads, mask, alpha and
+    colour it does not take and offers its styles by name; each name gives that style's result."""
+    from styletransfer.methods.fast.network import TransformerNet
+    from styletransfer.methods.fast.styler import FastStyler
+
+    torch.manual_seed(0)
+    network = TransformerNet(styles=2)
+    with torch.no_grad():  # different scales and shifts per style, so the two results differ
+        for module in network.modules():
+            if getattr(module, "weight", None) is not None and module.weight.dim() == 2:
+                module.weight.uniform_(0.5, 1.5)
+    model = FastStyler(network, ["starry", "mosaic"], source="two.pth", kind="network.pth")
+    assert demo.own_styles(model) == ["starry", "mosaic"]
+    app = demo.build_app(model)
+    shown = {block.elem_id: block.visible for block in app.blocks.values() if getattr(block, "elem_id", None)}
+    assert shown["style_name"] is True and shown["alpha"] is False and shown["colour"] is False
+    assert "choose one of the model's own styles" in demo._header(model)
+    predictor = demo.DemoPredictor(model)
+    empty = [None, 1.0] * demo.STYLE_SLOTS
+    starry, mosaic = (predictor.predict(str(images["content"]), *empty, 1.0, False, None, name)
+                      for name in ("starry", "mosaic"))
+    content = load_image_tensor(images["content"])
+    assert np.array_equal(np.asarray(starry), np.asarray(tensor_to_pil(model.stylise(content, [], weights=[1, 0]))))
+    assert not np.array_equal(np.asarray(starry), np.asarray(mosaic))
+    with pytest.raises(demo.gr.Error, match="this model has the styles starry, mosaic"):
+        predictor.predict(str(images["content"]), *empty, 1.0, False, None, "udnie")
+
+
 def test_command_refuses_a_file_that_is_not_a_checkpoint(demo, tmp_path, capsys):
     bogus = tmp_path / "model.ckpt"
     bogus.write_bytes(b"not a checkpoint")

@@ -25,7 +25,13 @@ from torch import Tensor
 
 from styletransfer.apps.stylise import encoder_arg
 from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
-from styletransfer.protocol.controls import asked_controls, check_controls, check_size, refuse_unsupported
+from styletransfer.protocol.controls import (
+    Capabilities,
+    asked_controls,
+    check_controls,
+    check_size,
+    refuse_unsupported,
+)
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import device_name, resolve_device
@@ -126,16 +132,28 @@ class DemoPredictor:
         self.max_long_side = max_long_side
 
     def predict(self, content: str | None, *inputs) -> Image.Image:
-        """``inputs``: STYLE_SLOTS (style path, weight) pairs, then alpha, preserve_colour and the mask path.
+        """``inputs``: STYLE_SLOTS (style path, weight) pairs, then alpha, preserve_colour, the mask path and,
+        optionally, the name of one of the model's own styles (a network trained for several).
 
         Returns the stylised image; a bad input raises ``gr.Error`` with a message for the page.
         """
         slots = [(uploaded(inputs[2 * k]), inputs[2 * k + 1]) for k in range(STYLE_SLOTS)]
-        alpha, preserve_colour, mask = inputs[2 * STYLE_SLOTS :]
+        alpha, preserve_colour, mask, *name = inputs[2 * STYLE_SLOTS :]
         try:
+            if name and name[0]:
+                return self._own_style(uploaded(content), str(name[0]))
             return self._stylise(uploaded(content), slots, alpha, bool(preserve_colour), uploaded(mask))
         except StyleTransferError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
+
+    def _own_style(self, content_path: str | None, name: str) -> Image.Image:
+        """The content in one of the model's own styles, chosen by name (as ``--style-name``)."""
+        names = own_styles(self.styliser)
+        if name not in names:
+            raise ConfigError(f"style {name!r}: this model has the styles {', '.join(names) or 'none by name'}")
+        content = _content(content_path, self.max_long_side, self.styliser.capabilities.min_side)
+        weights = [1.0 if own == name else 0.0 for own in names]
+        return tensor_to_pil(self.styliser.stylise(pil_to_tensor(content), [], weights=weights))
 
     def _stylise(
         self,
@@ -165,12 +183,23 @@ class DemoPredictor:
         return tensor_to_pil(out)
 
 
+def own_styles(styliser: StyleModel) -> list[str]:
+    """The names of a network's own styles when it was trained for several (one to choose on the page), else []."""
+    names = list(styliser.describe().get("styles") or [])
+    return names if not styliser.capabilities.style_input and len(names) > 1 else []
+
+
 def _header(styliser: StyleModel) -> str:
     """The page's title and what is loaded (method, file, device), with the model's warning if it has one."""
+    if styliser.capabilities.style_input:
+        ask = f"Upload a content image and one to {STYLE_SLOTS} styles"
+    elif own_styles(styliser):
+        ask = "Upload a content image and choose one of the model's own styles"
+    else:
+        ask = "Upload a content image (the model stylises in the one style it was trained for)"
     text = (
         f"# Style transfer ({styliser.method})\n\nModel `{Path(styliser.source).name}` ({styliser.kind}) on "
-        f"{device_name(styliser.device)}. Upload a content image and one to {STYLE_SLOTS} styles, then press "
-        "**Stylise**."
+        f"{device_name(styliser.device)}. {ask}, then press **Stylise**."
     )
     warning = styliser.warning()
     if warning:
@@ -185,15 +214,16 @@ def _upload(label: str, elem_id: str, height: int) -> gr.Image:
     )
 
 
-def _styles_and_mask() -> tuple[list[gr.components.Component], gr.Image]:
-    """STYLE_SLOTS (image, relative weight) pairs and the mask, side by side."""
+def _styles_and_mask(caps: Capabilities) -> tuple[list[gr.components.Component], gr.Image]:
+    """STYLE_SLOTS (image, relative weight) pairs and the mask, side by side; shown only where the model takes them
+    (the click still sends them, empty)."""
     styles: list[gr.components.Component] = []
-    with gr.Row():
+    with gr.Row(visible=caps.style_input):
         for k in range(1, STYLE_SLOTS + 1):
             with gr.Column(min_width=140):
                 styles.append(_upload(f"style {k}" + (" (optional)" if k > 1 else ""), f"style{k}", 140))
                 styles.append(gr.Number(value=1.0, minimum=0, label=f"weight {k} (relative)", elem_id=f"weight{k}"))
-        with gr.Column(min_width=140):
+        with gr.Column(min_width=140, visible=caps.masks):
             mask = _upload("mask (optional)", "mask", 140)
             gr.Markdown(
                 "White: style 1. Black: style 2, or the unchanged content with one style. Weights are then unused."
@@ -217,17 +247,29 @@ def build_app(styliser: StyleModel, max_long_side: int = 1024) -> gr.Blocks:
                 buttons=["download"],
                 elem_id="output",
             )
-        styles, mask = _styles_and_mask()
+        caps, names = styliser.capabilities, own_styles(styliser)
+        styles, mask = _styles_and_mask(caps)
         with gr.Row(equal_height=True):
             alpha = gr.Slider(
-                0.0, 1.0, value=1.0, step=0.05, label="alpha (0: the content, 1: full style)", elem_id="alpha", scale=2
+                0.0,
+                1.0,
+                value=1.0,
+                step=0.05,
+                label="alpha (0: the content, 1: full style)",
+                elem_id="alpha",
+                scale=2,
+                visible=caps.alpha,
             )
-            colour = gr.Checkbox(label="preserve the content's colours", elem_id="colour", scale=1)
+            colour = gr.Checkbox(
+                label="preserve the content's colours", elem_id="colour", scale=1, visible=caps.preserve_colour
+            )
+            style_name = gr.Dropdown(
+                names, value=names[0] if names else None, label="style", elem_id="style_name", visible=bool(names)
+            )
             button = gr.Button("Stylise", variant="primary", elem_id="run", scale=1)
         # Unprocessed inputs: each upload is read by load_rgb, so a file that is not an image is named in the page.
-        button.click(
-            predictor.predict, [content, *styles, alpha, colour, mask], output, api_name="stylise", preprocess=False
-        )
+        inputs = [content, *styles, alpha, colour, mask, style_name]
+        button.click(predictor.predict, inputs, output, api_name="stylise", preprocess=False)
     return app
 
 
