@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from adain_checkpoints import write_malicious_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import compose, run_hydra_app, run_script
+from conftest import RANDOM_ENCODER, compose, run_hydra_app, run_script
 from styletransfer.data.images import save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import load_benchmark
@@ -164,6 +165,36 @@ def test_lpips_and_fid_computed_when_weights_are_given(tmp_path, adain_run, benc
 def _benchmark_overrides(bench_dirs) -> list[str]:
     content_dir, style_dir = bench_dirs
     return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.short_side=32"]
+
+
+def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_run, bench_dirs):
+    """AdaIN, a fast-style network (its own style: the pair's style is not an input) and WCT (two levels) in one
+    table (issues 21 and 23): every pair scored per model, alpha swept only where a model has the control."""
+    from styletransfer.methods.fast.checkpoint import save_network
+    from styletransfer.methods.fast.network import TransformerNet
+    from styletransfer.methods.wct.checkpoint import save_decoders
+    from styletransfer.methods.wct.decoders import build_decoders
+
+    torch.manual_seed(0)
+    save_network(TransformerNet(), ["starry"], {}, tmp_path / "network.pth")
+    levels = ["relu1_1", "relu2_1"]
+    wct_encoder = build_encoder(RANDOM_ENCODER, levels)
+    save_decoders(dict(build_decoders(levels).items()), wct_encoder.spec, tmp_path / "decoders.pth")
+    out = tmp_path / "eval"
+    cfg = compose(
+        "evaluate", f"ckpt=[{adain_run[1]},{tmp_path / 'network.pth'},{tmp_path / 'decoders.pth'}]",
+        *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random", "metric_encoder.download=false",
+        "trainer=cpu", "logger=none", "timing.warmup=0", "alpha_sweep.pairs=1", f"paths.root_dir={tmp_path}",
+        output_dir=out,
+    )
+    summary = run(cfg)
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model"] for r in rows[::4]] == ["decoder", "network", "decoders"] and len(rows) == 3 * 4
+    assert all(math.isfinite(float(r["content_relu4_1"])) for r in rows)
+    fast = [r for r in rows if r["model"] == "network"]
+    assert fast[0]["content_relu4_1"] == fast[1]["content_relu4_1"]  # c1 with either style: one result
+    assert [m["info"]["method"] for m in summary["models"]] == ["adain", "fast", "wct"]
 
 
 def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs, capsys):
