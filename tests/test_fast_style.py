@@ -10,7 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import RANDOM_ENCODER
+
 from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.runtime.errors import ConfigError
 
 
 class RefConvLayer(torch.nn.Module):  # transformer_net.py ConvLayer
@@ -159,6 +162,30 @@ class RefVgg16(torch.nn.Module):  # vgg.py Vgg16 (torchvision's vgg16().features
         h_relu3_3 = self.slice3(h_relu2_2)
         h_relu4_3 = self.slice4(h_relu3_3)
         return h_relu1_2, h_relu2_2, h_relu3_3, h_relu4_3
+
+
+def test_a_tv_weight_adds_the_outputs_total_variation(tmp_path):
+    """method.tv_weight (0 by default, as the examples): tv_weight x the mean squared forward difference of the
+    output in [0, 255], added to the total; 0 leaves the terms as they were."""
+    from styletransfer.data.images import save_image
+    from styletransfer.methods.fast import FastStyleModule
+
+    save_image(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)), tmp_path / "style.png")
+    batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    plain = FastStyleModule({**RANDOM_ENCODER, "network": "vgg16"}, [str(tmp_path / "style.png")])
+    torch.manual_seed(0)
+    smooth = FastStyleModule({**RANDOM_ENCODER, "network": "vgg16"}, [str(tmp_path / "style.png")], tv_weight=1e-3)
+    with torch.no_grad():
+        base, terms = plain.losses(batch), smooth.losses(batch)
+        output = smooth.network(batch.mul(255.0), None)
+    dx, dy = output.diff(dim=3), output.diff(dim=2)
+    tv = (dx.pow(2).sum() + dy.pow(2).sum()) / output.numel()
+    assert "loss/tv" not in base and torch.equal(terms["loss/style"], base["loss/style"])
+    torch.testing.assert_close(terms["loss/tv"], 1e-3 * tv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(terms["loss/total"], base["loss/total"] + terms["loss/tv"], rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match="method.tv_weight=-1"):
+        FastStyleModule({**RANDOM_ENCODER, "network": "vgg16"}, [str(tmp_path / "style.png")], tv_weight=-1)
 
 
 def test_one_training_step_equals_the_examples_bit_for_bit(tmp_path):

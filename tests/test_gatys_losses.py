@@ -15,9 +15,9 @@ from styletransfer.methods.gatys.losses import (
     Wasserstein2StyleLoss,
     gram_loss,
     normalise_layer_weights,
-    tv_loss,
     wasserstein2_loss,
 )
+from styletransfer.nn.losses import tv_loss
 from styletransfer.nn.stats import gram_matrix, sqrtm_psd
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from styletransfer.nn.stats import mean_std
+from styletransfer.runtime.errors import ConfigError
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
@@ -36,3 +37,21 @@ def mean_std_style_loss(
         raise ValueError("style loss needs at least one layer")
     per_layer = {name: mean_std_loss(features[name], targets[name]) for name in layers}
     return torch.stack(list(per_layer.values())).sum(), per_layer
+
+
+def tv_loss(image: Tensor, power: int = 2) -> Tensor:
+    """Total variation of an image batch (N, C, H, W), a mean over the N x C x H x W elements.
+
+    power 2: mean of (dx^2 + dy^2) as in crowsonkb's style-transfer-pytorch; power 1: mean of (|dx| + |dy|),
+    the anisotropic TV of neural-style-pt. dx and dy are forward differences; the last column's dx and the last
+    row's dy are zero (replicate padding), so the divisor is the number of pixels.
+    """
+    if power not in (1, 2):
+        raise ConfigError(f"tv power must be 1 or 2, got {power}")
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    if power == 2:
+        total = dx.float().pow(2).sum() + dy.float().pow(2).sum()
+    else:
+        total = dx.float().abs().sum() + dy.float().abs().sum()
+    return total / image.numel()

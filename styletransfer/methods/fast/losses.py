@@ -4,7 +4,9 @@ by 255 and ImageNet-normalised (the encoder normalises).
 
 * content: ``content_weight`` * MSE(relu2_2(output), relu2_2(content));
 * style: ``style_weight`` * sum over relu1_2, relu2_2, relu3_3, relu4_3 of MSE(G(output), G(style)), with
-  G(F) = F F^T / (C H W) per image (``gram_matrix``), the style's Gram matrices computed once.
+  G(F) = F F^T / (C H W) per image (``gram_matrix``), the style's Gram matrices computed once;
+* total variation (optional, not in the examples; Johnson et al. use a small one): ``tv_weight`` * the mean of the
+  squared forward differences of the output in [0, 255] (``nn.losses.tv_loss``, power 2).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.losses import tv_loss
 
 #: The examples' layers: content at relu2_2, style at VGG-16's four slices' ends.
 CONTENT_LAYER = "relu2_2"
@@ -43,10 +46,12 @@ class PerceptualLoss(nn.Module):
         style_weight: float,
         content_layer: str = CONTENT_LAYER,
         style_layers: Sequence[str] = STYLE_LAYERS,
+        tv_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.content_weight, self.style_weight = float(content_weight), float(style_weight)
+        self.tv_weight = float(tv_weight)
         self.content_layer, self.style_layers = content_layer, tuple(style_layers)
         with torch.no_grad():  # styles in [0, 1] become [0, 255] as the examples' ToTensor().mul(255) makes them
             grams = [self._grams((style[None] if style.dim() == 3 else style).mul(255.0)) for style in styles]
@@ -73,5 +78,8 @@ class PerceptualLoss(nn.Module):
             style_loss = style_loss + per_layer[layer]
         style_loss = style_loss * self.style_weight
         terms = {"loss/total": content + style_loss, "loss/content": content, "loss/style": style_loss}
+        if self.tv_weight:
+            terms["loss/tv"] = self.tv_weight * tv_loss(output255)
+            terms["loss/total"] = terms["loss/total"] + terms["loss/tv"]
         terms.update({f"loss/style/{layer}": value for layer, value in per_layer.items()})
         return terms

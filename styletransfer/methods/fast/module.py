@@ -67,13 +67,14 @@ class FastStyleModule(pl.LightningModule):
         style_weight: float = 1e10,
         lr: float = 1e-3,
         export_network: bool = True,
+        tv_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(styles, str) or not styles:
             raise ConfigError("method.styles: give a list of style images, e.g. method.styles=[starry.jpg]")
         styles = [str(style) for style in styles]
         self.names = style_names(styles)
-        for name in ("content_weight", "style_weight", "lr"):
+        for name in ("content_weight", "style_weight", "lr", "tv_weight"):
             value = locals()[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < float("inf"):
                 raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
@@ -88,10 +89,11 @@ class FastStyleModule(pl.LightningModule):
                 "style_weight": float(style_weight),
                 "lr": float(lr),
                 "export_network": bool(export_network),
+                "tv_weight": float(tv_weight),
             }
         )
         self.network = TransformerNet(len(styles))
-        self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight)
+        self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight, tv_weight=tv_weight)
 
     @property
     def styles(self) -> int:

@@ -30,24 +30,6 @@ def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
     return (gram - target_gram.float()).pow(2).mean()
 
 
-def tv_loss(image: Tensor, power: int = 2) -> Tensor:
-    """Total variation of an image batch (N, C, H, W), a mean over the N x C x H x W elements.
-
-    power 2: mean of (dx^2 + dy^2) as in crowsonkb's style-transfer-pytorch; power 1: mean of (|dx| + |dy|),
-    the anisotropic TV of neural-style-pt. dx and dy are forward differences; the last column's dx and the last
-    row's dy are zero (replicate padding), so the divisor is the number of pixels.
-    """
-    if power not in (1, 2):
-        raise ConfigError(f"tv power must be 1 or 2, got {power}")
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    if power == 2:
-        total = dx.float().pow(2).sum() + dy.float().pow(2).sum()
-    else:
-        total = dx.float().abs().sum() + dy.float().abs().sum()
-    return total / image.numel()
-
-
 def wasserstein2_loss(
     features: Tensor, target_mean: Tensor, target_cov: Tensor, target_cov_sqrt: Tensor | None = None, eps: float = 1e-4
 ) -> Tensor:

@@ -34,7 +34,7 @@ from styletransfer.methods.gatys.checkpoint import build_gatys_encoder
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
 from styletransfer.methods.gatys.images import initial_image, optimised_space
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
-from styletransfer.methods.gatys.losses import STYLE_LOSSES, StyleLoss, tv_loss, weighted_style_loss
+from styletransfer.methods.gatys.losses import STYLE_LOSSES, StyleLoss, weighted_style_loss
 from styletransfer.methods.gatys.schedule import (
     IterateEMA,
     check_scale_sizes,
@@ -47,7 +47,7 @@ from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.colour import with_chroma
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
-from styletransfer.nn.losses import content_loss
+from styletransfer.nn.losses import content_loss, tv_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import NonFiniteLossError
 
