@@ -389,13 +389,16 @@ def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_single_style_network_exports_checks_and_runs_in_onnxruntime(two_style_run, tmp_path, capsys):
+def test_networks_export_check_and_run_in_onnxruntime(two_style_run, tmp_path, capsys):
     """Any content size keeps its size (reflection-padded to a multiple of 4, cropped back; the examples' network
-    alone turns 77 px into 80); the one image graph passes --check at 77 x 53 and the ONNX runtime path writes
-    the PyTorch path's images within one 8-bit level. A network of several styles is refused in one line."""
+    alone turns 77 px into 80); the one image graph passes --check at 77 x 53 and the ONNX runtime gives the
+    PyTorch path's images within 1e-3. A network of several styles takes the weights over its styles as a second
+    input: blends and --style-name work through --runtime onnx as through PyTorch."""
     pytest.importorskip("onnxruntime")
     from styletransfer.apps.onnx_runtime import OnnxModel
     from styletransfer.cli.export import main as export_main
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.data.images import load_image_tensor, save_image
     from styletransfer.protocol.registry import load_model
 
     torch.manual_seed(5)
@@ -414,8 +417,22 @@ def test_a_single_style_network_exports_checks_and_runs_in_onnxruntime(two_style
     onnx_model = OnnxModel.beside(tmp_path / "mosaic.onnx")
     assert onnx_model.method == "fast" and not onnx_model.capabilities.style_input
     assert float((onnx_model.stylise(content) - result).abs().max()) < 1e-3
-    assert export_main([str(two_style_run), "-o", str(tmp_path / "two.onnx")]) == 1
-    assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "two.onnx").exists()
+    assert export_main([str(two_style_run), "-o", str(tmp_path / "two.onnx"), "--check"]) == 0
+    assert "check passed" in capsys.readouterr().out
+    two_torch, two_onnx = load_model(two_style_run), OnnxModel.beside(tmp_path / "two.onnx")
+    assert two_onnx.own_styles == two_torch.describe()["styles"] and len(two_onnx.own_styles) == 2
+    for weights in ([1.0, 0.0], [0.3, 0.7]):
+        diff = two_onnx.stylise(content, weights=weights) - two_torch.stylise(content, weights=weights)
+        assert float(diff.abs().max()) < 1e-3
+    with pytest.raises(ConfigError, match="has 2 styles"):
+        two_onnx.stylise(content)
+    save_image(content[0], tmp_path / "c.png")
+    name = two_torch.describe()["styles"][1]
+    for runtime, model_file in (("onnx", tmp_path / "two.onnx"), ("torch", two_style_run)):
+        assert stylise_main([str(model_file), "--runtime", runtime, "-c", str(tmp_path / "c.png"), "--style-name",
+                             name, "-o", str(tmp_path / runtime), "--workers", "0", "--writers", "0"]) == 0
+    [onnx_file], [torch_file] = ((tmp_path / d).iterdir() for d in ("onnx", "torch"))
+    assert float((load_image_tensor(onnx_file) - load_image_tensor(torch_file)).abs().max()) <= 1 / 255 + 1e-6
 
 
 def test_styles_are_chosen_by_name(two_style_run, fast_data, tmp_path, capsys):

@@ -34,6 +34,7 @@ from styletransfer.protocol.controls import (
     as_batch,
     asked_controls,
     check_controls,
+    check_weights,
     refuse_unsupported,
     style_list,
 )
@@ -41,7 +42,7 @@ from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeed
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
 #: Names of the graphs' fixed inputs and outputs; the style code's tensors are named in the metadata.
-CONTENT, ALPHA, IMAGE, STYLE = "content", "alpha", "image", "style"
+CONTENT, ALPHA, IMAGE, STYLE, WEIGHTS = "content", "alpha", "image", "style", "weights"
 #: Metadata keys of the image graph.
 META_METHOD, META_CODE, META_CAPABILITIES, META_MODEL = (
     "styletransfer.method",
@@ -179,8 +180,11 @@ class OnnxModel:
         declared = Capabilities(**json.loads(meta.get(META_CAPABILITIES, "{}")))
         self.capabilities = Capabilities(**{**declared.__dict__, **ONNX_LIMITS})
         self.recorded = json.loads(meta.get(META_MODEL, "{}"))
+        #: A network's own styles when it holds several: the image graph then takes weights over them.
+        self.own_styles = [] if declared.style_input else list(self.recorded.get("styles") or [])
         # alpha is an input of graphs whose model has the control; style codes of those that take styles
-        self.inputs = (CONTENT, *((ALPHA,) if declared.alpha else ()), *self.code_names)
+        own = (WEIGHTS,) if len(self.own_styles) > 1 else ()
+        self.inputs = (CONTENT, *((ALPHA,) if declared.alpha else ()), *own, *self.code_names)
         check_names(self.image, Path(image_graph), "image graph", self.inputs, (IMAGE,))
         self.style = None
         if style_graph is not None and self.capabilities.style_input:
@@ -222,17 +226,31 @@ class OnnxModel:
             raise ConfigError(f"{self.source}: this model has no style graph")
         return tuple(torch.from_numpy(a) for a in self.style.run(None, {STYLE: _array(as_batch(style, "style"))}))
 
-    def run_image(self, content: Tensor, code: Sequence[Tensor], alpha: float = 1.0) -> Tensor:
+    def run_image(
+        self, content: Tensor, code: Sequence[Tensor], alpha: float = 1.0, own: Sequence[float] | None = None
+    ) -> Tensor:
         """The image graph on ``content`` (3, H, W) or (N, 3, H, W) in [0, 1] with a (blended) style ``code``
-        (each tensor batch 1 or N): float32 (N, 3, H, W) in [0, 1]."""
+        (each tensor batch 1 or N), or ``own`` weights over the network's own styles: float32 (N, 3, H, W) in
+        [0, 1]."""
         batch = as_batch(content, "content")
         feed = {CONTENT: _array(batch)}
         if ALPHA in self.inputs:
             feed[ALPHA] = np.array([alpha], dtype=np.float32)
+        if WEIGHTS in self.inputs:
+            feed[WEIGHTS] = np.array(self._own_weights(own), dtype=np.float32)
         for name, tensor in zip(self.code_names, code):
             shape = (batch.shape[0], *tensor.shape[1:])
             feed[name] = np.ascontiguousarray(np.broadcast_to(_array(tensor), shape))
         return torch.from_numpy(self.image.run(None, feed)[0])
+
+    def _own_weights(self, weights: Sequence[float] | None) -> list[float]:
+        """Weights over the network's own styles, normalised as the PyTorch runtime does."""
+        if weights is None:
+            raise ConfigError(
+                f"{self.source} has {len(self.own_styles)} styles ({', '.join(self.own_styles)}): choose one "
+                "(--style-name) or blend them with one weight per style"
+            )
+        return check_weights(weights, len(self.own_styles))
 
     def encode_styles(self, styles: Sequence[Tensor]) -> list[tuple[Tensor, ...]]:
         """Each style's code from the style graph: pass them as ``stylise(..., style_codes=...)``."""
@@ -262,7 +280,7 @@ class OnnxModel:
         styles = style_list(styles)
         if not self.capabilities.style_input:  # a network of its own style: the app refused styles and weights
             refuse_unsupported(self.capabilities, self.source, asked_controls(styles, weights, alpha))
-            return self.run_image(batch, (), alpha)
+            return self.run_image(batch, (), alpha, weights)
         cached = style_codes is not None and not preserve_colour
         mixed = check_controls(len(style_codes or ()) if cached else len(styles), weights, alpha, None) or [1.0]
         codes: list[tuple[Tensor, ...]]

@@ -1,6 +1,7 @@
 """A trained fast-style network as a :class:`~styletransfer.protocol.model.StyleModel`: no style images (the network
 holds its styles), several styles blended with ``weights`` over the model's own (their normalisation scales and
-shifts blended, as Dumoulin et al. do), ONNX export of a single-style network (one image graph); alpha, masks,
+shifts blended, as Dumoulin et al. do), ONNX export (one image graph; a network of several styles takes the
+weights over its styles as a second input, ``weights``); alpha, masks,
 colour preservation, another output size and tiling are not offered yet and are refused with one line by the
 applications."""
 
@@ -43,21 +44,31 @@ def run_network(network: Callable[..., Tensor], content: Tensor, style: Tensor |
 
 
 class ImageGraph(nn.Module):
-    """The exported image graph of a single-style network: content in [0, 1] -> image in [0, 1] (float32 at both
-    ends whatever the network's precision)."""
+    """The exported image graph: content in [0, 1] -> image in [0, 1] (float32 at both ends whatever the network's
+    precision); a network of several styles also takes ``weights`` (styles,) over them."""
 
     def __init__(self, network: TransformerNet) -> None:
         super().__init__()
         self.network = network
 
-    def forward(self, content: Tensor) -> Tensor:
+    def forward(self, content: Tensor, weights: Tensor | None = None) -> Tensor:
         dtype = next(self.network.parameters()).dtype
-        return run_network(self.network, content.to(dtype))
+        style = None if weights is None else weights.to(dtype)
+        return run_network(self.network, content.to(dtype), style)
 
 
-def _image_inputs(height: int, width: int, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
-    """Two contents (a batch of 1 would be specialised to 1)."""
-    return (torch.rand(2, 3, height, width, generator=generator),)
+def _graph_inputs(styles: int) -> Callable[..., tuple[Tensor, ...]]:
+    """The image graph's example inputs at a size: two contents (a batch of 1 would be specialised to 1) and, for
+    several styles, random weights over them summing to 1."""
+
+    def inputs(height: int, width: int, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+        content = torch.rand(2, 3, height, width, generator=generator)
+        if styles == 1:
+            return (content,)
+        weights = torch.rand(styles, generator=generator)
+        return content, weights / weights.sum()
+
+    return inputs
 
 
 class FastStyler(nn.Module):
@@ -91,7 +102,7 @@ class FastStyler(nn.Module):
             preserve_colour=False,
             output_size=False,
             tiling=False,
-            export=len(self.names) == 1,
+            export=True,
             min_side=MIN_SIDE,
         )
         self._run = self.network if self.compile_mode is None else torch.compile(self.network, mode=self.compile_mode)
@@ -175,24 +186,27 @@ class FastStyler(nn.Module):
         raise ConfigError(f"{self.source or 'this fast-style model'} cannot be stylised in tiles yet: --max-tile 0")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
-        """One image graph (content -> image) for a single-style network (a float16 copy with ``fp16``; the float32
-        network stays the reference that ``--check`` compares with)."""
-        if len(self.names) > 1:
-            raise ConfigError(f"{self.source}: ONNX export of a network of several styles is not offered yet")
+        """One image graph (content [, weights over the styles] -> image; a float16 copy with ``fp16``, the float32
+        network staying the reference that ``--check`` compares with)."""
         network = self.network.cpu().eval().float()
         exported = copy.deepcopy(network).half() if fp16 else network
         batch = torch.export.Dim("N", min=1)
         side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
+        several = len(self.names) > 1
+        shapes: dict[str, Any] = {"content": {0: batch, 2: side[0], 3: side[1]}}
+        if several:
+            shapes["weights"] = None
+        inputs = _graph_inputs(len(self.names))
         return [
             OnnxGraph(
                 role="image",
                 suffix="",
                 module=ImageGraph(exported),
                 reference=ImageGraph(network),
-                inputs=_image_inputs(64, 56),
-                input_names=("content",),
+                inputs=inputs(64, 56),
+                input_names=("content", "weights") if several else ("content",),
                 output_names=("image",),
-                dynamic_shapes={"content": {0: batch, 2: side[0], 3: side[1]}},
-                check_inputs=_image_inputs,
+                dynamic_shapes=shapes,
+                check_inputs=inputs,
             )
         ]
