@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder
+from styletransfer.methods.adain.decoders import build_decoder, decoder_record, describe
+from styletransfer.methods.adain.model import BOTTLENECK
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.encoder_record import EncoderArg, encoder_from_config, encoder_from_record, encoder_from_trunk
 from styletransfer.nn.weights import first_non_finite, safe_load, save_atomic
-from styletransfer.runtime.errors import CheckpointError
+from styletransfer.runtime.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,12 @@ RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
 
 
 def save_decoder(
-    decoder: AdaINDecoder, encoder_spec: Mapping[str, Any], path: Path, step: int = 0, transform: str = "adain"
+    decoder: nn.Module, encoder_spec: Mapping[str, Any], path: Path, step: int = 0, transform: str = "adain"
 ) -> None:
     """Write an inference-ready decoder file atomically (temporary file, then rename).
 
-    It holds the decoder's state dict (release layout keys), the spec of the encoder it was trained behind
+    It holds the decoder's state dict (release layout keys for the mirror), the record of the decoder's structure
+    (``decoder_config``: the ``decoder`` group, see ``decoders.py``), the spec of the encoder it was trained behind
     (with its fingerprint), the feature transform it was trained with and the step; it loads with
     ``torch.load(weights_only=True)``.
     """
@@ -47,6 +49,7 @@ def save_decoder(
         "version": 1,
         "step": int(step),
         "decoder": {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
+        "decoder_config": decoder_record(decoder),
         "encoder": dict(encoder_spec),
         "transform": str(transform),
     }
@@ -59,22 +62,40 @@ def _trunk_layers(spec: Mapping | None) -> list[str]:
     return layers if BOTTLENECK in layers else [*layers, BOTTLENECK]
 
 
-def _load_decoder(state: Mapping[str, Tensor], path: Path) -> AdaINDecoder:
-    """The AdaIN decoder with the weights in ``state``; weights that do not fit, or are not finite, name ``path``."""
+def _load_decoder(state: Mapping[str, Tensor], path: Path, record: Mapping[str, Any] | None = None) -> nn.Module:
+    """The decoder ``record`` describes (None: the mirror) with the weights in ``state``; weights that do not fit
+    name ``path`` and the recorded decoder, weights that are not finite name ``path``."""
     broken = first_non_finite(dict(state))
     if broken is not None:
         raise CheckpointError(
             f"the decoder weights in {path} hold NaN or infinite values ({broken}): the run that "
             "wrote them diverged; use an earlier checkpoint"
         )
-    decoder = AdaINDecoder()
+    try:
+        decoder = build_decoder(record)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} records a decoder this version cannot build: {exc}") from None
     try:
         decoder.load_state_dict(dict(state), strict=True)
     except RuntimeError as exc:
+        recorded = describe(record) if record else "mirror (no decoder record: a file from before decoder=)"
         raise CheckpointError(
-            f"the decoder weights in {path} do not fit the AdaIN decoder: {str(exc).splitlines()[0][:300]}"
+            f"the decoder weights in {path} do not fit the decoder it records, {recorded}: "
+            f"{str(exc).splitlines()[0][:300]}"
         ) from None
     return decoder.eval().requires_grad_(False)
+
+
+def file_decoder(obj: object) -> dict[str, Any] | None:
+    """The decoder record of a loaded AdaIN file (None: no record, the mirror)."""
+    if not isinstance(obj, Mapping):
+        return None
+    if file_kind(obj) == "lightning":
+        hparams = obj.get("hyper_parameters")
+        record = (hparams if isinstance(hparams, Mapping) else {}).get("decoder")
+    else:
+        record = obj.get("decoder_config") if file_kind(obj) == "exported" else None
+    return dict(record) if isinstance(record, Mapping) else None
 
 
 def _is_release_decoder(obj: object) -> bool:
@@ -85,7 +106,7 @@ def _is_release_decoder(obj: object) -> bool:
     )
 
 
-def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
     """A Lightning checkpoint of an AdaIN run: the encoder stored in it (never the one given) and its decoder."""
     state = obj["state_dict"]
     hparams = obj.get("hyper_parameters") or {}
@@ -99,17 +120,17 @@ def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> 
     if encoder is not None:
         log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
     spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
-    return encoder_from_trunk(trunk, spec, _trunk_layers(spec), path), _load_decoder(dec, path)
+    return encoder_from_trunk(trunk, spec, _trunk_layers(spec), path), _load_decoder(dec, path, file_decoder(obj))
 
 
-def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
     """An exported decoder.pth: the encoder given (default: the recorded one), which must match the fingerprint."""
     spec = dict(obj.get("encoder") or {})
     built = encoder_from_record(spec, encoder, _trunk_layers(spec), path)
-    return built, _load_decoder(obj.get("decoder") or {}, path)
+    return built, _load_decoder(obj.get("decoder") or {}, path, file_decoder(obj))
 
 
-def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, AdaINDecoder]:
+def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
     """The original release's bare decoder state dict, behind the encoder given (its vgg_normalised.pth)."""
     if encoder is None:
         raise CheckpointError(
@@ -148,9 +169,7 @@ def file_transform(obj: object) -> str:
     return "adain"
 
 
-def read_model(
-    obj: object, path: str | os.PathLike, encoder: EncoderArg = None
-) -> tuple[VGGEncoder, AdaINDecoder, str]:
+def read_model(obj: object, path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, nn.Module, str]:
     """(encoder, decoder, kind) of a loaded AdaIN file (see :func:`load_model`)."""
     path = Path(path).expanduser()
     kind = file_kind(obj)
@@ -173,7 +192,7 @@ def read_model(
     )
 
 
-def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, AdaINDecoder, str]:
+def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, nn.Module, str]:
     """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
 
     ``encoder`` (an encoder config dict, weights string/path, or a VGGEncoder) is used for decoder files: for an

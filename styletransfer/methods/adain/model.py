@@ -37,6 +37,16 @@ _DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
 )
 
 
+def upsampled_sizes(output_size: tuple[int, int] | None, count: int) -> list[tuple[int, int] | None]:
+    """The size after each of ``count`` x2 upsamplings that end at ``output_size``: upsampling k goes to
+    ceil(side / 2**(count - 1 - k)); all None (plain doublings) without ``output_size``."""
+    if output_size is None:
+        return [None] * count
+    height, width = output_size
+    # (side + f - 1) // f: ceil(side / f) on non-negative numbers only (exported, // may truncate).
+    return [((height + 2**k - 1) // 2**k, (width + 2**k - 1) // 2**k) for k in range(count - 1, -1, -1)]
+
+
 class AdaINDecoder(nn.Sequential):
     """Decoder of Huang & Belongie (2017): reflection padding, no normalisation, nearest upsampling.
 
@@ -70,12 +80,7 @@ class AdaINDecoder(nn.Sequential):
         stay symbolic. ``upsample(x, size)`` is nearest upsampling to ``size`` (a doubling when None): the export
         passes one that lowers to ONNX gathers.
         """
-        ups = [m for m in self if isinstance(m, nn.Upsample)]
-        sizes: list[tuple[int, int] | None] = [None] * len(ups)
-        if output_size is not None:
-            height, width = output_size
-            # (side + f - 1) // f: ceil(side / f) on non-negative numbers only (exported, // may truncate).
-            sizes = [((height + 2**k - 1) // 2**k, (width + 2**k - 1) // 2**k) for k in range(len(ups) - 1, -1, -1)]
+        sizes = upsampled_sizes(output_size, sum(isinstance(m, nn.Upsample) for m in self))
         x = features
         up_index = 0
         for module in self:
@@ -186,7 +191,7 @@ def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleSta
 
 
 def decode_clamped(
-    decoder: AdaINDecoder, target: Tensor, c_feat: Tensor, alpha: float, output_size: tuple[int, int]
+    decoder: nn.Module, target: Tensor, c_feat: Tensor, alpha: float, output_size: tuple[int, int]
 ) -> Tensor:
     """t = alpha * target + (1 - alpha) * f(c) (float32), decoded in the features' dtype, as float32 in [0, 1]
     (the cast and the clamp share one pass)."""
@@ -197,7 +202,7 @@ def decode_clamped(
 
 def stylise_core(
     encoder: VGGEncoder,
-    decoder: AdaINDecoder,
+    decoder: nn.Module,
     content: Tensor,
     stats: StyleStats | None,
     alpha: float,
@@ -213,7 +218,7 @@ def stylise_core(
 
 
 #: What ``stylise`` runs for the no-mask path: ``stylise_core`` or a compiled version of it.
-Core = Callable[[VGGEncoder, AdaINDecoder, Tensor, StyleStats | None, float, tuple[int, int], bool], Tensor]
+Core = Callable[[VGGEncoder, nn.Module, Tensor, StyleStats | None, float, tuple[int, int], bool], Tensor]
 
 
 def _stats_for(
@@ -254,7 +259,7 @@ def check_style_controls(
 @torch.no_grad()
 def stylise(
     encoder: VGGEncoder,
-    decoder: AdaINDecoder,
+    decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
     *,

@@ -20,7 +20,8 @@ from styletransfer.engine.loggers import log_image
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
-from styletransfer.methods.adain.model import BOTTLENECK, AdaINDecoder, adain, stylise
+from styletransfer.methods.adain.decoders import build_decoder, decoder_record, describe
+from styletransfer.methods.adain.model import BOTTLENECK, adain, stylise
 from styletransfer.methods.adain.transforms import check_transform, style_code
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
@@ -33,6 +34,13 @@ from styletransfer.runtime.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+#: Channels of VGG's relu4_1, what the decoder takes in.
+BOTTLENECK_CHANNELS = 512
+
+
+def _plain(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A ``decoder`` group (an OmegaConf node from Hydra) as a plain dict, None as None."""
+    return None if config is None else {str(k): v for k, v in dict(config).items()}
 
 
 class AdaINModule(pl.LightningModule):
@@ -61,6 +69,7 @@ class AdaINModule(pl.LightningModule):
         grid_dir: str = "val_grids",
         export_decoder: bool = True,
         transform: str = "adain",
+        decoder: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.transform = check_transform(transform)
@@ -80,7 +89,8 @@ class AdaINModule(pl.LightningModule):
             self.encoder.spec = dict(encoder)
         else:
             self.encoder = build_encoder(encoder, layers=layers)
-        self.decoder = AdaINDecoder()
+        # The ``decoder`` group (None: the mirror), completed with the encoder's bottleneck channels.
+        self.decoder = build_decoder(_plain(decoder), BOTTLENECK_CHANNELS)
         self.style_layers = style_layers
         mode = compile_mode(compile)
         #: The speed path (channels_last or compile): memory-format-keeping reflection pads, content and style
@@ -104,6 +114,7 @@ class AdaINModule(pl.LightningModule):
                 "grid_dir": str(grid_dir),
                 "export_decoder": bool(export_decoder),
                 "transform": self.transform,
+                "decoder": decoder_record(self.decoder),
             }
         )
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -300,6 +311,12 @@ class AdaINModule(pl.LightningModule):
         Otherwise a run resumed with other encoder settings (e.g. ImageNet weights now cached where the first run
         fell back to random) would export a decoder labelled with an encoder it was not trained behind.
         """
+        saved_decoder = checkpoint.get("hyper_parameters", {}).get("decoder") or None
+        if decoder_record(self.decoder) != dict(saved_decoder or {"name": "mirror"}):
+            raise ConfigError(
+                f"the checkpoint's decoder is {describe(saved_decoder)}, the configured one "
+                f"{describe(decoder_record(self.decoder))}; resume with the checkpoint's decoder= settings"
+            )
         saved = checkpoint.get("hyper_parameters", {}).get("encoder")
         if not isinstance(saved, Mapping) or saved.get("fingerprint") == self.encoder.spec["fingerprint"]:
             return

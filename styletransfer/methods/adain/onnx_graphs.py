@@ -20,7 +20,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
+from styletransfer.methods.adain.model import adain, encode
 from styletransfer.methods.adain.transforms import with_stats
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.stats import mean_std
@@ -54,7 +54,7 @@ class ImageGraph(nn.Module):
     """content, alpha, style statistics -> stylised image: ``stylise`` with precomputed statistics, as one graph.
     In half precision the encoder and decoder run in float16; statistics, AdaIN and the trade-off stay float32."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: AdaINDecoder, transform: str = "adain") -> None:
+    def __init__(self, encoder: VGGEncoder, decoder: nn.Module, transform: str = "adain") -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -96,7 +96,7 @@ def _style_inputs(height: int, width: int, generator: torch.Generator | None = N
     return (torch.rand(1, 3, width, height, generator=generator),)
 
 
-def graphs(encoder: VGGEncoder, decoder: AdaINDecoder, fp16: bool = False, transform: str = "adain") -> list[OnnxGraph]:
+def graphs(encoder: VGGEncoder, decoder: nn.Module, fp16: bool = False, transform: str = "adain") -> list[OnnxGraph]:
     """The image graph and the style graph of ``encoder`` and ``decoder`` (float16 copies with ``fp16``; the float32
     models stay the reference that ``--check`` compares with)."""
     encoder, decoder = encoder.cpu().eval(), decoder.cpu().eval()

@@ -20,7 +20,6 @@ from styletransfer.methods.adain import onnx_graphs
 from styletransfer.methods.adain.checkpoint import EncoderArg, file_transform, read_model
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
-    AdaINDecoder,
     Core,
     StyleStats,
     check_style_controls,
@@ -80,7 +79,7 @@ class Styliser(nn.Module):
     def __init__(
         self,
         encoder: VGGEncoder,
-        decoder: AdaINDecoder,
+        decoder: nn.Module,
         source: str = "",
         kind: str = "",
         channels_last: bool = False,
@@ -152,7 +151,7 @@ class Styliser(nn.Module):
     def from_parts(
         cls,
         encoder: VGGEncoder,
-        decoder: AdaINDecoder,
+        decoder: nn.Module,
         source: str,
         kind: str,
         device: str | torch.device = "cpu",
@@ -273,9 +272,9 @@ class Styliser(nn.Module):
             )
 
     def tiling(self) -> TilingNeeds | None:
-        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (``methods/adain/tiled.py``); None for
-        EFDM (its global sort has no tiled pass yet)."""
-        return tiling_needs(self.bf16) if self.transform in TILED_TRANSFORMS else None
+        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (more for a decoder that reaches
+        further: ``methods/adain/tiled.py``); None for EFDM (its global sort has no tiled pass yet)."""
+        return tiling_needs(self.bf16, self.decoder) if self.transform in TILED_TRANSFORMS else None
 
     @torch.no_grad()
     def tiled(

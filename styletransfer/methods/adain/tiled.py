@@ -9,8 +9,10 @@ content statistics, the style's: AdaIN's and its ablations' per-channel affine m
 matrix), blends with alpha and decodes.
 
 Measured with random weights: an input pixel changes the output up to 62 px away (encoder and decoder together), so
-with ``MARGIN`` = 64 a kept pixel is what the untiled run gives. Colour preservation reads the content's colour
-statistics from a strided subsample (at most ``COLOUR_SAMPLE_PIXELS`` pixels).
+with ``MARGIN`` = 64 a kept pixel is what the untiled run gives. A configurable decoder reaches further: each
+residual block adds two 3x3 convolutions at stride 8 (16 px), pixel shuffle a convolution before each doubling
+(8 + 4 + 2 = 14 px); ``margin_for`` adds that, rounded up to the 8 px grid. Colour preservation reads the content's
+colour statistics from a strided subsample (at most ``COLOUR_SAMPLE_PIXELS`` pixels).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from styletransfer.methods.adain.decoders import extra_reach
 from styletransfer.methods.adain.model import (
-    AdaINDecoder,
     StyleStats,
     _stats_for,
     decode_clamped,
@@ -46,9 +48,17 @@ BYTES_PER_PIXEL = 2048
 COLOUR_SAMPLE_PIXELS = 2**20
 
 
-def tiling_needs(bf16: bool) -> TilingNeeds:
-    """AdaIN's alignment, margin and memory estimate (halved with bf16)."""
-    return TilingNeeds(align=ALIGN, margin=MARGIN, bytes_per_pixel=BYTES_PER_PIXEL // (2 if bf16 else 1))
+def margin_for(decoder: nn.Module | None) -> int:
+    """``MARGIN`` plus what ``decoder`` reaches beyond the mirror (residual blocks, pixel shuffle), rounded up to
+    ``ALIGN``: the mirror's 64 px, e.g. 96 px with 2 residual blocks, 80 px with pixel shuffle."""
+    extra = 0 if decoder is None else extra_reach(decoder)
+    return MARGIN + ALIGN * math.ceil(extra / ALIGN)
+
+
+def tiling_needs(bf16: bool, decoder: nn.Module | None = None) -> TilingNeeds:
+    """AdaIN's alignment, margin (the mirror's, or ``decoder``'s: see ``margin_for``) and memory estimate (halved
+    with bf16)."""
+    return TilingNeeds(align=ALIGN, margin=margin_for(decoder), bytes_per_pixel=BYTES_PER_PIXEL // (2 if bf16 else 1))
 
 
 def colour_sample(content: Tensor, to_device: Callable[[Tensor], Tensor]) -> Tensor:
@@ -65,7 +75,7 @@ class TiledAdaIN:
     def __init__(
         self,
         encoder: VGGEncoder,
-        decoder: AdaINDecoder,
+        decoder: nn.Module,
         content: Tensor,
         styles: Sequence[Tensor],
         weights: Sequence[float],

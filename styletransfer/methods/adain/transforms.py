@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import AdaINDecoder, decode_clamped, encode, encode_styles
+from styletransfer.methods.adain.model import decode_clamped, encode, encode_styles
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.losses import mean_std_loss
 from styletransfer.nn.stats import mean_std
@@ -152,7 +152,7 @@ def style_loss(
 def stylise_transform(
     transform: str,
     encoder: VGGEncoder,
-    decoder: AdaINDecoder,
+    decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
     *,
