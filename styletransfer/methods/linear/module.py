@@ -136,6 +136,20 @@ class LinearModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume the checkpoint's encoder and decoder weights replace the configured ones: record the
+        checkpoint's encoder spec, so the exported model names the encoder it was trained behind."""
+        saved = checkpoint.get("hyper_parameters", {}).get("encoder")
+        if isinstance(saved, Mapping) and saved.get("fingerprint") != self.encoder.spec["fingerprint"]:
+            if saved.get("arch") != self.encoder.arch:
+                raise ConfigError(
+                    f"the checkpoint's encoder is a {saved.get('arch')} VGG-19, the configured one a "
+                    f"{self.encoder.arch}: resume with the checkpoint's encoder.weights"
+                )
+            log.warning("resuming with the checkpoint's encoder (fingerprint %s)", saved.get("fingerprint"))
+            self.encoder.spec = dict(saved)
+            self.hparams["encoder"] = dict(saved)
+
     def on_train_end(self) -> None:
         self._export_model()
 
