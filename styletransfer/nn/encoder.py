@@ -384,6 +384,15 @@ class VGGEncoder(nn.Module):
             "fingerprint": _fingerprint(arch, trunk),
         }
 
+    def fingerprint_to(self, layers: Sequence[str]) -> str:
+        """The fingerprint this encoder's weights have in a trunk built only to the deepest of ``layers`` (which must
+        not lie deeper than this one's): how a model trained behind a shallower copy recorded it."""
+        names = check_layers(layers, network=self.network)
+        length = max(len(_build_trunk(self.arch, name, self.network)[0]) for name in names)
+        if length > len(self.trunk):
+            raise ConfigError(f"this encoder stops before {', '.join(names)}: build it deeper")
+        return _fingerprint(self.arch, self.trunk[:length])
+
     def train(self, mode: bool = True) -> VGGEncoder:
         """Stay in eval mode whatever the parent module asks: the encoder is a fixed feature extractor."""
         return super().train(False)

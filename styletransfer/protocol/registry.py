@@ -40,6 +40,7 @@ BUILT_IN = {
     "gatys": "styletransfer.methods.gatys.plugin",
     "fast": "styletransfer.methods.fast.plugin",
     "wct": "styletransfer.methods.wct.plugin",
+    "linear": "styletransfer.methods.linear.plugin",
 }
 #: Entry-point group through which other packages register methods.
 ENTRY_POINT_GROUP = "styletransfer.methods"

@@ -1,5 +1,5 @@
-"""WCT model files: writing the exported ``checkpoints/decoders.pth`` and reading the two kinds a run leaves,
-weights-only (``nn.weights.safe_load``: nothing in a file runs):
+"""WCT model files: reading the two kinds a run leaves, weights-only (``nn.weights.safe_load``: nothing in a file
+runs); the exported file's format (and its writer) lives in ``nn.reconstruction_file``:
 
 * a Lightning checkpoint of a ``method=wct`` run (``checkpoints/last.ckpt``): its ``decoders.<level>.*`` weights and
   the frozen encoder stored with them (``encoder.trunk.*``), which is always the one used;
@@ -17,39 +17,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from styletransfer.methods.wct.decoders import LEVELS, WCTDecoder, build_decoders, check_levels
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.encoder_record import EncoderArg, encoder_from_record, encoder_from_trunk
-from styletransfer.nn.weights import first_non_finite, save_atomic
-from styletransfer.runtime.errors import CheckpointError, ConfigError
+from styletransfer.nn.reconstruction import LEVELS
+from styletransfer.nn.reconstruction_file import DECODERS_FORMAT, load_decoders, save_decoders
+from styletransfer.runtime.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-#: ``format`` of the exported decoders file.
-DECODERS_FORMAT = "styletransfer.wct_decoders"
 #: A Lightning checkpoint's decoder keys start with this; the level follows.
 _PREFIX = "decoders."
-
-
-def save_decoders(
-    decoders: Mapping[str, WCTDecoder], encoder_spec: Mapping[str, Any], path: Path, step: int = 0
-) -> None:
-    """Write an inference-ready decoders file atomically: each level's weights, the levels, and the spec of the
-    encoder they were trained behind (with its fingerprint)."""
-    save_atomic(
-        {
-            "format": DECODERS_FORMAT,
-            "version": 1,
-            "step": int(step),
-            "levels": list(decoders),
-            "decoders": {
-                level: {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
-                for level, decoder in decoders.items()
-            },
-            "encoder": dict(encoder_spec),
-        },
-        path,
-    )
 
 
 def _lightning_decoders(state: Mapping[str, Any]) -> dict[str, dict[str, Tensor]]:
@@ -72,28 +49,6 @@ def file_kind(obj: object) -> str | None:
     return "exported" if obj.get("format") == DECODERS_FORMAT else None
 
 
-def _load_decoders(states: Mapping[str, Any], path: Path) -> nn.ModuleDict:
-    """The decoders of ``states`` (level -> state dict); weights that do not fit, or are not finite, name ``path``."""
-    try:
-        levels = check_levels(list(states), "the levels")
-    except ConfigError as exc:
-        raise CheckpointError(f"{path} holds no usable WCT decoders ({exc})") from None
-    broken = first_non_finite({level: dict(state) for level, state in states.items()})
-    if broken is not None:
-        raise CheckpointError(
-            f"the decoder weights in {path} hold NaN or infinite values ({broken}): the run that wrote them "
-            "diverged; use an earlier checkpoint"
-        )
-    decoders = build_decoders(levels)
-    for level in levels:
-        try:
-            decoders[level].load_state_dict(dict(states[level]), strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:300]
-            raise CheckpointError(f"the {level} decoder weights in {path} do not fit its decoder ({first})") from None
-    return decoders.eval().requires_grad_(False)
-
-
 def read_model(obj: object, path: Path, encoder: EncoderArg = None) -> tuple[VGGEncoder, nn.ModuleDict, str]:
     """(encoder, decoders by level, kind) of a loaded WCT file; see the module docstring for the encoder used."""
     kind = file_kind(obj)
@@ -109,15 +64,18 @@ def read_model(obj: object, path: Path, encoder: EncoderArg = None) -> tuple[VGG
             raise CheckpointError(f"{path} is a Lightning checkpoint of WCT decoders but holds no encoder.trunk.*")
         if encoder is not None:
             log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
-        decoders = _load_decoders(states, path)
+        decoders = load_decoders(states, path)
         built = encoder_from_trunk(trunk, spec, list(decoders), path)
     else:
         states = obj.get("decoders") or {}
         if not isinstance(states, Mapping) or not states:
             raise CheckpointError(f"{path} holds no WCT decoders: the file is damaged")
-        decoders = _load_decoders(states, path)
+        decoders = load_decoders(states, path)
         built = encoder_from_record(obj.get("encoder"), encoder, list(decoders), path, "decoder")
     missing = [level for level in decoders if level not in built.layers]
     if missing:
         raise CheckpointError(f"the encoder for {path} does not compute {', '.join(missing)}: the file is damaged")
     return built, decoders, kind
+
+
+__all__ = ["DECODERS_FORMAT", "file_kind", "read_model", "save_decoders"]

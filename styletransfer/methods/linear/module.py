@@ -1,0 +1,166 @@
+"""Linear Style Transfer (Li et al., CVPR 2019): train the transformation module of ``method.layer`` (relu3_1 or
+relu4_1) between a frozen VGG-19 and a frozen reconstruction decoder of that level, as the authors' ``Train.py``
+(commit 188e8e5) does: content and style encoded to the level, transformed, decoded; the decoded image, the content
+and the style through the encoder to relu1_1 ... relu4_1 for the authors' loss (``loss``); Adam (lr 1e-4) over the
+module alone, lr / (1 + 1e-5 * step).
+
+The decoder comes from a reconstruction decoders file (``method.decoder``: a ``method=wct`` run's
+``checkpoints/decoders.pth`` holding the level), trained behind the same encoder (its recorded fingerprint must
+match). It is stored in this run's checkpoints with the module (as ``reconstruction.*``: AdaIN's files are the ones
+with ``decoder.*`` keys), so the model files stand alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
+from torch import Tensor
+
+from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.methods.linear.checkpoint import save_model
+from styletransfer.methods.linear.loss import CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, linear_losses
+from styletransfer.methods.linear.transform import LinearTransform, check_layer
+from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.reconstruction import ReconstructionDecoder
+from styletransfer.nn.reconstruction_file import read_decoder
+from styletransfer.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class LinearModule(pl.LightningModule):
+    """Trains the transformation module of ``layer``; the encoder and the decoder (from the file ``decoder``) are
+    frozen and stored in the checkpoint with it.
+
+    ``encoder`` is the Hydra ``encoder`` group (VGG-19 only: the decoder mirrors its layers), or the encoder record
+    saved in a checkpoint's hyper-parameters (its trunk's weights then come with the state dict).
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping[str, Any],
+        decoder: str = "",
+        layer: str = "relu4_1",
+        content_weight: float = CONTENT_WEIGHT,
+        style_weight: float = STYLE_WEIGHT,
+        lr: float = 1e-4,
+        lr_decay: float = 1e-5,
+        export_model: bool = True,
+    ) -> None:
+        super().__init__()
+        layer = check_layer(str(layer))
+        numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        if dict(encoder).get("network", "vgg19") != "vgg19":
+            raise ConfigError("method=linear's decoder mirrors VGG-19: use encoder=vgg19 (encoder.network=vgg19)")
+        if "fingerprint" in encoder:  # a checkpoint's record: the weights of trunk and decoder come with its state
+            self.encoder = VGGEncoder(list(STYLE_LAYERS), weights="random", arch=encoder["arch"])
+            self.encoder.spec = dict(encoder)
+            self.reconstruction = ReconstructionDecoder(layer).requires_grad_(False)
+        else:
+            self.encoder = build_encoder(encoder, layers=list(STYLE_LAYERS))
+            self.reconstruction, record = read_decoder(str(decoder or ""), layer, "method.decoder")
+            recorded = record.get("layers") or [layer]
+            if record.get("fingerprint") != self.encoder.fingerprint_to(recorded):
+                raise ConfigError(
+                    f"method.decoder={decoder!r} was trained behind another encoder (fingerprint "
+                    f"{record.get('fingerprint')}, weights={record.get('used', record.get('weights'))!r}) than the "
+                    f"configured one ({self.encoder.fingerprint_to(recorded)}): give a decoders file trained behind "
+                    "this encoder, or that file's encoder settings"
+                )
+        self.reconstruction.eval()
+        self.transform = LinearTransform(layer)
+        self.layer = layer
+        self.save_hyperparameters(
+            {
+                "encoder": dict(self.encoder.spec),
+                "decoder": str(decoder or ""),
+                "layer": layer,
+                "content_weight": float(content_weight),
+                "style_weight": float(style_weight),
+                "lr": float(lr),
+                "lr_decay": float(lr_decay),
+                "export_model": bool(export_model),
+            }
+        )
+
+    def train(self, mode: bool = True) -> LinearModule:
+        super().train(mode)
+        self.reconstruction.eval()  # frozen: no layer of it changes with the mode, kept in eval for clarity
+        return self
+
+    def losses(self, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        """Every loss term for content and style images in [0, 1] (N, 3, H, W), keyed as logged: ``loss/total``,
+        ``loss/content`` and ``loss/style`` (weighted, as the authors' criterion returns them)."""
+        layers = list(STYLE_LAYERS)
+        with torch.no_grad():
+            content_features = self.encoder(content, layers)
+            style_features = self.encoder(style, layers)
+        features, _ = self.transform(content_features[self.layer], style_features[self.layer])
+        decoded = self.reconstruction(features, output_size=(content.shape[-2], content.shape[-1]))
+        output_features = self.encoder(decoded, layers)
+        weights = float(self.hparams["content_weight"]), float(self.hparams["style_weight"])
+        return linear_losses(output_features, style_features, content_features, *weights)
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.losses(batch["content"], batch["style"])
+        if logs_this_step(self.trainer):
+            size = batch["content"].shape[0]
+            self.log_dict(losses, batch_size=size)
+            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("lr", device_scalar(lr, self.device), batch_size=size)
+            skipped = getattr(getattr(self.trainer, "datamodule", None), "num_skipped", None)
+            if skipped is not None:
+                self.log("data/skipped", device_scalar(skipped, self.device), batch_size=size)
+        return losses["loss/total"]
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        losses = self.losses(batch["content"], batch["style"])
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch["content"].shape[0], sync_dist=True)
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        """Adam over the transformation module alone, lr / (1 + lr_decay * step) per step (the authors')."""
+        optimizer = torch.optim.Adam(
+            self.transform.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda"
+        )
+        decay = float(self.hparams["lr_decay"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume the checkpoint's encoder and decoder weights replace the configured ones: record the
+        checkpoint's encoder spec, so the exported model names the encoder it was trained behind."""
+        saved = checkpoint.get("hyper_parameters", {}).get("encoder")
+        if isinstance(saved, Mapping) and saved.get("fingerprint") != self.encoder.spec["fingerprint"]:
+            if saved.get("arch") != self.encoder.arch:
+                raise ConfigError(
+                    f"the checkpoint's encoder is a {saved.get('arch')} VGG-19, the configured one a "
+                    f"{self.encoder.arch}: resume with the checkpoint's encoder.weights"
+                )
+            log.warning("resuming with the checkpoint's encoder (fingerprint %s)", saved.get("fingerprint"))
+            self.encoder.spec = dict(saved)
+            self.hparams["encoder"] = dict(saved)
+
+    def on_train_end(self) -> None:
+        self._export_model()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._export_model()
+
+    def _export_model(self) -> None:
+        """Write ``<run>/checkpoints/linear.pth``: the module, the decoder and the record of the encoder they run
+        behind, to the level (stylising needs no deeper layer; the fingerprint is that trunk's)."""
+        if not self.hparams["export_model"] or self._trainer is None or not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "linear.pth"
+        spec = {**self.encoder.spec, "layers": [self.layer], "fingerprint": self.encoder.fingerprint_to([self.layer])}
+        save_model(self.transform, self.reconstruction, spec, path, step=self.global_step)
