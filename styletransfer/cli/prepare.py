@@ -91,16 +91,19 @@ def report(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-prepare``; returns 0, or 1 with a one-line error on bad input."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+
+    def kept(signum: int = signal.SIGINT) -> str:  # the finished shards are on disk, named by the manifest
+        return (
+            f"{signal.Signals(signum).name}: the shards finished so far are kept in {args.dst}; run the same command "
+            "again to continue"
+        )
+
     try:
         with sigterm_raises():
-            return run_command(lambda: report(args))
-    except (KeyboardInterrupt, Terminated) as exc:  # the finished shards are on disk, named by the manifest
+            return run_command(lambda: report(args), interrupted=kept)
+    except Terminated as exc:
         signum = signal_of(exc)
-        print(
-            f"interrupted: {signal.Signals(signum).name}: the shards finished so far are kept in {args.dst}; run the "
-            "same command again to continue",
-            file=sys.stderr,
-        )
+        print(f"interrupted: {kept(signum)}", file=sys.stderr)
         return 128 + signum
 
 
