@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import RANDOM_ENCODER, compose, run_hydra_app, run_script
-from styletransfer.data.images import save_image
+from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.report import CSV_COLUMNS
@@ -29,7 +29,7 @@ from styletransfer.protocol.candidate import model_candidate
 from styletransfer.protocol.registry import load_model
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
+from styletransfer.runtime.errors import CheckpointError, ConfigError, EncoderMismatchError
 from styletransfer.runtime.files import write_csv_atomic, write_json_atomic
 
 
@@ -347,3 +347,174 @@ def test_json_and_csv_are_written_atomically_as_standard_json(tmp_path) -> None:
     write_csv_atomic(tmp_path / "out" / "t.csv", ["x", "y"], [[1, None]])
     assert (tmp_path / "out" / "t.csv").read_text().splitlines() == ["x,y", "1,"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json", "t.csv"]
+
+
+# ---- outputs=DIR: results made by another tool, scored in the same table (issue 21, item 4) ----
+
+
+def _outputs_overrides(bench_dirs, tmp_path, *more: str) -> list[str]:
+    """A benchmark at the images' own sizes (their tensors are exact 8-bit values: a copied content scores 0)."""
+    content_dir, style_dir = bench_dirs
+    return [f"benchmark.content_dir={content_dir}", f"benchmark.style_dir={style_dir}", "benchmark.short_side=null",
+            "metric_encoder.weights=random", "metric_encoder.download=false", "trainer=cpu", "logger=none",
+            "timing.warmup=0", "alpha_sweep.pairs=1", f"paths.root_dir={tmp_path}", *more]
+
+
+def _write_results(folder: Path, bench_dirs, name, scale: int = 1, seed: int = 0) -> dict[tuple[str, str], Path]:
+    """A random result per (content, readable style) pair, ``scale`` times the content's size; {(c, s): file}."""
+    from PIL import Image as PILImage
+
+    content_dir, _ = bench_dirs
+    g = torch.Generator().manual_seed(seed)
+    written = {}
+    for content in ("c1", "c2"):
+        w, h = PILImage.open(content_dir / f"{content}.png").size
+        for style in ("s1", "s2"):
+            path = folder / name(content, style)
+            save_image(torch.rand(3, h * scale, w * scale, generator=g), path)
+            written[(content, style)] = path
+    return written
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_outputs_folders_score_what_their_images_score(tmp_path, bench_dirs):
+    """outputs=[A,B]: A holds each content image itself as its result (styletransfer-stylise's names): content loss 0
+    and SSIM 1; B holds random images at twice the size (named <content>__<style>): each row is the metrics of its
+    file resized to the content's size, by hand, and the report says they were resized. Not timed, no alpha sweep."""
+    from styletransfer.apps.stylise import stylised_stem
+
+    content_dir, _ = bench_dirs
+    same, other = tmp_path / "same", tmp_path / "other"
+    same.mkdir()
+    for content in ("c1", "c2"):
+        for style in ("s1", "s2"):
+            (same / f"{stylised_stem(content, [style])}.png").write_bytes((content_dir / f"{content}.png").read_bytes())
+    files = _write_results(other, bench_dirs, lambda c, s: f"{c}__{s}.png", scale=2)
+    out = tmp_path / "eval"
+    cfg = compose("evaluate", f"outputs=[{same},{other}]", *_outputs_overrides(bench_dirs, tmp_path), output_dir=out)
+    summary = run(cfg)
+    rows = _rows(out)
+    assert [r["model"] for r in rows] == ["same"] * 4 + ["other"] * 4
+    assert all(float(r["content_relu4_1"]) == 0.0 and float(r["content_relu4_2"]) == 0.0 for r in rows[:4])
+    assert all(float(r["ssim"]) == pytest.approx(1.0, abs=1e-5) for r in rows[:4])
+    assert {r["seconds"] for r in rows} == {"not measured"}
+
+    bench = load_benchmark(OmegaConf.to_container(cfg.benchmark, resolve=True))
+    encoder = build_encoder(OmegaConf.to_container(cfg.metric_encoder, resolve=True), EVAL_LAYERS)
+    for row, (ci, si) in zip(rows[4:], bench.pairs):
+        content, style = bench.contents[ci][1][None], bench.styles[si][1][None]
+        image = load_image_tensor(files[(bench.contents[ci][0].stem, bench.styles[si][0].stem)])
+        assert image.shape[-2:] == tuple(2 * n for n in content.shape[-2:])
+        result = F.interpolate(image[None], size=content.shape[-2:], mode="bilinear", antialias=True,
+                               align_corners=False).clamp(0, 1)
+        with torch.no_grad():
+            fr, fc, fs = encoder(result), encoder(content), encoder(style)
+        assert float(row["content_relu4_1"]) == pytest.approx(float(M.content_distance(fr["relu4_1"], fc["relu4_1"])),
+                                                              rel=1e-5)
+        assert float(row["style_mean_std"]) == pytest.approx(float(M.summed_over_layers(
+            M.mean_std_distance, fr, fs, ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])), rel=1e-5)
+        assert float(row["ssim"]) == pytest.approx(float(M.ssim_luminance(result, content)), rel=1e-5)
+
+    models = {m["label"]: m for m in summary["models"]}
+    assert models["same"]["info"]["external"] and models["same"]["info"]["path"] == str(same)
+    assert models["same"]["info"]["pairing"] == "names" and models["other"]["info"]["resized"] == sorted(
+        p.name for p in files.values())
+    for model in models.values():
+        assert model["timing"]["images_per_second"] == "not measured" and not model["timing"]["measured"]
+        assert "seconds" not in model["aggregate"] and "alpha_sweep" not in model
+    assert not (out / "alpha_sweep.png").exists()
+    report = (out / "report.md").read_text()
+    assert "| same | not measured | not measured | not measured | 0 |" in report
+    assert "4 of 4 results resized to their content's size" in report
+
+
+def test_outputs_paired_by_csv_score_as_paired_by_name(tmp_path, bench_dirs):
+    """outputs.csv (content, style as file names or stems; result relative to the folder) pairs files of any name:
+    the same images score the same as when paired by name."""
+    by_name, by_csv = tmp_path / "by_name", tmp_path / "by_csv"
+    _write_results(by_name, bench_dirs, lambda c, s: f"{c}__{s}.png")
+    files = _write_results(by_csv, bench_dirs, lambda c, s: f"img_{c}{s}.png")
+    (by_csv / "outputs.csv").write_text("content,style,result\n" + "".join(
+        f"{c}.png,{s},{p.name}\n" for (c, s), p in files.items()))
+    out = tmp_path / "eval"
+    cfg = compose("evaluate", f"outputs=[{by_name},{by_csv}]", *_outputs_overrides(bench_dirs, tmp_path),
+                  output_dir=out)
+    summary = run(cfg)
+    rows = _rows(out)
+    metrics = ("content_relu4_1", "style_mean_std", "style_gram", "ssim", "cfsd")
+    assert [[r[k] for k in metrics] for r in rows[:4]] == [[r[k] for k in metrics] for r in rows[4:]]
+    assert [m["info"]["pairing"] for m in summary["models"]] == ["names", "csv"]
+
+
+@pytest.mark.parametrize("case", ["missing", "unreadable", "aspect", "twice", "csv_column"])
+def test_bad_outputs_folders_are_refused_in_one_line(tmp_path, bench_dirs, case):
+    """A folder that cannot give one result per pair: one line naming the folder, the file or pairs, and the fix;
+    nothing is written to the run directory."""
+    folder = tmp_path / "results"
+    files = _write_results(folder, bench_dirs, lambda c, s: f"{c}__{s}.png")
+    if case == "missing":
+        files[("c2", "s2")].unlink()
+        files[("c1", "s2")].unlink()
+        match = r"no result for 2 of 4 pairs \(c1__s2, c2__s2\): name each <content stem>_stylised_<style stem>"
+    elif case == "unreadable":
+        files[("c1", "s1")].write_bytes(b"\x89PNG not really")
+        match = "c1__s1.png.*replace or remove the file"
+    elif case == "aspect":
+        save_image(torch.rand(3, 32, 32), files[("c1", "s1")])  # c1 is 40 x 32
+        match = "c1__s1.png is 32x32, its content is 40x32"
+    elif case == "twice":
+        save_image(torch.rand(3, 32, 40), folder / "c1_stylised_s1.jpg")
+        match = "c1__s1.png and c1_stylised_s1.jpg are both results of c1.png x s1.png: keep one"
+    else:
+        (folder / "outputs.csv").write_text("content,style,file\nc1,s1,c1__s1.png\n")
+        match = "outputs.csv has no column result: its header must be content,style,result"
+    out = tmp_path / "eval"
+    cfg = compose("evaluate", f"outputs={folder}", *_outputs_overrides(bench_dirs, tmp_path), output_dir=out)
+    with pytest.raises(ConfigError, match=match) as info:
+        run(cfg)
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_extra_files_in_an_outputs_folder_are_named_and_ignored(tmp_path, bench_dirs, caplog):
+    folder = tmp_path / "results"
+    _write_results(folder, bench_dirs, lambda c, s: f"{c}__{s}.png")
+    save_image(torch.rand(3, 8, 8), folder / "c3__s1.png")
+    (folder / "notes.txt").write_text("not an image: not a result either")
+    out = tmp_path / "eval"
+    with caplog.at_level("WARNING"):
+        summary = run(compose("evaluate", f"outputs={folder}", *_outputs_overrides(bench_dirs, tmp_path),
+                              output_dir=out))
+    assert "1 file(s) match no benchmark pair, ignored: c3__s1.png" in caplog.text
+    assert summary["models"][0]["info"]["extra_files"] == ["c3__s1.png"] and len(_rows(out)) == 4
+    assert "1 file(s) matching no pair ignored: c3__s1.png" in (out / "report.md").read_text()
+
+
+def test_checkpoints_and_outputs_in_one_report(tmp_path, adain_run, bench_dirs):
+    """ckpt= and outputs= together: the model's rows, then the folder's; the folder is named apart from a checkpoint
+    of the same name. The folder holds the model's own results written as 8-bit files: it scores as the model
+    within that rounding."""
+    ckpt = adain_run[0]
+    model = model_candidate(load_model(ckpt, device=torch.device("cpu")), "last")
+    bench = load_benchmark({"name": "t", "content_dir": str(bench_dirs[0]), "style_dir": str(bench_dirs[1]),
+                            "short_side": None})
+    folder = tmp_path / "runs" / "last"
+    for ci, si in bench.pairs:
+        torch.manual_seed(0)
+        result = model.stylise(bench.contents[ci][1][None], bench.styles[si][1][None], 1.0)
+        save_image(result[0], folder / f"{bench.contents[ci][0].stem}__{bench.styles[si][0].stem}.png")
+    out = tmp_path / "eval"
+    summary = run(compose("evaluate", f"ckpt={ckpt}", f"outputs={folder}", *_outputs_overrides(bench_dirs, tmp_path),
+                          output_dir=out))
+    rows = _rows(out)
+    assert [m["label"] for m in summary["models"]] == ["last", "runs/last"]
+    assert [r["model"] for r in rows] == ["last"] * 4 + ["runs/last"] * 4
+    assert all(float(r["seconds"]) > 0 for r in rows[:4]) and {r["seconds"] for r in rows[4:]} == {"not measured"}
+    for a, b in zip(rows[:4], rows[4:]):
+        assert float(b["ssim"]) == pytest.approx(float(a["ssim"]), abs=1e-2)
+    assert "alpha_sweep" in summary["models"][0] and "alpha_sweep" not in summary["models"][1]
+    assert (out / "grid_last.png").is_file() and (out / "grid_runs_last.png").is_file()

@@ -79,12 +79,19 @@ def unique_paths(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+def stylised_stem(content_stem: str, style_stems: Sequence[str]) -> str:
+    """``<content>_stylised_<style>[+<style>...]``: the name (without extension) of a result stylised with the
+    default controls; ``evaluate.py outputs=DIR`` pairs result files to benchmark pairs by it."""
+    name = f"{content_stem}_stylised"
+    if style_stems:
+        name += "_" + "+".join(style_stems)
+    return name
+
+
 def _output_name(stem: Path, args: argparse.Namespace) -> Path:
     """``<stem>_stylised_<style>[+<style>...]`` plus the controls that differ from the defaults, so runs
     with other controls into the same folder do not overwrite each other."""
-    name = f"{stem.name}_stylised"
-    if args.style:
-        name += "_" + "+".join(s.stem for s in args.style)
+    name = stylised_stem(stem.name, [s.stem for s in args.style or []])
     if args.style_name:
         name += "_" + "+".join(args.style_name)
     if args.weights:

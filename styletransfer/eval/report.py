@@ -187,6 +187,13 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
     lines += ["", "## Models", ""]
     for model in models:
         info = model["info"]
+        if info.get("external"):
+            lines.append(
+                f"- **{model['label']}**: results made elsewhere, folder `{info.get('path')}` (paired by "
+                f"{info.get('pairing')}; not timed, no alpha sweep)"
+            )
+            lines += [f"  - {note}" for note in info.get("notes", [])]
+            continue
         enc = info.get("encoder") or {}
         random = trained_behind_random(enc)
         weights = (
@@ -225,7 +232,8 @@ def log_results(loggers: Sequence[Any], summary: Mapping[str, Any], images: Mapp
         for name, value in model["set_metrics"].items():
             if isinstance(value, float):
                 flat[f"eval/{model['label']}/{name}"] = value
-        flat[f"eval/{model['label']}/images_per_second"] = model["timing"]["images_per_second"]
+        if isinstance(model["timing"]["images_per_second"], float):  # "not measured" for results made elsewhere
+            flat[f"eval/{model['label']}/images_per_second"] = model["timing"]["images_per_second"]
     for logger in loggers:
         logger.log_hyperparams(
             {

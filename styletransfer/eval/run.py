@@ -36,6 +36,7 @@ from styletransfer.engine.precision import autocast_dtype
 from styletransfer.engine.wandb_mode import choose_wandb_mode
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
+from styletransfer.eval.outputs import outputs_candidate, pair_outputs
 from styletransfer.eval.report import (
     log_results,
     make_grid_image,
@@ -54,6 +55,9 @@ from styletransfer.runtime.errors import ConfigError
 from styletransfer.runtime.files import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+#: What a timing cell reads for results made elsewhere (``outputs=DIR``): never a made-up number.
+NOT_MEASURED = "not measured"
 
 
 def checkpoint_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -88,12 +92,14 @@ def evaluate_candidate(
     seed: int,
     keep: set[tuple[int, int]],
 ) -> dict[str, Any]:
-    """Stylise and score every pair; returns rows, aggregates, set metrics, timing and the kept results."""
+    """Stylise and score every pair; returns rows, aggregates, set metrics, timing and the kept results. A candidate
+    with results made elsewhere (``result_for``) is scored on them and not timed."""
     torch.manual_seed(seed)
+    external = candidate.result_for
     style_feats = [scorer.features(s.unsqueeze(0)) for _, s in bench.styles]
     content_cache: dict[int, dict[str, Tensor]] = {}
     first_c, first_s = bench.contents[0][1].unsqueeze(0), bench.styles[0][1].unsqueeze(0)
-    for _ in range(warmup):
+    for _ in range(warmup if external is None else 0):
         candidate.stylise(first_c.to(device), first_s.to(device), alpha)
     _sync(device)
     rows, kept, result_feats, style_inc = [], {}, [], []
@@ -104,9 +110,12 @@ def evaluate_candidate(
         torch.manual_seed(seed)
         _sync(device)
         start = time.perf_counter()
-        result = candidate.stylise(content, style, alpha)
+        if external is None:
+            result = candidate.stylise(content, style, alpha)
+        else:
+            result = external(bench.contents[ci][0], bench.styles[si][0]).to(device)
         _sync(device)
-        seconds = time.perf_counter() - start
+        seconds: float | str = time.perf_counter() - start if external is None else NOT_MEASURED
         if ci not in content_cache:
             content_cache[ci] = scorer.features(content)
         row: dict[str, Any] = {
@@ -125,7 +134,10 @@ def evaluate_candidate(
                 style_inc_cache[si] = scorer.inception_features(style)
             result_feats.append(feats)
             style_inc.append(style_inc_cache[si])
-    aggregate = {name: _aggregate([r[name] for r in rows]) for name in PAIR_METRICS if name not in scorer.unavailable}
+    measured = [name for name in PAIR_METRICS if name not in scorer.unavailable]
+    if external is not None:
+        measured.remove("seconds")
+    aggregate = {name: _aggregate([r[name] for r in rows]) for name in measured}
     set_metrics: dict[str, Any] = {}
     if scorer.inception is not None:
         if len(result_feats) >= 2:
@@ -137,9 +149,21 @@ def evaluate_candidate(
         set_metrics["art_fid"] = M.art_fid(aggregate["lpips"]["mean"], set_metrics["fid"])
     for name in SET_METRICS:
         set_metrics.setdefault(name, UNAVAILABLE)
+    if external is not None:
+        timing: dict[str, Any] = {
+            "device": NOT_MEASURED,
+            "measured": False,
+            "warmup_runs": 0,
+            "seconds_per_image_mean": NOT_MEASURED,
+            "seconds_per_image_median": NOT_MEASURED,
+            "images_per_second": NOT_MEASURED,
+            "image_size": list(bench.contents[0][1].shape[-2:]),
+        }
+        return {"rows": rows, "aggregate": aggregate, "set_metrics": set_metrics, "timing": timing, "kept": kept}
     seconds = [r["seconds"] for r in rows]
     mean_s = statistics.fmean(seconds)
     timing = {
+        "measured": True,
         "device": device_name(device),
         "warmup_runs": warmup,
         "seconds_per_image_mean": mean_s,
@@ -207,6 +231,9 @@ def temporal_scores(
         frames = video_frames(Path(video), max_frames)
         motions = content_motions(frames)
         for candidate in candidates:
+            if candidate.result_for is not None:
+                log.info("temporal stability of %s not measured: results made elsewhere", candidate.label)
+                continue
             log.info("temporal stability of %s on %s", candidate.label, video)
             stylised = stylise_frames(functools.partial(_frame, candidate, style, alpha), frames, device)
             scores.setdefault(candidate.label, {})[str(video)] = asdict(
@@ -237,7 +264,7 @@ def evaluate(
     """Score every candidate on every pair and write metrics.csv, summary.json, report.md, grid(s), alpha_sweep.png;
     with ``videos``, the warping error of each model on each (``temporal`` in summary.json and report.md)."""
     if not candidates:
-        raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or method=gatys")
+        raise ConfigError("nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]), outputs=DIR and/or method=gatys")
     output_dir.mkdir(parents=True, exist_ok=True)
     grid_c = list(range(min(grid_contents, len(bench.contents))))
     grid_s = list(range(min(grid_styles, len(bench.styles))))
@@ -297,8 +324,7 @@ def evaluate(
 def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Candidate]:
     """The models under test: every ``ckpt`` (a model file of any feed-forward method, through the registry), then
     the configured ``method``'s own candidate (a method evaluated from its config, e.g. method=gatys)."""
-    ckpts = plain["ckpt"]
-    ckpts = [] if ckpts is None else ([ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts))
+    ckpts = _listed(plain["ckpt"])
     # The encoder for decoder files when given; else each file's own record (a Lightning .ckpt always uses the
     # encoder stored in it).
     model_encoder = dict(plain["model_encoder"]) if plain["model_encoder"].get("weights") else None
@@ -321,20 +347,36 @@ def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Can
         candidates.append(
             method_plugin.config_candidate(method, plain["metric_encoder"], plain["optimisation"], device)
         )
-    if not candidates:
+    if not candidates and not _listed(plain.get("outputs")):
         raise ConfigError(
-            "nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]) and/or a method evaluated from its "
-            "config (method=gatys)"
+            "nothing to evaluate: give ckpt=PATH (or ckpt=[A,B]), outputs=DIR (results made by another tool) "
+            "and/or a method evaluated from its config (method=gatys)"
         )
     return candidates
 
 
+def _listed(value: Any) -> list[str]:
+    """A path-or-list setting (``ckpt``, ``outputs``) as a list of strings."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+
+
+def external_candidates(folders: Sequence[str], bench: Benchmark, taken: Sequence[str]) -> list[Candidate]:
+    """A Candidate per ``outputs`` folder (``eval.outputs``), labelled by its folder name (with parents where
+    needed to tell it from the others and from the ``taken`` labels)."""
+    labels = checkpoint_labels([*taken, *folders])[len(taken) :]
+    return [outputs_candidate(pair_outputs(folder, bench), bench, label) for folder, label in zip(folders, labels)]
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the configured checkpoints (and Gatys, with method=gatys) on the configured benchmark."""
+    """Evaluate the configured checkpoints (and Gatys, with method=gatys; folders of results made elsewhere, with
+    outputs=DIR) on the configured benchmark."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     device = resolve_device(plain["trainer"]["accelerator"], "trainer.accelerator")
     candidates = build_candidates(plain, device)
     bench = load_benchmark(plain["benchmark"])
+    candidates += external_candidates(_listed(plain.get("outputs")), bench, [c.label for c in candidates])
     scorer = Scorer(
         build_encoder(plain["metric_encoder"], EVAL_LAYERS, "metric_encoder"), device, plain.get("metrics") or {}
     )
@@ -357,7 +399,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         grid_cell=int(grid["cell"]),
         loggers=instantiate_group(cfg.get("logger")),
         extra={
-            "config": {k: plain.get(k) for k in ("ckpt", "alpha", "metrics", "timing", "alpha_sweep", "optimisation")}
+            "config": {
+                k: plain.get(k)
+                for k in ("ckpt", "outputs", "alpha", "metrics", "timing", "alpha_sweep", "optimisation")
+            }
         },
         videos=[str(v) for v in plain["videos"] or []],
         video_frames=int(plain["video_frames"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -17,13 +18,15 @@ class Candidate:
     """A model under test: ``stylise(content (1,3,H,W), style (1,3,h,w), alpha) -> result (1,3,H,W)`` in [0, 1].
 
     ``info`` is recorded in the report (method, file, encoder); ``supports_alpha`` says whether the alpha sweep
-    means anything for it.
+    means anything for it. ``result_for(content_path, style_path) -> (1,3,H,W)``, when set, gives a result made
+    elsewhere (``evaluate.py outputs=DIR``): the evaluation takes it instead of stylising, and times nothing.
     """
 
     label: str
     stylise: Callable[[Tensor, Tensor, float], Tensor]
     info: dict[str, Any]
     supports_alpha: bool = True
+    result_for: Callable[[Path, Path], Tensor] | None = None
 
 
 def model_candidate(model: StyleModel, label: str) -> Candidate:
