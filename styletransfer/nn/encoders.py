@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from styletransfer.nn.backbones import BackboneEncoder
-from styletransfer.nn.encoder import NETWORKS, VGGEncoder, build_encoder, encoder_options
+from styletransfer.nn.encoder import NETWORKS, VGGEncoder, build_encoder, encoder_options, min_input_side
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 #: Either kind of frozen feature encoder (the same forward, ``layers``, ``network`` and ``spec``).
@@ -18,6 +18,14 @@ FeatureEncoder = VGGEncoder | BackboneEncoder
 def is_vgg(config: Mapping) -> bool:
     """Whether an encoder config (or record) names one of the VGG networks (the default, vgg19, when it names none)."""
     return config.get("network", "vgg19") in NETWORKS
+
+
+def min_side(encoder: FeatureEncoder, layers: Sequence[str], positions: int = 1) -> int:
+    """Smallest image side that leaves ``positions`` positions per side at the deepest of ``layers``: VGG's count
+    of poolings, a backbone's largest stride among them (``BackboneEncoder.feature_info``)."""
+    if isinstance(encoder, VGGEncoder):
+        return min_input_side(layers, positions)
+    return positions * max(stride for _, stride in encoder.feature_info(layers).values())
 
 
 def build_any_encoder(config: Mapping, layers: Sequence[str], key: str = "encoder") -> FeatureEncoder:
