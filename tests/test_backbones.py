@@ -169,3 +169,22 @@ def test_build_dispatch_and_vgg_only_methods_refuse_backbones():
         build_any_encoder({"network": "resnet50", "arch": "vgg_normalised"}, ["layer1"], key="metric_encoder")
     with pytest.raises(ConfigError, match="unknown encoder config key"):
         build_any_encoder({"network": "resnet50", "layers": ["layer1"]}, ["layer1"])
+
+
+@pytest.mark.parametrize(
+    ("method", "cls", "match"),
+    [
+        ("adain", "AdaINModule", "got 'resnet50': this takes VGG encoders only"),
+        ("linear", "LinearModule", "method=linear's decoder mirrors VGG-19"),
+        ("wct", "WCTModule", "method=wct's decoders mirror VGG-19"),
+    ],
+)
+def test_methods_built_on_vgg_layers_refuse_a_backbone_in_one_line(method: str, cls: str, match: str):
+    """AdaIN (its relu4_1 bottleneck and mirror decoder), Linear and WCT are built around VGG's layers: a backbone
+    is refused in one line before anything runs."""
+    from importlib import import_module
+
+    module = getattr(import_module(f"styletransfer.methods.{method}"), cls)
+    with pytest.raises(ConfigError, match=match) as info:
+        module(encoder={"network": "resnet50", "weights": "random"})
+    assert "\n" not in str(info.value)
