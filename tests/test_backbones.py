@@ -12,6 +12,7 @@ import torch.hub
 from torchvision.models import get_model, get_model_weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from conftest import SKIMAGE_DATA
 from styletransfer.nn.backbones import BackboneEncoder, imagenet_cache_path, module_names, node_names, normalisation
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.encoders import build_any_encoder
@@ -177,14 +178,25 @@ def test_build_dispatch_and_vgg_only_methods_refuse_backbones():
         ("adain", "AdaINModule", "got 'resnet50': this takes VGG encoders only"),
         ("linear", "LinearModule", "method=linear's decoder mirrors VGG-19"),
         ("wct", "WCTModule", "method=wct's decoders mirror VGG-19"),
+        ("fast", "FastStyleModule", "got 'resnet50': this takes VGG encoders only"),
     ],
 )
 def test_methods_built_on_vgg_layers_refuse_a_backbone_in_one_line(method: str, cls: str, match: str):
-    """AdaIN (its relu4_1 bottleneck and mirror decoder), Linear and WCT are built around VGG's layers: a backbone
-    is refused in one line before anything runs."""
+    """AdaIN (its relu4_1 bottleneck and mirror decoder), Linear, WCT and fast style are built around VGG's layers:
+    a backbone is refused in one line before anything runs."""
     from importlib import import_module
 
     module = getattr(import_module(f"styletransfer.methods.{method}"), cls)
+    extra = {"styles": [str(SKIMAGE_DATA / "coffee.png")]} if method == "fast" else {}
     with pytest.raises(ConfigError, match=match) as info:
-        module(encoder={"network": "resnet50", "weights": "random"})
+        module(encoder={"network": "resnet50", "weights": "random"}, **extra)
     assert "\n" not in str(info.value)
+
+
+def test_state_dict_in_memory():
+    state = _seeded("resnet50", 3).state_dict()
+    given = BackboneEncoder(["layer1"], "resnet50", weights=state)
+    assert given.spec["weights"] == given.spec["used"] == "state_dict"
+    assert given.spec["fingerprint"] == BackboneEncoder(["layer1"], "resnet50", weights="random", seed=3).spec["fingerprint"]
+    with pytest.raises(EncoderWeightsError, match="<state dict> are not a resnet50 state dict"):
+        BackboneEncoder(["layer1"], "resnet50", weights={k: v for k, v in state.items() if not k.startswith("fc.")})

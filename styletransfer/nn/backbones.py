@@ -182,14 +182,8 @@ def _load_imagenet(network: str, download: bool) -> tuple[nn.Module, Path]:
 
 
 def _load_state(network: str, state: Mapping[str, Tensor], where: str) -> nn.Module:
-    """The network with ``state`` (its full state dict, or the ``trunk.``-prefixed part a checkpoint stored)."""
+    """The network with ``state``, its full state dict (as torchvision saves it)."""
     model = _model(network)
-    if any(key.startswith("trunk.") for key in state):
-        trunk = {k[len("trunk.") :]: v for k, v in state.items() if k.startswith("trunk.")}
-        result = model.load_state_dict(trunk, strict=False)
-        if result.unexpected_keys:
-            raise EncoderWeightsError(f"encoder weights {where} do not fit {network}: {result.unexpected_keys[:4]}")
-        return model
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -214,7 +208,7 @@ class BackboneEncoder(nn.Module):
     is ``VGGEncoder``'s (``forward(image, layers) -> {node: map}``, ``layers``, ``network``, ``spec`` with a
     fingerprint). See the module docstring for the weights.
 
-    ``weights`` may also be a state dict in memory: the network's, or the ``trunk.*`` part a checkpoint keeps.
+    ``weights`` may also be the network's full state dict in memory.
     """
 
     arch = "torchvision"
