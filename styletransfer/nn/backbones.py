@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from styletransfer.nn.encoder import DOWNLOAD_SOCKET_TIMEOUT_S, FALLBACKS, _socket_timeout
+from styletransfer.nn.encoder import DOWNLOAD_SOCKET_TIMEOUT_S, FALLBACKS, VGG19_LAYERS, _socket_timeout
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 from styletransfer.runtime.weight_files import hub_checkpoint
@@ -143,9 +143,12 @@ def check_nodes(layers: Sequence[str] | str, network: str, setting: str = "layer
     unknown = [name for name in layers if name not in names and not any(n.startswith(name + ".") for n in names)]
     if not layers or unknown:
         problem = f"{network} has no node(s) {unknown}" if unknown else "no layer given"
-        short = module_names(network)
-        close = [m for name in unknown for m in difflib.get_close_matches(name, short, n=3)]
-        hint = f"close: {', '.join(close)}; " if close else ""
+        if unknown and all(name in VGG19_LAYERS for name in unknown):
+            top = [name for name in module_names(network, depth=1) if name != "x"]
+            hint = f"VGG layer names do not apply, name its graph nodes (its modules: {', '.join(top)}); "
+        else:
+            close = [m for name in unknown for m in difflib.get_close_matches(name, module_names(network), n=3)]
+            hint = f"close: {', '.join(close)}; " if close else ""
         raise ConfigError(
             f"{setting}={list(layers)}: {problem}; {hint}list them with python -m styletransfer.nn.backbones {network}"
         )
