@@ -436,7 +436,9 @@ def build_encoder(config: Mapping, layers: Sequence[str], key: str = "encoder") 
         raise type(exc)(re.sub(r"(?<![\w.])encoder\.", f"{key}.", str(exc))) from None
 
 
-def _build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
+def encoder_options(config: Mapping) -> dict:
+    """The ``encoder`` group's settings checked for their keys, with ``fallback`` and ``download`` read; shared by
+    every kind of encoder."""
     if not isinstance(config, Mapping):
         raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
     config = dict(config)
@@ -449,15 +451,25 @@ def _build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
     download = config.get("download", True)
     if not isinstance(download, bool):
         raise ConfigError(f"encoder.download must be true or false, got {download!r}")
-    return VGGEncoder(
-        layers,
-        weights=config.get("weights", "imagenet"),
-        seed=config.get("seed", 0),
-        fallback=fallback,
-        download=download,
-        arch=config.get("arch", "torchvision"),
-        network=config.get("network", "vgg19"),
-    )
+    return {
+        "weights": config.get("weights", "imagenet"),
+        "seed": config.get("seed", 0),
+        "fallback": fallback,
+        "download": download,
+        "arch": config.get("arch", "torchvision"),
+        "network": config.get("network", "vgg19"),
+    }
+
+
+def _build_encoder(config: Mapping, layers: Sequence[str]) -> VGGEncoder:
+    options = encoder_options(config)
+    network = options["network"]
+    if network not in NETWORKS and isinstance(network, str) and re.fullmatch(r"[a-z][a-z0-9_]*", network):
+        raise ConfigError(
+            f"encoder.network must be one of vgg19, vgg16 here, got {network!r}: this takes VGG encoders only "
+            "(encoder=vgg19 or encoder=vgg16); torchvision backbones such as resnet50 work with method=gatys"
+        )
+    return VGGEncoder(layers, **options)
 
 
 def trained_behind_random(spec: Mapping | None) -> bool:

@@ -11,18 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
 
 
-def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VGGEncoder:
+def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> FeatureEncoder:
     """The encoder from the Hydra ``encoder`` config, or from a checkpoint's record of one (it has a fingerprint).
 
     A record is built again from the weights it used (random when it fell back to them) and must give the recorded
     fingerprint; the encoder then keeps the record as its spec, so the hyper-parameters stay the checkpoint's.
     """
     if "fingerprint" not in encoder:
-        return build_encoder(encoder, layers=layers)
+        return build_any_encoder(encoder, layers=layers)
     weights = "random" if encoder.get("fallback_used") else encoder.get("used") or encoder.get("weights")
     if weights == "state_dict":
         raise CheckpointError(
@@ -35,7 +35,7 @@ def build_gatys_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> VG
         "arch": encoder.get("arch", "torchvision"),
         "network": encoder.get("network", "vgg19"),
     }
-    built = build_encoder(config, layers=layers)
+    built = build_any_encoder(config, layers=layers)
     if built.spec["fingerprint"] != encoder["fingerprint"]:
         raise EncoderMismatchError(
             f"the encoder built from the checkpoint's record (weights={weights!r}, arch {built.arch}, seed "

@@ -46,7 +46,7 @@ from styletransfer.methods.gatys.schedule import (
 from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.colour import with_chroma
-from styletransfer.nn.encoder import VGGEncoder, min_input_side
+from styletransfer.nn.encoders import FeatureEncoder, min_side
 from styletransfer.nn.losses import content_loss, tv_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.runtime.errors import NonFiniteLossError
@@ -79,12 +79,12 @@ class GatysModule(pl.LightningModule):
         ``settings``: the fields of ``GatysSettings`` (checked there), recorded with the encoder's spec as the
         hyper-parameters."""
         super().__init__()
-        checked = GatysSettings(**settings)
+        checked = GatysSettings(**settings, network=str(encoder.get("network", "vgg19")))
         self.content_layers = list(checked.content_layers)
         self.style_layers = list(checked.style_layers)
         self.layer_weights = checked.layer_weights
         layers = list(dict.fromkeys(self.content_layers + self.style_layers))
-        self.encoder: VGGEncoder = build_gatys_encoder(encoder, layers)
+        self.encoder: FeatureEncoder = build_gatys_encoder(encoder, layers)
         self.save_hyperparameters({"encoder": dict(self.encoder.spec), **checked.hparams()})
         self.register_parameter("image", None)  # the image batch, created in setup("fit") from the data
         self.ema = IterateEMA(checked.ema_decay)
@@ -131,7 +131,7 @@ class GatysModule(pl.LightningModule):
         self._blend = style_weights(self.hparams.style_blend, dm.style_names)
         self.sizes = self.scale_sizes(dm.long_side)
         positions = STYLE_LOSSES[self.hparams.style_statistic].positions
-        need = max(min_input_side(self.content_layers), min_input_side(self.style_layers, positions))
+        need = max(min_side(self.encoder, self.content_layers), min_side(self.encoder, self.style_layers, positions))
         check_scale_sizes(self.sizes, dm, need)
         steps = self.step_schedule(len(self.sizes), self.trainer.max_steps)
         self.boundaries = [sum(steps[: i + 1]) for i in range(len(steps))]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any
 
 from styletransfer.methods.gatys.losses import STYLE_STATISTICS, normalise_layer_weights
+from styletransfer.nn.backbones import check_nodes
 from styletransfer.nn.colour import COLOUR_SPACES
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, compile_mode
-from styletransfer.nn.encoder import check_layers
+from styletransfer.nn.encoder import NETWORKS, check_layers
 from styletransfer.runtime.errors import ConfigError
 
 PAPER_CONTENT_LAYERS = ("relu4_2",)
@@ -84,10 +85,13 @@ class GatysSettings:
     iterations_per_step: int = 1
     check_every: int = 50
     layer_weights: list[float] = field(init=False, repr=False)
+    #: The encoder's network (``encoder.network``): VGG layer names for vgg19 and vgg16, graph node names for a
+    #: torchvision backbone. Not a setting of its own: the encoder's record keeps it.
+    network: InitVar[str] = "vgg19"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, network: str) -> None:
         normalised = {
-            **self._layers(),
+            **self._layers(network),
             **self._choices(),
             **self._weights(),
             **self._optimiser(),
@@ -102,9 +106,13 @@ class GatysSettings:
         """The settings as the module's hyper-parameters: every field but the derived ``layer_weights``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
-    def _layers(self) -> dict[str, Any]:
-        content_layers = list(check_layers(self.content_layers, "method.content_layers"))
-        style_layers = list(check_layers(self.style_layers, "method.style_layers"))
+    def _layers(self, network: str) -> dict[str, Any]:
+        if network in NETWORKS:
+            content_layers = list(check_layers(self.content_layers, "method.content_layers"))
+            style_layers = list(check_layers(self.style_layers, "method.style_layers"))
+        else:
+            content_layers = list(check_nodes(self.content_layers, network, "method.content_layers"))
+            style_layers = list(check_nodes(self.style_layers, network, "method.style_layers"))
         weights = self.style_layer_weights
         if not isinstance(weights, str):
             weights = [float(w) for w in _plain_list(weights, "method.style_layer_weights")]
