@@ -23,7 +23,7 @@ from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.report import CSV_COLUMNS
-from styletransfer.eval.run import checkpoint_labels, evaluate, run
+from styletransfer.eval.run import checkpoint_labels, evaluate, evaluate_candidate, run
 from styletransfer.eval.scorer import EVAL_LAYERS, UNAVAILABLE, Scorer
 from styletransfer.protocol.candidate import model_candidate
 from styletransfer.protocol.registry import load_model
@@ -195,6 +195,36 @@ def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_r
     fast = [r for r in rows if r["model"] == "network"]
     assert fast[0]["content_relu4_1"] == fast[1]["content_relu4_1"]  # c1 with either style: one result
     assert [m["info"]["method"] for m in summary["models"]] == ["adain", "fast", "wct"]
+
+
+def test_peak_memory_is_measured_per_model(bench_dirs):
+    """Each timed model's peak memory (issue 21): on the CPU the process's peak resident set, reset before each
+    model, so a model that holds 256 MiB more while it stylises reports at least that much more."""
+    from styletransfer.eval import memory
+    from styletransfer.protocol.candidate import Candidate
+
+    cpu = torch.device("cpu")
+    if not memory.reset_peak(cpu):
+        pytest.skip("this system cannot reset the peak resident set (/proc/self/clear_refs)")
+    content_dir, style_dir = bench_dirs
+    bench = load_benchmark({"name": "t", "content_dir": str(content_dir), "style_dir": str(style_dir),
+                            "short_side": 32})
+    scorer = Scorer(VGGEncoder(EVAL_LAYERS, weights="random"), cpu)
+
+    def light(content, style, alpha):
+        return content.clone()
+
+    def heavy(content, style, alpha):
+        held = torch.ones(64 * 2**20)  # 256 MiB, written (resident) while the model runs
+        return content.clone() + held[:1].sub(1.0)
+
+    peaks = {}
+    for name, fn in (("light", light), ("heavy", heavy), ("light again", light)):
+        result = evaluate_candidate(Candidate(name, fn, {}), bench, scorer, cpu, 1.0, warmup=0, seed=0, keep=set())
+        peaks[name] = result["timing"]["peak_memory_mib"]
+        assert result["timing"]["peak_memory_kind"] == "process resident set"
+    assert peaks["heavy"] - peaks["light"] >= 200, peaks
+    assert peaks["heavy"] - peaks["light again"] >= 200, peaks  # reset between models: the heavy peak is gone
 
 
 def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, bench_dirs, capsys):

@@ -174,14 +174,18 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
         "",
         "## Speed",
         "",
-        "| model | device | s / image (mean) | images / s | warm-up runs |",
-        "|---|---|---|---|---|",
+        "| model | device | s / image (mean) | images / s | warm-up runs | peak memory (MiB) |",
+        "|---|---|---|---|---|---|",
     ]
     for model in models:
         t = model["timing"]
+        peak = t.get("peak_memory_mib", "not measured")
+        kind = t.get("peak_memory_kind")
         lines.append(
             f"| {model['label']} | {t['device']} | {_report_number(t['seconds_per_image_mean'])} | "
-            f"{_report_number(t['images_per_second'])} | {t['warmup_runs']} |"
+            f"{_report_number(t['images_per_second'])} | {t['warmup_runs']} | {_report_number(peak)}"
+            + (f" ({kind})" if isinstance(peak, float) else "")
+            + " |"
         )
     lines += _temporal_lines(summary.get("temporal") or {})
     lines += ["", "## Models", ""]

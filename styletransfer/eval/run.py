@@ -34,6 +34,7 @@ from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.engine.instantiate import instantiate_group, uses_wandb
 from styletransfer.engine.precision import autocast_dtype
 from styletransfer.engine.wandb_mode import choose_wandb_mode
+from styletransfer.eval import memory
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import Benchmark, load_benchmark
 from styletransfer.eval.outputs import outputs_candidate, pair_outputs
@@ -102,6 +103,7 @@ def evaluate_candidate(
     for _ in range(warmup if external is None else 0):
         candidate.stylise(first_c.to(device), first_s.to(device), alpha)
     _sync(device)
+    measuring_memory = external is None and memory.reset_peak(device)
     rows, kept, result_feats, style_inc = [], {}, [], []
     style_inc_cache: dict[int, Tensor | None] = {}
     for ci, si in tqdm(bench.pairs, desc=f"evaluating {candidate.label}", unit="pair"):
@@ -158,10 +160,13 @@ def evaluate_candidate(
             "seconds_per_image_median": NOT_MEASURED,
             "images_per_second": NOT_MEASURED,
             "image_size": list(bench.contents[0][1].shape[-2:]),
+            "peak_memory_mib": NOT_MEASURED,
+            "peak_memory_kind": NOT_MEASURED,
         }
         return {"rows": rows, "aggregate": aggregate, "set_metrics": set_metrics, "timing": timing, "kept": kept}
     seconds = [r["seconds"] for r in rows]
     mean_s = statistics.fmean(seconds)
+    peak = memory.peak_mib(device) if measuring_memory else None
     timing = {
         "measured": True,
         "device": device_name(device),
@@ -170,6 +175,8 @@ def evaluate_candidate(
         "seconds_per_image_median": statistics.median(seconds),
         "images_per_second": 1.0 / mean_s if mean_s > 0 else float("inf"),
         "image_size": list(bench.contents[0][1].shape[-2:]),
+        "peak_memory_mib": NOT_MEASURED if peak is None else peak,
+        "peak_memory_kind": memory.KINDS.get(device.type, NOT_MEASURED) if peak is not None else NOT_MEASURED,
     }
     return {"rows": rows, "aggregate": aggregate, "set_metrics": set_metrics, "timing": timing, "kept": kept}
 
