@@ -247,6 +247,21 @@ def test_release_files_through_the_cli(tmp_path, folders, release_files):
     assert load_image_tensor(next(out.iterdir())).shape == (3, 32, 40)
 
 
+def test_a_missing_style_is_refused_before_the_model_is_built(adain_run, tmp_path, monkeypatch, capsys):
+    """Hostile probe (issue 24): the missing --style was reported only after the model (and its encoder) loaded;
+    the registry's check answers once the file is recognised."""
+    import styletransfer.methods.adain.plugin as adain_plugin
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(adain_plugin, "load", never)
+    Image.new("RGB", (32, 32)).save(tmp_path / "c.png")
+    assert main([str(adain_run[1]), "--content", str(tmp_path / "c.png"), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {adain_run[1]} (adain model) needs at least one style image (--style)"]
+
+
 class _CtrlCWhileImporting(types.ModuleType):
     """A stand-in for a command's work module whose import is interrupted: any name taken from it raises
     KeyboardInterrupt, as a Ctrl-C while torch loads would."""

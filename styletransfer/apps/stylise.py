@@ -166,10 +166,16 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
     elif args.checkpoint.suffix.lower() == ".onnx":
         raise ConfigError(f"{args.checkpoint} is an ONNX model: add --runtime onnx")
     else:
+
+        def styles_given(method: str, takes_styles: bool) -> None:  # before the model (and its encoder) is built
+            if takes_styles and not args.style:
+                raise ConfigError(f"{args.checkpoint} ({method} model) needs at least one style image (--style)")
+
         model = load_model(
             args.checkpoint,
             encoder_arg(args),
             resolve_device(args.device, "--device"),
+            check=styles_given,
             channels_last=args.channels_last,
             bf16=args.precision == "bf16-mixed",
             compile=args.compile or False,

@@ -19,7 +19,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -73,16 +73,25 @@ def plugin_for_target(target: str) -> ModuleType:
 
 
 def load_model(
-    path: str | os.PathLike, encoder: Any = None, device: str | torch.device = "cpu", **options: Any
+    path: str | os.PathLike,
+    encoder: Any = None,
+    device: str | torch.device = "cpu",
+    check: Callable[[str, bool], None] | None = None,
+    **options: Any,
 ) -> StyleModel:
     """The feed-forward model in a model file of any method (read weights-only once; each plugin that can load
     files is asked whether it recognises it). ``encoder`` and ``options`` (channels_last, bf16, compile) go to the
-    plugin's ``load``; a file no plugin recognises is a CheckpointError listing what each method reads."""
+    plugin's ``load``; a file no plugin recognises is a CheckpointError listing what each method reads. ``check``
+    is called with the method's name and whether its models take style images (the plugin's ``STYLE_INPUT``) once
+    the file is recognised and before the model is built: an application refuses a missing input there, before the
+    slow part."""
     path = Path(path).expanduser()
     obj = safe_load(path)
     readers = [p for p in map(plugin, plugin_modules()) if hasattr(p, "recognises")]
     for reader in readers:
         if reader.recognises(obj):
+            if check is not None:
+                check(reader.NAME, getattr(reader, "STYLE_INPUT", True))
             taken = inspect.signature(reader.load).parameters
             for name, value in options.items():
                 if name not in taken and value is not None:

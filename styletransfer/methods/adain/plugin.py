@@ -16,6 +16,8 @@ from styletransfer.methods.adain.checkpoint import EncoderArg, file_kind
 from styletransfer.methods.adain.styliser import Styliser
 
 NAME = "adain"
+#: Whether its models take style images (what an application checks before building one).
+STYLE_INPUT = True
 FILES = "a Lightning .ckpt of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
 
 

@@ -13,6 +13,8 @@ from styletransfer.methods.fast.checkpoint import file_kind, read_network
 from styletransfer.methods.fast.styler import FastStyler
 
 NAME = "fast"
+#: Whether its models take style images (what an application checks before building one).
+STYLE_INPUT = False
 FILES = (
     "a Lightning .ckpt of a method=fast run, an exported checkpoints/network.pth, or a pytorch/examples "
     "fast_neural_style model (.pth)"

@@ -16,6 +16,8 @@ from styletransfer.nn.encoder_record import EncoderArg
 from styletransfer.runtime.errors import ConfigError
 
 NAME = "wct"
+#: Whether its models take style images (what an application checks before building one).
+STYLE_INPUT = True
 FILES = "a Lightning .ckpt of a method=wct run, or its exported checkpoints/decoders.pth"
 
 
