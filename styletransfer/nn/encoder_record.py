@@ -4,6 +4,7 @@ checked against the encoder a user gives. Shared by the methods whose decoders r
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 from torch import Tensor
 
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError, EncoderWeightsError
+from styletransfer.runtime.errors import CheckpointError, ConfigError, EncoderMismatchError, EncoderWeightsError
+
+log = logging.getLogger(__name__)
 
 #: What a model file may be given with: an encoder config dict, a weights string or path, or a built encoder.
 EncoderArg = Mapping | str | os.PathLike | VGGEncoder | None
@@ -79,3 +82,29 @@ def encoder_from_record(
             f"fingerprint {recorded}). Pass the same encoder weights (and seed for random weights)."
         )
     return built
+
+
+def checkpoint_encoder(encoder: VGGEncoder, checkpoint: Mapping) -> dict | None:
+    """On resume a checkpoint's encoder weights replace the configured ones: the checkpoint's encoder spec, for the
+    module to record in place of the configured one so that what it exports names the encoder it was trained behind
+    (None when they are the same encoder). A checkpoint of the other VGG arch is a ConfigError naming the fix.
+
+    Otherwise a run resumed with other encoder settings (e.g. ImageNet weights now cached where the first run fell
+    back to random) would export weights labelled with an encoder they were not trained behind."""
+    saved = checkpoint.get("hyper_parameters", {}).get("encoder")
+    if not isinstance(saved, Mapping) or saved.get("fingerprint") == encoder.spec["fingerprint"]:
+        return None
+    if saved.get("arch") != encoder.arch:
+        raise ConfigError(
+            f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the configured "
+            f"one a {encoder.arch}; resume with the checkpoint's encoder.weights"
+        )
+    log.warning(
+        "resuming with the checkpoint's encoder (weights %s, fingerprint %s) instead of the configured one "
+        "(weights %s, fingerprint %s)",
+        saved.get("used"),
+        saved.get("fingerprint"),
+        encoder.spec.get("used"),
+        encoder.spec["fingerprint"],
+    )
+    return dict(saved)

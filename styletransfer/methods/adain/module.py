@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 from styletransfer.data.images import save_image
 from styletransfer.engine.loggers import log_image
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.engine.schedules import inverse_time_decay
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.decoders import build_decoder, decoder_record, describe
@@ -26,6 +27,7 @@ from styletransfer.methods.adain.transforms import check_transform, style_code
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
+from styletransfer.nn.encoder_record import checkpoint_encoder
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
@@ -229,8 +231,7 @@ class AdaINModule(pl.LightningModule):
             fused=self.device.type == "cuda",
         )
         decay = self.hparams.lr_decay
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": inverse_time_decay(optimizer, decay)}
 
     # ---- validation: losses and a grid of stylised pairs ---------------------------------------------------
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -306,36 +307,18 @@ class AdaINModule(pl.LightningModule):
         return model.to(map_location or "cpu")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """On resume the checkpoint's encoder weights replace the configured ones, so record the checkpoint's spec.
-
-        Otherwise a run resumed with other encoder settings (e.g. ImageNet weights now cached where the first run
-        fell back to random) would export a decoder labelled with an encoder it was not trained behind.
-        """
+        """On resume: the checkpoint's decoder settings must be the configured ones, and its encoder's record
+        replaces the configured one (``nn.encoder_record.checkpoint_encoder``)."""
         saved_decoder = checkpoint.get("hyper_parameters", {}).get("decoder") or None
         if decoder_record(self.decoder) != dict(saved_decoder or {"name": "mirror"}):
             raise ConfigError(
                 f"the checkpoint's decoder is {describe(saved_decoder)}, the configured one "
                 f"{describe(decoder_record(self.decoder))}; resume with the checkpoint's decoder= settings"
             )
-        saved = checkpoint.get("hyper_parameters", {}).get("encoder")
-        if not isinstance(saved, Mapping) or saved.get("fingerprint") == self.encoder.spec["fingerprint"]:
-            return
-        if saved.get("arch") != self.encoder.arch:
-            raise ConfigError(
-                f"the checkpoint's encoder is a {saved.get('arch')} VGG-19 (weights {saved.get('used')}), the "
-                "configured "
-                f"one a {self.encoder.arch}; resume with the checkpoint's encoder.weights"
-            )
-        log.warning(
-            "resuming with the checkpoint's encoder (weights %s, fingerprint %s) instead of the configured one "
-            "(weights %s, fingerprint %s)",
-            saved.get("used"),
-            saved.get("fingerprint"),
-            self.encoder.spec["used"],
-            self.encoder.spec["fingerprint"],
-        )
-        self.encoder.spec = dict(saved)
-        self.hparams["encoder"] = dict(saved)
+        saved = checkpoint_encoder(self.encoder, checkpoint)
+        if saved is not None:
+            self.encoder.spec = saved
+            self.hparams["encoder"] = dict(saved)
 
     def _export_decoder(self) -> None:
         """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""

@@ -24,10 +24,12 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.engine.schedules import inverse_time_decay
 from styletransfer.methods.linear.checkpoint import save_model
 from styletransfer.methods.linear.loss import CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, linear_losses
 from styletransfer.methods.linear.transform import LinearTransform, check_layer
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.nn.encoder_record import checkpoint_encoder
 from styletransfer.nn.reconstruction import ReconstructionDecoder
 from styletransfer.nn.reconstruction_file import read_decoder
 from styletransfer.runtime.errors import ConfigError
@@ -133,21 +135,14 @@ class LinearModule(pl.LightningModule):
             self.transform.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda"
         )
         decay = float(self.hparams["lr_decay"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": inverse_time_decay(optimizer, decay)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder and decoder weights replace the configured ones: record the
         checkpoint's encoder spec, so the exported model names the encoder it was trained behind."""
-        saved = checkpoint.get("hyper_parameters", {}).get("encoder")
-        if isinstance(saved, Mapping) and saved.get("fingerprint") != self.encoder.spec["fingerprint"]:
-            if saved.get("arch") != self.encoder.arch:
-                raise ConfigError(
-                    f"the checkpoint's encoder is a {saved.get('arch')} VGG-19, the configured one a "
-                    f"{self.encoder.arch}: resume with the checkpoint's encoder.weights"
-                )
-            log.warning("resuming with the checkpoint's encoder (fingerprint %s)", saved.get("fingerprint"))
-            self.encoder.spec = dict(saved)
+        saved = checkpoint_encoder(self.encoder, checkpoint)
+        if saved is not None:
+            self.encoder.spec = saved
             self.hparams["encoder"] = dict(saved)
 
     def on_train_end(self) -> None:
