@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from styletransfer.nn.encoder import DOWNLOAD_SOCKET_TIMEOUT_S, FALLBACKS, VGG19_LAYERS, _socket_timeout
+from styletransfer.nn.encoder import (
+    DOWNLOAD_SOCKET_TIMEOUT_S,
+    FALLBACKS,
+    VGG19_LAYERS,
+    _socket_timeout,
+    requested_layers,
+)
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 from styletransfer.runtime.weight_files import hub_checkpoint
@@ -292,14 +298,7 @@ class BackboneEncoder(nn.Module):
 
     def forward(self, image: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Features of ``image`` (RGB in [0, 1], (N, 3, H, W)) at ``layers`` (default: all constructed ones)."""
-        if isinstance(layers, str):
-            layers = [layers]
-        wanted = self.layers if layers is None else tuple(dict.fromkeys(layers))
-        missing = [name for name in wanted if name not in self.layers]
-        if missing:
-            raise ConfigError(f"layer(s) {missing} were not constructed; this encoder has {list(self.layers)}")
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ConfigError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
+        wanted = requested_layers(image, layers, self.layers)
         found = self.trunk((image - self.mean) / self.std)
         return OrderedDict((name, found[self._node[name]]) for name in wanted)
 

@@ -312,6 +312,20 @@ def _load_trunk(
     return arch, network, trunk, index, path
 
 
+def requested_layers(image: Tensor, layers: Sequence[str] | str | None, built: Sequence[str]) -> tuple[str, ...]:
+    """The layers an encoder's forward call asks for (default: all it was built with; duplicates dropped), after
+    checking that ``image`` is an RGB batch: a ConfigError names a layer it was not built with."""
+    if isinstance(layers, str):
+        layers = [layers]
+    wanted = tuple(built) if layers is None else tuple(dict.fromkeys(layers))
+    missing = [name for name in wanted if name not in built]
+    if missing:
+        raise ConfigError(f"layer(s) {missing} were not constructed; this encoder has {list(built)}")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ConfigError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
+    return wanted
+
+
 class VGGEncoder(nn.Module):
     """Frozen VGG-19 or VGG-16 (``network``) returning named feature maps; see the module docstring for the
     architectures and weights.
@@ -399,14 +413,7 @@ class VGGEncoder(nn.Module):
 
     def forward(self, image: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Features of ``image`` (RGB in [0, 1], (N, 3, H, W)) at ``layers`` (default: all constructed layers)."""
-        if isinstance(layers, str):
-            layers = [layers]
-        wanted = self.layers if layers is None else tuple(dict.fromkeys(layers))
-        missing = [name for name in wanted if name not in self.layers]
-        if missing:
-            raise ConfigError(f"layer(s) {missing} were not constructed; this encoder has {list(self.layers)}")
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ConfigError(f"expected an RGB image batch shaped (N, 3, H, W), got {tuple(image.shape)}")
+        wanted = requested_layers(image, layers, self.layers)
         at = {self._index[name]: name for name in wanted}
         last = max(at)
         x = (image - self.mean) / self.std if self.normalise else image
