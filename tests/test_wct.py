@@ -4,9 +4,9 @@ The reference is sunshineatnoon/PytorchWCT at commit ee9d813: ``util.py`` (``WCT
 ``WCT.transform``), ``WCT.py`` (``styleTransfer``: the cascade relu5_1 -> relu1_1, each level encoding the previous
 level's image, the style encoded at every level) and ``modelsNIPS.py`` (``encoder1..5``: the vgg_normalised trunk
 with floor max-pooling; ``decoder1..5``: reflection padding, 3x3 convolutions, ReLU, ``UpsamplingNearest2d(2)``),
-written out below from the published code, on the same random weights. The authors decompose with ``torch.svd``,
-ours with ``torch.linalg.eigh``, both in float64: results agree to float64 rounding carried through float32
-convolutions, checked at 1e-5 of the image's range.
+written out from the published code (the whitening and colouring in tests/wct_reference.py), on the same random
+weights. The authors decompose with ``torch.svd``, ours with ``torch.linalg.eigh``, both in float64: results agree
+to float64 rounding carried through float32 convolutions, checked at 1e-5 of the image's range.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import copy
 import pytest
 import torch
 from conftest import RANDOM_ENCODER
+from wct_reference import reference_wct
 from torch import nn
 
 from styletransfer.methods.wct.cascade import blend_codes, cascade, cascade_steps, encode_style
@@ -27,50 +28,6 @@ from styletransfer.nn.pooling import MaxPool2d
 from styletransfer.runtime.errors import ConfigError
 
 # ---------------------------------------------------------------- the authors' computation, written out
-
-
-def ref_whiten_and_color(cF, sF):  # util.py WCT.whiten_and_color (C x HW, float64)
-    cFSize = cF.size()
-    c_mean = torch.mean(cF, 1)
-    c_mean = c_mean.unsqueeze(1).expand_as(cF)
-    cF = cF - c_mean
-    contentConv = torch.mm(cF, cF.t()).div(cFSize[1] - 1) + torch.eye(cFSize[0]).double()
-    c_u, c_e, c_v = torch.svd(contentConv, some=False)
-    k_c = cFSize[0]
-    for i in range(cFSize[0]):
-        if c_e[i] < 0.00001:
-            k_c = i
-            break
-    sFSize = sF.size()
-    s_mean = torch.mean(sF, 1)
-    sF = sF - s_mean.unsqueeze(1).expand_as(sF)
-    styleConv = torch.mm(sF, sF.t()).div(sFSize[1] - 1)
-    s_u, s_e, s_v = torch.svd(styleConv, some=False)
-    k_s = sFSize[0]
-    for i in range(sFSize[0]):
-        if s_e[i] < 0.00001:
-            k_s = i
-            break
-    c_d = (c_e[0:k_c]).pow(-0.5)
-    step1 = torch.mm(c_v[:, 0:k_c], torch.diag(c_d))
-    step2 = torch.mm(step1, (c_v[:, 0:k_c].t()))
-    whiten_cF = torch.mm(step2, cF)
-    s_d = (s_e[0:k_s]).pow(0.5)
-    targetFeature = torch.mm(torch.mm(torch.mm(s_v[:, 0:k_s], torch.diag(s_d)), (s_v[:, 0:k_s].t())), whiten_cF)
-    targetFeature = targetFeature + s_mean.unsqueeze(1).expand_as(targetFeature)
-    return targetFeature
-
-
-def ref_transform(cF, sF, alpha):  # util.py WCT.transform (C x H x W maps; csF returned with a batch of 1)
-    cF = cF.double()
-    sF = sF.double()
-    C = cF.size(0)
-    cFView = cF.view(C, -1)
-    sFView = sF.view(C, -1)
-    targetFeature = ref_whiten_and_color(cFView, sFView)
-    targetFeature = targetFeature.view_as(cF)
-    ccsF = alpha * targetFeature + (1.0 - alpha) * cF
-    return ccsF.float().unsqueeze(0)
 
 
 #: modelsNIPS.py decoder1..decoder5: each 3x3 convolution (in, out) in order, "up" for UpsamplingNearest2d(2).
@@ -116,7 +73,7 @@ def ref_style_transfer(encoders, decoders, contentImg, styleImg, alphas):  # WCT
     for level in ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1"):
         sF = encoders[level](styleImg).data.cpu().squeeze(0)
         cF = encoders[level](image).data.cpu().squeeze(0)
-        csF = ref_transform(cF, sF, alphas[level])
+        csF = reference_wct(cF, sF, alphas[level])
         image = decoders[level](csF)
         images.append(image)
     return images
