@@ -252,8 +252,8 @@ def _init_random(trunk: nn.Sequential, seed: int) -> None:
         for module in trunk:
             if isinstance(module, nn.Conv2d):
                 fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-                weight = torch.randn(module.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in)
-                module.weight.copy_(weight)
+                torch.randn(module.weight.shape, generator=generator, out=module.weight.detach())  # drawn in place
+                module.weight.mul_(math.sqrt(2.0 / fan_in))
                 module.bias.zero_()
 
 
@@ -262,7 +262,7 @@ def _fingerprint(arch: str, trunk: nn.Module) -> str:
     digest = hashlib.sha256(arch.encode())
     for name, tensor in trunk.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)  # hashed without a copy
     return digest.hexdigest()[:16]
 
 
