@@ -1,11 +1,15 @@
 """The peak memory a model uses while it stylises the benchmark: on a GPU the most memory PyTorch allocated there
 (``torch.cuda.max_memory_allocated`` after resetting it); on the CPU the process's peak resident set (Linux
 ``VmHWM``, reset by writing 5 to ``/proc/self/clear_refs``), which counts everything the process holds (the
-encoder of the metrics, the benchmark) and so compares models rather than measuring one alone. Elsewhere (another
-OS, a kernel that refuses the reset) it is not measured."""
+encoder of the metrics, the benchmark) and so compares models rather than measuring one alone. Before that reset,
+glibc's ``malloc_trim`` hands the memory that earlier work freed back to the system: otherwise a model could reuse
+freed pages that are still resident and its peak would not show them. Elsewhere (another OS, a kernel that refuses
+the reset) it is not measured."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ def reset_peak(device: torch.device) -> bool:
         return True
     if device.type != "cpu":
         return False
+    _trim_heap()
     try:
         CLEAR_REFS.write_text("5")
     except OSError:
@@ -36,6 +41,17 @@ def peak_mib(device: torch.device) -> float | None:
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak = _rss_peak_bytes() if device.type == "cpu" else None
     return None if peak is None else peak / 2**20
+
+
+def _trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``; nothing where libc has none)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def _rss_peak_bytes() -> int | None:
