@@ -23,7 +23,7 @@ from styletransfer.methods.adain import Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
 from styletransfer.apps.export import check_graphs, export_graphs  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
-from styletransfer.methods.adain.onnx_graphs import upsample_to  # noqa: E402
+from styletransfer.nn.upsampling import upsample_to  # noqa: E402
 from styletransfer.apps.onnx_runtime import OnnxModel, style_graph_path  # noqa: E402
 from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
 from styletransfer.runtime.errors import CheckpointError  # noqa: E402

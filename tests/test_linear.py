@@ -1,4 +1,5 @@
-"""Linear Style Transfer (``method=linear``) against its authors' code, training, model files and the command.
+"""Linear Style Transfer (``method=linear``) against its authors' code, training, model files, the command and the
+ONNX export.
 
 The reference is sunshineatnoon/LinearStyleTransfer at commit 188e8e5: ``libs/Matrix.py`` (``CNN`` and
 ``MulLayer``) and ``libs/Criterion.py`` (``styleLoss``, ``GramMatrix``, ``LossCriterion``), written out below from the
@@ -284,7 +285,6 @@ def _one_error(capsys, message: str) -> None:
 def test_the_command_stylises_files_and_refuses_what_linear_lacks(tiny_run, photo_dirs, tmp_path, capsys):
     from PIL import Image
 
-    from styletransfer.cli.export import main as export_main
     from styletransfer.cli.stylise import main as stylise_main
 
     content, style_dir = photo_dirs
@@ -304,9 +304,89 @@ def test_the_command_stylises_files_and_refuses_what_linear_lacks(tiny_run, phot
         one = options if "--mask" in extra else options[:-1]  # one style but for the masks
         assert stylise_main([model, *one, *extra, "-o", str(tmp_path / "bad")]) == 1
         _one_error(capsys, message)
-    assert export_main([model, "-o", str(tmp_path / "linear.onnx")]) == 1
-    _one_error(capsys, "cannot be exported")
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+# ---------------------------------------------------------------- ONNX export
+
+
+@pytest.fixture(scope="module")
+def lively(tiny_run, tmp_path_factory):
+    """The tiny run's model file with the decoder's last convolution scaled so that its image spans [0, 1] (the tiny
+    run's is a near-constant dark grey): where a wrong upsampling row, a lost style or colour would show."""
+    from styletransfer.nn.weights import CHECKSUM_KEY, save_atomic
+
+    model = torch.load(tiny_run / "checkpoints" / "linear.pth", weights_only=True)
+    last = max((k for k in model["decoder"] if k.endswith(".weight")), key=lambda k: int(k.split(".")[0]))
+    model["decoder"][last] *= 2.0
+    model["decoder"][last.replace("weight", "bias")].fill_(0.7)
+    path = tmp_path_factory.mktemp("linear_lively") / "linear.pth"
+    save_atomic({k: v for k, v in model.items() if k != CHECKSUM_KEY}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def linear_export(lively, tmp_path_factory):
+    """The lively model file exported by ``styletransfer-export --check``: (model.onnx, the command's stdout)."""
+    pytest.importorskip("onnxruntime")
+    import contextlib
+    import io
+
+    from styletransfer.cli.export import main as export_main
+
+    out = tmp_path_factory.mktemp("linear_onnx") / "model.onnx"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_main([str(lively), "-o", str(out), "--check"])
+    assert code == 0, stdout.getvalue()
+    return out, stdout.getvalue()
+
+
+@pytest.mark.slow
+def test_the_export_checks_and_declares_the_linear_code(linear_export):
+    from styletransfer.apps.onnx_runtime import OnnxModel
+
+    path, stdout = linear_export
+    assert "check 64x48" in stdout and "check 77x53" in stdout and "check passed" in stdout
+    runner = OnnxModel.beside(path)
+    assert runner.method == "linear" and runner.code_names == ("style_matrix", "style_mean")
+    assert runner.inputs == ("content", "style_matrix", "style_mean")  # no alpha: the method has none
+    assert [o.shape for o in runner.style.get_outputs()] == [[1, 32, 32], [1, 256, 1, 1]]
+    assert not runner.capabilities.alpha and runner.warning() and "RANDOM" in runner.warning()
+
+
+@pytest.mark.slow
+def test_onnx_stylise_equals_torch(lively, linear_export, photo_dirs, tmp_path, capsys):
+    """Two blended styles, with and without colour preservation, at a size that is not a multiple of 8: the Python
+    API within 1e-3, the command line's files within one 8-bit level; --alpha is refused in one line."""
+    from styletransfer.apps.onnx_runtime import OnnxModel
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.data.images import load_image_tensor
+    from styletransfer.protocol.registry import load_model
+
+    model_file = lively
+    torch_model, onnx_model = load_model(model_file), OnnxModel.beside(linear_export[0])
+    content_dir, style_dir = photo_dirs
+    content = load_image_tensor(content_dir / "coffee.png")[:, :53, :77]
+    styles = [load_image_tensor(p) for p in sorted(style_dir.iterdir())[:2]]
+    for colour in (False, True):
+        controls = {"weights": [0.3, 0.7], "preserve_colour": colour}
+        expected = torch_model.stylise(content, styles, **controls)
+        got = onnx_model.stylise(content, styles, **controls)
+        assert got.shape == expected.shape == (1, 3, 53, 77) and float(expected.std()) > 0.1
+        assert float((got - expected).abs().max()) < 1e-3
+    args = ["-c", str(content_dir / "astronaut.png"), "-s", *(str(p) for p in sorted(style_dir.iterdir())[:2]),
+            "-w", "0.3", "0.7", "--workers", "0", "--writers", "0"]
+    assert stylise_main([str(linear_export[0]), "--runtime", "onnx", *args, "-o", str(tmp_path / "onnx")]) == 0
+    assert stylise_main([str(model_file), "--device", "cpu", *args, "-o", str(tmp_path / "torch")]) == 0
+    [onnx_file], [torch_file] = (list((tmp_path / d).iterdir()) for d in ("onnx", "torch"))
+    assert onnx_file.name == torch_file.name
+    diff = (load_image_tensor(onnx_file) - load_image_tensor(torch_file)).abs().max()
+    assert float(diff) <= 1.0 / 255 + 1e-6
+    capsys.readouterr()
+    assert stylise_main([str(linear_export[0]), "--runtime", "onnx", *args[:4], "--alpha", "0.5",
+                         "-o", str(tmp_path / "bad")]) == 1
+    _one_error(capsys, "does not support --alpha")
 
 
 def test_bad_settings_are_one_line_naming_them(decoder_file, tmp_path):

@@ -156,7 +156,8 @@ def test_bad_styles_levels_and_controls_are_one_line(parts):
         (lambda: styler.stylise(content, [content], masks=[content[0, 0]]), "does not support masks"),
         (lambda: styler.onnx_graphs(), "ONNX has no operator for"),
         (lambda: WCTStyler(encoder, {"relu1_1": decoders["relu1_1"]}, levels=["relu2_1"]), "no decoder for relu2_1"),
-        (lambda: WCTStyler(encoder, decoders, level_alphas={"relu5_1": 2}), r"level_alphas\[relu5_1\]=2"),
+        (lambda: WCTStyler(encoder, decoders, level_alphas={"relu5_1": 2}),
+         r"level_alphas \(--level-alpha\): relu5_1=2 must be a number in \[0, 1\]"),
         (lambda: WCTStyler(encoder, decoders, levels=["relu6_1"]), r"levels=\['relu6_1'\]: unknown level"),
     ):
         with pytest.raises(ConfigError, match=message) as info:
@@ -276,6 +277,53 @@ def test_the_command_stylises_a_folder_and_refuses_what_wct_lacks(parts, tiny_ru
     assert export_main([small, "-o", str(tmp_path / "wct.onnx")]) == 1
     _one_error(capsys, "cannot be exported")
     assert not (tmp_path / "wct.onnx").exists()
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_level_alpha_from_the_command_line(tiny_run, content_dir, tmp_path, capsys):
+    """--level-alpha relu2_1=0.5,relu1_1=0 with --alpha 0.8 writes what load_model(level_alphas=...) stylises
+    (within one 8-bit level), which differs from --alpha alone; bad levels or factors, models without levels and
+    the ONNX runtime are refused in one line naming the flag."""
+    from PIL import Image
+
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.data.images import load_image_tensor
+    from styletransfer.methods.adain import AdaINDecoder
+    from styletransfer.methods.adain.checkpoint import save_decoder
+    from styletransfer.protocol.registry import load_model
+
+    model_file = tiny_run / "checkpoints" / "decoders.pth"
+    style = tmp_path / "style.png"
+    pixels = torch.rand(40, 48, 3, generator=torch.Generator().manual_seed(7)) * 255
+    Image.fromarray(pixels.byte().numpy()).save(style)
+    content = content_dir / "coffee.png"
+    options = ["--content", str(content), "--style", str(style), "--style-short-side", "0", "--device", "cpu",
+               "--workers", "0", "--writers", "0", "--alpha", "0.8"]
+    assert stylise_main([str(model_file), *options, "--level-alpha", "relu2_1=0.5, relu1_1=0",
+                         "-o", str(tmp_path / "out")]) == 0
+    [written] = (tmp_path / "out").iterdir()
+    assert written.name == "coffee_stylised_style_alpha0.8_relu2_1x0.5_relu1_1x0.png"
+    images = load_image_tensor(content)[None], [load_image_tensor(style)]
+    factors = {"relu2_1": 0.5, "relu1_1": 0.0}
+    expected = load_model(model_file, level_alphas=factors).stylise(*images, alpha=0.8)
+    assert float((load_image_tensor(written)[None] - expected).abs().max()) <= 1.0 / 255 + 1e-6
+    assert float((load_model(model_file).stylise(*images, alpha=0.8) - expected).abs().max()) > 0.05
+    capsys.readouterr()
+    adain_file = tmp_path / "decoder.pth"
+    save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, adain_file)
+    for model, flag, message in (
+        (model_file, "relu5_1=1", "level_alphas (--level-alpha): relu5_1 is not a level of this model"),
+        (model_file, "relu2_1=2", "level_alphas (--level-alpha): relu2_1=2.0 must be a number in [0, 1]"),
+        (adain_file, "relu4_1=0.5", "is a adain model, which has no level_alphas option (--level-alpha)"),
+    ):
+        assert stylise_main([str(model), *options, "--level-alpha", flag, "-o", str(tmp_path / "bad")]) == 1
+        _one_error(capsys, message)
+    assert stylise_main([str(model_file), *options, "--runtime", "onnx", "--level-alpha", "relu1_1=1",
+                         "-o", str(tmp_path / "bad")]) == 1
+    _one_error(capsys, "--level-alpha is for models with levels (method=wct)")
+    with pytest.raises(SystemExit):
+        stylise_main([str(model_file), *options, "--level-alpha", "relu2_1"])
+    assert "expected LEVEL=FACTOR pairs" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
 
 

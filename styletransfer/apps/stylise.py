@@ -41,6 +41,10 @@ from styletransfer.runtime.files import check_writable_folder
 log = logging.getLogger(__name__)
 
 
+#: The command-line flag of each load option, named when a model refuses the option.
+OPTION_FLAGS = {"transform": "--transform", "level_alphas": "--level-alpha"}
+
+
 def encoder_arg(args: argparse.Namespace) -> dict | None:
     """The encoder for decoder files from --encoder-weights and --encoder-seed (None: the one recorded in the file)."""
     if args.encoder_weights is None:
@@ -100,6 +104,8 @@ def _output_name(stem: Path, args: argparse.Namespace) -> Path:
         name += "_masked"
     if args.alpha != 1.0:
         name += f"_alpha{args.alpha:g}"
+    for level, factor in (args.level_alpha or {}).items():
+        name += f"_{level}x{factor:g}"
     if args.preserve_colour:
         name += "_colour"
     return stem.parent / f"{name}.{args.ext.lstrip('.')}"
@@ -138,6 +144,8 @@ def _onnx_refused(args: argparse.Namespace) -> list[str]:
         refused.append("--compile is a PyTorch option: use --runtime torch")
     if args.transform:
         refused.append("--transform is fixed in the exported graphs: export a model with that transform")
+    if args.level_alpha:
+        refused.append("--level-alpha is for models with levels (method=wct), which run with --runtime torch")
     return refused
 
 
@@ -180,6 +188,8 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
             bf16=args.precision == "bf16-mixed",
             compile=args.compile or False,
             transform=args.transform,
+            level_alphas=args.level_alpha,
+            flags=OPTION_FLAGS,
         )
     _refused(args, model)
     return model

@@ -41,6 +41,26 @@ def max_tile(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected auto or a number of pixels, got {text!r}") from None
 
 
+def level_alphas(text: str) -> dict[str, float]:
+    """``--level-alpha``: comma-separated ``LEVEL=FACTOR`` pairs, e.g. ``relu5_1=1,relu1_1=0.5`` (the model checks
+    the levels and that each factor is in [0, 1])."""
+    factors: dict[str, float] = {}
+    for pair in text.split(","):
+        level, equals, number = (part.strip() for part in pair.partition("="))
+        try:
+            factor = float(number) if equals and level else None
+        except ValueError:
+            factor = None
+        if factor is None:
+            raise argparse.ArgumentTypeError(
+                f"expected LEVEL=FACTOR pairs separated by commas, e.g. relu5_1=1,relu1_1=0.5; got {pair.strip()!r}"
+            )
+        if level in factors:
+            raise argparse.ArgumentTypeError(f"{level} is given twice in {text!r}")
+        factors[level] = factor
+    return factors
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styletransfer-stylise",
@@ -69,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--mask", "-m", type=Path, nargs="+", help="one mask image per style (white = that style's region)")
     add("--alpha", "-a", type=float, default=1.0, help="content-style trade-off in [0, 1] (default 1)")
+    add(
+        "--level-alpha",
+        type=level_alphas,
+        metavar="LEVEL=F,...",
+        help="for models that stylise at several levels (method=wct): each named level's alpha is --alpha times F "
+        "(in [0, 1]; levels not named keep --alpha), e.g. relu5_1=1,relu1_1=0.5",
+    )
     add("--preserve-colour", action="store_true", help="match each style's colours to the content first")
     add("--output", "-o", type=Path, default=Path("stylised"), help="output folder (default ./stylised)")
     add("--content-short-side", type=int, default=None, help="resize the content's shorter side first (default: keep)")

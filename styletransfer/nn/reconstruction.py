@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from torch import Tensor, nn
 
 from styletransfer.nn.encoder import VGG19_LAYERS
-from styletransfer.nn.upsampling import upsample_nearest
+from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.runtime.errors import ConfigError
 
 #: The levels a decoder inverts, finest first (the cascade runs them in reverse: coarse to fine).
@@ -82,11 +82,7 @@ class ReconstructionDecoder(nn.Sequential):
         output_size: tuple[int, int] | None = None,
         upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest,
     ) -> Tensor:
-        ups = sum(isinstance(module, nn.Upsample) for module in self)
-        sizes: list[tuple[int, int] | None] = [None] * ups
-        if output_size is not None:
-            height, width = int(output_size[0]), int(output_size[1])
-            sizes = [(-(-height // 2**k), -(-width // 2**k)) for k in range(ups - 1, -1, -1)]
+        sizes = upsampled_sizes(output_size, sum(isinstance(module, nn.Upsample) for module in self))
         x, up = features, 0
         for module in self:
             if isinstance(module, nn.Upsample):

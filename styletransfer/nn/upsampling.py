@@ -5,6 +5,11 @@ gradient: on a GPU, an atomic scatter kernel that took several milliseconds of t
 H200. An exact doubling written as a broadcast and a reshape has the same forward values (each output pixel is a copy
 of ``x[..., i // 2, j // 2]``) and a backward that is a sum over each 2 x 2 block, which inductor fuses with its
 neighbours. Eager code keeps ``F.interpolate``, so the default path is unchanged bit for bit.
+
+Exported ONNX graphs upsample with :func:`upsample_to`: an index gather with ATen's own index formula
+(``floor(dst * (float(in) / out))``), so it equals PyTorch by construction on any runtime; ONNX's Resize divides by
+the inverse scale instead, which picks another source row for some size pairs in onnxruntime 1.32 (e.g. 14 -> 16;
+none of those the decoders meet at 16-300 px, checked). AdaIN's and Linear Style Transfer's graphs both use it.
 """
 
 from __future__ import annotations
@@ -42,3 +47,31 @@ def upsample_nearest(x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
     if size is None:
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     return F.interpolate(x, size=size, mode="nearest")
+
+
+def upsampled_sizes(output_size: tuple[int, int] | None, count: int) -> list[tuple[int, int] | None]:
+    """The size after each of ``count`` x2 upsamplings that end at ``output_size``: upsampling k goes to
+    ceil(side / 2**(count - 1 - k)); all None (plain doublings) without ``output_size``."""
+    if output_size is None:
+        return [None] * count
+    height, width = output_size
+    # (side + f - 1) // f: ceil(side / f) on non-negative numbers only (exported, // may truncate).
+    return [((height + 2**k - 1) // 2**k, (width + 2**k - 1) // 2**k) for k in range(count - 1, -1, -1)]
+
+
+def nearest_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:
+    """Source index of each output position of PyTorch's nearest upsampling from ``in_size`` to ``out_size``:
+    min(floor(dst * (float32(in) / out)), in - 1), the formula of ATen's CPU and CUDA kernels (sizes may be
+    symbolic)."""
+    scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size
+    index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
+    return index.clamp_max(in_size - 1)
+
+
+def upsample_to(x: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """Nearest upsampling of ``x`` (N, C, h, w) to ``size`` (a doubling when None) by two index gathers, equal to
+    ``F.interpolate(mode="nearest")``: a decoder's upsampling in the exported graphs."""
+    height, width = size if size is not None else (2 * x.shape[2], 2 * x.shape[3])
+    rows = nearest_indices(x.shape[2], height, x.device)
+    cols = nearest_indices(x.shape[3], width, x.device)
+    return x.index_select(2, rows).index_select(3, cols)

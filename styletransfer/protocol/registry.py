@@ -77,6 +77,7 @@ def load_model(
     encoder: Any = None,
     device: str | torch.device = "cpu",
     check: Callable[[str, bool], None] | None = None,
+    flags: Mapping[str, str] | None = None,
     **options: Any,
 ) -> StyleModel:
     """The feed-forward model in a model file of any method (read weights-only once; each plugin that can load
@@ -84,7 +85,7 @@ def load_model(
     plugin's ``load``; a file no plugin recognises is a CheckpointError listing what each method reads. ``check``
     is called with the method's name and whether its models take style images (the plugin's ``STYLE_INPUT``) once
     the file is recognised and before the model is built: an application refuses a missing input there, before the
-    slow part."""
+    slow part. ``flags`` names an option's command-line flag in that refusal (option -> flag)."""
     path = Path(path).expanduser()
     obj = safe_load(path)
     readers = [p for p in map(plugin, plugin_modules()) if hasattr(p, "recognises")]
@@ -95,7 +96,8 @@ def load_model(
             taken = inspect.signature(reader.load).parameters
             for name, value in options.items():
                 if name not in taken and value is not None:
-                    raise ConfigError(f"{path} is a {reader.NAME} model, which has no {name} option: leave it out")
+                    option = f"{name} option ({flags[name]})" if flags and name in flags else f"{name} option"
+                    raise ConfigError(f"{path} is a {reader.NAME} model, which has no {option}: leave it out")
             given = {name: value for name, value in options.items() if name in taken}
             model: StyleModel = reader.load(obj, path, encoder=encoder, device=device, **given)
             if model.warning():  # once, for every method and every application that loads through here

@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import AdaINDecoder, upsampled_sizes
-from styletransfer.nn.upsampling import upsample_nearest
+from styletransfer.methods.adain.model import AdaINDecoder
+from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.runtime.errors import ConfigError
 
 NAMES = ("mirror", "configurable")

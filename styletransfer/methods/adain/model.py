@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import STD_EPS, mean_std
-from styletransfer.nn.upsampling import upsample_nearest
+from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.protocol.controls import check_controls
 from styletransfer.runtime.errors import ConfigError
 
@@ -35,16 +35,6 @@ _DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
     (64, 64),
     (64, 3),
 )
-
-
-def upsampled_sizes(output_size: tuple[int, int] | None, count: int) -> list[tuple[int, int] | None]:
-    """The size after each of ``count`` x2 upsamplings that end at ``output_size``: upsampling k goes to
-    ceil(side / 2**(count - 1 - k)); all None (plain doublings) without ``output_size``."""
-    if output_size is None:
-        return [None] * count
-    height, width = output_size
-    # (side + f - 1) // f: ceil(side / f) on non-negative numbers only (exported, // may truncate).
-    return [((height + 2**k - 1) // 2**k, (width + 2**k - 1) // 2**k) for k in range(count - 1, -1, -1)]
 
 
 class AdaINDecoder(nn.Sequential):

@@ -7,10 +7,8 @@ runtime are :mod:`styletransfer.apps.export` and :mod:`styletransfer.apps.onnx_r
 * the style graph: ``style`` (1, 3, H, W) -> (``style_mean``, ``style_std``), AdaIN's style code.
 
 Interpolating styles is a weighted sum of the codes: exact, since AdaIN is affine in the style's mean and std.
-The decoder's nearest upsampling is written as an index gather with ATen's own index formula
-(``floor(dst * (float(in) / out))``), so it equals PyTorch by construction on any runtime: ONNX's Resize divides by
-the inverse scale instead, which picks another source row for some size pairs in onnxruntime 1.32 (e.g. 14 -> 16;
-none of those the decoder meets at 16-300 px, checked).
+The decoder's nearest upsampling is :func:`styletransfer.nn.upsampling.upsample_to` (an index gather with ATen's own
+index formula, equal to PyTorch on any runtime).
 """
 
 from __future__ import annotations
@@ -24,30 +22,13 @@ from styletransfer.methods.adain.model import adain, encode
 from styletransfer.methods.adain.transforms import with_stats
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.stats import mean_std
+from styletransfer.nn.upsampling import upsample_to
 from styletransfer.protocol.model import OnnxGraph
 
 #: AdaIN's style code as graph tensors: the relu4_1 channel mean and std.
 CODE_NAMES = ("style_mean", "style_std")
 #: Smallest exported side: relu4_1 keeps a 2 x 2 map.
 MIN_SIDE = min_input_side(["relu4_1"], positions=2)
-
-
-def nearest_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:
-    """Source index of each output position of PyTorch's nearest upsampling from ``in_size`` to ``out_size``:
-    min(floor(dst * (float32(in) / out)), in - 1), the formula of ATen's CPU and CUDA kernels (sizes may be
-    symbolic)."""
-    scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size
-    index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
-    return index.clamp_max(in_size - 1)
-
-
-def upsample_to(x: Tensor, size: tuple[int, int] | None) -> Tensor:
-    """Nearest upsampling of ``x`` (N, C, h, w) to ``size`` (a doubling when None) by two index gathers, equal to
-    ``F.interpolate(mode="nearest")``: the decoder's upsampling in the exported graphs."""
-    height, width = size if size is not None else (2 * x.shape[2], 2 * x.shape[3])
-    rows = nearest_indices(x.shape[2], height, x.device)
-    cols = nearest_indices(x.shape[3], width, x.device)
-    return x.index_select(2, rows).index_select(3, cols)
 
 
 class ImageGraph(nn.Module):

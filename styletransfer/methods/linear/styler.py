@@ -2,10 +2,10 @@
 :class:`~styletransfer.protocol.model.StyleModel`: encode the content to the level, transform it with the style's
 matrix and mean, decode. Several styles blend as the weighted sums of their style matrices and of their channel
 means (the transform is linear in the style matrix); colour preservation and another output size work as for the
-other methods.
+other methods. ONNX export writes an image graph and a style graph (:mod:`styletransfer.methods.linear.onnx_graphs`).
 
 Refused with one line: alpha (the authors' code has no content-style trade-off), masks (the content matrix is one
-per image), tiling (the content's matrix and mean are global to the image) and ONNX export (not built yet).
+per image) and tiling (the content's matrix and mean are global to the image).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.data.images import unit_float_on
+from styletransfer.methods.linear.onnx_graphs import graphs
 from styletransfer.methods.linear.transform import LinearTransform
 from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
@@ -61,7 +62,7 @@ class LinearStyler(nn.Module):
         self.source, self.kind = source, kind
         self.channels_last, self.bf16 = bool(channels_last), bool(bf16)
         self.capabilities = Capabilities(
-            alpha=False, masks=False, tiling=False, export=False, min_side=min_input_side([self.layer], positions=2)
+            alpha=False, masks=False, tiling=False, min_side=min_input_side([self.layer], positions=2)
         )
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -166,4 +167,5 @@ class LinearStyler(nn.Module):
         raise ConfigError(f"{self._what} stylises whole images only: --max-tile 0")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
-        raise ConfigError(f"{self._what} cannot be exported to ONNX yet: stylise with styletransfer-stylise")
+        """The image graph (content and style code -> image) and the style graph (style -> code), on the CPU."""
+        return graphs(self.encoder, self.transform, self.decoder, fp16)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def check_level_alphas(
-    per_level: Mapping[str, float] | None, levels: Sequence[str], setting: str = "level_alphas"
+    per_level: Mapping[str, float] | None, levels: Sequence[str], setting: str = "level_alphas (--level-alpha)"
 ) -> dict[str, float]:
     """Each level's alpha factor (default 1), checked: levels of the cascade only, numbers in [0, 1]."""
     given = dict(per_level or {})
@@ -42,7 +42,7 @@ def check_level_alphas(
         )
     for level, value in given.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"{setting}[{level}]={value!r} must be a number in [0, 1]")
+            raise ConfigError(f"{setting}: {level}={value!r} must be a number in [0, 1]")
     return {level: float(given.get(level, 1.0)) for level in levels}
 
 
