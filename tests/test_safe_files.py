@@ -335,3 +335,17 @@ def test_train_py_into_a_busy_directory_writes_nothing_there(photo_dirs, tmp_pat
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_train_py_into_a_folder_it_cannot_write_is_one_line_naming_hydra_run_dir(tmp_path, monkeypatch, capsys):
+    """A run directory on a read-only disk (or, as here, under a file) stopped with Hydra's traceback of mkdir
+    (hostile probe rerun, issue 24): one line naming hydra.run.dir and the reason, exit status 1."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        run_hydra_app("train.py", "experiment=quickstart", "encoder.weights=random", "trainer.max_steps=1",
+                      f"hydra.run.dir={blocker / 'run'}", monkeypatch=monkeypatch)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"hydra.run.dir {blocker / 'run'}: cannot write there" in err
+    assert "Traceback" not in err

@@ -233,3 +233,34 @@ def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, c
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     assert main([str(tmp_path / "model.onnx"), *args[1:]]) == 1
     assert "model.onnx is an ONNX model: add --runtime onnx" in capsys.readouterr().err
+
+
+def test_results_that_cannot_be_written_fail_the_command_after_the_rest(tmp_path, capsys, monkeypatch):
+    """A full disk midway through a folder (hostile probe rerun, issue 24) ended with "wrote 2 image(s)", the other
+    results listed as skipped inputs and exit status 0: now the count is still the files on disk, nothing is
+    half-written, and the command fails in one line saying what was not written and the fix."""
+    import styletransfer.apps.pipeline as pipeline
+
+    g = torch.Generator().manual_seed(0)
+    contents = tmp_path / "photos"
+    for name in ("a.png", "b.png", "c.png"):
+        save_image(torch.rand(3, 24, 32, generator=g), contents / name)
+    style = tmp_path / "style.png"
+    save_image(torch.rand(3, 32, 32, generator=g), style)
+    real_save = pipeline.save_pil
+
+    def disk_full_after_a(image, path, quality=95):
+        if not path.name.startswith("a_"):
+            raise OSError(28, "No space left on device")
+        return real_save(image, path, quality=quality)
+
+    monkeypatch.setattr(pipeline, "save_pil", disk_full_after_a)
+    out = tmp_path / "out"
+    code = main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+                 "--device", "cpu", "--style-short-side", "0", "--workers", "0", "--writers", "0"])
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a_stylised_style.png"]
+    captured = capsys.readouterr()
+    assert "wrote 1 image(s)" in captured.out
+    assert f"error: 2 result(s) could not be written to {out}" in captured.err
+    assert "No space left on device" in captured.err and "Traceback" not in captured.err

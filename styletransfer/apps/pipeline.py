@@ -7,7 +7,7 @@
   next one. A semaphore bounds the batches in flight, so memory stays bounded however large the folder.
 
 A file that cannot be read, is too small or cannot be written is named in ``FolderRun.skipped`` and never stops
-the folder.
+the folder; results that could not be written (a full disk) are also counted in ``FolderRun.unwritten``.
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ class FolderRun:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: The reasons of the results stylised but not written (a full disk, a file size limit): the command fails.
+    unwritten: list[str] = field(default_factory=list)
     #: Images stylised after the first batch, and the seconds from the end of that batch (compilation and kernel
     #: selection happen there) to the last write: the steady rate without start-up.
     steady_images: int = 0
@@ -251,6 +253,7 @@ def run_folder(
     for index, path, reason in sorted(rows, key=lambda row: row[0]):
         if path is None:
             skipped[index] = reason
+            run.unwritten.append(reason)
         else:
             run.written.append(path)
     run.skipped = [skipped[index] for index in sorted(skipped)]

@@ -311,4 +311,9 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     rate = run.steady_images / run.steady_seconds if run.steady_images and run.steady_seconds else None
     steady = f"; {rate:.1f} img/s after the first batch" if rate else ""
     print(f"wrote {len(run.written)} image(s) to {args.output}{steady}")
+    if run.unwritten:  # a full disk is not a skipped input: the command did not do its work, exit status 1
+        raise ConfigError(
+            f"{len(run.unwritten)} result(s) could not be written to {args.output} ({run.unwritten[0]}); the "
+            f"{len(run.written)} written are whole: free space or choose another -o, then run the command again"
+        )
     return run.written

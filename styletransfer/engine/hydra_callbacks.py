@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from styletransfer.runtime.errors import ConfigError, RunDirectoryBusyError
-from styletransfer.runtime.files import refuse_finished_run, run_directory_lock
+from styletransfer.runtime.files import check_writable_folder, refuse_finished_run, run_directory_lock
 
 
 class LockRunDirectory(Callback):
@@ -39,9 +39,10 @@ class LockRunDirectory(Callback):
         if rank_zero_only.rank != 0:  # DDP ranks > 0 are children of the run holding the lock, in its directory
             return
         directory = Path(str(config.hydra.run.dir))
-        try:
+        try:  # a read-only or full disk, or a path through a file: one line, not Hydra's traceback of mkdir
+            check_writable_folder(directory, "hydra.run.dir")
             self._held.enter_context(run_directory_lock(directory))
-        except RunDirectoryBusyError as exc:
+        except (ConfigError, RunDirectoryBusyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         self._directories.add(directory.resolve())

@@ -187,9 +187,11 @@ def _load_imagenet(download: bool, progress: bool = True, network: str = "vgg19"
 
 def _load_file(path: Path) -> dict[str, Tensor]:
     """A state dict from ``path`` with weights-only unpickling (no arbitrary code runs)."""
+    # The file was named by the user (encoder.weights=, --encoder-weights, metric_encoder.weights=): what it must
+    # hold, not the ImageNet cache's ways out, whose keys belong to one command only.
     hint = (
-        "Expected a plain state dict of tensors (encoder.weights is neither 'imagenet', 'random' nor a "
-        f"readable weights file).\n{_ways_out()}"
+        "Expected a plain state dict of tensors: a torchvision-layout VGG state dict, or the AdaIN release's "
+        "vgg_normalised.pth (styletransfer-weights fetch adain-vgg)."
     )
     return as_state_dict(safe_load(path, "encoder weights file", EncoderWeightsError, hint), path, EncoderWeightsError)
 
