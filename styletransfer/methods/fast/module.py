@@ -3,6 +3,7 @@ transformation network of pytorch/examples ``fast_neural_style`` on content imag
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,9 @@ from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.fast.checkpoint import save_network
 from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
 from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.styler import FastStyler
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.protocol.candidate import Candidate, model_candidate
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,22 @@ class FastStyleModule(pl.LightningModule):
         if self.styles == 1:
             return None
         return F.one_hot(torch.tensor(index), self.styles).to(self.device, torch.float32)
+
+    def trained_candidate(self, label: str = "trial") -> Candidate:
+        """The network in memory as an evaluation candidate (a copy, so training's parameters stay as they are): what
+        a sweep's objective scores on a benchmark after training. A network of several styles is scored on its
+        first style (the pair's style is not an input)."""
+        styler = FastStyler(copy.deepcopy(self.network), self.names, dict(self.loss.encoder.spec), kind="module")
+        candidate = model_candidate(styler, label)
+        if self.styles == 1:
+            return candidate
+        first = [1.0] + [0.0] * (self.styles - 1)
+        return Candidate(
+            label,
+            lambda content, style, alpha: styler.stylise(content, weights=first),
+            styler.describe(),
+            supports_alpha=False,
+        )
 
     def losses(self, content: Tensor, style: int = 0) -> dict[str, Tensor]:
         """The loss terms for a content batch in [0, 1] and style number ``style``."""
