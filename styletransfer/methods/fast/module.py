@@ -20,7 +20,9 @@ from styletransfer.methods.fast.checkpoint import save_network
 from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
 from styletransfer.methods.fast.network import TransformerNet
 from styletransfer.methods.fast.styler import FastStyler
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate, model_candidate
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
@@ -59,7 +61,11 @@ class FastStyleModule(pl.LightningModule):
     """Trains a ``TransformerNet`` for ``styles`` (one file: Johnson et al.; several: conditional instance
     normalisation, each batch trained for one style in turn) with the perceptual loss of ``losses.py`` behind a
     frozen VGG-16. Defaults are pytorch/examples ``fast_neural_style``'s (content weight 1e5, style weight 1e10,
-    Adam at 1e-3). The network's input is content in [0, 255]; batches come in [0, 1] and are scaled here."""
+    Adam at 1e-3). The network's input is content in [0, 255]; batches come in [0, 1] and are scaled here.
+
+    ``channels_last`` runs network and loss network in that memory format, ``compile`` torch.compiles the whole loss
+    (network, VGG-16, Gram matrices: one forward and one backward graph); with either, reflection pads keep the
+    memory format (``nn.padding``; same values). Off, the modules and the maths are the examples' exactly."""
 
     def __init__(
         self,
@@ -71,6 +77,8 @@ class FastStyleModule(pl.LightningModule):
         lr: float = 1e-3,
         export_network: bool = True,
         tv_weight: float = 0.0,
+        channels_last: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if isinstance(styles, str) or not styles:
@@ -83,6 +91,7 @@ class FastStyleModule(pl.LightningModule):
                 raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
         images = [load_style(style, style_size) for style in styles]
         encoder_module = build_encoder(encoder, [CONTENT_LAYER, *STYLE_LAYERS])
+        mode = compile_mode(compile)
         self.save_hyperparameters(
             {
                 "encoder": dict(encoder_module.spec),
@@ -93,10 +102,22 @@ class FastStyleModule(pl.LightningModule):
                 "lr": float(lr),
                 "export_network": bool(export_network),
                 "tv_weight": float(tv_weight),
+                "channels_last": bool(channels_last),
+                "compile": mode or False,
             }
         )
         self.network = TransformerNet(len(styles))
         self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight, tv_weight=tv_weight)
+        speed = bool(channels_last) or mode is not None
+        use_fast_reflection_padding(self.network, speed)  # VGG-16 pads with zeros: nothing to swap there
+        self._compiled_terms: Any = None
+
+    def setup(self, stage: str) -> None:
+        if self.hparams["channels_last"]:
+            self.to(memory_format=torch.channels_last)
+        mode = compile_mode(self.hparams["compile"])
+        if mode is not None and self._compiled_terms is None:
+            self._compiled_terms = torch.compile(self._loss_terms, mode=mode)
 
     @property
     def styles(self) -> int:
@@ -124,7 +145,18 @@ class FastStyleModule(pl.LightningModule):
         )
 
     def losses(self, content: Tensor, style: int = 0) -> dict[str, Tensor]:
-        """The loss terms for a content batch in [0, 1] and style number ``style``."""
+        """The loss terms for a content batch in [0, 1] and style number ``style``: compiled (``method.compile``,
+        after ``setup``) while gradients are on, else eager."""
+        if self.hparams["channels_last"]:
+            content = content.contiguous(memory_format=torch.channels_last)
+        if self._compiled_terms is None or not torch.is_grad_enabled():
+            return self._loss_terms(content, style)
+        if compile_mode(self.hparams["compile"]) in CUDA_GRAPH_MODES:  # the logged values are read steps later
+            return call_graph_safe(self._compiled_terms, content, style)
+        return self._compiled_terms(content, style)
+
+    def _loss_terms(self, content: Tensor, style: int) -> dict[str, Tensor]:
+        """``losses`` itself, eager."""
         x = content.mul(255.0)
         y = self.network(x, self._style_vector(style))
         return dict(self.loss(y, x, style))
