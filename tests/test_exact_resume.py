@@ -224,14 +224,21 @@ def _final_state(run_dir: Path) -> tuple[dict, list]:
 @pytest.mark.slow
 # One real kill, with loader workers, mid-epoch (3 batches an epoch). Resuming at an epoch's end, from a stop
 # checkpoint and with 0 workers is checked in-process above (same batches), which keeps the suite short.
-@pytest.mark.parametrize("workers, kill_at", [(2, 4)])
-def test_a_killed_run_resumes_bitwise(tmp_path, workers, kill_at):
+# Fast neural style: a network trained for two styles in turn (by global step), content-only data, no validation,
+# killed after an odd step so the resumed run must pick up the second style.
+@pytest.mark.parametrize("workers, kill_at, method", [(2, 4, "adain"), (0, 3, "fast")])
+def test_a_killed_run_resumes_bitwise(tmp_path, workers, kill_at, method):
     content, style = _images(tmp_path / "images")
+    extra = []
+    if method == "fast":
+        extra = ["method=fast", f"method.styles=[{style / 'style_0.png'},{style / 'style_1.png'}]", "data.val_pairs=0",
+                 "callbacks.model_checkpoint.every_n_train_steps=1"]
     whole, killed, resumed = tmp_path / "whole", tmp_path / "killed", tmp_path / "resumed"
-    uninterrupted = _start(_command(whole, content, style, workers), tmp_path / "whole.log")  # shares nothing
+    uninterrupted = _start(_command(whole, content, style, workers, *extra), tmp_path / "whole.log")  # shares nothing
     checkpoint = killed / "checkpoints" / f"step_{kill_at:06d}.ckpt"
-    _kill_after(_command(killed, content, style, workers, steps=1000), checkpoint, tmp_path / "killed.log")
-    resume = _start(_command(resumed, content, style, workers, f"ckpt_path={checkpoint}"), tmp_path / "resumed.log")
+    _kill_after(_command(killed, content, style, workers, *extra, steps=1000), checkpoint, tmp_path / "killed.log")
+    resume = _start(_command(resumed, content, style, workers, *extra, f"ckpt_path={checkpoint}"),
+                    tmp_path / "resumed.log")
     _finish(resume, tmp_path / "resumed.log")
     _finish(uninterrupted, tmp_path / "whole.log")
 

@@ -278,6 +278,26 @@ def _train(fast_data, run_dir, *styles, steps=12, extra=()):
                             "data.batch_size=2", "method.lr=1e-2", *extra, run_dir=run_dir)
 
 
+def test_a_trained_module_is_a_benchmark_candidate_without_touching_its_parameters(fast_data):
+    """What a sweep's objective scores: the network in memory, the pair's style ignored (its first style for
+    several), while the module's own network keeps training (gradients on, training mode)."""
+    from styletransfer.methods.fast import FastStyleModule
+    from styletransfer.methods.fast.styler import run_network
+
+    torch.manual_seed(0)
+    styles = [str(fast_data / "waves.png"), str(fast_data / "checks.png")]
+    module = FastStyleModule({"weights": "random", "network": "vgg16"}, styles)
+    _lively(module.network)
+    content, style = torch.rand(1, 3, 40, 48), torch.rand(1, 3, 32, 32)
+    candidate = module.trained_candidate("trial")
+    with torch.no_grad():
+        expected = run_network(module.network.eval(), content, torch.tensor([1.0, 0.0]))
+    module.network.train()
+    assert torch.equal(candidate.stylise(content, style, 1.0), expected)
+    assert candidate.info["styles"] == ["waves", "checks"] and not candidate.supports_alpha
+    assert module.network.training and all(p.requires_grad for p in module.network.parameters())
+
+
 @pytest.fixture(scope="module")
 def two_style_run(fast_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("two_styles")

@@ -36,13 +36,19 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, signum", [("adain", signal.SIGINT), ("gatys", signal.SIGTERM)])
+@pytest.mark.parametrize("method, signum",
+                         [("adain", signal.SIGINT), ("gatys", signal.SIGTERM), ("fast", signal.SIGTERM)])
 def test_a_signal_stops_after_the_step_saves_and_exits_non_zero(photo_dirs, tmp_path, method, signum):
     run_dir = tmp_path / "run"
     if method == "adain":
         content, style = photo_dirs
         data = ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.batch_size=2",
                 "data.short_side=40", "data.crop_size=32", "data.val_pairs=1", "data.num_workers=0"]
+    elif method == "fast":
+        content, style = photo_dirs
+        data = ["method=fast", "data=folders", f"data.content_dir={content}",
+                f"method.styles=[{style / 'style_0.jpg'}]", "data.batch_size=2", "data.short_side=40",
+                "data.crop_size=32", "data.num_workers=0"]
     else:
         data = ["method=gatys", "data=pair", f"data.content={SKIMAGE_DATA / 'astronaut.png'}",
                 f"data.style={SKIMAGE_DATA / 'coffee.png'}", "data.long_side=32", "method.snapshot_every=0"]
@@ -57,9 +63,10 @@ def test_a_signal_stops_after_the_step_saves_and_exits_non_zero(photo_dirs, tmp_
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] >= 2
     assert f"{name} at step {checkpoint['global_step']}:" in stderr
-    if method == "adain":
-        decoder = torch.load(run_dir / "checkpoints" / "decoder.pth", map_location="cpu", weights_only=True)
-        assert decoder["step"] == checkpoint["global_step"]
+    if method in ("adain", "fast"):
+        file = "decoder.pth" if method == "adain" else "network.pth"
+        exported = torch.load(run_dir / "checkpoints" / file, map_location="cpu", weights_only=True)
+        assert exported["step"] == checkpoint["global_step"]
     else:
         assert (run_dir / "stylised.png").is_file()
 

@@ -156,6 +156,28 @@ def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path
     check_plot(sweep, panels=1, completed=True, failed=True)
 
 
+@pytest.mark.slow
+def test_a_fast_style_grid_scores_its_trials_and_records_a_nan_trial(shared, tmp_path, monkeypatch):
+    """method=fast in a grid with the benchmark objective: the completed trial is scored (its network, which takes
+    no style image, stylises the benchmark's contents) and lr=1e12 is recorded failed."""
+    sweep, style = tmp_path / "sweep", tmp_path / "waves.png"
+    y, x = np.mgrid[0:40, 0:48] / 5.0
+    waves = np.stack([np.sin(x + c) * np.cos(y - c) for c in range(3)], -1)
+    Image.fromarray((waves * 120 + 128).clip(0, 255).astype(np.uint8)).save(style)
+    run_hydra_app("train.py", "-m", "method=fast", f"method.styles=[{style}]", "method.lr=1e-3,1e12",
+                  *tiny(shared, sweep), "data.val_pairs=0", "+objective=adain", *bench_overrides(shared),
+                  monkeypatch=monkeypatch)
+
+    rows = {float(r["method.lr"]): r for r in read_table(sweep)}
+    assert rows[1e-3]["status"] == "completed" and math.isfinite(float(rows[1e-3]["objective"]))
+    assert float(rows[1e-3]["objective"]) == pytest.approx(
+        float(rows[1e-3]["content_relu4_1"]) + float(rows[1e-3]["style_mean_std"]))
+    assert rows[1e12]["status"] == "failed" and "not finite" in rows[1e12]["reason"]
+    network = sweep / rows[1e-3]["directory"] / "checkpoints" / "network.pth"
+    assert load_model(network, RANDOM_ENCODER, torch.device("cpu")).describe()["styles"] == ["waves"]
+    check_plot(sweep, panels=1, completed=True, failed=True)
+
+
 def test_table_marks_killed_and_unrecorded_trials(tmp_path):
     """Trials whose process died (status left "running") or that never reached train.py are not lost."""
     for num, status in enumerate([{"status": "completed", "objective": 2.0}, {"status": "running"}, None]):

@@ -3,10 +3,11 @@
 
 Two passes over the same grid of overlapping windows (at most ``tile`` x ``tile`` pixels each):
 
-1. statistics (models whose ``tiled`` call ``needs_statistics``, such as AdaIN's global channel statistics): each
-   window is shown to the model with the pixels it owns, a partition of the image cut in the middle of the
-   overlaps. Windows start on multiples of the model's ``align`` and the owned pixels lie at least its ``margin``
-   inside their window, past the reach of the window's padding;
+1. statistics (as many passes as the model's ``tiled`` call has ``statistics_passes``: one for AdaIN's global
+   channel statistics, one per instance normalisation for fast style): each window is shown to the model with the
+   pixels it owns, a partition of the image cut in the middle of the overlaps. Windows start on multiples of the
+   model's ``align`` and the owned pixels lie at least its ``margin`` inside their window, past the reach of the
+   window's padding;
 2. stylise: each window is rendered by the model and its kept part (``margin`` px in from every window edge that is
    not an image edge) is added to the output with feathered weights: linear ramps over ``BLEND`` px, normalised so
    the weights sum to 1 everywhere. The output is assembled in host memory (float32).
@@ -114,19 +115,23 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def auto_tile(needs: TilingNeeds, device: torch.device, batch: int = 1) -> int:
+def auto_tile(needs: TilingNeeds, device: torch.device, batch: int = 1, pixels: int = 0) -> int:
     """The largest tile side (a multiple of ``needs.align``, at least ``MIN_TILE``) whose estimated peak,
-    ``needs.bytes_per_pixel`` per pixel and image, fits ``MEMORY_FRACTION`` of the free memory."""
+    ``needs.bytes_per_pixel`` per pixel and image, fits ``MEMORY_FRACTION`` of the free memory; on a CPU what the
+    model keeps on the host for an image of ``pixels`` px (``needs.host_bytes_per_pixel``) is taken off first."""
     per_pixel = needs.bytes_per_pixel * max(1, batch)
-    side = int(math.sqrt(MEMORY_FRACTION * available_memory(device) / per_pixel))
+    free = available_memory(device)
+    if device.type == "cpu":
+        free = max(0, free - needs.host_bytes_per_pixel * max(1, batch) * pixels)
+    side = int(math.sqrt(MEMORY_FRACTION * free / per_pixel))
     return max(MIN_TILE, side // needs.align * needs.align)
 
 
-def tile_side(max_tile: int | str, needs: TilingNeeds, device: torch.device, batch: int = 1) -> int:
-    """``max_tile`` (``--max-tile``) as a side in px: ``auto`` -> ``auto_tile``, 0 -> 0 (never tile), else the
-    number rounded down to a multiple of ``needs.align``."""
+def tile_side(max_tile: int | str, needs: TilingNeeds, device: torch.device, batch: int = 1, pixels: int = 0) -> int:
+    """``max_tile`` (``--max-tile``) as a side in px: ``auto`` -> ``auto_tile`` (for images of ``pixels`` px), 0 -> 0
+    (never tile), else the number rounded down to a multiple of ``needs.align``."""
     if max_tile == "auto":
-        return auto_tile(needs, device, batch)
+        return auto_tile(needs, device, batch, pixels)
     if isinstance(max_tile, bool) or not isinstance(max_tile, int) or (max_tile != 0 and max_tile < MIN_TILE):
         raise ConfigError(
             f"max_tile (--max-tile) must be auto, 0 (never tile) or a side of at least {MIN_TILE} px, got {max_tile!r}"
@@ -183,7 +188,7 @@ def stylise_tiled(
     content = as_batch(content, "content")
     size = (int(content.shape[-2]), int(content.shape[-1]))
     check_tileable(size, masks, output_size)
-    side = tile_side(tile, needs, model.device, content.shape[0]) or max(size)
+    side = tile_side(tile, needs, model.device, content.shape[0], size[0] * size[1]) or max(size)
     rows, cols = spans(size[0], side, needs), spans(size[1], side, needs)
     log.info("stylising %dx%d px in %d x %d windows of at most %d px", size[1], size[0], len(rows), len(cols), side)
     device = model.device
@@ -195,14 +200,14 @@ def stylise_tiled(
         preserve_colour=preserve_colour,
         style_codes=style_codes,
     )
-    if passes.needs_statistics:
-        for row, col, window in windows(content, rows, cols):
-            passes.observe(unit_float_on(window, device), (owned_pixels(row), owned_pixels(col)))
+    for _ in range(passes.statistics_passes):
+        for index, (row, col, window) in enumerate(windows(content, rows, cols)):
+            passes.observe(unit_float_on(window, device), (owned_pixels(row), owned_pixels(col)), index)
     out = torch.zeros(content.shape[0], 3, *size)
     row_weights = dict(zip(rows, ramp_weights(rows, size[0])))
     col_weights = dict(zip(cols, ramp_weights(cols, size[1])))
-    for row, col, window in windows(content, rows, cols):
-        image = passes.render(unit_float_on(window, device))
+    for index, (row, col, window) in enumerate(windows(content, rows, cols)):
+        image = passes.render(unit_float_on(window, device), index)
         kept = image[..., row.keep0 - row.start : row.keep1 - row.start, col.keep0 - col.start : col.keep1 - col.start]
         weight = row_weights[row].to(kept.device)[:, None] * col_weights[col].to(kept.device)[None, :]
         out[..., row.keep0 : row.keep1, col.keep0 : col.keep1] += (kept * weight).cpu()
@@ -217,7 +222,7 @@ def stylise_any_size(
     needs = model.tiling()
     if needs is not None and max_tile != 0:
         batch = as_batch(content, "content")
-        side = tile_side(max_tile, needs, model.device, batch.shape[0])
+        side = tile_side(max_tile, needs, model.device, batch.shape[0], batch.shape[-2] * batch.shape[-1])
         if max(batch.shape[-2:]) > side:
             return stylise_tiled(model, batch, styles, tile=side, **controls)
     return model.stylise(content, styles, **controls)

@@ -139,12 +139,17 @@ class RunningStats:
         self.m2 = self.m2 + m2 + delta.square() * (self.count * count / total)
         self.count = total
 
-    def mean_std(self, device: torch.device, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
-        """(mean, std) as :func:`mean_std` gives them: unbiased variance plus ``eps``, float32 (N, C, 1, 1)."""
+    def mean_variance(self, unbiased: bool = True) -> tuple[Tensor, Tensor]:
+        """(mean, variance) (N, C, 1, 1) in float64 on the host: the unbiased variance, or with ``unbiased=False``
+        the population variance (instance normalisation's)."""
         if self.mean is None or self.m2 is None or self.count < 2:
             raise ValueError("the content's feature map has fewer than 2 positions: the image is too small")
-        std = (self.m2 / (self.count - 1) + eps).sqrt()
-        return self.mean.float().to(device), std.float().to(device)
+        return self.mean, self.m2 / (self.count - int(unbiased))
+
+    def mean_std(self, device: torch.device, eps: float = STD_EPS) -> tuple[Tensor, Tensor]:
+        """(mean, std) as :func:`mean_std` gives them: unbiased variance plus ``eps``, float32 (N, C, 1, 1)."""
+        mean, variance = self.mean_variance()
+        return mean.float().to(device), (variance + eps).sqrt().float().to(device)
 
 
 class RunningCovariance:

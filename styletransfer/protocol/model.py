@@ -27,27 +27,34 @@ StyleCode = Any
 class TilingNeeds:
     """What tiling must respect for a model: windows start on multiples of ``align`` px (the stride of the features
     whose statistics are global), ``margin`` px of context are kept around each window's used part (the model's
-    reach), and ``bytes_per_pixel`` estimates the peak memory per tile pixel and image in float32 (``auto`` tiles)."""
+    reach), ``bytes_per_pixel`` estimates the peak memory per tile pixel and image in float32 (``auto`` tiles), and
+    ``host_bytes_per_pixel`` what the model keeps on the host between passes per image pixel and image (fast
+    style's window states; ``auto`` leaves that room in RAM on a CPU)."""
 
     align: int
     margin: int
     bytes_per_pixel: int
+    host_bytes_per_pixel: int = 0
 
 
 class TiledStylisation(Protocol):
     """One tiled call, as a model prepares it for the tiling application (:mod:`styletransfer.apps.tiling`).
 
-    Pass 1 (only when ``needs_statistics``): every window is shown to :meth:`observe` with the pixels it owns (a
-    partition of the image); pass 2: :meth:`render` stylises each window with what pass 1 gathered.
+    Statistics passes (``statistics_passes`` of them, 0 for none): in each, every window is shown to
+    :meth:`observe` with the pixels it owns (a partition of the image) and its ``index`` in the grid (row by row, the
+    same in every pass), every window of one pass before any of the next; then :meth:`render` stylises each window
+    with what the passes gathered. AdaIN needs one pass (its relu4_1 statistics), fast style one per instance
+    normalisation, each window carrying its state from one pass to the next.
     """
 
-    needs_statistics: bool
+    statistics_passes: int
 
-    def observe(self, window: Tensor, owned: tuple[slice, slice]) -> None:
-        """Pass 1: ``window`` (N, 3, h, w) in [0, 1] on the device; ``owned`` its pixel rows and columns that count."""
+    def observe(self, window: Tensor, owned: tuple[slice, slice], index: int) -> None:
+        """A statistics pass: ``window`` (N, 3, h, w) in [0, 1] on the device; ``owned`` its pixel rows and columns
+        that count; ``index`` its place in the grid."""
 
-    def render(self, window: Tensor) -> Tensor:
-        """Pass 2: ``window`` stylised, float32 (N, 3, h, w) in [0, 1]."""
+    def render(self, window: Tensor, index: int) -> Tensor:
+        """The last pass: window ``index`` stylised, float32 (N, 3, h, w) in [0, 1]."""
 
 
 @dataclass

@@ -93,14 +93,14 @@ class TiledAdaIN:
         self.alpha = float(alpha)
         self.channels_last = channels_last
         self.autocast = autocast
-        self.needs_statistics = self.alpha != 0.0
+        self.statistics_passes = int(self.alpha != 0.0)
         self.style: Code | None = None
         self.content_stats: RunningStats | RunningCovariance = (
             RunningCovariance() if transform == "wct" else RunningStats()
         )
         self._transform: tuple[StyleStats, StyleStats] | None = None
         self._map: tuple[Tensor, Tensor] | None = None
-        if self.needs_statistics:
+        if self.statistics_passes:
             reference = colour_sample(content, to_device) if preserve_colour else None
             with autocast():
                 if transform == "wct":
@@ -118,14 +118,15 @@ class TiledAdaIN:
             codes = [style_code("wct", feature) for feature in features]
         return blend(list(codes), weights, 0)
 
-    def observe(self, window: Tensor, owned: tuple[slice, slice]) -> None:
-        """Merge the relu4_1 positions of the pixels ``owned`` into the content's running statistics."""
+    def observe(self, window: Tensor, owned: tuple[slice, slice], index: int = 0) -> None:
+        """Merge the relu4_1 positions of the pixels ``owned`` into the content's running statistics (the one pass
+        needs no ``index``)."""
         with self.autocast():
             features = encode(self.encoder, window, self.channels_last)
         rows, cols = (slice(s.start // ALIGN, None if s.stop is None else s.stop // ALIGN) for s in owned)
         self.content_stats.add(features[..., rows, cols])
 
-    def render(self, window: Tensor) -> Tensor:
+    def render(self, window: Tensor, index: int = 0) -> Tensor:
         """The window encoded, given the global AdaIN transform, alpha-blended and decoded."""
         with self.autocast():
             return self._render(window)

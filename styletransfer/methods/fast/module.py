@@ -3,6 +3,7 @@ transformation network of pytorch/examples ``fast_neural_style`` on content imag
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,11 @@ from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.fast.checkpoint import save_network
 from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
 from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.styler import FastStyler
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.nn.padding import use_fast_reflection_padding
+from styletransfer.protocol.candidate import Candidate, model_candidate
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,11 @@ class FastStyleModule(pl.LightningModule):
     """Trains a ``TransformerNet`` for ``styles`` (one file: Johnson et al.; several: conditional instance
     normalisation, each batch trained for one style in turn) with the perceptual loss of ``losses.py`` behind a
     frozen VGG-16. Defaults are pytorch/examples ``fast_neural_style``'s (content weight 1e5, style weight 1e10,
-    Adam at 1e-3). The network's input is content in [0, 255]; batches come in [0, 1] and are scaled here."""
+    Adam at 1e-3). The network's input is content in [0, 255]; batches come in [0, 1] and are scaled here.
+
+    ``channels_last`` runs network and loss network in that memory format, ``compile`` torch.compiles the whole loss
+    (network, VGG-16, Gram matrices: one forward and one backward graph); with either, reflection pads keep the
+    memory format (``nn.padding``; same values). Off, the modules and the maths are the examples' exactly."""
 
     def __init__(
         self,
@@ -68,6 +77,8 @@ class FastStyleModule(pl.LightningModule):
         lr: float = 1e-3,
         export_network: bool = True,
         tv_weight: float = 0.0,
+        channels_last: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if isinstance(styles, str) or not styles:
@@ -80,6 +91,7 @@ class FastStyleModule(pl.LightningModule):
                 raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
         images = [load_style(style, style_size) for style in styles]
         encoder_module = build_encoder(encoder, [CONTENT_LAYER, *STYLE_LAYERS])
+        mode = compile_mode(compile)
         self.save_hyperparameters(
             {
                 "encoder": dict(encoder_module.spec),
@@ -90,10 +102,22 @@ class FastStyleModule(pl.LightningModule):
                 "lr": float(lr),
                 "export_network": bool(export_network),
                 "tv_weight": float(tv_weight),
+                "channels_last": bool(channels_last),
+                "compile": mode or False,
             }
         )
         self.network = TransformerNet(len(styles))
         self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight, tv_weight=tv_weight)
+        speed = bool(channels_last) or mode is not None
+        use_fast_reflection_padding(self.network, speed)  # VGG-16 pads with zeros: nothing to swap there
+        self._compiled_terms: Any = None
+
+    def setup(self, stage: str) -> None:
+        if self.hparams["channels_last"]:
+            self.to(memory_format=torch.channels_last)
+        mode = compile_mode(self.hparams["compile"])
+        if mode is not None and self._compiled_terms is None:
+            self._compiled_terms = torch.compile(self._loss_terms, mode=mode)
 
     @property
     def styles(self) -> int:
@@ -104,8 +128,35 @@ class FastStyleModule(pl.LightningModule):
             return None
         return F.one_hot(torch.tensor(index), self.styles).to(self.device, torch.float32)
 
+    def trained_candidate(self, label: str = "trial") -> Candidate:
+        """The network in memory as an evaluation candidate (a copy, so training's parameters stay as they are): what
+        a sweep's objective scores on a benchmark after training. A network of several styles is scored on its
+        first style (the pair's style is not an input)."""
+        styler = FastStyler(copy.deepcopy(self.network), self.names, dict(self.loss.encoder.spec), kind="module")
+        candidate = model_candidate(styler, label)
+        if self.styles == 1:
+            return candidate
+        first = [1.0] + [0.0] * (self.styles - 1)
+        return Candidate(
+            label,
+            lambda content, style, alpha: styler.stylise(content, weights=first),
+            styler.describe(),
+            supports_alpha=False,
+        )
+
     def losses(self, content: Tensor, style: int = 0) -> dict[str, Tensor]:
-        """The loss terms for a content batch in [0, 1] and style number ``style``."""
+        """The loss terms for a content batch in [0, 1] and style number ``style``: compiled (``method.compile``,
+        after ``setup``) while gradients are on, else eager."""
+        if self.hparams["channels_last"]:
+            content = content.contiguous(memory_format=torch.channels_last)
+        if self._compiled_terms is None or not torch.is_grad_enabled():
+            return self._loss_terms(content, style)
+        if compile_mode(self.hparams["compile"]) in CUDA_GRAPH_MODES:  # the logged values are read steps later
+            return call_graph_safe(self._compiled_terms, content, style)
+        return self._compiled_terms(content, style)
+
+    def _loss_terms(self, content: Tensor, style: int) -> dict[str, Tensor]:
+        """``losses`` itself, eager."""
         x = content.mul(255.0)
         y = self.network(x, self._style_vector(style))
         return dict(self.loss(y, x, style))

@@ -32,13 +32,18 @@ class StyleNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape))
         self.style: Tensor | None = None  # (styles,) weights, set by TransformerNet.forward for several styles
 
-    def forward(self, x: Tensor) -> Tensor:
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """The scale and shift (C,) of the network's style: its one style's, or the style vector's blend."""
         weight: Tensor = self.weight
         bias: Tensor = self.bias
         if weight.dim() == 2:
             if self.style is None:
                 raise ValueError("a network of several styles needs a style vector (TransformerNet.forward(x, style))")
             weight, bias = self.style @ weight, self.style @ bias
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.affine()
         return F.instance_norm(x, weight=weight, bias=bias, eps=EPS)
 
 

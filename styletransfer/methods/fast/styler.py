@@ -1,9 +1,9 @@
 """A trained fast-style network as a :class:`~styletransfer.protocol.model.StyleModel`: no style images (the network
 holds its styles), several styles blended with ``weights`` over the model's own (their normalisation scales and
 shifts blended, as Dumoulin et al. do), ONNX export (one image graph; a network of several styles takes the
-weights over its styles as a second input, ``weights``); alpha, masks,
-colour preservation, another output size and tiling are not offered yet and are refused with one line by the
-applications."""
+weights over its styles as a second input, ``weights``), large images in windows with the whole image's
+normalisation statistics (``tiled``); alpha, masks, colour preservation and another output size are not offered
+yet and are refused with one line by the applications."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 from styletransfer.data.images import unit_float_on
 from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.tiled import TiledFast, tiling_needs
 from styletransfer.nn.compiling import compile_mode
 from styletransfer.protocol.controls import Capabilities, as_batch, check_weights
-from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
+from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class FastStyler(nn.Module):
             masks=False,
             preserve_colour=False,
             output_size=False,
-            tiling=False,
+            tiling=True,
             export=True,
             min_side=MIN_SIDE,
         )
@@ -149,6 +150,21 @@ class FastStyler(nn.Module):
             )
         return torch.tensor(check_weights(weights, len(self.names)), dtype=torch.float32, device=self.device)
 
+    def _check_controls(
+        self,
+        styles: Sequence[Tensor],
+        style_codes: Sequence[Any] | None,
+        alpha: float,
+        preserve_colour: bool,
+        masks: Sequence[Tensor] | None,
+        output_size: tuple[int, int] | None,
+    ) -> None:
+        """Refuse style images and the controls the network does not have, with one line."""
+        if styles or style_codes:
+            raise ConfigError(self._no_styles())
+        if float(alpha) != 1.0 or preserve_colour or masks is not None or output_size is not None:
+            raise ConfigError(f"{self.source or 'this fast-style model'} has no alpha, colour, mask or size control")
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.bf16:
             return contextlib.nullcontext()
@@ -168,10 +184,7 @@ class FastStyler(nn.Module):
         style_codes: Sequence[Any] | None = None,
     ) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the network: float32 in [0, 1]."""
-        if styles or style_codes:
-            raise ConfigError(self._no_styles())
-        if float(alpha) != 1.0 or preserve_colour or masks is not None or output_size is not None:
-            raise ConfigError(f"{self.source or 'this fast-style model'} has no alpha, colour, mask or size control")
+        self._check_controls(styles, style_codes, alpha, preserve_colour, masks, output_size)
         batch = unit_float_on(as_batch(content, "content"), self.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -180,10 +193,23 @@ class FastStyler(nn.Module):
             return run_network(self._run, batch, style)
 
     def tiling(self) -> TilingNeeds | None:
-        return None  # instance normalisation's statistics are the whole image's at every layer: no tiled pass yet
+        """Windows on the network's stride-4 grid with 64 px of context (``methods/fast/tiled.py``)."""
+        return tiling_needs(self.bf16)
 
-    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
-        raise ConfigError(f"{self.source or 'this fast-style model'} cannot be stylised in tiles yet: --max-tile 0")
+    def tiled(
+        self,
+        content: Tensor,
+        styles: Sequence[Tensor] = (),
+        *,
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_colour: bool = False,
+        style_codes: Sequence[Any] | None = None,
+    ) -> TiledFast:
+        """One tiled call (``content`` stays where it is): a statistics pass per instance normalisation, each
+        window carrying its state from pass to pass, then the end of the network (``methods/fast/tiled.py``)."""
+        self._check_controls(styles, style_codes, alpha, preserve_colour, None, None)
+        return TiledFast(self.network, self.style_vector(weights), self.channels_last, self._autocast)
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """One image graph (content [, weights over the styles] -> image; a float16 copy with ``fp16``, the float32
