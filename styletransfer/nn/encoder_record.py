@@ -121,6 +121,8 @@ def _from_record(spec: Mapping | None, encoder: Any, layers: Sequence[str], path
             "network": spec.get("network", "vgg19"),
             "arch": spec.get("arch", "torchvision"),  # shapes random weights; a file's own is detected
         }
+    elif isinstance(encoder, Mapping) and "network" not in encoder and spec.get("network"):
+        encoder = {**encoder, "network": spec["network"]}  # e.g. --encoder-weights random: the recorded network's
     built = build(encoder, layers)
     recorded = spec.get("fingerprint")
     if recorded and built.spec["fingerprint"] != recorded:

@@ -208,6 +208,17 @@ def fitted_config(config: Mapping[str, Any] | None, mirror_fits: bool, where: st
     return {**dict(config or {}), "name": "configurable"}
 
 
+def check_fits(record: Mapping[str, Any], channels: int, stride: int, where: str) -> None:
+    """A ConfigError naming both when the decoder ``record`` (the mirror: 512 channels at stride 8) does not start
+    from the encoder's bottleneck, ``channels`` at ``stride`` (``where``: the encoder and bottleneck in words)."""
+    fits = {key: record.get(key, value) for key, value in MIRROR_BOTTLENECK.items()}
+    if fits != {"in_channels": channels, "stride": stride}:
+        raise ConfigError(
+            f"the decoder, {describe(record)}, does not fit the encoder's {where}: give decoder.in_channels and "
+            "decoder.stride as null (the bottleneck's)"
+        )
+
+
 def build_decoder(
     config: Mapping[str, Any] | None, bottleneck_channels: int = 512, bottleneck_stride: int = 8
 ) -> nn.Module:

@@ -25,6 +25,7 @@ from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.decoders import (
     STRIDES,
     build_decoder,
+    check_fits,
     decoder_config,
     decoder_record,
     describe,
@@ -139,6 +140,7 @@ class AdaINModule(pl.LightningModule):
         # The ``decoder`` group (None: the mirror), completed with the bottleneck's channels and stride.
         mirror_fits = isinstance(self.encoder, VGGEncoder) and bottleneck == BOTTLENECK
         self.decoder = build_decoder(fitted_config(_plain(decoder), mirror_fits, where), channels, stride)
+        check_fits(decoder_record(self.decoder), channels, stride, where)
         self.style_layers = style_layers
         mode = compile_mode(compile)
         #: The speed path (channels_last or compile): memory-format-keeping reflection pads, content and style

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from styletransfer.data.images import unit_float_on
 from styletransfer.methods.adain import onnx_graphs
 from styletransfer.methods.adain.checkpoint import EncoderArg, file_bottleneck, file_transform, read_model
-from styletransfer.methods.adain.decoders import MIRROR_BOTTLENECK, decoder_record, describe
+from styletransfer.methods.adain.decoders import check_fits, decoder_record
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
     Core,
@@ -98,13 +98,11 @@ class Styliser(nn.Module):
         #: The encoder layer the decoder inverts, its channels and stride.
         self.bottleneck = bottleneck
         self.channels, self.stride = feature_info(encoder, [bottleneck])[bottleneck]
-        record = decoder_record(decoder)
-        fits = {key: record.get(key, value) for key, value in MIRROR_BOTTLENECK.items()}
-        if fits != {"in_channels": self.channels, "stride": self.stride}:
-            raise ConfigError(
-                f"{source or 'the model'}: the decoder, {describe(record)}, does not fit the encoder's "
-                f"{encoder.network} {bottleneck} ({self.channels} channels at stride {self.stride})"
-            )
+        where = f"{encoder.network} {bottleneck} ({self.channels} channels, stride {self.stride})"
+        try:
+            check_fits(decoder_record(decoder), self.channels, self.stride, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{source or 'the model'}: {exc}") from None
         #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
         capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WCT_CAPABILITIES}.get(
             transform, STATISTICS_ONLY
