@@ -191,3 +191,29 @@ def test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime(tmp_path, n
     assert stylise_main(onnx) == 0
     ours, theirs = _result(tmp_path / "torch"), _result(tmp_path / "onnx")
     assert ours.shape == theirs.shape == (3, 50, 70) and float((ours - theirs).abs().max()) <= 1 / 255
+
+
+@pytest.mark.slow
+def test_the_quickstart_behind_resnet50_trains_stylises_and_exports(tmp_path):
+    """The issue's command, ``python train.py experiment=quickstart encoder=resnet50 encoder.weights=random``
+    (2 steps), then ``styletransfer-stylise`` on its decoder.pth and ``styletransfer-export --check`` on its .ckpt."""
+    import yaml
+    from conftest import train_in_process
+
+    from styletransfer.cli.export import main as export_main
+    from styletransfer.cli.stylise import main as stylise_main
+
+    run = tmp_path / "quick"
+    train_in_process("experiment=quickstart", "encoder=resnet50", "encoder.weights=random", "trainer=cpu",
+                     "trainer.max_steps=2", f"data.root={tmp_path / 'sample'}", run_dir=run)  # fmt: skip
+    recorded = yaml.safe_load((run / "run_config.yaml").read_text())
+    assert recorded["encoder_used"]["network"] == "resnet50" and recorded["method"]["bottleneck"] == "layer2"
+    save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
+    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
+    images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert stylise_main([str(run / "checkpoints" / "decoder.pth"), *images, "-o", str(tmp_path / "out")]) == 0
+    assert _result(tmp_path / "out").shape == (3, 50, 70)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_main([str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "model.onnx"), "--check"])
+    assert code == 0 and "check passed" in stdout.getvalue(), stdout.getvalue()
