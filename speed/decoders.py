@@ -2,12 +2,17 @@
 
     python speed/decoders.py                       # 512 px, 2 threads, median of 5 runs
     python speed/decoders.py --side 128 --runs 2   # a quick check
+    python speed/decoders.py --encoders            # encoder + decoder behind each backbone's bottleneck
 
 The decoder alone (the encoder is the same for every row): relu4_1 features of a 512 x 512 image (1, 512, 64, 64) ->
 the (1, 3, 512, 512) image, batch 1, float32, eager, random weights. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add; convolutions only, as it counts). Latency is the
 median of ``--runs`` timed calls after one warm-up, with ``torch.set_num_threads(--threads)``. The table comes last,
 with the machine's processor and load named.
+
+With ``--encoders``: each encoder to its bottleneck (random weights) and the decoder that method=adain trains behind
+it, the whole image -> bottleneck -> image path at ``--side`` px, parameters and FLOPs of each part, latency of both
+together and its ratio to VGG-19 with the mirror (measured in the same run).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from styletransfer.methods.adain.decoders import build_decoder
+from styletransfer.nn.encoders import build_any_encoder, feature_info
 
 SETTINGS: list[tuple[str, dict | None]] = [
     ("mirror (paper)", None),
@@ -32,6 +38,18 @@ SETTINGS: list[tuple[str, dict | None]] = [
     ("width 1, pixel shuffle", {"width": 1.0, "upsample": "pixel_shuffle"}),
     ("width 0.5, 2 residual, pixel shuffle", {"width": 0.5, "residual_blocks": 2, "upsample": "pixel_shuffle"}),
     ("width 0.25, 2 residual, pixel shuffle", {"width": 0.25, "residual_blocks": 2, "upsample": "pixel_shuffle"}),
+]
+
+
+#: (label, encoder network, bottleneck, decoder group; None: the mirror) for ``--encoders``.
+ENCODERS: list[tuple[str, str, str, dict | None]] = [
+    ("VGG-19 relu4_1, mirror (paper)", "vgg19", "relu4_1", None),
+    ("VGG-19 relu4_1, width 0.25", "vgg19", "relu4_1", {"width": 0.25}),
+    ("ResNet-50 layer2, width 1", "resnet50", "layer2", {}),
+    ("ResNet-50 layer2, width 0.25", "resnet50", "layer2", {"width": 0.25}),
+    ("ResNet-50 layer3 (stride 16), width 1", "resnet50", "layer3", {}),
+    ("ConvNeXt-Tiny features.3, width 1", "convnext_tiny", "features.3", {}),
+    ("ConvNeXt-Tiny features.5 (stride 16), width 1", "convnext_tiny", "features.5", {}),
 ]
 
 
@@ -67,13 +85,65 @@ def measure(group: dict | None, side: int, runs: int) -> tuple[int, float, float
     return params, counter.get_total_flops() / 1e9, 1000 * statistics.median(times)
 
 
+def _flops(call) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        call()
+    return counter.get_total_flops() / 1e9
+
+
+def measure_path(network: str, bottleneck: str, group: dict | None, side: int, runs: int) -> tuple[float, ...]:
+    """(encoder parameters, encoder GFLOPs, decoder parameters, decoder GFLOPs, median ms of both) of one path."""
+    torch.manual_seed(0)
+    encoder = build_any_encoder({"weights": "random", "network": network}, [bottleneck])
+    channels, stride = feature_info(encoder, [bottleneck])[bottleneck]
+    config = None if group is None else {"name": "configurable", **group}
+    decoder = build_decoder(config, channels, stride).eval()
+    image = torch.rand(1, 3, side, side)
+    with torch.no_grad():
+        features = encoder(image, [bottleneck])[bottleneck]
+        enc_flops = _flops(lambda: encoder(image, [bottleneck]))
+        dec_flops = _flops(lambda: decoder(features, (side, side)))
+        times = []
+        for run in range(runs + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            decoder(encoder(image, [bottleneck])[bottleneck], (side, side))
+            times.append(time.perf_counter() - start) if run else None
+    params = [sum(p.numel() for p in module.parameters()) for module in (encoder, decoder)]
+    return params[0], enc_flops, params[1], dec_flops, 1000 * statistics.median(times)
+
+
+def encoders_table(args: argparse.Namespace) -> None:
+    rows = []
+    for label, network, bottleneck, group in ENCODERS:
+        rows.append((label, *measure_path(network, bottleneck, group, args.side, args.runs)))
+        print(f"{label}: {rows[-1][1:]}", flush=True)
+    base = rows[0][-1]
+    print(
+        f"\n{processor()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, {args.side} px, "
+        f"batch 1, float32, median of {args.runs}; load average {os.getloadavg()[0]:.2f} at the end\n"
+    )
+    header = "encoder, bottleneck, decoder | encoder parameters | encoder GFLOPs | decoder parameters | decoder GFLOPs"
+    print(f"| {header} | CPU ms, both | vs VGG-19 + mirror |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, enc_p, enc_f, dec_p, dec_f, ms in rows:
+        print(
+            f"| {label} | {enc_p / 1e6:.2f} M | {enc_f:.1f} | {dec_p / 1e6:.2f} M | {dec_f:.1f} | {ms:.0f} | "
+            f"{ms / base:.2f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=512, help="image side in px (default 512)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per decoder; the median is shown (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--encoders", action="store_true", help="encoder + decoder behind each backbone instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.encoders:
+        encoders_table(args)
+        return
     rows = []
     for label, group in SETTINGS:
         params, gflops, ms = measure(group, args.side, args.runs)

@@ -78,3 +78,18 @@ def write_malicious_checkpoint(path: Path, marker: Path) -> Path:
     """A .ckpt-looking file whose unpickling would create ``marker``."""
     torch.save({"state_dict": {"decoder.1.weight": torch.zeros(1)}, "payload": _Evil(marker)}, path)
     return path
+
+
+def write_backbone_decoder(path: Path, network: str = "resnet50", bottleneck: str = "layer2", **settings) -> Path:
+    """An exported decoder.pth of a configurable decoder (``settings``; seeded random weights) behind a random
+    torchvision ``network`` at ``bottleneck``, as a backbone run writes it."""
+    from styletransfer.methods.adain.checkpoint import save_decoder
+    from styletransfer.methods.adain.decoders import build_decoder
+    from styletransfer.nn.backbones import BackboneEncoder
+
+    encoder = BackboneEncoder([bottleneck], network, weights="random")
+    channels, stride = encoder.feature_info()[bottleneck]
+    torch.manual_seed(0)
+    decoder = build_decoder({"name": "configurable", **settings}, channels, stride)
+    save_decoder(decoder, encoder.spec, path, bottleneck=bottleneck)
+    return path

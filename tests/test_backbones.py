@@ -175,15 +175,15 @@ def test_build_dispatch_and_vgg_only_methods_refuse_backbones():
 @pytest.mark.parametrize(
     ("method", "cls", "match"),
     [
-        ("adain", "AdaINModule", "got 'resnet50': this takes VGG encoders only"),
+        ("adain", "AdaINModule", "method.bottleneck is not set for encoder.network=resnet50"),
         ("linear", "LinearModule", "method=linear's decoder mirrors VGG-19"),
         ("wct", "WCTModule", "method=wct's decoders mirror VGG-19"),
         ("fast", "FastStyleModule", "got 'resnet50': this takes VGG encoders only"),
     ],
 )
 def test_methods_built_on_vgg_layers_refuse_a_backbone_in_one_line(method: str, cls: str, match: str):
-    """AdaIN (its relu4_1 bottleneck and mirror decoder), Linear, WCT and fast style are built around VGG's layers:
-    a backbone is refused in one line before anything runs."""
+    """Linear, WCT and fast style are built around VGG's layers: a backbone is refused in one line before anything
+    runs. AdaIN takes one, but has no default bottleneck for it outside the encoder's config file: one line too."""
     from importlib import import_module
 
     module = getattr(import_module(f"styletransfer.methods.{method}"), cls)

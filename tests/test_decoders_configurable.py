@@ -62,7 +62,8 @@ def test_the_group_reaches_the_module_and_its_record():
     cfg = compose("train", "method=adain", "decoder=configurable", "decoder.width=0.5", "decoder.residual_blocks=1")
     model = instantiate_checked(cfg.method, encoder=RANDOM_ENCODER)
     assert isinstance(model.decoder, ConfigurableDecoder)
-    record = {"name": "configurable", "in_channels": 512, "width": 0.5, "residual_blocks": 1, "upsample": "nearest"}
+    record = {"name": "configurable", "in_channels": 512, "width": 0.5, "residual_blocks": 1, "upsample": "nearest",
+              "stride": 8}
     assert dict(model.hparams["decoder"]) == record == decoder_record(model.decoder)
     assert model.decoder.head[1].out_channels == 128
 

@@ -197,6 +197,29 @@ def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_r
     assert [m["info"]["method"] for m in summary["models"]] == ["adain", "fast", "wct"]
 
 
+def test_one_report_scores_the_default_adain_beside_one_behind_a_backbone(tmp_path, adain_run, bench_dirs):
+    """AdaIN behind VGG-19 (the session's tiny run) and behind ResNet-50's layer3 (stride 16) in one table, each
+    rebuilt from its decoder.pth's record and named with its network and bottleneck (issue 22)."""
+    from adain_checkpoints import write_backbone_decoder
+
+    backbone = write_backbone_decoder(tmp_path / "resnet" / "decoder.pth", "resnet50", "layer3", width=0.25)
+    out = tmp_path / "eval"
+    cfg = compose(
+        "evaluate", f"ckpt=[{adain_run[1]},{backbone}]", *_benchmark_overrides(bench_dirs),
+        "metric_encoder.weights=random", "metric_encoder.download=false", "trainer=cpu", "logger=none",
+        "timing.warmup=0", "alpha_sweep.pairs=1", f"paths.root_dir={tmp_path}", output_dir=out,
+    )  # fmt: skip
+    summary = run(cfg)
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 4 and len({r["model"] for r in rows}) == 2
+    assert all(math.isfinite(float(r["content_relu4_1"])) for r in rows)
+    infos = [m["info"] for m in summary["models"]]
+    assert [(i["encoder"]["network"], i["bottleneck"]) for i in infos] == [("vgg19", "relu4_1"), ("resnet50", "layer3")]
+    report = (out / "report.md").read_text()
+    assert "network vgg19, bottleneck relu4_1" in report and "network resnet50, bottleneck layer3" in report
+
+
 def test_peak_memory_is_measured_per_model(bench_dirs):
     """Each timed model's peak memory (issue 21): on the CPU the process's peak resident set, reset before each
     model, so a model that holds 256 MiB more while it stylises reports at least that much more."""

@@ -292,6 +292,19 @@ class BackboneEncoder(nn.Module):
             "fingerprint": _fingerprint(self.network, self.trunk),
         }
 
+    def load_trunk(self, state: Mapping[str, Tensor], where: str) -> None:
+        """Replace the trunk's weights with ``state`` (a trunk's own state dict, as a Lightning checkpoint stores it
+        under ``encoder.trunk.``) and refresh the fingerprint; weights that do not fit are an EncoderWeightsError
+        naming ``where``."""
+        try:
+            self.trunk.load_state_dict(dict(state), strict=True)
+        except RuntimeError as exc:
+            raise EncoderWeightsError(
+                f"the {self.network} trunk in {where} does not fit {self.network} up to {list(self.layers)}: "
+                f"{first_line(exc, 300)}"
+            ) from None
+        self.spec["fingerprint"] = _fingerprint(self.network, self.trunk)
+
     def train(self, mode: bool = True) -> BackboneEncoder:
         """Stay in eval mode whatever the parent module asks (batch norms keep their running statistics)."""
         return super().train(False)

@@ -55,6 +55,9 @@ NETWORK_TITLES = {"vgg19": "VGG-19", "vgg16": "VGG-16"}
 ARCHS = ("torchvision", "vgg_normalised")
 FALLBACKS = (None, "random")
 CONFIG_KEYS = ("weights", "seed", "fallback", "download", "arch", "network")
+#: Keys of the ``encoder`` group that hold a method's default layers behind that encoder (``adain``: the bottleneck
+#: and style layers of method=adain), not settings of the encoder itself: ``encoder_options`` leaves them out.
+METHOD_KEYS = ("adain",)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,6 +144,14 @@ def min_input_side(layers: Sequence[str], positions: int = 1) -> int:
     (2 ** the number of poolings before it, times ``positions``)."""
     deepest = max(VGG19_LAYERS.index(name) for name in layers)
     return positions * 2 ** sum(1 for name in VGG19_LAYERS[:deepest] if name.startswith("pool"))
+
+
+def layer_geometry(name: str) -> tuple[int, int]:
+    """(channels, stride) of a VGG layer's output, from its name (VGG-19's and VGG-16's are the same)."""
+    if name not in VGG19_LAYERS:
+        raise ConfigError(f"unknown VGG layer name {name!r}; valid names: {', '.join(VGG19_LAYERS)}")
+    poolings = sum(1 for layer in VGG19_LAYERS[: VGG19_LAYERS.index(name) + 1] if layer.startswith("pool"))
+    return _CHANNELS[name[4]], 2**poolings
 
 
 @contextmanager
@@ -451,9 +462,9 @@ def encoder_options(config: Mapping) -> dict:
     if not isinstance(config, Mapping):
         raise ConfigError(f"encoder config must be a mapping with keys {CONFIG_KEYS}, got {type(config).__name__}")
     config = dict(config)
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - set(METHOD_KEYS))
     if unknown:
-        raise ConfigError(f"unknown encoder config key(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
+        raise ConfigError(f"unknown encoder config key(s) {unknown}; valid keys: {list(CONFIG_KEYS + METHOD_KEYS)}")
     fallback = config.get("fallback")
     if isinstance(fallback, str) and fallback.strip().lower() in ("", "none", "null"):
         fallback = None

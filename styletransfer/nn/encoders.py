@@ -8,7 +8,14 @@ import re
 from collections.abc import Mapping, Sequence
 
 from styletransfer.nn.backbones import BackboneEncoder
-from styletransfer.nn.encoder import NETWORKS, VGGEncoder, build_encoder, encoder_options, min_input_side
+from styletransfer.nn.encoder import (
+    NETWORKS,
+    VGGEncoder,
+    build_encoder,
+    encoder_options,
+    layer_geometry,
+    min_input_side,
+)
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 #: Either kind of frozen feature encoder (the same forward, ``layers``, ``network`` and ``spec``).
@@ -26,6 +33,14 @@ def min_side(encoder: FeatureEncoder, layers: Sequence[str], positions: int = 1)
     if isinstance(encoder, VGGEncoder):
         return min_input_side(layers, positions)
     return positions * max(stride for _, stride in encoder.feature_info(layers).values())
+
+
+def feature_info(encoder: FeatureEncoder, layers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """{layer: (channels, stride)} of ``layers``: VGG's from the names, a backbone's from a dry run
+    (``BackboneEncoder.feature_info``)."""
+    if isinstance(encoder, VGGEncoder):
+        return {name: layer_geometry(name) for name in layers}
+    return encoder.feature_info(layers)
 
 
 def build_any_encoder(config: Mapping, layers: Sequence[str], key: str = "encoder") -> FeatureEncoder:

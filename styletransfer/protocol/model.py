@@ -142,11 +142,17 @@ class StyleModel(Protocol):
         """The graphs of an ONNX export (float16 weights and activations with ``fp16``)."""
 
 
+def _network_title(spec: Mapping | None) -> str:
+    """The recorded encoder's network for messages: VGG for either VGG, else its torchvision name."""
+    network = str((spec or {}).get("network", "vgg19"))
+    return "VGG" if network in ("vgg19", "vgg16") else network
+
+
 def random_encoder_warning(spec: Mapping | None, source: str, method_title: str) -> str | None:
     """The line a model trained behind a random encoder shows wherever it is used (None otherwise)."""
     if not trained_behind_random(spec):
         return None
     return (
-        f"{source or 'this model'} was trained behind a RANDOM VGG encoder (a test or offline demo run): its results "
-        f"show that the pipeline works, not what {method_title} looks like"
+        f"{source or 'this model'} was trained behind a RANDOM {_network_title(spec)} encoder (a test or offline demo "
+        f"run): its results show that the pipeline works, not what {method_title} looks like"
     )

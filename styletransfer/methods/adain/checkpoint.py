@@ -21,8 +21,13 @@ from torch import Tensor, nn
 
 from styletransfer.methods.adain.decoders import build_decoder, decoder_record, describe
 from styletransfer.methods.adain.model import BOTTLENECK
-from styletransfer.nn.encoder import VGGEncoder
-from styletransfer.nn.encoder_record import EncoderArg, encoder_from_config, encoder_from_record, encoder_from_trunk
+from styletransfer.nn.encoder_record import (
+    AnyEncoderArg,
+    any_encoder_from_config,
+    any_encoder_from_record,
+    any_encoder_from_trunk,
+)
+from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.weights import first_non_finite, safe_load, save_atomic
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
@@ -34,14 +39,24 @@ DECODER_FORMAT = "styletransfer.adain_decoder"
 RELEASE_DECODER_CONVS = (1, 5, 8, 11, 14, 18, 21, 25, 28)
 
 
+#: What an AdaIN model file may be given with (a VGG or a torchvision backbone's config, weights or encoder).
+EncoderArg = AnyEncoderArg
+
+
 def save_decoder(
-    decoder: nn.Module, encoder_spec: Mapping[str, Any], path: Path, step: int = 0, transform: str = "adain"
+    decoder: nn.Module,
+    encoder_spec: Mapping[str, Any],
+    path: Path,
+    step: int = 0,
+    transform: str = "adain",
+    bottleneck: str = BOTTLENECK,
 ) -> None:
     """Write an inference-ready decoder file atomically (temporary file, then rename).
 
     It holds the decoder's state dict (release layout keys for the mirror), the record of the decoder's structure
     (``decoder_config``: the ``decoder`` group, see ``decoders.py``), the spec of the encoder it was trained behind
-    (with its fingerprint), the feature transform it was trained with and the step; it loads with
+    (with its fingerprint), the encoder layer it inverts (``bottleneck``), the feature transform it was trained with
+    and the step; it loads with
     ``torch.load(weights_only=True)``.
     """
     payload = {
@@ -52,14 +67,26 @@ def save_decoder(
         "decoder_config": decoder_record(decoder),
         "encoder": dict(encoder_spec),
         "transform": str(transform),
+        "bottleneck": str(bottleneck),
     }
     save_atomic(payload, path)
 
 
-def _trunk_layers(spec: Mapping | None) -> list[str]:
+def _trunk_layers(spec: Mapping | None, bottleneck: str = BOTTLENECK) -> list[str]:
     """Layers the recorded encoder was built with (its fingerprint covers the trunk up to the deepest)."""
     layers = list((spec or {}).get("layers") or [])
-    return layers if BOTTLENECK in layers else [*layers, BOTTLENECK]
+    return layers if bottleneck in layers else [*layers, bottleneck]
+
+
+def file_bottleneck(obj: object) -> str:
+    """The encoder layer an AdaIN file's decoder inverts (files from before ``method.bottleneck``: relu4_1)."""
+    if isinstance(obj, Mapping) and file_kind(obj) == "lightning":
+        hparams = obj.get("hyper_parameters")
+        hparams = hparams if isinstance(hparams, Mapping) else {}
+        return str(hparams.get("bottleneck") or hparams.get("content_layer") or BOTTLENECK)
+    if isinstance(obj, Mapping) and file_kind(obj) == "exported":
+        return str(obj.get("bottleneck") or BOTTLENECK)
+    return BOTTLENECK
 
 
 def _load_decoder(state: Mapping[str, Tensor], path: Path, record: Mapping[str, Any] | None = None) -> nn.Module:
@@ -106,7 +133,7 @@ def _is_release_decoder(obj: object) -> bool:
     )
 
 
-def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
+def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[FeatureEncoder, nn.Module]:
     """A Lightning checkpoint of an AdaIN run: the encoder stored in it (never the one given) and its decoder."""
     state = obj["state_dict"]
     hparams = obj.get("hyper_parameters") or {}
@@ -120,24 +147,25 @@ def _from_lightning(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> 
     if encoder is not None:
         log.info("%s is a Lightning checkpoint: using the encoder stored in it, not the one given", path)
     spec = hparams.get("encoder") if isinstance(hparams.get("encoder"), Mapping) else None
-    return encoder_from_trunk(trunk, spec, _trunk_layers(spec), path), _load_decoder(dec, path, file_decoder(obj))
+    layers = _trunk_layers(spec, file_bottleneck(obj))
+    return any_encoder_from_trunk(trunk, spec, layers, path), _load_decoder(dec, path, file_decoder(obj))
 
 
-def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
+def _from_exported(obj: Mapping[str, Any], path: Path, encoder: EncoderArg) -> tuple[FeatureEncoder, nn.Module]:
     """An exported decoder.pth: the encoder given (default: the recorded one), which must match the fingerprint."""
     spec = dict(obj.get("encoder") or {})
-    built = encoder_from_record(spec, encoder, _trunk_layers(spec), path)
+    built = any_encoder_from_record(spec, encoder, _trunk_layers(spec, file_bottleneck(obj)), path)
     return built, _load_decoder(obj.get("decoder") or {}, path, file_decoder(obj))
 
 
-def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) -> tuple[VGGEncoder, nn.Module]:
+def _from_release(obj: Mapping[str, Tensor], path: Path, encoder: EncoderArg) -> tuple[FeatureEncoder, nn.Module]:
     """The original release's bare decoder state dict, behind the encoder given (its vgg_normalised.pth)."""
     if encoder is None:
         raise CheckpointError(
             f"{path} is a bare decoder state dict (the original AdaIN release's layout) and records no encoder: "
             "pass the encoder it was trained behind, e.g. --encoder-weights vgg_normalised.pth"
         )
-    built = encoder_from_config(encoder, [BOTTLENECK])
+    built = any_encoder_from_config(encoder, [BOTTLENECK])
     if built.arch != "vgg_normalised":
         log.warning(
             "release-layout decoder %s used behind a %s encoder; the release expects vgg_normalised.pth",
@@ -169,7 +197,9 @@ def file_transform(obj: object) -> str:
     return "adain"
 
 
-def read_model(obj: object, path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, nn.Module, str]:
+def read_model(
+    obj: object, path: str | os.PathLike, encoder: EncoderArg = None
+) -> tuple[FeatureEncoder, nn.Module, str]:
     """(encoder, decoder, kind) of a loaded AdaIN file (see :func:`load_model`)."""
     path = Path(path).expanduser()
     kind = file_kind(obj)
@@ -192,7 +222,7 @@ def read_model(obj: object, path: str | os.PathLike, encoder: EncoderArg = None)
     )
 
 
-def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[VGGEncoder, nn.Module, str]:
+def load_model(path: str | os.PathLike, encoder: EncoderArg = None) -> tuple[FeatureEncoder, nn.Module, str]:
     """(encoder, decoder, kind) from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth.
 
     ``encoder`` (an encoder config dict, weights string/path, or a VGGEncoder) is used for decoder files: for an

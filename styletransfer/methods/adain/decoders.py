@@ -5,14 +5,20 @@ settings checked, the record a model file keeps of them, and a decoder rebuilt f
   the release's layout, bit for bit what it always was);
 * ``configurable``: the same plan of convolutions with every channel count scaled by ``width`` (1 down to 1/4),
   ``residual_blocks`` residual blocks at the bottleneck's resolution, upsampling by ``nearest`` (then a convolution,
-  as the mirror) or ``pixel_shuffle`` (a convolution to 4x channels, then ``nn.PixelShuffle(2)``), and any number of
-  input channels (the encoder's bottleneck: 512 for VGG's relu4_1).
+  as the mirror) or ``pixel_shuffle`` (a convolution to 4x channels, then ``nn.PixelShuffle(2)``), any number of
+  input channels and a bottleneck at stride 8 or 16 (the encoder's: 512 channels at stride 8 for VGG's relu4_1;
+  stride 16 adds the mirror of VGG's fourth block, as a mirror of VGG-19 up to relu5_1 would have).
 
-A file without a record holds the mirror (files from before ``decoder=`` keep loading).
+The mirror fits VGG's relu4_1 only: behind another bottleneck (a torchvision backbone's), ``decoder=mirror`` becomes
+``decoder=configurable`` with the group's settings, and says so (``fitted_config``).
+
+A file without a record holds the mirror (files from before ``decoder=`` keep loading); a record without ``stride``
+is of stride 8 (files from before the backbones).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,15 +29,28 @@ from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.runtime.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 NAMES = ("mirror", "configurable")
 UPSAMPLINGS = ("nearest", "pixel_shuffle")
 #: The record of the paper's decoder (and of any file without one).
 MIRROR: dict[str, Any] = {"name": "mirror"}
-#: The configurable decoder's settings and their defaults (``in_channels`` None: the encoder's bottleneck).
-DEFAULTS: dict[str, Any] = {"width": 1.0, "residual_blocks": 0, "upsample": "nearest", "in_channels": None}
+#: The configurable decoder's settings and their defaults (``in_channels``, ``stride`` None: the encoder's bottleneck).
+DEFAULTS: dict[str, Any] = {
+    "width": 1.0,
+    "residual_blocks": 0,
+    "upsample": "nearest",
+    "in_channels": None,
+    "stride": None,
+}
+#: The mirror's fixed bottleneck: VGG's relu4_1, 512 channels at stride 8.
+MIRROR_BOTTLENECK = {"in_channels": 512, "stride": 8}
 MIN_WIDTH = 0.25
-#: Channels after the first convolution and after each upsampling stage (the mirror's: 256, 128, 64).
-_WIDTHS = (256, 128, 64)
+#: Strides of the bottlenecks a decoder starts from (three or four x2 upsamplings).
+STRIDES = (8, 16)
+#: Channels after the first convolution and after each upsampling stage at stride 16 (the mirror's, from stride 8
+#: on: 256, 128, 64).
+_WIDTHS = (512, 256, 128, 64)
 
 Upsample = Callable[[Tensor, "tuple[int, int] | None"], Tensor]
 
@@ -76,30 +95,45 @@ class Upsampling(nn.Module):
 class ConfigurableDecoder(nn.Module):
     """The mirror's plan (one convolution at the bottleneck, then three x2 stages of 4, 2 and 2 convolutions) with
     scaled widths, optional residual blocks after the first convolution and a choice of upsampling; ``forward`` has
-    the mirror's signature and output size rule (``output_size``: exactly that size, for any size)."""
+    the mirror's signature and output size rule (``output_size``: exactly that size, for any size).
+
+    From a bottleneck at ``stride`` 16 the first convolution goes to 512 x ``width`` channels and one more x2 stage
+    of 4 convolutions (the mirror of VGG's fourth block) comes first; the stride-8 layout is unchanged (its keys
+    too)."""
 
     def __init__(
-        self, in_channels: int = 512, width: float = 1.0, residual_blocks: int = 0, upsample: str = "nearest"
+        self,
+        in_channels: int = 512,
+        width: float = 1.0,
+        residual_blocks: int = 0,
+        upsample: str = "nearest",
+        stride: int = 8,
     ) -> None:
         super().__init__()
+        if stride not in STRIDES:
+            raise ConfigError(f"decoder.stride={stride!r} must be one of {', '.join(map(str, STRIDES))}")
         self.config = {
             "name": "configurable",
             "in_channels": int(in_channels),
             "width": float(width),
             "residual_blocks": int(residual_blocks),
             "upsample": str(upsample),
+            "stride": int(stride),
         }
-        c1, c2, c3 = (max(1, round(c * width)) for c in _WIDTHS)
-        self.head = nn.Sequential(*_conv(in_channels, c1))
-        self.residual = nn.Sequential(*(ResidualBlock(c1) for _ in range(residual_blocks)))
-        self.ups = nn.ModuleList(Upsampling(c, upsample) for c in (c1, c2, c3))
-        self.stages = nn.ModuleList(
-            [
-                nn.Sequential(*_conv(c1, c1), *_conv(c1, c1), *_conv(c1, c1), *_conv(c1, c2)),
-                nn.Sequential(*_conv(c2, c2), *_conv(c2, c3)),
-                nn.Sequential(*_conv(c3, c3), *_conv(c3, 3, relu=False)),
-            ]
-        )
+        c0, c1, c2, c3 = (max(1, round(c * width)) for c in _WIDTHS)
+        first = c0 if stride == 16 else c1
+        self.head = nn.Sequential(*_conv(in_channels, first))
+        self.residual = nn.Sequential(*(ResidualBlock(first) for _ in range(residual_blocks)))
+        widths = (c0, c1, c2, c3) if stride == 16 else (c1, c2, c3)
+        self.ups = nn.ModuleList(Upsampling(c, upsample) for c in widths)
+        stages = [
+            nn.Sequential(*_conv(c1, c1), *_conv(c1, c1), *_conv(c1, c1), *_conv(c1, c2)),
+            nn.Sequential(*_conv(c2, c2), *_conv(c2, c3)),
+            nn.Sequential(*_conv(c3, c3), *_conv(c3, 3, relu=False)),
+        ]
+        if stride == 16:
+            stages.insert(0, nn.Sequential(*_conv(c0, c0), *_conv(c0, c0), *_conv(c0, c0), *_conv(c0, c1)))
+        self.stages = nn.ModuleList(stages)
 
     def forward(
         self, features: Tensor, output_size: tuple[int, int] | None = None, upsample: Upsample = upsample_nearest
@@ -119,9 +153,12 @@ def _number(config: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def decoder_config(config: Mapping[str, Any] | None, bottleneck_channels: int = 512) -> dict[str, Any]:
-    """The checked, complete record of a ``decoder`` group (None: the mirror); ``in_channels`` None becomes the
-    encoder's ``bottleneck_channels``. Bad settings raise one line naming the setting and the fix."""
+def decoder_config(
+    config: Mapping[str, Any] | None, bottleneck_channels: int = 512, bottleneck_stride: int = 8
+) -> dict[str, Any]:
+    """The checked, complete record of a ``decoder`` group (None: the mirror); ``in_channels`` and ``stride`` None
+    become the encoder's ``bottleneck_channels`` and ``bottleneck_stride``. Bad settings raise one line naming the
+    setting and the fix."""
     config = dict(config or MIRROR)
     name = config.pop("name", "mirror")
     if name not in NAMES:
@@ -132,9 +169,11 @@ def decoder_config(config: Mapping[str, Any] | None, bottleneck_channels: int = 
     settings = {**DEFAULTS, **config}
     if settings["in_channels"] is None:
         settings["in_channels"] = bottleneck_channels
+    if settings["stride"] is None:
+        settings["stride"] = bottleneck_stride
     if name == "mirror":
         # The group's file lists the configurable settings at the mirror's values, so a changed one is a mistake.
-        changed = [k for k, v in settings.items() if v != {**DEFAULTS, "in_channels": 512}[k]]
+        changed = [k for k, v in settings.items() if v != {**DEFAULTS, **MIRROR_BOTTLENECK}[k]]
         if changed:
             key = changed[0]
             raise ConfigError(
@@ -151,12 +190,40 @@ def decoder_config(config: Mapping[str, Any] | None, bottleneck_channels: int = 
         raise ConfigError(f"decoder.in_channels={channels!r} must be a whole number >= 1 (null: the encoder's)")
     if settings["upsample"] not in UPSAMPLINGS:
         raise ConfigError(f"decoder.upsample={settings['upsample']!r} must be one of {', '.join(UPSAMPLINGS)}")
+    if settings["stride"] not in STRIDES:
+        raise ConfigError(
+            f"decoder.stride={settings['stride']!r} must be one of {', '.join(map(str, STRIDES))} "
+            "(null: the encoder's bottleneck's)"
+        )
     return {"name": name, **settings, "width": width}
 
 
-def build_decoder(config: Mapping[str, Any] | None, bottleneck_channels: int = 512) -> nn.Module:
+def fitted_config(config: Mapping[str, Any] | None, mirror_fits: bool, where: str) -> dict[str, Any] | None:
+    """The ``decoder`` group for the encoder's bottleneck: as given where the mirror fits (VGG's relu4_1);
+    elsewhere ``decoder=mirror`` (the default) becomes ``decoder=configurable`` with the group's other settings,
+    logged once with ``where`` (the encoder and bottleneck)."""
+    if mirror_fits or dict(config or MIRROR).get("name", "mirror") != "mirror":
+        return None if config is None else dict(config)
+    log.info("the mirror decoder fits VGG's relu4_1 only: decoder=configurable behind %s", where)
+    return {**dict(config or {}), "name": "configurable"}
+
+
+def check_fits(record: Mapping[str, Any], channels: int, stride: int, where: str) -> None:
+    """A ConfigError naming both when the decoder ``record`` (the mirror: 512 channels at stride 8) does not start
+    from the encoder's bottleneck, ``channels`` at ``stride`` (``where``: the encoder and bottleneck in words)."""
+    fits = {key: record.get(key, value) for key, value in MIRROR_BOTTLENECK.items()}
+    if fits != {"in_channels": channels, "stride": stride}:
+        raise ConfigError(
+            f"the decoder, {describe(record)}, does not fit the encoder's {where}: give decoder.in_channels and "
+            "decoder.stride as null (the bottleneck's)"
+        )
+
+
+def build_decoder(
+    config: Mapping[str, Any] | None, bottleneck_channels: int = 512, bottleneck_stride: int = 8
+) -> nn.Module:
     """The decoder a ``decoder`` group or a file's record describes (None: the mirror)."""
-    record = decoder_config(config, bottleneck_channels)
+    record = decoder_config(config, bottleneck_channels, bottleneck_stride)
     if record["name"] == "mirror":
         return AdaINDecoder()
     settings = {k: v for k, v in record.items() if k != "name"}
@@ -175,14 +242,18 @@ def describe(record: Mapping[str, Any] | None) -> str:
         return "mirror (the paper's decoder)"
     return (
         f"configurable (width {record.get('width')}, {record.get('residual_blocks')} residual blocks, "
-        f"{record.get('upsample')}, {record.get('in_channels')} input channels)"
+        f"{record.get('upsample')}, {record.get('in_channels')} input channels at stride {record.get('stride', 8)})"
     )
 
 
 def extra_reach(decoder: nn.Module) -> int:
-    """Pixels the decoder's reach exceeds the mirror's by: each 3x3 convolution at the bottleneck (stride 8) adds
-    8 px; pixel shuffle adds one convolution before each doubling (at strides 8, 4 and 2: 14 px)."""
+    """Pixels the decoder's reach exceeds the mirror's by: each 3x3 convolution at the bottleneck adds its stride
+    (two per residual block: 16 px at stride 8); pixel shuffle adds one convolution before each doubling (at
+    strides 8, 4 and 2: 14 px)."""
     record = decoder_record(decoder)
     if record["name"] != "configurable":
         return 0
-    return 16 * int(record["residual_blocks"]) + (14 if record["upsample"] == "pixel_shuffle" else 0)
+    stride = int(record.get("stride", 8))
+    doublings = stride.bit_length() - 1
+    shuffle = sum(2**k for k in range(1, doublings + 1)) if record["upsample"] == "pixel_shuffle" else 0
+    return 2 * stride * int(record["residual_blocks"]) + shuffle

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styletransfer.nn.colour import match_colour
-from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import STD_EPS, mean_std
 from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.protocol.controls import check_controls
 from styletransfer.runtime.errors import ConfigError
 
-#: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here.
+#: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here (the
+#: paper's VGG relu4_1; behind a torchvision backbone, ``method.bottleneck`` names its node).
 BOTTLENECK = "relu4_1"
 
 #: (in, out) channels of each 3x3 conv, with "up" where the paper's decoder upsamples (nearest, x2).
@@ -147,29 +148,39 @@ def region_masks(masks: Sequence[Tensor], n: int, size: tuple[int, int], device:
     return torch.stack(out)
 
 
-def encode(encoder: VGGEncoder, images: Tensor, channels_last: bool = False) -> Tensor:
-    """relu4_1 features of RGB images in [0, 1] (N, 3, H, W)."""
+def encode(
+    encoder: FeatureEncoder, images: Tensor, channels_last: bool = False, bottleneck: str = BOTTLENECK
+) -> Tensor:
+    """Bottleneck features (default relu4_1) of RGB images in [0, 1] (N, 3, H, W)."""
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return encoder(images, [BOTTLENECK])[BOTTLENECK]
+    return encoder(images, [bottleneck])[bottleneck]
 
 
 def encode_styles(
-    encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None, channels_last: bool = False
+    encoder: FeatureEncoder,
+    styles: Sequence[Tensor],
+    content: Tensor | None = None,
+    channels_last: bool = False,
+    bottleneck: str = BOTTLENECK,
 ) -> list[Tensor]:
-    """relu4_1 features of each style; with ``content``, of each style recoloured to each content image first
+    """Bottleneck features of each style; with ``content``, of each style recoloured to each content image first
     (colour preservation: the style's colour mean and covariance matched to the content's)."""
     if content is not None:
         styles = [match_colour(style, content.to(style.dtype)) for style in styles]
-    return [encode(encoder, style, channels_last) for style in styles]
+    return [encode(encoder, style, channels_last, bottleneck) for style in styles]
 
 
 def style_stats(
-    encoder: VGGEncoder, styles: Sequence[Tensor], content: Tensor | None = None, channels_last: bool = False
+    encoder: FeatureEncoder,
+    styles: Sequence[Tensor],
+    content: Tensor | None = None,
+    channels_last: bool = False,
+    bottleneck: str = BOTTLENECK,
 ) -> list[StyleStats]:
-    """relu4_1 (mean, std) of each style (see ``encode_styles`` for ``content``): all AdaIN needs of a style, so
+    """Bottleneck (mean, std) of each style (see ``encode_styles`` for ``content``): all AdaIN needs of a style, so
     they are what a caller caches across contents (a few KB instead of a feature map)."""
-    return [mean_std(features) for features in encode_styles(encoder, styles, content, channels_last)]
+    return [mean_std(features) for features in encode_styles(encoder, styles, content, channels_last, bottleneck)]
 
 
 def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleStats:
@@ -191,43 +202,45 @@ def decode_clamped(
 
 
 def stylise_core(
-    encoder: VGGEncoder,
+    encoder: FeatureEncoder,
     decoder: nn.Module,
     content: Tensor,
     stats: StyleStats | None,
     alpha: float,
     output_size: tuple[int, int],
     channels_last: bool = False,
+    bottleneck: str = BOTTLENECK,
 ) -> Tensor:
     """The common path as one function (what ``Styliser(compile=...)`` compiles): encode, AdaIN with the (mixed)
     style statistics ``stats`` (None: decode the content features), alpha trade-off, decode, clamp."""
-    c_feat = encode(encoder, content, channels_last)
+    c_feat = encode(encoder, content, channels_last, bottleneck)
     if stats is None:
         return decode_clamped(decoder, c_feat, c_feat, 1.0, output_size)
     return decode_clamped(decoder, adain(c_feat.float(), stats), c_feat, alpha, output_size)
 
 
 #: What ``stylise`` runs for the no-mask path: ``stylise_core`` or a compiled version of it.
-Core = Callable[[VGGEncoder, nn.Module, Tensor, StyleStats | None, float, tuple[int, int], bool], Tensor]
+Core = Callable[[FeatureEncoder, nn.Module, Tensor, StyleStats | None, float, tuple[int, int], bool, str], Tensor]
 
 
 def _stats_for(
-    encoder: VGGEncoder,
+    encoder: FeatureEncoder,
     content: Tensor | None,
     styles: Sequence[Tensor],
     preserve_colour: bool,
     style_features: Sequence[Tensor] | None,
     stats: Sequence[StyleStats] | None,
     channels_last: bool,
+    bottleneck: str = BOTTLENECK,
 ) -> list[StyleStats]:
     """Each style's statistics: recomputed per content with colour preservation, else the cached ones if given."""
     if preserve_colour:
-        return style_stats(encoder, styles, content, channels_last)
+        return style_stats(encoder, styles, content, channels_last, bottleneck)
     if stats is not None:
         return list(stats)
     if style_features is not None:
         return [mean_std(features) for features in style_features]
-    return style_stats(encoder, styles, None, channels_last)
+    return style_stats(encoder, styles, None, channels_last, bottleneck)
 
 
 def check_style_controls(
@@ -248,7 +261,7 @@ def check_style_controls(
 
 @torch.no_grad()
 def stylise(
-    encoder: VGGEncoder,
+    encoder: FeatureEncoder,
     decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
@@ -262,6 +275,7 @@ def stylise(
     style_stats: Sequence[StyleStats] | None = None,
     channels_last: bool = False,
     core: Core | None = None,
+    bottleneck: str = BOTTLENECK,
 ) -> Tensor:
     """AdaIN inference: encode, AdaIN, trade-off, decode. Returns float32 (N, 3, H, W) clamped to [0, 1].
 
@@ -276,17 +290,21 @@ def stylise(
     - ``style_stats``: precomputed ``style_stats(encoder, styles)`` to reuse across calls (or, the older way,
       ``style_features``: ``encode_styles(encoder, styles)``); both are ignored with colour preservation, which
       depends on the content;
-    - ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one).
+    - ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one);
+    - ``bottleneck``: the encoder layer the decoder inverts (default relu4_1).
     Runs under whatever autocast the caller set; the AdaIN statistics are float32 in any case.
     """
     weights = check_style_controls(styles, weights, alpha, masks, preserve_colour, style_stats, style_features)
     size = (int(output_size[0]), int(output_size[1])) if output_size is not None else tuple(content.shape[-2:])
     core = stylise_core if core is None else core
     if alpha == 0.0:
-        return core(encoder, decoder, content, None, 0.0, size, channels_last)
-    stats = _stats_for(encoder, content, styles, preserve_colour, style_features, style_stats, channels_last)
+        return core(encoder, decoder, content, None, 0.0, size, channels_last, bottleneck)
+    stats = _stats_for(
+        encoder, content, styles, preserve_colour, style_features, style_stats, channels_last, bottleneck
+    )
     if masks is None:
-        return core(encoder, decoder, content, mix_stats(stats, weights), float(alpha), size, channels_last)
-    c_feat = encode(encoder, content, channels_last)
+        mixed = mix_stats(stats, weights)
+        return core(encoder, decoder, content, mixed, float(alpha), size, channels_last, bottleneck)
+    c_feat = encode(encoder, content, channels_last, bottleneck)
     region = region_masks(masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
     return decode_clamped(decoder, masked_adain(c_feat, stats, region), c_feat, alpha, size)

@@ -1,4 +1,5 @@
-"""AdaIN (Huang & Belongie 2017): train a decoder behind a frozen VGG-19 encoder."""
+"""AdaIN (Huang & Belongie 2017): train a decoder behind a frozen encoder (the paper's VGG-19, or a torchvision
+backbone with a bottleneck at stride 8 or 16)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,23 @@ from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.engine.schedules import inverse_time_decay
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
-from styletransfer.methods.adain.decoders import build_decoder, decoder_record, describe
+from styletransfer.methods.adain.decoders import (
+    STRIDES,
+    build_decoder,
+    check_fits,
+    decoder_config,
+    decoder_record,
+    describe,
+    fitted_config,
+)
 from styletransfer.methods.adain.model import BOTTLENECK, adain, stylise
 from styletransfer.methods.adain.transforms import check_transform, style_code
+from styletransfer.nn.backbones import BackboneEncoder, check_nodes
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
-from styletransfer.nn.encoder import VGGEncoder, build_encoder, check_layers
+from styletransfer.nn.encoder import VGGEncoder, check_layers
 from styletransfer.nn.encoder_record import checkpoint_encoder
+from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder, feature_info, is_vgg
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
@@ -36,8 +47,6 @@ from styletransfer.runtime.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
-#: Channels of VGG's relu4_1, what the decoder takes in.
-BOTTLENECK_CHANNELS = 512
 
 
 def _plain(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -45,12 +54,35 @@ def _plain(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if config is None else {str(k): v for k, v in dict(config).items()}
 
 
+def check_adain_layers(
+    encoder: Mapping[str, Any], style_layers: Sequence[str], bottleneck: str | None
+) -> tuple[list[str], str]:
+    """(style layers, bottleneck) checked against the encoder config's network, each error naming its setting:
+    VGG layer names for VGG (bottleneck default relu4_1), graph node names for a torchvision backbone (which has no
+    default bottleneck: its ``encoder=`` file sets ``adain.bottleneck``)."""
+    network = str(encoder.get("network", "vgg19"))
+    if is_vgg(encoder):
+        layers = list(check_layers(style_layers, "method.style_layers", network))
+        return layers, check_layers([bottleneck or BOTTLENECK], "method.bottleneck", network)[0]
+    if bottleneck is None:
+        raise ConfigError(
+            f"method.bottleneck is not set for encoder.network={network}: name the node the decoder inverts, e.g. "
+            "method.bottleneck=layer2 (resnet50; configs/encoder/*.yaml set it under adain.bottleneck)"
+        )
+    layers = list(check_nodes(style_layers, network, "method.style_layers"))
+    return layers, check_nodes([bottleneck], network, "method.bottleneck")[0]
+
+
 class AdaINModule(pl.LightningModule):
     """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
 
-    Loss = content_weight * MSE(f(g(t)), t) at relu4_1 + style_weight * sum over ``style_layers`` of
-    (MSE of channel means + MSE of channel stds), with t = AdaIN(f(content), f(style)); reductions as in the
+    Loss = content_weight * MSE(f(g(t)), t) at the bottleneck (relu4_1) + style_weight * sum over ``style_layers``
+    of (MSE of channel means + MSE of channel stds), with t = AdaIN(f(content), f(style)); reductions as in the
     reference PyTorch code (paper: content 1, style 10).
+
+    Behind a torchvision backbone (``encoder.network=resnet50``, ...) ``bottleneck`` and ``style_layers`` are its
+    graph nodes; the bottleneck must be at stride 8 or 16, and the decoder is the configurable one (the mirror
+    fits VGG's relu4_1 only: ``decoders.fitted_config``), its input channels and stride the bottleneck's.
 
     ``encoder`` is the Hydra ``encoder`` group (weights, seed, fallback, download), or the encoder record saved
     in a checkpoint's hyper-parameters, so ``AdaINModule.load_from_checkpoint(path)`` works offline: the
@@ -72,27 +104,43 @@ class AdaINModule(pl.LightningModule):
         export_decoder: bool = True,
         transform: str = "adain",
         decoder: Mapping[str, Any] | None = None,
+        bottleneck: str | None = None,
     ) -> None:
         super().__init__()
         self.transform = check_transform(transform)
-        style_layers = list(check_layers(style_layers, "method.style_layers"))
+        style_layers, bottleneck = check_adain_layers(encoder, style_layers, bottleneck)
         numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
         for name, value in numbers.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
         if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
             raise ConfigError(f"method.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
-        layers = [*style_layers, BOTTLENECK]
+        layers = [*style_layers, bottleneck]
+        self.encoder: FeatureEncoder
         if "fingerprint" in encoder:
             # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
-            self.encoder = VGGEncoder(
-                layers, weights="random", arch=encoder["arch"], network=encoder.get("network", "vgg19")
-            )
+            network = encoder.get("network", "vgg19")
+            if is_vgg(encoder):
+                self.encoder = VGGEncoder(layers, weights="random", arch=encoder["arch"], network=network)
+            else:
+                self.encoder = BackboneEncoder(layers, network, weights="random")
             self.encoder.spec = dict(encoder)
         else:
-            self.encoder = build_encoder(encoder, layers=layers)
-        # The ``decoder`` group (None: the mirror), completed with the encoder's bottleneck channels.
-        self.decoder = build_decoder(_plain(decoder), BOTTLENECK_CHANNELS)
+            self.encoder = build_any_encoder(encoder, layers=layers)
+        channels, stride = feature_info(self.encoder, [bottleneck])[bottleneck]
+        where = f"{self.encoder.network} {bottleneck} ({channels} channels, stride {stride})"
+        if stride not in STRIDES:
+            raise ConfigError(
+                f"method.bottleneck={bottleneck} is {where}: AdaIN's decoders start from a map at stride "
+                f"{' or '.join(map(str, STRIDES))}; list the nodes with python -m styletransfer.nn.backbones "
+                f"{self.encoder.network}"
+            )
+        #: The encoder layer the decoder inverts: AdaIN's statistics and the content loss are taken there.
+        self.bottleneck = bottleneck
+        # The ``decoder`` group (None: the mirror), completed with the bottleneck's channels and stride.
+        mirror_fits = isinstance(self.encoder, VGGEncoder) and bottleneck == BOTTLENECK
+        self.decoder = build_decoder(fitted_config(_plain(decoder), mirror_fits, where), channels, stride)
+        check_fits(decoder_record(self.decoder), channels, stride, where)
         self.style_layers = style_layers
         mode = compile_mode(compile)
         #: The speed path (channels_last or compile): memory-format-keeping reflection pads, content and style
@@ -104,7 +152,7 @@ class AdaINModule(pl.LightningModule):
         self.save_hyperparameters(
             {
                 "encoder": dict(self.encoder.spec),
-                "content_layer": BOTTLENECK,
+                "bottleneck": bottleneck,
                 "style_layers": style_layers,
                 "content_weight": float(content_weight),
                 "style_weight": float(style_weight),
@@ -143,19 +191,10 @@ class AdaINModule(pl.LightningModule):
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
         """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``
         (``transforms.stylise_transform`` for a transform other than AdaIN)."""
+        options = {"alpha": alpha, "channels_last": self.hparams.channels_last, "bottleneck": self.bottleneck}
         if self.transform != "adain":
-            return transforms.stylise_transform(
-                self.transform,
-                self.encoder,
-                self.decoder,
-                content,
-                [style],
-                alpha=alpha,
-                channels_last=self.hparams.channels_last,
-            )
-        return stylise(
-            self.encoder, self.decoder, content, [style], alpha=alpha, channels_last=self.hparams.channels_last
-        )
+            return transforms.stylise_transform(self.transform, self.encoder, self.decoder, content, [style], **options)
+        return stylise(self.encoder, self.decoder, content, [style], **options)
 
     def trained_candidate(self, label: str = "trial") -> Candidate:
         """The module in memory as an evaluation candidate (its encoder, decoder and speed settings): what a sweep's
@@ -177,20 +216,20 @@ class AdaINModule(pl.LightningModule):
         return self._compiled_terms(content, style, weights)
 
     def _targets(self, content: Tensor, style: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """(style features at every encoder layer, AdaIN target at relu4_1), without gradients. On the speed
+        """(style features at every encoder layer, AdaIN target at the bottleneck), without gradients. On the speed
         path content and style of one size go through the encoder as one batch (one pass instead of two)."""
         with torch.no_grad():
             if self.speed and content.shape[1:] == style.shape[1:]:
                 both = self.encoder(torch.cat([style, content]))
                 n = style.shape[0]
                 style_feats = {name: value[:n] for name, value in both.items()}
-                c_feat = both[BOTTLENECK][n:]
+                c_feat = both[self.bottleneck][n:]
             else:
                 style_feats = self.encoder(style)
-                c_feat = self.encoder(content, [BOTTLENECK])[BOTTLENECK]
+                c_feat = self.encoder(content, [self.bottleneck])[self.bottleneck]
             if self.transform == "adain":  # the reference's computation, bit for bit
-                return style_feats, adain(c_feat, style_feats[BOTTLENECK])
-            code = style_code(self.transform, style_feats[BOTTLENECK])
+                return style_feats, adain(c_feat, style_feats[self.bottleneck])
+            code = style_code(self.transform, style_feats[self.bottleneck])
             return style_feats, transforms.apply(self.transform, c_feat, code)
 
     def _loss_terms(self, content: Tensor, style: Tensor, weights: tuple[float, float]) -> dict[str, Tensor]:
@@ -199,7 +238,7 @@ class AdaINModule(pl.LightningModule):
         style_feats, target = self._targets(content, style)
         decoded = self.decoder(target, output_size=tuple(content.shape[-2:]))
         decoded_feats = self.encoder(decoded)
-        loss_c = content_loss(decoded_feats[BOTTLENECK], target)
+        loss_c = content_loss(decoded_feats[self.bottleneck], target)
         if self.transform == "adain":
             loss_s, per_layer = mean_std_style_loss(decoded_feats, style_feats, self.style_layers)
         else:
@@ -299,8 +338,11 @@ class AdaINModule(pl.LightningModule):
         with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
         """
         checkpoint = read_run_checkpoint(checkpoint_path, "an AdaIN run (method=adain)", "decoder")
-        accepted = inspect.signature(cls.__init__).parameters  # the record also holds content_layer, fixed here
-        saved = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
+        accepted = inspect.signature(cls.__init__).parameters
+        hparams = checkpoint["hyper_parameters"]
+        saved = {key: value for key, value in hparams.items() if key in accepted}
+        if "bottleneck" not in hparams and "content_layer" in hparams:  # a checkpoint from before method.bottleneck
+            saved["bottleneck"] = hparams["content_layer"]
         model = cls(**{**saved, **settings})
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"], strict=strict)
@@ -310,7 +352,7 @@ class AdaINModule(pl.LightningModule):
         """On resume: the checkpoint's decoder settings must be the configured ones, and its encoder's record
         replaces the configured one (``nn.encoder_record.checkpoint_encoder``)."""
         saved_decoder = checkpoint.get("hyper_parameters", {}).get("decoder") or None
-        if decoder_record(self.decoder) != dict(saved_decoder or {"name": "mirror"}):
+        if decoder_record(self.decoder) != decoder_config(saved_decoder):  # a record without stride: stride 8
             raise ConfigError(
                 f"the checkpoint's decoder is {describe(saved_decoder)}, the configured one "
                 f"{describe(decoder_record(self.decoder))}; resume with the checkpoint's decoder= settings"
@@ -325,4 +367,11 @@ class AdaINModule(pl.LightningModule):
         if not self.hparams.export_decoder or self._trainer is None or not self.trainer.is_global_zero:
             return
         path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoder.pth"
-        save_decoder(self.decoder, self.encoder.spec, path, step=self.global_step, transform=self.transform)
+        save_decoder(
+            self.decoder,
+            self.encoder.spec,
+            path,
+            step=self.global_step,
+            transform=self.transform,
+            bottleneck=self.bottleneck,
+        )

@@ -2,8 +2,9 @@
 runtime are :mod:`styletransfer.apps.export` and :mod:`styletransfer.apps.onnx_runtime`).
 
 * the image graph: ``content`` (N, 3, H, W) in [0, 1] with dynamic N, H and W, ``alpha`` (1,), and the style's
-  relu4_1 channel statistics ``style_mean``, ``style_std`` (N, 512, 1, 1) -> ``image`` (N, 3, H, W) clamped to
-  [0, 1], the content's size for any H and W (not only multiples of 8);
+  bottleneck channel statistics ``style_mean``, ``style_std`` (N, C, 1, 1; relu4_1: C = 512) -> ``image``
+  (N, 3, H, W) clamped to [0, 1], the content's size for any H and W (not only multiples of the stride), at least
+  two bottleneck positions a side (16 px at stride 8, 32 px at stride 16);
 * the style graph: ``style`` (1, 3, H, W) -> (``style_mean``, ``style_std``), AdaIN's style code.
 
 Interpolating styles is a weighted sum of the codes: exact, since AdaIN is affine in the style's mean and std.
@@ -14,36 +15,41 @@ index formula, equal to PyTorch on any runtime).
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import adain, encode
+from styletransfer.methods.adain.model import BOTTLENECK, adain, encode
 from styletransfer.methods.adain.transforms import with_stats
-from styletransfer.nn.encoder import VGGEncoder, min_input_side
+from styletransfer.nn.encoder import min_input_side
+from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.upsampling import upsample_to
 from styletransfer.protocol.model import OnnxGraph
 
-#: AdaIN's style code as graph tensors: the relu4_1 channel mean and std.
+#: AdaIN's style code as graph tensors: the bottleneck's channel mean and std.
 CODE_NAMES = ("style_mean", "style_std")
-#: Smallest exported side: relu4_1 keeps a 2 x 2 map.
-MIN_SIDE = min_input_side(["relu4_1"], positions=2)
+#: Smallest exported side behind VGG: relu4_1 keeps a 2 x 2 map (in general: twice the bottleneck's stride).
+MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 
 
 class ImageGraph(nn.Module):
     """content, alpha, style statistics -> stylised image: ``stylise`` with precomputed statistics, as one graph.
     In half precision the encoder and decoder run in float16; statistics, AdaIN and the trade-off stay float32."""
 
-    def __init__(self, encoder: VGGEncoder, decoder: nn.Module, transform: str = "adain") -> None:
+    def __init__(
+        self, encoder: FeatureEncoder, decoder: nn.Module, transform: str = "adain", bottleneck: str = BOTTLENECK
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.transform = transform
+        self.bottleneck = bottleneck
 
     def forward(self, content: Tensor, alpha: Tensor, style_mean: Tensor, style_std: Tensor) -> Tensor:
         dtype = next(self.decoder.parameters()).dtype
-        c_feat = encode(self.encoder, content.to(dtype)).float()
+        c_feat = encode(self.encoder, content.to(dtype), bottleneck=self.bottleneck).float()
         if self.transform == "adain":
             moved = adain(c_feat, (style_mean, style_std))
         else:
@@ -54,22 +60,25 @@ class ImageGraph(nn.Module):
 
 
 class StyleGraph(nn.Module):
-    """style image -> relu4_1 (mean, std), float32 whatever the encoder's precision."""
+    """style image -> bottleneck (mean, std), float32 whatever the encoder's precision."""
 
-    def __init__(self, encoder: VGGEncoder) -> None:
+    def __init__(self, encoder: FeatureEncoder, bottleneck: str = BOTTLENECK) -> None:
         super().__init__()
         self.encoder = encoder
+        self.bottleneck = bottleneck
 
     def forward(self, style: Tensor) -> tuple[Tensor, Tensor]:
         dtype = next(self.encoder.parameters()).dtype
-        return mean_std(encode(self.encoder, style.to(dtype)))
+        return mean_std(encode(self.encoder, style.to(dtype), bottleneck=self.bottleneck))
 
 
-def _image_inputs(height: int, width: int, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+def _image_inputs(
+    height: int, width: int, generator: torch.Generator | None = None, channels: int = 512
+) -> tuple[Tensor, ...]:
     """Image-graph inputs: two contents (a batch of 1 would be specialised to 1), alpha 0.8 (so the trade-off is part
-    of what --check compares) and random statistics with stds around 1."""
+    of what --check compares) and random statistics of the bottleneck's ``channels`` with stds around 1."""
     content = torch.rand(2, 3, height, width, generator=generator)
-    stats = torch.rand(2, 2, 512, 1, 1, generator=generator)
+    stats = torch.rand(2, 2, channels, 1, 1, generator=generator)
     return content, torch.tensor([0.8]), stats[0], stats[1] + 0.5
 
 
@@ -77,19 +86,29 @@ def _style_inputs(height: int, width: int, generator: torch.Generator | None = N
     return (torch.rand(1, 3, width, height, generator=generator),)
 
 
-def graphs(encoder: VGGEncoder, decoder: nn.Module, fp16: bool = False, transform: str = "adain") -> list[OnnxGraph]:
+def graphs(
+    encoder: FeatureEncoder,
+    decoder: nn.Module,
+    fp16: bool = False,
+    transform: str = "adain",
+    bottleneck: str = BOTTLENECK,
+    channels: int = 512,
+    stride: int = 8,
+) -> list[OnnxGraph]:
     """The image graph and the style graph of ``encoder`` and ``decoder`` (float16 copies with ``fp16``; the float32
-    models stay the reference that ``--check`` compares with)."""
+    models stay the reference that ``--check`` compares with); ``bottleneck`` is the layer the decoder inverts, with
+    its ``channels`` and ``stride`` (the graphs' smallest side is two positions there)."""
     encoder, decoder = encoder.cpu().eval(), decoder.cpu().eval()
     exported = (copy.deepcopy(encoder).half(), copy.deepcopy(decoder).half()) if fp16 else (encoder, decoder)
     batch = torch.export.Dim("N", min=1)
-    side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
+    side = torch.export.Dim("H", min=2 * stride), torch.export.Dim("W", min=2 * stride)
+    image_inputs = functools.partial(_image_inputs, channels=channels)
     image = OnnxGraph(
         role="image",
         suffix="",
-        module=ImageGraph(*exported, transform),
-        reference=ImageGraph(encoder, decoder, transform),
-        inputs=_image_inputs(64, 56),
+        module=ImageGraph(*exported, transform, bottleneck),
+        reference=ImageGraph(encoder, decoder, transform, bottleneck),
+        inputs=image_inputs(64, 56),
         input_names=("content", "alpha", *CODE_NAMES),
         output_names=("image",),
         dynamic_shapes={
@@ -98,13 +117,13 @@ def graphs(encoder: VGGEncoder, decoder: nn.Module, fp16: bool = False, transfor
             "style_mean": {0: batch},
             "style_std": {0: batch},
         },
-        check_inputs=_image_inputs,
+        check_inputs=image_inputs,
     )
     style = OnnxGraph(
         role="style",
         suffix=".style",
-        module=StyleGraph(exported[0]),
-        reference=StyleGraph(encoder),
+        module=StyleGraph(exported[0], bottleneck),
+        reference=StyleGraph(encoder, bottleneck),
         inputs=_style_inputs(56, 64),
         input_names=("style",),
         output_names=CODE_NAMES,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -17,7 +18,8 @@ from torch import Tensor, nn
 
 from styletransfer.data.images import unit_float_on
 from styletransfer.methods.adain import onnx_graphs
-from styletransfer.methods.adain.checkpoint import EncoderArg, file_transform, read_model
+from styletransfer.methods.adain.checkpoint import EncoderArg, file_bottleneck, file_transform, read_model
+from styletransfer.methods.adain.decoders import check_fits, decoder_record
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
     Core,
@@ -32,6 +34,7 @@ from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
 from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
+from styletransfer.nn.encoders import FeatureEncoder, feature_info
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import Capabilities, as_batch, style_list
@@ -63,8 +66,8 @@ COMPILE_SHAPES = 8
 
 
 class Styliser(nn.Module):
-    """A frozen encoder (to relu4_1) and decoder with the paper's test-time controls (see ``stylise``): AdaIN's
-    :class:`~styletransfer.protocol.model.StyleModel`.
+    """A frozen encoder (to relu4_1, or a backbone's ``bottleneck`` node) and decoder with the paper's test-time
+    controls (see ``stylise``): AdaIN's :class:`~styletransfer.protocol.model.StyleModel`.
 
     Speed options, for GPUs with tensor cores: ``channels_last`` (with memory-format-preserving reflection padding on
     CUDA), ``bf16`` (autocast; AdaIN statistics stay float32) and ``compile`` (True or a ``torch.compile`` mode: the
@@ -78,7 +81,7 @@ class Styliser(nn.Module):
 
     def __init__(
         self,
-        encoder: VGGEncoder,
+        encoder: FeatureEncoder,
         decoder: nn.Module,
         source: str = "",
         kind: str = "",
@@ -86,15 +89,29 @@ class Styliser(nn.Module):
         bf16: bool = False,
         compile: bool | str = False,
         transform: str = "adain",
+        bottleneck: str = BOTTLENECK,
     ) -> None:
         super().__init__()
         self.transform = check_transform(transform)
+        if bottleneck not in encoder.layers:
+            raise ConfigError(f"the encoder must compute {bottleneck}, it has {list(encoder.layers)}")
+        #: The encoder layer the decoder inverts, its channels and stride.
+        self.bottleneck = bottleneck
+        self.channels, self.stride = feature_info(encoder, [bottleneck])[bottleneck]
+        where = f"{encoder.network} {bottleneck} ({self.channels} channels, stride {self.stride})"
+        try:
+            check_fits(decoder_record(decoder), self.channels, self.stride, where)
+        except ConfigError as exc:
+            raise ConfigError(f"{source or 'the model'}: {exc}") from None
         #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
-        self.capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WCT_CAPABILITIES}.get(
+        capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WCT_CAPABILITIES}.get(
             transform, STATISTICS_ONLY
         )
-        if BOTTLENECK not in encoder.layers:
-            raise ConfigError(f"the encoder must compute {BOTTLENECK}, it has {list(encoder.layers)}")
+        #: Tiling's margin is measured for VGG's relu4_1 (``tiled.py``); a backbone's reach is not known: no tiling.
+        self.tileable = isinstance(encoder, VGGEncoder) and bottleneck == BOTTLENECK
+        self.capabilities = dataclasses.replace(
+            capabilities, min_side=2 * self.stride, tiling=capabilities.tiling and self.tileable
+        )
         self.encoder = encoder
         self.decoder = decoder.eval().requires_grad_(False)
         self.source = source
@@ -140,7 +157,7 @@ class Styliser(nn.Module):
         """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records unless
         ``transform`` is given."""
         enc, dec, kind = read_model(obj, path, encoder)
-        trained = file_transform(obj)
+        trained, options["bottleneck"] = file_transform(obj), file_bottleneck(obj)
         if transform is not None:
             check_transform(transform, "--transform")
             if transform != trained:
@@ -150,7 +167,7 @@ class Styliser(nn.Module):
     @classmethod
     def from_parts(
         cls,
-        encoder: VGGEncoder,
+        encoder: FeatureEncoder,
         decoder: nn.Module,
         source: str,
         kind: str,
@@ -175,6 +192,7 @@ class Styliser(nn.Module):
             "path": self.source,
             "kind": self.kind,
             "transform": self.transform,
+            "bottleneck": self.bottleneck,
             "encoder": self.encoder_spec,
         }
 
@@ -216,15 +234,15 @@ class Styliser(nn.Module):
 
     @torch.no_grad()
     def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleStats]:
-        """relu4_1 (mean, std) of each style (batch 1): AdaIN's style code, to pass as ``stylise(...,
+        """Bottleneck (mean, std) of each style (batch 1): AdaIN's style code, to pass as ``stylise(...,
         style_codes=...)`` across calls (a few KB instead of a feature map)."""
         self._prepare()
         images = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         with self._autocast():
-            if self.transform != "adain":  # the transform's code of each style's relu4_1 features
-                features = [encode(self.encoder, image, self.channels_last) for image in images]
+            if self.transform != "adain":  # the transform's code of each style's bottleneck features
+                features = [encode(self.encoder, image, self.channels_last, self.bottleneck) for image in images]
                 return [style_code(self.transform, feature) for feature in features]  # type: ignore[misc]
-            return style_stats(self.encoder, images, channels_last=self.channels_last)
+            return style_stats(self.encoder, images, channels_last=self.channels_last, bottleneck=self.bottleneck)
 
     @torch.no_grad()
     def stylise(
@@ -251,6 +269,7 @@ class Styliser(nn.Module):
             "preserve_colour": preserve_colour,
             "output_size": output_size,
             "channels_last": self.channels_last,
+            "bottleneck": self.bottleneck,
         }
         with self._autocast():
             if self.transform == "adain":
@@ -274,7 +293,9 @@ class Styliser(nn.Module):
     def tiling(self) -> TilingNeeds | None:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (more for a decoder that reaches
         further: ``methods/adain/tiled.py``); None for EFDM (its global sort has no tiled pass yet)."""
-        return tiling_needs(self.bf16, self.decoder) if self.transform in TILED_TRANSFORMS else None
+        if not self.tileable or self.transform not in TILED_TRANSFORMS:
+            return None
+        return tiling_needs(self.bf16, self.decoder)
 
     @torch.no_grad()
     def tiled(
@@ -289,6 +310,11 @@ class Styliser(nn.Module):
     ) -> TiledAdaIN:
         """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
         (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py``."""
+        if not self.tileable:
+            raise ConfigError(
+                f"{self.source}: tiling needs VGG's relu4_1 (its margin is measured there); this model runs behind "
+                f"{self.encoder.network} {self.bottleneck}: stylise it whole"
+            )
         weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
@@ -315,4 +341,6 @@ class Styliser(nn.Module):
                 f"{self.source}: ONNX export needs a statistics transform (adain, adamean, adastd); "
                 f"this model uses {self.transform}"
             )
-        return onnx_graphs.graphs(self.encoder, self.decoder, fp16, self.transform)
+        return onnx_graphs.graphs(
+            self.encoder, self.decoder, fp16, self.transform, self.bottleneck, self.channels, self.stride
+        )

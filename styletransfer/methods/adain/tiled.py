@@ -33,7 +33,7 @@ from styletransfer.methods.adain.model import (
     mix_stats,
 )
 from styletransfer.methods.adain.transforms import Code, blend, style_code, with_stats
-from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import RunningCovariance, RunningStats
 from styletransfer.nn.whitening import apply_map, wct_map
 from styletransfer.protocol.model import TilingNeeds
@@ -74,7 +74,7 @@ class TiledAdaIN:
 
     def __init__(
         self,
-        encoder: VGGEncoder,
+        encoder: FeatureEncoder,
         decoder: nn.Module,
         content: Tensor,
         styles: Sequence[Tensor],

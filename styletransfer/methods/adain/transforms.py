@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import decode_clamped, encode, encode_styles
-from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles
+from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.losses import mean_std_loss
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.whitening import covariance, whiten_colour
@@ -151,7 +151,7 @@ def style_loss(
 @torch.no_grad()
 def stylise_transform(
     transform: str,
-    encoder: VGGEncoder,
+    encoder: FeatureEncoder,
     decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
@@ -162,17 +162,19 @@ def stylise_transform(
     output_size: tuple[int, int] | None = None,
     style_codes: Sequence[Code] | None = None,
     channels_last: bool = False,
+    bottleneck: str = BOTTLENECK,
 ) -> Tensor:
     """``model.stylise`` for a transform other than AdaIN (no masks): encode, blend the styles' codes, apply,
     alpha trade-off, decode. Returns float32 (N, 3, H, W) in [0, 1]."""
     cached = len(style_codes) if style_codes is not None and not preserve_colour else len(styles)
     weights = check_controls(cached, weights, alpha, None) or [1.0]
     size = (int(output_size[0]), int(output_size[1])) if output_size else (content.shape[-2], content.shape[-1])
-    c_feat = encode(encoder, content, channels_last)
+    c_feat = encode(encoder, content, channels_last, bottleneck)
     if alpha == 0.0:
         return decode_clamped(decoder, c_feat, c_feat, 1.0, size)
     if preserve_colour or style_codes is None:
-        features = encode_styles(encoder, styles, content if preserve_colour else None, channels_last)
+        reference = content if preserve_colour else None
+        features = encode_styles(encoder, styles, reference, channels_last, bottleneck)
         style_codes = [style_code(transform, feature) for feature in features]
     code = blend(list(style_codes), weights, c_feat.shape[2] * c_feat.shape[3])
     return decode_clamped(decoder, apply(transform, c_feat.float(), code), c_feat, alpha, size)

@@ -1,0 +1,219 @@
+"""AdaIN behind a torchvision backbone (issue 22): the encoder's file sets the bottleneck and style layers, the
+configurable decoder takes the bottleneck's channels and stride (8 or 16) and gives the content's size, a tiny run
+lowers the loss, and the model files rebuild the backbone for stylising, export and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from adain_checkpoints import write_backbone_decoder
+from conftest import compose
+from torch.utils.data import DataLoader
+
+from styletransfer.data.images import load_image_tensor, save_image
+from styletransfer.data.sample import SampleDataModule
+from styletransfer.engine.instantiate import instantiate_checked
+from styletransfer.methods.adain import AdaINModule
+from styletransfer.methods.adain.checkpoint import load_model
+from styletransfer.methods.adain.decoders import ConfigurableDecoder, build_decoder, decoder_record
+from styletransfer.methods.adain.model import encode
+from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.nn.backbones import BackboneEncoder
+from styletransfer.runtime.errors import ConfigError, EncoderMismatchError
+
+RANDOM = ["encoder.weights=random", "encoder.download=false"]
+
+
+def _module(*overrides: str, **settings) -> AdaINModule:
+    cfg = compose("train", "method=adain", *overrides)
+    from omegaconf import OmegaConf
+
+    return instantiate_checked(cfg.method, encoder=OmegaConf.to_container(cfg.encoder, resolve=True), **settings)
+
+
+@pytest.mark.parametrize(
+    "overrides, bottleneck, style_layers, channels, stride",
+    [
+        (["encoder=resnet50"], "layer2", ["relu", "layer1", "layer2"], 512, 8),
+        (["encoder=resnet50", "method.bottleneck=layer3"], "layer3", ["relu", "layer1", "layer2"], 1024, 16),
+        (["encoder=convnext_tiny"], "features.3", ["features.0", "features.1", "features.3"], 192, 8),
+    ],
+)
+def test_the_encoder_file_sets_the_layers_and_the_decoder_takes_the_bottleneck(
+    overrides, bottleneck, style_layers, channels, stride
+):
+    model = _module(*overrides, *RANDOM)
+    assert isinstance(model.encoder, BackboneEncoder) and model.bottleneck == bottleneck
+    assert model.style_layers == style_layers and model.hparams["bottleneck"] == bottleneck
+    # decoder=mirror (the default) fits VGG's relu4_1 only: behind a backbone it is the configurable decoder
+    assert isinstance(model.decoder, ConfigurableDecoder)
+    record = decoder_record(model.decoder)
+    assert (record["in_channels"], record["stride"]) == (channels, stride) and model.hparams["decoder"] == record
+    content = torch.rand(1, 3, 37, 53)
+    assert model.stylise(content, torch.rand(1, 3, 40, 40)).shape == content.shape
+
+
+def test_the_vgg_default_keeps_the_paper_layers_and_the_mirror():
+    model = _module("encoder.weights=random")
+    assert model.bottleneck == "relu4_1" and model.style_layers == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    assert decoder_record(model.decoder) == {"name": "mirror"}
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["encoder=resnet50", "method.bottleneck=layer1"], "=layer1 is resnet50 layer1 (256 channels, stride 4)"),
+        (["method.bottleneck=relu3_1"], "method.bottleneck=relu3_1 is vgg19 relu3_1 (256 channels, stride 4)"),
+        (["encoder=resnet50", "method.style_layers=[relu1_1]"], "method.style_layers=['relu1_1']"),
+        (["encoder=resnet50", "method.bottleneck=layer9"], "method.bottleneck=['layer9']: resnet50 has no node"),
+        (["encoder=resnet50", "decoder=configurable", "decoder.stride=16"], "does not fit the encoder's resnet50"),
+        (["encoder=resnet50", "decoder=configurable", "decoder.in_channels=256"], "256 input channels at stride 8"),
+    ],
+)
+def test_a_bottleneck_or_decoder_that_cannot_work_is_refused_in_one_line(overrides, words):
+    with pytest.raises(ConfigError) as info:
+        _module(*overrides, *RANDOM)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> BackboneEncoder:
+    return BackboneEncoder(["layer2", "layer3"], "resnet50", weights="random")
+
+
+@pytest.mark.parametrize("size", [(37, 53), (50, 70), (33, 47)])
+@pytest.mark.parametrize(
+    "bottleneck, settings",
+    [("layer2", {}), ("layer3", {}), ("layer3", {"width": 0.25, "residual_blocks": 2, "upsample": "pixel_shuffle"})],
+)
+def test_the_decoder_for_a_bottleneck_gives_the_contents_size(resnet, bottleneck, settings, size):
+    """Sizes that are not multiples of the bottleneck's stride (8 or 16), behind the real backbone's maps."""
+    channels, stride = resnet.feature_info([bottleneck])[bottleneck]
+    decoder = build_decoder({"name": "configurable", **settings}, channels, stride)
+    features = encode(resnet, torch.rand(1, 3, *size), bottleneck=bottleneck)
+    assert features.shape[1] == channels and features.shape[-1] == -(-size[1] // stride)
+    assert decoder(features, size).shape == (1, 3, *size)
+    assert decoder(features).shape[-2:] == (features.shape[-2] * stride, features.shape[-1] * stride)
+
+
+def test_a_stride_16_decoder_adds_one_stage_and_keeps_the_stride_8_layout():
+    eight, sixteen = build_decoder({"name": "configurable"}), build_decoder({"name": "configurable"}, 1024, 16)
+    assert len(sixteen.ups) == 4 == len(eight.ups) + 1
+    assert sixteen.head[1].in_channels == 1024 and sixteen.head[1].out_channels == 512
+    assert list(eight.state_dict()) == list(build_decoder({"name": "configurable", "stride": 8}).state_dict())
+    # a record from before stride was recorded is of stride 8
+    assert decoder_record(build_decoder({"name": "configurable", "in_channels": 512}))["stride"] == 8
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        pytest.param([], id="width1", marks=pytest.mark.slow),  # about 5 s on 2 loaded cores
+        pytest.param(["decoder=configurable", "decoder.width=0.25", "decoder.residual_blocks=2"], id="narrow"),
+    ],
+)
+def test_a_tiny_run_behind_resnet50_lowers_the_loss_and_its_files_rebuild_it(tmp_path, decoder):
+    """``train.py method=adain encoder=resnet50 encoder.weights=random`` (the paper's lr 1e-4), 14 steps on one
+    batch of the sample set, with the default decoder (configurable at width 1) and a narrow one."""
+    pl.seed_everything(0)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=32, batch_size=2, val_pairs=2)
+    model = _module("encoder=resnet50", *RANDOM, *decoder)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    pairs = [{"content": batch["content"][i], "style": batch["style"][i]} for i in range(2)]
+    with torch.no_grad():
+        before = model.losses(batch["content"], batch["style"])["loss/total"].item()
+    trainer = pl.Trainer(
+        max_steps=14, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=DataLoader(pairs * 14, batch_size=2))
+    with torch.no_grad():
+        after = model.losses(batch["content"], batch["style"])["loss/total"].item()
+    assert after < 0.9 * before, (before, after)
+
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    content, style = torch.rand(1, 3, 45, 61), torch.rand(1, 3, 40, 40)
+    expected = model.eval().stylise(content, style)
+    for path in (tmp_path / "last.ckpt", tmp_path / "checkpoints" / "decoder.pth"):
+        styliser = Styliser.from_checkpoint(path)
+        assert isinstance(styliser.encoder, BackboneEncoder) and styliser.describe()["bottleneck"] == "layer2"
+        assert styliser.encoder.spec["fingerprint"] == model.encoder.spec["fingerprint"]
+        assert decoder_record(styliser.decoder) == decoder_record(model.decoder)
+        assert torch.equal(styliser.stylise(content, style), expected)
+    resumed = AdaINModule.load_from_checkpoint(tmp_path / "last.ckpt")
+    assert resumed.bottleneck == "layer2" and decoder_record(resumed.decoder) == decoder_record(model.decoder)
+
+
+def _result(folder) -> torch.Tensor:
+    """The one image the stylise command wrote into ``folder``."""
+    (path,) = folder.iterdir()
+    return load_image_tensor(path)
+
+
+@pytest.mark.slow
+def test_the_stylise_command_runs_a_backbone_model_refuses_tiling_and_another_encoder(tmp_path, capsys):
+    from styletransfer.cli.stylise import main as stylise_main
+
+    path = write_backbone_decoder(tmp_path / "decoder.pth", "resnet50", "layer3", width=0.25)
+    save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
+    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
+    common = [str(path), "--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert stylise_main([*common, "-o", str(tmp_path / "out")]) == 0
+    assert _result(tmp_path / "out").shape == (3, 50, 70)
+    assert stylise_main([*common, "--max-tile", "64", "-o", str(tmp_path / "tiled")]) == 1
+    assert "stylises whole images only" in capsys.readouterr().err
+    with pytest.raises(EncoderMismatchError, match=r"\(resnet50, weights='random'.* seed 4.*\(resnet50, weights="):
+        load_model(path, {"weights": "random", "seed": 4})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network, bottleneck", [("resnet50", "layer3"), ("convnext_tiny", "features.3")])
+def test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime(tmp_path, network, bottleneck):
+    from styletransfer.cli.export import main as export_main
+    from styletransfer.cli.stylise import main as stylise_main
+
+    path = write_backbone_decoder(tmp_path / "decoder.pth", network, bottleneck, width=0.25)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_main([str(path), "-o", str(tmp_path / "model.onnx"), "--check"])
+    assert code == 0 and "check passed" in stdout.getvalue(), stdout.getvalue()
+    save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
+    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
+    images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert stylise_main([str(path), *images, "-o", str(tmp_path / "torch")]) == 0
+    onnx = [str(tmp_path / "model.onnx"), "--runtime", "onnx", *images, "-o", str(tmp_path / "onnx")]
+    assert stylise_main(onnx) == 0
+    ours, theirs = _result(tmp_path / "torch"), _result(tmp_path / "onnx")
+    assert ours.shape == theirs.shape == (3, 50, 70) and float((ours - theirs).abs().max()) <= 1 / 255
+
+
+@pytest.mark.slow
+def test_the_quickstart_behind_resnet50_trains_stylises_and_exports(tmp_path):
+    """The issue's command, ``python train.py experiment=quickstart encoder=resnet50 encoder.weights=random``
+    (2 steps), then ``styletransfer-stylise`` on its decoder.pth and ``styletransfer-export --check`` on its .ckpt."""
+    import yaml
+    from conftest import train_in_process
+
+    from styletransfer.cli.export import main as export_main
+    from styletransfer.cli.stylise import main as stylise_main
+
+    run = tmp_path / "quick"
+    train_in_process("experiment=quickstart", "encoder=resnet50", "encoder.weights=random", "trainer=cpu",
+                     "trainer.max_steps=2", f"data.root={tmp_path / 'sample'}", run_dir=run)  # fmt: skip
+    recorded = yaml.safe_load((run / "run_config.yaml").read_text())
+    assert recorded["encoder_used"]["network"] == "resnet50" and recorded["method"]["bottleneck"] == "layer2"
+    save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
+    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
+    images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert stylise_main([str(run / "checkpoints" / "decoder.pth"), *images, "-o", str(tmp_path / "out")]) == 0
+    assert _result(tmp_path / "out").shape == (3, 50, 70)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_main([str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "model.onnx"), "--check"])
+    assert code == 0 and "check passed" in stdout.getvalue(), stdout.getvalue()
