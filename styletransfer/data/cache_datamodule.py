@@ -160,10 +160,11 @@ class CacheDataModule(ContentStyleDataModule):
         return self.decode == "gpu" or (self.decode == "auto" and trainer is not None and on_cuda)
 
     def _sources(self, encoded: bool) -> tuple[CacheSource, CacheSource]:
-        return tuple(
+        content, style = (
             CacheSource(cache, kind, encoded and cache.format == "jpeg")
             for cache, kind in ((self.content_cache, "content"), (self.style_cache, "style"))
         )
+        return content, style
 
     def train_sources(self) -> tuple[ImageSource, ImageSource]:
         """The cache records: JPEG bytes for decoding on the device, or decoded images."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from PIL import Image
@@ -207,10 +207,12 @@ class ValidationPairsDataset(Dataset):
         sources: tuple[ImageSource, ImageSource] | None = None,
     ) -> None:
         if sources is None:
-            sources = (FolderSource([c for c, _ in pairs], "content"), FolderSource([s for _, s in pairs], "style"))
-            pairs = [(k, k) for k in range(len(pairs))]
+            files = cast("Sequence[tuple[str | os.PathLike, str | os.PathLike]]", pairs)
+            sources = (FolderSource([c for c, _ in files], "content"), FolderSource([s for _, s in files], "style"))
+            self.pairs = [(k, k) for k in range(len(files))]
+        else:
+            self.pairs = [(int(c), int(s)) for c, s in cast("Sequence[tuple[int, int]]", pairs)]
         self.sources = sources
-        self.pairs = [(int(c), int(s)) for c, s in pairs]
         self.transform = transform
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ from styletransfer.runtime.errors import ConfigError
 try:
     import cv2
 except ImportError:  # the video extra is not installed: require_cv2() says how to get it
-    cv2 = None
+    cv2 = None  # type: ignore[assignment]
 
 #: Optical flow from RGB uint8 frame a to frame b, both (H, W, 3): (H, W, 2) float32 displacements (x, y) in px.
 Flow = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -36,7 +36,8 @@ class LockRunDirectory(Callback):
         return Path(directory).resolve() in cls._directories
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if rank_zero_only.rank != 0:  # DDP ranks > 0 are children of the run holding the lock, in its directory
+        # DDP ranks > 0 are children of the run holding the lock, in its directory (Lightning sets .rank at import)
+        if getattr(rank_zero_only, "rank", 0) != 0:
             return
         directory = Path(str(config.hydra.run.dir))
         try:  # a read-only or full disk, or a path through a file: one line, not Hydra's traceback of mkdir

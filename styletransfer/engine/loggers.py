@@ -31,7 +31,7 @@ def log_to_files(name: str, level: int, message: str) -> None:
     failed start otherwise leaves a log that ends without the reason), but logging it normally would print it
     twice on the console.
     """
-    record = logging.getLogger(name).makeRecord(name, level, __file__, 0, message, None, None)
+    record = logging.getLogger(name).makeRecord(name, level, __file__, 0, message, (), None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -49,7 +49,7 @@ class Benchmark:
 
 
 def _load_folder(folder: Path, size: int | None, limit: int | None, skipped: list[str]) -> list[tuple[Path, Tensor]]:
-    images = []
+    images: list[tuple[Path, Tensor]] = []
     for path in find_images(folder):
         if limit is not None and len(images) >= limit:
             break
@@ -86,6 +86,7 @@ def load_benchmark(cfg: Mapping[str, Any]) -> Benchmark:
     short_side = cfg.get("short_side")
     size = int(short_side) if short_side else None
     skipped: list[str] = []
+    assert content_dir is not None and style_dir is not None  # both given, or both generated above
     contents = _load_folder(Path(content_dir), size, cfg.get("max_contents"), skipped)
     styles = _load_folder(Path(style_dir), size, cfg.get("max_styles"), skipped)
     for key, found in (("expected_contents", len(contents)), ("expected_styles", len(styles))):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -85,14 +86,15 @@ def ssim_luminance(result: Tensor, content: Tensor) -> Tensor:
         raise ValueError(f"result {tuple(result.shape)} and content {tuple(content.shape)} must have the same shape")
     side = min(result.shape[-2:])
     kernel = 11 if side >= 11 else max(3, side - (1 - side % 2))
-    return structural_similarity_index_measure(
+    ssim = structural_similarity_index_measure(
         luminance(result.float().clamp(0, 1)),
         luminance(content.float().clamp(0, 1)),
         data_range=1.0,
         kernel_size=kernel,
         sigma=1.5 * kernel / 11,
         reduction="none",
-    ).reshape(-1)
+    )
+    return cast(Tensor, ssim).reshape(-1)  # one tensor: no full image or contrast-sensitivity maps are asked for
 
 
 def _bounded(features: Tensor, max_positions: int | None) -> Tensor:

@@ -68,13 +68,13 @@ class _ReflectionPad(torch.autograd.Function):
     """Autograd wrapper of the two functions above (the backward is summation-order equal to ATen's)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, pad: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, pad: int) -> Tensor:
         ctx.pad = pad
         ctx.memory_format = memory_format_of(x)
         return reflection_pad(x, pad)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return reflection_pad_backward(grad, ctx.pad, ctx.memory_format), None
 
 

@@ -34,14 +34,14 @@ class _MaxPool2x2(torch.autograd.Function):
     """``F.max_pool2d(x, 2, 2, ceil_mode=...)`` with :func:`window_gradient` as its backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, ceil_mode: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, ceil_mode: bool) -> Tensor:
         out, indices = F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode, return_indices=True)
         ctx.save_for_backward(indices)
         ctx.size = (x.shape[-2], x.shape[-1])
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (indices,) = ctx.saved_tensors
         return window_gradient(grad, indices, ctx.size), None
 

@@ -97,13 +97,13 @@ class _SqrtmPSD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, matrix: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, matrix: Tensor) -> Tensor:
         roots, vecs = _eigen_power(matrix.double(), 0.5, 0.0)
         ctx.save_for_backward(roots, vecs)
         return _from_eigen(roots, vecs).to(matrix.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> Tensor:
         roots, vecs = ctx.saved_tensors
         denom = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).clamp_min(1e-12)
         inner = vecs.transpose(-1, -2) @ grad.double() @ vecs / denom

@@ -53,8 +53,9 @@ def describe_sha256(expected: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     """A one-line cause for a network failure: DNS, refused connection, timeout, HTTP status or the OS's words."""
-    is_url_error = isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
-    cause = exc.reason if is_url_error else exc
+    cause: object = exc
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        cause = exc.reason  # what the URL error wraps: a socket error, a timeout, the OS's words
     if isinstance(cause, urllib.error.HTTPError):
         return f"HTTP {cause.code} {cause.reason}"
     if isinstance(cause, socket.gaierror):

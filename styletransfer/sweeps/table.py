@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
@@ -89,7 +89,7 @@ def _trial_number(directory: Path, status: Mapping[str, Any]) -> int | None:
 
 def collect_trials(sweep_dir: Path) -> list[Trial]:
     """Every trial directory under ``sweep_dir`` (one with ``.hydra/overrides.yaml``), sorted by trial number."""
-    trials = []
+    trials: list[Trial] = []
     for overrides_file in sorted(Path(sweep_dir).glob("**/.hydra/overrides.yaml")):
         directory = overrides_file.parent.parent
         status_path = directory / STATUS_FILE
@@ -152,7 +152,7 @@ def best_trial(trials: Sequence[Trial], direction: str) -> Trial | None:
     done = [t for t in trials if t.status == "completed" and t.objective is not None]
     if not done:
         return None
-    return (max if direction == "maximize" else min)(done, key=lambda t: t.objective)
+    return (max if direction == "maximize" else min)(done, key=lambda t: cast(float, t.objective))
 
 
 def _table_cell(value: Any, digits: int | None = 6) -> str:

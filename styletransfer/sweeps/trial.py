@@ -72,7 +72,7 @@ def run_trial(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) 
 
     hydra_cfg = HydraConfig.get()
     status: dict[str, Any] = {
-        "trial": hydra_cfg.job.get("num"),
+        "trial": hydra_cfg.job.get("num"),  # type: ignore[attr-defined]  # a DictConfig at run time
         "status": "running",
         "objective": None,
         "direction": None,

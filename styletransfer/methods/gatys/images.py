@@ -4,6 +4,7 @@ first iterate."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,13 +42,10 @@ def initial_image(
         generator = torch.Generator().manual_seed(seed)
         image = torch.rand(content.shape, generator=generator).to(content)
     else:
-        image = (
-            sum(
-                weight * F.interpolate(style, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-                for weight, style in zip(blend, styles)
-            )
-            .expand(n, -1, -1, -1)
-            .clamp(0, 1)
+        blended = sum(
+            weight * F.interpolate(style, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            for weight, style in zip(blend, styles)
         )
+        image = cast(Tensor, blended).expand(n, -1, -1, -1).clamp(0, 1)  # at least one style: a tensor
     image = image[:, :1] if luminance_only else image
     return image.contiguous().detach().float().cpu()
