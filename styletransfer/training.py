@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def _locked_run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    if rank_zero_only.rank != 0:
+    if getattr(rank_zero_only, "rank", 0) != 0:  # Lightning sets .rank at import
         return _run(cfg, output_dir)
     with ExitStack() as held:
         if not LockRunDirectory.holds(output_dir):  # train.py's Hydra callback took it before Hydra wrote there
@@ -140,7 +140,7 @@ def score_objective(
 @rank_zero_only
 def record_run_config(cfg: DictConfig, model: pl.LightningModule, output_dir: Path) -> None:
     """Write ``run_config.yaml`` (rank zero, atomically): the resolved config plus the encoder actually used."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     encoder = getattr(model, "encoder", None)
     spec = getattr(encoder, "spec", None)
     if isinstance(spec, Mapping):

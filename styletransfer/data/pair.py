@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytorch_lightning as pl
 import torch
@@ -74,8 +75,9 @@ def _read(setting: str, source: Source) -> Image.Image:
 def _sources(setting: str, value: PathList | Sequence[Image.Image]) -> list[Source]:
     """The images a setting gives: in-memory PIL images as they are, anything else through ``resolve_images``."""
     if isinstance(value, Sequence) and value and all(isinstance(entry, Image.Image) for entry in value):
-        return list(value)
-    return resolve_images(setting, value)
+        return [cast(Image.Image, entry) for entry in value]
+    paths: list[Source] = list(resolve_images(setting, cast(PathList, value)))
+    return paths
 
 
 def _images_in_memory(setting: str, images: Tensor | Sequence[Tensor]) -> list[Image.Image]:

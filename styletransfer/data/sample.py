@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from styletransfer.data.datamodule import ContentStyleDataModule
@@ -70,7 +71,7 @@ def _palette(rng: np.random.Generator, n: int) -> np.ndarray:
     return _hsv_to_rgb(hues, sat, val)
 
 
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _hsv_to_rgb(h: ArrayLike, s: ArrayLike, v: ArrayLike) -> np.ndarray:
     h, s, v = np.broadcast_arrays(np.asarray(h, float), np.asarray(s, float), np.asarray(v, float))
     i = np.floor(h * 6).astype(int) % 6
     f = h * 6 - np.floor(h * 6)

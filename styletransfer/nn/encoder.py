@@ -267,7 +267,8 @@ def _init_random(trunk: nn.Sequential, seed: int) -> None:
                 fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
                 torch.randn(module.weight.shape, generator=generator, out=module.weight.detach())  # drawn in place
                 module.weight.mul_(math.sqrt(2.0 / fan_in))
-                module.bias.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def _fingerprint(arch: str, trunk: nn.Module) -> str:
@@ -316,7 +317,7 @@ def _load_trunk(
                 f"encoder weights {path or weights} are a {NETWORK_TITLES[network]}: it has no {deepest}"
             )
         trunk, index = _build_trunk(arch, deepest, network)
-        _load_into(trunk, state, arch, path)
+        _load_into(trunk, state, arch, path or Path("<state dict>"))
     except EncoderWeightsError as exc:
         if fallback != "random":
             raise
@@ -349,6 +350,9 @@ class VGGEncoder(nn.Module):
     ``forward(image)`` takes RGB in [0, 1] shaped (N, 3, H, W) and returns ``{layer: features}`` in the order of
     ``layers``. Parameters never require grad and the module stays in eval mode, but gradients flow to the input.
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(
         self,
