@@ -28,7 +28,7 @@ from torch import Tensor
 from styletransfer.apps.interrupts import Terminated, signal_of, sigterm_raises
 from styletransfer.apps.onnx_runtime import OnnxModel
 from styletransfer.apps.pipeline import decoded, run_folder
-from styletransfer.apps.video import check_smoothing, stylise_video
+from styletransfer.apps.video import VideoStopped, check_smoothing, stylise_video
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.data.video import is_video_path, open_clip
 from styletransfer.protocol.controls import asked_controls, check_controls, check_weights, refuse_unsupported
@@ -263,8 +263,10 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
         try:
             return _run_video(args, styliser, _controls(args, styliser, weights, styles))
-        except MaskRegionError as exc:
-            raise _mask_named(args, exc) from None
+        except VideoStopped as exc:  # a mask's region too small at the frames' size: the first batch stops
+            if not isinstance(exc.__cause__, MaskRegionError):
+                raise
+            raise ConfigError(f"{_mask_named(args, exc.__cause__)}; {args.content}: {exc.where}") from None
     device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     output = args.output.resolve()  # an output folder inside the content folder: its earlier results are not inputs
