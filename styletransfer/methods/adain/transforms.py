@@ -20,7 +20,8 @@ Statistics are ``nn.stats.mean_std``'s (unbiased variance plus 1e-5, as ``calc_m
 in size (the authors crop both to one size), EFDM resamples the style's sorted values to the content's count by
 linear interpolation of the sorted sequence (the quantile function), which is the identity at equal sizes.
 Interpolating styles blends codes with the weights: statistics for AdaIN and its ablations, sorted values (each
-resampled to the content's count) for EFDM, means and covariances for WCT. WCT decomposes with ``torch.linalg.eigh``
+resampled to the content's count) for EFDM, means and covariances for WCT. Masks give each region the transform
+computed on its own features (``masked_apply``). WCT decomposes with ``torch.linalg.eigh``
 (the authors' ``torch.svd`` of the same symmetric matrices is 10 times slower on a CPU): the results agree to float64
 rounding, not bit for bit.
 """
