@@ -316,3 +316,17 @@ def test_page_in_headless_chromium_uploads_stylises_and_downloads(demo, styliser
     finally:
         browser.quit()
         app.close()
+
+
+def test_a_mask_part_too_small_for_efdm_is_named_on_the_page(demo, adain_run, images, tmp_path):
+    """EFDM (behind the AdaIN decoder) takes the page's mask; an all-white mask leaves style 2 no region: one
+    message naming the mask's black part."""
+    efdm = Styliser.from_checkpoint(adain_run[0], transform="efdm")
+    assert efdm.capabilities.masks  # the page shows the mask upload for it
+    white = tmp_path / "white.png"
+    Image.fromarray(np.full((40, 48), 255, np.uint8)).save(white)
+    predictor = demo.DemoPredictor(efdm)
+    assert _predict(predictor, images["content"], [images["a"], images["b"]], mask=images["mask"]).size == CONTENT_SIZE
+    with pytest.raises(demo.gr.Error) as caught:
+        _predict(predictor, images["content"], [images["a"], images["b"]], mask=white)
+    assert caught.value.message.startswith("the mask's black (style 2) part: its region covers 0 position(s)")

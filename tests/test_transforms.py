@@ -173,17 +173,23 @@ def test_an_efdm_model_stylises_through_the_command_and_refuses_what_it_lacks(tm
     torch.testing.assert_close(model.stylise(content, style_codes=codes, weights=[0.3, 0.7]),
                                model.stylise(content, styles, weights=[0.3, 0.7]), rtol=0, atol=0)
     capsys.readouterr()
-    masked = [str(path), "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "a.png"), "--mask",
-              str(tmp_path / "a.png"), "--device", "cpu"]
+    # masks pass (the Styliser's masked results: test_each_mask_region_...); a region too small is refused by name
+    save_image(torch.zeros(3, 20, 24), tmp_path / "black.png")
+    masked = [str(path), "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "a.png"),
+              str(tmp_path / "b.png"), "--device", "cpu", "--workers", "0", "--mask", str(tmp_path / "a.png"),
+              str(tmp_path / "black.png"), "-o", str(tmp_path / "refused")]
     assert stylise_main(masked) == 1
-    assert "does not support --mask" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith(f"error: --mask {tmp_path / 'black.png'}: its region covers 0 position(s) of the "
+                                "5x6 relu4_1 map"), error
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
     assert export_main([str(path), "-o", str(tmp_path / "m.onnx")]) == 1
     assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 
 def test_wct_behind_an_adain_trained_decoder_through_the_command(tmp_path, capsys):
     """``--transform wct`` stylises with an AdaIN decoder file (as the WCT paper's decoders, it inverts relu4_1);
-    the weights of two styles blend their covariances; a wrong name, a mask and an export are refused in one line."""
+    the weights of two styles blend their covariances; a wrong name and an export are refused in one line."""
     torch.manual_seed(0)
     path = tmp_path / "decoder.pth"
     save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, path)  # trained with adain
@@ -286,3 +292,88 @@ def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
     controls = {"weights": [0.4, 0.6], "alpha": 0.7}
     assert float((onnx_model.stylise(content, styles, **controls) - model.stylise(content, styles, **controls))
                  .abs().max()) < 1e-3
+
+
+# ---------------------------------------------------------------- masks (spatial control) for every transform
+
+
+def _two_regions():
+    """Masks (K=2, N=2, 1, 6, 7) at feature resolution: per image, regions of 24 and 16 positions placed differently,
+    overlapping in part, with positions in neither."""
+    masks = torch.zeros(2, 2, 1, 6, 7)
+    masks[0, 0, :, :, :4] = 1  # image 0: columns 0-3, then rows 2-5 x columns 3-6 (overlap: column 3)
+    masks[1, 0, :, 2:, 3:] = 1
+    masks[0, 1, :, :, 3:] = 1  # image 1: columns 3-6, then rows 0-3 x columns 0-3 (overlap: column 3)
+    masks[1, 1, :, :4, :4] = 1
+    return masks
+
+
+def _reference_region(name, values, style):
+    """The authors' transform of a region's features alone, ``values`` (C, n), with style features (1, C, h, w)."""
+    if name == "wct":
+        return reference_wct(values[..., None], style[0], 1.0)[0, :, :, 0]
+    return REFERENCE[name](values[None, :, :, None], style)[0, :, :, 0]
+
+
+@pytest.mark.parametrize("name", ["adamean", "adastd", "efdm", "wct"])
+def test_each_mask_region_gets_the_authors_transform_of_its_features_alone(name):
+    """The masked target, region by region, against the authors' transform applied to that region's content features
+    alone (EFDM's styles have the regions' position counts, as the authors' code needs equal sizes): bit for bit
+    (WCT within 1e-6 of their float64 svd); overlaps averaged; positions in no region keep the content; style 2's
+    features hold one map per content image."""
+    content = _features(2, 8, 6, 7)
+    styles = [_features(1, 8, 4, 6, seed=1), _features(2, 8, 4, 4, seed=2)]  # 24 and 16 positions, as the regions
+    masks = _two_regions()
+    ours = T.masked_apply(name, content, [T.style_code(name, s) for s in styles], masks)
+    expected = torch.zeros_like(content)
+    for i in range(2):
+        total, cover = torch.zeros_like(content[i]), torch.zeros(6, 7)
+        for style, mask in zip(styles, masks):
+            region = mask[i, 0].bool()
+            total[:, region] += _reference_region(name, content[i][:, region], style[min(i, len(style) - 1)][None])
+            cover[region] += 1
+        expected[i] = torch.where(cover > 0, total / cover.clamp_min(1), content[i])
+    tolerance = 1e-6 if name == "wct" else 0.0
+    torch.testing.assert_close(ours, expected, rtol=tolerance, atol=tolerance)
+    assert not torch.equal(ours[:, :, :, 4:], content[:, :, :, 4:])  # stylised regions do change
+
+
+@pytest.mark.parametrize("name", ["efdm", "wct"])
+@pytest.mark.parametrize("count", [0, 1])
+def test_a_region_too_small_for_efdm_or_wct_is_refused_naming_the_mask(name, count):
+    masks = _two_regions()
+    masks[1, 1] = 0
+    masks[1, 1, 0, 0, :count] = 1  # image 1's second region: empty or one position
+    styles = [T.style_code(name, _features(1, 8, 5, 5, seed=k)) for k in (1, 2)]
+    expected = rf"mask 1: its region covers {count} position\(s\) of the 6x7 relu4_1 map of content image 1 .*" \
+               rf"{name} needs at least 2 .*: widen that region, stylise a larger content, or leave that style"
+    with pytest.raises(ConfigError, match=expected):
+        T.masked_apply(name, _features(2, 8, 6, 7), styles, masks)
+
+
+@pytest.mark.parametrize("name", ["adamean", "adastd"])
+def test_the_statistics_transforms_leave_out_a_one_position_region_as_adain(name):
+    content, masks = _features(2, 8, 6, 7), _two_regions()
+    masks[1] = 0
+    masks[1, 0, 0, 0, 6] = masks[1, 1, 0, 5, 0] = 1  # a region of one position (no std), outside the first region
+    styles = [T.style_code(name, _features(1, 8, 5, 5, seed=k)) for k in (1, 2)]
+    ours = T.masked_apply(name, content, styles, masks)  # left out, as masked AdaIN does: the content is kept there
+    assert torch.equal(ours[0, :, 0, 6], content[0, :, 0, 6]) and torch.equal(ours[1, :, 5, 0], content[1, :, 5, 0])
+    assert torch.equal(ours, T.masked_apply(name, content, styles[:1], masks[:1]))
+
+
+@pytest.mark.parametrize("name", ["adamean", "adastd", "efdm", "wct"])
+def test_a_mask_over_the_whole_image_is_the_unmasked_transform_through_the_styliser(name):
+    """Through ``Styliser.stylise``: a mask of another size than the content (resized to relu4_1 as AdaIN's) that
+    covers everything gives the unmasked result, with alpha and colour preservation; half masks give another."""
+    model = _lively_styliser(name)
+    g = torch.Generator().manual_seed(3)
+    content, style_a, style_b = torch.rand(1, 3, 40, 48, generator=g), torch.rand(3, 32, 32, generator=g), \
+        torch.rand(3, 48, 40, generator=g)
+    controls = {"alpha": 0.7, "preserve_colour": True}
+    whole = model.stylise(content, [style_a], masks=[torch.ones(9, 11)], **controls)
+    torch.testing.assert_close(whole, model.stylise(content, [style_a], **controls), rtol=0, atol=0)
+    left = torch.zeros(20, 24)
+    left[:, :12] = 1.0
+    halves = model.stylise(content, [style_a, style_b], masks=[left, 1 - left])
+    assert halves.shape == content.shape and (halves - model.stylise(content, [style_a])).abs().max() > 1e-3

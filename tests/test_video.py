@@ -289,3 +289,19 @@ def test_evaluate_reports_the_warping_error_per_model_and_video(assets, tmp_path
     assert reported["warping_error"] == pytest.approx(by_hand.warping_error, rel=1e-3)
     assert json.loads((out / "summary.json").read_text())["temporal"] == summary["temporal"]
     assert f"| decoder | {assets['clip']} | " in (out / "report.md").read_text()
+
+
+def test_a_mask_region_too_small_for_the_transform_is_named_in_one_line(assets, tmp_path, capsys):
+    """EFDM behind the clip's AdaIN decoder takes masks; a black mask leaves style 2 no region: one line naming the
+    mask's file, no clip written."""
+    frames = tmp_path / "frames"
+    for index in range(2):
+        save_image(torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(index)), frames / f"f{index}.png")
+    save_image(torch.zeros(3, 40, 56), tmp_path / "black.png")
+    style, black = str(assets["style"]), str(tmp_path / "black.png")
+    masks = ["--style", style, style, "--mask", style, black]
+    assert stylise(assets, frames, tmp_path / "out", "--video-frames", "--no-warping-error", "--transform", "efdm",
+                   *masks) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith(f"error: --mask {tmp_path / 'black.png'}: its region covers 0 "), err
+    assert err[0].endswith(f"; {frames}: no frame was written") and not any((tmp_path / "out").rglob("*.mp4"))

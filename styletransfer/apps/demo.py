@@ -35,7 +35,7 @@ from styletransfer.protocol.controls import (
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import device_name, resolve_device
-from styletransfer.runtime.errors import ConfigError, ImageLoadError, StyleTransferError
+from styletransfer.runtime.errors import ConfigError, ImageLoadError, MaskRegionError, StyleTransferError
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +172,18 @@ class DemoPredictor:
         asked = asked_controls(styles, weights, float(alpha), masks, preserve_colour)
         refuse_unsupported(caps, "this model", asked, PAGE_CONTROLS)
         mixed = check_controls(len(styles), None if masks else weights, float(alpha), masks) if styles else None
-        out = self.styliser.stylise(
-            pil_to_tensor(content),
-            styles,
-            weights=mixed,
-            alpha=float(alpha),
-            preserve_colour=preserve_colour,
-            masks=masks,
-        )
+        try:
+            out = self.styliser.stylise(
+                pil_to_tensor(content),
+                styles,
+                weights=mixed,
+                alpha=float(alpha),
+                preserve_colour=preserve_colour,
+                masks=masks,
+            )
+        except MaskRegionError as exc:  # the page's one mask holds style 1's region in white, style 2's in black
+            region = "white (style 1)" if exc.mask == 0 else "black (style 2)"
+            raise ConfigError(f"the mask's {region} part: {exc.reason}") from None
         return tensor_to_pil(out)
 
 

@@ -28,14 +28,14 @@ from torch import Tensor
 from styletransfer.apps.interrupts import Terminated, signal_of, sigterm_raises
 from styletransfer.apps.onnx_runtime import OnnxModel
 from styletransfer.apps.pipeline import decoded, run_folder
-from styletransfer.apps.video import check_smoothing, stylise_video
+from styletransfer.apps.video import VideoStopped, check_smoothing, stylise_video
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.data.video import is_video_path, open_clip
 from styletransfer.protocol.controls import asked_controls, check_controls, check_weights, refuse_unsupported
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
-from styletransfer.runtime.errors import ConfigError, RunInterrupted
+from styletransfer.runtime.errors import ConfigError, MaskRegionError, RunInterrupted
 from styletransfer.runtime.files import check_writable_folder
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ def encoder_arg(args: argparse.Namespace) -> dict | None:
 
 def _mask_tensor(path: Path) -> Tensor:
     return pil_to_tensor(load_rgb(path).convert("L").convert("RGB"))[0]
+
+
+def _mask_named(args: argparse.Namespace, exc: MaskRegionError) -> ConfigError:
+    """A model's refusal of a mask's region, naming the mask's file."""
+    return ConfigError(f"--mask {args.mask[exc.mask]}: {exc.reason}")
 
 
 def output_stems(contents: Sequence[Path], root: Path | None) -> dict[Path, Path]:
@@ -256,7 +261,12 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
     weights = _named_weights(args, styliser, weights)
     if video:
         styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
-        return _run_video(args, styliser, _controls(args, styliser, weights, styles))
+        try:
+            return _run_video(args, styliser, _controls(args, styliser, weights, styles))
+        except VideoStopped as exc:  # a mask's region too small at the frames' size: the first batch stops
+            if not isinstance(exc.__cause__, MaskRegionError):
+                raise
+            raise ConfigError(f"{_mask_named(args, exc.__cause__)}; {args.content}: {exc.where}") from None
     device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     output = args.output.resolve()  # an output folder inside the content folder: its earlier results are not inputs
@@ -296,6 +306,8 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
                 args.writers,
                 args.quality,
             )
+    except MaskRegionError as exc:  # the images written before are whole
+        raise _mask_named(args, exc) from None
     except (KeyboardInterrupt, Terminated) as exc:  # every image is written whole (atomically): count them, say so
         signum = signal_of(exc)
         done = [path for path in outputs.values() if path.is_file() and path.stat().st_mtime >= started - 1]

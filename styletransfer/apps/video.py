@@ -49,7 +49,12 @@ _DONE = object()
 
 
 class VideoStopped(StyleTransferError, RuntimeError):
-    """A clip could not be stylised to the end; the frames written so far are kept (see ``partial``)."""
+    """A clip could not be stylised to the end; the frames written so far are kept (see ``partial``). ``where``
+    says what was kept; the cause is the exception's ``__cause__``."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def check_smoothing(smoothing: float) -> None:
@@ -243,5 +248,5 @@ def stylise_video(
         )
     reason = failures[0] if failures else stopped
     raise VideoStopped(
-        f"{clip.path}: stopped after {stylised} frame(s) ({type(reason).__name__}: {reason}); {where}"
+        f"{clip.path}: stopped after {stylised} frame(s) ({type(reason).__name__}: {reason}); {where}", where
     ) from reason

@@ -19,6 +19,17 @@ class ConfigError(StyleTransferError, ValueError):
     """A setting (config key, constructor argument or command-line flag) has a bad value; the message names it."""
 
 
+class MaskRegionError(ConfigError):
+    """A mask's region is too small for the feature transform to apply there (EFDM and WCT need 2 positions of the
+    bottleneck's map); ``mask`` is the mask's index (0-based, in the order given) and ``reason`` the rest of the
+    message, so a command can name the mask's file instead."""
+
+    def __init__(self, mask: int, reason: str) -> None:
+        self.mask = mask
+        self.reason = reason
+        super().__init__(f"mask {mask}: {reason}")
+
+
 class EncoderWeightsError(StyleTransferError, RuntimeError):
     """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
 

@@ -52,13 +52,10 @@ CAPABILITIES = Capabilities(min_side=MIN_SIDE)
 STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
 #: Transforms with a tiled pass: the statistics ones, and WCT (the content's global covariance).
 TILED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "wct")
-#: What AdaMean and AdaStd support so far: no masks (masked AdaIN's per-region statistics are AdaIN's).
-STATISTICS_ONLY = Capabilities(masks=False, min_side=MIN_SIDE)
-#: What EFDM supports so far: no masks, tiling (its sort is global) or export.
-WHOLE_IMAGE_ONLY = Capabilities(masks=False, tiling=False, export=False, min_side=MIN_SIDE)
-#: What WCT supports: tiling (the content's global covariance), no masks, no export (ONNX has no eigendecomposition).
-WCT_CAPABILITIES = Capabilities(masks=False, export=False, min_side=MIN_SIDE)
-
+#: What EFDM supports: every control but tiling (its sort is global) and export.
+EFDM_CAPABILITIES = Capabilities(tiling=False, export=False, min_side=MIN_SIDE)
+#: What WCT supports: tiling (the content's global covariance), no export (ONNX has no eigendecomposition).
+WCT_CAPABILITIES = Capabilities(export=False, min_side=MIN_SIDE)
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
 #: are the same either way). Folder runs batch same-size images, so a handful of shapes covers them.
@@ -103,10 +100,8 @@ class Styliser(nn.Module):
             check_fits(decoder_record(decoder), self.channels, self.stride, where)
         except ConfigError as exc:
             raise ConfigError(f"{source or 'the model'}: {exc}") from None
-        #: Masks are AdaIN's only; EFDM has no tiled or exported path yet (its sort is global over the image).
-        capabilities = {"adain": CAPABILITIES, "efdm": WHOLE_IMAGE_ONLY, "wct": WCT_CAPABILITIES}.get(
-            transform, STATISTICS_ONLY
-        )
+        #: EFDM has no tiled or exported path yet (its sort is global over the image), WCT no exported one.
+        capabilities = {"efdm": EFDM_CAPABILITIES, "wct": WCT_CAPABILITIES}.get(transform, CAPABILITIES)
         #: Tiling's margin is measured for VGG's relu4_1 (``tiled.py``); a backbone's reach is not known: no tiling.
         self.tileable = isinstance(encoder, VGGEncoder) and bottleneck == BOTTLENECK
         self.capabilities = dataclasses.replace(
@@ -284,10 +279,15 @@ class Styliser(nn.Module):
                     core=core,
                     **shared,
                 )
-            if masks is not None:
-                raise ConfigError(f"masks need the adain transform; this model was trained with {self.transform}")
             return stylise_transform(
-                self.transform, self.encoder, self.decoder, content, styles, style_codes=style_codes, **shared
+                self.transform,
+                self.encoder,
+                self.decoder,
+                content,
+                styles,
+                masks=masks,
+                style_codes=style_codes,
+                **shared,
             )
 
     def tiling(self) -> TilingNeeds | None:

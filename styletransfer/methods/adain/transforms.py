@@ -20,7 +20,8 @@ Statistics are ``nn.stats.mean_std``'s (unbiased variance plus 1e-5, as ``calc_m
 in size (the authors crop both to one size), EFDM resamples the style's sorted values to the content's count by
 linear interpolation of the sorted sequence (the quantile function), which is the identity at equal sizes.
 Interpolating styles blends codes with the weights: statistics for AdaIN and its ablations, sorted values (each
-resampled to the content's count) for EFDM, means and covariances for WCT. WCT decomposes with ``torch.linalg.eigh``
+resampled to the content's count) for EFDM, means and covariances for WCT. Masks give each region the transform
+computed on its own features (``masked_apply``). WCT decomposes with ``torch.linalg.eigh``
 (the authors' ``torch.svd`` of the same symmetric matrices is 10 times slower on a CPU): the results agree to float64
 rounding, not bit for bit.
 """
@@ -33,16 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles
+from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles, region_masks
 from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.losses import mean_std_loss
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.whitening import covariance, whiten_colour
 from styletransfer.protocol.controls import check_controls
-from styletransfer.runtime.errors import ConfigError
+from styletransfer.runtime.errors import ConfigError, MaskRegionError
 
 #: The transforms, in the order ``transform=`` lists them; the first is the default.
 TRANSFORMS = ("adain", "adamean", "adastd", "efdm", "wct")
+#: Transforms that cannot apply to a region of fewer than 2 positions (a one-value sort, no covariance): refused.
+#: The statistics ones leave such a region out, as masked AdaIN does.
+REGION_TRANSFORMS = ("efdm", "wct")
 #: A style's code: (mean, std) each (N, C, 1, 1), EFDM's (sorted values (N, C, n),), or WCT's (mean (N, C, 1, 1),
 #: covariance (N, C, C)) in float64.
 Code = tuple[Tensor, ...]
@@ -103,6 +107,45 @@ def apply(transform: str, content: Tensor, code: Code) -> Tensor:
     return with_stats(transform, content.float(), mean_std(content), (code[0], code[1])).to(content.dtype)
 
 
+def masked_apply(transform: str, content: Tensor, codes: Sequence[Code], masks: Tensor) -> Tensor:
+    """Spatial control: mask k's region of ``content`` (N, C, h, w) gets ``transform`` with style code k, computed on
+    that region's features alone (its own statistics, ranks or covariance), as masked AdaIN does.
+
+    ``codes``: one per mask (batch 1 or N); ``masks``: binary (K, N, 1, h, w) (``region_masks``). Overlapping
+    regions are averaged; positions in no region keep the content. A region of fewer than 2 positions is left out
+    for the statistics transforms (as AdaIN's) and refused with a :class:`MaskRegionError` for EFDM and WCT.
+    """
+    x = content.float()
+    out = torch.zeros_like(x)
+    cover = torch.zeros_like(masks[0])
+    counts = masks.flatten(2).sum(-1).long().tolist()  # (K, N): one host transfer, checked before any work
+    for k, row in enumerate(counts):
+        for i, count in enumerate(row):
+            if count < 2 and transform in REGION_TRANSFORMS:
+                raise MaskRegionError(k, _too_small(transform, count, x.shape, i))
+    for k, (code, mask) in enumerate(zip(codes, masks)):
+        for i in range(x.shape[0]):
+            if counts[k][i] < 2:
+                continue
+            region = mask[i, 0].bool()
+            own = tuple(part[min(i, part.shape[0] - 1)][None] for part in code)
+            target = apply(transform, x[i][:, region][None, :, :, None], own)
+            out[i][:, region] += target[0, :, :, 0]
+            cover[i][:, region] += 1.0
+    return torch.where(cover > 0, out / cover.clamp_min(1), x).to(content.dtype)
+
+
+def _too_small(transform: str, count: int, shape: torch.Size, image: int) -> str:
+    """Why a region of ``count`` positions cannot take ``transform``, and the fixes."""
+    which = f" of content image {image}" if shape[0] > 1 else ""
+    need = "one value has no distribution to match" if transform == "efdm" else "one position has no covariance"
+    return (
+        f"its region covers {count} position(s) of the {shape[2]}x{shape[3]} relu4_1 map{which} (masks are resized "
+        f"to it and thresholded at 0.5), and {transform} needs at least 2 ({need}): widen that region, stylise a "
+        "larger content, or leave that style and its mask out"
+    )
+
+
 def with_stats(transform: str, x: Tensor, content: tuple[Tensor, Tensor], style: tuple[Tensor, Tensor]) -> Tensor:
     """A statistics transform (adain, adamean, adastd) of float32 features ``x`` given the content's (mean, std) and
     the style's: tiling passes the whole image's content statistics, gathered window by window."""
@@ -159,15 +202,16 @@ def stylise_transform(
     weights: Sequence[float] | None = None,
     alpha: float = 1.0,
     preserve_colour: bool = False,
+    masks: Sequence[Tensor] | None = None,
     output_size: tuple[int, int] | None = None,
     style_codes: Sequence[Code] | None = None,
     channels_last: bool = False,
     bottleneck: str = BOTTLENECK,
 ) -> Tensor:
-    """``model.stylise`` for a transform other than AdaIN (no masks): encode, blend the styles' codes, apply,
-    alpha trade-off, decode. Returns float32 (N, 3, H, W) in [0, 1]."""
+    """``model.stylise`` for a transform other than AdaIN: encode, blend the styles' codes (or, with ``masks``, one
+    style per region: ``masked_apply``), apply, alpha trade-off, decode. Returns float32 (N, 3, H, W) in [0, 1]."""
     cached = len(style_codes) if style_codes is not None and not preserve_colour else len(styles)
-    weights = check_controls(cached, weights, alpha, None) or [1.0]
+    weights = check_controls(cached, weights, alpha, masks) or [1.0]
     size = (int(output_size[0]), int(output_size[1])) if output_size else (content.shape[-2], content.shape[-1])
     c_feat = encode(encoder, content, channels_last, bottleneck)
     if alpha == 0.0:
@@ -176,5 +220,9 @@ def stylise_transform(
         reference = content if preserve_colour else None
         features = encode_styles(encoder, styles, reference, channels_last, bottleneck)
         style_codes = [style_code(transform, feature) for feature in features]
+    if masks is not None:
+        region = region_masks(masks, content.shape[0], (c_feat.shape[2], c_feat.shape[3]), c_feat.device)
+        target = masked_apply(transform, c_feat, list(style_codes), region)
+        return decode_clamped(decoder, target, c_feat, alpha, size)
     code = blend(list(style_codes), weights, c_feat.shape[2] * c_feat.shape[3])
     return decode_clamped(decoder, apply(transform, c_feat.float(), code), c_feat, alpha, size)
