@@ -217,7 +217,8 @@ def test_one_report_scores_the_default_adain_beside_one_behind_a_backbone(tmp_pa
     infos = [m["info"] for m in summary["models"]]
     assert [(i["encoder"]["network"], i["bottleneck"]) for i in infos] == [("vgg19", "relu4_1"), ("resnet50", "layer3")]
     report = (out / "report.md").read_text()
-    assert "network vgg19, bottleneck relu4_1" in report and "network resnet50, bottleneck layer3" in report
+    assert "network vgg19, bottleneck relu4_1; decoder mirror" in report
+    assert "network resnet50, bottleneck layer3; decoder configurable (width 0.25," in report
 
 
 def test_peak_memory_is_measured_per_model(bench_dirs):

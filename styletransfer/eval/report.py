@@ -208,7 +208,9 @@ def write_report(path: Path, summary: Mapping[str, Any]) -> None:
         lines.append(
             f"- **{model['label']}**: {info.get('method')} {info.get('kind', '')} `{info.get('path', '')}`; "
             f"encoder {enc.get('arch')} / {weights} (fingerprint {enc.get('fingerprint')}); network "
-            f"{enc.get('network', 'vgg19')}" + (f", bottleneck {info['bottleneck']}" if info.get("bottleneck") else "")
+            f"{enc.get('network', 'vgg19')}"
+            + (f", bottleneck {info['bottleneck']}" if info.get("bottleneck") else "")
+            + (f"; decoder {info['decoder']}" if info.get("decoder") else "")
         )
     lines += ["", "## Metrics", ""]
     for name, (text, _) in {**PAIR_METRICS, **SET_METRICS}.items():

@@ -20,6 +20,7 @@ from styletransfer.data.images import unit_float_on
 from styletransfer.methods.adain import onnx_graphs
 from styletransfer.methods.adain.checkpoint import EncoderArg, file_bottleneck, file_transform, read_model
 from styletransfer.methods.adain.decoders import check_fits, decoder_record
+from styletransfer.methods.adain.decoders import describe as describe_decoder
 from styletransfer.methods.adain.model import (
     BOTTLENECK,
     Core,
@@ -181,13 +182,14 @@ class Styliser(nn.Module):
         return dict(self.encoder.spec)
 
     def describe(self) -> dict:
-        """Method, file, kind of file and the encoder it was trained behind (recorded in reports)."""
+        """Method, file, kind of file, its decoder and the encoder it was trained behind (recorded in reports)."""
         return {
             "method": self.method,
             "path": self.source,
             "kind": self.kind,
             "transform": self.transform,
             "bottleneck": self.bottleneck,
+            "decoder": describe_decoder(decoder_record(self.decoder)),
             "encoder": self.encoder_spec,
         }
 
