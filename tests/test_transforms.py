@@ -13,6 +13,9 @@ the published code: float32 on the CPU, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -367,3 +370,53 @@ def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
     controls = {"weights": [0.4, 0.6], "alpha": 0.7}
     assert float((onnx_model.stylise(content, styles, **controls) - model.stylise(content, styles, **controls))
                  .abs().max()) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def efdm_export(tmp_path_factory):
+    """An EFDM decoder file with a lively decoder, exported once by ``styletransfer-export --check`` (its output
+    kept): (folder, decoder file, image graph, the command's printed lines)."""
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path_factory.mktemp("efdm_onnx")
+    model = _lively_styliser("efdm")
+    path = folder / "decoder.pth"
+    save_decoder(model.decoder, model.encoder.spec, path, transform="efdm")
+    g = torch.Generator().manual_seed(6)
+    for name, size in (("content.png", (3, 53, 77)), ("a.png", (3, 40, 40)), ("b.png", (3, 48, 56))):
+        save_image(torch.rand(*size, generator=g), folder / name)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = export_main([str(path), "-o", str(folder / "efdm.onnx"), "--check"])
+    return folder, path, folder / "efdm.onnx", code, printed.getvalue()
+
+
+@pytest.mark.slow
+def test_efdm_exports_and_passes_the_check_at_two_sizes(efdm_export):
+    """The style graph gives each channel's sorted values (the style's count, dynamic); the image graph resamples
+    them to the content's count, ranks by TopK and gathers: onnxruntime matches PyTorch at 64x48 and 77x53."""
+    from styletransfer.apps.onnx_runtime import OnnxModel
+
+    _, _, image_graph, code, printed = efdm_export
+    assert code == 0 and "check passed: onnxruntime matches PyTorch at 64x48, 77x53" in printed, printed
+    onnx_model = OnnxModel.beside(image_graph)
+    assert onnx_model.recorded["transform"] == "efdm" and onnx_model.code_names == ("style_values",)
+    assert not onnx_model.capabilities.masks and not onnx_model.capabilities.tiling
+    values = onnx_model.run_style(torch.rand(1, 3, 40, 48))[0]
+    assert values.shape == (1, 512, 5 * 6) and bool((values.diff(dim=-1) >= 0).all())  # sorted, the style's count
+
+
+@pytest.mark.slow
+def test_efdm_in_onnxruntime_matches_pytorch_through_the_command(efdm_export):
+    """Two styles of different sizes (their codes resampled to the longer, then to the content's count: measured
+    1e-3 from PyTorch's one resampling), alpha 0.6, 77 x 53: the command's files within one 8-bit level."""
+    folder, path, image_graph, _, _ = efdm_export
+    from styletransfer.data.images import load_image_tensor
+
+    args = ["-c", str(folder / "content.png"), "-s", str(folder / "a.png"), str(folder / "b.png"), "-w", "0.4",
+            "0.6", "--alpha", "0.6", "--workers", "0", "--writers", "0", "--device", "cpu", "--style-short-side", "0"]
+    assert stylise_main([str(image_graph), "--runtime", "onnx", *args, "-o", str(folder / "onnx")]) == 0
+    assert stylise_main([str(path), *args, "-o", str(folder / "torch")]) == 0
+    [onnx_file], [torch_file] = (list((folder / d).iterdir()) for d in ("onnx", "torch"))
+    torch_image = load_image_tensor(torch_file)
+    assert float(torch_image.std()) > 0.05
+    assert float((load_image_tensor(onnx_file) - torch_image).abs().max()) <= 1.0 / 255 + 1e-6

@@ -54,8 +54,8 @@ STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
 #: Transforms with a tiled pass: the statistics ones, WCT (the content's global covariance) and EFDM (the global
 #: feature map kept on the host: ``tiled_efdm.py``).
 TILED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "wct", "efdm")
-#: Transforms with ONNX graphs: the statistics ones.
-EXPORTED_TRANSFORMS = STATISTICS_TRANSFORMS
+#: Transforms with ONNX graphs: the statistics ones and EFDM (its sort is TopK in ONNX).
+EXPORTED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "efdm")
 #: What AdaMean, AdaStd and EFDM support so far: no masks (masked AdaIN's per-region statistics are AdaIN's).
 STATISTICS_ONLY = Capabilities(masks=False, min_side=MIN_SIDE)
 #: What WCT supports: tiling (the content's global covariance), no masks, no export (ONNX has no eigendecomposition).
@@ -356,8 +356,8 @@ class Styliser(nn.Module):
         ``methods/adain/onnx_graphs.py``. For the statistics transforms (adain, adamean, adastd) and EFDM."""
         if self.transform not in EXPORTED_TRANSFORMS:
             raise ConfigError(
-                f"{self.source}: ONNX export needs the adain, adamean or adastd transform (no graph for EFDM yet; "
-                f"ONNX has no eigendecomposition for WCT); this model uses {self.transform}"
+                f"{self.source}: ONNX export needs the adain, adamean, adastd or efdm transform (ONNX has no "
+                f"eigendecomposition for WCT); this model uses {self.transform}"
             )
         return onnx_graphs.graphs(
             self.encoder, self.decoder, fp16, self.transform, self.bottleneck, self.channels, self.stride
