@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from styletransfer.data.images import to_unit_float
@@ -38,7 +39,7 @@ from styletransfer.protocol.controls import (
     refuse_unsupported,
     style_list,
 )
-from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
+from styletransfer.protocol.model import QUANTILE_CODES, OnnxGraph, TiledStylisation, TilingNeeds
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
 #: Names of the graphs' fixed inputs and outputs; the style code's tensors are named in the metadata.
@@ -180,6 +181,8 @@ class OnnxModel:
         declared = Capabilities(**json.loads(meta.get(META_CAPABILITIES, "{}")))
         self.capabilities = Capabilities(**{**declared.__dict__, **ONNX_LIMITS})
         self.recorded = json.loads(meta.get(META_MODEL, "{}"))
+        #: The code's tensors that are sorted sequences of the style's length (resampled to one before blending).
+        self.quantile_codes = set(json.loads(meta.get(QUANTILE_CODES, "[]")))
         #: A network's own styles when it holds several: the image graph then takes weights over them.
         self.own_styles = [] if declared.style_input else list(self.recorded.get("styles") or [])
         # alpha is an input of graphs whose model has the control; style codes of those that take styles
@@ -288,11 +291,21 @@ class OnnxModel:
             codes = [self._recoloured(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]
         else:
             codes = list(style_codes) if style_codes is not None else self.encode_styles(styles)
-        blended = tuple(
-            sum((w * code[i] for w, code in zip(mixed, codes)), torch.zeros_like(codes[0][i]))
-            for i in range(len(codes[0]))
-        )
+        parts = [self._same_lengths(codes, i) for i in range(len(codes[0]))]  # per tensor, over the styles
+        blended = tuple(sum((w * code for w, code in zip(mixed, part)), torch.zeros_like(part[0])) for part in parts)
         return self.run_image(batch, blended, alpha)
+
+    def _same_lengths(self, codes: Sequence[tuple[Tensor, ...]], i: int) -> list[Tensor]:
+        """Tensor ``i`` of each style's code; a sorted sequence (``QUANTILE_CODES``) resampled to the longest by
+        linear interpolation, as the image graph resamples it to the content's count."""
+        parts = [code[i] for code in codes]
+        if self.code_names[i] not in self.quantile_codes:
+            return parts
+        longest = max(part.shape[-1] for part in parts)
+        return [
+            F.interpolate(part, size=longest, mode="linear", align_corners=True) if part.shape[-1] != longest else part
+            for part in parts
+        ]
 
     def _recoloured(self, style: Tensor, batch: Tensor) -> tuple[Tensor, ...]:
         """Colour preservation's code of ``style`` (1, 3, h, w): recoloured to each content of ``batch`` in turn

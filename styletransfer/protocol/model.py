@@ -57,6 +57,12 @@ class TiledStylisation(Protocol):
         """The last pass: window ``index`` stylised, float32 (N, 3, h, w) in [0, 1]."""
 
 
+#: Metadata key of an image graph: a JSON list of the style code's tensors that are sorted sequences along their last
+#: axis (quantile functions, e.g. EFDM's sorted values), whose length is the style's: the runtime resamples them to
+#: the longest (linear interpolation) before blending several styles.
+QUANTILE_CODES = "styletransfer.quantile_codes"
+
+
 @dataclass
 class OnnxGraph:
     """One graph of a model's ONNX export: ``module(*inputs)`` with named inputs and outputs.

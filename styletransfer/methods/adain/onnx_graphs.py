@@ -7,6 +7,12 @@ runtime are :mod:`styletransfer.apps.export` and :mod:`styletransfer.apps.onnx_r
   two bottleneck positions a side (16 px at stride 8, 32 px at stride 16);
 * the style graph: ``style`` (1, 3, H, W) -> (``style_mean``, ``style_std``), AdaIN's style code.
 
+EFDM's graphs take and give its code instead: ``style_values`` (N, C, L), each channel's sorted values at the
+style's L positions (dynamic). The image graph resamples them to the content's count (linear interpolation of the
+sorted sequence: ONNX Resize, as ``transforms.apply``), ranks the content's values (the exporter writes the sort as
+TopK, whose ties go in index order: ``transforms.efdm_ranks``) and gathers. Several styles: the runtime resamples
+their codes to the longest before the weighted sum (``QUANTILE_CODES`` in the metadata).
+
 Interpolating styles is a weighted sum of the codes: exact, since AdaIN is affine in the style's mean and std.
 The decoder's nearest upsampling is :func:`styletransfer.nn.upsampling.upsample_to` (an index gather with ATen's own
 index formula, equal to PyTorch on any runtime).
@@ -16,20 +22,24 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styletransfer.methods.adain.model import BOTTLENECK, adain, encode
-from styletransfer.methods.adain.transforms import with_stats
+from styletransfer.methods.adain.transforms import efdm_ranks, sorted_values, with_stats
 from styletransfer.nn.encoder import min_input_side
 from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.upsampling import upsample_to
-from styletransfer.protocol.model import OnnxGraph
+from styletransfer.protocol.model import QUANTILE_CODES, OnnxGraph
 
 #: AdaIN's style code as graph tensors: the bottleneck's channel mean and std.
 CODE_NAMES = ("style_mean", "style_std")
+#: EFDM's style code as a graph tensor: each channel's sorted values.
+EFDM_CODE_NAMES = ("style_values",)
 #: Smallest exported side behind VGG: relu4_1 keeps a 2 x 2 map (in general: twice the bottleneck's stride).
 MIN_SIDE = min_input_side([BOTTLENECK], positions=2)
 
@@ -59,6 +69,39 @@ class ImageGraph(nn.Module):
         return decoded.float().clamp(0.0, 1.0)
 
 
+class EFDMImageGraph(nn.Module):
+    """content, alpha, the style's sorted values -> stylised image: EFDM's ``stylise`` with a precomputed code."""
+
+    def __init__(self, encoder: FeatureEncoder, decoder: nn.Module, bottleneck: str = BOTTLENECK) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.bottleneck = bottleneck
+
+    def forward(self, content: Tensor, alpha: Tensor, style_values: Tensor) -> Tensor:
+        dtype = next(self.decoder.parameters()).dtype
+        c_feat = encode(self.encoder, content.to(dtype), bottleneck=self.bottleneck).float()
+        flat = c_feat.flatten(2)
+        values = F.interpolate(style_values, size=flat.shape[-1], mode="linear", align_corners=True)
+        target = values.gather(-1, efdm_ranks(flat)).view_as(c_feat)
+        mixed = alpha * target + (1.0 - alpha) * c_feat
+        decoded = self.decoder(mixed.to(dtype), (content.shape[2], content.shape[3]), upsample=upsample_to)
+        return decoded.float().clamp(0.0, 1.0)
+
+
+class EFDMStyleGraph(nn.Module):
+    """style image -> each bottleneck channel's sorted values (1, C, L), float32."""
+
+    def __init__(self, encoder: FeatureEncoder, bottleneck: str = BOTTLENECK) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.bottleneck = bottleneck
+
+    def forward(self, style: Tensor) -> Tensor:
+        dtype = next(self.encoder.parameters()).dtype
+        return sorted_values(encode(self.encoder, style.to(dtype), bottleneck=self.bottleneck))
+
+
 class StyleGraph(nn.Module):
     """style image -> bottleneck (mean, std), float32 whatever the encoder's precision."""
 
@@ -82,6 +125,16 @@ def _image_inputs(
     return content, torch.tensor([0.8]), stats[0], stats[1] + 0.5
 
 
+def _efdm_image_inputs(
+    height: int, width: int, generator: torch.Generator | None = None, channels: int = 512
+) -> tuple[Tensor, ...]:
+    """EFDM's image-graph inputs: two contents, alpha 0.8 and sorted values at 37 style positions (another count
+    than the content's, so the resampling is part of what --check compares)."""
+    content = torch.rand(2, 3, height, width, generator=generator)
+    values = torch.sort(torch.rand(2, channels, 37, generator=generator) * 2.0, dim=-1).values
+    return content, torch.tensor([0.8]), values
+
+
 def _style_inputs(height: int, width: int, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
     return (torch.rand(1, 3, width, height, generator=generator),)
 
@@ -102,6 +155,8 @@ def graphs(
     exported = (copy.deepcopy(encoder).half(), copy.deepcopy(decoder).half()) if fp16 else (encoder, decoder)
     batch = torch.export.Dim("N", min=1)
     side = torch.export.Dim("H", min=2 * stride), torch.export.Dim("W", min=2 * stride)
+    if transform == "efdm":
+        return _efdm_graphs(encoder, decoder, exported, bottleneck, channels, batch, side)
     image_inputs = functools.partial(_image_inputs, channels=channels)
     image = OnnxGraph(
         role="image",
@@ -127,6 +182,47 @@ def graphs(
         inputs=_style_inputs(56, 64),
         input_names=("style",),
         output_names=CODE_NAMES,
+        dynamic_shapes={"style": {2: side[0], 3: side[1]}},
+        check_inputs=_style_inputs,
+    )
+    return [image, style]
+
+
+def _efdm_graphs(
+    encoder: FeatureEncoder,
+    decoder: nn.Module,
+    exported: tuple[FeatureEncoder, nn.Module],
+    bottleneck: str,
+    channels: int,
+    batch: torch.export.Dim,
+    side: tuple[torch.export.Dim, torch.export.Dim],
+) -> list[OnnxGraph]:
+    """EFDM's image graph and style graph (see the module docstring): its code's length L is dynamic."""
+    image_inputs = functools.partial(_efdm_image_inputs, channels=channels)
+    image = OnnxGraph(
+        role="image",
+        suffix="",
+        module=EFDMImageGraph(*exported, bottleneck),
+        reference=EFDMImageGraph(encoder, decoder, bottleneck),
+        inputs=image_inputs(64, 56),
+        input_names=("content", "alpha", *EFDM_CODE_NAMES),
+        output_names=("image",),
+        dynamic_shapes={
+            "content": {0: batch, 2: side[0], 3: side[1]},
+            "alpha": None,
+            "style_values": {0: batch, 2: torch.export.Dim("L", min=2)},
+        },
+        check_inputs=image_inputs,
+        metadata={QUANTILE_CODES: json.dumps(list(EFDM_CODE_NAMES))},
+    )
+    style = OnnxGraph(
+        role="style",
+        suffix=".style",
+        module=EFDMStyleGraph(exported[0], bottleneck),
+        reference=EFDMStyleGraph(encoder, bottleneck),
+        inputs=_style_inputs(56, 64),
+        input_names=("style",),
+        output_names=EFDM_CODE_NAMES,
         dynamic_shapes={"style": {2: side[0], 3: side[1]}},
         check_inputs=_style_inputs,
     )

@@ -32,6 +32,7 @@ from styletransfer.methods.adain.model import (
     stylise_core,
 )
 from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
+from styletransfer.methods.adain.tiled_efdm import TiledEFDM, host_bytes_per_pixel
 from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
@@ -51,11 +52,12 @@ CAPABILITIES = Capabilities(min_side=MIN_SIDE)
 #: Transforms whose code is the style's channel statistics: tiled with the whole image's statistics, exported with
 #: the same two graphs as AdaIN.
 STATISTICS_TRANSFORMS = ("adain", "adamean", "adastd")
-#: Transforms with a tiled pass: the statistics ones, and WCT (the content's global covariance).
-TILED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "wct")
-#: What EFDM supports: every control but tiling (its sort is global) and export.
-EFDM_CAPABILITIES = Capabilities(tiling=False, export=False, min_side=MIN_SIDE)
-#: What WCT supports: tiling (the content's global covariance), no export (ONNX has no eigendecomposition).
+#: Transforms with a tiled pass: the statistics ones, WCT (the content's global covariance) and EFDM (the global
+#: feature map kept on the host: ``tiled_efdm.py``).
+TILED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "wct", "efdm")
+#: Transforms with ONNX graphs: the statistics ones and EFDM (its sort is TopK in ONNX).
+EXPORTED_TRANSFORMS = (*STATISTICS_TRANSFORMS, "efdm")
+#: What WCT supports: every control but export (ONNX has no eigendecomposition).
 WCT_CAPABILITIES = Capabilities(export=False, min_side=MIN_SIDE)
 
 #: Distinct input shapes compiled per Styliser before new ones run eagerly (each costs a compilation; the results
@@ -101,8 +103,8 @@ class Styliser(nn.Module):
             check_fits(decoder_record(decoder), self.channels, self.stride, where)
         except ConfigError as exc:
             raise ConfigError(f"{source or 'the model'}: {exc}") from None
-        #: EFDM has no tiled or exported path yet (its sort is global over the image), WCT no exported one.
-        capabilities = {"efdm": EFDM_CAPABILITIES, "wct": WCT_CAPABILITIES}.get(transform, CAPABILITIES)
+        #: Every transform has every control, but WCT has no ONNX graph.
+        capabilities = WCT_CAPABILITIES if transform == "wct" else CAPABILITIES
         #: Tiling's margin is measured for VGG's relu4_1 (``tiled.py``); a backbone's reach is not known: no tiling.
         self.tileable = isinstance(encoder, VGGEncoder) and bottleneck == BOTTLENECK
         self.capabilities = dataclasses.replace(
@@ -294,10 +296,13 @@ class Styliser(nn.Module):
 
     def tiling(self) -> TilingNeeds | None:
         """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (more for a decoder that reaches
-        further: ``methods/adain/tiled.py``); None for EFDM (its global sort has no tiled pass yet)."""
+        further: ``methods/adain/tiled.py``); EFDM keeps the global feature map on the host (``tiled_efdm.py``)."""
         if not self.tileable or self.transform not in TILED_TRANSFORMS:
             return None
-        return tiling_needs(self.bf16, self.decoder)
+        needs = tiling_needs(self.bf16, self.decoder)
+        if self.transform == "efdm":
+            return dataclasses.replace(needs, host_bytes_per_pixel=host_bytes_per_pixel(self.channels, self.bf16))
+        return needs
 
     @torch.no_grad()
     def tiled(
@@ -309,9 +314,10 @@ class Styliser(nn.Module):
         alpha: float = 1.0,
         preserve_colour: bool = False,
         style_codes: Sequence[StyleStats] | None = None,
-    ) -> TiledAdaIN:
+    ) -> TiledAdaIN | TiledEFDM:
         """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
-        (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py``."""
+        (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py`` (EFDM:
+        ``methods/adain/tiled_efdm.py``)."""
         if not self.tileable:
             raise ConfigError(
                 f"{self.source}: tiling needs VGG's relu4_1 (its margin is measured there); this model runs behind "
@@ -320,6 +326,20 @@ class Styliser(nn.Module):
         weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
+        if self.transform == "efdm":
+            return TiledEFDM(
+                self.encoder,
+                self.decoder,
+                content,
+                styles,
+                weights or [1.0],
+                alpha,
+                preserve_colour,
+                style_codes,
+                lambda window: self._images(window, "content"),
+                self.channels_last,
+                self._autocast,
+            )
         return TiledAdaIN(
             self.encoder,
             self.decoder,
@@ -336,12 +356,12 @@ class Styliser(nn.Module):
         )
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
-        """The image graph (content, alpha, style statistics -> image) and the style graph (style -> statistics);
-        see ``methods/adain/onnx_graphs.py``. For the statistics transforms (adain, adamean, adastd)."""
-        if self.transform not in STATISTICS_TRANSFORMS:
+        """The image graph (content, alpha, style code -> image) and the style graph (style -> code); see
+        ``methods/adain/onnx_graphs.py``. For the statistics transforms (adain, adamean, adastd) and EFDM."""
+        if self.transform not in EXPORTED_TRANSFORMS:
             raise ConfigError(
-                f"{self.source}: ONNX export needs a statistics transform (adain, adamean, adastd); "
-                f"this model uses {self.transform}"
+                f"{self.source}: ONNX export needs the adain, adamean, adastd or efdm transform (ONNX has no "
+                f"eigendecomposition for WCT); this model uses {self.transform}"
             )
         return onnx_graphs.graphs(
             self.encoder, self.decoder, fp16, self.transform, self.bottleneck, self.channels, self.stride

@@ -68,6 +68,14 @@ def sorted_values(features: Tensor, count: int | None = None) -> Tensor:
     return F.interpolate(values, size=count, mode="linear", align_corners=True)
 
 
+def efdm_ranks(flat: Tensor) -> Tensor:
+    """Each value's rank along the last axis, ties in position order (a stable sort), so that every device, the
+    tiled path and ONNX agree (ReLU features tie at 0). The ONNX exporter has no stable sort: exported, this is an
+    ordinary sort, which it writes as TopK, whose specification orders ties by lower index: the same ranks."""
+    order = flat.argsort(-1) if torch.compiler.is_exporting() else flat.argsort(dim=-1, stable=True)
+    return order.argsort(-1)
+
+
 def style_code(transform: str, features: Tensor) -> Code:
     """The code of style features (N, C, h, w) for ``transform``."""
     if transform == "efdm":
@@ -99,7 +107,7 @@ def apply(transform: str, content: Tensor, code: Code) -> Tensor:
         values = code[0]
         if values.shape[-1] != flat.shape[-1]:
             values = F.interpolate(values, size=flat.shape[-1], mode="linear", align_corners=True)
-        ranks = flat.argsort(-1).argsort(-1)
+        ranks = efdm_ranks(flat)
         target = values.expand(flat.shape[0], -1, -1).gather(-1, ranks)
         return (flat + (target - flat.detach())).view_as(content).to(content.dtype)
     if transform == "wct":
