@@ -19,7 +19,7 @@ from styletransfer.engine.hydra_callbacks import LockRunDirectory
 from styletransfer.engine.instantiate import instantiate_checked, instantiate_group, uses_wandb
 from styletransfer.engine.interrupt import StopOnSignal
 from styletransfer.engine.wandb_mode import choose_wandb_mode
-from styletransfer.nn.checkpoints import save_final_checkpoint
+from styletransfer.nn.checkpoints import check_resume_fits, save_final_checkpoint
 from styletransfer.runtime.errors import RunInterrupted
 from styletransfer.runtime.files import (
     refuse_finished_run,
@@ -89,6 +89,8 @@ def _run(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     datamodule: pl.LightningDataModule = instantiate_checked(cfg.data)
     encoder_cfg = OmegaConf.to_container(cfg.encoder, resolve=True)
     model: pl.LightningModule = instantiate_checked(cfg.method, encoder=encoder_cfg)
+    if cfg.get("ckpt_path"):
+        check_resume_fits(model, cfg.ckpt_path, type(model).__name__)  # before anything is written
     record_run_config(cfg, model, output_dir)
 
     callbacks = instantiate_group(cfg.get("callbacks"))

@@ -471,3 +471,19 @@ def test_styles_are_chosen_by_name(two_style_run, fast_data, tmp_path, capsys):
     capsys.readouterr()
     assert stylise_main([*common, "--style-name", "candy", "-o", str(tmp_path / "bad")]) == 1
     assert "--style-name candy: " in (err := capsys.readouterr().err) and "has the styles waves, checks" in err
+
+
+def test_another_methods_checkpoint_is_refused_before_training(adain_run, fast_data, tmp_path):
+    """Issue 23's bad input: an AdaIN run's last.ckpt given to method=fast as ckpt_path is one line naming the file,
+    both models' weights and the fix (it was Lightning's wall of missing and unexpected keys), before anything is
+    written to the run's folder."""
+    from styletransfer.runtime.errors import CheckpointError
+
+    last, _ = adain_run
+    with pytest.raises(CheckpointError) as info:
+        _train(fast_data, tmp_path, "waves", steps=2, extra=(f"ckpt_path={last}",))
+    message = str(info.value)
+    assert "\n" not in message and str(last) in message
+    assert "another model (decoder, encoder; FastStyleModule has loss, network)" in message
+    assert "leave ckpt_path out" in message
+    assert {p.name for p in tmp_path.iterdir()} <= {".run.lock"}  # the run folder's lock, nothing else

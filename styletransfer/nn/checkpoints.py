@@ -27,6 +27,10 @@ from styletransfer.runtime.files import TEMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
+#: A resumed checkpoint's role and the fix, as messages name them.
+RESUME_WHAT = "checkpoint to resume from (ckpt_path)"
+RESUME_FIX = "pass ckpt_path=<run>/checkpoints/last.ckpt"
+
 
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO, written crash-safely and read weights-only (``trainer.plugins`` in the configs).
@@ -49,9 +53,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        return read_checkpoint(
-            path, "checkpoint to resume from (ckpt_path)", "pass ckpt_path=<run>/checkpoints/last.ckpt"
-        )
+        return read_checkpoint(path, RESUME_WHAT, RESUME_FIX)
 
 
 def read_checkpoint(path: str | os.PathLike, what: str, fix: str) -> dict[str, Any]:
@@ -68,6 +70,22 @@ def read_checkpoint(path: str | os.PathLike, what: str, fix: str) -> dict[str, A
             "earlier checkpoint of the run (checkpoints/step_*.ckpt)."
         )
     return checkpoint
+
+
+def check_resume_fits(model: pl.LightningModule, path: str | os.PathLike, method: str) -> None:
+    """Refuse ``ckpt_path`` before training starts when its weights are another model's: the checkpoint's state dict
+    and ``model``'s must hold the same top-level modules (e.g. ``encoder`` and ``decoder`` for AdaIN, ``network`` and
+    ``loss`` for fast style), else the resume would end in Lightning's wall of missing and unexpected keys. Finer
+    differences (a layer more or less) are left to Lightning's strict load, which some methods adapt first."""
+    checkpoint = read_checkpoint(path, RESUME_WHAT, RESUME_FIX)
+    found = sorted({str(key).split(".")[0] for key in checkpoint["state_dict"]})
+    expected = sorted({key.split(".")[0] for key in model.state_dict()})
+    if found != expected:
+        raise CheckpointError(
+            f"{RESUME_WHAT} {path} holds the weights of another model ({', '.join(found) or 'none'}; {method} has "
+            f"{', '.join(expected)}): resume it with the method and settings of the run that wrote it (its "
+            ".hydra/config.yaml), or leave ckpt_path out to start a new run"
+        )
 
 
 def read_run_checkpoint(path: str | os.PathLike, run: str, holds: str) -> dict[str, Any]:
