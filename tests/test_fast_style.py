@@ -133,6 +133,116 @@ def test_several_styles_blend_their_scales_and_shifts():
         multi(x)
 
 
+# ---------------------------------------------------------------- slimmer networks (method.width, .residual_blocks)
+
+VGG16_RANDOM = {"weights": "random", "network": "vgg16"}
+
+
+def test_a_width_scales_every_convolution_to_multiples_of_8_and_blocks_are_counted():
+    """1.0 is the examples' 32/64/128 (the bit-for-bit test above); other widths scale every convolution's channels,
+    rounded to the nearest multiple of 8 (at least 8); ``residual_blocks`` keeps res1..resN. Bad settings are one
+    line naming the setting."""
+    from styletransfer.methods.fast import FastStyleModule
+    from styletransfer.methods.fast.network import channels
+
+    assert channels(1.0) == (32, 64, 128) and channels(1) == (32, 64, 128)
+    assert [channels(w) for w in (0.5, 0.35, 0.3, 0.25, 0.1, 2.0)] == [
+        (16, 32, 64), (8, 24, 48), (8, 16, 40), (8, 16, 32), (8, 8, 16), (64, 128, 256)]
+    net = TransformerNet(styles=2, width=0.25, residual_blocks=2)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes["conv1.conv2d.weight"] == (8, 3, 9, 9) and shapes["conv3.conv2d.weight"] == (32, 16, 3, 3)
+    assert shapes["res2.conv2.conv2d.weight"] == (32, 32, 3, 3) and shapes["deconv3.conv2d.weight"] == (3, 8, 9, 9)
+    assert shapes["in5.weight"] == (2, 8) and not any(k.startswith("res3.") for k in shapes)
+    x = torch.rand(1, 3, 36, 44) * 255
+    assert net(x, torch.tensor([0.5, 0.5])).shape == x.shape
+    assert net.layout() == {"width": 0.25, "residual_blocks": 2}
+    for setting, message in (({"width": 0}, "method.width=0 must be a finite number > 0"),
+                             ({"width": "half"}, "method.width='half' must be a finite number > 0"),
+                             ({"residual_blocks": 0}, "method.residual_blocks=0 must be a whole number >= 1"),
+                             ({"residual_blocks": 2.5}, "method.residual_blocks=2.5 must be a whole number >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            FastStyleModule(VGG16_RANDOM, ["never_read.png"], **setting)
+
+
+def test_a_slim_network_trains_and_lowers_the_loss(tmp_path):
+    """experiment=fast_slim's width (8/16/40 channels) with two residual blocks: eight Adam steps at lr 1e-2 on one
+    batch, behind a random VGG-16, lower the examples' loss to under 80%."""
+    from conftest import compose
+    from PIL import Image
+
+    from styletransfer.methods.fast import FastStyleModule
+
+    width = compose("train", "experiment=fast_slim", "method.styles=[x.png]").method.width
+    Image.effect_mandelbrot((40, 48), (-2, -1.2, 0.8, 1.2), 60).convert("RGB").save(tmp_path / "style.png")
+    torch.manual_seed(0)
+    module = FastStyleModule(VGG16_RANDOM, [str(tmp_path / "style.png")], lr=1e-2, width=width, residual_blocks=2)
+    assert module.network.channels == (8, 16, 40) and module.hparams["width"] == width == 0.3
+    batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    optimiser = module.configure_optimizers()
+    losses = []
+    for _ in range(8):
+        loss = module.losses(batch)["loss/total"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _slim_file(tmp_path, styles=1):
+    """A slim network (width 0.25, two blocks) with lively normalisations, written as network.pth."""
+    from styletransfer.methods.fast.checkpoint import save_network
+
+    torch.manual_seed(4)
+    network = TransformerNet(styles, width=0.25, residual_blocks=2)
+    _lively(network, seed=4)
+    with torch.no_grad():  # an output around mid-grey with contrast (a random network's is near 0, then clamped)
+        network.deconv3.conv2d.weight.mul_(300.0)
+        network.deconv3.conv2d.bias.fill_(128.0)
+    path = tmp_path / "network.pth"
+    save_network(network, [f"s{i}" for i in range(styles)], VGG16_RANDOM, path)
+    return network, path
+
+
+def test_a_files_layout_rebuilds_the_network_and_a_mismatch_is_refused_naming_both(tmp_path):
+    """network.pth and a Lightning checkpoint record the layout: loading rebuilds the slim network (its output is
+    the one saved); a layout that does not fit the weights, or a slim state dict saved bare (read as the examples'
+    layout), is one line naming both."""
+    from styletransfer.methods.fast.checkpoint import read_network
+    from styletransfer.protocol.registry import load_model
+    from styletransfer.runtime.errors import CheckpointError
+
+    network, path = _slim_file(tmp_path)
+    model = load_model(path)
+    assert model.network.channels == (8, 16, 32) and model.network.residual_blocks == 2
+    assert model.describe()["width"] == 0.25 and model.describe()["residual_blocks"] == 2
+    x = torch.rand(1, 3, 36, 44)
+    with torch.no_grad():
+        assert torch.equal(model.stylise(x), (network.eval()(x * 255) / 255).clamp(0, 1))
+    lightning = {"state_dict": {f"network.{k}": v for k, v in network.state_dict().items()},
+                 "hyper_parameters": {"styles": ["s0.png"], "width": 0.25, "residual_blocks": 2}}
+    assert read_network(lightning, tmp_path / "last.ckpt")[0].channels == (8, 16, 32)
+    lightning["hyper_parameters"]["residual_blocks"] = 3
+    with pytest.raises(CheckpointError, match=r"last.ckpt records width 0.25 and 3 residual blocks: 8/16/32 channels "
+                       r"and 3 residual blocks, but its weights are a network of 8/16/32 channels and 2 residual "
+                       r"blocks: the file is damaged or was edited"):
+        read_network(lightning, tmp_path / "last.ckpt")
+    obj = torch.load(path, weights_only=True)
+    obj["layout"]["width"] = 1.0
+    torch.save(obj, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError, match=r"edited.pth records width 1.0 and 2 residual blocks: 32/64/128 "
+                       r"channels and 2 residual blocks, but its weights are a network of 8/16/32 channels"):
+        load_model(tmp_path / "edited.pth")
+    torch.save(network.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match=r"bare.pth records no layout \(the examples'\): 32/64/128 channels "
+                       r"and 5 residual blocks, but its weights are a network of 8/16/32 channels and 2 residual"):
+        load_model(tmp_path / "bare.pth")
+    obj["layout"]["width"] = -1
+    torch.save(obj, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad.pth records a network layout that cannot be built: width=-1"):
+        load_model(tmp_path / "bad.pth")
+
+
 # ---------------------------------------------------------------- the examples' loss and training step
 
 
@@ -453,6 +563,27 @@ def test_networks_export_check_and_run_in_onnxruntime(two_style_run, tmp_path, c
                              name, "-o", str(tmp_path / runtime), "--workers", "0", "--writers", "0"]) == 0
     [onnx_file], [torch_file] = ((tmp_path / d).iterdir() for d in ("onnx", "torch"))
     assert float((load_image_tensor(onnx_file) - load_image_tensor(torch_file)).abs().max()) <= 1 / 255 + 1e-6
+
+
+@pytest.mark.slow
+def test_a_slim_network_exports_checks_and_runs_in_onnxruntime(tmp_path, capsys):
+    """A slim network of two styles through styletransfer-export --check: the graph records its layout and gives
+    the PyTorch path's images within 1e-3, blends included."""
+    pytest.importorskip("onnxruntime")
+    from styletransfer.apps.onnx_runtime import OnnxModel
+    from styletransfer.cli.export import main as export_main
+    from styletransfer.protocol.registry import load_model
+
+    _, path = _slim_file(tmp_path, styles=2)
+    assert export_main([str(path), "-o", str(tmp_path / "slim.onnx"), "--check"]) == 0
+    assert "check passed" in capsys.readouterr().out
+    onnx_model, torch_model = OnnxModel.beside(tmp_path / "slim.onnx"), load_model(path)
+    assert onnx_model.describe()["width"] == 0.25 and onnx_model.describe()["residual_blocks"] == 2
+    content = torch.rand(1, 3, 53, 77, generator=torch.Generator().manual_seed(6))
+    for weights in ([1.0, 0.0], [0.3, 0.7]):
+        result = torch_model.stylise(content, weights=weights)
+        assert float(result.std()) > 0.01
+        assert float((onnx_model.stylise(content, weights=weights) - result).abs().max()) < 1e-3
 
 
 def test_styles_are_chosen_by_name(two_style_run, fast_data, tmp_path, capsys):

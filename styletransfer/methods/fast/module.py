@@ -18,7 +18,7 @@ from styletransfer.data.images import load_rgb, pil_to_tensor
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.methods.fast.checkpoint import save_network
 from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
-from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.methods.fast.network import EXAMPLES_BLOCKS, TransformerNet, channels, check_blocks
 from styletransfer.methods.fast.styler import FastStyler
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import build_encoder
@@ -65,7 +65,10 @@ class FastStyleModule(pl.LightningModule):
 
     ``channels_last`` runs network and loss network in that memory format, ``compile`` torch.compiles the whole loss
     (network, VGG-16, Gram matrices: one forward and one backward graph); with either, reflection pads keep the
-    memory format (``nn.padding``; same values). Off, the modules and the maths are the examples' exactly."""
+    memory format (``nn.padding``; same values). Off, the modules and the maths are the examples' exactly.
+
+    ``width`` and ``residual_blocks`` slim the network for slow machines (``network.py``; 1.0 and 5: the examples'
+    layout, bit for bit); both are recorded in the checkpoints and in ``network.pth``."""
 
     def __init__(
         self,
@@ -79,6 +82,8 @@ class FastStyleModule(pl.LightningModule):
         tv_weight: float = 0.0,
         channels_last: bool = False,
         compile: bool | str = False,
+        width: float = 1.0,
+        residual_blocks: int = EXAMPLES_BLOCKS,
     ) -> None:
         super().__init__()
         if isinstance(styles, str) or not styles:
@@ -89,6 +94,10 @@ class FastStyleModule(pl.LightningModule):
             value = locals()[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < float("inf"):
                 raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        try:
+            channels(width), check_blocks(residual_blocks)
+        except ValueError as exc:
+            raise ConfigError(f"method.{exc}") from None
         images = [load_style(style, style_size) for style in styles]
         encoder_module = build_encoder(encoder, [CONTENT_LAYER, *STYLE_LAYERS])
         mode = compile_mode(compile)
@@ -104,9 +113,11 @@ class FastStyleModule(pl.LightningModule):
                 "tv_weight": float(tv_weight),
                 "channels_last": bool(channels_last),
                 "compile": mode or False,
+                "width": float(width),
+                "residual_blocks": int(residual_blocks),
             }
         )
-        self.network = TransformerNet(len(styles))
+        self.network = TransformerNet(len(styles), width, residual_blocks)
         self.loss = PerceptualLoss(encoder_module, images, content_weight, style_weight, tv_weight=tv_weight)
         speed = bool(channels_last) or mode is not None
         use_fast_reflection_padding(self.network, speed)  # VGG-16 pads with zeros: nothing to swap there

@@ -8,6 +8,11 @@ style (``weight``/``bias`` of shape (styles, C)); the network is asked for a sty
 which blends the scales and shifts (one style: a one-hot vector). With one style the parameters are (C,) and the
 layer is ``torch.nn.InstanceNorm2d(C, affine=True)`` exactly.
 
+A slimmer network for slow machines: ``width`` scales every convolution's channels (32, 64, 128 at 1.0, the
+examples' layout exactly; each rounded to the nearest multiple of 8, at least 8: ``channels``) and
+``residual_blocks`` sets how many residual blocks it has (5, the examples'). Both are recorded in a model file
+(``checkpoint.py``) so that the same network is rebuilt wherever it is loaded.
+
 Images are RGB in [0, 255], in and out, as the examples train them (the output is not clamped).
 """
 
@@ -19,6 +24,31 @@ from torch import Tensor, nn
 
 #: Instance normalisation's epsilon (torch.nn.InstanceNorm2d's default, which the examples use).
 EPS = 1e-5
+#: The examples' channels after the first, second and third convolution (the residual blocks keep the third).
+EXAMPLES_CHANNELS = (32, 64, 128)
+#: The examples' number of residual blocks.
+EXAMPLES_BLOCKS = 5
+#: Scaled channels are rounded to a multiple of this (a whole number of AVX2 float32 vectors), and at least it.
+CHANNEL_MULTIPLE = 8
+
+
+def channels(width: float) -> tuple[int, int, int]:
+    """The three channel counts of a network ``width`` times the examples' (``EXAMPLES_CHANNELS`` at 1.0), each
+    rounded to the nearest multiple of ``CHANNEL_MULTIPLE`` and at least that; a width must be a number > 0."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < float(width) < float("inf"):
+        raise ValueError(f"width={width!r} must be a finite number > 0 (1.0: the examples' layout)")
+    c1, c2, c3 = (
+        max(CHANNEL_MULTIPLE, int(c * float(width) / CHANNEL_MULTIPLE + 0.5) * CHANNEL_MULTIPLE)
+        for c in EXAMPLES_CHANNELS
+    )
+    return c1, c2, c3
+
+
+def check_blocks(residual_blocks: int) -> int:
+    """``residual_blocks`` as an int >= 1 (every model file holds ``res1``), or ValueError naming it."""
+    if isinstance(residual_blocks, bool) or not isinstance(residual_blocks, int) or residual_blocks < 1:
+        raise ValueError(f"residual_blocks={residual_blocks!r} must be a whole number >= 1 (5: the examples')")
+    return residual_blocks
 
 
 class StyleNorm(nn.Module):
@@ -90,31 +120,40 @@ class UpsampleConvLayer(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """The examples' network for ``styles`` styles (see the module docstring); ``forward(x, style)`` takes RGB in
-    [0, 255] (N, 3, H, W) and, for several styles, ``style``: weights over them (styles,), summing to 1."""
+    """The examples' network for ``styles`` styles (see the module docstring), ``width`` times as wide with
+    ``residual_blocks`` blocks (``res1`` .. ``resN``); ``forward(x, style)`` takes RGB in [0, 255] (N, 3, H, W) and,
+    for several styles, ``style``: weights over them (styles,), summing to 1."""
 
-    def __init__(self, styles: int = 1) -> None:
+    def __init__(self, styles: int = 1, width: float = 1.0, residual_blocks: int = EXAMPLES_BLOCKS) -> None:
         super().__init__()
         if styles < 1:
             raise ValueError(f"a network needs at least one style, got {styles}")
         self.styles = styles
-        self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
-        self.in1 = StyleNorm(32, styles)
-        self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
-        self.in2 = StyleNorm(64, styles)
-        self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
-        self.in3 = StyleNorm(128, styles)
-        self.res1 = ResidualBlock(128, styles)
-        self.res2 = ResidualBlock(128, styles)
-        self.res3 = ResidualBlock(128, styles)
-        self.res4 = ResidualBlock(128, styles)
-        self.res5 = ResidualBlock(128, styles)
-        self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-        self.in4 = StyleNorm(64, styles)
-        self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-        self.in5 = StyleNorm(32, styles)
-        self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
+        self.width = float(width)
+        self.channels = c1, c2, c3 = channels(width)
+        self.residual_blocks = check_blocks(residual_blocks)
+        self.conv1 = ConvLayer(3, c1, kernel_size=9, stride=1)
+        self.in1 = StyleNorm(c1, styles)
+        self.conv2 = ConvLayer(c1, c2, kernel_size=3, stride=2)
+        self.in2 = StyleNorm(c2, styles)
+        self.conv3 = ConvLayer(c2, c3, kernel_size=3, stride=2)
+        self.in3 = StyleNorm(c3, styles)
+        for number in range(1, residual_blocks + 1):
+            self.add_module(f"res{number}", ResidualBlock(c3, styles))
+        self.deconv1 = UpsampleConvLayer(c3, c2, kernel_size=3, stride=1, upsample=2)
+        self.in4 = StyleNorm(c2, styles)
+        self.deconv2 = UpsampleConvLayer(c2, c1, kernel_size=3, stride=1, upsample=2)
+        self.in5 = StyleNorm(c1, styles)
+        self.deconv3 = ConvLayer(c1, 3, kernel_size=9, stride=1)
         self.relu = nn.ReLU()
+
+    def blocks(self) -> list[ResidualBlock]:
+        """The residual blocks in order (``res1`` first)."""
+        return [getattr(self, f"res{number}") for number in range(1, self.residual_blocks + 1)]
+
+    def layout(self) -> dict[str, float | int]:
+        """The settings that rebuild this network's shape (what a model file records beside its weights)."""
+        return {"width": self.width, "residual_blocks": self.residual_blocks}
 
     def set_style(self, style: Tensor | None) -> None:
         """Give every normalisation the style vector (None: the one style of a single-style network)."""
@@ -131,7 +170,8 @@ class TransformerNet(nn.Module):
         y = self.relu(self.in1(self.conv1(x)))
         y = self.relu(self.in2(self.conv2(y)))
         y = self.relu(self.in3(self.conv3(y)))
-        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        for block in self.blocks():
+            y = block(y)
         y = self.relu(self.in4(self.deconv1(y)))
         y = self.relu(self.in5(self.deconv2(y)))
         return self.deconv3(y)

@@ -120,6 +120,7 @@ class FastStyler(nn.Module):
             "path": self.source,
             "kind": self.kind,
             "styles": list(self.names),
+            **self.network.layout(),
             "encoder": dict(self.encoder_spec),
         }
 
@@ -193,8 +194,8 @@ class FastStyler(nn.Module):
             return run_network(self._run, batch, style)
 
     def tiling(self) -> TilingNeeds | None:
-        """Windows on the network's stride-4 grid with 64 px of context (``methods/fast/tiled.py``)."""
-        return tiling_needs(self.bf16)
+        """Windows on the network's stride-4 grid with the context its layout needs (``methods/fast/tiled.py``)."""
+        return tiling_needs(self.bf16, self.network)
 
     def tiled(
         self,

@@ -1,28 +1,32 @@
 """Fast neural style's part of tiled stylisation (windows, passes and blending: :mod:`styletransfer.apps.tiling`).
 
-Every instance normalisation divides by its channels' mean and standard deviation over the whole image, at each of
-the network's 15 normalisations in turn, so a window stylised alone differs from the untiled image everywhere. The
-network is therefore cut at its normalisations (``sites``): statistics pass k runs every window's convolutions up to
-normalisation k (from the window's state after pass k - 1: the pre-normalisation map, and the residual block's
-input where one is open), merges the positions the window owns into normalisation k's running channel mean and
-variance, and keeps the window's new state on the host. Pass k + 1 normalises that state with the whole image's
+Every instance normalisation divides by its channels' mean and standard deviation over the whole image, at each of the
+network's normalisations in turn (15 for the examples' layout), so a window stylised alone differs from the untiled
+image everywhere. The network is therefore cut at its normalisations (``sites``): statistics pass k runs every window's
+convolutions up to normalisation k (from the window's state after pass k - 1: the pre-normalisation map, and the
+residual block's input where one is open), merges the positions the window owns into normalisation k's running channel
+mean and variance, and keeps the window's new state on the host. Pass k + 1 normalises that state with the whole image's
 statistics of normalisation k (complete once every window has been through pass k). ``render`` applies the last
-normalisation and the final convolution. Each convolution runs once per window: the cost is one network pass over
-the windows (their overlaps included), with no recomputation, and the host holds every window's state (up to 32
-float32 channels at full resolution: 128 bytes per window pixel, ``HOST_BYTES_PER_PIXEL`` per image pixel with
-the overlaps).
+normalisation and the final convolution. Each convolution runs once per window: the cost is one network pass over the
+windows (their overlaps included), with no recomputation, and the host holds every window's state (up to 32 float32
+channels at full resolution for the examples' layout: 128 bytes per window pixel, ``HOST_BYTES_PER_PIXEL`` per image
+pixel with the overlaps).
 
 Windows start on multiples of 4 (the network's deepest stride), so a window's maps are blocks of the whole image's;
-the network's reflection padding at a window's inner edges changes the output up to 54 px in from them (measured
-with the whole image's statistics on windows starting at 80, 84 and 120 px, ``tests/test_fast_tiling.py``; the
-receptive field's radius: 4 + 1 + 2 + 10 x 4 + 2 + 1 + 4 px); with ``MARGIN`` = 56 px every owned position and
-every kept pixel is the untiled network's, up to float rounding. Neighbouring windows therefore overlap by at least
-2 x 56 + 32 = 144 px (the margins and the tiling's 32 px blend), which with the rounding to the 4 px grid costs
-(T / (T - 148))^2 of the untiled work for tiles of T px: 1.4x at 1024, 1.2x at 2048.
+the network's reflection padding at a window's inner edges changes the output up to ``reach`` px in from them: the
+receptive field's radius, each convolution's half kernel times the stride of the map it reads, 4 + 1 + 2 + 2B x 4 +
+2 + 1 + 4 px for B residual blocks (54 px for the examples' 5; width does not change it). Measured with the whole
+image's statistics on windows starting at 80, 84 and 120 px (``tests/test_fast_tiling.py``), columns 0 to ``reach``
+from the cut change and none beyond, so ``margin_for`` keeps ``reach`` + 1 px rounded up to the 4 px grid (56 px
+for the examples' layout, ``MARGIN``): every owned position and every kept pixel is the untiled network's, up to
+float rounding. Neighbouring windows therefore overlap by at least 2 x 56 + 32 = 144 px for the examples' layout
+(the margins and the tiling's 32 px blend), which with the rounding to the 4 px grid costs (T / (T - 148))^2 of the
+untiled work for tiles of T px: 1.4x at 1024, 1.2x at 2048.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,28 +35,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styletransfer.methods.fast.network import EPS, StyleNorm, TransformerNet
+from styletransfer.methods.fast.network import EPS, EXAMPLES_CHANNELS, StyleNorm, TransformerNet
 from styletransfer.nn.stats import RunningStats
 from styletransfer.protocol.model import TilingNeeds
 
 #: The network's deepest stride: windows start on multiples of it.
 ALIGN = 4
-#: Context in px kept around each window's used part (the reach is 54 px, see the module docstring).
+#: Context in px kept around each window's used part for the examples' layout (its reach is 54 px; other layouts:
+#: ``margin_for``).
 MARGIN = 56
-#: Estimated peak device memory per tile pixel and image in float32 (the upsampled 64-channel map, its padding and
-#: the 32-channel output at full resolution: about 700 bytes; bf16 halves it).
+#: Estimated peak device memory per tile pixel and image in float32 for the examples' layout (the upsampled
+#: 64-channel map, its padding and the 32-channel output at full resolution: about 700 bytes; bf16 halves it).
 BYTES_PER_PIXEL = 1024
-#: What the windows' states hold on the host per image pixel: 32 float32 channels (128 bytes) times the overlaps.
+#: What the windows' states hold on the host per image pixel for the examples' layout: 32 float32 channels
+#: (128 bytes) times the overlaps.
 HOST_BYTES_PER_PIXEL = 192
 
 
-def tiling_needs(bf16: bool) -> TilingNeeds:
-    """Fast style's alignment, margin and memory estimates (the device's halved with bf16)."""
+def reach(network: TransformerNet) -> int:
+    """How far in px a window's cut edge changes the network's output: the receptive field's radius, the sum over
+    its convolutions of half the kernel times the stride of the map the kernel moves over (54 for the examples')."""
+    convs = [(site.conv, site.stride) for site in sites(network)] + [(network.deconv3, 1)]
+    return sum(c.conv2d.kernel_size[0] // 2 * stride // c.conv2d.stride[0] for c, stride in convs)  # type: ignore
+
+
+def margin_for(network: TransformerNet | None) -> int:
+    """The margin that covers ``network``'s reach (``reach`` + 1 px on the 4 px grid: ``MARGIN`` for the examples'
+    layout, which None stands for)."""
+    return MARGIN if network is None else ALIGN * math.ceil((reach(network) + 1) / ALIGN)
+
+
+def tiling_needs(bf16: bool, network: TransformerNet | None = None) -> TilingNeeds:
+    """Fast style's alignment, margin and memory estimates for ``network``'s layout (None: the examples'); the
+    memory estimates scale with its full- and half-resolution channels (the device's halved with bf16)."""
+    scale = 1.0
+    if network is not None:
+        scale = max(network.channels[0] / EXAMPLES_CHANNELS[0], network.channels[1] / EXAMPLES_CHANNELS[1])
     return TilingNeeds(
         align=ALIGN,
-        margin=MARGIN,
-        bytes_per_pixel=BYTES_PER_PIXEL // (2 if bf16 else 1),
-        host_bytes_per_pixel=HOST_BYTES_PER_PIXEL,
+        margin=margin_for(network),
+        bytes_per_pixel=math.ceil(BYTES_PER_PIXEL * scale) // (2 if bf16 else 1),
+        host_bytes_per_pixel=math.ceil(HOST_BYTES_PER_PIXEL * scale),
     )
 
 
@@ -70,16 +93,16 @@ class Site:
 
 
 def sites(network: TransformerNet) -> list[Site]:
-    """The network's 15 normalisations in order, as ``TransformerNet.forward`` runs them (``deconv3`` follows)."""
+    """The network's normalisations in order (15 for the examples' 5 residual blocks), as ``TransformerNet.forward``
+    runs them (``deconv3`` follows)."""
     head = [
         Site(network.conv1, network.in1, 1),
         Site(network.conv2, network.in2, 2),
         Site(network.conv3, network.in3, 4),
     ]
-    blocks = [network.res1, network.res2, network.res3, network.res4, network.res5]
     body = [
         site
-        for block in blocks
+        for block in network.blocks()
         for site in (Site(block.conv1, block.in1, 4, opens=True), Site(block.conv2, block.in2, 4, residual=True))
     ]
     tail = [Site(network.deconv1, network.in4, 2), Site(network.deconv2, network.in5, 1)]
