@@ -289,3 +289,24 @@ def test_evaluate_reports_the_warping_error_per_model_and_video(assets, tmp_path
     assert reported["warping_error"] == pytest.approx(by_hand.warping_error, rel=1e-3)
     assert json.loads((out / "summary.json").read_text())["temporal"] == summary["temporal"]
     assert f"| decoder | {assets['clip']} | " in (out / "report.md").read_text()
+
+
+def test_a_clip_already_stylised_into_the_output_folder_is_refused_kept_or_replaced(assets, tmp_path, capsys):
+    """A second run into the same -o replaced the clip silently; now it is refused before the model loads, kept
+    with --skip-existing (nothing to do) and replaced with --overwrite."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    for index in range(3):
+        save_image(torch.rand(3, 32, 40, generator=torch.Generator().manual_seed(index)), frames / f"f{index}.png")
+    flags = ("--video-frames", "--no-warping-error")
+    assert stylise(assets, frames, out, *flags) == 0
+    video = out / "frames_stylised_style.mp4"
+    written = video.stat().st_mtime_ns
+    capsys.readouterr()
+    assert stylise(assets, frames, out, *flags) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out} already holds 1 of this run's 1 result(s) (the first: {video}): add --skip-existing to "
+        "stylise only the missing ones, --overwrite to replace them, or choose another -o\n")
+    assert stylise(assets, frames, out, *flags, "--skip-existing") == 0
+    assert "1 of 1 result(s) are already in" in capsys.readouterr().out and video.stat().st_mtime_ns == written
+    assert stylise(assets, frames, out, *flags, "--overwrite") == 0
+    assert video.stat().st_mtime_ns > written and probe(video)["frames"] == 3
