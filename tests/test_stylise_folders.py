@@ -281,6 +281,7 @@ def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(tm
     photos, out = tmp_path / "photos", tmp_path / "out"
     for i in range(3):
         save_image(torch.rand(3, 24, 32, generator=g), photos / f"p{i}.png")
+    (photos / "broken.png").write_bytes(b"not a png")  # skipped by every run, never a result
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
     model = _decoder_file(tmp_path)
     args = ["--content", str(photos), "--style", str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu",
@@ -295,16 +296,20 @@ def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(tm
         assert main([*model_args, *args]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(
-            f"error: {out} already holds 3 of this run's 3 result(s) (the first: {out / 'p0_stylised_s.png'}): add "
+            f"error: {out} already holds 3 of this run's 4 result(s) (the first: {out / 'p0_stylised_s.png'}): add "
             "--skip-existing to stylise only the missing ones, --overwrite to replace them, or choose another -o")
-    assert main([str(tmp_path / "model.onnx"), "--runtime", "onnx", *args, "--skip-existing"]) == 0
-    assert "3 of 3 result(s) are already in" in capsys.readouterr().out
+    one = [str(tmp_path / "model.onnx"), "--runtime", "onnx", *args, "--skip-existing"]
+    one[one.index(str(photos))] = str(photos / "p0.png")
+    assert main(one) == 0  # nothing to do: the model file is not even read
+    assert "1 of 1 result(s) are already in" in capsys.readouterr().out
+    assert main([str(model), *args, "--skip-existing"]) == 0  # only the unreadable file is left: skipped again
+    assert "3 of 4 result(s) are already in" in capsys.readouterr().out
     assert _mtimes(out) == first
 
     (out / "p1_stylised_s.png").unlink()
     assert main([str(model), *args, "--skip-existing"]) == 0
     printed = capsys.readouterr().out
-    assert "2 of 3 result(s) are already in" in printed and f"wrote {out / 'p1_stylised_s.png'}" in printed
+    assert "2 of 4 result(s) are already in" in printed and f"wrote {out / 'p1_stylised_s.png'}" in printed
     again = _mtimes(out)
     assert {k: v for k, v in again.items() if k != "p1_stylised_s.png"} == {
         k: v for k, v in first.items() if k != "p1_stylised_s.png"}

@@ -334,7 +334,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
             "(each written image is whole); run the same command with --skip-existing for the rest",
             signum,
         ) from None
-    if not run.written:  # each reason once, in the one error
+    if not run.written and len(contents) == len(outputs):  # nothing made nor kept: each reason once, in the one error
         raise ConfigError(f"no image could be stylised from {args.content}: {'; '.join(run.skipped)}")
     if run.skipped:
         print(f"skipped {len(run.skipped)} image(s):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
