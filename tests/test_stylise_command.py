@@ -145,13 +145,16 @@ def test_release_layout_files_load_and_stylise(release_files):
         Styliser.from_checkpoint(decoder)
 
 
-def test_pickle_that_runs_code_is_refused(tmp_path):
+def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
     marker = tmp_path / "code_ran"
     evil = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
     with pytest.raises(CheckpointError, match="refused"):
         Styliser.from_checkpoint(evil)
     assert not marker.exists()
-    assert main([str(evil), "--content", str(tmp_path), "--style", str(tmp_path), "-o", str(tmp_path / "o")]) == 1
+    photo = tmp_path / "photo.png"  # a real content: the command gets as far as loading the model
+    save_image(torch.rand(3, 32, 32), photo)
+    assert main([str(evil), "--content", str(photo), "--style", str(photo), "-o", str(tmp_path / "o")]) == 1
+    assert f"refused to load checkpoint {evil}" in capsys.readouterr().err
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # the payload is live: an unsafe load does run it
     assert marker.exists()
@@ -168,7 +171,9 @@ def test_missing_or_non_checkpoint_files_name_the_file(tmp_path, capsys):
     torch.save({"weight": torch.zeros(2)}, tensors)
     with pytest.raises(CheckpointError, match="not a style-transfer checkpoint"):
         Styliser.from_checkpoint(tensors)
-    assert main([str(text), "--content", str(tmp_path), "--style", str(tmp_path)]) == 1
+    save_image(torch.rand(3, 32, 32), tmp_path / "photo.png")  # contents are found before the model loads
+    assert main([str(text), "--content", str(tmp_path / "photo.png"), "--style", str(tmp_path / "photo.png"), "-o",
+                 str(tmp_path / "out")]) == 1
     assert str(text) in capsys.readouterr().err
 
 

@@ -123,7 +123,8 @@ def test_the_size_check_names_the_image_and_the_fix():
         check_size(40, 8, "the content image", MIN_SIDE, "upload a larger one")
 
 
-def test_a_single_file_keeps_its_plain_name(tmp_path):
+def test_a_single_file_keeps_its_plain_name(tmp_path, capsys):
+    """... and the last line names the file written (it said "wrote 1 image(s) to DIR")."""
     g = torch.Generator().manual_seed(1)
     save_image(torch.rand(3, 24, 32, generator=g), tmp_path / "photo.png")
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
@@ -131,6 +132,7 @@ def test_a_single_file_keeps_its_plain_name(tmp_path):
     assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
                  str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu"]) == 0
     assert [p.name for p in out.iterdir()] == ["photo_stylised_s.png"]
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out / 'photo_stylised_s.png'}"
 
 
 def test_a_model_trained_behind_a_random_encoder_is_named_as_such_once(tmp_path, caplog):
@@ -226,7 +228,7 @@ def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, c
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
     args = [str(_decoder_file(tmp_path)), "--content", str(photos), "--style", str(tmp_path / "s.png"), "-o",
             str(photos / "out"), "--device", "cpu", "--workers", "0", "--style-short-side", "0"]
-    assert main(args) == 0 and main(args) == 0
+    assert main(args) == 0 and main([*args, "--overwrite"]) == 0
     assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.png")) == [
         "out/p0_stylised_s.png", "out/p1_stylised_s.png", "p0.png", "p1.png"]
     capsys.readouterr()
@@ -261,6 +263,59 @@ def test_results_that_cannot_be_written_fail_the_command_after_the_rest(tmp_path
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_stylised_style.png"]
     captured = capsys.readouterr()
-    assert "wrote 1 image(s)" in captured.out
+    assert f"wrote {out / 'a_stylised_style.png'}" in captured.out  # the one result written, named
     assert f"error: 2 result(s) could not be written to {out}" in captured.err
     assert "No space left on device" in captured.err and "Traceback" not in captured.err
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(tmp_path, capsys, monkeypatch):
+    """A second run into the same -o (another model, the same names) silently replaced the first run's results
+    (hostile probe rerun, issue 24). Now it is refused before the model loads, in one line naming the first result
+    and the count, with the two ways on: --skip-existing stylises only the missing ones (an interrupted run's rest),
+    --overwrite replaces them. The ONNX runtime is checked the same way, before its model file is read."""
+    g = torch.Generator().manual_seed(0)
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    for i in range(3):
+        save_image(torch.rand(3, 24, 32, generator=g), photos / f"p{i}.png")
+    (photos / "broken.png").write_bytes(b"not a png")  # skipped by every run, never a result
+    save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
+    model = _decoder_file(tmp_path)
+    args = ["--content", str(photos), "--style", str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu",
+            "--workers", "0", "--style-short-side", "0"]
+    assert main([str(model), *args]) == 0
+    first = _mtimes(out)
+    assert list(first) == ["p0_stylised_s.png", "p1_stylised_s.png", "p2_stylised_s.png"]
+    capsys.readouterr()
+
+    (tmp_path / "model.onnx").write_bytes(b"not read: the refusal comes first")
+    for model_args in ([str(model)], [str(tmp_path / "model.onnx"), "--runtime", "onnx"]):
+        assert main([*model_args, *args]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(
+            f"error: {out} already holds 3 of this run's 4 result(s) (the first: {out / 'p0_stylised_s.png'}): add "
+            "--skip-existing to stylise only the missing ones, --overwrite to replace them, or choose another -o")
+    one = [str(tmp_path / "model.onnx"), "--runtime", "onnx", *args, "--skip-existing"]
+    one[one.index(str(photos))] = str(photos / "p0.png")
+    assert main(one) == 0  # nothing to do: the model file is not even read
+    assert "1 of 1 result(s) are already in" in capsys.readouterr().out
+    assert main([str(model), *args, "--skip-existing"]) == 0  # only the unreadable file is left: skipped again
+    assert "3 of 4 result(s) are already in" in capsys.readouterr().out
+    assert _mtimes(out) == first
+
+    (out / "p1_stylised_s.png").unlink()
+    assert main([str(model), *args, "--skip-existing"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 4 result(s) are already in" in printed and f"wrote {out / 'p1_stylised_s.png'}" in printed
+    again = _mtimes(out)
+    assert {k: v for k, v in again.items() if k != "p1_stylised_s.png"} == {
+        k: v for k, v in first.items() if k != "p1_stylised_s.png"}
+
+    assert main([str(model), *args, "--overwrite"]) == 0
+    assert all(_mtimes(out)[name] > again[name] for name in again), "each result written again"
+    with pytest.raises(SystemExit) as refused:  # argparse: the two are not allowed together
+        main([str(model), *args, "--overwrite", "--skip-existing"])
+    assert refused.value.code == 2

@@ -305,3 +305,24 @@ def test_a_mask_region_too_small_for_the_transform_is_named_in_one_line(assets, 
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and err[0].startswith(f"error: --mask {tmp_path / 'black.png'}: its region covers 0 "), err
     assert err[0].endswith(f"; {frames}: no frame was written") and not any((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_a_clip_already_stylised_into_the_output_folder_is_refused_kept_or_replaced(assets, tmp_path, capsys):
+    """A second run into the same -o replaced the clip silently; now it is refused before the model loads, kept
+    with --skip-existing (nothing to do) and replaced with --overwrite."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    for index in range(3):
+        save_image(torch.rand(3, 32, 40, generator=torch.Generator().manual_seed(index)), frames / f"f{index}.png")
+    flags = ("--video-frames", "--no-warping-error")
+    assert stylise(assets, frames, out, *flags) == 0
+    video = out / "frames_stylised_style.mp4"
+    written = video.stat().st_mtime_ns
+    capsys.readouterr()
+    assert stylise(assets, frames, out, *flags) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out} already holds 1 of this run's 1 result(s) (the first: {video}): add --skip-existing to "
+        "stylise only the missing ones, --overwrite to replace them, or choose another -o\n")
+    assert stylise(assets, frames, out, *flags, "--skip-existing") == 0
+    assert "1 of 1 result(s) are already in" in capsys.readouterr().out and video.stat().st_mtime_ns == written
+    assert stylise(assets, frames, out, *flags, "--overwrite") == 0
+    assert video.stat().st_mtime_ns > written and probe(video)["frames"] == 3

@@ -116,6 +116,23 @@ def _output_name(stem: Path, args: argparse.Namespace) -> Path:
     return stem.parent / f"{name}.{args.ext.lstrip('.')}"
 
 
+def _missing_only(targets: Sequence[Path], args: argparse.Namespace) -> list[Path]:
+    """The ``targets`` still to write: results already in ``-o`` (an earlier run, or another model's results of the
+    same names) are refused in one line unless ``--overwrite`` (all are written) or ``--skip-existing`` (only the
+    missing ones); decided before the model loads, so a refused run costs nothing."""
+    existing = [path for path in targets if path.exists()]
+    if not existing or args.overwrite:
+        return list(targets)
+    if not args.skip_existing:
+        raise ConfigError(
+            f"{args.output} already holds {len(existing)} of this run's {len(targets)} result(s) (the first: "
+            f"{existing[0]}): add --skip-existing to stylise only the missing ones, --overwrite to replace them, or "
+            "choose another -o"
+        )
+    print(f"--skip-existing: {len(existing)} of {len(targets)} result(s) are already in {args.output}, kept")
+    return [path for path in targets if not path.exists()]
+
+
 def _check_args(args: argparse.Namespace) -> list[float] | None:
     """Errors for bad flags before any model is loaded; returns the interpolation weights (None with masks)."""
     if args.batch_size < 1:
@@ -126,6 +143,8 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
     if not args.content.exists():
         raise ConfigError(f"--content {args.content} does not exist (resolved: {args.content.resolve()})")
+    if args.runtime == "torch" and args.checkpoint.suffix.lower() == ".onnx":
+        raise ConfigError(f"{args.checkpoint} is an ONNX model: add --runtime onnx")
     if args.output.exists() and not args.output.is_dir():
         raise ConfigError(f"--output {args.output} is a file: give a folder (it is made if missing)")
     check_writable_folder(args.output, "--output")
@@ -176,8 +195,6 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
             log.warning("%s", model.warning())
     elif args.runtime != "torch":
         raise ConfigError(f"--runtime must be torch or onnx, got {args.runtime!r}")
-    elif args.checkpoint.suffix.lower() == ".onnx":
-        raise ConfigError(f"{args.checkpoint} is an ONNX model: add --runtime onnx")
     else:
 
         def styles_given(method: str, takes_styles: bool) -> None:  # before the model (and its encoder) is built
@@ -230,11 +247,15 @@ def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] 
     }
 
 
-def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict) -> list[Path]:
-    """Stylise the clip (or, with --video-frames, the folder of frames) ``--content`` names into one mp4."""
+def _video_output(args: argparse.Namespace) -> Path:
+    """The mp4 a clip (or, with --video-frames, a folder of frames) is stylised into."""
+    stem = Path(args.content.name if args.content.is_dir() else args.content.stem)
+    return args.output / _output_name(stem, args).with_suffix(".mp4")
+
+
+def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict, output: Path) -> list[Path]:
+    """Stylise the clip (or, with --video-frames, the folder of frames) ``--content`` names into ``output``."""
     clip = open_clip(args.content, args.fps if args.video_frames else None)
-    stem = Path(clip.path.name if clip.is_folder else clip.path.stem)
-    output = args.output / _output_name(stem, args).with_suffix(".mp4")
     run = stylise_video(
         styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_short_side
     )
@@ -257,21 +278,31 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
             "--temporal-smoothing applies to videos: --content a clip, or a folder of frames with --video-frames"
         )
     check_smoothing(args.temporal_smoothing)
-    styliser = _load_model(args)
-    weights = _named_weights(args, styliser, weights)
     if video:
+        if not _missing_only([_video_output(args)], args):
+            return []
+        styliser = _load_model(args)
+        weights = _named_weights(args, styliser, weights)
         styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
         try:
-            return _run_video(args, styliser, _controls(args, styliser, weights, styles))
+            return _run_video(args, styliser, _controls(args, styliser, weights, styles), _video_output(args))
         except VideoStopped as exc:  # a mask's region too small at the frames' size: the first batch stops
             if not isinstance(exc.__cause__, MaskRegionError):
                 raise
             raise ConfigError(f"{_mask_named(args, exc.__cause__)}; {args.content}: {exc.where}") from None
-    device = styliser.device
     contents = find_images(args.content) if args.content.is_dir() else [args.content]
     output = args.output.resolve()  # an output folder inside the content folder: its earlier results are not inputs
     contents = [path for path in contents if not path.resolve().is_relative_to(output)] or contents
     stems = output_stems(contents, args.content if args.content.is_dir() else None)
+    # every content's name is decided against all the others, then those already written are refused or dropped
+    outputs = dict(zip(contents, unique_paths([args.output / _output_name(stems[p], args) for p in contents])))
+    missing = set(_missing_only(list(outputs.values()), args))
+    if not missing:
+        return []
+    contents = [path for path in contents if outputs[path] in missing]
+    styliser = _load_model(args)
+    weights = _named_weights(args, styliser, weights)
+    device = styliser.device
     # Decoding starts now, in the workers, while the styles are read and encoded.
     decoded_contents = decoded(
         contents,
@@ -292,7 +323,6 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
             f"--max-tile: {args.checkpoint} ({styliser.method} model{runtime}) stylises whole images only: "
             "leave --max-tile out"
         )
-    outputs = dict(zip(contents, unique_paths([args.output / _output_name(stems[p], args) for p in contents])))
     started = time.time()
     try:
         with sigterm_raises():
@@ -310,22 +340,26 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         raise _mask_named(args, exc) from None
     except (KeyboardInterrupt, Terminated) as exc:  # every image is written whole (atomically): count them, say so
         signum = signal_of(exc)
-        done = [path for path in outputs.values() if path.is_file() and path.stat().st_mtime >= started - 1]
+        done = [p for p in map(outputs.__getitem__, contents) if p.is_file() and p.stat().st_mtime >= started - 1]
         raise RunInterrupted(
             f"{signal.Signals(signum).name} after {len(done)} of {len(contents)} image(s) written to {args.output} "
-            "(each written image is whole); run the command again for the rest",
+            "(each written image is whole); run the same command with --skip-existing for the rest",
             signum,
         ) from None
-    if not run.written:  # each reason once, in the one error
+    if not run.written and len(contents) == len(outputs):  # nothing made nor kept: each reason once, in the one error
         raise ConfigError(f"no image could be stylised from {args.content}: {'; '.join(run.skipped)}")
     if run.skipped:
         print(f"skipped {len(run.skipped)} image(s):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
     rate = run.steady_images / run.steady_seconds if run.steady_images and run.steady_seconds else None
     steady = f"; {rate:.1f} img/s after the first batch" if rate else ""
-    print(f"wrote {len(run.written)} image(s) to {args.output}{steady}")
+    if len(run.written) == 1:
+        print(f"wrote {run.written[0]}")
+    else:
+        print(f"wrote {len(run.written)} image(s) to {args.output}{steady}")
     if run.unwritten:  # a full disk is not a skipped input: the command did not do its work, exit status 1
         raise ConfigError(
             f"{len(run.unwritten)} result(s) could not be written to {args.output} ({run.unwritten[0]}); the "
-            f"{len(run.written)} written are whole: free space or choose another -o, then run the command again"
+            f"{len(run.written)} written are whole: free space (or choose another -o), then run the same command with "
+            "--skip-existing for the rest"
         )
     return run.written

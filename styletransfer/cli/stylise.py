@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--preserve-colour", action="store_true", help="match each style's colours to the content first")
     add("--output", "-o", type=Path, default=Path("stylised"), help="output folder (default ./stylised)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="results already in the output folder are kept and only the missing ones are made (to finish an "
+        "interrupted run); without this or --overwrite, a run whose results exist is refused",
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace results of the same names already in the output folder"
+    )
     add("--content-short-side", type=int, default=None, help="resize the content's shorter side first (default: keep)")
     add("--style-short-side", type=int, default=512, help="resize the styles' shorter side (default 512; 0 keeps)")
     add("--output-size", type=int, nargs=2, metavar=("H", "W"), help="output size (default: the content's)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -210,12 +211,20 @@ def _plan(src: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> tupl
     return tasks, len(present), removed
 
 
+def _quiet_worker() -> None:
+    """A worker's signals: Ctrl-C, which a terminal sends to the whole process group, is the parent's to handle
+    (it stops the pool, keeps the finished shards and says so in one line), and the SIGTERM with which the pool
+    stops its workers ends one at once, without the traceback a handler inherited from the parent would print."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _results(tasks: list[Task], workers: int) -> Iterator[Result]:
     """Process ``tasks`` in order, in ``workers`` processes (0 or 1: in this one)."""
     if workers <= 1 or len(tasks) <= 1:
         yield from map(process, tasks)
         return
-    with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers) as pool:
+    with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers, _quiet_worker) as pool:
         yield from pool.imap(process, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
 
 
@@ -315,10 +324,10 @@ def prepare(
             manifest = _open_manifest(src, dst, settings, rebuild)
             tasks, total, removed = _plan(src, manifest, settings)
             workers = usable_cores() if workers is None else workers
-            results = tqdm(
+            with tqdm(
                 _results(tasks, workers), total=len(tasks), unit="img", disable=not progress, desc=f"prepare {dst}"
-            )
-            shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2**20)))
+            ) as results:  # closed before an interrupt's line is printed
+                shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2**20)))
             if not tasks:
                 write_manifest(dst, manifest)
     except Timeout:
