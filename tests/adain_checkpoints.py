@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from conftest import RANDOM_ENCODER
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import RANDOM_ENCODER
 from styletransfer.methods.adain import AdaINModule
 
 #: Conv indices of the AdaIN release's vgg_normalised.pth (first 1x1 conv, then the 16 VGG-19 convs).

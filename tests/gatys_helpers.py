@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+from conftest import SKIMAGE_DATA
 from PIL import Image
 
-from conftest import SKIMAGE_DATA
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
-
 from adain_checkpoints import write_malicious_checkpoint
 from conftest import RANDOM_ENCODER
+
 from styletransfer.data import SampleDataModule
-from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.methods.adain import AdaINModule
-from styletransfer.methods.adain.model import adain
+from styletransfer.methods.adain.model import AdaINDecoder, adain
 from styletransfer.runtime.errors import CheckpointError
 
 

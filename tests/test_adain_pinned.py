@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import RANDOM_ENCODER
 from torch import Tensor
 
-from conftest import RANDOM_ENCODER
 from styletransfer.methods.adain import AdaINModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speed"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RANDOM_ENCODER, native_bf16, train_in_process
+
 from styletransfer.data.images import load_image_tensor
 from styletransfer.data.sample import make_sample_dataset
 from styletransfer.methods.adain import AdaINModule
@@ -90,7 +90,9 @@ def _sample_batches(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(torch.stack(content[i:i + 2]), torch.stack(style[i:i + 2])) for i in range(0, 8, 2)]
 
 
-def _curve(batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool, channels_last: bool, steps: int) -> list[float]:
+def _curve(
+    batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool, channels_last: bool, steps: int
+) -> list[float]:
     torch.manual_seed(0)
     model = AdaINModule(encoder=NORMALISED, channels_last=channels_last)
     model.setup("fit")

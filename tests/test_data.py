@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import BatchRecorder
 from PIL import Image
 
-from conftest import BatchRecorder
-from styletransfer.data.resumable import DrawKey
 from styletransfer.data import (
     ContentStyleDataModule,
     ContentStyleDataset,
@@ -28,6 +27,7 @@ from styletransfer.data import (
     make_sample_dataset,
     save_image,
 )
+from styletransfer.data.resumable import DrawKey
 
 
 def _write(path: Path, size=(40, 32), colour=(200, 30, 60), fmt: str | None = None) -> Path:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SKIMAGE_DATA
 from PIL import Image
 
-from conftest import ROOT, SKIMAGE_DATA
 from styletransfer.cli.demo import main as demo_main
 from styletransfer.data.images import load_image_tensor, tensor_to_pil
 from styletransfer.methods.adain import Styliser

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import socket
 import urllib.error
 from pathlib import Path
@@ -15,7 +15,6 @@ import torch.hub
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from styletransfer.runtime.errors import ConfigError
 from styletransfer.nn.encoder import (
     IMAGENET_FILE,
     VGG19_LAYERS,
@@ -23,6 +22,7 @@ from styletransfer.nn.encoder import (
     VGGEncoder,
     build_encoder,
 )
+from styletransfer.runtime.errors import ConfigError
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

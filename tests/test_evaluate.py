@@ -15,20 +15,20 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from adain_checkpoints import write_malicious_checkpoint
+from conftest import RANDOM_ENCODER, compose, run_hydra_app, run_script
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, compose, run_hydra_app, run_script
 from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.eval import metrics as M
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.report import CSV_COLUMNS
 from styletransfer.eval.run import checkpoint_labels, evaluate, evaluate_candidate, run
 from styletransfer.eval.scorer import EVAL_LAYERS, UNAVAILABLE, Scorer
-from styletransfer.protocol.candidate import model_candidate
-from styletransfer.protocol.registry import load_model
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
+from styletransfer.protocol.candidate import model_candidate
+from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.errors import CheckpointError, ConfigError, EncoderMismatchError
 from styletransfer.runtime.files import write_csv_atomic, write_json_atomic
 
@@ -270,7 +270,8 @@ def test_evaluate_writes_every_file_for_two_checkpoints(tmp_path, adain_run, ben
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == 2 * 4  # two checkpoints x (2 contents x 2 readable styles), in a stable order
     assert [(r["model"], r["content"], r["style"]) for r in rows[:4]] == [
-        ("last", "c1.png", "s1.png"), ("last", "c1.png", "s2.png"), ("last", "c2.png", "s1.png"), ("last", "c2.png", "s2.png")]
+        ("last", "c1.png", "s1.png"), ("last", "c1.png", "s2.png"),
+        ("last", "c2.png", "s1.png"), ("last", "c2.png", "s2.png")]
     assert {r["lpips"] for r in rows} == {UNAVAILABLE}
     assert all(float(r["seconds"]) > 0 for r in rows)
     # A row's numbers are the metrics of the pair stylised by hand: the checkpoint's model on the benchmark's

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import ROOT, BatchRecorder
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import ROOT, BatchRecorder
 from styletransfer.data import ContentStyleDataModule, ContentStyleDataset, TrainTransform, find_images
 from styletransfer.data.resumable import DrawKey, ResumableDataLoader, SeededShuffle
 from styletransfer.runtime.errors import ConfigError

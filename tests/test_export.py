@@ -17,15 +17,14 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from styletransfer.data.images import load_image_tensor  # noqa: E402
+from styletransfer.apps.onnx_runtime import OnnxModel, style_graph_path  # noqa: E402
 from styletransfer.cli.export import main as export_main  # noqa: E402
+from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
+from styletransfer.data.images import load_image_tensor  # noqa: E402
 from styletransfer.methods.adain import Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
-from styletransfer.apps.export import check_graphs, export_graphs  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
 from styletransfer.nn.upsampling import upsample_to  # noqa: E402
-from styletransfer.apps.onnx_runtime import OnnxModel, style_graph_path  # noqa: E402
-from styletransfer.cli.stylise import main as stylise_main  # noqa: E402
 from styletransfer.runtime.errors import CheckpointError  # noqa: E402
 
 

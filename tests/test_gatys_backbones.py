@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RANDOM_ENCODER, train_in_process
 from gatys_helpers import small_photos
+
 from styletransfer.methods.gatys import GatysModule
 from styletransfer.nn.backbones import BackboneEncoder
 from styletransfer.runtime.errors import ConfigError
@@ -48,7 +48,8 @@ def test_node_names_are_checked_against_the_encoders_network() -> None:
     backbone = {**RANDOM_ENCODER, "network": "convnext_tiny"}
     model = GatysModule(backbone, content_layers=["features.3"], style_layers=["features.1"], snapshot_every=0)
     assert isinstance(model.encoder, BackboneEncoder) and model.content_layers == ["features.3"]
-    with pytest.raises(ConfigError, match=r"\['relu4_2'\]: convnext_tiny has no node.*VGG layer names do not apply.*features"):
+    refusal = r"\['relu4_2'\]: convnext_tiny has no node.*VGG layer names do not apply.*features"
+    with pytest.raises(ConfigError, match=refusal):
         GatysModule(backbone, snapshot_every=0)  # the paper's VGG layers
     with pytest.raises(ConfigError, match="method.style_layers"):
         GatysModule(RANDOM_ENCODER, style_layers=["layer1"], snapshot_every=0)  # VGG keeps its own names

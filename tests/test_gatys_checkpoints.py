@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from adain_checkpoints import write_malicious_checkpoint
 from conftest import RANDOM_ENCODER
 from gatys_helpers import FAST, fit, small_photos
+
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule
 from styletransfer.nn.checkpoints import SafeCheckpointIO

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import RANDOM_ENCODER, run_train
+from gatys_helpers import FAST, fit, small_photos
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 
-from conftest import RANDOM_ENCODER, run_train
-from gatys_helpers import FAST, fit, small_photos
 from styletransfer.data.images import ImageLoadError, load_image_tensor, save_image
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule

@@ -9,9 +9,9 @@ from dataclasses import fields
 
 import pytest
 import torch
-
 from conftest import RANDOM_ENCODER
 from gatys_helpers import FAST
+
 from styletransfer.methods.gatys import GatysModule, GatysSettings
 from styletransfer.methods.gatys.schedule import IterateEMA, resize_adam_state, scale_sizes, step_schedule
 from styletransfer.runtime.errors import ConfigError
@@ -36,7 +36,8 @@ def test_settings_normalise_to_plain_hyper_parameters() -> None:
     ("style_statistic", "gramm", "method.style_statistic='gramm': choose one of gram, mean_std, wasserstein2"),
     ("optimizer", "sgd", "method.optimizer='sgd'"), ("init", "zeros", "method.init='zeros'"),
     ("colour_space", "lab", "method.colour_space='lab'"), ("preserve_colour", "x", "method.preserve_colour='x'"),
-    ("style_weight", -1.0, "method.style_weight=-1.0 must be a finite number >= 0"), ("tv_power", 3, "method.tv_power=3"),
+    ("style_weight", -1.0, "method.style_weight=-1.0 must be a finite number >= 0"),
+    ("tv_power", 3, "method.tv_power=3"),
     ("style_weight", math.inf, "method.style_weight=inf must be a finite"), ("lr", math.inf, "method.lr=inf must be a"),
     ("style_blend", [-1, 2], "method.style_blend=[-1.0, 2.0]"), ("lr", 0, "method.lr=0 must be a finite number > 0"),
     ("betas", [0.9], "method.betas=[0.9]"), ("history_size", 0, "method.history_size=0"),

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from PIL import Image
-
 from conftest import RANDOM_ENCODER, native_bf16, train_in_process
 from gatys_helpers import FAST, small_photos
+from PIL import Image
+
 from styletransfer.data.pair import PairDataModule
 from styletransfer.methods.gatys import GatysModule, GatysSettings
 from styletransfer.methods.gatys.fast import chunk_length
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS
 from styletransfer.runtime.errors import ConfigError, NonFiniteLossError
+
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> tuple[Path, Path]:
@@ -29,7 +30,8 @@ def _fit(pair, tmp_path: Path, steps: int, callbacks=(), ckpt=None, precision="3
          **settings) -> tuple[GatysModule, pl.Trainer]:
     torch.manual_seed(0)
     model = GatysModule(RANDOM_ENCODER, snapshot_every=0, **settings)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False,
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False,
+                         enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
                          enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks))
     trainer.fit(model, datamodule=PairDataModule(*pair, long_side=48), ckpt_path=ckpt)
@@ -101,9 +103,9 @@ def test_device_lbfgs_in_the_module_matches_torch_lbfgs(pair, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_bf16_channels_last_and_compile_stay_close_to_float32(pair, tmp_path) -> None:
-    """trainer.precision=bf16-mixed + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16, several times
-    slower than float32): loss within 3 % of float32 and the image within 25 dB; the compiled losses and gradient
-    equal the eager ones to float32 rounding."""
+    """trainer.precision=bf16-mixed + channels_last after 20 device-L-BFGS iterations (5 where the CPU emulates bf16,
+    several times slower than float32): loss within 3 % of float32 and the image within 25 dB; the compiled losses
+    and gradient equal the eager ones to float32 rounding."""
     plain, _ = _fit(pair, tmp_path / "fp32", 20, output_name=None, optimizer="device_lbfgs", **FAST)
     iterations = 20 if native_bf16() else 5
     same = plain if iterations == 20 else _fit(pair, tmp_path / "fp32_short", iterations, output_name=None,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, SKIMAGE_DATA
 
 TINY = ["trainer=cpu", "logger=csv", "encoder.weights=random", "trainer.max_steps=100000",
@@ -102,8 +101,8 @@ def test_a_signal_during_the_sanity_check_still_stops_after_a_step_and_saves(tmp
     KeyboardInterrupt (exit 1). Both now stop after the first step, which is saved (in-process, the signal sent by
     the validation step to this process)."""
     import pytorch_lightning as pl
-
     from conftest import BatchRecorder
+
     from styletransfer.engine.interrupt import StopOnSignal
 
     class SignalInSanityCheck(BatchRecorder):

@@ -244,7 +244,8 @@ def test_a_tiny_run_lowers_the_loss(tiny_run, decoder_file, photo_dirs):
     exported = torch.load(tiny_run / "checkpoints" / "linear.pth", weights_only=True)
     assert exported["layer"] == "relu3_1" and exported["encoder"]["weights"] == "random" and exported["step"] == 12
     module.transform.load_state_dict(exported["transform"])
-    assert all(torch.equal(a, b) for a, b in zip(module.reconstruction.state_dict().values(), exported["decoder"].values()))
+    pairs = zip(module.reconstruction.state_dict().values(), exported["decoder"].values())
+    assert all(torch.equal(a, b) for a, b in pairs)
     with torch.no_grad():
         after = module.losses(content, style)
     assert float(after["loss/total"]) < 0.85 * float(before["loss/total"]), (before, after)  # 0.80 measured

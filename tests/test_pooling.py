@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import RANDOM_ENCODER
 from graph_helpers import backward_ops, scatters
+
 from styletransfer.methods.adain import AdaINModule
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.pooling import MaxPool2d, _MaxPool2x2

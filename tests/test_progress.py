@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import train_in_process
+
 from styletransfer.engine.progress import StepProgressBar
 
 

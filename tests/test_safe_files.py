@@ -11,19 +11,18 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import RANDOM_ENCODER, compose, run_hydra_app, train_in_process
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RANDOM_ENCODER, compose, run_hydra_app, train_in_process
 from styletransfer.data import SampleDataModule
-from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
-from styletransfer.methods.adain.checkpoint import save_decoder
-from styletransfer.nn.encoder import build_encoder
-from styletransfer.nn.checkpoints import SafeCheckpointIO
-from styletransfer.nn.weights import safe_load, save_atomic
-from styletransfer.nn.checkpoints import LatestCheckpoint
-from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.engine.finite import StopOnNonFiniteLoss
 from styletransfer.engine.instantiate import instantiate_group
+from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
+from styletransfer.methods.adain.checkpoint import save_decoder
+from styletransfer.nn.checkpoints import LatestCheckpoint, SafeCheckpointIO
+from styletransfer.nn.encoder import build_encoder
+from styletransfer.nn.weights import safe_load, save_atomic
+from styletransfer.runtime.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirectoryBusyError
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries, run_directory_lock, write_text_atomic
 
 
@@ -234,7 +233,8 @@ def test_a_run_resumed_into_its_own_folder_keeps_last_ckpt_the_newest(photo_dirs
     run_dir = tmp_path / "run"
     common = ["data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.num_workers=0",
               "data.short_side=40", "data.crop_size=32", "data.batch_size=2", "data.val_pairs=0",
-              "encoder.weights=random", "trainer=cpu", "logger=none", "callbacks.model_checkpoint.every_n_train_steps=2"]
+              "encoder.weights=random", "trainer=cpu", "logger=none",
+              "callbacks.model_checkpoint.every_n_train_steps=2"]
     train_in_process(*common, "trainer.max_steps=3", run_dir=run_dir)
     checkpoints = run_dir / "checkpoints"
     train_in_process(*common, "trainer.max_steps=5", f"ckpt_path={checkpoints / 'step_000002.ckpt'}", run_dir=run_dir)

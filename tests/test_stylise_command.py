@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from adain_checkpoints import write_malicious_checkpoint, write_release_files
+from conftest import RANDOM_ENCODER
 from PIL import Image
 
-from conftest import RANDOM_ENCODER
-
-from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.cli.stylise import main
+from styletransfer.data.images import load_image_tensor, save_image
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
@@ -72,7 +71,8 @@ def test_output_keeps_content_size_unless_told(styliser):
 
 @pytest.mark.parametrize(
     "weights, match",
-    [([0.5, 0.6], "sum to 1"), ([1.0], "one per style"), ([0.2, 0.3, 0.5], "one per style"), ([1.5, -0.5], ">= 0"), (None, "need interpolation weights")],
+    [([0.5, 0.6], "sum to 1"), ([1.0], "one per style"), ([0.2, 0.3, 0.5], "one per style"), ([1.5, -0.5], ">= 0"),
+     (None, "need interpolation weights")],
 )
 def test_bad_interpolation_weights_error(styliser, weights, match):
     content, style_a, style_b = _images()
@@ -198,7 +198,8 @@ def folders(tmp_path) -> tuple[Path, list[Path], list[Path]]:
 
 @pytest.mark.parametrize(
     "controls",
-    [[], ["--alpha", "0.5", "--preserve-colour"], ["STYLE2", "--weights", "0.3", "0.7"], ["STYLE2", "--mask", "M1", "M2"]],
+    [[], ["--alpha", "0.5", "--preserve-colour"], ["STYLE2", "--weights", "0.3", "0.7"],
+     ["STYLE2", "--mask", "M1", "M2"]],
     ids=["plain", "alpha-colour", "interpolation", "masks"],
 )
 def test_cli_stylises_a_folder_with_each_control(adain_run, folders, tmp_path, capsys, controls):
@@ -294,7 +295,8 @@ def test_help_and_flag_errors_answer_without_loading_torch():
     """Every command's ``--help`` (and a flag error) answers at once: torch loads only once there is work."""
     script = ("import importlib, sys\nmain = importlib.import_module(sys.argv[1]).main\ntry:\n    main(sys.argv[2:])\n"
               "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
-    commands = [f"styletransfer.cli.{p.stem}" for p in (Path(__file__).parents[1] / "styletransfer" / "cli").glob("*.py")
+    cli = Path(__file__).parents[1] / "styletransfer" / "cli"
+    commands = [f"styletransfer.cli.{p.stem}" for p in cli.glob("*.py")
                 if p.stem not in ("__init__", "common")]
     runs = [(command, ["--help"], 0) for command in commands]
     runs.append(("styletransfer.cli.stylise", ["ckpt", "--content", "a.jpg", "--alpha", "x"], 2))
@@ -310,6 +312,7 @@ def test_stylising_loads_neither_lightning_nor_torchvision():
     (GPU JPEG decoding only) among its imports."""
     script = ("import sys\nimport styletransfer.apps.stylise, styletransfer.protocol.registry as r\n"
               "[r.plugin(name) for name in r.plugin_modules()]\n"
-              "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'torchvision') if m in sys.modules))\n")
+              "heavy = ('pytorch_lightning', 'lightning_fabric', 'torchvision')\n"
+              "print(sorted(m for m in heavy if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

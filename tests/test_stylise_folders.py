@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import RANDOM_ENCODER
 from PIL import Image
 
-from conftest import RANDOM_ENCODER
+from styletransfer.cli.stylise import main
 from styletransfer.data.images import save_image
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.styliser import MIN_SIDE
-from styletransfer.protocol.controls import check_size
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.protocol.controls import check_size
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.cli.stylise import main
 
 
 def _decoder_file(folder: Path) -> Path:

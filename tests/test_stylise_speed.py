@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from styletransfer.apps.pipeline import PENDING_BATCHES, SizeGroups
 from styletransfer.methods.adain.model import (
     AdaINDecoder,
     encode,
@@ -18,7 +19,6 @@ from styletransfer.methods.adain.model import (
     style_stats,
     stylise,
 )
-from styletransfer.apps.pipeline import PENDING_BATCHES, SizeGroups
 from styletransfer.methods.adain.styliser import COMPILE_SHAPES, Styliser
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std

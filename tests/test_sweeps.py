@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RANDOM_ENCODER, ROOT, run_hydra_app
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, ROOT, run_hydra_app
 from styletransfer.eval.benchmark import load_benchmark
 from styletransfer.eval.run import evaluate_candidate
 from styletransfer.eval.scorer import EVAL_LAYERS, Scorer
+from styletransfer.nn.encoder import build_encoder
 from styletransfer.protocol.candidate import model_candidate
 from styletransfer.protocol.registry import load_model
-from styletransfer.nn.encoder import build_encoder
 from styletransfer.sweeps.table import STATUS_FILE, collect_trials, write_sweep_report
 
 #: A tiny benchmark to score trials on: 1 content x 2 styles at 32 px.
@@ -214,8 +214,8 @@ def test_slurm_launcher_config_composes_on_the_submitit_plugin():
 def test_stop_on_non_finite_loss_names_the_first_bad_step():
     from types import SimpleNamespace
 
-    from styletransfer.runtime.errors import NonFiniteLossError
     from styletransfer.engine.finite import StopOnNonFiniteLoss
+    from styletransfer.runtime.errors import NonFiniteLossError
 
     guard = StopOnNonFiniteLoss(check_every=10)
     trainer = SimpleNamespace(global_step=7, checkpoint_callback=None)  # global_step counts the batch just trained

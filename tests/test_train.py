@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.hub
 import yaml
-from hydra.utils import instantiate
+from conftest import ROOT, run_hydra_app, run_train, train_in_process
 
-from conftest import ROOT, compose, run_hydra_app, run_train, train_in_process
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
 TINY = [

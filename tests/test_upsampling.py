@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from graph_helpers import backward_ops, scatters
+
 from styletransfer.methods.adain.model import AdaINDecoder
 from styletransfer.nn.upsampling import double_nearest, upsample_nearest
 

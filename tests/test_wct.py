@@ -16,8 +16,8 @@ import copy
 import pytest
 import torch
 from conftest import RANDOM_ENCODER
-from wct_reference import reference_wct
 from torch import nn
+from wct_reference import reference_wct
 
 from styletransfer.methods.wct.cascade import blend_codes, cascade, cascade_steps, encode_style
 from styletransfer.methods.wct.checkpoint import save_decoders

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from styletransfer.cli.weights import main
 from styletransfer.eval import metric_nets
 from styletransfer.nn import encoder
-from styletransfer.runtime.weight_files import hub_checkpoint
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.download import part_path
 from styletransfer.runtime.files import sha256_file
-from styletransfer.cli.weights import main
+from styletransfer.runtime.weight_files import hub_checkpoint
 
 STAND_IN = bytes(range(256)) * 512  # 128 kB, several network reads
 STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()
@@ -199,7 +199,8 @@ def test_first_use_is_recorded_then_checked(server: _Server, hub: Path, capsys) 
     server.files["art_inception.pth"] = b"a different file"
     assert main(["fetch", "art-inception", "-q"]) == 1
     err = capsys.readouterr().err
-    assert f"expected SHA-256 {hashlib.sha256(genuine).hexdigest()}" in err and str(weight_files.record_path(dest)) in err
+    assert f"expected SHA-256 {hashlib.sha256(genuine).hexdigest()}" in err
+    assert str(weight_files.record_path(dest)) in err
 
 
 @pytest.mark.parametrize("served", ["code", "wrong shape", "junk"])
