@@ -12,11 +12,10 @@ Two passes over the same grid of overlapping windows (at most ``tile`` x ``tile`
    not an image edge) is added to the output with feathered weights: linear ramps over ``BLEND`` px, normalised so
    the weights sum to 1 everywhere. The output is assembled in host memory (float32).
 
-What is approximate depends on the model (AdaIN: colour preservation's subsampled colour statistics, see
-``methods/adain/tiled.py``; and a side that is not a multiple of 8, where the decoder's exact-size upsampling of the
-whole image maps pixels differently from the windows' doublings across the image, not only at its edges: measured
-up to 0.64 on [0, 1] at 320 x 300 with a test decoder, against 2e-6 at 320 x 304). Masks and another output size
-are refused (``check_tileable``).
+Each window is rendered with its first pixel's place in the image (``origin``): AdaIN's decoder upsamples a window
+with the whole image's nearest-neighbour maps sliced to it, so a side that is not a multiple of 8 tiles exactly too
+(``methods/adain/tiled.py``). What is approximate depends on the model (AdaIN: colour preservation's subsampled
+colour statistics). Masks and another output size are refused (``check_tileable``).
 """
 
 from __future__ import annotations
@@ -217,7 +216,7 @@ def stylise_tiled(
     row_weights = dict(zip(rows, ramp_weights(rows, size[0])))
     col_weights = dict(zip(cols, ramp_weights(cols, size[1])))
     for index, (row, col, window) in enumerate(windows(content, rows, cols)):
-        image = passes.render(unit_float_on(window, device), index)
+        image = passes.render(unit_float_on(window, device), index, (row.start, col.start))
         kept = image[..., row.keep0 - row.start : row.keep1 - row.start, col.keep0 - col.start : col.keep1 - col.start]
         weight = row_weights[row].to(kept.device)[:, None] * col_weights[col].to(kept.device)[None, :]
         out[..., row.keep0 : row.keep1, col.keep0 : col.keep1] += (kept * weight).cpu()

@@ -6,7 +6,10 @@ windows start on multiples of 8 (relu4_1's stride), so their features lie on the
 positions lie at least ``MARGIN`` px inside their window, past the reach of its padding: the statistics are those of
 the untiled image, up to float rounding. Pass 2 encodes each window again, applies the one global transform (those
 content statistics, the style's: AdaIN's and its ablations' per-channel affine map, or WCT's whitening and colouring
-matrix), blends with alpha and decodes.
+matrix), blends with alpha and decodes. Where a side of the image is not a multiple of the stride, the whole image's
+decoder upsamples to exact sizes that are not doublings; each window then upsamples with the whole image's
+nearest-neighbour maps sliced to its region (``WindowUpsampling``, ``nn.upsampling.RegionUpsampling``), so its
+pixels map as untiled.
 
 Measured with random weights: an input pixel changes the output up to 62 px away (encoder and decoder together), so
 with ``MARGIN`` = 64 a kept pixel is what the untiled run gives. A configurable decoder reaches further: each
@@ -27,6 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
+import torch
 from torch import Tensor, nn
 
 from styletransfer.methods.adain.decoders import decoder_record, extra_reach
@@ -44,6 +48,7 @@ from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.reach import gradient_reach
 from styletransfer.nn.stats import RunningCovariance, RunningStats
+from styletransfer.nn.upsampling import RegionUpsampling
 from styletransfer.nn.whitening import apply_map, wct_map
 from styletransfer.protocol.model import TilingNeeds
 
@@ -121,6 +126,37 @@ def owned_positions(owned: tuple[slice, slice], stride: int) -> tuple[slice, sli
     return rows, cols
 
 
+class WindowUpsampling:
+    """How each window's decoder upsamples so that its pixels map as the whole image's do (``RegionUpsampling``):
+    only where a side of the image is not a multiple of the bottleneck's ``stride`` (elsewhere the window's own
+    doublings are the image's, and the decoder keeps its own upsampling). The whole image's bottleneck size, which
+    depends on the encoder's rounding, is read once from two strips (the image's height by two strides, two strides
+    by its width) through the encoder."""
+
+    def __init__(self, encoder: FeatureEncoder, bottleneck: str, stride: int, image_size: tuple[int, int]) -> None:
+        self.encoder, self.bottleneck, self.stride = encoder, bottleneck, stride
+        self.image_size = image_size
+        self.needed = any(side % stride for side in image_size)
+        self._bottleneck_size: tuple[int, int] | None = None
+
+    def _whole_bottleneck(self, device: torch.device) -> tuple[int, int]:
+        if self._bottleneck_size is None:
+            height, width = self.image_size
+            side = 2 * self.stride
+            rows = encode(self.encoder, torch.zeros(1, 3, height, side, device=device), bottleneck=self.bottleneck)
+            cols = encode(self.encoder, torch.zeros(1, 3, side, width, device=device), bottleneck=self.bottleneck)
+            self._bottleneck_size = (int(rows.shape[-2]), int(cols.shape[-1]))
+        return self._bottleneck_size
+
+    def __call__(self, origin: tuple[int, int], features: Tensor) -> RegionUpsampling | None:
+        """The upsampling for the window at pixel ``origin`` whose bottleneck map is ``features``, or None."""
+        if not self.needed:
+            return None
+        window = (int(features.shape[-2]), int(features.shape[-1]))
+        count = self.stride.bit_length() - 1
+        return RegionUpsampling(self.image_size, origin, self._whole_bottleneck(features.device), window, count)
+
+
 class TiledAdaIN:
     """One tiled AdaIN call (see the module docstring): ``observe`` is pass 1, ``render`` pass 2; the caller
     (``Styliser.tiled``) runs both under its autocast."""
@@ -145,6 +181,9 @@ class TiledAdaIN:
         self.encoder, self.decoder = encoder, decoder
         #: The layer the decoder inverts and its stride (the windows' alignment).
         self.bottleneck, self.stride = bottleneck, stride
+        self.upsampling = WindowUpsampling(
+            encoder, bottleneck, stride, (int(content.shape[-2]), int(content.shape[-1]))
+        )
         # a statistics transform (adain, adamean, adastd: ``transforms.with_stats``) or wct (``nn.whitening.wct_map``)
         self.transform = transform
         self.alpha = float(alpha)
@@ -185,12 +224,13 @@ class TiledAdaIN:
         rows, cols = owned_positions(owned, self.stride)
         self.content_stats.add(features[..., rows, cols])
 
-    def render(self, window: Tensor, index: int = 0) -> Tensor:
-        """The window encoded, given the global AdaIN transform, alpha-blended and decoded."""
+    def render(self, window: Tensor, index: int = 0, origin: tuple[int, int] = (0, 0)) -> Tensor:
+        """The window (its first pixel at ``origin`` in the image) encoded, given the global AdaIN transform,
+        alpha-blended and decoded with the whole image's upsampling (``WindowUpsampling``)."""
         with self.autocast():
-            return self._render(window)
+            return self._render(window, origin)
 
-    def _render(self, window: Tensor) -> Tensor:
+    def _render(self, window: Tensor, origin: tuple[int, int]) -> Tensor:
         features = encode(self.encoder, window, self.channels_last, self.bottleneck)
         target = features
         if self.style is not None and isinstance(self.content_stats, RunningCovariance):
@@ -201,4 +241,5 @@ class TiledAdaIN:
             if self._transform is None:  # pass 1 is over: the content's global statistics, once
                 self._transform = (self.content_stats.mean_std(features.device), (self.style[0], self.style[1]))
             target = with_stats(self.transform, features.float(), *self._transform)
-        return decode_clamped(self.decoder, target, features, self.alpha, (window.shape[-2], window.shape[-1]))
+        size = (window.shape[-2], window.shape[-1])
+        return decode_clamped(self.decoder, target, features, self.alpha, size, self.upsampling(origin, features))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles
-from styletransfer.methods.adain.tiled import ALIGN, colour_sample, owned_positions
+from styletransfer.methods.adain.tiled import ALIGN, WindowUpsampling, colour_sample, owned_positions
 from styletransfer.methods.adain.transforms import Code, apply, blend, style_code
 from styletransfer.nn.encoders import FeatureEncoder
 
@@ -63,6 +63,9 @@ class TiledEFDM:
         self.encoder, self.decoder = encoder, decoder
         #: The layer the decoder inverts and its stride (the windows' alignment).
         self.bottleneck, self.stride = bottleneck, stride
+        self.upsampling = WindowUpsampling(
+            encoder, bottleneck, stride, (int(content.shape[-2]), int(content.shape[-1]))
+        )
         self.alpha = float(alpha)
         self.weights = list(weights)
         self.channels_last = channels_last
@@ -121,16 +124,17 @@ class TiledEFDM:
             start = stop
         return torch.cat(parts, dim=-2)
 
-    def render(self, window: Tensor, index: int) -> Tensor:
-        """Window ``index`` decoded from its block of the matched global map (alpha 0: its own features)."""
+    def render(self, window: Tensor, index: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
+        """Window ``index`` (its first pixel at ``origin``) decoded from its block of the matched global map (alpha
+        0: its own features), with the whole image's upsampling (``tiled.WindowUpsampling``)."""
         size = (window.shape[-2], window.shape[-1])
         with self.autocast():
             if not self.statistics_passes:
                 features = encode(self.encoder, window, self.channels_last, self.bottleneck)
-                return decode_clamped(self.decoder, features, features, 1.0, size)
+                return decode_clamped(self.decoder, features, features, 1.0, size, self.upsampling(origin, features))
             if not self._matched:
                 self._match()
             target = self._block(*self.blocks[index]).to(window.device)
             if self.channels_last:
                 target = target.contiguous(memory_format=torch.channels_last)
-            return decode_clamped(self.decoder, target, target, 1.0, size)
+            return decode_clamped(self.decoder, target, target, 1.0, size, self.upsampling(origin, target))
