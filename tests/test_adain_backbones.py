@@ -10,6 +10,7 @@ import io
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from adain_checkpoints import write_backbone_decoder
 from conftest import compose
 from torch.utils.data import DataLoader
@@ -100,6 +101,57 @@ def test_the_decoder_for_a_bottleneck_gives_the_contents_size(resnet, bottleneck
     assert decoder(features).shape[-2:] == (features.shape[-2] * stride, features.shape[-1] * stride)
 
 
+def _lively(encoder: BackboneEncoder, bottleneck: str, **settings) -> Styliser:
+    """A Styliser behind ``encoder`` at ``bottleneck`` with a seeded configurable decoder (width 0.25), its last
+    convolution rescaled per colour channel so that results have contrast (std about 0.15 around 0.5; a random
+    decoder's output hardly varies, which would make any agreement trivial)."""
+    channels, stride = encoder.feature_info([bottleneck])[bottleneck]
+    torch.manual_seed(0)
+    model = Styliser(encoder, build_decoder({"name": "configurable", "width": 0.25, **settings}, channels, stride),
+                     bottleneck=bottleneck)  # fmt: skip
+    last = model.decoder.stages[-1][-1]
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        raw = model.decoder(encode(encoder, torch.rand(1, 3, 64, 64, generator=g), bottleneck=bottleneck), (64, 64))
+        scale = 0.15 / raw.std(dim=(0, 2, 3))
+        last.weight.mul_(scale[:, None, None, None])
+        last.bias.mul_(scale).add_(0.5 - scale * raw.mean(dim=(0, 2, 3)))
+    return model
+
+
+@pytest.mark.parametrize(
+    "bottleneck, size, tile, margin",
+    [("layer2", (48, 520), 320, 88), ("layer3", (32, 800), 640, 240)],
+)
+def test_a_backbone_model_tiles_as_it_stylises_whole(resnet, monkeypatch, bottleneck, size, tile, margin):
+    """Windows on the bottleneck's grid (8 or 16 px) with the measured reach as margin (ResNet-50 to layer2: 84 px,
+    to layer3: 228 px, rounded up to the stride) give the untiled result up to float rounding (measured 1.6e-5 and
+    9e-5), three windows along the width; a window stylised with its own statistics differs."""
+    from styletransfer.apps import tiling
+
+    model = _lively(resnet, bottleneck)
+    needs = model.tiling()
+    stride = resnet.feature_info([bottleneck])[bottleneck][1]
+    assert needs is not None and (needs.align, needs.margin) == (stride, margin)
+    monkeypatch.setattr(tiling, "MIN_TILE", 128)  # below the command's 256 px to keep the images small
+    assert tiling.smallest_tile(needs) == 2 * margin + tiling.BLEND + 2 * stride
+    assert len(tiling.spans(size[1], tile, needs)) == 3
+    g = torch.Generator().manual_seed(1)
+    content = F.interpolate(torch.rand(1, 3, size[0] // 8, size[1] // 8, generator=g), size=size, mode="bicubic")
+    content, style = content.clamp(0, 1), torch.rand(1, 3, 64, 64, generator=g)
+    untiled = model.stylise(content, [style])
+    tiled = tiling.stylise_any_size(model, content, [style], max_tile=tile)
+    assert float(untiled.std()) > 0.05
+    assert float((tiled - untiled).abs().max()) <= 2e-4
+    # a window with its own statistics would not do: the pass over the whole image matters
+    window = tiling.spans(size[1], tile, needs)[1]
+    alone = model.stylise(content[..., window.start : window.end], [style])
+    kept = (alone - untiled[..., window.start : window.end])[..., margin:-margin]
+    assert float(kept.abs().mean()) > 1e-3
+    with pytest.raises(ConfigError, match=f"at least {tiling.smallest_tile(needs)} px for this model"):
+        tiling.stylise_any_size(model, content, [style], max_tile=tiling.smallest_tile(needs) - stride)
+
+
 def test_a_stride_16_decoder_adds_one_stage_and_keeps_the_stride_8_layout():
     eight, sixteen = build_decoder({"name": "configurable"}), build_decoder({"name": "configurable"}, 1024, 16)
     assert len(sixteen.ups) == 4 == len(eight.ups) + 1
@@ -157,17 +209,26 @@ def _result(folder) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_the_stylise_command_runs_a_backbone_model_refuses_tiling_and_another_encoder(tmp_path, capsys):
+def test_the_stylise_command_runs_and_tiles_a_backbone_model_and_refuses_another_encoder(tmp_path, capsys):
+    """ResNet-50 to layer3 (stride 16, a 240 px margin): ``--max-tile 576`` stylises a 48 x 600 image in two
+    windows as it stylises it whole; a tile below two margins, the blend and the alignment is refused in one line."""
     from styletransfer.cli.stylise import main as stylise_main
 
     path = write_backbone_decoder(tmp_path / "decoder.pth", "resnet50", "layer3", width=0.25)
     save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
+    big = F.interpolate(torch.rand(1, 3, 6, 75), size=(48, 600), mode="bicubic")[0].clamp(0, 1)
+    save_image(big, tmp_path / "b.png")
     save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
-    common = [str(path), "--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
-    assert stylise_main([*common, "-o", str(tmp_path / "out")]) == 0
+    common = [str(path), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    assert stylise_main([*common, "--content", str(tmp_path / "c.png"), "-o", str(tmp_path / "out")]) == 0
     assert _result(tmp_path / "out").shape == (3, 50, 70)
-    assert stylise_main([*common, "--max-tile", "64", "-o", str(tmp_path / "tiled")]) == 1
-    assert "stylises whole images only" in capsys.readouterr().err
+    tiles = [*common, "--content", str(tmp_path / "b.png")]
+    assert stylise_main([*tiles, "--max-tile", "576", "-o", str(tmp_path / "tiled")]) == 0
+    assert stylise_main([*tiles, "--max-tile", "0", "-o", str(tmp_path / "whole")]) == 0
+    tiled, whole = _result(tmp_path / "tiled"), _result(tmp_path / "whole")
+    assert tiled.shape == whole.shape == (3, 48, 600) and float((tiled - whole).abs().max()) <= 1.5 / 255
+    assert stylise_main([*tiles, "--max-tile", "256", "-o", str(tmp_path / "small")]) == 1
+    assert "at least 544 px for this model" in capsys.readouterr().err
     with pytest.raises(EncoderMismatchError, match=r"\(resnet50, weights='random'.* seed 4.*\(resnet50, weights="):
         load_model(path, {"weights": "random", "seed": 4})
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from conftest import SKIMAGE_DATA
 
 from styletransfer.data.images import load_image_tensor, pil_to_tensor, save_image
 from styletransfer.apps import tiling
+from styletransfer.methods.adain.decoders import ConfigurableDecoder as configurable
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.apps.tiling import BLEND, MIN_TILE, Span, ramp_weights
@@ -212,6 +214,56 @@ def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
     diff = (tiling.stylise_tiled(styliser, content, styles, tile=256, **controls)
             - styliser.stylise(content, styles, **controls)).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
     assert float(diff.max()) <= MAX_DIFF
+
+
+def _lively(model: Styliser) -> Styliser:
+    """``model`` with its decoder's last convolution rescaled for contrast, as the ``styliser`` fixture's."""
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        raw = model.decoder(encode(model.encoder, _photo(64)), (64, 64))
+        scale = 0.15 / raw.std(dim=(0, 2, 3))
+        last.weight.mul_(scale[:, None, None, None])
+        last.bias.mul_(scale).add_(0.5 - scale * raw.mean(dim=(0, 2, 3)))
+    return model
+
+
+@pytest.mark.parametrize("decoder", ["mirror", "pixel_shuffle"])
+def test_tiled_equals_untiled_at_a_size_that_is_not_a_multiple_of_8(styliser, monkeypatch, decoder):
+    """300 x 44 px (VGG's relu4_1 map is 37 x 5, which the whole image's decoder upsamples to 75, 150, 300 rows: not
+    doublings) in three or two windows along the height: each window upsamples with the whole image's nearest maps
+    sliced to its region, so the result is the untiled one up to float rounding (measured 2.5e-5 with the mirror,
+    8e-7 with pixel shuffle), borders included; with the windows' own exact-size upsampling it differed by 0.59 and
+    0.008. Tiles below the command's 256 px keep the test small."""
+    if decoder == "pixel_shuffle":
+        torch.manual_seed(0)
+        model = _lively(Styliser(styliser.encoder, configurable(width=0.25, upsample="pixel_shuffle")))
+    else:
+        model = styliser
+    needs = model.tiling()
+    tile = 2 * needs.margin + BLEND + 2 * ALIGN + 56
+    monkeypatch.setattr(tiling, "MIN_TILE", 128)
+    assert len(tiling.spans(300, tile, needs)) == (3 if decoder == "mirror" else 2)
+    g = torch.Generator().manual_seed(1)
+    content = F.interpolate(torch.rand(1, 3, 37, 5, generator=g), size=(300, 44), mode="bicubic").clamp(0, 1)
+    untiled = model.stylise(content, [_style()])
+    tiled = tiling.stylise_any_size(model, content, [_style()], max_tile=tile)
+    assert float(untiled.std()) > 0.05
+    assert float((tiled - untiled).abs().max()) <= MAX_DIFF
+
+
+@pytest.mark.slow
+def test_tiled_equals_untiled_at_300_by_212_in_a_grid(styliser, monkeypatch):
+    """Both sides off the 8 px grid, 4 x 2 windows of 208 px, every control: the untiled result up to float
+    rounding (measured 2.8e-5 with one style)."""
+    monkeypatch.setattr(tiling, "MIN_TILE", 128)
+    assert (len(spans(300, 208)), len(spans(212, 208))) == (4, 2)
+    g = torch.Generator().manual_seed(2)
+    content = F.interpolate(torch.rand(1, 3, 37, 26, generator=g), size=(300, 212), mode="bicubic").clamp(0, 1)
+    styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
+    controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
+    untiled = styliser.stylise(content, styles, **controls)
+    tiled = tiling.stylise_any_size(styliser, content, styles, max_tile=208, **controls)
+    assert float((tiled - untiled).abs().max()) <= MAX_DIFF
 
 
 def test_tiling_refuses_masks_and_another_output_size(styliser):

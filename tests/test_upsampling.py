@@ -1,4 +1,5 @@
-"""Nearest doubling without a scatter in its compiled backward, equal in value to F.interpolate(mode="nearest")."""
+"""Nearest doubling without a scatter in its compiled backward, equal in value to F.interpolate(mode="nearest"); a
+tiled window upsampled as the whole image is (``RegionUpsampling``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import torch.nn.functional as F
 from graph_helpers import backward_ops, scatters
 
 from styletransfer.methods.adain.model import AdaINDecoder
-from styletransfer.nn.upsampling import double_nearest, upsample_nearest
+from styletransfer.nn.upsampling import (
+    RegionUpsampling,
+    double_nearest,
+    upsample_nearest,
+    upsample_to,
+    upsampled_sizes,
+)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -69,3 +76,31 @@ def test_compiled_decoder_takes_the_scatter_free_path_and_matches_eager():
     (compiled_grad,) = torch.autograd.grad(compiled.square().sum(), features)
     torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_region_upsampling_maps_a_window_as_the_whole_image(shuffle):
+    """Three upsamplings of a 37 x 27 map to 300 x 212 px (VGG's relu4_1 rounding: 75, 150, 300 rows, not
+    doublings), with a doubling before each (a pixel shuffle's) or not: a window's map upsampled by
+    ``RegionUpsampling`` is the whole map's, sliced to the window, wherever its sources lie inside the window."""
+    image, bottleneck = (300, 212), (37, 27)
+    whole = torch.randn(1, 2, *bottleneck, generator=torch.Generator().manual_seed(0))
+
+    def decode(x, size, upsample):
+        for stage_size in upsampled_sizes(size, 3):
+            x = upsample(double_nearest(x) if shuffle else x, stage_size)
+        return x
+
+    reference = decode(whole, image, upsample_to)
+    for origin, window in (((0, 0), (20, 16)), ((64, 96), (15, 14)), ((160, 104), (17, 13))):
+        rows, cols = (slice(o // 8, o // 8 + n) for o, n in zip(origin, window))
+        size = (min(8 * window[0], image[0] - origin[0]), min(8 * window[1], image[1] - origin[1]))
+        region = RegionUpsampling(image, origin, bottleneck, window, 3)
+        ours = decode(whole[..., rows, cols], size, region)
+        expected = reference[..., origin[0] : origin[0] + size[0], origin[1] : origin[1] + size[1]]
+        assert ours.shape == expected.shape
+        assert torch.equal(ours[..., 8:-8, 8:-8], expected[..., 8:-8, 8:-8]), origin
+        # the window's own exact-size upsampling maps the interior differently
+        if size[0] % 8:
+            own = decode(whole[..., rows, cols], size, upsample_to)
+            assert not torch.equal(own[..., 8:-8, 8:-8], expected[..., 8:-8, 8:-8])

@@ -12,11 +12,10 @@ Two passes over the same grid of overlapping windows (at most ``tile`` x ``tile`
    not an image edge) is added to the output with feathered weights: linear ramps over ``BLEND`` px, normalised so
    the weights sum to 1 everywhere. The output is assembled in host memory (float32).
 
-What is approximate depends on the model (AdaIN: colour preservation's subsampled colour statistics, see
-``methods/adain/tiled.py``; and a side that is not a multiple of 8, where the decoder's exact-size upsampling of the
-whole image maps pixels differently from the windows' doublings across the image, not only at its edges: measured
-up to 0.64 on [0, 1] at 320 x 300 with a test decoder, against 2e-6 at 320 x 304). Masks and another output size
-are refused (``check_tileable``).
+Each window is rendered with its first pixel's place in the image (``origin``): AdaIN's decoder upsamples a window
+with the whole image's nearest-neighbour maps sliced to it, so a side that is not a multiple of 8 tiles exactly too
+(``methods/adain/tiled.py``). What is approximate depends on the model (AdaIN: colour preservation's subsampled
+colour statistics). Masks and another output size are refused (``check_tileable``).
 """
 
 from __future__ import annotations
@@ -99,6 +98,13 @@ def ramp_weights(windows: Sequence[Span], size: int, blend: int = BLEND) -> list
     return [(weight / total[span.keep0 : span.keep1]).float() for span, weight in zip(windows, raw)]
 
 
+def smallest_tile(needs: TilingNeeds) -> int:
+    """The smallest tile side for a model: ``MIN_TILE``, or two margins, a blend and two alignment steps where that
+    is more (the windows must advance), rounded up to ``needs.align``."""
+    least = 2 * needs.margin + BLEND + 2 * needs.align
+    return max(MIN_TILE, needs.align * math.ceil(least / needs.align))
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes free on ``device``: on CUDA ``torch.cuda.mem_get_info`` plus what PyTorch's allocator holds unused
     (else a folder's first large image would shrink the tiles of the next); on the CPU the available RAM (psutil if
@@ -116,7 +122,7 @@ def available_memory(device: torch.device) -> int:
 
 
 def auto_tile(needs: TilingNeeds, device: torch.device, batch: int = 1, pixels: int = 0) -> int:
-    """The largest tile side (a multiple of ``needs.align``, at least ``MIN_TILE``) whose estimated peak,
+    """The largest tile side (a multiple of ``needs.align``, at least ``smallest_tile``) whose estimated peak,
     ``needs.bytes_per_pixel`` per pixel and image, fits ``MEMORY_FRACTION`` of the free memory; on a CPU what the
     model keeps on the host for an image of ``pixels`` px (``needs.host_bytes_per_pixel``) is taken off first."""
     per_pixel = needs.bytes_per_pixel * max(1, batch)
@@ -124,7 +130,7 @@ def auto_tile(needs: TilingNeeds, device: torch.device, batch: int = 1, pixels: 
     if device.type == "cpu":
         free = max(0, free - needs.host_bytes_per_pixel * max(1, batch) * pixels)
     side = int(math.sqrt(MEMORY_FRACTION * free / per_pixel))
-    return max(MIN_TILE, side // needs.align * needs.align)
+    return max(smallest_tile(needs), side // needs.align * needs.align)
 
 
 def tile_side(max_tile: int | str, needs: TilingNeeds, device: torch.device, batch: int = 1, pixels: int = 0) -> int:
@@ -132,9 +138,12 @@ def tile_side(max_tile: int | str, needs: TilingNeeds, device: torch.device, bat
     (never tile), else the number rounded down to a multiple of ``needs.align``."""
     if max_tile == "auto":
         return auto_tile(needs, device, batch, pixels)
-    if isinstance(max_tile, bool) or not isinstance(max_tile, int) or (max_tile != 0 and max_tile < MIN_TILE):
+    least = smallest_tile(needs)
+    if isinstance(max_tile, bool) or not isinstance(max_tile, int) or (max_tile != 0 and max_tile < least):
+        why = "" if least == MIN_TILE else f" for this model (two {needs.margin} px margins, the blend, the alignment)"
         raise ConfigError(
-            f"max_tile (--max-tile) must be auto, 0 (never tile) or a side of at least {MIN_TILE} px, got {max_tile!r}"
+            f"max_tile (--max-tile) must be auto, 0 (never tile) or a side of at least {least} px{why}, got "
+            f"{max_tile!r}"
         )
     return max_tile // needs.align * needs.align
 
@@ -207,7 +216,7 @@ def stylise_tiled(
     row_weights = dict(zip(rows, ramp_weights(rows, size[0])))
     col_weights = dict(zip(cols, ramp_weights(cols, size[1])))
     for index, (row, col, window) in enumerate(windows(content, rows, cols)):
-        image = passes.render(unit_float_on(window, device), index)
+        image = passes.render(unit_float_on(window, device), index, (row.start, col.start))
         kept = image[..., row.keep0 - row.start : row.keep1 - row.start, col.keep0 - col.start : col.keep1 - col.start]
         weight = row_weights[row].to(kept.device)[:, None] * col_weights[col].to(kept.device)[None, :]
         out[..., row.keep0 : row.keep1, col.keep0 : col.keep1] += (kept * weight).cpu()

@@ -75,3 +75,53 @@ def upsample_to(x: Tensor, size: tuple[int, int] | None) -> Tensor:
     rows = nearest_indices(x.shape[2], height, x.device)
     cols = nearest_indices(x.shape[3], width, x.device)
     return x.index_select(2, rows).index_select(3, cols)
+
+
+class RegionUpsampling:
+    """A decoder's ``upsample`` for one window of an image: each call upsamples the window's map as the whole image's
+    map is upsampled (:func:`upsample_to` to the sizes of :func:`upsampled_sizes` for ``image_size``), then keeps the
+    window's rows and columns, so every window pixel takes the source position it takes in the whole image, at any
+    size (a window's own exact-size upsampling would map pixels differently where a side is not a multiple of the
+    stride).
+
+    ``origin`` (top, left) is the window's first pixel, on a multiple of 2**``count`` (the bottleneck's stride);
+    ``bottleneck_size`` and ``window_bottleneck_size`` are the whole image's and the window's bottleneck maps (the
+    encoder's rounding decides the former). Called once per upsampling, in order; an input with twice the rows and
+    columns of the previous stage's output (a pixel shuffle before the upsampling) is taken as that map doubled.
+    Source positions outside the window (at its edges, inside the tiling margin) are clamped to its border.
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        origin: tuple[int, int],
+        bottleneck_size: tuple[int, int],
+        window_bottleneck_size: tuple[int, int],
+        count: int,
+    ) -> None:
+        self.count = count
+        self.origin = origin
+        self.sizes = [size for size in upsampled_sizes(image_size, count) if size is not None]
+        self.stage = 0
+        # the previous map's global size, its window's offset and length, per axis
+        self.previous = [
+            (bottleneck_size[axis], origin[axis] >> count, window_bottleneck_size[axis]) for axis in range(2)
+        ]
+
+    def __call__(self, x: Tensor, size: tuple[int, int] | None) -> Tensor:
+        if size is None or self.stage >= self.count:
+            raise ValueError("RegionUpsampling needs the decoder's exact sizes, one call per upsampling")
+        out_global = self.sizes[self.stage]
+        shift = self.count - 1 - self.stage
+        indices, following = [], []
+        for axis in range(2):
+            global_in, offset_in, length_in = self.previous[axis]
+            ratio = x.shape[2 + axis] // length_in  # 2 after a pixel shuffle's doubling, else 1
+            global_in, offset_in, length_in = ratio * global_in, ratio * offset_in, ratio * length_in
+            offset_out, length_out = self.origin[axis] >> shift, int(size[axis])
+            source = nearest_indices(global_in, out_global[axis], x.device)[offset_out : offset_out + length_out]
+            indices.append((source - offset_in).clamp(0, length_in - 1))
+            following.append((out_global[axis], offset_out, length_out))
+        self.previous = following
+        self.stage += 1
+        return x.index_select(2, indices[0]).index_select(3, indices[1]).contiguous(memory_format=memory_format_of(x))

@@ -53,8 +53,9 @@ class TiledStylisation(Protocol):
         """A statistics pass: ``window`` (N, 3, h, w) in [0, 1] on the device; ``owned`` its pixel rows and columns
         that count; ``index`` its place in the grid."""
 
-    def render(self, window: Tensor, index: int) -> Tensor:
-        """The last pass: window ``index`` stylised, float32 (N, 3, h, w) in [0, 1]."""
+    def render(self, window: Tensor, index: int, origin: tuple[int, int]) -> Tensor:
+        """The last pass: window ``index``, its first pixel at ``origin`` (row, column) in the image, stylised,
+        float32 (N, 3, h, w) in [0, 1]."""
 
 
 #: Metadata key of an image graph: a JSON list of the style code's tensors that are sorted sequences along their last

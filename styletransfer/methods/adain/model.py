@@ -192,13 +192,20 @@ def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleSta
 
 
 def decode_clamped(
-    decoder: nn.Module, target: Tensor, c_feat: Tensor, alpha: float, output_size: tuple[int, int]
+    decoder: nn.Module,
+    target: Tensor,
+    c_feat: Tensor,
+    alpha: float,
+    output_size: tuple[int, int],
+    upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] | None = None,
 ) -> Tensor:
     """t = alpha * target + (1 - alpha) * f(c) (float32), decoded in the features' dtype, as float32 in [0, 1]
-    (the cast and the clamp share one pass)."""
+    (the cast and the clamp share one pass); ``upsample`` replaces the decoder's (a tiled window's: see
+    ``nn.upsampling.RegionUpsampling``)."""
     if alpha != 1.0:
         target = float(alpha) * target.float() + (1.0 - float(alpha)) * c_feat.float()
-    return decoder(target.to(c_feat.dtype), output_size=output_size).float().clamp_(0.0, 1.0)
+    extra = {} if upsample is None else {"upsample": upsample}
+    return decoder(target.to(c_feat.dtype), output_size=output_size, **extra).float().clamp_(0.0, 1.0)
 
 
 def stylise_core(

@@ -35,7 +35,7 @@ from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
 from styletransfer.methods.adain.tiled_efdm import TiledEFDM, host_bytes_per_pixel
 from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
-from styletransfer.nn.encoder import VGGEncoder, min_input_side
+from styletransfer.nn.encoder import min_input_side
 from styletransfer.nn.encoders import FeatureEncoder, feature_info
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
@@ -105,11 +105,7 @@ class Styliser(nn.Module):
             raise ConfigError(f"{source or 'the model'}: {exc}") from None
         #: Every transform has every control, but WCT has no ONNX graph.
         capabilities = WCT_CAPABILITIES if transform == "wct" else CAPABILITIES
-        #: Tiling's margin is measured for VGG's relu4_1 (``tiled.py``); a backbone's reach is not known: no tiling.
-        self.tileable = isinstance(encoder, VGGEncoder) and bottleneck == BOTTLENECK
-        self.capabilities = dataclasses.replace(
-            capabilities, min_side=2 * self.stride, tiling=capabilities.tiling and self.tileable
-        )
+        self.capabilities = dataclasses.replace(capabilities, min_side=2 * self.stride)
         self.encoder = encoder
         self.decoder = decoder.eval().requires_grad_(False)
         self.source = source
@@ -295,13 +291,15 @@ class Styliser(nn.Module):
             )
 
     def tiling(self) -> TilingNeeds | None:
-        """AdaIN's tiling needs: windows on relu4_1's grid, 64 px of context (more for a decoder that reaches
-        further: ``methods/adain/tiled.py``); EFDM keeps the global feature map on the host (``tiled_efdm.py``)."""
-        if not self.tileable or self.transform not in TILED_TRANSFORMS:
+        """AdaIN's tiling needs: windows on the bottleneck's grid, 64 px of context behind VGG's relu4_1 (more for a
+        decoder that reaches further), a backbone's measured reach behind one (``methods/adain/tiled.py``); EFDM
+        keeps the global feature map on the host (``tiled_efdm.py``)."""
+        if self.transform not in TILED_TRANSFORMS:
             return None
-        needs = tiling_needs(self.bf16, self.decoder)
+        needs = tiling_needs(self.bf16, self.decoder, self.encoder, self.bottleneck, self.stride)
         if self.transform == "efdm":
-            return dataclasses.replace(needs, host_bytes_per_pixel=host_bytes_per_pixel(self.channels, self.bf16))
+            host = host_bytes_per_pixel(self.channels, self.bf16, self.stride)
+            return dataclasses.replace(needs, host_bytes_per_pixel=host)
         return needs
 
     @torch.no_grad()
@@ -318,11 +316,6 @@ class Styliser(nn.Module):
         """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
         (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py`` (EFDM:
         ``methods/adain/tiled_efdm.py``)."""
-        if not self.tileable:
-            raise ConfigError(
-                f"{self.source}: tiling needs VGG's relu4_1 (its margin is measured there); this model runs behind "
-                f"{self.encoder.network} {self.bottleneck}: stylise it whole"
-            )
         weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
@@ -339,6 +332,8 @@ class Styliser(nn.Module):
                 lambda window: self._images(window, "content"),
                 self.channels_last,
                 self._autocast,
+                self.bottleneck,
+                self.stride,
             )
         return TiledAdaIN(
             self.encoder,
@@ -353,6 +348,8 @@ class Styliser(nn.Module):
             self.channels_last,
             self._autocast,
             self.transform,
+            self.bottleneck,
+            self.stride,
         )
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:

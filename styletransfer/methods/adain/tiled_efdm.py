@@ -21,22 +21,23 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from styletransfer.methods.adain.model import decode_clamped, encode, encode_styles
-from styletransfer.methods.adain.tiled import ALIGN, colour_sample
+from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles
+from styletransfer.methods.adain.tiled import ALIGN, WindowUpsampling, colour_sample, owned_positions
 from styletransfer.methods.adain.transforms import Code, apply, blend, style_code
 from styletransfer.nn.encoders import FeatureEncoder
 
 #: Channels matched at once after pass 1 (bounds the sort's extra host memory).
 GROUP = 32
-#: Extra host bytes per image pixel while one channel group is matched: about 44 bytes per channel and position
-#: (the group's copy, two int64 argsorts, the gathered target and the straight-through and alpha temporaries).
-GROUP_BYTES_PER_PIXEL = GROUP * 44 // ALIGN**2
+#: Extra host bytes per bottleneck position while one channel group is matched: about 44 bytes per channel and
+#: position (the group's copy, two int64 argsorts, the gathered target and the straight-through and alpha
+#: temporaries); 22 B per image pixel at stride 8.
+GROUP_BYTES_PER_POSITION = GROUP * 44
 
 
-def host_bytes_per_pixel(channels: int, bf16: bool) -> int:
-    """What EFDM's tiling keeps on the host per image pixel: the bottleneck map (stride ``ALIGN``) and one group's
-    matching."""
-    return channels * (2 if bf16 else 4) // ALIGN**2 + GROUP_BYTES_PER_PIXEL
+def host_bytes_per_pixel(channels: int, bf16: bool, stride: int = ALIGN) -> int:
+    """What EFDM's tiling keeps on the host per image pixel: the bottleneck map (``channels`` at ``stride``) and one
+    group's matching."""
+    return channels * (2 if bf16 else 4) // stride**2 + GROUP_BYTES_PER_POSITION // stride**2
 
 
 class TiledEFDM:
@@ -56,8 +57,15 @@ class TiledEFDM:
         to_device: Callable[[Tensor], Tensor],
         channels_last: bool,
         autocast: Callable[[], AbstractContextManager],
+        bottleneck: str = BOTTLENECK,
+        stride: int = ALIGN,
     ) -> None:
         self.encoder, self.decoder = encoder, decoder
+        #: The layer the decoder inverts and its stride (the windows' alignment).
+        self.bottleneck, self.stride = bottleneck, stride
+        self.upsampling = WindowUpsampling(
+            encoder, bottleneck, stride, (int(content.shape[-2]), int(content.shape[-1]))
+        )
         self.alpha = float(alpha)
         self.weights = list(weights)
         self.channels_last = channels_last
@@ -67,7 +75,7 @@ class TiledEFDM:
         if self.statistics_passes and (preserve_colour or style_codes is None):
             reference = colour_sample(content, to_device) if preserve_colour else None
             with autocast():
-                features = encode_styles(encoder, styles, reference, channels_last)
+                features = encode_styles(encoder, styles, reference, channels_last, bottleneck)
             self.codes = [style_code("efdm", feature) for feature in features]
         #: Row bands of the global bottleneck map on the host (features after pass 1, the decoder's input after).
         self.bands: list[Tensor] = []
@@ -80,8 +88,8 @@ class TiledEFDM:
     def observe(self, window: Tensor, owned: tuple[slice, slice], index: int) -> None:
         """Keep the relu4_1 positions of the pixels ``owned`` on the host, at their place in the global map."""
         with self.autocast():
-            features = encode(self.encoder, window, self.channels_last)
-        rows, cols = (slice(s.start // ALIGN, None if s.stop is None else s.stop // ALIGN) for s in owned)
+            features = encode(self.encoder, window, self.channels_last, self.bottleneck)
+        rows, cols = owned_positions(owned, self.stride)
         top, left = self._cursor
         self.blocks[index] = (top - rows.start, left - cols.start, features.shape[-2], features.shape[-1])
         block = features[..., rows, cols].to("cpu", memory_format=torch.contiguous_format)
@@ -116,16 +124,17 @@ class TiledEFDM:
             start = stop
         return torch.cat(parts, dim=-2)
 
-    def render(self, window: Tensor, index: int) -> Tensor:
-        """Window ``index`` decoded from its block of the matched global map (alpha 0: its own features)."""
+    def render(self, window: Tensor, index: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
+        """Window ``index`` (its first pixel at ``origin``) decoded from its block of the matched global map (alpha
+        0: its own features), with the whole image's upsampling (``tiled.WindowUpsampling``)."""
         size = (window.shape[-2], window.shape[-1])
         with self.autocast():
             if not self.statistics_passes:
-                features = encode(self.encoder, window, self.channels_last)
-                return decode_clamped(self.decoder, features, features, 1.0, size)
+                features = encode(self.encoder, window, self.channels_last, self.bottleneck)
+                return decode_clamped(self.decoder, features, features, 1.0, size, self.upsampling(origin, features))
             if not self._matched:
                 self._match()
             target = self._block(*self.blocks[index]).to(window.device)
             if self.channels_last:
                 target = target.contiguous(memory_format=torch.channels_last)
-            return decode_clamped(self.decoder, target, target, 1.0, size)
+            return decode_clamped(self.decoder, target, target, 1.0, size, self.upsampling(origin, target))

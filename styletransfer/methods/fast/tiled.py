@@ -194,9 +194,10 @@ class TiledFast:
             self.norms[index] = (scale.float().to(device), (bias - mean * scale).float().to(device))
         return self.norms[index]
 
-    def render(self, window: Tensor, index: int) -> Tensor:
+    def render(self, window: Tensor, index: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
         """Window ``index`` after every statistics pass: the last normalisation, the final convolution, float32 in
-        [0, 1] at the window's size."""
+        [0, 1] at the window's size (its ``origin`` does not matter: the network has no upsampling to an exact
+        size)."""
         state = self.windows.pop(index)
         if state.done != len(self.sites):
             raise RuntimeError(f"window {index} was rendered after {state.done} of {len(self.sites)} passes")
