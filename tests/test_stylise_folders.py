@@ -175,6 +175,10 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
     assert sizes[30] < sizes[95]
     assert main([*common, "-o", str(tmp_path / "bad"), "--quality", "0"]) == 1
     assert "--quality" in capsys.readouterr().err
+    for flag in ("--content-short-side", "--style-short-side"):  # a traceback from a loader worker before
+        assert main([*common, "-o", str(tmp_path / "bad"), flag, "-1"]) == 1
+        assert capsys.readouterr().err.startswith(f"error: {flag} must be >= ")
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
 
 
 @pytest.mark.parametrize("signum", [15, 2])

@@ -141,6 +141,12 @@ def _check_args(args: argparse.Namespace) -> list[float] | None:
         raise ConfigError(f"--workers and --writers must be >= 0, got {args.workers} and {args.writers}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1-100, got {args.quality}")
+    if args.content_short_side is not None and args.content_short_side < 1:
+        raise ConfigError(
+            f"--content-short-side must be >= 1 px, got {args.content_short_side}: leave it out to keep the size"
+        )
+    if args.style_short_side < 0:
+        raise ConfigError(f"--style-short-side must be >= 0 px (0 keeps the size), got {args.style_short_side}")
     if not args.content.exists():
         raise ConfigError(f"--content {args.content} does not exist (resolved: {args.content.resolve()})")
     if args.runtime == "torch" and args.checkpoint.suffix.lower() == ".onnx":
