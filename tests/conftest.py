@@ -90,7 +90,7 @@ class BatchRecorder(pl.LightningModule):
         self.seen: list[dict] = []
 
     def training_step(self, batch, batch_idx):
-        self.seen.append({key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in batch.items()})
+        self.seen.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
         return (self.weight - batch["content"].mean() + batch["style"].mean()).pow(2).sum()
 
     def configure_optimizers(self):

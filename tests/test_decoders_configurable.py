@@ -146,7 +146,8 @@ def _reach(decoder: torch.nn.Module, side: int = 320) -> int:
 
 
 @pytest.mark.parametrize(
-    "settings", [None, {"residual_blocks": 2, "upsample": "nearest"}, {"residual_blocks": 2, "upsample": "pixel_shuffle"}]
+    "settings",
+    [None, {"residual_blocks": 2, "upsample": "nearest"}, {"residual_blocks": 2, "upsample": "pixel_shuffle"}],
 )
 def test_the_tiling_margin_covers_the_decoders_reach(settings):
     decoder = AdaINDecoder() if settings is None else configurable(width=0.25, **settings)

@@ -1,5 +1,6 @@
-"""Tiled stylisation (``apps.tiling``) of an AdaIN model (``methods.adain.tiled``): the window grid, agreement with the untiled result away from the
-borders, seam energy along the tile boundaries, the global statistics, and ``--max-tile`` on the command line.
+"""Tiled stylisation (``apps.tiling``) of an AdaIN model (``methods.adain.tiled``): the window grid, agreement with
+the untiled result away from the borders, seam energy along the tile boundaries, the global statistics, and
+``--max-tile`` on the command line.
 
 Tolerances: tiled and untiled images (float32 in [0, 1]) differ by at most ``MAX_DIFF`` (0.03 of a grey level) and
 on average by at most ``MEAN_DIFF`` ``BORDER`` px in from the image edges (measured: about 2e-8, float rounding);
@@ -12,21 +13,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SKIMAGE_DATA
 from PIL import Image
 
-from conftest import SKIMAGE_DATA
-
-from styletransfer.data.images import load_image_tensor, pil_to_tensor, save_image
 from styletransfer.apps import tiling
+from styletransfer.apps.tiling import BLEND, MIN_TILE, Span, ramp_weights
+from styletransfer.cli.stylise import main
+from styletransfer.data.images import load_image_tensor, pil_to_tensor, save_image
 from styletransfer.methods.adain.decoders import ConfigurableDecoder as configurable
 from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
-from styletransfer.apps.tiling import BLEND, MIN_TILE, Span, ramp_weights
 from styletransfer.methods.adain.tiled import ALIGN, BYTES_PER_PIXEL, MARGIN, tiling_needs
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.runtime.errors import ConfigError
-from styletransfer.cli.stylise import main
 
 NEEDS = tiling_needs(bf16=False)
 MAX_DIFF = 1e-4
@@ -154,7 +154,8 @@ def photo(styliser):
 @pytest.mark.slow
 def test_tiled_and_untiled_agree_away_from_the_borders(photo):
     _, _, untiled, tiled = photo
-    assert tiled.shape == untiled.shape == (1, 3, SIDE, SIDE) and len(spans(SIDE, 256)) == 3 and tiled.device.type == "cpu"
+    assert tiled.shape == untiled.shape == (1, 3, SIDE, SIDE)
+    assert len(spans(SIDE, 256)) == 3 and tiled.device.type == "cpu"
     diff = (tiled - untiled).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
     assert float(diff.max()) <= MAX_DIFF and float(diff.mean()) <= MEAN_DIFF, (float(diff.max()), float(diff.mean()))
 

@@ -20,9 +20,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-
 from conftest import RANDOM_ENCODER
 from wct_reference import reference_wct
+
 from styletransfer.cli.export import main as export_main
 from styletransfer.cli.stylise import main as stylise_main
 from styletransfer.data import SampleDataModule
