@@ -319,23 +319,8 @@ class Styliser(nn.Module):
         weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
         self._prepare()
         styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
-        if self.transform == "efdm":
-            return TiledEFDM(
-                self.encoder,
-                self.decoder,
-                content,
-                styles,
-                weights or [1.0],
-                alpha,
-                preserve_colour,
-                style_codes,
-                lambda window: self._images(window, "content"),
-                self.channels_last,
-                self._autocast,
-                self.bottleneck,
-                self.stride,
-            )
-        return TiledAdaIN(
+        # both take the same call, then their own settings
+        call = (
             self.encoder,
             self.decoder,
             content,
@@ -347,10 +332,10 @@ class Styliser(nn.Module):
             lambda window: self._images(window, "content"),
             self.channels_last,
             self._autocast,
-            self.transform,
-            self.bottleneck,
-            self.stride,
         )
+        if self.transform == "efdm":
+            return TiledEFDM(*call, bottleneck=self.bottleneck, stride=self.stride)
+        return TiledAdaIN(*call, transform=self.transform, bottleneck=self.bottleneck, stride=self.stride)
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The image graph (content, alpha, style code -> image) and the style graph (style -> code); see
