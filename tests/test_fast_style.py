@@ -378,13 +378,13 @@ def fast_data(tmp_path_factory):
     return root
 
 
-def _train(fast_data, run_dir, *styles, steps=12, extra=()):
+def _train(fast_data, run_dir, *styles, steps=12, extra=(), data=None):
     from conftest import train_in_process
 
     names = ",".join(str(fast_data / f"{s}.png") for s in styles)
-    return train_in_process("method=fast", "data=folders", f"data.content_dir={fast_data / 'content'}",
-                            f"method.styles=[{names}]", "encoder.weights=random", "trainer=cpu", "logger=csv",
-                            f"trainer.max_steps={steps}", "data.short_side=48", "data.crop_size=32",
+    data = data or ("data=folders", f"data.content_dir={fast_data / 'content'}", "data.short_side=48")
+    return train_in_process("method=fast", *data, f"method.styles=[{names}]", "encoder.weights=random",
+                            "trainer=cpu", "logger=csv", f"trainer.max_steps={steps}", "data.crop_size=32",
                             "data.batch_size=2", "method.lr=1e-2", *extra, run_dir=run_dir)
 
 
@@ -516,6 +516,72 @@ def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path)
         train_in_process("data=folders", f"data.content_dir={fast_data / 'content'}", "data.val_pairs=0", "data.batch_size=2",
                          "encoder.weights=random", "trainer=cpu", "logger=none", "trainer.max_steps=1",
                          run_dir=tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def content_cache(fast_data, tmp_path_factory):
+    """A JPEG cache prepared from the four content photos only (no style cache)."""
+    from styletransfer.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("cache") / "content"
+    prepare(fast_data / "content", root, short_side=48, workers=0, progress=False)
+    return root
+
+
+CACHE_DATA = ("data=cache", "data.num_workers=0")  # + data.content_cache: content only, decoded on the CPU
+
+
+@pytest.fixture(scope="module")
+def cache_run(fast_data, content_cache, tmp_path_factory):
+    """One step of method=fast from the content-only cache (half an epoch: four photos, batches of two)."""
+    run = tmp_path_factory.mktemp("cache_run")
+    _train(fast_data, run, "waves", steps=1, data=(*CACHE_DATA, f"data.content_cache={content_cache}"))
+    return run / "checkpoints"
+
+
+def test_fast_trains_from_a_content_only_cache(content_cache, cache_run):
+    """data=cache with only data.content_cache (no style cache): batches hold only content, and method=fast trains
+    from them and writes network.pth."""
+    from styletransfer.data import CacheDataModule
+
+    module = CacheDataModule(content_cache=str(content_cache), crop_size=32, batch_size=2, num_workers=0,
+                             val_pairs=0)
+    batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
+    assert set(batch) == {"content"} and batch["content"].shape == (2, 3, 32, 32)
+    assert torch.load(cache_run / "last.ckpt", weights_only=True)["global_step"] == 1
+    network = torch.load(cache_run / "network.pth", weights_only=True)
+    assert network["styles"] == ["waves"] and network["encoder"]["network"] == "vgg16"
+
+
+@pytest.mark.slow
+def test_a_run_from_a_content_only_cache_resumes_exactly(fast_data, content_cache, cache_run, tmp_path):
+    """Resumed from last.ckpt at step 1 (mid-epoch), a run ends at step 3 with an uninterrupted 3-step run's weights
+    (the same batches from the cache, across the epoch's end, and the same optimiser state)."""
+    data = (*CACHE_DATA, f"data.content_cache={content_cache}")
+    _train(fast_data, tmp_path / "whole", "waves", steps=3, data=data)
+    _train(fast_data, tmp_path / "resumed", "waves", steps=3, data=data,
+           extra=(f"ckpt_path={cache_run / 'last.ckpt'}",))
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    whole, resumed = (torch.load(tmp_path / run / "checkpoints" / "network.pth", weights_only=True)
+                      for run in ("whole", "resumed"))
+    assert all(torch.equal(value, resumed["network"][key]) for key, value in whole["network"].items())
+
+
+def test_a_pair_method_refuses_a_content_only_cache(content_cache, tmp_path):
+    """method=adain (content-style pairs) and validation pairs name data.style_cache and the fix, in one line."""
+    from conftest import train_in_process
+
+    from styletransfer.data import CacheDataModule
+
+    with pytest.raises(ConfigError, match="data.val_pairs=2 needs data.style_cache=DIR") as info:
+        CacheDataModule(content_cache=str(content_cache), crop_size=32, batch_size=2, val_pairs=2)
+    assert "data.val_pairs=0" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="method=adain trains on content-style pairs: give data.style_cache=DIR") \
+            as info:
+        train_in_process("method=adain", "data=cache", f"data.content_cache={content_cache}", "data.val_pairs=0",
+                         "data.batch_size=2", "data.crop_size=32", "encoder.weights=random", "trainer=cpu",
+                         "logger=none", "trainer.max_steps=1", run_dir=tmp_path / "run")
+    assert "styletransfer-prepare" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.slow
