@@ -305,3 +305,33 @@ def test_a_mask_region_too_small_for_the_transform_is_named_in_one_line(assets, 
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and err[0].startswith(f"error: --mask {tmp_path / 'black.png'}: its region covers 0 "), err
     assert err[0].endswith(f"; {frames}: no frame was written") and not any((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_a_fast_network_stylises_a_clip_keeping_frames_rate_and_audio_with_the_warping_error(assets, tmp_path,
+                                                                                             capsys):
+    """styletransfer-stylise NETWORK --content clip.mp4 (a fast-style network: no --style) writes the clip with the
+    source's frames, times and audio, and the warping-error report beside it, as for AdaIN."""
+    from styletransfer.methods.fast.checkpoint import save_network
+    from styletransfer.methods.fast.network import TransformerNet
+
+    torch.manual_seed(0)
+    network = TransformerNet(width=0.25, residual_blocks=1)  # small and quick; the layout is recorded in the file
+    with torch.no_grad():  # a random network's output is near 0 (black once clamped): spread it around mid-grey
+        network.deconv3.conv2d.weight.mul_(300.0)
+        network.deconv3.conv2d.bias.fill_(128.0)
+    save_network(network, ["waves"], {}, tmp_path / "network.pth")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "network.pth"), "--content", str(assets["clip"]), "-o", str(out), "--device", "cpu",
+                 "--batch-size", "8"]) == 0
+    video = out / "clip_stylised.mp4"
+    assert sorted(p.name for p in out.iterdir()) == [video.name, "clip_stylised.temporal.json"]
+    source, result = probe(assets["clip"]), probe(video)
+    assert result["frames"] == source["frames"] == 48 and result["rate"] == 24
+    assert result["time_base"] == source["time_base"] and result["times"] == source["times"]
+    assert result["audio"] == "aac" and abs(result["audio_s"] - source["audio_s"]) < 1e-3
+    report = json.loads((out / "clip_stylised.temporal.json").read_text())
+    assert report["pairs"] == 47 and report["reliable_fraction"] > 0.9 and report["warping_error"] > 1e-3
+    printed = capsys.readouterr().out
+    assert "48 frames at 24 fps, audio copied" in printed and f"warping error {report['warping_error']:.4f}" in printed
+    frames = np.stack(video_frames(video, 4)).astype(np.float32)
+    assert frames.std() > 5  # stylised into a picture, not a constant (clamped) one
