@@ -684,3 +684,26 @@ def test_another_methods_checkpoint_is_refused_before_training(adain_run, fast_d
     assert "another model (decoder, encoder; FastStyleModule has loss, network)" in message
     assert "leave ckpt_path out" in message
     assert {p.name for p in tmp_path.iterdir()} <= {".run.lock"}  # the run folder's lock, nothing else
+
+
+@pytest.mark.parametrize("flags", [["--weights", "0.5"], ["--style-name", "waves", "checks", "--weights", "1"],
+                                   ["--weights", "0.2", "0.3", "0.5"]])
+def test_blend_weights_that_do_not_match_the_styles_are_one_line_and_write_nothing(fast_data, tmp_path, capsys,
+                                                                                   flags):
+    """A network of two styles given one or three weights (alone or with two --style-name): refused in one line
+    naming the counts and the fix, before anything is written (the output folder stays empty)."""
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.methods.fast.checkpoint import save_network
+
+    save_network(TransformerNet(styles=2, width=0.25, residual_blocks=1), ["waves", "checks"], {},
+                 tmp_path / "two.pth")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert stylise_main([str(tmp_path / "two.pth"), "--content", str(fast_data / "content"), "-o", str(out),
+                         "--device", "cpu", "--workers", "0", *flags]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    given = len(flags) - flags.index("--weights") - 1
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0] == f"error: got {given} interpolation weight(s) for 2 style(s): give one per style", err
+    assert list(out.iterdir()) == []
