@@ -407,3 +407,24 @@ def test_ctrl_c_or_sigterm_of_prepare_is_one_line_and_status_128_plus_signal(sou
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
     assert err.startswith(f"interrupted: {name}: the shards finished so far are kept in") and len(err.splitlines()) == 1
+
+
+def test_a_content_only_cache_decodes_on_the_device_like_the_cpu_workers(sources, tmp_path):
+    """data.content_cache alone (content only, as for method=fast): the GPU-decode path (the CPU standing in for the
+    GPU) gives the crops the CPU workers decode, and batches hold no style."""
+    prepare(sources[0], tmp_path / "content", short_side=SIDE, workers=0, progress=False)
+
+    def content_only() -> CacheDataModule:
+        return CacheDataModule(content_cache=str(tmp_path / "content"), crop_size=24, batch_size=2, num_workers=0,
+                               val_pairs=0, seed=1)
+
+    ahead, workers = _decoding_ahead_on_cpu(content_only()), content_only()
+    assert not workers.decode_on_device() and workers.val_dataloader() == []
+    pairs = list(zip(ahead.train_dataloader(), workers.train_dataloader(), strict=True))
+    assert pairs and all(isinstance(handle, PendingBatch) for handle, _ in pairs)
+    for handle, batch in pairs:
+        ours = ahead.on_after_batch_transfer(ahead.on_before_batch_transfer(handle, 0), 0)
+        theirs = workers.on_after_batch_transfer(batch, 0)
+        assert set(ours) == set(theirs) == {"content"} and ours["content"].shape == (2, 3, 24, 24)
+        assert (ours["content"] - theirs["content"]).abs().max() <= 2 / 255, "same crops, up to the JPEG decoders"
+    ahead.teardown("fit")
