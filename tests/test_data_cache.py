@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import RANDOM_ENCODER, train_in_process
 from PIL import Image
 
-from conftest import RANDOM_ENCODER, train_in_process
+from styletransfer.cli.prepare import main
 from styletransfer.data import CacheDataModule, ContentStyleDataModule, ContentStyleDataset, collate_content_style
 from styletransfer.data import prepare as prepare_module
 from styletransfer.data.cache import CacheSource, ShardCache, read_manifest
@@ -23,7 +24,6 @@ from styletransfer.data.cache_datamodule import CacheTrainTransform
 from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.images import load_rgb, resize_to_side
 from styletransfer.data.loading import MAX_AUTO_WORKERS, resolve_workers
-from styletransfer.cli.prepare import main
 from styletransfer.data.prepare import prepare
 from styletransfer.runtime.errors import ConfigError, DataDirError
 
@@ -454,3 +454,24 @@ def test_a_signal_to_the_process_group_stops_the_workers_quietly(tmp_path, signu
     assert err.splitlines()[-1].startswith(f"interrupted: {signal.Signals(signum).name}: the shards finished so far")
     rerun = prepare(src, dst, short_side=SIDE, fmt="raw", workers=0, shard_mb=1e-6, progress=False)
     assert rerun.images == 12 and rerun.kept == 12 - rerun.processed
+
+
+def test_a_content_only_cache_decodes_on_the_device_like_the_cpu_workers(sources, tmp_path):
+    """data.content_cache alone (content only, as for method=fast): the GPU-decode path (the CPU standing in for the
+    GPU) gives the crops the CPU workers decode, and batches hold no style."""
+    prepare(sources[0], tmp_path / "content", short_side=SIDE, workers=0, progress=False)
+
+    def content_only() -> CacheDataModule:
+        return CacheDataModule(content_cache=str(tmp_path / "content"), crop_size=24, batch_size=2, num_workers=0,
+                               val_pairs=0, seed=1)
+
+    ahead, workers = _decoding_ahead_on_cpu(content_only()), content_only()
+    assert not workers.decode_on_device() and workers.val_dataloader() == []
+    pairs = list(zip(ahead.train_dataloader(), workers.train_dataloader(), strict=True))
+    assert pairs and all(isinstance(handle, PendingBatch) for handle, _ in pairs)
+    for handle, batch in pairs:
+        ours = ahead.on_after_batch_transfer(ahead.on_before_batch_transfer(handle, 0), 0)
+        theirs = workers.on_after_batch_transfer(batch, 0)
+        assert set(ours) == set(theirs) == {"content"} and ours["content"].shape == (2, 3, 24, 24)
+        assert (ours["content"] - theirs["content"]).abs().max() <= 2 / 255, "same crops, up to the JPEG decoders"
+    ahead.teardown("fit")

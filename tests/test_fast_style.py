@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import RANDOM_ENCODER
 
 from styletransfer.methods.fast.network import TransformerNet
@@ -363,9 +362,8 @@ def test_one_training_step_equals_the_examples_bit_for_bit(tmp_path):
 def fast_data(tmp_path_factory):
     """Content photos (scikit-image's, 80 x 64) and two procedural style images."""
     import numpy as np
-    from PIL import Image
-
     from conftest import SKIMAGE_DATA
+    from PIL import Image
 
     root = tmp_path_factory.mktemp("fast")
     (root / "content").mkdir()
@@ -378,13 +376,13 @@ def fast_data(tmp_path_factory):
     return root
 
 
-def _train(fast_data, run_dir, *styles, steps=12, extra=()):
+def _train(fast_data, run_dir, *styles, steps=12, extra=(), data=None):
     from conftest import train_in_process
 
     names = ",".join(str(fast_data / f"{s}.png") for s in styles)
-    return train_in_process("method=fast", "data=folders", f"data.content_dir={fast_data / 'content'}",
-                            f"method.styles=[{names}]", "encoder.weights=random", "trainer=cpu", "logger=csv",
-                            f"trainer.max_steps={steps}", "data.short_side=48", "data.crop_size=32",
+    data = data or ("data=folders", f"data.content_dir={fast_data / 'content'}", "data.short_side=48")
+    return train_in_process("method=fast", *data, f"method.styles=[{names}]", "encoder.weights=random",
+                            "trainer=cpu", "logger=csv", f"trainer.max_steps={steps}", "data.crop_size=32",
                             "data.batch_size=2", "method.lr=1e-2", *extra, run_dir=run_dir)
 
 
@@ -503,6 +501,7 @@ def test_a_bad_style_image_is_one_line_naming_it(fast_data, tmp_path, make, mess
 def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path):
     """data.style_dir unset: batches hold only content; val_pairs need styles; method=adain names the missing key."""
     from conftest import train_in_process
+
     from styletransfer.data import ContentStyleDataModule
     from styletransfer.runtime.errors import ConfigError
 
@@ -513,9 +512,76 @@ def test_content_only_data_and_a_pair_method_without_styles(fast_data, tmp_path)
     with pytest.raises(ConfigError, match="data.val_pairs=2 needs data.style_dir"):
         ContentStyleDataModule(str(fast_data / "content"), batch_size=2, val_pairs=2)
     with pytest.raises(ConfigError, match="method=adain trains on content-style pairs: give data.style_dir"):
-        train_in_process("data=folders", f"data.content_dir={fast_data / 'content'}", "data.val_pairs=0", "data.batch_size=2",
+        train_in_process("data=folders", f"data.content_dir={fast_data / 'content'}", "data.val_pairs=0",
+                         "data.batch_size=2",
                          "encoder.weights=random", "trainer=cpu", "logger=none", "trainer.max_steps=1",
                          run_dir=tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def content_cache(fast_data, tmp_path_factory):
+    """A JPEG cache prepared from the four content photos only (no style cache)."""
+    from styletransfer.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("cache") / "content"
+    prepare(fast_data / "content", root, short_side=48, workers=0, progress=False)
+    return root
+
+
+CACHE_DATA = ("data=cache", "data.num_workers=0")  # + data.content_cache: content only, decoded on the CPU
+
+
+@pytest.fixture(scope="module")
+def cache_run(fast_data, content_cache, tmp_path_factory):
+    """One step of method=fast from the content-only cache (half an epoch: four photos, batches of two)."""
+    run = tmp_path_factory.mktemp("cache_run")
+    _train(fast_data, run, "waves", steps=1, data=(*CACHE_DATA, f"data.content_cache={content_cache}"))
+    return run / "checkpoints"
+
+
+def test_fast_trains_from_a_content_only_cache(content_cache, cache_run):
+    """data=cache with only data.content_cache (no style cache): batches hold only content, and method=fast trains
+    from them and writes network.pth."""
+    from styletransfer.data import CacheDataModule
+
+    module = CacheDataModule(content_cache=str(content_cache), crop_size=32, batch_size=2, num_workers=0,
+                             val_pairs=0)
+    batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
+    assert set(batch) == {"content"} and batch["content"].shape == (2, 3, 32, 32)
+    assert torch.load(cache_run / "last.ckpt", weights_only=True)["global_step"] == 1
+    network = torch.load(cache_run / "network.pth", weights_only=True)
+    assert network["styles"] == ["waves"] and network["encoder"]["network"] == "vgg16"
+
+
+@pytest.mark.slow
+def test_a_run_from_a_content_only_cache_resumes_exactly(fast_data, content_cache, cache_run, tmp_path):
+    """Resumed from last.ckpt at step 1 (mid-epoch), a run ends at step 3 with an uninterrupted 3-step run's weights
+    (the same batches from the cache, across the epoch's end, and the same optimiser state)."""
+    data = (*CACHE_DATA, f"data.content_cache={content_cache}")
+    _train(fast_data, tmp_path / "whole", "waves", steps=3, data=data)
+    _train(fast_data, tmp_path / "resumed", "waves", steps=3, data=data,
+           extra=(f"ckpt_path={cache_run / 'last.ckpt'}",))
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    whole, resumed = (torch.load(tmp_path / run / "checkpoints" / "network.pth", weights_only=True)
+                      for run in ("whole", "resumed"))
+    assert all(torch.equal(value, resumed["network"][key]) for key, value in whole["network"].items())
+
+
+def test_a_pair_method_refuses_a_content_only_cache(content_cache, tmp_path):
+    """method=adain (content-style pairs) and validation pairs name data.style_cache and the fix, in one line."""
+    from conftest import train_in_process
+
+    from styletransfer.data import CacheDataModule
+
+    with pytest.raises(ConfigError, match="data.val_pairs=2 needs data.style_cache=DIR") as info:
+        CacheDataModule(content_cache=str(content_cache), crop_size=32, batch_size=2, val_pairs=2)
+    assert "data.val_pairs=0" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="method=adain trains on content-style pairs: give data.style_cache=DIR") \
+            as info:
+        train_in_process("method=adain", "data=cache", f"data.content_cache={content_cache}", "data.val_pairs=0",
+                         "data.batch_size=2", "data.crop_size=32", "encoder.weights=random", "trainer=cpu",
+                         "logger=none", "trainer.max_steps=1", run_dir=tmp_path / "run")
+    assert "styletransfer-prepare" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.slow
@@ -618,3 +684,26 @@ def test_another_methods_checkpoint_is_refused_before_training(adain_run, fast_d
     assert "another model (decoder, encoder; FastStyleModule has loss, network)" in message
     assert "leave ckpt_path out" in message
     assert {p.name for p in tmp_path.iterdir()} <= {".run.lock"}  # the run folder's lock, nothing else
+
+
+@pytest.mark.parametrize("flags", [["--weights", "0.5"], ["--style-name", "waves", "checks", "--weights", "1"],
+                                   ["--weights", "0.2", "0.3", "0.5"]])
+def test_blend_weights_that_do_not_match_the_styles_are_one_line_and_write_nothing(fast_data, tmp_path, capsys,
+                                                                                   flags):
+    """A network of two styles given one or three weights (alone or with two --style-name): refused in one line
+    naming the counts and the fix, before anything is written (the output folder stays empty)."""
+    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.methods.fast.checkpoint import save_network
+
+    save_network(TransformerNet(styles=2, width=0.25, residual_blocks=1), ["waves", "checks"], {},
+                 tmp_path / "two.pth")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert stylise_main([str(tmp_path / "two.pth"), "--content", str(fast_data / "content"), "-o", str(out),
+                         "--device", "cpu", "--workers", "0", *flags]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    given = len(flags) - flags.index("--weights") - 1
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0] == f"error: got {given} interpolation weight(s) for 2 style(s): give one per style", err
+    assert list(out.iterdir()) == []

@@ -225,10 +225,12 @@ def _load_model(args: argparse.Namespace) -> StyleModel:
 
 def _named_weights(args: argparse.Namespace, model: StyleModel, weights: list[float] | None) -> list[float] | None:
     """``--style-name``: the weights over a model's own styles (``describe()["styles"]``) for the names given, with
-    ``--weights`` over those names when several; otherwise ``weights`` as they are."""
-    if not args.style_name:
-        return weights
+    ``--weights`` over those names when several; otherwise ``weights`` as they are, checked against a model's own
+    styles here (one per style), before any content is read or anything written."""
     names = list(model.describe().get("styles") or [])
+    if not args.style_name:
+        own = not model.capabilities.style_input and len(names) > 1
+        return check_weights(weights, len(names)) if own and weights is not None else weights
     if model.capabilities.style_input or len(names) < 2:
         raise ConfigError(
             f"--style-name: {args.checkpoint} has no named styles of its own to choose from: leave --style-name out"

@@ -1,12 +1,13 @@
 """Training from prepared caches (``data=cache``): the folder path's pairs and crops, without decoding full images.
 
 ``python train.py data=cache data.cache=DST`` reads ``DST/content`` and ``DST/style``, each made by
-``python -m styletransfer.data.prepare`` (or name them with ``data.content_cache`` / ``data.style_cache``). Items are
-drawn exactly as from folders (:class:`~styletransfer.data.datasets.ContentStyleDataset` with cache records as
-its image source): same order, style choice and crop boxes for a given seed, same exact resume. A JPEG cache on a
-CUDA trainer is decoded on the GPU (``data.decode``): workers hand over the JPEG bytes and the crop boxes they drew,
-and the batch is decoded with batched nvJPEG on the GPU and cropped there, one batch ahead of the training step
-(:mod:`~styletransfer.data.decode_ahead`).
+``python -m styletransfer.data.prepare`` (or name them with ``data.content_cache`` / ``data.style_cache``; only
+``data.content_cache``: content only, as ``data=folders`` without ``data.style_dir``, for a method trained for fixed
+styles). Items are drawn exactly as from folders (:class:`~styletransfer.data.datasets.ContentStyleDataset` with
+cache records as its image source): same order, style choice and crop boxes for a given seed, same exact resume. A
+JPEG cache on a CUDA trainer is decoded on the GPU (``data.decode``): workers hand over the JPEG bytes and the crop
+boxes they drew, and the batch is decoded with batched nvJPEG on the GPU and cropped there, one batch ahead of the
+training step (:mod:`~styletransfer.data.decode_ahead`).
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ def _short_side(setting: int | None, caches: list[ShardCache]) -> int:
 
 
 def _cache_paths(cache: str | None, content_cache: str | None, style_cache: str | None) -> list[tuple[str, str]]:
-    """(setting, folder) of the content and style caches."""
+    """(setting, folder) of the content and style caches; only the content cache's when neither ``cache`` nor
+    ``style_cache`` is set (content only)."""
     if content_cache is not None and style_cache is not None:
         return [("data.content_cache", str(content_cache)), ("data.style_cache", str(style_cache))]
+    if cache is None and content_cache is not None:
+        return [("data.content_cache", str(content_cache))]
     if cache is None:
         raise ConfigError(
             "data.cache is not set: set data.cache=DIR (a folder holding content/ and style/ caches made "
-            "by python -m styletransfer.data.prepare), or data.content_cache and data.style_cache"
+            "by python -m styletransfer.data.prepare), or data.content_cache (and data.style_cache)"
         )
     root = Path(str(cache)).expanduser()
     return [
@@ -92,14 +96,20 @@ def _cache_paths(cache: str | None, content_cache: str | None, style_cache: str 
 
 
 class CacheDataModule(ContentStyleDataModule):
-    """:class:`ContentStyleDataModule` over two prepared caches (see the module docstring).
+    """:class:`ContentStyleDataModule` over two prepared caches, or one content cache (see the module docstring).
 
     At start both manifests are read and checked against their shards (sizes always; SHA-256 of every shard when
     ``verify_cache``): a mismatch stops the run naming the shard and the prepare command that rebuilds the cache.
     ``short_side`` must be the caches' (null: theirs). Sources that prepare could not read count as skipped files.
     Validation pairs are the folder path's choice of images, read from the cache (so resized from the cached
-    ``short_side`` image to ``crop_size``, not from the original file).
+    ``short_side`` image to ``crop_size``, not from the original file). Content only (no style cache) is the folder
+    path's: batches hold only ``content``, ``val_pairs`` must be 0.
     """
+
+    style_fix = (
+        "data.style_cache=DIR (a cache of a folder of styles: styletransfer-prepare STYLES DIR --short-side N) "
+        "or data.cache=DIR (holding content/ and style/)"
+    )
 
     def __init__(
         self,
@@ -127,22 +137,24 @@ class CacheDataModule(ContentStyleDataModule):
         checksums = bool(verify_cache) and launched_local_rank() == 0
         for opened in caches:
             opened.verify(checksums=checksums)
-        self.content_cache, self.style_cache = caches
+        self.content_cache = caches[0]
+        self.style_cache: ShardCache | None = caches[1] if len(caches) > 1 else None
         if decode == "gpu" and all(c.format != "jpeg" for c in caches):
             raise ConfigError(
-                "data.decode=gpu but neither cache is a JPEG cache (raw pixels need no decoding); "
+                "data.decode=gpu but no cache is a JPEG cache (raw pixels need no decoding); "
                 "set data.decode=auto or cpu"
             )
         self._configure(
             _short_side(short_side, caches), crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed
         )
+        self._check_styles(self.style_cache is not None)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
         self.decode = decode
         self._ahead: DecodeAhead | None = None
         self._check_batch(len(self.content_cache), str(self.content_cache.root))
-        skipped = {**self.content_cache.skipped(), **self.style_cache.skipped()}
+        skipped = {path: cause for opened in caches for path, cause in opened.skipped().items()}
         if skipped:
             log.warning(
                 "%d unreadable source image(s) were left out when the caches were prepared (listed in their "
@@ -159,14 +171,22 @@ class CacheDataModule(ContentStyleDataModule):
             raise ConfigError("data.decode=gpu but the trainer does not run on CUDA; set data.decode=auto or cpu")
         return self.decode == "gpu" or (self.decode == "auto" and trainer is not None and on_cuda)
 
-    def _sources(self, encoded: bool) -> tuple[CacheSource, CacheSource]:
-        content, style = (
-            CacheSource(cache, kind, encoded and cache.format == "jpeg")
-            for cache, kind in ((self.content_cache, "content"), (self.style_cache, "style"))
-        )
+    def _sources(self, encoded: bool) -> tuple[CacheSource, CacheSource | None]:
+        """The content and style records (JPEG bytes with ``encoded``); no style source content only."""
+
+        def source(cache: ShardCache, kind: str) -> CacheSource:
+            return CacheSource(cache, kind, encoded and cache.format == "jpeg")
+
+        style = None if self.style_cache is None else source(self.style_cache, "style")
+        return source(self.content_cache, "content"), style
+
+    def _pair_sources(self) -> tuple[CacheSource, CacheSource]:
+        """The decoded records of validation pairs (which need styles: content only has ``val_pairs`` 0)."""
+        content, style = self._sources(False)
+        assert style is not None, "validation pairs without a style cache"
         return content, style
 
-    def train_sources(self) -> tuple[ImageSource, ImageSource]:
+    def train_sources(self) -> tuple[ImageSource, ImageSource | None]:
         """The cache records: JPEG bytes for decoding on the device, or decoded images."""
         return self._sources(self.decode_on_device())
 
@@ -178,13 +198,13 @@ class CacheDataModule(ContentStyleDataModule):
     def validation_pairs(self) -> list[tuple[int, int]]:
         """The fixed validation pairs as (content record, style record) indices."""
         if self._validation_pairs is None:
-            self._validation_pairs = choose_pair_indices(*self._sources(False), self.val_pairs)
+            self._validation_pairs = choose_pair_indices(*self._pair_sources(), self.val_pairs)
         return self._validation_pairs
 
     def val_dataset(self) -> Dataset:
         """The validation pairs read (and decoded on the CPU) from the caches."""
         return ValidationPairsDataset(
-            self.validation_pairs, CentreTransform(self.crop_size), sources=self._sources(False)
+            self.validation_pairs, CentreTransform(self.crop_size), sources=self._pair_sources()
         )
 
     def _device(self) -> torch.device:

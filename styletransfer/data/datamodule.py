@@ -61,6 +61,10 @@ class ContentStyleDataModule(pl.LightningDataModule):
     :meth:`train_transform` and :meth:`val_dataset`.
     """
 
+    #: How to give styles (the setting and its value): what a method trained on content-style pairs, and validation
+    #: pairs, ask for when there are none (:attr:`missing_styles`).
+    style_fix = "data.style_dir=DIR (a folder of styles)"
+
     def __init__(
         self,
         content_dir: str,
@@ -87,11 +91,7 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.style_dir = None if style_dir is None else str(style_dir)
         self.content_files = _list_folder("data.content_dir", self.content_dir)
         self.style_files = [] if self.style_dir is None else _list_folder("data.style_dir", self.style_dir)
-        if self.style_dir is None and self.val_pairs:
-            raise ConfigError(
-                f"data.val_pairs={self.val_pairs} needs data.style_dir (validation pairs are content-style pairs): "
-                "set data.val_pairs=0 for content-only training"
-            )
+        self._check_styles(self.style_dir is not None)
         self._check_batch(len(self.content_files), self.content_dir)
 
     def _configure(
@@ -120,6 +120,21 @@ class ContentStyleDataModule(pl.LightningDataModule):
         #: Unreadable files seen so far: path -> cause.
         self.skipped_files: dict[str, str] = {}
         self._validation_pairs: list[tuple[Any, Any]] | None = None
+
+    def _check_styles(self, has_styles: bool) -> None:
+        """Content only (no styles): batches hold only ``content`` and there can be no validation pairs."""
+        self.has_styles = has_styles
+        if not has_styles and self.val_pairs:
+            raise ConfigError(
+                f"data.val_pairs={self.val_pairs} needs {self.style_fix}, validation pairs being content-style "
+                "pairs; or set data.val_pairs=0 for content-only training"
+            )
+
+    @property
+    def missing_styles(self) -> str | None:
+        """None with styles; content only, the setting to give and its value (``style_fix``) for a method that
+        trains on content-style pairs to name in its error."""
+        return None if self.has_styles else self.style_fix
 
     def _check_batch(self, n_content: int, where: str) -> None:
         if self.drop_last and n_content < self.batch_size:

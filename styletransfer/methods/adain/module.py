@@ -173,10 +173,9 @@ class AdaINModule(pl.LightningModule):
     # ---- model -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and datamodule is not None and getattr(datamodule, "style_dir", "") is None:
-            raise ConfigError(
-                "method=adain trains on content-style pairs: give data.style_dir=DIR (a folder of styles)"
-            )
+        missing = getattr(datamodule, "missing_styles", None)  # content-only data: the setting that gives styles
+        if stage == "fit" and missing:
+            raise ConfigError(f"method=adain trains on content-style pairs: give {missing}")
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
         mode = compile_mode(self.hparams.compile)
