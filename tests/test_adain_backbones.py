@@ -255,13 +255,12 @@ def test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime(tmp_path, n
 
 
 @pytest.mark.slow
-def test_the_quickstart_behind_resnet50_trains_stylises_and_exports(tmp_path):
+def test_the_quickstart_behind_resnet50_trains_and_stylises(tmp_path):
     """The issue's command, ``python train.py experiment=quickstart encoder=resnet50 encoder.weights=random``
-    (2 steps), then ``styletransfer-stylise`` on its decoder.pth and ``styletransfer-export --check`` on its .ckpt."""
+    (2 steps), then ``styletransfer-stylise`` on its decoder.pth."""
     import yaml
     from conftest import train_in_process
 
-    from styletransfer.cli.export import main as export_main
     from styletransfer.cli.stylise import main as stylise_main
 
     run = tmp_path / "quick"
@@ -274,7 +273,4 @@ def test_the_quickstart_behind_resnet50_trains_stylises_and_exports(tmp_path):
     images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
     assert stylise_main([str(run / "checkpoints" / "decoder.pth"), *images, "-o", str(tmp_path / "out")]) == 0
     assert _result(tmp_path / "out").shape == (3, 50, 70)
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = export_main([str(run / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "model.onnx"), "--check"])
-    assert code == 0 and "check passed" in stdout.getvalue(), stdout.getvalue()
+    # the export --check of a backbone model: test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime

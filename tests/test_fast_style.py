@@ -707,3 +707,13 @@ def test_blend_weights_that_do_not_match_the_styles_are_one_line_and_write_nothi
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0] == f"error: got {given} interpolation weight(s) for 2 style(s): give one per style", err
     assert list(out.iterdir()) == []
+
+
+def test_bf16_mixed_precision_trains_and_keeps_float32_weights(fast_data, tmp_path):
+    """``trainer.precision=bf16-mixed`` (issue 23: bf16 as for AdaIN): two steps run under autocast, the losses stay
+    finite and the network file keeps float32 weights."""
+    metrics = _train(fast_data, tmp_path, "waves", steps=2, extra=("trainer.precision=bf16-mixed",))
+    assert "loss/total" in metrics and all(torch.isfinite(torch.tensor(float(v))) for v in metrics.values())
+    trained = torch.load(tmp_path / "checkpoints" / "network.pth", weights_only=True)
+    weights = list(trained["network"].values())
+    assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights)
