@@ -407,3 +407,16 @@ def test_bad_settings_are_one_line_naming_them(decoder_file, tmp_path):
         with pytest.raises(ConfigError) as info:
             LinearModule(**{"encoder": RANDOM_ENCODER, "decoder": str(decoder_file), "layer": "relu3_1", **settings})
         assert message in str(info.value) and "\n" not in str(info.value), (message, str(info.value))
+
+
+def test_content_only_data_is_refused_naming_the_style_setting(photo_dirs, decoder_file, tmp_path):
+    """method=linear trains on content-style pairs: data.style_dir unset is one line naming it (it failed on the
+    first batch's missing style)."""
+    from conftest import train_in_process
+
+    content, _ = photo_dirs
+    with pytest.raises(ConfigError, match=r"method=linear trains on content-style pairs: give data.style_dir") as info:
+        train_in_process("method=linear", "method.layer=relu3_1", f"method.decoder={decoder_file}", "data=folders",
+                         f"data.content_dir={content}", "data.val_pairs=0", "encoder.weights=random", "trainer=cpu",
+                         "logger=none", "trainer.max_steps=1", "data.batch_size=2", run_dir=tmp_path / "run")
+    assert "\n" not in str(info.value)

@@ -262,3 +262,11 @@ class ContentStyleDataModule(pl.LightningDataModule):
         if "skipped" in batch:
             self.record_skipped(batch.pop("skipped"))
         return {key: to_unit_float(value) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def require_styles(trainer: pl.Trainer | None, method: str) -> None:
+    """Refuse content-only data (``missing_styles``) for ``method``, which trains on content-style pairs, naming the
+    setting that gives the styles."""
+    missing = getattr(getattr(trainer, "datamodule", None), "missing_styles", None)
+    if missing:
+        raise ConfigError(f"method={method} trains on content-style pairs: give {missing}")

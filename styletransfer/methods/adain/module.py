@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from styletransfer.data.datamodule import require_styles
 from styletransfer.data.images import save_image
 from styletransfer.engine.loggers import log_image
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
@@ -172,10 +173,8 @@ class AdaINModule(pl.LightningModule):
 
     # ---- model -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        missing = getattr(datamodule, "missing_styles", None)  # content-only data: the setting that gives styles
-        if stage == "fit" and missing:
-            raise ConfigError(f"method=adain trains on content-style pairs: give {missing}")
+        if stage == "fit":
+            require_styles(self._trainer, "adain")
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
         mode = compile_mode(self.hparams.compile)

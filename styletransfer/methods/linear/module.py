@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
+from styletransfer.data.datamodule import require_styles
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.engine.schedules import inverse_time_decay
 from styletransfer.methods.linear.checkpoint import save_model
@@ -112,6 +113,10 @@ class LinearModule(pl.LightningModule):
         output_features = self.encoder(decoded, layers)
         weights = float(self.hparams["content_weight"]), float(self.hparams["style_weight"])
         return linear_losses(output_features, style_features, content_features, *weights)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            require_styles(self._trainer, "linear")
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(batch["content"], batch["style"])
