@@ -52,7 +52,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", sync: bool = False) -
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as handle:
+        text: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as handle:
             yield handle
             if sync:
                 handle.flush()

@@ -14,7 +14,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -46,7 +46,9 @@ class Objective:
         benchmark."""
         if isinstance(cfg, str):
             return cls(terms={cfg: 1.0})
-        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        plain: dict = (
+            cast(dict, OmegaConf.to_container(cfg, resolve=True)) if isinstance(cfg, DictConfig) else dict(cfg)
+        )
         terms = plain.get("terms")
         if not isinstance(terms, Mapping) or not terms:
             raise ObjectiveError(
