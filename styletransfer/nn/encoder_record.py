@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +136,17 @@ def _from_record(spec: Mapping | None, encoder: Any, layers: Sequence[str], path
     return built
 
 
-def checkpoint_encoder(encoder: FeatureEncoder, checkpoint: Mapping) -> dict | None:
-    """On resume a checkpoint's encoder weights replace the configured ones: the checkpoint's encoder spec, for the
-    module to record in place of the configured one so that what it exports names the encoder it was trained behind
-    (None when they are the same encoder). A checkpoint of another network or VGG arch is a ConfigError naming the
-    fix.
+def adopt_checkpoint_encoder(encoder: FeatureEncoder, hparams: MutableMapping, checkpoint: Mapping) -> None:
+    """On resume a checkpoint's encoder weights replace the configured ones: record the checkpoint's encoder spec
+    on ``encoder`` and as the module's ``hparams["encoder"]`` in place of the configured one, so that what it exports
+    names the encoder it was trained behind (nothing changes when they are the same encoder). A checkpoint of another
+    network or VGG arch is a ConfigError naming the fix.
 
     Otherwise a run resumed with other encoder settings (e.g. ImageNet weights now cached where the first run fell
     back to random) would export weights labelled with an encoder they were not trained behind."""
     saved = checkpoint.get("hyper_parameters", {}).get("encoder")
     if not isinstance(saved, Mapping) or saved.get("fingerprint") == encoder.spec["fingerprint"]:
-        return None
+        return
     if saved.get("network", "vgg19") != encoder.network:
         raise ConfigError(
             f"the checkpoint's encoder is {saved.get('network', 'vgg19')} (weights {saved.get('used')}), the "
@@ -165,4 +165,5 @@ def checkpoint_encoder(encoder: FeatureEncoder, checkpoint: Mapping) -> dict | N
         encoder.spec.get("used"),
         encoder.spec["fingerprint"],
     )
-    return dict(saved)
+    encoder.spec = dict(saved)
+    hparams["encoder"] = dict(saved)

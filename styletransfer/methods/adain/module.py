@@ -38,7 +38,7 @@ from styletransfer.nn.backbones import BackboneEncoder, check_nodes
 from styletransfer.nn.checkpoints import read_run_checkpoint
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, check_layers
-from styletransfer.nn.encoder_record import checkpoint_encoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
 from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder, feature_info, is_vgg
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
@@ -348,17 +348,14 @@ class AdaINModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume: the checkpoint's decoder settings must be the configured ones, and its encoder's record
-        replaces the configured one (``nn.encoder_record.checkpoint_encoder``)."""
+        replaces the configured one (``nn.encoder_record.adopt_checkpoint_encoder``)."""
         saved_decoder = checkpoint.get("hyper_parameters", {}).get("decoder") or None
         if decoder_record(self.decoder) != decoder_config(saved_decoder):  # a record without stride: stride 8
             raise ConfigError(
                 f"the checkpoint's decoder is {describe(saved_decoder)}, the configured one "
                 f"{describe(decoder_record(self.decoder))}; resume with the checkpoint's decoder= settings"
             )
-        saved = checkpoint_encoder(self.encoder, checkpoint)
-        if saved is not None:
-            self.encoder.spec = saved
-            self.hparams["encoder"] = dict(saved)
+        adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
     def _export_decoder(self) -> None:
         """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""

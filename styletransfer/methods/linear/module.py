@@ -30,7 +30,7 @@ from styletransfer.methods.linear.checkpoint import save_model
 from styletransfer.methods.linear.loss import CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, linear_losses
 from styletransfer.methods.linear.transform import LinearTransform, check_layer
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import checkpoint_encoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
 from styletransfer.nn.reconstruction import ReconstructionDecoder
 from styletransfer.nn.reconstruction_file import read_decoder
 from styletransfer.runtime.errors import ConfigError
@@ -145,10 +145,7 @@ class LinearModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder and decoder weights replace the configured ones: record the
         checkpoint's encoder spec, so the exported model names the encoder it was trained behind."""
-        saved = checkpoint_encoder(self.encoder, checkpoint)
-        if saved is not None:
-            self.encoder.spec = saved
-            self.hparams["encoder"] = dict(saved)
+        adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
     def on_train_end(self) -> None:
         self._export_model()

@@ -27,7 +27,7 @@ from styletransfer.engine.schedules import inverse_time_decay
 from styletransfer.methods.wct.checkpoint import save_decoders
 from styletransfer.methods.wct.decoders import LEVELS, build_decoders, check_levels
 from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import checkpoint_encoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,7 @@ class WCTModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder weights replace the configured ones: record the checkpoint's spec, so
         the exported decoders name the encoder they were trained behind."""
-        saved = checkpoint_encoder(self.encoder, checkpoint)
-        if saved is not None:
-            self.encoder.spec = saved
-            self.hparams["encoder"] = dict(saved)
+        adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
     def on_train_end(self) -> None:
         self._export_decoders()
