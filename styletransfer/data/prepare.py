@@ -148,7 +148,7 @@ def _check_arguments(short_side: int, fmt: str, quality: int, workers: int | Non
 
 def _open_manifest(src: Path, dst: Path, settings: dict[str, Any], rebuild: bool) -> dict[str, Any]:
     """The existing manifest if its settings match (or a fresh one); stale temporaries and orphan shards removed."""
-    fresh = {
+    fresh: dict[str, Any] = {
         "version": CACHE_VERSION,
         "settings": settings,
         "source_root": str(src),

@@ -15,16 +15,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from styletransfer.data.images import find_images, load_rgb
 from styletransfer.runtime.errors import ConfigError
 
+if TYPE_CHECKING:
+    from av.video.stream import VideoStream
+
 try:
     import av
 except ImportError:  # the video extra is not installed: every entry point below says how to get it
-    av = None
+    av = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ class VideoWriter:
         options = {"video_track_timescale": str(clip.time_base.denominator)} if clip.time_base.numerator == 1 else {}
         self.container = av.open(str(self.partial), "w", format="mp4", container_options=options)
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.stream = self.container.add_stream(
+        self.stream: VideoStream = self.container.add_stream(  # type: ignore[assignment]  # a video codec: a VideoStream
             codec, rate=clip.rate, options={"crf": CRF} if codec == "libx264" else {"qscale": "2"}
         )
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
@@ -202,26 +206,26 @@ class VideoWriter:
         return self.partial
 
     def _end(self) -> Fraction:
-        """When the last frame written stops showing, in seconds."""
+        """When the last frame written stops showing, in seconds (once a frame is written)."""
+        assert self.last_pts is not None
         return (self.last_pts + round(1 / (self.clip.rate * self.clip.time_base))) * self.clip.time_base
 
     def _copy_audio(self, end: Fraction | None) -> None:
-        """The input's first audio stream, up to ``end`` seconds (None: all of it)."""
-        audio = self.source.streams.audio[0]
+        """The input's first audio stream, up to ``end`` seconds (None: all of it); called when the input has one."""
+        source, audio_out = self.source, self.audio_out
+        assert source is not None and audio_out is not None
+        audio = source.streams.audio[0]
+        base = cast(Fraction, audio.time_base)  # an opened stream has one
         if audio.codec_context.name in MP4_AUDIO:
-            for packet in self.source.demux(audio):
-                if (
-                    packet.dts is None
-                    or packet.pts is None
-                    or (end is not None and packet.pts * audio.time_base >= end)
-                ):
+            for packet in source.demux(audio):
+                if packet.dts is None or packet.pts is None or (end is not None and packet.pts * base >= end):
                     continue
-                packet.stream = self.audio_out
+                packet.stream = audio_out
                 self.container.mux(packet)
             return
-        for frame in self.source.decode(audio):
-            if end is not None and frame.pts is not None and frame.pts * audio.time_base >= end:
+        for frame in source.decode(audio):
+            if end is not None and frame.pts is not None and frame.pts * base >= end:
                 break
             frame.pts = None  # the encoder numbers the resampled frames itself
-            self.container.mux(self.audio_out.encode(frame))
-        self.container.mux(self.audio_out.encode(None))
+            self.container.mux(audio_out.encode(frame))
+        self.container.mux(audio_out.encode(None))
