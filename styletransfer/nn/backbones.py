@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from styletransfer.nn.encoder import (
     DOWNLOAD_SOCKET_TIMEOUT_S,
-    FALLBACKS,
     VGG19_LAYERS,
     _socket_timeout,
+    check_weight_settings,
     requested_layers,
 )
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
@@ -238,16 +238,7 @@ class BackboneEncoder(nn.Module):
 
         self.network = check_network(network)
         self.layers = check_nodes(layers, self.network)
-        if fallback not in FALLBACKS:
-            raise ConfigError(f"encoder.fallback must be one of {FALLBACKS}, got {fallback!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"encoder.seed must be an int, got {seed!r}")
-        in_memory = isinstance(weights, Mapping)
-        if not in_memory and (not isinstance(weights, (str, os.PathLike)) or not str(weights)):
-            raise ConfigError(
-                f"encoder.weights must be 'imagenet', 'random', a file path or a state dict, got {weights!r}"
-            )
-        label = "state_dict" if in_memory else str(weights)
+        label = check_weight_settings(weights, seed, fallback)
         path: Path | None = None
         model: nn.Module | None = None
         if label != "random":

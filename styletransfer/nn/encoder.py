@@ -271,6 +271,20 @@ def _init_random(trunk: nn.Sequential, seed: int) -> None:
                     module.bias.zero_()
 
 
+def check_weight_settings(weights: object, seed: object, fallback: object) -> str:
+    """Refuse an encoder's bad ``weights``, ``seed`` or ``fallback`` setting in one line naming its key (VGG and the
+    torchvision backbones alike); the weights' label: ``state_dict`` for one in memory, else the setting itself."""
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"encoder.fallback must be one of {FALLBACKS}, got {fallback!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"encoder.seed must be an int, got {seed!r}")
+    if isinstance(weights, Mapping):
+        return "state_dict"
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights):
+        raise ConfigError(f"encoder.weights must be 'imagenet', 'random', a file path or a state dict, got {weights!r}")
+    return str(weights)
+
+
 def _fingerprint(arch: str, trunk: nn.Module) -> str:
     """Short sha256 over the trunk's parameter names, shapes and bytes: equal weights <=> equal fingerprint."""
     digest = hashlib.sha256(arch.encode())
@@ -372,16 +386,7 @@ class VGGEncoder(nn.Module):
         if arch == "vgg_normalised" and network != "vgg19":
             raise ConfigError("encoder.arch=vgg_normalised is the AdaIN release's VGG-19: use encoder.network=vgg19")
         self.layers = check_layers(layers, network=network)
-        if fallback not in FALLBACKS:
-            raise ConfigError(f"encoder fallback must be one of {FALLBACKS}, got {fallback!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"encoder seed must be an int, got {seed!r}")
-        in_memory = isinstance(weights, Mapping)
-        if not in_memory and (not isinstance(weights, (str, os.PathLike)) or not str(weights)):
-            raise ConfigError(
-                f"encoder weights must be 'imagenet', 'random', a file path or a state dict, got {weights!r}"
-            )
-        label = "state_dict" if in_memory else str(weights)
+        label = check_weight_settings(weights, seed, fallback)
         deepest = max(self.layers, key=VGG19_LAYERS.index)
         loaded = None if label == "random" else _load_trunk(weights, deepest, download, fallback, network)
         fallback_used = loaded is None and label != "random"
