@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -30,7 +30,7 @@ class DrawKey(NamedTuple):
 
     seed: int
     epoch: int
-    index: int
+    index: int  # type: ignore[assignment]  # a field named as the key is read; shadows tuple.index, never called
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -64,7 +64,7 @@ class SeededShuffle(DistributedSampler):
     loading anything. Epochs are counted here (:meth:`next_epoch`), not taken from Lightning (:meth:`set_epoch`).
     """
 
-    def __init__(self, dataset: Sized, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(self, dataset: Any, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.size = len(dataset)
         self.delivered = 0
@@ -147,34 +147,40 @@ class ResumableDataLoader(DataLoader):
         if not isinstance(sampler, SeededShuffle):
             raise TypeError(f"ResumableDataLoader needs a SeededShuffle sampler, got {type(sampler).__name__}")
         super().__init__(dataset, sampler=sampler, **kwargs)
+        self.shuffle: SeededShuffle = sampler  # self.sampler as its own type
         self.on_fetch = on_fetch
         self._live: object | None = None
 
     def _epoch_samples(self) -> int:
         """Samples this rank delivers in a full epoch."""
-        return len(self) * self.batch_size if self.drop_last else len(self.sampler)
+        return len(self) * self._batch() if self.drop_last else len(self.shuffle)
+
+    def _batch(self) -> int:
+        if self.batch_size is None:
+            raise TypeError("ResumableDataLoader needs a batch_size")
+        return self.batch_size
 
     def _finished(self) -> bool:
-        return self.sampler.delivered >= self._epoch_samples()
+        return self.shuffle.delivered >= self._epoch_samples()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over DataLoader's iterator
         """Start (lazily, at the first batch) where the sampler's position says; count what is delivered."""
         if self._finished():
-            self.sampler.next_epoch()
+            self.shuffle.next_epoch()
         token = self._live = object()
         for batch in super().__iter__():
             if self._live is token:
-                self.sampler.delivered += self.batch_size
-                self.sampler.following = False
+                self.shuffle.delivered += self._batch()
+                self.shuffle.following = False
             yield batch if self.on_fetch is None else self.on_fetch(batch)
 
     def state_dict(self) -> dict[str, int]:
         """The sampler's position; a finished epoch is saved as the start of the next."""
-        state = self.sampler.state_dict()
+        state = self.shuffle.state_dict()
         if self._finished():
             state.update(epoch=state["epoch"] + 1, position=0)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state`` (from :meth:`state_dict`, possibly of another process)."""
-        self.sampler.load_state_dict(state)
+        self.shuffle.load_state_dict(state)

@@ -71,7 +71,7 @@ class DeviceLBFGS(torch.optim.Optimizer):
         state = self.state[p]
         if not state:
             m, n = int(self.param_groups[0]["history_size"]), p.numel()
-            zeros = {"device": p.device, "dtype": p.dtype}
+            zeros: dict[str, Any] = {"device": p.device, "dtype": p.dtype}
             state.update(
                 {
                     "history": torch.zeros(2 * m, n, **zeros),  # rows 0..m-1: steps s, rows m..2m-1: gradient changes y
@@ -88,7 +88,7 @@ class DeviceLBFGS(torch.optim.Optimizer):
             )
         return state
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Evaluate ``closure`` (loss and ``.grad``) with gradients enabled, then one L-BFGS iteration (or replay
         the captured iteration, see the class docstring)."""
         if closure is None:
@@ -149,6 +149,8 @@ class DeviceLBFGS(torch.optim.Optimizer):
         st = self._state()
         group = self.param_groups[0]
         p = self.param
+        if p.grad is None:
+            raise RuntimeError("DeviceLBFGS.update needs the closure to have computed the gradient (.grad is None)")
         g = p.grad.reshape(-1)
         s = st["direction"] * st["step_size"]
         y = g - st["prev_grad"]
