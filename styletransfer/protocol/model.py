@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.nn.encoder import trained_behind_random
-from styletransfer.protocol.controls import Capabilities
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
 
 #: A style as the method needs it: opaque to the applications, made by ``encode_styles``, given back to ``stylise``.
 StyleCode = Any
@@ -113,37 +113,19 @@ class StyleModel(Protocol):
     def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleCode]:
         """Each style image (3, h, w) or (1, 3, h, w) in [0, 1] as the method's style code, to reuse across calls."""
 
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[StyleCode] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, stylised: float32 (N, 3, H, W) in [0, 1].
 
-        ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation, which
-        depends on the content. Controls the model does not declare are refused with one line."""
+        ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation,
+        which depends on the content. Controls the model does not declare are refused with one line
+        (:func:`~styletransfer.protocol.controls.accept`)."""
 
     def tiling(self) -> TilingNeeds | None:
         """What tiling must respect, or None when the model cannot be tiled."""
 
-    def tiled(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        style_codes: Sequence[StyleCode] | None = None,
-    ) -> TiledStylisation:
-        """One tiled call on ``content`` (N, 3, H, W), which stays where it is (e.g. on the host)."""
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledStylisation:
+        """One tiled call on ``content`` (N, 3, H, W), which stays where it is (e.g. on the host); ``controls``
+        without masks or another output size (the tiling application refuses them)."""
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The graphs of an ONNX export (float16 weights and activations with ``fp16``)."""
