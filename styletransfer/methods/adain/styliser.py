@@ -39,6 +39,7 @@ from styletransfer.nn.encoders import FeatureEncoder, feature_info
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch
+from styletransfer.protocol.loading import LoadOptions
 from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
@@ -131,31 +132,34 @@ class Styliser(nn.Module):
     ) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``);
         ``transform`` replaces the one the file records (e.g. WCT or EFDM behind an AdaIN-trained decoder)."""
-        options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-        model = cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, transform, **options)
+        options = LoadOptions(encoder, device, channels_last, bf16, compile)
+        model = cls.from_loaded(safe_load(Path(path).expanduser()), path, options, transform)
         if model.warning():  # the registry's load_model warns for the applications; this is the Python API's door
             log.warning("%s", model.warning())
         return model
 
     @classmethod
     def from_loaded(
-        cls,
-        obj: object,
-        path: str | os.PathLike,
-        encoder: EncoderArg,
-        device: str | torch.device,
-        transform: str | None = None,
-        **options: Any,
+        cls, obj: object, path: str | os.PathLike, options: LoadOptions, transform: str | None = None
     ) -> Styliser:
         """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records unless
         ``transform`` is given."""
-        enc, dec, kind = read_model(obj, path, encoder)
-        trained, options["bottleneck"] = file_transform(obj), file_bottleneck(obj)
+        enc, dec, kind = read_model(obj, path, options.encoder)
+        trained = file_transform(obj)
         if transform is not None:
             check_transform(transform, "--transform")
             if transform != trained:
                 log.info("%s: the %s transform, behind a decoder trained with %s", path, transform, trained)
-        return cls.from_parts(enc, dec, str(path), kind, device, transform=transform or trained, **options)
+        return cls.from_parts(
+            enc,
+            dec,
+            str(path),
+            kind,
+            options.device,
+            transform=transform or trained,
+            bottleneck=file_bottleneck(obj),
+            **options.speed(),
+        )
 
     @classmethod
     def from_parts(
