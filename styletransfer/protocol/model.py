@@ -87,6 +87,71 @@ class OnnxGraph:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GraphDims:
+    """The dynamic dimensions of an export's graphs: the batch and the image sides (at least the model's smallest)."""
+
+    batch: Any
+    height: Any
+    width: Any
+
+    @classmethod
+    def at_least(cls, min_side: int) -> GraphDims:
+        """A batch of 1 or more and sides of at least ``min_side`` px."""
+        dim = torch.export.Dim
+        return cls(dim("N", min=1), dim("H", min=min_side), dim("W", min=min_side))
+
+    def image(self) -> dict[int, Any]:
+        """An image batch's dynamic axes (N, 3, H, W)."""
+        return {0: self.batch, 2: self.height, 3: self.width}
+
+
+def image_graph(
+    module: nn.Module,
+    reference: nn.Module,
+    check_inputs: Any,
+    dims: GraphDims,
+    codes: dict[str, Any],
+    alpha: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> OnnxGraph:
+    """The image graph: inputs ``content`` (dynamic ``dims``), ``alpha`` (a scalar, when the model has it), then the
+    style code's tensors (``codes``: name -> dynamic axes); output ``image``. Its example inputs are
+    ``check_inputs(64, 56)``."""
+    names = ("content", "alpha", *codes) if alpha else ("content", *codes)
+    shapes = {"content": dims.image(), **({"alpha": None} if alpha else {}), **codes}
+    return OnnxGraph(
+        role="image",
+        suffix="",
+        module=module,
+        reference=reference,
+        inputs=check_inputs(64, 56),
+        input_names=names,
+        output_names=("image",),
+        dynamic_shapes=shapes,
+        check_inputs=check_inputs,
+        metadata=dict(metadata or {}),
+    )
+
+
+def style_graph(
+    module: nn.Module, reference: nn.Module, check_inputs: Any, dims: GraphDims, codes: tuple[str, ...]
+) -> OnnxGraph:
+    """The style graph: input ``style`` (one image, dynamic sides), outputs the code's tensors ``codes``. Its example
+    inputs are ``check_inputs(56, 64)``."""
+    return OnnxGraph(
+        role="style",
+        suffix=".style",
+        module=module,
+        reference=reference,
+        inputs=check_inputs(56, 64),
+        input_names=("style",),
+        output_names=codes,
+        dynamic_shapes={"style": {2: dims.height, 3: dims.width}},
+        check_inputs=check_inputs,
+    )
+
+
 @runtime_checkable
 class StyleModel(Protocol):
     """A trained feed-forward style-transfer model on a device, with the controls it declares.

@@ -22,7 +22,7 @@ from styletransfer.methods.fast.network import TransformerNet
 from styletransfer.methods.fast.tiled import TiledFast, tiling_needs
 from styletransfer.nn.compiling import bf16_autocast, compile_mode
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch, check_weights
-from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
+from styletransfer.protocol.model import GraphDims, OnnxGraph, TilingNeeds, image_graph, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -174,23 +174,8 @@ class FastStyler(nn.Module):
         network staying the reference that ``--check`` compares with)."""
         network = self.network.cpu().eval().float()
         exported = copy.deepcopy(network).half() if fp16 else network
-        batch = torch.export.Dim("N", min=1)
-        side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
         several = len(self.names) > 1
-        shapes: dict[str, Any] = {"content": {0: batch, 2: side[0], 3: side[1]}}
-        if several:
-            shapes["weights"] = None
+        codes = {"weights": None} if several else {}  # the weights over its styles, when it has several
         inputs = _graph_inputs(len(self.names))
-        return [
-            OnnxGraph(
-                role="image",
-                suffix="",
-                module=ImageGraph(exported),
-                reference=ImageGraph(network),
-                inputs=inputs(64, 56),
-                input_names=("content", "weights") if several else ("content",),
-                output_names=("image",),
-                dynamic_shapes=shapes,
-                check_inputs=inputs,
-            )
-        ]
+        dims = GraphDims.at_least(MIN_SIDE)
+        return [image_graph(ImageGraph(exported), ImageGraph(network), inputs, dims, codes, alpha=False)]
