@@ -139,17 +139,8 @@ def style_graph(
 ) -> OnnxGraph:
     """The style graph: input ``style`` (one image, dynamic sides), outputs the code's tensors ``codes``. Its example
     inputs are ``check_inputs(56, 64)``."""
-    return OnnxGraph(
-        role="style",
-        suffix=".style",
-        module=module,
-        reference=reference,
-        inputs=check_inputs(56, 64),
-        input_names=("style",),
-        output_names=codes,
-        dynamic_shapes={"style": {2: dims.height, 3: dims.width}},
-        check_inputs=check_inputs,
-    )
+    sides = {"style": {2: dims.height, 3: dims.width}}
+    return OnnxGraph("style", ".style", module, check_inputs(56, 64), ("style",), codes, sides, check_inputs, reference)
 
 
 @runtime_checkable
