@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from timing import timed  # speed/timing.py
 
 from styletransfer.data import CacheDataModule, ContentStyleDataModule
 from styletransfer.data.loading import resolve_workers, usable_cores
 from styletransfer.data.prepare import prepare
-from timing import timed  # speed/timing.py
 
 #: (label, ms per batch, batches per second, images per second); NaN where the row failed.
 Row = tuple[str, float, float, float]

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from timing import timed  # speed/timing.py
 from torch import nn
 
 from styletransfer.methods.fast.network import EXAMPLES_BLOCKS, TransformerNet
 from styletransfer.methods.fast.styler import FastStyler
-from timing import timed  # speed/timing.py
 
 
 class ExamplesConv(nn.Module):

@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from timing import print_top_kernels, sync  # noqa: E402  (speed/timing.py)
+
+from styletransfer.engine.instantiate import register_resolvers  # noqa: E402
 from styletransfer.methods.gatys import GatysModule  # noqa: E402
 from styletransfer.methods.gatys.fast import FastLoop  # noqa: E402
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS  # noqa: E402
 from styletransfer.methods.gatys.losses import GramStyleLoss  # noqa: E402
 from styletransfer.nn.encoder import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from styletransfer.engine.instantiate import register_resolvers  # noqa: E402
 from styletransfer.training import run as train  # noqa: E402
 
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}

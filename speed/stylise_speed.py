@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from reference import calc_mean_std, reference_decoder, reference_vgg  # speed/reference.py
+from timing import print_top_kernels, sync, timed  # speed/timing.py
 from torch import Tensor, nn
 
 from styletransfer.methods.adain import AdaINDecoder, Styliser
-from reference import calc_mean_std, reference_decoder, reference_vgg  # speed/reference.py
-from timing import print_top_kernels, sync, timed  # speed/timing.py
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import VGGEncoder
 

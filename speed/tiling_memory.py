@@ -27,8 +27,8 @@ import time
 
 import torch
 
-from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.apps import tiling
+from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.runtime.devices import device_name, resolve_device
 

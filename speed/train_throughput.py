@@ -49,8 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_path  # noqa: E402  (speed/data_path.py)
 from reference import reference_decoder, reference_losses, reference_vgg  # noqa: E402  (speed/reference.py)
 from timing import print_top_kernels, self_time, sync, timed  # noqa: E402  (speed/timing.py)
-from styletransfer.methods.adain import AdaINModule  # noqa: E402
+
 from styletransfer.engine.instantiate import register_resolvers  # noqa: E402
+from styletransfer.methods.adain import AdaINModule  # noqa: E402
 from styletransfer.training import run  # noqa: E402
 
 ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False, "arch": "vgg_normalised"}

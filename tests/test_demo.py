@@ -25,6 +25,7 @@ from PIL import Image
 from styletransfer.cli.demo import main as demo_main
 from styletransfer.data.images import load_image_tensor, tensor_to_pil
 from styletransfer.methods.adain import Styliser
+from styletransfer.protocol.controls import Controls
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +106,8 @@ def test_predict_stylises_at_the_content_size_with_the_loaded_model(demo, spied,
     assert torch.equal(call["content"], load_image_tensor(images["content"]))
     for style, key in zip(call["styles"], ("a", "b")):
         assert torch.equal(style, load_image_tensor(images[key], size=demo.STYLE_SIDE))
-    expected = styliser.stylise(call["content"], call["styles"], weights=[0.75, 0.25], alpha=0.8, preserve_colour=True)
+    controls = Controls(weights=[0.75, 0.25], alpha=0.8, preserve_colour=True)
+    expected = styliser.stylise(call["content"], call["styles"], controls)
     assert np.array_equal(np.asarray(out), np.asarray(tensor_to_pil(expected)))
 
 
@@ -197,7 +199,8 @@ def test_a_network_of_its_own_styles_gets_a_page_without_style_uploads(demo, ima
     starry, mosaic = (predictor.predict(str(images["content"]), *empty, 1.0, False, None, name)
                       for name in ("starry", "mosaic"))
     content = load_image_tensor(images["content"])
-    assert np.array_equal(np.asarray(starry), np.asarray(tensor_to_pil(model.stylise(content, [], weights=[1, 0]))))
+    first = tensor_to_pil(model.stylise(content, [], Controls(weights=[1, 0])))
+    assert np.array_equal(np.asarray(starry), np.asarray(first))
     assert not np.array_equal(np.asarray(starry), np.asarray(mosaic))
     with pytest.raises(demo.gr.Error, match="this model has the styles starry, mosaic"):
         predictor.predict(str(images["content"]), *empty, 1.0, False, None, "udnie")

@@ -25,6 +25,7 @@ from styletransfer.methods.adain import Styliser  # noqa: E402
 from styletransfer.methods.adain.checkpoint import save_decoder  # noqa: E402
 from styletransfer.methods.adain.model import AdaINDecoder  # noqa: E402
 from styletransfer.nn.upsampling import upsample_to  # noqa: E402
+from styletransfer.protocol.controls import Controls  # noqa: E402
 from styletransfer.runtime.errors import CheckpointError  # noqa: E402
 
 
@@ -102,8 +103,8 @@ def test_onnx_stylise_equals_torch(lively, exported, images, tmp_path):
     styles = [load_image_tensor(images["a"]), load_image_tensor(images["b"])]
     for colour in (False, True):
         controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": colour}
-        expected = torch_model.stylise(content, styles, **controls)
-        got = onnx_model.stylise(content, styles, **controls)
+        expected = torch_model.stylise(content, styles, Controls(**controls))
+        got = onnx_model.stylise(content, styles, Controls(**controls))
         assert got.shape == expected.shape == (1, 3, 53, 77) and float(expected.std()) > 0.2
         assert float((got - expected).abs().max()) < 1e-3
     args = ["-c", str(images["content"]), "-s", str(images["a"]), str(images["b"]), "-w", "0.3", "0.7",

@@ -12,6 +12,7 @@ import torch
 from conftest import RANDOM_ENCODER
 
 from styletransfer.methods.fast.network import TransformerNet
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 
@@ -438,8 +439,8 @@ def test_two_styles_stylise_differently_and_a_blend_lies_between(two_style_run, 
     model = load_model(two_style_run)
     assert model.method == "fast" and model.describe()["styles"] == ["waves", "checks"]
     content = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2))
-    a, b = model.stylise(content, weights=[1, 0]), model.stylise(content, weights=[0, 1])
-    mid = model.stylise(content, weights=[0.5, 0.5])
+    a, b = (model.stylise(content, controls=Controls(weights=weights)) for weights in ([1, 0], [0, 1]))
+    mid = model.stylise(content, controls=Controls(weights=[0.5, 0.5]))
     gap = float((a - b).abs().mean())
     assert gap > 1e-3 and float((mid - a).abs().mean()) < gap and float((mid - b).abs().mean()) < gap
     common = [str(two_style_run), "--content", str(fast_data / "content"), "--device", "cpu", "--workers", "0"]
@@ -618,7 +619,8 @@ def test_networks_export_check_and_run_in_onnxruntime(two_style_run, tmp_path, c
     two_torch, two_onnx = load_model(two_style_run), OnnxModel.beside(tmp_path / "two.onnx")
     assert two_onnx.own_styles == two_torch.describe()["styles"] and len(two_onnx.own_styles) == 2
     for weights in ([1.0, 0.0], [0.3, 0.7]):
-        diff = two_onnx.stylise(content, weights=weights) - two_torch.stylise(content, weights=weights)
+        controls = Controls(weights=weights)
+        diff = two_onnx.stylise(content, controls=controls) - two_torch.stylise(content, controls=controls)
         assert float(diff.abs().max()) < 1e-3
     with pytest.raises(ConfigError, match="has 2 styles"):
         two_onnx.stylise(content)
@@ -647,9 +649,9 @@ def test_a_slim_network_exports_checks_and_runs_in_onnxruntime(tmp_path, capsys)
     assert onnx_model.describe()["width"] == 0.25 and onnx_model.describe()["residual_blocks"] == 2
     content = torch.rand(1, 3, 53, 77, generator=torch.Generator().manual_seed(6))
     for weights in ([1.0, 0.0], [0.3, 0.7]):
-        result = torch_model.stylise(content, weights=weights)
+        result = torch_model.stylise(content, controls=Controls(weights=weights))
         assert float(result.std()) > 0.01
-        assert float((onnx_model.stylise(content, weights=weights) - result).abs().max()) < 1e-3
+        assert float((onnx_model.stylise(content, controls=Controls(weights=weights)) - result).abs().max()) < 1e-3
 
 
 def test_styles_are_chosen_by_name(two_style_run, fast_data, tmp_path, capsys):

@@ -24,6 +24,7 @@ from styletransfer.methods.fast.tiled import (
     reach,
     tiling_needs,
 )
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 MAX_DIFF = 1e-4
@@ -100,8 +101,8 @@ def test_a_grid_of_windows_for_a_batch_and_blended_styles(small_tiles):
     """2 x 3 windows, two contents, two styles blended: the same agreement."""
     model = FastStyler(_network(styles=2, seed=1), ["a", "b"])
     content = (torch.rand(2, 3, 183, 213, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    untiled = model.stylise(content, weights=[0.3, 0.7])
-    tiled = tiling.stylise_tiled(model, content, tile=TILE, weights=[0.3, 0.7])
+    untiled = model.stylise(content, controls=Controls(weights=[0.3, 0.7]))
+    tiled = tiling.stylise_tiled(model, content, tile=TILE, controls=Controls(weights=[0.3, 0.7]))
     assert float((tiled - untiled).abs().max()) <= MAX_DIFF
 
 
@@ -140,12 +141,12 @@ def test_a_window_edge_changes_the_output_as_far_as_the_margin_says(model, slim,
 
 
 def test_tiles_refuse_style_images_and_controls_the_network_lacks(model):
-    with pytest.raises(ConfigError, match="give no style image"):
+    with pytest.raises(ConfigError, match="does not support styles: leave it out"):
         model.tiled(torch.rand(1, 3, 32, 32), [torch.rand(3, 16, 16)])
-    with pytest.raises(ConfigError, match="no alpha, colour, mask or size control"):
-        model.tiled(torch.rand(1, 3, 32, 32), alpha=0.5)
-    with pytest.raises(ConfigError, match="has one style: give no weights"):
-        model.tiled(torch.rand(1, 3, 32, 32), weights=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="does not support alpha: leave it out"):
+        model.tiled(torch.rand(1, 3, 32, 32), controls=Controls(alpha=0.5))
+    with pytest.raises(ConfigError, match="does not support weights: leave it out"):
+        model.tiled(torch.rand(1, 3, 32, 32), controls=Controls(weights=[0.5, 0.5]))
 
 
 def test_auto_tiles_on_a_cpu_leave_room_for_the_windows_states(monkeypatch):

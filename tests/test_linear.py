@@ -19,6 +19,7 @@ from styletransfer.methods.linear.transform import LinearTransform
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.reconstruction import ReconstructionDecoder
 from styletransfer.nn.reconstruction_file import save_decoders
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 # ---------------------------------------------------------------- the authors' computation, written out
@@ -170,21 +171,21 @@ def test_blending_styles_blends_their_matrices_and_means(parts):
     content, s0, s1 = torch.rand(2, 3, 24, 28, generator=g), torch.rand(3, 32, 30, generator=g), torch.rand(
         3, 26, 34, generator=g)
     codes = parts.encode_styles([s0, s1])
-    blended = parts.stylise(content, [s0, s1], weights=[0.3, 0.7])
+    blended = parts.stylise(content, [s0, s1], Controls(weights=[0.3, 0.7]))
     matrix = 0.3 * codes[0]["matrix"] + 0.7 * codes[1]["matrix"]
     mean = 0.3 * codes[0]["mean"] + 0.7 * codes[1]["mean"]
     with torch.no_grad():
         features = parts.encoder(content, ["relu3_1"])["relu3_1"]
         expected = parts.decoder(parts.transform.transfer(features, matrix, mean)[0], output_size=(24, 28))
     torch.testing.assert_close(blended, expected.clamp(0, 1), rtol=1e-5, atol=1e-6)
-    assert torch.equal(parts.stylise(content, [s0, s1], weights=[1.0, 0.0]), parts.stylise(content, [s0]))
-    assert torch.equal(parts.stylise(content, style_codes=codes[:1]), parts.stylise(content, [s0]))
-    assert parts.stylise(content, [s0], output_size=(30, 26)).shape == (2, 3, 30, 26)
-    assert parts.stylise(content, [s0], preserve_colour=True).shape == (2, 3, 24, 28)
-    for kwargs, message in (({"alpha": 0.5}, "has no content-style trade-off"),
-                            ({"masks": [content[0, :1]]}, "does not support masks")):
+    assert torch.equal(parts.stylise(content, [s0, s1], Controls(weights=[1.0, 0.0])), parts.stylise(content, [s0]))
+    assert torch.equal(parts.stylise(content, controls=Controls(style_codes=codes[:1])), parts.stylise(content, [s0]))
+    assert parts.stylise(content, [s0], Controls(output_size=(30, 26))).shape == (2, 3, 30, 26)
+    assert parts.stylise(content, [s0], Controls(preserve_colour=True)).shape == (2, 3, 24, 28)
+    for controls, message in ((Controls(alpha=0.5), "does not support alpha: leave it out"),
+                              (Controls(masks=[content[0, :1]]), "does not support masks: leave it out")):
         with pytest.raises(ConfigError, match=message) as info:
-            parts.stylise(content, [s0], **kwargs)
+            parts.stylise(content, [s0], controls)
         assert "\n" not in str(info.value)
 
 
@@ -372,8 +373,8 @@ def test_onnx_stylise_equals_torch(lively, linear_export, photo_dirs, tmp_path, 
     styles = [load_image_tensor(p) for p in sorted(style_dir.iterdir())[:2]]
     for colour in (False, True):
         controls = {"weights": [0.3, 0.7], "preserve_colour": colour}
-        expected = torch_model.stylise(content, styles, **controls)
-        got = onnx_model.stylise(content, styles, **controls)
+        expected = torch_model.stylise(content, styles, Controls(**controls))
+        got = onnx_model.stylise(content, styles, Controls(**controls))
         assert got.shape == expected.shape == (1, 3, 53, 77) and float(expected.std()) > 0.1
         assert float((got - expected).abs().max()) < 1e-3
     args = ["-c", str(content_dir / "astronaut.png"), "-s", *(str(p) for p in sorted(style_dir.iterdir())[:2]),

@@ -21,6 +21,7 @@ from styletransfer.methods.adain.model import AdaINDecoder, adain, encode
 from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.nn.colour import colour_stats, match_colour
 from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import CheckpointError, EncoderMismatchError
 
 
@@ -52,19 +53,20 @@ def _by_hand(styliser: Styliser, content, styles, weights=(1.0,), alpha: float =
 
 def test_alpha_zero_is_decoded_content_features(styliser):
     content, style, _ = _images()
-    result = styliser.stylise(content, style, alpha=0.0)
+    result = styliser.stylise(content, style, Controls(alpha=0.0))
     expected = styliser.decoder(encode(styliser.encoder, content), output_size=(37, 53)).clamp(0, 1)
     torch.testing.assert_close(result, expected)
     # alpha 1 is plain AdaIN; alpha 0.5 decodes the halfway point between the AdaIN target and the content features.
-    torch.testing.assert_close(styliser.stylise(content, style, alpha=1.0), _by_hand(styliser, content, [style]))
-    torch.testing.assert_close(styliser.stylise(content, style, alpha=0.5),
+    torch.testing.assert_close(styliser.stylise(content, style, Controls(alpha=1.0)),
+                               _by_hand(styliser, content, [style]))
+    torch.testing.assert_close(styliser.stylise(content, style, Controls(alpha=0.5)),
                                _by_hand(styliser, content, [style], alpha=0.5))
 
 
 def test_output_keeps_content_size_unless_told(styliser):
     content, style, _ = _images()
     assert styliser.stylise(content, style).shape == (2, 3, 37, 53)
-    assert styliser.stylise(content[0], style, output_size=(24, 30)).shape == (1, 3, 24, 30)
+    assert styliser.stylise(content[0], style, Controls(output_size=(24, 30))).shape == (1, 3, 24, 30)
     result = styliser.stylise(content, style)
     assert float(result.min()) >= 0.0 and float(result.max()) <= 1.0
 
@@ -77,14 +79,14 @@ def test_output_keeps_content_size_unless_told(styliser):
 def test_bad_interpolation_weights_error(styliser, weights, match):
     content, style_a, style_b = _images()
     with pytest.raises(ValueError, match=match):
-        styliser.stylise(content, [style_a, style_b], weights=weights)
+        styliser.stylise(content, [style_a, style_b], Controls(weights=weights))
 
 
 def test_interpolation_weights_blend_the_styles(styliser):
     content, style_a, style_b = _images()
-    only_a = styliser.stylise(content, [style_a, style_b], weights=[1.0, 0.0])
+    only_a = styliser.stylise(content, [style_a, style_b], Controls(weights=[1.0, 0.0]))
     torch.testing.assert_close(only_a, styliser.stylise(content, style_a))
-    mixed = styliser.stylise(content, [style_a, style_b], weights=[0.3, 0.7])
+    mixed = styliser.stylise(content, [style_a, style_b], Controls(weights=[0.3, 0.7]))
     torch.testing.assert_close(mixed, _by_hand(styliser, content, [style_a, style_b], weights=[0.3, 0.7]))
 
 
@@ -92,24 +94,24 @@ def test_masks_assign_styles_to_regions(styliser):
     content, style_a, style_b = _images()
     full, empty = torch.ones(37, 53), torch.zeros(37, 53)
     # A mask covering everything for style a is plain AdaIN with style a; regions in no mask keep the content.
-    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], masks=[full, empty]),
+    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], Controls(masks=[full, empty])),
                                styliser.stylise(content, style_a))
-    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], masks=[empty, empty]),
-                               styliser.stylise(content, style_a, alpha=0.0))
+    torch.testing.assert_close(styliser.stylise(content, [style_a, style_b], Controls(masks=[empty, empty])),
+                               styliser.stylise(content, style_a, Controls(alpha=0.0)))
     left = torch.zeros(10, 14)
     left[:, :7] = 1.0  # masks of any size are resized to the feature map
-    halves = styliser.stylise(content, [style_a, style_b], masks=[left, 1 - left])
+    halves = styliser.stylise(content, [style_a, style_b], Controls(masks=[left, 1 - left]))
     assert halves.shape == content.shape
     with pytest.raises(ValueError, match="one mask per style"):
-        styliser.stylise(content, [style_a, style_b], masks=[left])
+        styliser.stylise(content, [style_a, style_b], Controls(masks=[left]))
     with pytest.raises(ValueError, match="not both"):
-        styliser.stylise(content, [style_a, style_b], weights=[0.5, 0.5], masks=[left, 1 - left])
+        styliser.stylise(content, [style_a, style_b], Controls(weights=[0.5, 0.5], masks=[left, 1 - left]))
 
 
 def test_colour_preservation_uses_the_content_colours(styliser):
     content, style, _ = _images()
     red_style = style * torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
-    preserved = styliser.stylise(content, red_style, preserve_colour=True)
+    preserved = styliser.stylise(content, red_style, Controls(preserve_colour=True))
     for i in range(2):
         # Each content is stylised with the style recoloured to that content's colour mean and covariance.
         recoloured = match_colour(red_style[None], content[i:i + 1])

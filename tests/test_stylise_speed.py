@@ -22,6 +22,7 @@ from styletransfer.methods.adain.model import (
 from styletransfer.methods.adain.styliser import COMPILE_SHAPES, Styliser
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
+from styletransfer.protocol.controls import Controls
 
 #: bf16 autocast + channels_last vs fp32 at 64 px with random weights on a CPU must stay above this PSNR.
 MIN_PSNR_DB = 40.0
@@ -58,9 +59,10 @@ def test_cached_statistics_give_the_same_images_as_styles_and_features(plain):
     stats = plain.encode_styles([style_a, style_b])
     features = encode_styles(plain.encoder, [style_a, style_b])
     for controls in ({"weights": [0.3, 0.7]}, {"weights": [1.0, 0.0], "alpha": 0.4}):
-        reference = plain.stylise(content, [style_a, style_b], **controls)
-        torch.testing.assert_close(plain.stylise(content, style_codes=stats, **controls), reference)
-        torch.testing.assert_close(stylise(plain.encoder, plain.decoder, content, style_features=features, **controls),
+        reference = plain.stylise(content, [style_a, style_b], Controls(**controls))
+        torch.testing.assert_close(plain.stylise(content, controls=Controls(style_codes=stats, **controls)), reference)
+        torch.testing.assert_close(stylise(plain.encoder, plain.decoder, content, controls=Controls(**controls),
+                                           style_features=features),
                                    reference)
     # The statistics are tiny: (1, 512, 1, 1) mean and std per style, not a feature map.
     assert [tuple(t.shape) for t in stats[0]] == [(1, 512, 1, 1), (1, 512, 1, 1)]
@@ -107,7 +109,7 @@ def test_batched_masked_adain_matches_the_per_image_definition(plain):
 def test_bf16_channels_last_stays_within_40_db_of_fp32(plain, fast):
     content, style, _ = _images(64)
     reference = plain.stylise(content, style)
-    result = fast.stylise(content, style_codes=fast.encode_styles([style]))
+    result = fast.stylise(content, controls=Controls(style_codes=fast.encode_styles([style])))
     assert result.dtype == torch.float32 and result.is_contiguous() is not None
     assert psnr(result, reference) >= MIN_PSNR_DB, psnr(result, reference)
 
@@ -123,9 +125,9 @@ def test_every_control_through_the_fast_path_matches_fp32(plain, fast, controls)
         left = torch.zeros(64, 64)
         left[:, :32] = 1
         controls = {"masks": [left, 1 - left]}
-    reference = plain.stylise(content, styles, **controls)
+    reference = plain.stylise(content, styles, Controls(**controls))
     cached = {} if controls.get("preserve_colour") else {"style_codes": fast.encode_styles(styles)}
-    result = fast.stylise(content, [] if cached else styles, **cached, **controls)
+    result = fast.stylise(content, [] if cached else styles, Controls(**cached, **controls))
     assert result.shape == reference.shape
     assert psnr(result, reference) >= MIN_PSNR_DB, psnr(result, reference)
 
@@ -134,8 +136,9 @@ def test_uint8_contents_are_the_same_images_as_float(plain):
     content = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
     _, style, _ = _images()
     stats = plain.encode_styles([style])
-    torch.testing.assert_close(plain.stylise(content, style_codes=stats),
-                               plain.stylise(content.float() / 255.0, style_codes=stats), rtol=0, atol=0)
+    torch.testing.assert_close(plain.stylise(content, controls=Controls(style_codes=stats)),
+                               plain.stylise(content.float() / 255.0, controls=Controls(style_codes=stats)),
+                               rtol=0, atol=0)
 
 
 def test_size_groups_never_mix_sizes_and_stay_bounded():
@@ -156,9 +159,10 @@ def test_compiled_core_matches_eager_and_stops_compiling_new_shapes(plain):
     compiled = _styliser(compile=True)
     content, style, _ = _images(32)
     stats = plain.encode_styles([style])
-    torch.testing.assert_close(compiled.stylise(content, style_codes=stats, alpha=0.7),
-                               plain.stylise(content, style_codes=stats, alpha=0.7), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(compiled.stylise(content, controls=Controls(style_codes=stats, alpha=0.7)),
+                               plain.stylise(content, controls=Controls(style_codes=stats, alpha=0.7)),
+                               rtol=1e-4, atol=1e-4)
     compiled._compiled_shapes.update({("other", k) for k in range(COMPILE_SHAPES)})  # the cap reached
     assert compiled._core(content[:1]).__name__ == "stylise_core"  # a new shape runs eagerly
-    torch.testing.assert_close(compiled.stylise(content[:1], style_codes=stats),
-                               plain.stylise(content[:1], style_codes=stats))
+    torch.testing.assert_close(compiled.stylise(content[:1], controls=Controls(style_codes=stats)),
+                               plain.stylise(content[:1], controls=Controls(style_codes=stats)))

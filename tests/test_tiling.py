@@ -26,6 +26,7 @@ from styletransfer.methods.adain.styliser import Styliser
 from styletransfer.methods.adain.tiled import ALIGN, BYTES_PER_PIXEL, MARGIN, tiling_needs
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.stats import mean_std
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 NEEDS = tiling_needs(bf16=False)
@@ -147,8 +148,8 @@ def photo(styliser):
     """(content, style statistics, untiled result, tiled result with 256 px tiles: 3 x 3 windows)."""
     content = _photo(SIDE)
     stats = styliser.encode_styles([_style()])
-    return content, stats, styliser.stylise(content, style_codes=stats), tiling.stylise_any_size(
-        styliser, content, style_codes=stats, max_tile=256)
+    return content, stats, styliser.stylise(content, controls=Controls(style_codes=stats)), tiling.stylise_any_size(
+        styliser, content, controls=Controls(style_codes=stats), max_tile=256)
 
 
 @pytest.mark.slow
@@ -173,7 +174,7 @@ def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo, st
     for y in (0, half):
         for x in (0, half):
             naive[..., y:y + half, x:x + half] = styliser.stylise(content[..., y:y + half, x:x + half],
-                                                                  style_codes=stats)
+                                                                  controls=Controls(style_codes=stats))
     cut = [Span(0, SIDE, 0, half + 1, 0, 0), Span(0, SIDE, half - 1, SIDE, 0, 0)]  # across pixels half-1 | half
     naive_seam, naive_rest = seam_energy(naive, cut, cut)
     ref_seam, ref_rest = seam_energy(untiled, cut, cut)
@@ -185,7 +186,7 @@ def test_every_tile_gets_the_global_statistics(photo, styliser):
     content, stats, untiled, _ = photo
     c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
     crop = content[..., 64:-64, 64:-64]
-    passes = styliser.tiled(crop, style_codes=stats)
+    passes = styliser.tiled(crop, controls=Controls(style_codes=stats))
     with torch.no_grad():
         passes.content_stats.add(encode(styliser.encoder, content))  # pass 1 as if over the whole image
         alone = passes.render(crop)
@@ -194,7 +195,7 @@ def test_every_tile_gets_the_global_statistics(photo, styliser):
     centre = (alone - untiled[..., 64:-64, 64:-64])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs()
     assert float(centre.max()) <= MAX_DIFF
     # ... while the crop stylised with its own statistics is not.
-    local = styliser.stylise(crop, style_codes=stats)
+    local = styliser.stylise(crop, controls=Controls(style_codes=stats))
     assert float((local - untiled[..., 64:-64, 64:-64])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs().mean()) > 1e-3
 
 
@@ -212,8 +213,8 @@ def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
     torch.testing.assert_close(tiled_std, std, rtol=1e-5, atol=1e-6)
     styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
     controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
-    diff = (tiling.stylise_tiled(styliser, content, styles, tile=256, **controls)
-            - styliser.stylise(content, styles, **controls)).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
+    diff = (tiling.stylise_tiled(styliser, content, styles, tile=256, controls=Controls(**controls))
+            - styliser.stylise(content, styles, Controls(**controls))).abs()[..., BORDER:-BORDER, BORDER:-BORDER]
     assert float(diff.max()) <= MAX_DIFF
 
 
@@ -262,18 +263,18 @@ def test_tiled_equals_untiled_at_300_by_212_in_a_grid(styliser, monkeypatch):
     content = F.interpolate(torch.rand(1, 3, 37, 26, generator=g), size=(300, 212), mode="bicubic").clamp(0, 1)
     styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
     controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
-    untiled = styliser.stylise(content, styles, **controls)
-    tiled = tiling.stylise_any_size(styliser, content, styles, max_tile=208, **controls)
+    untiled = styliser.stylise(content, styles, Controls(**controls))
+    tiled = tiling.stylise_any_size(styliser, content, styles, max_tile=208, controls=Controls(**controls))
     assert float((tiled - untiled).abs().max()) <= MAX_DIFF
 
 
 def test_tiling_refuses_masks_and_another_output_size(styliser):
     content = torch.rand(1, 3, 40, 300)
+    masks = Controls(masks=[torch.ones(8, 8), torch.zeros(8, 8)])
     with pytest.raises(ConfigError, match="masks are not supported with tiling.*--max-tile 0"):
-        tiling.stylise_any_size(styliser, content, [_style(), _style()], masks=[torch.ones(8, 8), torch.zeros(8, 8)],
-                                max_tile=256)
+        tiling.stylise_any_size(styliser, content, [_style(), _style()], masks, max_tile=256)
     with pytest.raises(ConfigError, match="--output-size.*--max-tile 0"):
-        tiling.stylise_any_size(styliser, content, _style(), output_size=(80, 600), max_tile=256)
+        tiling.stylise_any_size(styliser, content, _style(), Controls(output_size=(80, 600)), max_tile=256)
 
 
 # ---------------------------------------------------------------- the command line

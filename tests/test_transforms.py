@@ -31,6 +31,7 @@ from styletransfer.methods.adain import AdaINDecoder, AdaINModule, Styliser
 from styletransfer.methods.adain import transforms as T
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import build_encoder
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 
@@ -180,8 +181,8 @@ def test_an_efdm_model_stylises_through_the_command_and_refuses_what_it_lacks(tm
     styles = [torch.rand(3, 32, 32, generator=g), torch.rand(3, 56, 40, generator=g)]
     content = torch.rand(1, 3, 40, 48, generator=g)
     codes = model.encode_styles(styles)
-    torch.testing.assert_close(model.stylise(content, style_codes=codes, weights=[0.3, 0.7]),
-                               model.stylise(content, styles, weights=[0.3, 0.7]), rtol=0, atol=0)
+    torch.testing.assert_close(model.stylise(content, controls=Controls(style_codes=codes, weights=[0.3, 0.7])),
+                               model.stylise(content, styles, Controls(weights=[0.3, 0.7])), rtol=0, atol=0)
     capsys.readouterr()
     # masks pass (the Styliser's masked results: test_each_mask_region_...); a region too small is refused by name
     save_image(torch.zeros(3, 20, 24), tmp_path / "black.png")
@@ -213,8 +214,9 @@ def test_wct_behind_an_adain_trained_decoder_through_the_command(tmp_path, capsy
     assert model.transform == "wct" and Styliser.from_checkpoint(path).transform == "adain"
     styles = [torch.rand(3, 32, 32, generator=g), torch.rand(3, 56, 40, generator=g)]
     content = torch.rand(1, 3, 40, 48, generator=g)
-    torch.testing.assert_close(model.stylise(content, style_codes=model.encode_styles(styles), weights=[0.3, 0.7]),
-                               model.stylise(content, styles, weights=[0.3, 0.7]), rtol=0, atol=0)
+    codes = model.encode_styles(styles)
+    torch.testing.assert_close(model.stylise(content, controls=Controls(style_codes=codes, weights=[0.3, 0.7])),
+                               model.stylise(content, styles, Controls(weights=[0.3, 0.7])), rtol=0, atol=0)
     capsys.readouterr()
     assert stylise_main([*common, "--transform", "hm", "-o", str(tmp_path / "bad")]) == 1
     assert "--transform='hm': choose one of adain, adamean, adastd, efdm, wct" in capsys.readouterr().err
@@ -352,8 +354,8 @@ def test_efdm_tiles_with_the_whole_images_ranks(monkeypatch):
     assert len(tiling.spans(200, 184, needs)) == len(tiling.spans(196, 184, needs)) == 2
     for controls in ({}, {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}):
         chosen = styles if controls else styles[:1]
-        untiled = model.stylise(content, chosen, **controls)
-        tiled = tiling.stylise_any_size(model, content, chosen, max_tile=184, **controls)
+        untiled = model.stylise(content, chosen, Controls(**controls))
+        tiled = tiling.stylise_any_size(model, content, chosen, max_tile=184, controls=Controls(**controls))
         assert float(untiled.std()) > 0.05
         assert float((tiled - untiled).abs()[..., 16:-16, 16:-16].max()) <= 1e-4, controls
 
@@ -373,8 +375,8 @@ def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
     assert onnx_model.recorded["transform"] == "adastd" and not onnx_model.capabilities.masks
     g = torch.Generator().manual_seed(6)
     content, styles = torch.rand(1, 3, 53, 77, generator=g), [torch.rand(3, 40, 40, generator=g) for _ in range(2)]
-    controls = {"weights": [0.4, 0.6], "alpha": 0.7}
-    assert float((onnx_model.stylise(content, styles, **controls) - model.stylise(content, styles, **controls))
+    controls = Controls(weights=[0.4, 0.6], alpha=0.7)
+    assert float((onnx_model.stylise(content, styles, controls) - model.stylise(content, styles, controls))
                  .abs().max()) < 1e-3
 
 
@@ -457,11 +459,11 @@ def test_a_mask_over_the_whole_image_is_the_unmasked_transform_through_the_styli
     content, style_a, style_b = torch.rand(1, 3, 40, 48, generator=g), torch.rand(3, 32, 32, generator=g), \
         torch.rand(3, 48, 40, generator=g)
     controls = {"alpha": 0.7, "preserve_colour": True}
-    whole = model.stylise(content, [style_a], masks=[torch.ones(9, 11)], **controls)
-    torch.testing.assert_close(whole, model.stylise(content, [style_a], **controls), rtol=0, atol=0)
+    whole = model.stylise(content, [style_a], Controls(masks=[torch.ones(9, 11)], **controls))
+    torch.testing.assert_close(whole, model.stylise(content, [style_a], Controls(**controls)), rtol=0, atol=0)
     left = torch.zeros(20, 24)
     left[:, :12] = 1.0
-    halves = model.stylise(content, [style_a, style_b], masks=[left, 1 - left])
+    halves = model.stylise(content, [style_a, style_b], Controls(masks=[left, 1 - left]))
     assert halves.shape == content.shape and (halves - model.stylise(content, [style_a])).abs().max() > 1e-3
 
 

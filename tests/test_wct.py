@@ -25,6 +25,7 @@ from styletransfer.methods.wct.decoders import LEVELS, build_decoders
 from styletransfer.methods.wct.styler import WCTStyler
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.pooling import MaxPool2d
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 # ---------------------------------------------------------------- the authors' computation, written out
@@ -122,7 +123,7 @@ def test_the_cascade_equals_the_authors_code(parts, lively_encoder, alpha, facto
         assert image.shape == reference.shape == content.shape and scale > 0, level
         torch.testing.assert_close(image, reference, rtol=0, atol=1e-5 * scale, msg=level)
     scale = float(expected[-1].abs().max())
-    clamped = styler.stylise(content, [style], alpha=alpha)
+    clamped = styler.stylise(content, [style], Controls(alpha=alpha))
     torch.testing.assert_close(clamped, expected[-1].clamp(0, 1), rtol=0, atol=1e-5 * scale)
 
 
@@ -134,14 +135,15 @@ def test_blending_styles_blends_their_means_and_covariances(parts):
     g = torch.Generator().manual_seed(2)
     content, a, b = (torch.rand(1, 3, 32, 48, generator=g) for _ in range(3))
     codes = styler.encode_styles([a, b])
-    torch.testing.assert_close(styler.stylise(content, style_codes=codes, weights=[1, 0]), styler.stylise(content, [a]))
+    torch.testing.assert_close(styler.stylise(content, controls=Controls(style_codes=codes, weights=[1, 0])),
+                               styler.stylise(content, [a]))
     assert sorted(codes[0]) == ["relu1_1", "relu2_1", "relu3_1"]
     mixed = {lv: tuple(0.3 * x + 0.7 * y for x, y in zip(codes[0][lv], codes[1][lv])) for lv in styler.levels}
     assert all(torch.equal(blend_codes(codes, [0.3, 0.7])[lv][i], mixed[lv][i]) for lv in styler.levels for i in (0, 1))
     alphas = dict.fromkeys(styler.levels, 1.0)
     with torch.no_grad():
         expected = cascade(encoder, decoders, content, mixed, alphas, styler.levels).clamp(0, 1)
-    torch.testing.assert_close(styler.stylise(content, [a, b], weights=[0.3, 0.7]), expected)
+    torch.testing.assert_close(styler.stylise(content, [a, b], Controls(weights=[0.3, 0.7])), expected)
     assert not torch.equal(styler.stylise(content, [a]), styler.stylise(content, [b]))
 
 
@@ -153,7 +155,7 @@ def test_bad_styles_levels_and_controls_are_one_line(parts):
         (lambda: styler.stylise(content, [torch.full((3, 40, 40), 0.5)]), "style 0 has no variation at relu5_1"),
         (lambda: styler.stylise(content, [torch.rand(3, 16, 40)]), "style 0: 40x16 px is too small"),
         (lambda: styler.stylise(torch.rand(3, 24, 40), [torch.rand(3, 40, 40)]), "content: 40x24 px is too small"),
-        (lambda: styler.stylise(content, [content], masks=[content[0, 0]]), "does not support masks"),
+        (lambda: styler.stylise(content, [content], Controls(masks=[content[0, 0]])), "does not support masks"),
         (lambda: styler.onnx_graphs(), "ONNX has no operator for"),
         (lambda: WCTStyler(encoder, {"relu1_1": decoders["relu1_1"]}, levels=["relu2_1"]), "no decoder for relu2_1"),
         (lambda: WCTStyler(encoder, decoders, level_alphas={"relu5_1": 2}),
@@ -224,9 +226,9 @@ def test_the_model_files_round_trip(tiny_run, tmp_path):
     assert model.describe()["levels"] == ["relu2_1", "relu1_1"] and model.warning() and "RANDOM" in model.warning()
     g = torch.Generator().manual_seed(3)
     content, style = torch.rand(2, 3, 24, 20, generator=g), torch.rand(3, 28, 36, generator=g)
-    out = model.stylise(content, [style], alpha=0.7)
-    assert out.shape == content.shape and torch.equal(out, again.stylise(content, [style], alpha=0.7))
-    assert model.stylise(content, [style], output_size=(30, 26)).shape == (2, 3, 30, 26)
+    out = model.stylise(content, [style], Controls(alpha=0.7))
+    assert out.shape == content.shape and torch.equal(out, again.stylise(content, [style], Controls(alpha=0.7)))
+    assert model.stylise(content, [style], Controls(output_size=(30, 26))).shape == (2, 3, 30, 26)
     with pytest.raises(EncoderMismatchError, match="not the one this decoder was trained behind"):
         load_model(exported, {**RANDOM_ENCODER, "seed": 1})
     broken = torch.load(exported, weights_only=True)
@@ -305,9 +307,9 @@ def test_level_alpha_from_the_command_line(tiny_run, content_dir, tmp_path, caps
     assert written.name == "coffee_stylised_style_alpha0.8_relu2_1x0.5_relu1_1x0.png"
     images = load_image_tensor(content)[None], [load_image_tensor(style)]
     factors = {"relu2_1": 0.5, "relu1_1": 0.0}
-    expected = load_model(model_file, level_alphas=factors).stylise(*images, alpha=0.8)
+    expected = load_model(model_file, level_alphas=factors).stylise(*images, controls=Controls(alpha=0.8))
     assert float((load_image_tensor(written)[None] - expected).abs().max()) <= 1.0 / 255 + 1e-6
-    assert float((load_model(model_file).stylise(*images, alpha=0.8) - expected).abs().max()) > 0.05
+    assert float((load_model(model_file).stylise(*images, controls=Controls(alpha=0.8)) - expected).abs().max()) > 0.05
     capsys.readouterr()
     adain_file = tmp_path / "decoder.pth"
     save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, adain_file)

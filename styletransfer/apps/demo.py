@@ -11,6 +11,7 @@ comes back as a message in the page (``gr.Error``), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import socket
@@ -25,13 +26,7 @@ from torch import Tensor
 
 from styletransfer.apps.stylise import encoder_arg
 from styletransfer.data.images import load_rgb, pil_to_tensor, resize_to_side, tensor_to_pil
-from styletransfer.protocol.controls import (
-    Capabilities,
-    asked_controls,
-    check_controls,
-    check_size,
-    refuse_unsupported,
-)
+from styletransfer.protocol.controls import Capabilities, Controls, check_controls, check_size, refuse_unsupported
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import device_name, resolve_device
@@ -153,7 +148,7 @@ class DemoPredictor:
             raise ConfigError(f"style {name!r}: this model has the styles {', '.join(names) or 'none by name'}")
         content = _content(content_path, self.max_long_side, self.styliser.capabilities.min_side)
         weights = [1.0 if own == name else 0.0 for own in names]
-        return tensor_to_pil(self.styliser.stylise(pil_to_tensor(content), [], weights=weights))
+        return tensor_to_pil(self.styliser.stylise(pil_to_tensor(content), [], Controls(weights=weights)))
 
     def _stylise(
         self,
@@ -169,18 +164,11 @@ class DemoPredictor:
         content = _content(content_path, self.max_long_side, caps.min_side)
         styles, weights = _styles(slots, caps.style_input)
         masks = _masks(mask_path, content, len(styles))
-        asked = asked_controls(styles, weights, float(alpha), masks, preserve_colour)
-        refuse_unsupported(caps, "this model", asked, PAGE_CONTROLS)
+        asked = Controls(weights=weights, alpha=float(alpha), preserve_colour=preserve_colour, masks=masks)
+        refuse_unsupported(caps, "this model", asked.asked(styles), PAGE_CONTROLS)
         mixed = check_controls(len(styles), None if masks else weights, float(alpha), masks) if styles else None
         try:
-            out = self.styliser.stylise(
-                pil_to_tensor(content),
-                styles,
-                weights=mixed,
-                alpha=float(alpha),
-                preserve_colour=preserve_colour,
-                masks=masks,
-            )
+            out = self.styliser.stylise(pil_to_tensor(content), styles, dataclasses.replace(asked, weights=mixed))
         except MaskRegionError as exc:  # the page's one mask holds style 1's region in white, style 2's in black
             region = "white (style 1)" if exc.mask == 0 else "black (style 2)"
             raise ConfigError(f"the mask's {region} part: {exc.reason}") from None

@@ -30,15 +30,7 @@ from torch import Tensor
 from styletransfer.data.images import to_unit_float
 from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoder import trained_behind_random
-from styletransfer.protocol.controls import (
-    Capabilities,
-    as_batch,
-    asked_controls,
-    check_controls,
-    check_weights,
-    refuse_unsupported,
-    style_list,
-)
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch, check_weights
 from styletransfer.protocol.model import QUANTILE_CODES, OnnxGraph, TiledStylisation, TilingNeeds
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
@@ -256,44 +248,27 @@ class OnnxModel:
         return check_weights(weights, len(self.own_styles))
 
     def encode_styles(self, styles: Sequence[Tensor]) -> list[tuple[Tensor, ...]]:
-        """Each style's code from the style graph: pass them as ``stylise(..., style_codes=...)``."""
+        """Each style's code from the style graph: pass them as ``Controls(style_codes=...)``."""
         return [self.run_style(style) for style in styles]
 
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[tuple[Tensor, ...]] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """The model's stylisation in onnxruntime: content (float in [0, 1] or uint8), one or more styles blended
         with ``weights``, ``alpha``, colour preservation (each style recoloured to each content before the style
-        graph). Masks and another output size need the PyTorch runtime."""
-        if masks is not None or output_size is not None:
-            raise ConfigError(
-                "masks and output_size need the PyTorch runtime: the image graph takes whole-image "
-                "statistics and returns the content's size"
-            )
+        graph). Masks and another output size need the PyTorch runtime (the image graph takes whole-image
+        statistics and returns the content's size)."""
+        styles = accept(self, styles, controls, elsewhere="load the model with the PyTorch runtime")
         batch = to_unit_float(as_batch(content, "content")).float()
-        styles = style_list(styles)
-        if not self.capabilities.style_input:  # a network of its own style: the app refused styles and weights
-            refuse_unsupported(self.capabilities, self.source, asked_controls(styles, weights, alpha))
-            return self.run_image(batch, (), alpha, weights)
-        cached = style_codes is not None and not preserve_colour
-        mixed = check_controls(len(style_codes or ()) if cached else len(styles), weights, alpha, None) or [1.0]
+        if not self.capabilities.style_input:  # a network of its own style: weights over its styles
+            return self.run_image(batch, (), controls.alpha, controls.weights)
+        mixed = controls.checked_weights(styles) or [1.0]
         codes: list[tuple[Tensor, ...]]
-        if preserve_colour:
+        if controls.preserve_colour:
             codes = [self._recoloured(as_batch(style, f"style {k}"), batch) for k, style in enumerate(styles)]
         else:
-            codes = list(style_codes) if style_codes is not None else self.encode_styles(styles)
+            codes = controls.cached_codes or self.encode_styles(styles)
         parts = [self._same_lengths(codes, i) for i in range(len(codes[0]))]  # per tensor, over the styles
         blended = tuple(sum((w * code for w, code in zip(mixed, part)), torch.zeros_like(part[0])) for part in parts)
-        return self.run_image(batch, blended, alpha)
+        return self.run_image(batch, blended, controls.alpha)
 
     def _same_lengths(self, codes: Sequence[tuple[Tensor, ...]], i: int) -> list[Tensor]:
         """Tensor ``i`` of each style's code; a sorted sequence (``QUANTILE_CODES``) resampled to the longest by
@@ -316,7 +291,7 @@ class OnnxModel:
     def tiling(self) -> TilingNeeds | None:
         return None
 
-    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledStylisation:
         raise ConfigError("the ONNX image graph stylises whole images: --max-tile needs --runtime torch")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:

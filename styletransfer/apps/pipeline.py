@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from styletransfer.apps.tiling import stylise_any_size
 from styletransfer.data.images import load_rgb, pil_to_uint8, resize_to_side, save_pil, to_uint8_hwc
-from styletransfer.protocol.controls import check_size
+from styletransfer.protocol.controls import Controls, check_size
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
@@ -197,13 +197,15 @@ def run_folder(
     contents: Iterator[Decoded],
     paths: Sequence[Path],
     output_of: Callable[[Path], Path],
-    controls: dict,
+    styles: Sequence[Tensor],
+    controls: Controls,
     batch_size: int,
     writers: int = 2,
     quality: int = 95,
+    max_tile: int | str = 0,
 ) -> FolderRun:
     """Stylise ``contents`` (``decoded(paths, ...)``) in same-size batches of up to ``batch_size``, writing the
-    result of ``paths[i]`` to ``output_of(paths[i])`` on ``writers`` threads; ``controls`` go to
+    result of ``paths[i]`` to ``output_of(paths[i])`` on ``writers`` threads; ``styles`` and ``controls`` go to
     ``tiling.stylise_any_size`` (the model's ``stylise``, in tiles past ``max_tile``)."""
     groups, sink, run = SizeGroups(batch_size), Writers(writers, quality), FolderRun()
     skipped: dict[int, str] = {}
@@ -217,7 +219,9 @@ def run_folder(
         fill = batch_size - len(images) if device.type == "cuda" else 0
         stacked = torch.stack(images + images[-1:] * fill)
         try:
-            host, ready = to_host(stylise_any_size(styliser, stacked, **controls)[: len(batch)])
+            host, ready = to_host(
+                stylise_any_size(styliser, stacked, styles, controls, max_tile=max_tile)[: len(batch)]
+            )
         except torch.cuda.OutOfMemoryError:
             shape = "x".join(str(side) for side in stacked.shape[-1:-3:-1])
             for index, _ in batch:

@@ -31,7 +31,7 @@ from styletransfer.apps.pipeline import decoded, run_folder
 from styletransfer.apps.video import VideoStopped, check_smoothing, stylise_video
 from styletransfer.data.images import find_images, load_image_tensor, load_rgb, pil_to_tensor
 from styletransfer.data.video import is_video_path, open_clip
-from styletransfer.protocol.controls import asked_controls, check_controls, check_weights, refuse_unsupported
+from styletransfer.protocol.controls import Controls, check_controls, check_weights, refuse_unsupported
 from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import resolve_device
@@ -181,7 +181,8 @@ def _onnx_refused(args: argparse.Namespace) -> list[str]:
 
 def _refused(args: argparse.Namespace, model: StyleModel) -> None:
     """One line naming every flag the loaded model does not support (its declared capabilities)."""
-    asked = asked_controls(args.style, args.weights, args.alpha, args.mask, args.preserve_colour, args.output_size)
+    flags = {"alpha": args.alpha, "preserve_colour": args.preserve_colour, "output_size": args.output_size}
+    asked = Controls(weights=args.weights, masks=args.mask, **flags).asked(args.style)
     runtime = " in onnxruntime" if args.runtime == "onnx" else ""
     elsewhere = "use --runtime torch" if args.runtime == "onnx" else ""
     refuse_unsupported(
@@ -242,17 +243,18 @@ def _named_weights(args: argparse.Namespace, model: StyleModel, weights: list[fl
     return [sum(w for name, w in zip(args.style_name, chosen) if name == style) for style in names]
 
 
-def _controls(args: argparse.Namespace, model: StyleModel, weights: list[float] | None, styles: list[Tensor]) -> dict:
-    """The keyword arguments of ``model.stylise`` the flags ask for (the styles' codes computed once)."""
-    return {
-        "styles": styles,
-        "weights": weights,
-        "alpha": args.alpha,
-        "preserve_colour": args.preserve_colour,
-        "masks": [_mask_tensor(p) for p in args.mask] if args.mask else None,
-        "output_size": tuple(args.output_size) if args.output_size else None,
-        "style_codes": None if args.preserve_colour or not styles else model.encode_styles(styles),
-    }
+def _controls(
+    args: argparse.Namespace, model: StyleModel, weights: list[float] | None, styles: list[Tensor]
+) -> Controls:
+    """The controls the flags ask for (the styles' codes computed once)."""
+    return Controls(
+        weights=weights,
+        alpha=args.alpha,
+        preserve_colour=args.preserve_colour,
+        masks=[_mask_tensor(p) for p in args.mask] if args.mask else None,
+        output_size=tuple(args.output_size) if args.output_size else None,
+        style_codes=None if args.preserve_colour or not styles else model.encode_styles(styles),
+    )
 
 
 def _video_output(args: argparse.Namespace) -> Path:
@@ -261,11 +263,13 @@ def _video_output(args: argparse.Namespace) -> Path:
     return args.output / _output_name(stem, args).with_suffix(".mp4")
 
 
-def _run_video(args: argparse.Namespace, styliser: StyleModel, controls: dict, output: Path) -> list[Path]:
+def _run_video(
+    args: argparse.Namespace, styliser: StyleModel, styles: list[Tensor], controls: Controls, output: Path
+) -> list[Path]:
     """Stylise the clip (or, with --video-frames, the folder of frames) ``--content`` names into ``output``."""
     clip = open_clip(args.content, args.fps if args.video_frames else None)
     run = stylise_video(
-        styliser, clip, output, controls, args.batch_size, args.temporal_smoothing, args.content_short_side
+        styliser, clip, output, styles, controls, args.batch_size, args.temporal_smoothing, args.content_short_side
     )
     print(f"wrote {run.path} ({run.frames} frames at {float(clip.rate):g} fps{', audio copied' if clip.audio else ''})")
     if clip.frames and run.frames != clip.frames:
@@ -293,7 +297,8 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         weights = _named_weights(args, styliser, weights)
         styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
         try:
-            return _run_video(args, styliser, _controls(args, styliser, weights, styles), _video_output(args))
+            controls = _controls(args, styliser, weights, styles)
+            return _run_video(args, styliser, styles, controls, _video_output(args))
         except VideoStopped as exc:  # a mask's region too small at the frames' size: the first batch stops
             if not isinstance(exc.__cause__, MaskRegionError):
                 raise
@@ -323,9 +328,7 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
         torch.backends.cudnn.benchmark = True  # a folder run repeats a few shapes: pick the fastest kernels once
     styles = [load_image_tensor(p, size=args.style_short_side or None) for p in args.style]
     controls = _controls(args, styliser, weights, styles)
-    if styliser.tiling() is not None:
-        controls["max_tile"] = args.max_tile  # an image with a longer side is stylised in tiles (``tiling``)
-    elif args.max_tile not in ("auto", 0):
+    if styliser.tiling() is None and args.max_tile not in ("auto", 0):
         runtime = " in onnxruntime" if args.runtime == "onnx" else ""
         raise ConfigError(
             f"--max-tile: {args.checkpoint} ({styliser.method} model{runtime}) stylises whole images only: "
@@ -339,10 +342,12 @@ def run_cli(args: argparse.Namespace) -> list[Path]:
                 decoded_contents,
                 contents,
                 outputs.__getitem__,
+                styles,
                 controls,
                 args.batch_size,
                 args.writers,
                 args.quality,
+                args.max_tile,  # an image with a longer side is stylised in tiles (``tiling``) if the model can be
             )
     except MaskRegionError as exc:  # the images written before are whole
         raise _mask_named(args, exc) from None

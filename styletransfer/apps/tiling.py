@@ -26,14 +26,13 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from styletransfer.data.images import unit_float_on
-from styletransfer.protocol.controls import as_batch, style_list
-from styletransfer.protocol.model import StyleCode, StyleModel, TilingNeeds
+from styletransfer.protocol.controls import PLAIN, Controls, as_batch, style_list
+from styletransfer.protocol.model import StyleModel, TilingNeeds
 from styletransfer.runtime.errors import ConfigError
 
 try:  # optional: a better reading of available RAM than /proc/meminfo where it is installed
@@ -178,14 +177,9 @@ def stylise_tiled(
     model: StyleModel,
     content: Tensor,
     styles: Sequence[Tensor] = (),
+    controls: Controls = PLAIN,
     *,
     tile: int | str = "auto",
-    weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    preserve_colour: bool = False,
-    masks: Sequence[Tensor] | None = None,
-    output_size: tuple[int, int] | None = None,
-    style_codes: Sequence[StyleCode] | None = None,
 ) -> Tensor:
     """``model.stylise`` in windows of at most ``tile`` x ``tile`` px (``auto``: from the free memory; see the module
     docstring), so device memory is bounded by the tile. ``content`` (3, H, W) or (N, 3, H, W), uint8 or float,
@@ -196,19 +190,12 @@ def stylise_tiled(
         raise ConfigError(f"{model.method} models cannot be stylised in tiles: pass --max-tile 0 (max_tile=0)")
     content = as_batch(content, "content")
     size = (int(content.shape[-2]), int(content.shape[-1]))
-    check_tileable(size, masks, output_size)
+    check_tileable(size, controls.masks, controls.output_size)
     side = tile_side(tile, needs, model.device, content.shape[0], size[0] * size[1]) or max(size)
     rows, cols = spans(size[0], side, needs), spans(size[1], side, needs)
     log.info("stylising %dx%d px in %d x %d windows of at most %d px", size[1], size[0], len(rows), len(cols), side)
     device = model.device
-    passes = model.tiled(
-        content,
-        style_list(styles),
-        weights=weights,
-        alpha=alpha,
-        preserve_colour=preserve_colour,
-        style_codes=style_codes,
-    )
+    passes = model.tiled(content, style_list(styles), controls)
     for _ in range(passes.statistics_passes):
         for index, (row, col, window) in enumerate(windows(content, rows, cols)):
             passes.observe(unit_float_on(window, device), (owned_pixels(row), owned_pixels(col)), index)
@@ -224,7 +211,12 @@ def stylise_tiled(
 
 
 def stylise_any_size(
-    model: StyleModel, content: Tensor, styles: Sequence[Tensor] = (), *, max_tile: int | str = 0, **controls: Any
+    model: StyleModel,
+    content: Tensor,
+    styles: Sequence[Tensor] = (),
+    controls: Controls = PLAIN,
+    *,
+    max_tile: int | str = 0,
 ) -> Tensor:
     """``model.stylise``, or :func:`stylise_tiled` for an image with a side longer than ``max_tile`` (0: never;
     ``auto``: from the free memory) when the model can be tiled; the tiled result is on the host."""
@@ -233,5 +225,5 @@ def stylise_any_size(
         batch = as_batch(content, "content")
         side = tile_side(max_tile, needs, model.device, batch.shape[0], batch.shape[-2] * batch.shape[-1])
         if max(batch.shape[-2:]) > side:
-            return stylise_tiled(model, batch, styles, tile=side, **controls)
-    return model.stylise(content, styles, **controls)
+            return stylise_tiled(model, batch, styles, controls, tile=side)
+    return model.stylise(content, styles, controls)

@@ -21,15 +21,17 @@ the whole frame.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from styletransfer.apps.interrupts import Terminated, sigterm_raises
@@ -37,7 +39,7 @@ from styletransfer.apps.pipeline import to_host
 from styletransfer.data.flow import Motion, motion, resize_frame, warp
 from styletransfer.data.images import array_to_uint8, float_array_to_uint8
 from styletransfer.data.video import Clip, VideoWriter, read_frames
-from styletransfer.protocol.controls import check_size
+from styletransfer.protocol.controls import Controls, check_size
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import ConfigError, RunInterrupted, StyleTransferError
 
@@ -180,17 +182,18 @@ def stylise_video(
     styliser: StyleModel,
     clip: Clip,
     output: Path,
-    controls: dict,
+    styles: Sequence[Tensor],
+    controls: Controls,
     batch_size: int,
     smoothing: float = 0.0,
     content_short_side: int | None = None,
 ) -> VideoRun:
-    """Stylise every frame of ``clip`` (``controls`` as for ``StyleModel.stylise``) in batches of ``batch_size``
-    consecutive frames into the mp4 ``output``; ``smoothing``: see the module's docstring."""
+    """Stylise every frame of ``clip`` with ``styles`` and ``controls`` (``StyleModel.stylise``) in batches of
+    ``batch_size`` consecutive frames into the mp4 ``output``; ``smoothing``: see the module's docstring."""
     check_smoothing(smoothing)
-    size, out_size = frame_sizes(clip, content_short_side, controls.get("output_size"), styliser.capabilities.min_side)
+    size, out_size = frame_sizes(clip, content_short_side, controls.output_size, styliser.capabilities.min_side)
     if out_size != size[::-1]:  # only when needed: the ONNX runtime returns the content's size only
-        controls = {**controls, "output_size": out_size}
+        controls = dataclasses.replace(controls, output_size=out_size)
     writer = VideoWriter(output, clip, out_size[1], out_size[0])
     frames: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     results: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -220,7 +223,7 @@ def stylise_video(
         ):
             for batch in _batches(frames, batch_size, failures):
                 images, stamps, motions = zip(*batch)
-                result = styliser.stylise(torch.stack(images), **controls)
+                result = styliser.stylise(torch.stack(images), styles, controls)
                 results.put((*to_host(result), stamps, motions))
                 stylised += len(batch)
                 bar.update(len(batch))

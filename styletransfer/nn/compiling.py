@@ -1,8 +1,9 @@
 """torch.compile as the methods and the styliser use it: the modes a ``compile`` setting accepts, and calling a
-function compiled with CUDA graphs, whose outputs the next replay overwrites."""
+function compiled with CUDA graphs, whose outputs the next replay overwrites; the models' ``bf16`` autocast."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,3 +41,10 @@ def call_graph_safe(compiled: Callable[..., Any], *args: Any) -> Any:
     torch.compiler.cudagraph_mark_step_begin()
     out = compiled(*args)
     return {k: v.clone() for k, v in out.items()} if isinstance(out, Mapping) else out.clone()
+
+
+def bf16_autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """A loaded model's ``bf16`` speed option: bfloat16 autocast on ``device`` when ``enabled``, else nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
+from styletransfer.protocol.controls import Controls
 from styletransfer.protocol.model import StyleModel
 
 
@@ -36,6 +37,6 @@ def model_candidate(model: StyleModel, label: str) -> Candidate:
 
     def run(content: Tensor, style: Tensor, alpha: float) -> Tensor:
         styles = [style] if caps.style_input else []
-        return model.stylise(content, styles, alpha=alpha if caps.alpha else 1.0)
+        return model.stylise(content, styles, Controls(alpha=alpha if caps.alpha else 1.0))
 
     return Candidate(label, run, model.describe(), supports_alpha=caps.alpha)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -48,23 +49,88 @@ CONTROL_FLAGS = {
 }
 
 
-def asked_controls(
-    styles: Sequence[object] = (),
-    weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    masks: Sequence[object] | None = None,
-    preserve_colour: bool = False,
-    output_size: tuple[int, int] | None = None,
-) -> dict[str, bool]:
-    """Which controls a call asks for (a control at its default value asks for nothing)."""
-    return {
-        "styles": len(styles) > 0,
-        "weights": weights is not None and len(weights) > 1,
-        "alpha": float(alpha) != 1.0,
-        "masks": masks is not None,
-        "preserve_colour": bool(preserve_colour),
-        "output_size": output_size is not None,
-    }
+#: Each control's name in the Python API (``Controls``' fields), for refusals raised by a model itself.
+KEYWORDS = {
+    "styles": "styles",
+    "weights": "weights",
+    "alpha": "alpha",
+    "masks": "masks",
+    "preserve_colour": "preserve_colour",
+    "output_size": "output_size",
+}
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The test-time controls of one stylisation (``StyleModel.stylise``, ``StyleModel.tiled`` and the applications
+    that call them); the defaults ask for nothing.
+
+    ``weights``: one per style, summing to 1, to blend several styles (a network of its own styles: one per style
+    it holds). ``alpha`` in [0, 1]: the content-style trade-off. ``preserve_colour``: each style recoloured to the
+    content first. ``masks``: one per style, (H, W) in [0, 1], any size: style k where mask k >= 0.5. ``output_size``
+    (H, W): default the content's. ``style_codes``: the styles' codes from ``StyleModel.encode_styles``, in place of
+    the style images (except with colour preservation, which depends on the content).
+    """
+
+    weights: Sequence[float] | None = None
+    alpha: float = 1.0
+    preserve_colour: bool = False
+    masks: Sequence[Tensor] | None = None
+    output_size: tuple[int, int] | None = None
+    style_codes: Sequence[Any] | None = None
+
+    @property
+    def cached_codes(self) -> list[Any] | None:
+        """The given style codes, unless colour preservation recomputes them from the style images."""
+        return None if self.style_codes is None or self.preserve_colour else list(self.style_codes)
+
+    def style_count(self, styles: Sequence[object]) -> int:
+        """How many styles the call blends: its cached codes, else its style images."""
+        codes = self.cached_codes
+        return len(styles) if codes is None else len(codes)
+
+    def asked(self, styles: Sequence[object] = ()) -> dict[str, bool]:
+        """Which controls the call asks for (a control at its default value asks for nothing)."""
+        return {
+            "styles": self.style_count(styles) > 0,
+            "weights": self.weights is not None and len(self.weights) > 1,
+            "alpha": float(self.alpha) != 1.0,
+            "masks": self.masks is not None,
+            "preserve_colour": bool(self.preserve_colour),
+            "output_size": self.output_size is not None,
+        }
+
+    def checked_weights(self, styles: Sequence[object]) -> list[float] | None:
+        """:func:`check_controls` for the styles as the call counts them; the interpolation weights (None with
+        masks)."""
+        return check_controls(self.style_count(styles), self.weights, self.alpha, self.masks)
+
+    def size(self, content: Tensor) -> tuple[int, int]:
+        """The output size (H, W): ``output_size``, else the content's."""
+        height, width = self.output_size or content.shape[-2:]
+        return int(height), int(width)
+
+
+#: A call with every control at its default.
+PLAIN = Controls()
+
+
+class Declares(Protocol):
+    """What :func:`accept` reads of a model: its name, file and capabilities."""
+
+    method: str
+    source: str
+    capabilities: Capabilities
+
+
+def accept(model: Declares, styles: Tensor | Sequence[Tensor], controls: Controls, elsewhere: str = "") -> list[Tensor]:
+    """The styles of a call as a list, once the controls ``model`` does not declare are refused in one line (by
+    their Python names, with ``elsewhere`` as for :func:`refuse_unsupported`; the applications refuse them by their
+    flags before any work)."""
+    styles = style_list(styles)
+    what = model.source or f"this {model.method} model"
+    refuse_unsupported(model.capabilities, what, controls.asked(styles), KEYWORDS, elsewhere)
+    return styles
 
 
 def refuse_unsupported(

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.nn.encoder import trained_behind_random
-from styletransfer.protocol.controls import Capabilities
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
 
 #: A style as the method needs it: opaque to the applications, made by ``encode_styles``, given back to ``stylise``.
 StyleCode = Any
@@ -87,6 +87,62 @@ class OnnxGraph:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GraphDims:
+    """The dynamic dimensions of an export's graphs: the batch and the image sides (at least the model's smallest)."""
+
+    batch: Any
+    height: Any
+    width: Any
+
+    @classmethod
+    def at_least(cls, min_side: int) -> GraphDims:
+        """A batch of 1 or more and sides of at least ``min_side`` px."""
+        dim = torch.export.Dim
+        return cls(dim("N", min=1), dim("H", min=min_side), dim("W", min=min_side))
+
+    def image(self) -> dict[int, Any]:
+        """An image batch's dynamic axes (N, 3, H, W)."""
+        return {0: self.batch, 2: self.height, 3: self.width}
+
+
+def image_graph(
+    module: nn.Module,
+    reference: nn.Module,
+    check_inputs: Any,
+    dims: GraphDims,
+    codes: dict[str, Any],
+    alpha: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> OnnxGraph:
+    """The image graph: inputs ``content`` (dynamic ``dims``), ``alpha`` (a scalar, when the model has it), then the
+    style code's tensors (``codes``: name -> dynamic axes); output ``image``. Its example inputs are
+    ``check_inputs(64, 56)``."""
+    names = ("content", "alpha", *codes) if alpha else ("content", *codes)
+    shapes = {"content": dims.image(), **({"alpha": None} if alpha else {}), **codes}
+    return OnnxGraph(
+        role="image",
+        suffix="",
+        module=module,
+        reference=reference,
+        inputs=check_inputs(64, 56),
+        input_names=names,
+        output_names=("image",),
+        dynamic_shapes=shapes,
+        check_inputs=check_inputs,
+        metadata=dict(metadata or {}),
+    )
+
+
+def style_graph(
+    module: nn.Module, reference: nn.Module, check_inputs: Any, dims: GraphDims, codes: tuple[str, ...]
+) -> OnnxGraph:
+    """The style graph: input ``style`` (one image, dynamic sides), outputs the code's tensors ``codes``. Its example
+    inputs are ``check_inputs(56, 64)``."""
+    sides = {"style": {2: dims.height, 3: dims.width}}
+    return OnnxGraph("style", ".style", module, check_inputs(56, 64), ("style",), codes, sides, check_inputs, reference)
+
+
 @runtime_checkable
 class StyleModel(Protocol):
     """A trained feed-forward style-transfer model on a device, with the controls it declares.
@@ -113,37 +169,19 @@ class StyleModel(Protocol):
     def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleCode]:
         """Each style image (3, h, w) or (1, 3, h, w) in [0, 1] as the method's style code, to reuse across calls."""
 
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[StyleCode] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, stylised: float32 (N, 3, H, W) in [0, 1].
 
-        ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation, which
-        depends on the content. Controls the model does not declare are refused with one line."""
+        ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation,
+        which depends on the content. Controls the model does not declare are refused with one line
+        (:func:`~styletransfer.protocol.controls.accept`)."""
 
     def tiling(self) -> TilingNeeds | None:
         """What tiling must respect, or None when the model cannot be tiled."""
 
-    def tiled(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        style_codes: Sequence[StyleCode] | None = None,
-    ) -> TiledStylisation:
-        """One tiled call on ``content`` (N, 3, H, W), which stays where it is (e.g. on the host)."""
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledStylisation:
+        """One tiled call on ``content`` (N, 3, H, W), which stays where it is (e.g. on the host); ``controls``
+        without masks or another output size (the tiling application refuses them)."""
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The graphs of an ONNX export (float16 weights and activations with ``fp16``)."""

@@ -4,7 +4,8 @@ A plugin is a module of the method's own folder (``styletransfer/methods/<name>/
 
 * ``NAME`` (the method's name) and ``FILES`` (the model files it reads, for error messages);
 * ``recognises(obj) -> bool``: whether a weights-only-loaded file is one of its model files;
-* ``load(obj, path, *, encoder, device, channels_last, bf16, compile) -> StyleModel`` (feed-forward methods);
+* ``load(obj, path, options) -> StyleModel`` (feed-forward methods; ``options``: a
+  :class:`~styletransfer.protocol.loading.LoadOptions`, then the method's own keyword options);
 * ``config_candidate(method_cfg, encoder_cfg, options, device) -> Candidate`` (methods evaluated from their
   config, such as Neural Style, whose "model" is an optimisation per pair).
 
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from styletransfer.nn.weights import safe_load
+from styletransfer.protocol.loading import LoadOptions
 from styletransfer.protocol.model import StyleModel
 from styletransfer.runtime.errors import CheckpointError, ConfigError
 
@@ -78,14 +80,20 @@ def load_model(
     device: str | torch.device = "cpu",
     check: Callable[[str, bool], None] | None = None,
     flags: Mapping[str, str] | None = None,
+    *,
+    channels_last: bool = False,
+    bf16: bool = False,
+    compile: bool | str = False,
     **options: Any,
 ) -> StyleModel:
     """The feed-forward model in a model file of any method (read weights-only once; each plugin that can load
-    files is asked whether it recognises it). ``encoder`` and ``options`` (channels_last, bf16, compile) go to the
-    plugin's ``load``; a file no plugin recognises is a CheckpointError listing what each method reads. ``check``
-    is called with the method's name and whether its models take style images (the plugin's ``STYLE_INPUT``) once
-    the file is recognised and before the model is built: an application refuses a missing input there, before the
-    slow part. ``flags`` names an option's command-line flag in that refusal (option -> flag)."""
+    files is asked whether it recognises it). ``encoder``, ``device`` and the speed options go to the plugin's
+    ``load`` as one :class:`~styletransfer.protocol.loading.LoadOptions`, ``options`` (a method's own, e.g.
+    ``transform``, ``levels``) as keywords; a file no plugin recognises is a CheckpointError listing what each
+    method reads. ``check`` is called with the method's name and whether its models take style images (the
+    plugin's ``STYLE_INPUT``) once the file is recognised and before the model is built: an application refuses a
+    missing input there, before the slow part. ``flags`` names an option's command-line flag in that refusal
+    (option -> flag)."""
     path = Path(path).expanduser()
     obj = safe_load(path)
     readers = [p for p in map(plugin, plugin_modules()) if hasattr(p, "recognises")]
@@ -99,7 +107,8 @@ def load_model(
                     option = f"{name} option ({flags[name]})" if flags and name in flags else f"{name} option"
                     raise ConfigError(f"{path} is a {reader.NAME} model, which has no {option}: leave it out")
             given = {name: value for name, value in options.items() if name in taken}
-            model: StyleModel = reader.load(obj, path, encoder=encoder, device=device, **given)
+            loading = LoadOptions(encoder, device, channels_last, bf16, compile)
+            model: StyleModel = reader.load(obj, path, loading, **given)
             if model.warning():  # once, for every method and every application that loads through here
                 log.warning("%s", model.warning())
             return model

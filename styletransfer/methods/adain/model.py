@@ -4,6 +4,7 @@ the sweep objective all call."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import STD_EPS, mean_std
 from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
-from styletransfer.protocol.controls import check_controls
+from styletransfer.protocol.controls import PLAIN, Controls
 from styletransfer.runtime.errors import ConfigError
 
 #: The encoder layer the decoder inverts: AdaIN mixes statistics here and the content loss is measured here (the
@@ -234,36 +235,15 @@ def _stats_for(
     encoder: FeatureEncoder,
     content: Tensor | None,
     styles: Sequence[Tensor],
-    preserve_colour: bool,
-    style_features: Sequence[Tensor] | None,
-    stats: Sequence[StyleStats] | None,
+    controls: Controls,
     channels_last: bool,
     bottleneck: str = BOTTLENECK,
 ) -> list[StyleStats]:
     """Each style's statistics: recomputed per content with colour preservation, else the cached ones if given."""
-    if preserve_colour:
-        return style_stats(encoder, styles, content, channels_last, bottleneck)
-    if stats is not None:
-        return list(stats)
-    if style_features is not None:
-        return [mean_std(features) for features in style_features]
-    return style_stats(encoder, styles, None, channels_last, bottleneck)
-
-
-def check_style_controls(
-    styles: Sequence[Tensor],
-    weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    masks: Sequence[object] | None = None,
-    preserve_colour: bool = False,
-    style_stats: Sequence[StyleStats] | None = None,
-    style_features: Sequence[Tensor] | None = None,
-) -> list[float] | None:
-    """:func:`check_controls` for the styles of a call as ``stylise`` counts them: the cached statistics (or
-    features) unless colour preservation recomputes them from ``styles``. Returns the interpolation weights."""
-    cached = style_stats if style_stats is not None else style_features
-    n_styles = len(cached) if cached is not None and not preserve_colour else len(styles)
-    return check_controls(n_styles, weights, alpha, masks)
+    cached = controls.cached_codes
+    if cached is not None:
+        return cached
+    return style_stats(encoder, styles, content if controls.preserve_colour else None, channels_last, bottleneck)
 
 
 @torch.no_grad()
@@ -272,21 +252,17 @@ def stylise(
     decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
+    controls: Controls = PLAIN,
     *,
-    weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    preserve_colour: bool = False,
-    masks: Sequence[Tensor] | None = None,
-    output_size: tuple[int, int] | None = None,
     style_features: Sequence[Tensor] | None = None,
-    style_stats: Sequence[StyleStats] | None = None,
     channels_last: bool = False,
     core: Core | None = None,
     bottleneck: str = BOTTLENECK,
 ) -> Tensor:
     """AdaIN inference: encode, AdaIN, trade-off, decode. Returns float32 (N, 3, H, W) clamped to [0, 1].
 
-    ``content`` (N, 3, H, W) and each style (N or 1, 3, h, w) are RGB in [0, 1] on the models' device.
+    ``content`` (N, 3, H, W) and each style (N or 1, 3, h, w) are RGB in [0, 1] on the models' device. The
+    ``controls`` (:class:`~styletransfer.protocol.controls.Controls`):
 
     - ``alpha`` in [0, 1]: t = alpha * AdaIN(f(c), f(s)) + (1 - alpha) * f(c); alpha = 0 gives decode(encode(c));
     - several ``styles`` with ``weights`` (one per style, summing to 1): t = sum_k w_k AdaIN(f(c), f(s_k));
@@ -294,24 +270,26 @@ def stylise(
     - ``masks`` (one per style, (H, W) in [0, 1], any size): style k only where mask k >= 0.5, at feature
       resolution; positions in no mask keep the content. Not combined with ``weights``;
     - ``output_size`` (H, W): default the content's size;
-    - ``style_stats``: precomputed ``style_stats(encoder, styles)`` to reuse across calls (or, the older way,
+    - ``style_codes``: precomputed ``style_stats(encoder, styles)`` to reuse across calls (or, the older way,
       ``style_features``: ``encode_styles(encoder, styles)``); both are ignored with colour preservation, which
-      depends on the content;
-    - ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one);
-    - ``bottleneck``: the encoder layer the decoder inverts (default relu4_1).
+      depends on the content.
+
+    ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one);
+    ``bottleneck``: the encoder layer the decoder inverts (default relu4_1).
     Runs under whatever autocast the caller set; the AdaIN statistics are float32 in any case.
     """
-    weights = check_style_controls(styles, weights, alpha, masks, preserve_colour, style_stats, style_features)
-    size = (int(output_size[0]), int(output_size[1])) if output_size is not None else tuple(content.shape[-2:])
+    if style_features is not None and controls.style_codes is None:
+        controls = dataclasses.replace(controls, style_codes=[mean_std(features) for features in style_features])
+    weights = controls.checked_weights(styles)
+    size = controls.size(content)
     core = stylise_core if core is None else core
+    alpha = float(controls.alpha)
     if alpha == 0.0:
         return core(encoder, decoder, content, None, 0.0, size, channels_last, bottleneck)
-    stats = _stats_for(
-        encoder, content, styles, preserve_colour, style_features, style_stats, channels_last, bottleneck
-    )
-    if masks is None:
+    stats = _stats_for(encoder, content, styles, controls, channels_last, bottleneck)
+    if controls.masks is None:
         mixed = mix_stats(stats, weights)
-        return core(encoder, decoder, content, mixed, float(alpha), size, channels_last, bottleneck)
+        return core(encoder, decoder, content, mixed, alpha, size, channels_last, bottleneck)
     c_feat = encode(encoder, content, channels_last, bottleneck)
-    region = region_masks(masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
+    region = region_masks(controls.masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
     return decode_clamped(decoder, masked_adain(c_feat, stats, region), c_feat, alpha, size)

@@ -43,6 +43,7 @@ from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder, feature
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,11 @@ class AdaINModule(pl.LightningModule):
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
         """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``
         (``transforms.stylise_transform`` for a transform other than AdaIN)."""
-        options = {"alpha": alpha, "channels_last": self.hparams.channels_last, "bottleneck": self.bottleneck}
+        options = {"channels_last": self.hparams.channels_last, "bottleneck": self.bottleneck}
+        parts = (self.encoder, self.decoder, content, [style], Controls(alpha=alpha))
         if self.transform != "adain":
-            return transforms.stylise_transform(self.transform, self.encoder, self.decoder, content, [style], **options)
-        return stylise(self.encoder, self.decoder, content, [style], **options)
+            return transforms.stylise_transform(self.transform, *parts, **options)
+        return stylise(*parts, **options)
 
     def trained_candidate(self, label: str = "trial") -> Candidate:
         """The module in memory as an evaluation candidate (its encoder, decoder and speed settings): what a sweep's

@@ -34,7 +34,7 @@ from styletransfer.nn.encoder import min_input_side
 from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.upsampling import upsample_to
-from styletransfer.protocol.model import QUANTILE_CODES, OnnxGraph
+from styletransfer.protocol.model import QUANTILE_CODES, GraphDims, OnnxGraph, image_graph, style_graph
 
 #: AdaIN's style code as graph tensors: the bottleneck's channel mean and std.
 CODE_NAMES = ("style_mean", "style_std")
@@ -153,39 +153,23 @@ def graphs(
     its ``channels`` and ``stride`` (the graphs' smallest side is two positions there)."""
     encoder, decoder = encoder.cpu().eval(), decoder.cpu().eval()
     exported = (copy.deepcopy(encoder).half(), copy.deepcopy(decoder).half()) if fp16 else (encoder, decoder)
-    batch = torch.export.Dim("N", min=1)
-    side = torch.export.Dim("H", min=2 * stride), torch.export.Dim("W", min=2 * stride)
+    dims = GraphDims.at_least(2 * stride)
     if transform == "efdm":
-        return _efdm_graphs(encoder, decoder, exported, bottleneck, channels, batch, side)
+        return _efdm_graphs(encoder, decoder, exported, bottleneck, channels, dims)
     image_inputs = functools.partial(_image_inputs, channels=channels)
-    image = OnnxGraph(
-        role="image",
-        suffix="",
-        module=ImageGraph(*exported, transform, bottleneck),
-        reference=ImageGraph(encoder, decoder, transform, bottleneck),
-        inputs=image_inputs(64, 56),
-        input_names=("content", "alpha", *CODE_NAMES),
-        output_names=("image",),
-        dynamic_shapes={
-            "content": {0: batch, 2: side[0], 3: side[1]},
-            "alpha": None,
-            "style_mean": {0: batch},
-            "style_std": {0: batch},
-        },
-        check_inputs=image_inputs,
-    )
-    style = OnnxGraph(
-        role="style",
-        suffix=".style",
-        module=StyleGraph(exported[0], bottleneck),
-        reference=StyleGraph(encoder, bottleneck),
-        inputs=_style_inputs(56, 64),
-        input_names=("style",),
-        output_names=CODE_NAMES,
-        dynamic_shapes={"style": {2: side[0], 3: side[1]}},
-        check_inputs=_style_inputs,
-    )
-    return [image, style]
+    codes = {name: {0: dims.batch} for name in CODE_NAMES}
+    return [
+        image_graph(
+            ImageGraph(*exported, transform, bottleneck),
+            ImageGraph(encoder, decoder, transform, bottleneck),
+            image_inputs,
+            dims,
+            codes,
+        ),
+        style_graph(
+            StyleGraph(exported[0], bottleneck), StyleGraph(encoder, bottleneck), _style_inputs, dims, CODE_NAMES
+        ),
+    ]
 
 
 def _efdm_graphs(
@@ -194,36 +178,25 @@ def _efdm_graphs(
     exported: tuple[FeatureEncoder, nn.Module],
     bottleneck: str,
     channels: int,
-    batch: torch.export.Dim,
-    side: tuple[torch.export.Dim, torch.export.Dim],
+    dims: GraphDims,
 ) -> list[OnnxGraph]:
     """EFDM's image graph and style graph (see the module docstring): its code's length L is dynamic."""
     image_inputs = functools.partial(_efdm_image_inputs, channels=channels)
-    image = OnnxGraph(
-        role="image",
-        suffix="",
-        module=EFDMImageGraph(*exported, bottleneck),
-        reference=EFDMImageGraph(encoder, decoder, bottleneck),
-        inputs=image_inputs(64, 56),
-        input_names=("content", "alpha", *EFDM_CODE_NAMES),
-        output_names=("image",),
-        dynamic_shapes={
-            "content": {0: batch, 2: side[0], 3: side[1]},
-            "alpha": None,
-            "style_values": {0: batch, 2: torch.export.Dim("L", min=2)},
-        },
-        check_inputs=image_inputs,
-        metadata={QUANTILE_CODES: json.dumps(list(EFDM_CODE_NAMES))},
-    )
-    style = OnnxGraph(
-        role="style",
-        suffix=".style",
-        module=EFDMStyleGraph(exported[0], bottleneck),
-        reference=EFDMStyleGraph(encoder, bottleneck),
-        inputs=_style_inputs(56, 64),
-        input_names=("style",),
-        output_names=EFDM_CODE_NAMES,
-        dynamic_shapes={"style": {2: side[0], 3: side[1]}},
-        check_inputs=_style_inputs,
-    )
-    return [image, style]
+    codes = {name: {0: dims.batch, 2: torch.export.Dim("L", min=2)} for name in EFDM_CODE_NAMES}
+    return [
+        image_graph(
+            EFDMImageGraph(*exported, bottleneck),
+            EFDMImageGraph(encoder, decoder, bottleneck),
+            image_inputs,
+            dims,
+            codes,
+            metadata={QUANTILE_CODES: json.dumps(list(EFDM_CODE_NAMES))},
+        ),
+        style_graph(
+            EFDMStyleGraph(exported[0], bottleneck),
+            EFDMStyleGraph(encoder, bottleneck),
+            _style_inputs,
+            dims,
+            EFDM_CODE_NAMES,
+        ),
+    ]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
-from styletransfer.methods.adain.checkpoint import EncoderArg, file_kind
+from styletransfer.methods.adain.checkpoint import file_kind
 from styletransfer.methods.adain.styliser import Styliser
+from styletransfer.protocol.loading import LoadOptions, recognised_by
 
 NAME = "adain"
 #: Whether its models take style images (what an application checks before building one).
@@ -21,23 +20,10 @@ STYLE_INPUT = True
 FILES = "a Lightning .ckpt of an AdaIN run, an exported checkpoints/decoder.pth, or the AdaIN release's decoder.pth"
 
 
-def recognises(obj: Any) -> bool:
-    """Whether a weights-only-loaded file is one of AdaIN's model files."""
-    return file_kind(obj) is not None
+recognises = recognised_by(file_kind)
 
 
-def load(
-    obj: Any,
-    path: str | os.PathLike,
-    *,
-    encoder: EncoderArg = None,
-    device: str | torch.device = "cpu",
-    channels_last: bool = False,
-    bf16: bool = False,
-    compile: bool | str = False,
-    transform: str | None = None,
-) -> Styliser:
+def load(obj: Any, path: str | os.PathLike, options: LoadOptions, transform: str | None = None) -> Styliser:
     """The Styliser of a loaded AdaIN file (see ``checkpoint.read_model`` for the encoder it runs behind), with the
     feature transform it records, or ``transform``."""
-    options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-    return Styliser.from_loaded(obj, path, encoder, device, transform, **options)
+    return Styliser.from_loaded(obj, path, options, transform)

@@ -25,21 +25,21 @@ from styletransfer.methods.adain.model import (
     BOTTLENECK,
     Core,
     StyleStats,
-    check_style_controls,
     encode,
     style_stats,
     stylise,
     stylise_core,
 )
-from styletransfer.methods.adain.tiled import TiledAdaIN, tiling_needs
+from styletransfer.methods.adain.tiled import TiledAdaIN, TiledCall, tiling_needs
 from styletransfer.methods.adain.tiled_efdm import TiledEFDM, host_bytes_per_pixel
 from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
-from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, bf16_autocast, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import min_input_side
 from styletransfer.nn.encoders import FeatureEncoder, feature_info
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
-from styletransfer.protocol.controls import Capabilities, as_batch, style_list
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch
+from styletransfer.protocol.loading import LoadOptions
 from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
@@ -73,7 +73,7 @@ class Styliser(nn.Module):
     CUDA), ``bf16`` (autocast; AdaIN statistics stay float32) and ``compile`` (True or a ``torch.compile`` mode: the
     no-mask path, encode to clamp, as one compiled graph per input shape, at most ``COMPILE_SHAPES`` of them).
     A style's code is its relu4_1 statistics: cache them with :meth:`encode_styles` and pass them as
-    ``stylise(..., style_codes=...)``.
+    ``Controls(style_codes=...)``.
     """
 
     method = "adain"
@@ -132,31 +132,34 @@ class Styliser(nn.Module):
     ) -> Styliser:
         """Load from a Lightning .ckpt, an exported decoder.pth or the release's decoder.pth (see ``read_model``);
         ``transform`` replaces the one the file records (e.g. WCT or EFDM behind an AdaIN-trained decoder)."""
-        options = {"channels_last": channels_last, "bf16": bf16, "compile": compile}
-        model = cls.from_loaded(safe_load(Path(path).expanduser()), path, encoder, device, transform, **options)
+        options = LoadOptions(encoder, device, channels_last, bf16, compile)
+        model = cls.from_loaded(safe_load(Path(path).expanduser()), path, options, transform)
         if model.warning():  # the registry's load_model warns for the applications; this is the Python API's door
             log.warning("%s", model.warning())
         return model
 
     @classmethod
     def from_loaded(
-        cls,
-        obj: object,
-        path: str | os.PathLike,
-        encoder: EncoderArg,
-        device: str | torch.device,
-        transform: str | None = None,
-        **options: Any,
+        cls, obj: object, path: str | os.PathLike, options: LoadOptions, transform: str | None = None
     ) -> Styliser:
         """The Styliser of an AdaIN file already read weights-only (``obj``), with the transform it records unless
         ``transform`` is given."""
-        enc, dec, kind = read_model(obj, path, encoder)
-        trained, options["bottleneck"] = file_transform(obj), file_bottleneck(obj)
+        enc, dec, kind = read_model(obj, path, options.encoder)
+        trained = file_transform(obj)
         if transform is not None:
             check_transform(transform, "--transform")
             if transform != trained:
                 log.info("%s: the %s transform, behind a decoder trained with %s", path, transform, trained)
-        return cls.from_parts(enc, dec, str(path), kind, device, transform=transform or trained, **options)
+        return cls.from_parts(
+            enc,
+            dec,
+            str(path),
+            kind,
+            options.device,
+            transform=transform or trained,
+            bottleneck=file_bottleneck(obj),
+            **options.speed(),
+        )
 
     @classmethod
     def from_parts(
@@ -196,9 +199,7 @@ class Styliser(nn.Module):
         return random_encoder_warning(self.encoder.spec, self.source, "AdaIN")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.bf16, self.device)
 
     def _prepare(self) -> None:
         """On CUDA with a speed option, swap in reflection padding that keeps channels_last (ATen's CUDA kernel
@@ -229,8 +230,8 @@ class Styliser(nn.Module):
 
     @torch.no_grad()
     def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleStats]:
-        """Bottleneck (mean, std) of each style (batch 1): AdaIN's style code, to pass as ``stylise(...,
-        style_codes=...)`` across calls (a few KB instead of a feature map)."""
+        """Bottleneck (mean, std) of each style (batch 1): AdaIN's style code, to pass as
+        ``Controls(style_codes=...)`` across calls (a few KB instead of a feature map)."""
         self._prepare()
         images = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         with self._autocast():
@@ -240,54 +241,21 @@ class Styliser(nn.Module):
             return style_stats(self.encoder, images, channels_last=self.channels_last, bottleneck=self.bottleneck)
 
     @torch.no_grad()
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Tensor | Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[StyleStats] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """Stylise ``content`` ((3, H, W) or (N, 3, H, W), RGB in [0, 1] as float, or 0-255 as uint8) with one or
         more styles: the controls of :func:`~styletransfer.methods.adain.model.stylise` (``style_codes`` are its
         ``style_stats``). Returns float32 (N, 3, H, W) in [0, 1]."""
+        styles = accept(self, styles, controls)
         self._prepare()
-        styles = [self._images(s, f"style {k}") for k, s in enumerate(style_list(styles))]
+        styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         content = self._images(content, "content")
-        shared: dict[str, Any] = {
-            "weights": weights,
-            "alpha": alpha,
-            "preserve_colour": preserve_colour,
-            "output_size": output_size,
-            "channels_last": self.channels_last,
-            "bottleneck": self.bottleneck,
-        }
+        call = (self.encoder, self.decoder, content, styles, controls)
         with self._autocast():
             if self.transform == "adain":
                 core = self._core(content)
-                return stylise(
-                    self.encoder,
-                    self.decoder,
-                    content,
-                    styles,
-                    masks=masks,
-                    style_stats=style_codes,
-                    core=core,
-                    **shared,
-                )
+                return stylise(*call, channels_last=self.channels_last, core=core, bottleneck=self.bottleneck)
             return stylise_transform(
-                self.transform,
-                self.encoder,
-                self.decoder,
-                content,
-                styles,
-                masks=masks,
-                style_codes=style_codes,
-                **shared,
+                self.transform, *call, channels_last=self.channels_last, bottleneck=self.bottleneck
             )
 
     def tiling(self) -> TilingNeeds | None:
@@ -304,38 +272,27 @@ class Styliser(nn.Module):
 
     @torch.no_grad()
     def tiled(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        style_codes: Sequence[StyleStats] | None = None,
+        self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN
     ) -> TiledAdaIN | TiledEFDM:
         """One tiled call on ``content`` (N, 3, H, W), which stays where it is: the whole image's AdaIN statistics
         (pass 1), then each window with them (pass 2); see ``methods/adain/tiled.py`` (EFDM:
         ``methods/adain/tiled_efdm.py``)."""
-        weights = check_style_controls(styles, weights, alpha, None, preserve_colour, style_codes)
+        weights = controls.checked_weights(styles)
         self._prepare()
-        styles = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
-        # both take the same call, then their own settings
-        call = (
+        call = TiledCall(
             self.encoder,
             self.decoder,
             content,
-            styles,
+            [self._images(s, f"style {k}") for k, s in enumerate(styles)],
             weights or [1.0],
-            alpha,
-            preserve_colour,
-            style_codes,
+            controls,
             lambda window: self._images(window, "content"),
             self.channels_last,
             self._autocast,
+            self.bottleneck,
+            self.stride,
         )
-        if self.transform == "efdm":
-            return TiledEFDM(*call, bottleneck=self.bottleneck, stride=self.stride)
-        return TiledAdaIN(*call, transform=self.transform, bottleneck=self.bottleneck, stride=self.stride)
+        return TiledEFDM(call) if self.transform == "efdm" else TiledAdaIN(call, self.transform)
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """The image graph (content, alpha, style code -> image) and the style graph (style -> code); see

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,7 @@ from styletransfer.nn.reach import gradient_reach
 from styletransfer.nn.stats import RunningCovariance, RunningStats
 from styletransfer.nn.upsampling import RegionUpsampling
 from styletransfer.nn.whitening import apply_map, wct_map
+from styletransfer.protocol.controls import Controls
 from styletransfer.protocol.model import TilingNeeds
 
 #: relu4_1's stride: windows start on multiples of it, so a window's features are a block of the global map.
@@ -157,39 +159,53 @@ class WindowUpsampling:
         return RegionUpsampling(self.image_size, origin, self._whole_bottleneck(features.device), window, count)
 
 
-class TiledAdaIN:
+@dataclass(frozen=True)
+class TiledCall:
+    """What ``Styliser.tiled`` gives a tiled pass (AdaIN's, or EFDM's in ``tiled_efdm.py``): its networks, the
+    content (where it stays), the styles with their checked ``weights`` and the call's ``controls``, how a window
+    reaches the device, and the styliser's speed settings and bottleneck (layer and stride)."""
+
+    encoder: FeatureEncoder
+    decoder: nn.Module
+    content: Tensor
+    styles: Sequence[Tensor]
+    weights: Sequence[float]
+    controls: Controls
+    to_device: Callable[[Tensor], Tensor]
+    channels_last: bool
+    autocast: Callable[[], AbstractContextManager]
+    bottleneck: str = BOTTLENECK
+    stride: int = ALIGN
+
+    def colour_reference(self) -> Tensor | None:
+        """With colour preservation, the content's colour sample (``colour_sample``) on the device; else None."""
+        return colour_sample(self.content, self.to_device) if self.controls.preserve_colour else None
+
+
+class WindowPasses:
+    """What every tiled pass of a bottleneck model keeps of its call: the networks, the bottleneck and its stride,
+    the whole image's upsampling, alpha (one statistics pass unless it is 0) and the speed settings."""
+
+    def __init__(self, call: TiledCall) -> None:
+        self.encoder, self.decoder = call.encoder, call.decoder
+        #: The layer the decoder inverts and its stride (the windows' alignment).
+        self.bottleneck, self.stride = call.bottleneck, call.stride
+        size = (int(call.content.shape[-2]), int(call.content.shape[-1]))
+        self.upsampling = WindowUpsampling(call.encoder, call.bottleneck, call.stride, size)
+        self.alpha = float(call.controls.alpha)
+        self.channels_last = call.channels_last
+        self.autocast = call.autocast
+        self.statistics_passes = int(self.alpha != 0.0)
+
+
+class TiledAdaIN(WindowPasses):
     """One tiled AdaIN call (see the module docstring): ``observe`` is pass 1, ``render`` pass 2; the caller
     (``Styliser.tiled``) runs both under its autocast."""
 
-    def __init__(
-        self,
-        encoder: FeatureEncoder,
-        decoder: nn.Module,
-        content: Tensor,
-        styles: Sequence[Tensor],
-        weights: Sequence[float],
-        alpha: float,
-        preserve_colour: bool,
-        style_stats: Sequence[StyleStats] | None,
-        to_device: Callable[[Tensor], Tensor],
-        channels_last: bool,
-        autocast: Callable[[], AbstractContextManager],
-        transform: str = "adain",
-        bottleneck: str = BOTTLENECK,
-        stride: int = ALIGN,
-    ) -> None:
-        self.encoder, self.decoder = encoder, decoder
-        #: The layer the decoder inverts and its stride (the windows' alignment).
-        self.bottleneck, self.stride = bottleneck, stride
-        self.upsampling = WindowUpsampling(
-            encoder, bottleneck, stride, (int(content.shape[-2]), int(content.shape[-1]))
-        )
+    def __init__(self, call: TiledCall, transform: str = "adain") -> None:
+        super().__init__(call)
         # a statistics transform (adain, adamean, adastd: ``transforms.with_stats``) or wct (``nn.whitening.wct_map``)
         self.transform = transform
-        self.alpha = float(alpha)
-        self.channels_last = channels_last
-        self.autocast = autocast
-        self.statistics_passes = int(self.alpha != 0.0)
         self.style: Code | None = None
         self.content_stats: RunningStats | RunningCovariance = (
             RunningCovariance() if transform == "wct" else RunningStats()
@@ -197,15 +213,15 @@ class TiledAdaIN:
         self._transform: tuple[StyleStats, StyleStats] | None = None
         self._map: tuple[Tensor, Tensor] | None = None
         if self.statistics_passes:
-            reference = colour_sample(content, to_device) if preserve_colour else None
-            with autocast():
+            reference = call.colour_reference()
+            with call.autocast():
                 if transform == "wct":
-                    self.style = self._wct_code(styles, weights, reference, style_stats)
+                    self.style = self._wct_code(call.styles, call.weights, reference, call.controls.cached_codes)
                 else:
                     stats = _stats_for(
-                        encoder, reference, styles, preserve_colour, None, style_stats, channels_last, bottleneck
+                        call.encoder, reference, call.styles, call.controls, call.channels_last, call.bottleneck
                     )
-                    self.style = mix_stats(stats, weights)
+                    self.style = mix_stats(stats, call.weights)
 
     def _wct_code(
         self, styles: Sequence[Tensor], weights: Sequence[float], reference: Tensor | None, codes: Sequence | None

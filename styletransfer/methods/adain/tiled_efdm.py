@@ -15,16 +15,12 @@ position, 22 B per pixel), so ``HOST_BYTES_PER_PIXEL`` in float32. The sort runs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from styletransfer.methods.adain.model import BOTTLENECK, decode_clamped, encode, encode_styles
-from styletransfer.methods.adain.tiled import ALIGN, WindowUpsampling, colour_sample, owned_positions
+from styletransfer.methods.adain.model import decode_clamped, encode, encode_styles
+from styletransfer.methods.adain.tiled import ALIGN, TiledCall, WindowPasses, owned_positions
 from styletransfer.methods.adain.transforms import Code, apply, blend, style_code
-from styletransfer.nn.encoders import FeatureEncoder
 
 #: Channels matched at once after pass 1 (bounds the sort's extra host memory).
 GROUP = 32
@@ -40,42 +36,20 @@ def host_bytes_per_pixel(channels: int, bf16: bool, stride: int = ALIGN) -> int:
     return channels * (2 if bf16 else 4) // stride**2 + GROUP_BYTES_PER_POSITION // stride**2
 
 
-class TiledEFDM:
+class TiledEFDM(WindowPasses):
     """One tiled EFDM call (see the module docstring): ``observe`` is pass 1, ``render`` pass 2; the caller
     (``Styliser.tiled``) runs both under its autocast."""
 
-    def __init__(
-        self,
-        encoder: FeatureEncoder,
-        decoder: nn.Module,
-        content: Tensor,
-        styles: Sequence[Tensor],
-        weights: Sequence[float],
-        alpha: float,
-        preserve_colour: bool,
-        style_codes: Sequence[Code] | None,
-        to_device: Callable[[Tensor], Tensor],
-        channels_last: bool,
-        autocast: Callable[[], AbstractContextManager],
-        bottleneck: str = BOTTLENECK,
-        stride: int = ALIGN,
-    ) -> None:
-        self.encoder, self.decoder = encoder, decoder
-        #: The layer the decoder inverts and its stride (the windows' alignment).
-        self.bottleneck, self.stride = bottleneck, stride
-        self.upsampling = WindowUpsampling(
-            encoder, bottleneck, stride, (int(content.shape[-2]), int(content.shape[-1]))
-        )
-        self.alpha = float(alpha)
-        self.weights = list(weights)
-        self.channels_last = channels_last
-        self.autocast = autocast
-        self.statistics_passes = int(self.alpha != 0.0)
-        self.codes: list[Code] = list(style_codes or [])
-        if self.statistics_passes and (preserve_colour or style_codes is None):
-            reference = colour_sample(content, to_device) if preserve_colour else None
-            with autocast():
-                features = encode_styles(encoder, styles, reference, channels_last, bottleneck)
+    def __init__(self, call: TiledCall) -> None:
+        super().__init__(call)
+        self.weights = list(call.weights)
+        cached = call.controls.cached_codes
+        self.codes: list[Code] = cached or []
+        if self.statistics_passes and cached is None:
+            with call.autocast():
+                features = encode_styles(
+                    call.encoder, call.styles, call.colour_reference(), call.channels_last, call.bottleneck
+                )
             self.codes = [style_code("efdm", feature) for feature in features]
         #: Row bands of the global bottleneck map on the host (features after pass 1, the decoder's input after).
         self.bands: list[Tensor] = []

@@ -39,7 +39,7 @@ from styletransfer.nn.encoders import FeatureEncoder
 from styletransfer.nn.losses import mean_std_loss
 from styletransfer.nn.stats import mean_std
 from styletransfer.nn.whitening import covariance, whiten_colour
-from styletransfer.protocol.controls import check_controls
+from styletransfer.protocol.controls import PLAIN, Controls
 from styletransfer.runtime.errors import ConfigError, MaskRegionError
 
 #: The transforms, in the order ``transform=`` lists them; the first is the default.
@@ -206,31 +206,27 @@ def stylise_transform(
     decoder: nn.Module,
     content: Tensor,
     styles: Sequence[Tensor] = (),
+    controls: Controls = PLAIN,
     *,
-    weights: Sequence[float] | None = None,
-    alpha: float = 1.0,
-    preserve_colour: bool = False,
-    masks: Sequence[Tensor] | None = None,
-    output_size: tuple[int, int] | None = None,
-    style_codes: Sequence[Code] | None = None,
     channels_last: bool = False,
     bottleneck: str = BOTTLENECK,
 ) -> Tensor:
     """``model.stylise`` for a transform other than AdaIN: encode, blend the styles' codes (or, with ``masks``, one
     style per region: ``masked_apply``), apply, alpha trade-off, decode. Returns float32 (N, 3, H, W) in [0, 1]."""
-    cached = len(style_codes) if style_codes is not None and not preserve_colour else len(styles)
-    weights = check_controls(cached, weights, alpha, masks) or [1.0]
-    size = (int(output_size[0]), int(output_size[1])) if output_size else (content.shape[-2], content.shape[-1])
+    weights = controls.checked_weights(styles) or [1.0]
+    size = controls.size(content)
+    alpha = float(controls.alpha)
     c_feat = encode(encoder, content, channels_last, bottleneck)
     if alpha == 0.0:
         return decode_clamped(decoder, c_feat, c_feat, 1.0, size)
-    if preserve_colour or style_codes is None:
-        reference = content if preserve_colour else None
+    codes = controls.cached_codes
+    if codes is None:
+        reference = content if controls.preserve_colour else None
         features = encode_styles(encoder, styles, reference, channels_last, bottleneck)
-        style_codes = [style_code(transform, feature) for feature in features]
-    if masks is not None:
-        region = region_masks(masks, content.shape[0], (c_feat.shape[2], c_feat.shape[3]), c_feat.device)
-        target = masked_apply(transform, c_feat, list(style_codes), region)
+        codes = [style_code(transform, feature) for feature in features]
+    if controls.masks is not None:
+        region = region_masks(controls.masks, content.shape[0], (c_feat.shape[2], c_feat.shape[3]), c_feat.device)
+        target = masked_apply(transform, c_feat, codes, region)
         return decode_clamped(decoder, target, c_feat, alpha, size)
-    code = blend(list(style_codes), weights, c_feat.shape[2] * c_feat.shape[3])
+    code = blend(codes, weights, c_feat.shape[2] * c_feat.shape[3])
     return decode_clamped(decoder, apply(transform, c_feat.float(), code), c_feat, alpha, size)

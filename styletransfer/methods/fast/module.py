@@ -24,6 +24,7 @@ from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compil
 from styletransfer.nn.encoder import build_encoder
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate, model_candidate
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.errors import ConfigError, ImageLoadError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class FastStyleModule(pl.LightningModule):
         first = [1.0] + [0.0] * (self.styles - 1)
         return Candidate(
             label,
-            lambda content, style, alpha: styler.stylise(content, weights=first),
+            lambda content, style, alpha: styler.stylise(content, controls=Controls(weights=first)),
             styler.describe(),
             supports_alpha=False,
         )

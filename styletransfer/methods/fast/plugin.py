@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from styletransfer.methods.fast.checkpoint import file_kind, read_network
 from styletransfer.methods.fast.styler import FastStyler
+from styletransfer.protocol.loading import LoadOptions, recognised_by
 
 NAME = "fast"
 #: Whether its models take style images (what an application checks before building one).
@@ -21,24 +20,10 @@ FILES = (
 )
 
 
-def recognises(obj: Any) -> bool:
-    """Whether a weights-only-loaded file is one of the fast-style files."""
-    return file_kind(obj) is not None
+recognises = recognised_by(file_kind)
 
 
-def load(
-    obj: Any,
-    path: str | os.PathLike,
-    *,
-    encoder: Any = None,
-    device: str | torch.device = "cpu",
-    channels_last: bool = False,
-    bf16: bool = False,
-    compile: bool | str = False,
-) -> FastStyler:
-    """The FastStyler of a loaded fast-style file (``encoder`` is not needed: the network stylises alone)."""
+def load(obj: Any, path: str | os.PathLike, options: LoadOptions) -> FastStyler:
+    """The FastStyler of a loaded fast-style file (``options.encoder`` is not needed: the network stylises alone)."""
     network, names, spec, kind = read_network(obj, Path(path))
-    model = FastStyler(
-        network, names, spec, str(path), kind, channels_last=channels_last, bf16=bf16, compile=compile
-    ).to(device)
-    return model
+    return FastStyler(network, names, spec, str(path), kind, **options.speed()).to(options.device)

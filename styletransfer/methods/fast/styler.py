@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from styletransfer.data.images import unit_float_on
 from styletransfer.methods.fast.network import TransformerNet
 from styletransfer.methods.fast.tiled import TiledFast, tiling_needs
-from styletransfer.nn.compiling import compile_mode
-from styletransfer.protocol.controls import Capabilities, as_batch, check_weights
-from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
+from styletransfer.nn.compiling import bf16_autocast, compile_mode
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch, check_weights
+from styletransfer.protocol.model import GraphDims, OnnxGraph, TilingNeeds, image_graph, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -128,15 +128,8 @@ class FastStyler(nn.Module):
         return random_encoder_warning(self.encoder_spec, self.source, "fast neural style")
 
     def encode_styles(self, styles: Sequence[Tensor]) -> list[Any]:
-        if styles:
-            raise ConfigError(self._no_styles())
+        accept(self, styles, PLAIN)  # a network of its own styles: no style image
         return []
-
-    def _no_styles(self) -> str:
-        return (
-            f"{self.source or 'this fast-style model'} stylises with its own style(s) ({', '.join(self.names)}): "
-            "give no style image"
-        )
 
     def style_vector(self, weights: Sequence[float] | None) -> Tensor | None:
         """The network's style vector for ``weights`` over its styles (one style: None)."""
@@ -151,45 +144,18 @@ class FastStyler(nn.Module):
             )
         return torch.tensor(check_weights(weights, len(self.names)), dtype=torch.float32, device=self.device)
 
-    def _check_controls(
-        self,
-        styles: Sequence[Tensor],
-        style_codes: Sequence[Any] | None,
-        alpha: float,
-        preserve_colour: bool,
-        masks: Sequence[Tensor] | None,
-        output_size: tuple[int, int] | None,
-    ) -> None:
-        """Refuse style images and the controls the network does not have, with one line."""
-        if styles or style_codes:
-            raise ConfigError(self._no_styles())
-        if float(alpha) != 1.0 or preserve_colour or masks is not None or output_size is not None:
-            raise ConfigError(f"{self.source or 'this fast-style model'} has no alpha, colour, mask or size control")
-
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.bf16, self.device)
 
     @torch.no_grad()
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[Any] | None = None,
-    ) -> Tensor:
-        """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the network: float32 in [0, 1]."""
-        self._check_controls(styles, style_codes, alpha, preserve_colour, masks, output_size)
+    def stylise(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
+        """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the network: float32 in [0, 1];
+        ``controls.weights`` blend the network's own styles."""
+        accept(self, styles, controls)
         batch = unit_float_on(as_batch(content, "content"), self.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        style = self.style_vector(weights)
+        style = self.style_vector(controls.weights)
         with self._autocast():
             return run_network(self._run, batch, style)
 
@@ -197,43 +163,19 @@ class FastStyler(nn.Module):
         """Windows on the network's stride-4 grid with the context its layout needs (``methods/fast/tiled.py``)."""
         return tiling_needs(self.bf16, self.network)
 
-    def tiled(
-        self,
-        content: Tensor,
-        styles: Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        style_codes: Sequence[Any] | None = None,
-    ) -> TiledFast:
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledFast:
         """One tiled call (``content`` stays where it is): a statistics pass per instance normalisation, each
         window carrying its state from pass to pass, then the end of the network (``methods/fast/tiled.py``)."""
-        self._check_controls(styles, style_codes, alpha, preserve_colour, None, None)
-        return TiledFast(self.network, self.style_vector(weights), self.channels_last, self._autocast)
+        accept(self, styles, controls)
+        return TiledFast(self.network, self.style_vector(controls.weights), self.channels_last, self._autocast)
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
         """One image graph (content [, weights over the styles] -> image; a float16 copy with ``fp16``, the float32
         network staying the reference that ``--check`` compares with)."""
         network = self.network.cpu().eval().float()
         exported = copy.deepcopy(network).half() if fp16 else network
-        batch = torch.export.Dim("N", min=1)
-        side = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
         several = len(self.names) > 1
-        shapes: dict[str, Any] = {"content": {0: batch, 2: side[0], 3: side[1]}}
-        if several:
-            shapes["weights"] = None
+        codes = {"weights": None} if several else {}  # the weights over its styles, when it has several
         inputs = _graph_inputs(len(self.names))
-        return [
-            OnnxGraph(
-                role="image",
-                suffix="",
-                module=ImageGraph(exported),
-                reference=ImageGraph(network),
-                inputs=inputs(64, 56),
-                input_names=("content", "weights") if several else ("content",),
-                output_names=("image",),
-                dynamic_shapes=shapes,
-                check_inputs=inputs,
-            )
-        ]
+        dims = GraphDims.at_least(MIN_SIDE)
+        return [image_graph(ImageGraph(exported), ImageGraph(network), inputs, dims, codes, alpha=False)]

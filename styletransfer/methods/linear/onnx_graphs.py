@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from styletransfer.methods.linear.transform import CHANNELS, MATRIX, LinearTransform
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.nn.upsampling import upsample_to
-from styletransfer.protocol.model import OnnxGraph
+from styletransfer.protocol.model import GraphDims, OnnxGraph, image_graph, style_graph
 
 #: Linear Style Transfer's style code as graph tensors.
 CODE_NAMES = ("style_matrix", "style_mean")
@@ -83,34 +83,16 @@ def graphs(encoder: VGGEncoder, transform: LinearTransform, decoder: nn.Module, 
     stay the reference that ``--check`` compares with)."""
     encoder, transform, decoder = encoder.cpu().eval(), transform.cpu().eval().float(), decoder.cpu().eval()
     half = (copy.deepcopy(encoder).half(), copy.deepcopy(decoder).half()) if fp16 else (encoder, decoder)
-    smallest = min_input_side([transform.layer], positions=2)
-    batch = torch.export.Dim("N", min=1)
-    side = torch.export.Dim("H", min=smallest), torch.export.Dim("W", min=smallest)
-    image_inputs = _image_inputs(CHANNELS[transform.layer])
-    image = OnnxGraph(
-        role="image",
-        suffix="",
-        module=ImageGraph(half[0], transform, half[1]),
-        reference=ImageGraph(encoder, transform, decoder),
-        inputs=image_inputs(64, 56),
-        input_names=("content", *CODE_NAMES),
-        output_names=("image",),
-        dynamic_shapes={
-            "content": {0: batch, 2: side[0], 3: side[1]},
-            "style_matrix": {0: batch},
-            "style_mean": {0: batch},
-        },
-        check_inputs=image_inputs,
-    )
-    style = OnnxGraph(
-        role="style",
-        suffix=".style",
-        module=StyleGraph(half[0], transform),
-        reference=StyleGraph(encoder, transform),
-        inputs=_style_inputs(56, 64),
-        input_names=("style",),
-        output_names=CODE_NAMES,
-        dynamic_shapes={"style": {2: side[0], 3: side[1]}},
-        check_inputs=_style_inputs,
-    )
-    return [image, style]
+    dims = GraphDims.at_least(min_input_side([transform.layer], positions=2))
+    codes = {name: {0: dims.batch} for name in CODE_NAMES}
+    return [
+        image_graph(
+            ImageGraph(half[0], transform, half[1]),
+            ImageGraph(encoder, transform, decoder),
+            _image_inputs(CHANNELS[transform.layer]),
+            dims,
+            codes,
+            alpha=False,
+        ),
+        style_graph(StyleGraph(half[0], transform), StyleGraph(encoder, transform), _style_inputs, dims, CODE_NAMES),
+    ]

@@ -7,12 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from styletransfer.methods.linear.checkpoint import file_kind, read_model
 from styletransfer.methods.linear.styler import LinearStyler
-from styletransfer.nn.encoder_record import EncoderArg
-from styletransfer.runtime.errors import ConfigError
+from styletransfer.protocol.loading import LoadOptions, recognised_by
 
 NAME = "linear"
 #: Whether its models take style images (what an application checks before building one).
@@ -20,23 +17,12 @@ STYLE_INPUT = True
 FILES = "a Lightning .ckpt of a method=linear run, or its exported checkpoints/linear.pth"
 
 
-def recognises(obj: Any) -> bool:
-    """Whether a weights-only-loaded file is one of Linear Style Transfer's model files."""
-    return file_kind(obj) is not None
+recognises = recognised_by(file_kind)
 
 
-def load(
-    obj: Any,
-    path: str | os.PathLike,
-    *,
-    encoder: EncoderArg = None,
-    device: str | torch.device = "cpu",
-    channels_last: bool = False,
-    bf16: bool = False,
-    compile: bool | str = False,
-) -> LinearStyler:
+def load(obj: Any, path: str | os.PathLike, options: LoadOptions) -> LinearStyler:
     """The LinearStyler of a loaded model file. ``compile`` is refused (not offered yet)."""
-    if compile:
-        raise ConfigError(f"{path} is a linear model, which is not compiled yet: leave --compile out")
-    built, transform, decoder, kind = read_model(obj, Path(path), encoder)
-    return LinearStyler(built, transform, decoder, str(path), kind, channels_last=channels_last, bf16=bf16).to(device)
+    options.refuse_compile(path, NAME, "not offered yet")
+    built, transform, decoder, kind = read_model(obj, Path(path), options.encoder)
+    model = LinearStyler(built, transform, decoder, str(path), kind, **options.speed(compiled=False))
+    return model.to(options.device)

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from styletransfer.data.images import unit_float_on
 from styletransfer.methods.linear.onnx_graphs import graphs
 from styletransfer.methods.linear.transform import LinearTransform
-from styletransfer.nn.colour import match_colour
+from styletransfer.nn.compiling import bf16_autocast
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
-from styletransfer.protocol.controls import Capabilities, as_batch, check_controls, check_size, style_list
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, style_list
+from styletransfer.protocol.inputs import model_input, prepared_styles
 from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
@@ -88,26 +88,14 @@ class LinearStyler(nn.Module):
         return random_encoder_warning(self.encoder.spec, self.source, "Linear Style Transfer")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.bf16, self.device)
 
     def _image(self, image: Tensor, name: str) -> Tensor:
-        batch = unit_float_on(as_batch(image, name), self.device)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        fix = "give a larger image" + (" (--style-short-side)" if name.startswith("style") else "")
-        check_size(
-            batch.shape[-1], batch.shape[-2], name, self.capabilities.min_side, None if name == "content" else fix
-        )
-        return batch
+        return model_input(image, name, self.device, self.capabilities.min_side, self.channels_last)
 
     def _codes(self, images: Sequence[Tensor], reference: Tensor | None = None) -> list[LinearCode]:
         codes = []
-        for k, image in enumerate(images):
-            style = self._image(image, f"style {k}")
-            if reference is not None:  # colour preservation: the style recoloured to each content first
-                style = match_colour(style, reference)
+        for _, style in prepared_styles(images, self._image, reference):
             with self._autocast():
                 matrix, mean = self.transform.style_matrix(self.encoder(style, [self.layer])[self.layer])
             # (N, ...) when the style was recoloured to each of N contents, else (1, ...)
@@ -120,39 +108,23 @@ class LinearStyler(nn.Module):
         return self._codes(style_list(styles))
 
     @torch.no_grad()
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Tensor | Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[LinearCode] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, stylised: float32 (N, 3, H, W) in
-        [0, 1]. ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour preservation."""
-        if masks is not None:
-            raise ConfigError(f"{self._what} does not support masks: leave them out")
-        if float(alpha) != 1.0:
-            raise ConfigError(f"{self._what} has no content-style trade-off (the authors' has none): leave --alpha out")
-        images = style_list(styles)
-        cached = style_codes is not None and not preserve_colour
-        count = len(style_codes) if cached and style_codes is not None else len(images)
-        mixed = check_controls(count, weights, alpha, None)
+        [0, 1]. ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour
+        preservation."""
+        images = accept(self, styles, controls)
+        mixed = controls.checked_weights(images)
         batch = self._image(content, "content")
-        codes = list(style_codes) if cached and style_codes is not None else None
+        codes = controls.cached_codes
         if codes is None:
-            codes = self._codes(images, batch if preserve_colour else None)
+            codes = self._codes(images, batch if controls.preserve_colour else None)
         for k, code in enumerate(codes):
             if not isinstance(code, dict) or code.get("layer") != self.layer:
                 raise ConfigError(
                     f"style code {k} is not one of this model's: encode the styles with its encode_styles"
                 )
         code = blend_codes(codes, mixed or [1.0])
-        size = (int(output_size[0]), int(output_size[1])) if output_size else (batch.shape[-2], batch.shape[-1])
+        size = controls.size(batch)
         with self._autocast():
             features = self.encoder(batch, [self.layer])[self.layer]
             matrix, mean = code["matrix"].to(features.dtype), code["mean"].to(features.dtype)
@@ -163,7 +135,7 @@ class LinearStyler(nn.Module):
     def tiling(self) -> TilingNeeds | None:
         return None  # the content's matrix and mean are global to the image: no tiled pass
 
-    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledStylisation:
         raise ConfigError(f"{self._what} stylises whole images only: --max-tile 0")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from styletransfer.data.images import unit_float_on
 from styletransfer.methods.wct.cascade import StyleCode, blend_codes, cascade, check_code, encode_style
 from styletransfer.methods.wct.decoders import Decoders, check_levels
-from styletransfer.nn.colour import match_colour
+from styletransfer.nn.compiling import bf16_autocast
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
-from styletransfer.protocol.controls import Capabilities, as_batch, check_controls, check_size, style_list
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, style_list
+from styletransfer.protocol.inputs import model_input, prepared_styles
 from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
 from styletransfer.runtime.errors import ConfigError
 
@@ -49,8 +49,8 @@ def check_level_alphas(
 class WCTStyler(nn.Module):
     """A frozen encoder and the decoders of ``levels`` (default: every level the model has), run coarse to fine.
 
-    ``stylise(..., alpha=a)`` uses ``a * level_alphas[level]`` at each level: the scalar alpha alone (the authors'
-    one alpha for all levels) unless ``level_alphas`` (level -> factor in [0, 1], default 1) says otherwise.
+    ``stylise(..., Controls(alpha=a))`` uses ``a * level_alphas[level]`` at each level: the scalar alpha alone (the
+    authors' one alpha for all levels) unless ``level_alphas`` (level -> factor in [0, 1], default 1) says otherwise.
     A style's code (:meth:`encode_styles`) is its (mean, covariance) at each level.
     """
 
@@ -107,26 +107,16 @@ class WCTStyler(nn.Module):
         return random_encoder_warning(self.encoder.spec, self.source, "universal style transfer (WCT)")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.bf16, self.device)
 
     def _image(self, image: Tensor, name: str) -> Tensor:
-        batch = unit_float_on(as_batch(image, name), self.device)
-        fix = "give a larger image" + (" (--style-short-side)" if name.startswith("style") else "")
-        check_size(
-            batch.shape[-1], batch.shape[-2], name, self.capabilities.min_side, None if name == "content" else fix
-        )
-        return batch
+        return model_input(image, name, self.device, self.capabilities.min_side)
 
     def _codes(self, images: Sequence[Tensor], reference: Tensor | None = None) -> list[StyleCode]:
         codes = []
-        for k, image in enumerate(images):
-            style = self._image(image, f"style {k}")
-            if reference is not None:  # colour preservation: the style recoloured to each content first
-                style = match_colour(style, reference)
+        for name, style in prepared_styles(images, self._image, reference):
             with self._autocast():
-                codes.append(encode_style(self.encoder, style, self.levels, f"style {k}", self.channels_last))
+                codes.append(encode_style(self.encoder, style, self.levels, name, self.channels_last))
         return codes
 
     @torch.no_grad()
@@ -135,36 +125,19 @@ class WCTStyler(nn.Module):
         return self._codes(style_list(styles))
 
     @torch.no_grad()
-    def stylise(
-        self,
-        content: Tensor,
-        styles: Tensor | Sequence[Tensor] = (),
-        *,
-        weights: Sequence[float] | None = None,
-        alpha: float = 1.0,
-        preserve_colour: bool = False,
-        masks: Sequence[Tensor] | None = None,
-        output_size: tuple[int, int] | None = None,
-        style_codes: Sequence[StyleCode] | None = None,
-    ) -> Tensor:
+    def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the cascade: float32
-        (N, 3, H, W) in [0, 1]. ``style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour
-        preservation, which recomputes them against each content."""
-        if masks is not None:
-            raise ConfigError(f"{self.source or 'this WCT model'} does not support masks yet: leave them out")
-        images = style_list(styles)
-        cached = style_codes is not None and not preserve_colour
-        mixed = check_controls(
-            len(style_codes) if cached and style_codes is not None else len(images), weights, alpha, None
-        )
+        (N, 3, H, W) in [0, 1]. ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with
+        colour preservation, which recomputes them against each content."""
+        images = accept(self, styles, controls)
+        mixed = controls.checked_weights(images)
         batch = self._image(content, "content")
-        if cached and style_codes is not None:
-            codes = list(style_codes)
-        else:
-            codes = self._codes(images, batch if preserve_colour else None)
+        codes = controls.cached_codes
+        if codes is None:
+            codes = self._codes(images, batch if controls.preserve_colour else None)
         for k, code in enumerate(codes):
             check_code(code, self.levels, f"style code {k}")
-        alphas = {level: float(alpha) * factor for level, factor in self.level_alphas.items()}
+        alphas = {level: float(controls.alpha) * factor for level, factor in self.level_alphas.items()}
         with self._autocast():
             image = cascade(
                 self.encoder,
@@ -173,7 +146,7 @@ class WCTStyler(nn.Module):
                 blend_codes(codes, mixed or [1.0]),
                 alphas,
                 self.levels,
-                output_size,
+                controls.output_size,
                 self.channels_last,
             )
         return image.clamp_(0.0, 1.0)
@@ -181,7 +154,7 @@ class WCTStyler(nn.Module):
     def tiling(self) -> TilingNeeds | None:
         return None  # each level re-encodes the whole image the level before decoded: no tiled pass
 
-    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), **controls: Any) -> TiledStylisation:
+    def tiled(self, content: Tensor, styles: Sequence[Tensor] = (), controls: Controls = PLAIN) -> TiledStylisation:
         raise ConfigError(f"{self.source or 'this WCT model'} stylises whole images only: --max-tile 0")
 
     def onnx_graphs(self, fp16: bool = False) -> list[OnnxGraph]:
