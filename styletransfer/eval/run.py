@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -104,7 +104,10 @@ def evaluate_candidate(
         candidate.stylise(first_c.to(device), first_s.to(device), alpha)
     _sync(device)
     measuring_memory = external is None and memory.reset_peak(device)
-    rows, kept, result_feats, style_inc = [], {}, [], []
+    rows: list[dict[str, Any]] = []
+    kept: dict[tuple[int, int], Tensor] = {}
+    result_feats: list[Tensor] = []
+    style_inc: list[Tensor] = []
     style_inc_cache: dict[int, Tensor | None] = {}
     for ci, si in tqdm(bench.pairs, desc=f"evaluating {candidate.label}", unit="pair"):
         content = bench.contents[ci][1].unsqueeze(0).to(device)
@@ -132,10 +135,13 @@ def evaluate_candidate(
             kept[(ci, si)] = result[0].float().cpu()
         feats = scorer.inception_features(result)
         if feats is not None:
-            if si not in style_inc_cache:
-                style_inc_cache[si] = scorer.inception_features(style)
+            style_feat = style_inc_cache.get(si)
+            if style_feat is None:
+                style_feat = style_inc_cache[si] = scorer.inception_features(style)
+            if style_feat is None:
+                raise RuntimeError("the Inception features of a style image are missing while the result's are not")
             result_feats.append(feats)
-            style_inc.append(style_inc_cache[si])
+            style_inc.append(style_feat)
     measured = [name for name in PAIR_METRICS if name not in scorer.unavailable]
     if external is not None:
         measured.remove("seconds")
@@ -164,15 +170,15 @@ def evaluate_candidate(
             "peak_memory_kind": NOT_MEASURED,
         }
         return {"rows": rows, "aggregate": aggregate, "set_metrics": set_metrics, "timing": timing, "kept": kept}
-    seconds = [r["seconds"] for r in rows]
-    mean_s = statistics.fmean(seconds)
+    times = [float(r["seconds"]) for r in rows]
+    mean_s = statistics.fmean(times)
     peak = memory.peak_mib(device) if measuring_memory else None
     timing = {
         "measured": True,
         "device": device_name(device),
         "warmup_runs": warmup,
         "seconds_per_image_mean": mean_s,
-        "seconds_per_image_median": statistics.median(seconds),
+        "seconds_per_image_median": statistics.median(times),
         "images_per_second": 1.0 / mean_s if mean_s > 0 else float("inf"),
         "image_size": list(bench.contents[0][1].shape[-2:]),
         "peak_memory_mib": NOT_MEASURED if peak is None else peak,
@@ -195,8 +201,8 @@ def alpha_sweep(
     pairs = bench.pairs[: max(1, n_pairs)]
     style_feats = {si: scorer.features(bench.styles[si][1].unsqueeze(0)) for _, si in pairs}
     content_feats = {ci: scorer.features(bench.contents[ci][1].unsqueeze(0)) for ci, _ in pairs}
-    curve = {"alpha": [float(a) for a in alphas], "content_relu4_1": [], "style_mean_std": []}
-    images = []
+    curve: dict[str, list[Any]] = {"alpha": [float(a) for a in alphas], "content_relu4_1": [], "style_mean_std": []}
+    images: list[Tensor] = []
     for alpha in alphas:
         losses_c, losses_s = [], []
         for index, (ci, si) in enumerate(pairs):
@@ -335,12 +341,10 @@ def build_candidates(plain: Mapping[str, Any], device: torch.device) -> list[Can
     # The encoder for decoder files when given; else each file's own record (a Lightning .ckpt always uses the
     # encoder stored in it).
     model_encoder = dict(plain["model_encoder"]) if plain["model_encoder"].get("weights") else None
-    options = {
-        "channels_last": bool(plain["channels_last"]),
-        "bf16": autocast_dtype(plain["trainer"]["precision"]) == torch.bfloat16 and device.type == "cuda",
-    }
+    channels_last = bool(plain["channels_last"])
+    bf16 = autocast_dtype(plain["trainer"]["precision"]) == torch.bfloat16 and device.type == "cuda"
     candidates = [
-        model_candidate(load_model(path, model_encoder, device, **options), label)
+        model_candidate(load_model(path, model_encoder, device, channels_last=channels_last, bf16=bf16), label)
         for path, label in zip(ckpts, checkpoint_labels(ckpts))
     ]
     method = plain.get("method")
@@ -379,7 +383,7 @@ def external_candidates(folders: Sequence[str], bench: Benchmark, taken: Sequenc
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the configured checkpoints (and Gatys, with method=gatys; folders of results made elsewhere, with
     outputs=DIR) on the configured benchmark."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = cast(dict, OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     device = resolve_device(plain["trainer"]["accelerator"], "trainer.accelerator")
     candidates = build_candidates(plain, device)
     bench = load_benchmark(plain["benchmark"])
