@@ -133,15 +133,18 @@ def test_a_file_without_a_record_is_the_mirror_and_mismatches_name_both(tmp_path
         load_model(tmp_path / "wrong.pth")
 
 
-def _reach(decoder: torch.nn.Module, side: int = 320) -> int:
-    """How far (px) an input pixel changes one output pixel, encoder and decoder together, by the gradient."""
+def _reach(decoder: torch.nn.Module, side: int = 320, width: int = 32) -> int:
+    """How far (px) an input pixel changes one output pixel, encoder and decoder together, by the gradient, along
+    the rows of a ``side`` x ``width`` image (the reach along one axis does not depend on the other's size: a narrow
+    strip costs a tenth of the square); the reach must end inside the image, or it would be cut short."""
     torch.manual_seed(0)
     encoder = VGGEncoder(["relu4_1"], weights="random", seed=0, arch="vgg_normalised")
-    image = torch.rand(1, 3, side, side, requires_grad=True)
-    out = decoder(encode(encoder, image), (side, side))
+    image = torch.rand(1, 3, side, width, requires_grad=True)
+    out = decoder(encode(encoder, image), (side, width))
     centre = side // 2
-    out[..., centre, centre].sum().backward()
+    out[..., centre, width // 2].sum().backward()
     rows = image.grad.abs().sum(dim=(0, 1, 3)).nonzero().flatten()
+    assert 0 < rows.min() and rows.max() < side - 1, "the reach meets the image's border: make side larger"
     return int(max(centre - rows.min(), rows.max() - centre))
 
 

@@ -319,9 +319,14 @@ class BackboneEncoder(nn.Module):
 
     def probe(self, layers: Sequence[str] | None = None) -> dict[str, tuple[int, int] | None]:
         """``feature_info``'s dry run: {node: (channels, stride), or None where the output is not a feature map}."""
-        wanted = self.layers if layers is None else tuple(layers)
+        blank = torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE, device="meta")
+        wanted = requested_layers(blank, layers, self.layers)
+        # shapes only: the trunk runs on the meta device (its weights swapped for meta tensors of their shapes), so
+        # the probe costs no arithmetic and copies no weights
+        meta = {name: torch.empty_like(t, device="meta") for name, t in self.trunk.state_dict(keep_vars=True).items()}
         with torch.no_grad():
-            found = self(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE, device=self.mean.device), wanted)
+            nodes = torch.func.functional_call(self.trunk, meta, (blank,), strict=True)
+        found = {name: nodes[self._node[name]] for name in wanted}
         return {
             name: (int(v.shape[1]), round(PROBE_SIDE / v.shape[-1])) if isinstance(v, Tensor) and v.dim() == 4 else None
             for name, v in found.items()
