@@ -98,6 +98,19 @@ def test_frechet_distance_and_art_fid():
     diff = (a.mean(0) - b.mean(0)).double().numpy()
     expected = diff @ diff + sa.trace() + sb.trace() - 2 * linalg.sqrtm(sa @ sb).real.trace()
     assert M.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    # Fewer vectors than dimensions (5 + 7 <= 40: taken in the vectors' space): the same value as the two
+    # eigendecompositions of the d x d covariances, tr((S_a^1/2 S_b S_a^1/2)^1/2), written out here.
+    few_a, few_b = torch.randn(5, 40).double(), (torch.randn(7, 40) @ torch.randn(40, 40) + 0.5).double()
+
+    def root(matrix: torch.Tensor) -> torch.Tensor:
+        vals, vecs = torch.linalg.eigh((matrix + matrix.T) / 2)
+        return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+    sa, sb = torch.cov(few_a.T), torch.cov(few_b.T)
+    diff = few_a.mean(0) - few_b.mean(0)
+    expected = diff @ diff + sa.trace() + sb.trace() - 2 * root(root(sa) @ sb @ root(sa)).trace()
+    assert M.frechet_distance(few_a, few_b) == pytest.approx(float(expected), rel=1e-6)
+    assert M.frechet_distance(few_a, few_a) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_checkpoint_labels_are_short_and_unique():
