@@ -98,6 +98,19 @@ def test_frechet_distance_and_art_fid():
     diff = (a.mean(0) - b.mean(0)).double().numpy()
     expected = diff @ diff + sa.trace() + sb.trace() - 2 * linalg.sqrtm(sa @ sb).real.trace()
     assert M.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    # Fewer vectors than dimensions (5 + 7 <= 40: taken in the vectors' space): the same value as the two
+    # eigendecompositions of the d x d covariances, tr((S_a^1/2 S_b S_a^1/2)^1/2), written out here.
+    few_a, few_b = torch.randn(5, 40).double(), (torch.randn(7, 40) @ torch.randn(40, 40) + 0.5).double()
+
+    def root(matrix: torch.Tensor) -> torch.Tensor:
+        vals, vecs = torch.linalg.eigh((matrix + matrix.T) / 2)
+        return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+    sa, sb = torch.cov(few_a.T), torch.cov(few_b.T)
+    diff = few_a.mean(0) - few_b.mean(0)
+    expected = diff @ diff + sa.trace() + sb.trace() - 2 * root(root(sa) @ sb @ root(sa)).trace()
+    assert M.frechet_distance(few_a, few_b) == pytest.approx(float(expected), rel=1e-6)
+    assert M.frechet_distance(few_a, few_a) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_checkpoint_labels_are_short_and_unique():
@@ -195,11 +208,13 @@ def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_r
     fast = [r for r in rows if r["model"] == "network"]
     assert fast[0]["content_relu4_1"] == fast[1]["content_relu4_1"]  # c1 with either style: one result
     assert [m["info"]["method"] for m in summary["models"]] == ["adain", "fast", "wct"]
+    assert ["alpha_sweep" in m for m in summary["models"]] == [True, False, True]
 
 
 def test_one_report_scores_the_default_adain_beside_one_behind_a_backbone(tmp_path, adain_run, bench_dirs):
     """AdaIN behind VGG-19 (the session's tiny run) and behind ResNet-50's layer3 (stride 16) in one table, each
-    rebuilt from its decoder.pth's record and named with its network and bottleneck (issue 22)."""
+    rebuilt from its decoder.pth's record and named with its network and bottleneck (issue 22). No alpha sweep: the
+    sweep and its figure are the subject of the tests above."""
     from adain_checkpoints import write_backbone_decoder
 
     backbone = write_backbone_decoder(tmp_path / "resnet" / "decoder.pth", "resnet50", "layer3", width=0.25)
@@ -207,7 +222,7 @@ def test_one_report_scores_the_default_adain_beside_one_behind_a_backbone(tmp_pa
     cfg = compose(
         "evaluate", f"ckpt=[{adain_run[1]},{backbone}]", *_benchmark_overrides(bench_dirs),
         "metric_encoder.weights=random", "metric_encoder.download=false", "trainer=cpu", "logger=none",
-        "timing.warmup=0", "alpha_sweep.pairs=1", f"paths.root_dir={tmp_path}", output_dir=out,
+        "timing.warmup=0", "alpha_sweep.values=[]", f"paths.root_dir={tmp_path}", output_dir=out,
     )  # fmt: skip
     summary = run(cfg)
     with (out / "metrics.csv").open() as handle:

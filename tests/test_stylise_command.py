@@ -211,8 +211,8 @@ def test_cli_stylises_a_folder_with_each_control(adain_run, folders, tmp_path, c
     extra = [{"STYLE2": str(styles[1]), "M1": str(masks[0]), "M2": str(masks[1])}.get(a, a) for a in controls]
     style_args = [str(styles[0])] + ([extra.pop(0)] if extra and extra[0] == str(styles[1]) else [])
     code = main([str(ckpt), "--content", str(contents), "--style", *style_args, *extra, "-o", str(out),
-                 "--batch-size", "2", "--device", "cpu", "--style-short-side", "0"])
-    assert code == 0
+                 "--batch-size", "2", "--device", "cpu", "--style-short-side", "0", "--workers", "0"])
+    assert code == 0  # decoded in the main thread: loader workers are test_stylise_folders' subject
     written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert len(written) == 3, written
     assert "broken.png" in capsys.readouterr().err
@@ -226,7 +226,7 @@ def test_cli_runs_with_other_controls_do_not_overwrite_each_other(adain_run, fol
     ckpt, _ = adain_run
     out = tmp_path / "out"
     common = [str(ckpt), "--content", str(contents / "a.png"), "--style", str(styles[0]), "-o", str(out),
-              "--device", "cpu", "--style-short-side", "0"]
+              "--device", "cpu", "--style-short-side", "0", "--workers", "0"]
     assert main(common) == 0
     assert main([*common, "--alpha", "0.5", "--preserve-colour"]) == 0
     stem = f"a_stylised_{styles[0].stem}"

@@ -19,14 +19,16 @@ from styletransfer.protocol.controls import check_size
 from styletransfer.runtime.errors import ConfigError
 
 
-def _decoder_file(folder: Path) -> Path:
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory) -> Path:
+    """An AdaIN decoder.pth (random weights, behind the random encoder), written once for the module's commands."""
     torch.manual_seed(0)
-    path = folder / "decoder.pth"
+    path = tmp_path_factory.mktemp("model") / "decoder.pth"
     save_decoder(AdaINDecoder(), build_encoder(RANDOM_ENCODER, ["relu4_1"]).spec, path)
     return path
 
 
-def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_path, capsys):
+def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(decoder_file, tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     contents = tmp_path / "photos"
     for name in ("photo.png", "photo.bmp", "photo.tiff", "sub1/x.png", "sub2/x.png"):
@@ -38,7 +40,7 @@ def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_pa
     save_image(torch.rand(3, 32, 32, generator=g), style)
     out = tmp_path / "out"
 
-    code = main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+    code = main([str(decoder_file), "--content", str(contents), "--style", str(style), "-o", str(out),
                  "--device", "cpu", "--style-short-side", "0", "--batch-size", "2"])
 
     assert code == 0
@@ -54,7 +56,7 @@ def test_a_folder_with_clashing_names_tiny_and_broken_files_loses_nothing(tmp_pa
     assert "broken.jpg" in captured.err and "tiny.png: 8x8 px is too small" in captured.err
 
 
-def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(tmp_path, capsys):
+def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(decoder_file, tmp_path, capsys):
     """photo.jpg and photo.JPG both become photo_jpg..., a.png's a_png... is also a_png.jpg's name: every result is
     kept under a name unique even where the filesystem ignores case, and "wrote N" counts the files written."""
     g = torch.Generator().manual_seed(0)
@@ -64,14 +66,14 @@ def test_names_that_would_clash_get_numbers_and_the_count_is_the_files_on_disk(t
     style = tmp_path / "style.png"
     save_image(torch.rand(3, 32, 32, generator=g), style)
     out = tmp_path / "out"
-    assert main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+    assert main([str(decoder_file), "--content", str(contents), "--style", str(style), "-o", str(out),
                  "--device", "cpu", "--style-short-side", "0", "--workers", "0"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 4 and len({n.lower() for n in names}) == 4, names
     assert "wrote 4 image(s)" in capsys.readouterr().out
 
 
-def test_a_missing_or_unreadable_single_content_is_one_line(tmp_path, capsys):
+def test_a_missing_or_unreadable_single_content_is_one_line(decoder_file, tmp_path, capsys):
     """A content that does not exist is named before the model loads (the model file here does not exist either);
     an unreadable single content is named once, in the one error; one image is no "0.0 img/s"."""
     style = tmp_path / "style.png"
@@ -81,7 +83,7 @@ def test_a_missing_or_unreadable_single_content_is_one_line(tmp_path, capsys):
                                                f"{(tmp_path / 'nope.jpg').resolve()})")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    decoder = _decoder_file(tmp_path)
+    decoder = decoder_file
     common = ["--style", str(style), "--device", "cpu", "--style-short-side", "0", "--workers", "0"]
     assert main([str(decoder), "--content", str(broken), *common, "-o", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err
@@ -123,32 +125,33 @@ def test_the_size_check_names_the_image_and_the_fix():
         check_size(40, 8, "the content image", MIN_SIDE, "upload a larger one")
 
 
-def test_a_single_file_keeps_its_plain_name(tmp_path, capsys):
-    """... and the last line names the file written (it said "wrote 1 image(s) to DIR")."""
+def test_a_single_file_keeps_its_plain_name(decoder_file, tmp_path, capsys):
+    """... and the last line names the file written (it said "wrote 1 image(s) to DIR"). The one command here with
+    the default --style-short-side (512: the style enlarged before it is encoded)."""
     g = torch.Generator().manual_seed(1)
     save_image(torch.rand(3, 24, 32, generator=g), tmp_path / "photo.png")
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
     out = tmp_path / "out"
-    assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
+    assert main([str(decoder_file), "--content", str(tmp_path / "photo.png"), "--style",
                  str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu"]) == 0
     assert [p.name for p in out.iterdir()] == ["photo_stylised_s.png"]
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out / 'photo_stylised_s.png'}"
 
 
-def test_a_model_trained_behind_a_random_encoder_is_named_as_such_once(tmp_path, caplog):
+def test_a_model_trained_behind_a_random_encoder_is_named_as_such_once(decoder_file, tmp_path, caplog):
     """Through the Python API and through the command (which loads through the registry): one warning each."""
     with caplog.at_level("WARNING"):
-        Styliser.from_checkpoint(_decoder_file(tmp_path))
+        Styliser.from_checkpoint(decoder_file)
     assert caplog.text.count("trained behind a RANDOM VGG encoder") == 1
     caplog.clear()
     save_image(torch.rand(3, 24, 32), tmp_path / "photo.png")
     with caplog.at_level("WARNING"):
-        assert main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photo.png"), "--style",
-                     str(tmp_path / "photo.png"), "-o", str(tmp_path / "out")]) == 0
+        assert main([str(decoder_file), "--content", str(tmp_path / "photo.png"), "--style",
+                     str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"), "--style-short-side", "0"]) == 0
     assert caplog.text.count("trained behind a RANDOM VGG encoder") == 1
 
 
-def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, capsys):
+def test_overlapped_run_writes_the_same_images_as_the_sequential_one(decoder_file, tmp_path, capsys):
     """Workers decoding, size groups (a batch never mixes sizes) and writer threads change nothing in the files;
     --quality reaches the JPEG encoder, and bad flags are refused by name."""
     g = torch.Generator().manual_seed(2)
@@ -158,7 +161,7 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
     (contents / "broken.png").write_bytes(b"nope")
     style = tmp_path / "style.png"
     save_image(torch.rand(3, 32, 32, generator=g), style)
-    common = [str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "--device", "cpu",
+    common = [str(decoder_file), "--content", str(contents), "--style", str(style), "--device", "cpu",
               "--style-short-side", "0", "--batch-size", "2"]
     assert main([*common, "-o", str(tmp_path / "seq"), "--workers", "0", "--writers", "0"]) == 0
     assert main([*common, "-o", str(tmp_path / "par"), "--workers", "2", "--writers", "2"]) == 0
@@ -170,7 +173,8 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
     assert out.out.count("wrote 7 image(s)") == 2 and out.err.count("broken.png") >= 2
     sizes = {}
     for quality in (30, 95):
-        assert main([*common, "-o", str(tmp_path / f"q{quality}"), "--ext", "jpg", "--quality", str(quality)]) == 0
+        assert main([*common, "-o", str(tmp_path / f"q{quality}"), "--ext", "jpg", "--quality", str(quality),
+                     "--workers", "0"]) == 0
         sizes[quality] = sum(p.stat().st_size for p in (tmp_path / f"q{quality}").iterdir())
     assert sizes[30] < sizes[95]
     assert main([*common, "-o", str(tmp_path / "bad"), "--quality", "0"]) == 1
@@ -182,7 +186,7 @@ def test_overlapped_run_writes_the_same_images_as_the_sequential_one(tmp_path, c
 
 
 @pytest.mark.parametrize("signum", [15, 2])
-def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_signal(tmp_path, capsys,
+def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_signal(decoder_file, tmp_path, capsys,
                                                                                       monkeypatch, signum):
     """SIGTERM used to end a folder run silently, Ctrl-C with a traceback: both now stop, count the images written
     (each whole) in one line and exit 128 + signal (the signal sent to this process while the 2nd image stylises)."""
@@ -211,7 +215,7 @@ def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_
 
     monkeypatch.setattr(app, "_load_model", loaded)
     out = tmp_path / "out"
-    code = main([str(_decoder_file(tmp_path)), "--content", str(tmp_path / "photos"), "--style",
+    code = main([str(decoder_file), "--content", str(tmp_path / "photos"), "--style",
                  str(tmp_path / "style.png"), "-o", str(out), "--device", "cpu", "--workers", "0", "--writers", "0",
                  "--batch-size", "1", "--style-short-side", "0"])
     assert code == 128 + signum
@@ -222,7 +226,7 @@ def test_an_interrupted_folder_says_how_many_images_are_kept_and_exits_with_the_
     assert len(written) == 1 and "Traceback" not in err
 
 
-def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, capsys):
+def test_an_output_folder_inside_the_content_folder_is_not_read_back(decoder_file, tmp_path, capsys):
     """Run twice with -o inside the content folder: the second run stylises the photos again, not the first run's
     results (it used to write out/out/..._stylised_s_stylised_s.png); an .onnx file without --runtime onnx is named."""
     g = torch.Generator().manual_seed(0)
@@ -230,7 +234,7 @@ def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, c
     for i in range(2):
         save_image(torch.rand(3, 24, 32, generator=g), photos / f"p{i}.png")
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
-    args = [str(_decoder_file(tmp_path)), "--content", str(photos), "--style", str(tmp_path / "s.png"), "-o",
+    args = [str(decoder_file), "--content", str(photos), "--style", str(tmp_path / "s.png"), "-o",
             str(photos / "out"), "--device", "cpu", "--workers", "0", "--style-short-side", "0"]
     assert main(args) == 0 and main([*args, "--overwrite"]) == 0
     assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.png")) == [
@@ -241,7 +245,7 @@ def test_an_output_folder_inside_the_content_folder_is_not_read_back(tmp_path, c
     assert "model.onnx is an ONNX model: add --runtime onnx" in capsys.readouterr().err
 
 
-def test_results_that_cannot_be_written_fail_the_command_after_the_rest(tmp_path, capsys, monkeypatch):
+def test_results_that_cannot_be_written_fail_the_command_after_the_rest(decoder_file, tmp_path, capsys, monkeypatch):
     """A full disk midway through a folder (hostile probe rerun, issue 24) ended with "wrote 2 image(s)", the other
     results listed as skipped inputs and exit status 0: now the count is still the files on disk, nothing is
     half-written, and the command fails in one line saying what was not written and the fix."""
@@ -262,7 +266,7 @@ def test_results_that_cannot_be_written_fail_the_command_after_the_rest(tmp_path
 
     monkeypatch.setattr(pipeline, "save_pil", disk_full_after_a)
     out = tmp_path / "out"
-    code = main([str(_decoder_file(tmp_path)), "--content", str(contents), "--style", str(style), "-o", str(out),
+    code = main([str(decoder_file), "--content", str(contents), "--style", str(style), "-o", str(out),
                  "--device", "cpu", "--style-short-side", "0", "--workers", "0", "--writers", "0"])
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_stylised_style.png"]
@@ -276,7 +280,8 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
-def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(tmp_path, capsys, monkeypatch):
+def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(decoder_file, tmp_path, capsys,
+                                                                              monkeypatch):
     """A second run into the same -o (another model, the same names) silently replaced the first run's results
     (hostile probe rerun, issue 24). Now it is refused before the model loads, in one line naming the first result
     and the count, with the two ways on: --skip-existing stylises only the missing ones (an interrupted run's rest),
@@ -287,7 +292,7 @@ def test_results_already_in_the_output_folder_are_refused_skipped_or_replaced(tm
         save_image(torch.rand(3, 24, 32, generator=g), photos / f"p{i}.png")
     (photos / "broken.png").write_bytes(b"not a png")  # skipped by every run, never a result
     save_image(torch.rand(3, 32, 32, generator=g), tmp_path / "s.png")
-    model = _decoder_file(tmp_path)
+    model = decoder_file
     args = ["--content", str(photos), "--style", str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu",
             "--workers", "0", "--style-short-side", "0"]
     assert main([str(model), *args]) == 0

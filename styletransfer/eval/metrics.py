@@ -148,6 +148,10 @@ def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | T
     ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), where the last trace is taken as
     tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)) through two symmetric eigendecompositions (the same value as scipy's sqrtm
     of the product, seconds instead of a minute for 2048-d features, and stable with singular covariances).
+    With no more vectors in both sets together than dimensions (a small benchmark's 2048-d Inception features),
+    the same trace is taken in the vectors' space instead: with the centred rows A and B, S_a S_b has the nonzero
+    eigenvalues of (A B^T)(A B^T)^T / ((n_a - 1)(n_b - 1)), so the trace is the sum of the singular values of
+    A B^T / sqrt((n_a - 1)(n_b - 1)), an n_a x n_b matrix, instead of two d x d eigendecompositions.
     Needs at least two vectors per set.
     """
     a, b = (
@@ -159,10 +163,16 @@ def frechet_distance(features_a: np.ndarray | Tensor, features_b: np.ndarray | T
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 images per set, got {a.shape[0]} and {b.shape[0]}")
     mu_a, mu_b = a.mean(dim=0), b.mean(dim=0)
+    diff = mu_a - mu_b
+    if a.shape[0] + b.shape[0] <= a.shape[1]:  # fewer vectors than dimensions: the trace in the vectors' space
+        centred_a, centred_b = a - mu_a, b - mu_b
+        scale_a, scale_b = a.shape[0] - 1, b.shape[0] - 1
+        tr_covmean = float(torch.linalg.svdvals(centred_a @ centred_b.T).sum()) / (scale_a * scale_b) ** 0.5
+        traces = float(centred_a.square().sum()) / scale_a + float(centred_b.square().sum()) / scale_b
+        return float(diff @ diff) + traces - 2.0 * tr_covmean
     sigma_a, sigma_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))
     root_a = sym_matrix_power(sigma_a, 0.5)
     tr_covmean = float(sym_matrix_power(root_a @ sigma_b @ root_a, 0.5).trace())
-    diff = mu_a - mu_b
     return float(diff @ diff + sigma_a.trace() + sigma_b.trace() - 2.0 * tr_covmean)
 
 
