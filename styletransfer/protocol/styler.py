@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from styletransfer.nn.compiling import bf16_autocast
-from styletransfer.protocol.controls import Controls, accept, style_list
+from styletransfer.protocol.controls import Capabilities, Controls, accept, style_list
 from styletransfer.protocol.inputs import prepared_styles
 from styletransfer.protocol.model import random_encoder_warning
 
@@ -21,13 +21,14 @@ class EncoderStyler(nn.Module):
     """A :class:`~styletransfer.protocol.model.StyleModel` behind ``encoder`` (its ``spec`` is the encoder's record)
     read from ``source`` (a file of ``kind``), with the ``channels_last`` and ``bf16`` speed options.
 
-    A subclass sets ``method`` and ``title`` (the method's name in the random-encoder warning), the ``device``
+    A subclass sets ``method``, ``title`` (the method's name in the random-encoder warning) and ``capabilities``, the ``device``
     property and :meth:`details` (what ``describe()`` adds); one whose style codes are computed image by image gives
     ``_image`` (the image prepared as an input) and ``_style_code`` (one prepared style's code, under autocast) and
     gets :meth:`encode_styles` and ``_codes``."""
 
     method: str
     title: str
+    capabilities: Capabilities
 
     def __init__(
         self, encoder: Any, source: str = "", kind: str = "", channels_last: bool = False, bf16: bool = False
