@@ -21,10 +21,10 @@ class EncoderStyler(nn.Module):
     """A :class:`~styletransfer.protocol.model.StyleModel` behind ``encoder`` (its ``spec`` is the encoder's record)
     read from ``source`` (a file of ``kind``), with the ``channels_last`` and ``bf16`` speed options.
 
-    A subclass sets ``method``, ``title`` (the method's name in the random-encoder warning) and ``capabilities``, the ``device``
-    property and :meth:`details` (what ``describe()`` adds); one whose style codes are computed image by image gives
-    ``_image`` (the image prepared as an input) and ``_style_code`` (one prepared style's code, under autocast) and
-    gets :meth:`encode_styles` and ``_codes``."""
+    A subclass sets ``method``, ``title`` (the method's name in the random-encoder warning) and ``capabilities``,
+    the ``device`` property and :meth:`details` (what ``describe()`` adds); one whose style codes are computed image
+    by image gives ``_image`` (the image prepared as an input) and ``_style_code`` (one prepared style's code, under
+    autocast) and gets :meth:`encode_styles` and ``_codes``."""
 
     method: str
     title: str
