@@ -31,12 +31,12 @@ from styletransfer.methods.adain.decoders import (
 )
 from styletransfer.methods.adain.model import BOTTLENECK, adain, stylise
 from styletransfer.methods.adain.transforms import check_transform, style_code
-from styletransfer.nn.backbones import BackboneEncoder, check_nodes
+from styletransfer.nn.backbones import check_nodes
 from styletransfer.nn.checkpoints import LoadsRunCheckpoints
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, check_layers
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
-from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder, feature_info, is_vgg
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
+from styletransfer.nn.encoders import feature_info, is_vgg
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
@@ -116,17 +116,7 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
         if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
             raise ConfigError(f"method.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
         layers = [*style_layers, bottleneck]
-        self.encoder: FeatureEncoder
-        if "fingerprint" in encoder:
-            # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
-            network = encoder.get("network", "vgg19")
-            if is_vgg(encoder):
-                self.encoder = VGGEncoder(layers, weights="random", arch=encoder["arch"], network=network)
-            else:
-                self.encoder = BackboneEncoder(layers, network, weights="random")
-            self.encoder.spec = dict(encoder)
-        else:
-            self.encoder = build_any_encoder(encoder, layers=layers)
+        self.encoder = training_encoder(encoder, layers)
         channels, stride = feature_info(self.encoder, [bottleneck])[bottleneck]
         where = f"{self.encoder.network} {bottleneck} ({channels} channels, stride {stride})"
         if stride not in STRIDES:

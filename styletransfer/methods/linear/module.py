@@ -26,8 +26,8 @@ from styletransfer.engine.training_module import ExportingModule, check_settings
 from styletransfer.methods.linear.checkpoint import save_model
 from styletransfer.methods.linear.loss import CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, linear_losses
 from styletransfer.methods.linear.transform import LinearTransform, check_layer
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
 from styletransfer.nn.reconstruction import ReconstructionDecoder
 from styletransfer.nn.reconstruction_file import read_decoder
 from styletransfer.runtime.errors import ConfigError
@@ -60,12 +60,12 @@ class LinearModule(ExportingModule):
         check_settings(numbers)
         if dict(encoder).get("network", "vgg19") != "vgg19":
             raise ConfigError("method=linear's decoder mirrors VGG-19: use encoder=vgg19 (encoder.network=vgg19)")
+        vgg = training_encoder(encoder, list(STYLE_LAYERS))
+        assert isinstance(vgg, VGGEncoder)  # encoder.network=vgg19, checked above
+        self.encoder = vgg
         if "fingerprint" in encoder:  # a checkpoint's record: the weights of trunk and decoder come with its state
-            self.encoder = VGGEncoder(list(STYLE_LAYERS), weights="random", arch=encoder["arch"])
-            self.encoder.spec = dict(encoder)
             self.reconstruction = ReconstructionDecoder(layer).requires_grad_(False)
         else:
-            self.encoder = build_encoder(encoder, layers=list(STYLE_LAYERS))
             self.reconstruction, record = read_decoder(str(decoder or ""), layer, "method.decoder")
             recorded = record.get("layers") or [layer]
             if record.get("fingerprint") != self.encoder.fingerprint_to(recorded):

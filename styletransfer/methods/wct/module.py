@@ -23,8 +23,7 @@ from styletransfer.engine.schedules import decaying_adam
 from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
 from styletransfer.methods.wct.checkpoint import save_decoders
 from styletransfer.methods.wct.decoders import LEVELS, build_decoders, check_levels
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,7 @@ class WCTModule(ExportingModule):
         check_settings(numbers)
         if dict(encoder).get("network", "vgg19") != "vgg19":
             raise ConfigError("method=wct's decoders mirror VGG-19: use encoder=vgg19 (encoder.network=vgg19)")
-        if "fingerprint" in encoder:  # a checkpoint's record: the trunk's weights come with its state dict
-            self.encoder = VGGEncoder(list(levels), weights="random", arch=encoder["arch"])
-            self.encoder.spec = dict(encoder)
-        else:
-            self.encoder = build_encoder(encoder, layers=list(levels))
+        self.encoder = training_encoder(encoder, list(levels))
         self.decoders = build_decoders(levels)
         self.levels = levels
         self.save_hyperparameters(
