@@ -9,7 +9,8 @@
 # 4. the CUDA-only tests (compiled vs eager training step, nvJPEG decode, progress bar, Gatys CUDA graph)
 #
 # Each step's full output goes to LOG_DIR/<step>.log and a failing step does not stop the others; the end prints
-# every step's final table and exit status. Set SPEED_QUICK=1 for a smoke run on a CPU (tiny sizes, no tests).
+# every step's final table and exit status. Set SPEED_QUICK=1 for a smoke run on a CPU (tiny sizes, no bf16 rows, no
+# tests).
 set -u
 cd "$(dirname "$0")/.."
 logs="${1:-speed_logs/$(date +%Y%m%d-%H%M%S)}"
@@ -17,9 +18,10 @@ mkdir -p "$logs"
 python="${PYTHON:-python3}"
 
 if [ "${SPEED_QUICK:-0}" = 1 ]; then
-  train_args=(--device cpu --size 64 --batch 2 --steps 3 --images 8 --skip-train-py)
-  stylise_args=(--device cpu --size 64 --batch 2 --steps 2 --warmup 1 --compile-modes --folder-images 4 --big 0)
-  gatys_args=(--device cpu --size 64 --iterations 5 --warmup 2 --big 0 --no-lightning)
+  train_args=(--device cpu --size 64 --batch 2 --steps 3 --images 8 --skip-train-py --no-bf16)
+  stylise_args=(--device cpu --size 64 --batch 2 --steps 2 --warmup 1 --compile-modes --folder-images 4 --big 0
+    --no-bf16)
+  gatys_args=(--device cpu --size 64 --iterations 5 --warmup 2 --big 0 --no-lightning --no-bf16)
 else
   train_args=(--profile --steps 30 --compile-modes default reduce-overhead --images 600)
   stylise_args=()

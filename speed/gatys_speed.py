@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from timing import print_top_kernels, sync  # noqa: E402  (speed/timing.py)
 
 from styletransfer.engine.instantiate import register_resolvers  # noqa: E402
+from styletransfer.engine.precision import autocast_dtype  # noqa: E402
 from styletransfer.methods.gatys import GatysModule  # noqa: E402
 from styletransfer.methods.gatys.fast import FastLoop  # noqa: E402
 from styletransfer.methods.gatys.lbfgs import DeviceLBFGS  # noqa: E402
@@ -48,7 +49,8 @@ from styletransfer.training import run as train  # noqa: E402
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}
 STYLE_AT = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5_1": 29}  # torchvision indices
 CONTENT_AT = 22  # relu4_2
-#: The variants: label, GatysModule settings, optimiser ("torch" = torch.optim.LBFGS, "device" = DeviceLBFGS).
+#: The variants: label, GatysModule settings (``bf16``: as under trainer.precision=bf16-mixed), optimiser ("torch" =
+#: torch.optim.LBFGS, "device" = DeviceLBFGS).
 VARIANTS = [
     ("ours fp32, torch LBFGS (today)", {}, "torch"),
     ("ours bf16 + channels_last", {"bf16": True, "channels_last": True}, "torch"),
@@ -133,7 +135,10 @@ def baseline(device: torch.device, size: int, trunk: nn.Sequential) -> Callable[
 # ---- ours ------------------------------------------------------------------------------------------------------
 def ours(device: torch.device, size: int, settings: dict, optimiser: str) -> Callable[[int], None]:
     """GatysModule's losses at ``size`` px with ``settings`` and torch's or the device L-BFGS (no Lightning)."""
+    settings = dict(settings)
+    bf16 = settings.pop("bf16", False)  # trainer.precision=bf16-mixed, which setup("fit") reads into the module
     module = GatysModule(RANDOM_ENCODER, snapshot_every=0, output_name=None, **settings).to(device)
+    module._low_precision = autocast_dtype("bf16-mixed" if bf16 else "32-true")
     if module.hparams.channels_last:
         module.encoder.to(memory_format=torch.channels_last)
     content, style = (t.to(device) for t in images(size))
@@ -197,7 +202,7 @@ def end_to_end(device: torch.device, size: int, iterations: int, work: Path) -> 
         "+callbacks.timer._target_=__main__.FirstStepTimer",
     ]
     if device.type == "cpu":
-        overrides += ["method.bf16=false", "method.compile=false", "method.channels_last=false"]
+        overrides += ["trainer.precision=32-true", "method.compile=false", "method.channels_last=false"]
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -247,6 +252,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=2048, help="side of the peak-memory row (CUDA only; 0: skip)")
     parser.add_argument("--profile", action="store_true", help="print the top-15 CUDA kernels of the best setting")
     parser.add_argument("--no-lightning", action="store_true", help="skip the end-to-end Lightning row")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="run the bf16 rows in float32 (bf16 autocast is slow on a CPU; the quick smoke run does)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # as trainer.benchmark=true (the default trainer config)
@@ -259,6 +266,12 @@ def main() -> None:
     measure("plain PyTorch baseline (neural-style-pt)", device, rows, base,
             lambda: timed(device, baseline(device, args.size, trunk), w, n), n)
     for label, settings, optimiser in VARIANTS:
+        if settings.get("cuda_graph") and device.type != "cuda":
+            rows.append(f"| {label} | skipped: CUDA only | | | |")
+            print(rows[-1], flush=True)
+            continue
+        if args.no_bf16 and settings.get("bf16"):  # the same rows in float32
+            label, settings = label.replace("bf16 + ", ""), {k: v for k, v in settings.items() if k != "bf16"}
         measure(label, device, rows, base, lambda: timed(device, ours(device, args.size, settings, optimiser), w, n), n)
     if device.type == "cuda" and args.big:
         label, settings, optimiser = VARIANTS[-1]

@@ -9,9 +9,10 @@ the timed loop:
 
 * baseline: naoto0804/pytorch-AdaIN's nn.Sequential VGG (to relu4_1) and decoder, style features cached, fp32
   (TF32 convolutions on GPUs), written out here;
-* ours: ``Styliser.stylise`` in fp32, bf16, bf16 + channels_last (with the cached style *features*, as before),
-  then + cached style statistics, fp32 + channels_last + statistics (the CLI's CPU default), + torch.compile;
-* the folder CLI end to end (``python -m styletransfer.stylise`` in a subprocess over generated JPEGs): img/s with
+* ours: ``Styliser.stylise`` in fp32, bf16, bf16 + channels_last (the style image given to every call, so encoded
+  every call), then + cached style statistics (``encode_styles`` once, passed as ``Controls(style_codes=...)``),
+  fp32 + channels_last + statistics (the CLI's CPU default), + torch.compile;
+* the folder CLI end to end (``python -m styletransfer.cli.stylise`` in a subprocess over generated JPEGs): img/s with
   start-up (wall clock), img/s after the first batch (the CLI's own figure) and its ratio to the core rate, then
   the same with ``--workers 0 --writers 0`` (decode, stylise and write one after another, as before);
 * peak memory stylising one 4096 x 4096 image (bf16 + channels_last, CUDA only).
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.protocol.controls import Controls
 
 ROOT = Path(__file__).resolve().parents[1]
 Row = dict
@@ -106,9 +108,10 @@ def ours_call(device: torch.device, content: Tensor, style: Tensor, bf16: bool, 
     torch.manual_seed(0)
     styliser = Styliser(VGGEncoder(["relu4_1"], weights="random", seed=0), AdaINDecoder(), bf16=bf16,
                         channels_last=channels_last, compile=compile or False).to(device)
-    cached = {"style_stats": styliser.style_stats([style])} if stats else {
-        "style_features": styliser.style_features([style])}
-    return lambda: styliser.stylise(content, **cached)
+    if not stats:
+        return lambda: styliser.stylise(content, [style])
+    controls = Controls(style_codes=styliser.encode_styles([style]))
+    return lambda: styliser.stylise(content, controls=controls)
 
 
 def core_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
@@ -124,6 +127,9 @@ def core_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
     rows = [measure("baseline (naoto0804 nn.Sequential, fp32)", lambda: baseline_call(device, content, style),
                     args, device)]
     for label, bf16, cl, stats, mode in variants:
+        if bf16 and args.no_bf16:  # a row all the same, so that the rows keep their places
+            rows.append({"variant": f"ours {label}", "img/s": None, "peak MiB": None, "note": "skipped: --no-bf16"})
+            continue
         rows.append(measure(f"ours {label}", lambda: ours_call(device, content, style, bf16, cl, stats, mode),
                             args, device))
     return rows
@@ -145,9 +151,9 @@ def make_folder(root: Path, count: int, size: int) -> tuple[Path, Path, Path]:
 
 
 def run_cli(decoder: Path, folder: Path, style: Path, out: Path, flags: list[str]) -> tuple[float, float]:
-    """(wall seconds, img/s after the first batch) of one ``python -m styletransfer.stylise`` run; the wall time
+    """(wall seconds, img/s after the first batch) of one ``python -m styletransfer.cli.stylise`` run; the wall time
     includes imports and model loading, the rate is what the CLI prints from its own clock."""
-    command = [sys.executable, "-m", "styletransfer.stylise", str(decoder), "--content", str(folder), "--style",
+    command = [sys.executable, "-m", "styletransfer.cli.stylise", str(decoder), "--content", str(folder), "--style",
                str(style), "-o", str(out), "--style-short-side", "0", "--ext", "jpg", *flags]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -194,9 +200,9 @@ def big_image_row(device: torch.device, side: int) -> Row:
                             channels_last=True).to(device)
         gen = torch.Generator().manual_seed(0)
         style = torch.rand(1, 3, 512, 512, generator=gen).to(device)
-        stats = styliser.style_stats([style])
+        controls = Controls(style_codes=styliser.encode_styles([style]))
         content = torch.rand(1, 3, side, side, generator=gen).to(device)
-        seconds, _ = timed(lambda: styliser.stylise(content, style_stats=stats), device, 1, 1)
+        seconds, _ = timed(lambda: styliser.stylise(content, controls=controls), device, 1, 1)
         row = {"variant": label, "img/s": 1 / seconds, "peak MiB": peak_mib(device), "note": f"{seconds:.2f} s"}
     except torch.cuda.OutOfMemoryError as exc:
         row = {"variant": label, "img/s": None, "peak MiB": peak_mib(device),
@@ -229,6 +235,8 @@ def main() -> None:
                         help="torch.compile modes to time (default: default; none: skip compile)")
     parser.add_argument("--folder-images", type=int, default=200, help="JPEGs for the CLI rows (0 skips them)")
     parser.add_argument("--big", type=int, default=4096, help="side of the one-image memory row (0 skips it)")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="skip the bf16 rows (bf16 autocast is slow on a CPU; the quick smoke run skips them)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # fixed shapes, as the CLI sets on CUDA

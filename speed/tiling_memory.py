@@ -6,11 +6,12 @@
 
 Random weights (memory and timing only). Each row runs in a fresh child process (so ``ru_maxrss`` is that row's
 peak resident memory): it builds the model, makes a uint8 content of the given size on the host, caches the style
-statistics, then times ``Styliser.stylise(content, max_tile=...)`` and its conversion to uint8. Printed per row:
+statistics, then times ``apps.tiling.stylise_any_size(model, content, controls, max_tile=...)`` and its conversion to
+uint8. Printed per row:
 the tile side, the windows, seconds, peak RSS (and peak CUDA memory on a GPU), and the bound the design promises:
 
     RSS before the run + 18 B per image pixel (uint8 input, float32 output, uint8 result)
-    + ``tiling.BYTES_PER_PIXEL`` per tile pixel (CPU; on CUDA the tile's cost is on the device instead)
+    + the model's ``tiling().bytes_per_pixel`` per tile pixel (CPU; on CUDA the tile's cost is on the device instead)
 
 ``--max-tile 0`` is the untiled baseline (expect it to exceed the bound, or to run out of memory, at large sizes).
 A failing row prints its error and the others go on; the table comes last.
@@ -30,6 +31,7 @@ import torch
 from styletransfer.apps import tiling
 from styletransfer.methods.adain import AdaINDecoder, Styliser
 from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.protocol.controls import Controls
 from styletransfer.runtime.devices import device_name, resolve_device
 
 #: Host bytes per image pixel that do not depend on the tile: uint8 input, float32 output, uint8 result.
@@ -49,21 +51,23 @@ def child(args: argparse.Namespace) -> dict:
                         channels_last=args.channels_last, bf16=args.bf16).to(device)
     width, height = args.size
     content = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
-    stats = styliser.style_stats([torch.rand(1, 3, 256, 256)])
+    controls = Controls(style_codes=styliser.encode_styles([torch.rand(1, 3, 256, 256)]))
     max_tile = args.max_tile[0] if args.max_tile[0] == "auto" else int(args.max_tile[0])
-    side = tiling.tile_side(max_tile, device, 1, args.bf16)
+    needs = styliser.tiling()
+    side = tiling.tile_side(max_tile, needs, device, 1, height * width)
     tiled = bool(side) and max(height, width) > side
-    windows = len(tiling.spans(height, side)) * len(tiling.spans(width, side)) if tiled else 1
+    windows = len(tiling.spans(height, side, needs)) * len(tiling.spans(width, side, needs)) if tiled else 1
     before = _rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    result = styliser.stylise(content, style_stats=stats, max_tile=max_tile).mul(255).round_().to(torch.uint8).cpu()
+    result = tiling.stylise_any_size(styliser, content, controls=controls, max_tile=max_tile)
+    result = result.mul(255).round_().to(torch.uint8).cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    tile_cost = tiling.BYTES_PER_PIXEL * (min(side, height) * min(side, width) if tiled else height * width)
+    tile_cost = needs.bytes_per_pixel * (min(side, height) * min(side, width) if tiled else height * width)
     bound = before + (IMAGE_BYTES_PER_PIXEL * height * width + (tile_cost if device.type == "cpu" else 0)) / 2**20
     return {"max_tile": str(max_tile), "side": side if tiled else 0, "windows": windows, "seconds": seconds,
             "rss_before_mib": before, "peak_rss_mib": _rss_mib(), "bound_mib": bound, "shape": list(result.shape),

@@ -318,6 +318,8 @@ def parse_args() -> argparse.Namespace:
                              "CPU none: inductor takes minutes there)")
     parser.add_argument("--profile", action="store_true", help="print the top-15 kernels of the reference and best step")
     parser.add_argument("--skip-train-py", action="store_true", help="skip part d (train.py end to end)")
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="skip part b's bf16 rows (bf16 autocast is slow on a CPU; the quick smoke run skips them)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where to generate the JPEG folders (default: temp)")
     parser.add_argument("--workers", default="auto", help="data-loading workers of parts c and d (auto: data.num_workers=auto)")
     parser.add_argument("--images", type=int, default=None,
@@ -374,6 +376,10 @@ def main() -> None:
 
     measure("a. reference (plain PyTorch, fp32/TF32)", lambda: reference_step(device, content, style))
     for label, settings in step_variants(args, device):
+        if settings["bf16"] and args.no_bf16:
+            rows.append(Row(f"b. ours {label}", note="skipped: --no-bf16"))
+            print(f"  b. ours {label}: {rows[-1].note}", flush=True)
+            continue
         measure(f"b. ours {label}", lambda s=settings: our_step(device, content, style, **s), settings)
     ours = [row for row in rows if row.label.startswith("b.") and row.seconds is not None]
     best = min(ours, key=lambda row: row.seconds) if ours else None

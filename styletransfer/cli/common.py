@@ -4,8 +4,9 @@ importing it keeps ``--help`` instant."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from styletransfer.runtime.errors import StyleTransferError
@@ -15,6 +16,26 @@ CHECKPOINT_HELP = (
     "a model file: a run's checkpoints/last.ckpt or exported weights (AdaIN: checkpoints/decoder.pth), "
     "or the AdaIN release's decoder.pth"
 )
+
+
+#: How the commands that load a model log: INFO lines naming their logger.
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def command_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Callable[..., argparse.Action]]:
+    """A command's parser and its ``add_argument``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    return parser, parser.add_argument
+
+
+def parse_command(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, log_format: str | None = None
+) -> argparse.Namespace:
+    """The command's arguments from ``argv`` (``sys.argv[1:]`` when None); with ``log_format``, INFO logging in
+    that format is set up first."""
+    if log_format is not None:
+        logging.basicConfig(level=logging.INFO, format=log_format)
+    return parser.parse_args(sys.argv[1:] if argv is None else argv)
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:

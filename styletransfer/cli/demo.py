@@ -11,23 +11,21 @@ the server starts.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from styletransfer.cli.common import add_model_arguments, run_command
+from styletransfer.cli.common import LOG_FORMAT, add_model_arguments, command_parser, parse_command, run_command
 from styletransfer.runtime.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="styletransfer-demo",
-        description="A web page (Gradio) to stylise images with a model file (a run's .ckpt or exported weights, "
+    parser, add = command_parser(
+        "styletransfer-demo",
+        "A web page (Gradio) to stylise images with a model file (a run's .ckpt or exported weights, "
         "e.g. AdaIN's decoder.pth, or the AdaIN release's decoder.pth with --encoder-weights vgg_normalised.pth): "
         "content, up to three styles with weights, alpha, colour preservation, an optional mask (each where the "
         "model supports it), and a download button.",
     )
-    add = parser.add_argument
     add_model_arguments(parser)
     add("--device", default="auto", help="auto (default: the GPU when there is one), cpu, cuda, cuda:1 ...")
     add(
@@ -53,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-demo``: serves until interrupted; returns 1 with a one-line error on bad input."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_command(build_parser(), argv, LOG_FORMAT)
 
     def work() -> None:
         try:

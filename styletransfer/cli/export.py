@@ -11,24 +11,22 @@ torch) afterwards.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.cli.common import add_model_arguments, run_command
+from styletransfer.cli.common import LOG_FORMAT, add_model_arguments, command_parser, parse_command, run_command
 from styletransfer.runtime.choices import EXPORT_PARTS, OPSETS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="styletransfer-export",
-        description="Export a model file (a run's .ckpt or exported weights, e.g. AdaIN's decoder.pth, or the AdaIN "
+    parser, add = command_parser(
+        "styletransfer-export",
+        "Export a model file (a run's .ckpt or exported weights, e.g. AdaIN's decoder.pth, or the AdaIN "
         "release's decoder.pth with --encoder-weights vgg_normalised.pth) to ONNX: an image graph (content, alpha "
         "and the style code -> stylised image) and, for methods that take style images, a style graph (style image "
         "-> its code, e.g. AdaIN's relu4_1 statistics).",
     )
-    add = parser.add_argument
     add_model_arguments(parser)
     add(
         "--output",
@@ -51,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-export``; returns 0, or 1 with a one-line error on bad input or a failed check."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_command(build_parser(), argv, LOG_FORMAT)
 
     def work() -> object:
         from styletransfer.apps.export import run_export  # torch loads here, after --help and flag errors

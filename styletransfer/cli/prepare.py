@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from styletransfer.apps.interrupts import Terminated, signal_of, sigterm_raises
-from styletransfer.cli.common import run_command
+from styletransfer.cli.common import command_parser, parse_command, run_command
 from styletransfer.runtime.choices import (
     CACHE_FORMATS,
     PREPARE_FORMAT,
@@ -26,13 +26,12 @@ from styletransfer.runtime.choices import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="styletransfer-prepare",
-        description="Resize every image of SRC (searched recursively) once into memory-mapped shards at DST, for "
+    parser, add = command_parser(
+        "styletransfer-prepare",
+        "Resize every image of SRC (searched recursively) once into memory-mapped shards at DST, for "
         "`python train.py data=cache`. A rerun (or a run after a crash or Ctrl-C) keeps the finished shards and "
         "processes only new or changed images; unreadable files are skipped and listed.",
     )
-    add = parser.add_argument
     add("src", type=Path, help="folder of images (searched recursively)")
     add("dst", type=Path, help="cache folder to make or update")
     add(
@@ -90,7 +89,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-prepare``; returns 0, or 1 with a one-line error on bad input."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_command(build_parser(), argv)
 
     def kept(signum: int = signal.SIGINT) -> str:  # the finished shards are on disk, named by the manifest
         return (

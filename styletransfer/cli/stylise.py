@@ -11,12 +11,18 @@ project module inside a function.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.cli.common import CHECKPOINT_HELP, add_model_arguments, run_command
+from styletransfer.cli.common import (
+    CHECKPOINT_HELP,
+    LOG_FORMAT,
+    add_model_arguments,
+    command_parser,
+    parse_command,
+    run_command,
+)
 from styletransfer.runtime.choices import PRECISIONS
 from styletransfer.runtime.machine import usable_cores
 
@@ -62,13 +68,12 @@ def level_alphas(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="styletransfer-stylise",
-        description="Stylise an image, a folder of images or a video with a model file of any feed-forward method "
+    parser, add = command_parser(
+        "styletransfer-stylise",
+        "Stylise an image, a folder of images or a video with a model file of any feed-forward method "
         "(a run's .ckpt or exported weights, or the AdaIN release's decoder.pth with --encoder-weights "
         "vgg_normalised.pth). Controls a model does not support are refused with one line.",
     )
-    add = parser.add_argument
     add_model_arguments(parser, f"{CHECKPOINT_HELP} (with --runtime onnx: model.onnx)")
     add("--content", "-c", type=Path, required=True, help="a content image or a folder of them (recursive)")
     add(
@@ -207,8 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-stylise``; returns 0, or 1 with a one-paragraph error on bad input."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_command(build_parser(), argv, LOG_FORMAT)
 
     def work() -> None:
         from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors

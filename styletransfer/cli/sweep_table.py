@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from styletransfer.cli.common import run_command
+from styletransfer.cli.common import parse_command, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +40,7 @@ def write_table(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-sweep-table``."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_command(build_parser(), argv, "%(message)s")
     return run_command(lambda: write_table(args))
 
 

@@ -14,17 +14,15 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from styletransfer.cli.common import run_command
+from styletransfer.cli.common import command_parser, parse_command, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="styletransfer-warping-error",
-        description="The warping error of a "
-        "stylised video: consecutive stylised frames compared along the content's "
-        "optical flow, where it is reliable.",
+    parser, add = command_parser(
+        "styletransfer-warping-error",
+        "The warping error of a stylised video: consecutive stylised frames compared along the content's optical "
+        "flow, where it is reliable.",
     )
-    add = parser.add_argument
     add("original", type=Path, help="the content clip (or folder of frames, with --fps)")
     add("stylised", type=Path, help="its stylised video")
     add("--fps", type=float, default=None, help="ORIGINAL is a folder of frames at this rate")
@@ -57,7 +55,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-warping-error``; returns 0, or 1 with a one-line error on bad input."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_command(build_parser(), argv)
     return run_command(lambda: report(args))
 
 

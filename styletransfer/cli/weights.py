@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from styletransfer.cli.common import run_command
+from styletransfer.cli.common import parse_command, run_command
 from styletransfer.runtime import weight_files
 from styletransfer.runtime.download import describe_sha256, fetch, part_path
 from styletransfer.runtime.errors import ChecksumMismatch, DownloadError
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-weights``; returns 0, or 1 with a one-line error (never a traceback)."""
-    args = build_parser().parse_args(argv)
+    args = parse_command(build_parser(), argv)
 
     def kept() -> str:
         dest = (args.dest or known(args.name).destination()) if args.command == "fetch" else None

@@ -33,6 +33,8 @@ from styletransfer.nn.encoder import (
     VGG19_LAYERS,
     _socket_timeout,
     check_weight_settings,
+    encoder_record,
+    freeze,
     requested_layers,
 )
 from styletransfer.nn.weights import as_state_dict, first_line, safe_load
@@ -265,23 +267,11 @@ class BackboneEncoder(nn.Module):
         self._node = {name: resolve_node(name, self.network) for name in self.layers}
         nodes = {node: node for node in self._node.values()}
         self.trunk = create_feature_extractor(model.eval(), return_nodes=nodes)
-        mean, std = normalisation(self.network)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        super().train(False)
-        self.spec: dict = {
-            "arch": self.arch,
-            "network": self.network,
-            "weights": label,
-            "used": used,
-            "file": str(path) if path is not None else None,
-            "seed": int(seed),
-            "fallback": fallback,
-            "fallback_used": fallback_used,
-            "layers": list(self.layers),
-            "fingerprint": _fingerprint(self.network, self.trunk),
-        }
+        freeze(self, *normalisation(self.network))
+        fingerprint = _fingerprint(self.network, self.trunk)
+        self.spec = encoder_record(
+            self.arch, self.network, label, used, path, seed, fallback, fallback_used, self.layers, fingerprint
+        )
 
     def load_trunk(self, state: Mapping[str, Tensor], where: str) -> None:
         """Replace the trunk's weights with ``state`` (a trunk's own state dict, as a Lightning checkpoint stores it

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerStatus
@@ -176,3 +177,39 @@ def save_final_checkpoint(trainer: pl.Trainer) -> Path | None:
     trainer.save_checkpoint(last, weights_only=False)
     log.info("final checkpoint written to %s", last)
     return last
+
+
+class LoadsRunCheckpoints:
+    """``load_from_checkpoint`` for a LightningModule (list this class before ``pl.LightningModule``): the module of
+    one of its training checkpoints, always read weights-only and checked as for resuming
+    (:func:`read_run_checkpoint`; ``weights_only`` and ``hparams_file`` are ignored), never by Lightning's loader,
+    which unpickles anything with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
+
+    A subclass sets ``checkpoint_of`` (:func:`read_run_checkpoint`'s ``run`` and ``holds``) and may adapt the saved
+    hyper-parameters to its constructor (:meth:`saved_settings`)."""
+
+    checkpoint_of: tuple[str, str]
+
+    @classmethod
+    def saved_settings(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor's arguments from a checkpoint's hyper-parameters."""
+        return dict(hparams)
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: str | torch.device | None = None,
+        hparams_file: Any = None,
+        strict: bool = True,
+        weights_only: bool | None = None,
+        **settings: Any,
+    ) -> Any:
+        """The module of the checkpoint, on ``map_location`` (default the CPU); ``settings`` override the saved
+        hyper-parameters. ``on_load_checkpoint`` sees the checkpoint before its state dict is loaded."""
+        checkpoint = read_run_checkpoint(checkpoint_path, *cls.checkpoint_of)
+        model = cls(**{**cls.saved_settings(checkpoint["hyper_parameters"]), **settings})
+        model = model.to(map_location or "cpu")  # type: ignore[attr-defined]
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return model

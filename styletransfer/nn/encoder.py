@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -285,6 +286,43 @@ def check_weight_settings(weights: object, seed: object, fallback: object) -> st
     return str(weights)
 
 
+def freeze(encoder: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Give ``encoder`` its input normalisation (``mean`` and ``std`` as (1, 3, 1, 1) buffers, not saved) and freeze
+    it: no gradients, eval mode."""
+    encoder.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+    encoder.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+    encoder.requires_grad_(False)
+    nn.Module.train(encoder, False)
+
+
+def encoder_record(
+    arch: str,
+    network: str,
+    label: str,
+    used: str,
+    path: os.PathLike | str | None,
+    seed: int,
+    fallback: str | None,
+    fallback_used: bool,
+    layers: Sequence[str],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """A built encoder's record (its ``spec``, saved in model files): architecture, network, the weights asked for
+    (``label``) and used, their file, seed, fallback and whether it was used, layers and the trunk's fingerprint."""
+    return {
+        "arch": arch,
+        "network": network,
+        "weights": label,
+        "used": used,
+        "file": str(path) if path is not None else None,
+        "seed": int(seed),
+        "fallback": fallback,
+        "fallback_used": fallback_used,
+        "layers": list(layers),
+        "fingerprint": fingerprint,
+    }
+
+
 def _fingerprint(arch: str, trunk: nn.Module) -> str:
     """Short sha256 over the trunk's parameter names, shapes and bytes: equal weights <=> equal fingerprint."""
     digest = hashlib.sha256(arch.encode())
@@ -403,22 +441,11 @@ class VGGEncoder(nn.Module):
         self.trunk = trunk
         self._index = index
         self.normalise = arch == "torchvision"
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        super().train(False)
-        self.spec: dict = {
-            "arch": arch,
-            "network": network,
-            "weights": label,
-            "used": used,
-            "file": str(path) if path is not None else None,
-            "seed": int(seed),
-            "fallback": fallback,
-            "fallback_used": fallback_used,
-            "layers": list(self.layers),
-            "fingerprint": _fingerprint(arch, trunk),
-        }
+        freeze(self, IMAGENET_MEAN, IMAGENET_STD)
+        fingerprint = _fingerprint(arch, trunk)
+        self.spec = encoder_record(
+            arch, network, label, used, path, seed, fallback, fallback_used, self.layers, fingerprint
+        )
 
     def fingerprint_to(self, layers: Sequence[str]) -> str:
         """The fingerprint this encoder's weights have in a trunk built only to the deepest of ``layers`` (which must

@@ -136,6 +136,22 @@ def _from_record(spec: Mapping | None, encoder: Any, layers: Sequence[str], path
     return built
 
 
+def training_encoder(encoder: Mapping[str, Any], layers: Sequence[str]) -> FeatureEncoder:
+    """The frozen encoder a LightningModule trains behind: built from the Hydra ``encoder`` group, or, given the
+    encoder record saved in a checkpoint's hyper-parameters (it has a ``fingerprint``: ``load_from_checkpoint``),
+    the same network with random weights and that record as its ``spec``: the trunk's weights come with the
+    checkpoint's state dict."""
+    if "fingerprint" not in encoder:
+        return build_any_encoder(encoder, layers=layers)
+    built: FeatureEncoder
+    if is_vgg(encoder):
+        built = VGGEncoder(layers, weights="random", arch=encoder["arch"], network=encoder.get("network", "vgg19"))
+    else:
+        built = BackboneEncoder(layers, encoder["network"], weights="random")
+    built.spec = dict(encoder)
+    return built
+
+
 def adopt_checkpoint_encoder(encoder: FeatureEncoder, hparams: MutableMapping, checkpoint: Mapping) -> None:
     """On resume a checkpoint's encoder weights replace the configured ones: record the checkpoint's encoder spec
     on ``encoder`` and as the module's ``hparams["encoder"]`` in place of the configured one, so that what it exports

@@ -57,14 +57,11 @@ def decoder_plan(level: str) -> tuple[Step, ...]:
     return tuple(step if isinstance(step, str) else (step[1], step[0]) for step in reversed(encoder))
 
 
-class ReconstructionDecoder(nn.Sequential):
-    """The decoder that inverts ``level``'s features (N, C, h, w) to an RGB image (N, 3, H, W); see the module
-    docstring. ``forward(features, output_size)`` upsamples to the sizes that lead to ``output_size`` (each
-    upsampling k of n to ceil(side / 2**(n - 1 - k))), so any image size comes back as it went in; without it each
-    upsampling doubles, as the authors' decoders do."""
+class MirrorDecoder(nn.Sequential):
+    """A decoder of ``plan``'s steps: per convolution (in, out), reflection padding of 1 px, the 3x3 convolution and a
+    ReLU (none after the last, to RGB); per "up", nearest upsampling by 2. No normalisation layers."""
 
-    def __init__(self, level: str) -> None:
-        plan = decoder_plan(level)
+    def __init__(self, plan: Sequence[Step]) -> None:
         layers: list[nn.Module] = []
         for index, step in enumerate(plan):
             if isinstance(step, str):
@@ -74,7 +71,6 @@ class ReconstructionDecoder(nn.Sequential):
             if index != len(plan) - 1:
                 layers.append(nn.ReLU())
         super().__init__(*layers)
-        self.level = level
 
     def forward(
         self,
@@ -82,6 +78,13 @@ class ReconstructionDecoder(nn.Sequential):
         output_size: tuple[int, int] | None = None,
         upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest,
     ) -> Tensor:
+        """Decode ``features`` (N, C, h, w) to an image (N, 3, H, W).
+
+        Without ``output_size`` each upsampling doubles the size, as the authors' decoders do. With it, upsampling
+        k (of n) goes to ceil(side / 2**(n - 1 - k)), in integer arithmetic so that sizes traced by torch.export
+        stay symbolic: any image size comes back as it went in. ``upsample(x, size)`` is nearest upsampling to
+        ``size`` (a doubling when None): the export passes one that lowers to ONNX gathers.
+        """
         sizes = upsampled_sizes(output_size, sum(isinstance(module, nn.Upsample) for module in self))
         x, up = features, 0
         for module in self:
@@ -90,6 +93,17 @@ class ReconstructionDecoder(nn.Sequential):
             else:
                 x = module(x)
         return x
+
+
+class ReconstructionDecoder(MirrorDecoder):
+    """The decoder that inverts ``level``'s features (N, C, h, w) to an RGB image (N, 3, H, W); see the module
+    docstring. ``forward(features, output_size)`` upsamples to the sizes that lead to ``output_size`` (each
+    upsampling k of n to ceil(side / 2**(n - 1 - k))), so any image size comes back as it went in; without it each
+    upsampling doubles, as the authors' decoders do."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__(decoder_plan(level))
+        self.level = level
 
 
 def build_decoders(levels: Sequence[str]) -> nn.ModuleDict:

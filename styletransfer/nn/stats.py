@@ -3,6 +3,8 @@ and the one symmetric matrix power (square root, inverse square root) with its g
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -116,6 +118,26 @@ def sqrtm_psd(matrix: Tensor) -> Tensor:
     return _SqrtmPSD.apply(matrix)
 
 
+def merge_moments(
+    count_a: int,
+    mean_a: Tensor | None,
+    moment_a: Tensor | None,
+    count_b: int,
+    mean_b: Tensor,
+    moment_b: Tensor,
+    outer: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[int, Tensor, Tensor]:
+    """The count, mean and central moment (the sum of squared deviations per channel, or the co-moment matrix) of two
+    blocks' positions together, by Chan et al.'s pairwise update; ``outer(delta, delta)`` is that moment of the
+    means' difference (its square, or delta delta^T). The first block may be empty (``mean_a`` None)."""
+    if mean_a is None or moment_a is None:
+        return count_b, mean_b, moment_b
+    total = count_a + count_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (count_b / total)
+    return total, mean, moment_a + moment_b + outer(delta, delta) * (count_a * count_b / total)
+
+
 class RunningStats:
     """Channel mean and variance of feature blocks, merged block by block (Chan et al.'s pairwise update) in
     float64 on the host, so many blocks lose no precision (tiled stylisation's global statistics)."""
@@ -130,14 +152,7 @@ class RunningStats:
         count = block.shape[2] * block.shape[3]
         var, mean = torch.var_mean(block.float(), dim=(2, 3), unbiased=False, keepdim=True)
         mean, m2 = mean.double().cpu(), var.double().cpu() * count
-        if self.mean is None or self.m2 is None:
-            self.count, self.mean, self.m2 = count, mean, m2
-            return
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + delta.square() * (self.count * count / total)
-        self.count = total
+        self.count, self.mean, self.m2 = merge_moments(self.count, self.mean, self.m2, count, mean, m2, torch.mul)
 
     def mean_variance(self, unbiased: bool = True) -> tuple[Tensor, Tensor]:
         """(mean, variance) (N, C, 1, 1) in float64 on the host: the unbiased variance, or with ``unbiased=False``
@@ -168,14 +183,8 @@ class RunningCovariance:
         mean = flat.mean(-1, keepdim=True)
         centred = flat - mean
         comoment = centred @ centred.mT
-        if self.mean is None or self.comoment is None:
-            self.count, self.mean, self.comoment = count, mean, comoment
-            return
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.comoment = self.comoment + comoment + (delta @ delta.mT) * (self.count * count / total)
-        self.count = total
+        merged = merge_moments(self.count, self.mean, self.comoment, count, mean, comoment, lambda a, b: a @ b.mT)
+        self.count, self.mean, self.comoment = merged
 
     def mean_covariance(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(mean (N, C, 1, 1), unbiased covariance (N, C, C)) in float64, as ``covariance`` of the whole map."""

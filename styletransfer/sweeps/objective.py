@@ -87,50 +87,38 @@ class Objective:
         run_metrics: Mapping[str, float],
         encoder_cfg: Mapping[str, Any],
     ) -> dict[str, float]:
-        """:func:`measure` of this objective (what the training job calls when an objective is configured)."""
-        return measure(self, model, datamodule, trainer, run_metrics, encoder_cfg)
+        """Measure every term and return ``{"objective": value, "objective/<term>": value, ...}``.
+
+        ``run_metrics`` are the final training metrics; a ``val/...`` term not among them triggers
+        ``trainer.validate``. Benchmark terms stylise with ``model`` and score with an evaluation encoder built
+        from ``encoder_cfg`` (the run's ``encoder`` group, as ``evaluate.py`` does).
+        """
+        values = dict(run_metrics)
+        if any(name.startswith("val/") and name not in values for name in self.terms):
+            for result in trainer.validate(model, datamodule=datamodule, verbose=False):
+                values.update({k: float(v) for k, v in result.items()})
+        if self.benchmark_terms:
+            values.update(benchmark_scores(self, model, datamodule, encoder_cfg))
+        unknown = [name for name in self.terms if name not in values]
+        if unknown:
+            raise ObjectiveError(
+                f"objective.terms names {unknown}: not a benchmark metric ({', '.join([*PAIR_METRICS, *SET_METRICS])}) "
+                f"nor a final metric of this run ({', '.join(sorted(values))})"
+            )
+        scores = {f"objective/{name}": float(values[name]) for name in self.terms}
+        scores["objective"] = self.combine(values)
+        log.info(
+            "objective (%s) = %.6g  [%s]",
+            self.direction,
+            scores["objective"],
+            ", ".join(f"{n}={values[n]:.4g} x {w:g}" for n, w in self.terms.items()),
+        )
+        return scores
 
 
 def build_objective(**cfg: Any) -> Objective:
     """The ``objective`` config's ``_target_``: an Objective from terms, direction, alpha and benchmark, checked."""
     return Objective.from_config(cfg)
-
-
-def measure(
-    objective: Objective,
-    model: Any,
-    datamodule: Any,
-    trainer: Any,
-    run_metrics: Mapping[str, float],
-    encoder_cfg: Mapping[str, Any],
-) -> dict[str, float]:
-    """Measure every term and return ``{"objective": value, "objective/<term>": value, ...}``.
-
-    ``run_metrics`` are the final training metrics; a ``val/...`` term not among them triggers
-    ``trainer.validate``. Benchmark terms stylise with ``model`` and score with an evaluation encoder built
-    from ``encoder_cfg`` (the run's ``encoder`` group, as ``evaluate.py`` does).
-    """
-    values = dict(run_metrics)
-    if any(name.startswith("val/") and name not in values for name in objective.terms):
-        for result in trainer.validate(model, datamodule=datamodule, verbose=False):
-            values.update({k: float(v) for k, v in result.items()})
-    if objective.benchmark_terms:
-        values.update(benchmark_scores(objective, model, datamodule, encoder_cfg))
-    unknown = [name for name in objective.terms if name not in values]
-    if unknown:
-        raise ObjectiveError(
-            f"objective.terms names {unknown}: not a benchmark metric ({', '.join([*PAIR_METRICS, *SET_METRICS])}) "
-            f"nor a final metric of this run ({', '.join(sorted(values))})"
-        )
-    scores = {f"objective/{name}": float(values[name]) for name in objective.terms}
-    scores["objective"] = objective.combine(values)
-    log.info(
-        "objective (%s) = %.6g  [%s]",
-        objective.direction,
-        scores["objective"],
-        ", ".join(f"{n}={values[n]:.4g} x {w:g}" for n, w in objective.terms.items()),
-    )
-    return scores
 
 
 def benchmark_scores(

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from styletransfer.nn.colour import match_colour
 from styletransfer.nn.encoders import FeatureEncoder
+from styletransfer.nn.reconstruction import MirrorDecoder, decoder_plan
 from styletransfer.nn.stats import STD_EPS, mean_std
-from styletransfer.nn.upsampling import upsample_nearest, upsampled_sizes
 from styletransfer.protocol.controls import PLAIN, Controls
 from styletransfer.runtime.errors import ConfigError
 
@@ -22,66 +22,18 @@ from styletransfer.runtime.errors import ConfigError
 #: paper's VGG relu4_1; behind a torchvision backbone, ``method.bottleneck`` names its node).
 BOTTLENECK = "relu4_1"
 
-#: (in, out) channels of each 3x3 conv, with "up" where the paper's decoder upsamples (nearest, x2).
-_DECODER_PLAN: tuple[tuple[int, int] | str, ...] = (
-    (512, 256),
-    "up",
-    (256, 256),
-    (256, 256),
-    (256, 256),
-    (256, 128),
-    "up",
-    (128, 128),
-    (128, 64),
-    "up",
-    (64, 64),
-    (64, 3),
-)
 
-
-class AdaINDecoder(nn.Sequential):
+class AdaINDecoder(MirrorDecoder):
     """Decoder of Huang & Belongie (2017): reflection padding, no normalisation, nearest upsampling.
 
     The module indices equal those of the original release's ``decoder.pth`` (conv weights at 1, 5, 8, ..., 28),
-    so that file loads with ``load_state_dict``. ``forward`` upsamples to the exact sizes that lead to
-    ``output_size``, so the output matches the input image for any size, not only multiples of 8.
+    so that file loads with ``load_state_dict``. ``forward`` decodes relu4_1 features (N, 512, h, w) and upsamples to
+    the exact sizes that lead to ``output_size``, so the output matches the input image for any size, not only
+    multiples of 8 (without it, 8h x 8w as in the release).
     """
 
     def __init__(self) -> None:
-        layers: list[nn.Module] = []
-        for index, step in enumerate(_DECODER_PLAN):
-            if step == "up":
-                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-                continue
-            c_in, c_out = step
-            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, kernel_size=3)]
-            if index != len(_DECODER_PLAN) - 1:
-                layers.append(nn.ReLU())
-        super().__init__(*layers)
-
-    def forward(
-        self,
-        features: Tensor,
-        output_size: tuple[int, int] | None = None,
-        upsample: Callable[[Tensor, tuple[int, int] | None], Tensor] = upsample_nearest,
-    ) -> Tensor:
-        """Decode relu4_1 ``features`` (N, 512, h, w) to an image (N, 3, H, W).
-
-        Without ``output_size`` each upsampling doubles the size (8h x 8w), as in the release. With it, upsampling
-        k (of n) goes to ceil(side / 2**(n - 1 - k)), in integer arithmetic so that sizes traced by torch.export
-        stay symbolic. ``upsample(x, size)`` is nearest upsampling to ``size`` (a doubling when None): the export
-        passes one that lowers to ONNX gathers.
-        """
-        sizes = upsampled_sizes(output_size, sum(isinstance(m, nn.Upsample) for m in self))
-        x = features
-        up_index = 0
-        for module in self:
-            if isinstance(module, nn.Upsample):
-                x = upsample(x, sizes[up_index])
-                up_index += 1
-            else:
-                x = module(x)
-        return x
+        super().__init__(decoder_plan("relu4_1"))  # VGG-19's convolutions to relu4_1, mirrored: the paper's decoder
 
 
 #: A style's relu4_1 channel statistics (mean, std), each (1 or N, C, 1, 1) float32: all AdaIN needs of a style.

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid
@@ -19,8 +16,8 @@ from torchvision.utils import make_grid
 from styletransfer.data.datamodule import require_styles
 from styletransfer.data.images import save_image
 from styletransfer.engine.loggers import log_image
-from styletransfer.engine.logging_steps import device_scalar, logs_this_step
-from styletransfer.engine.schedules import inverse_time_decay
+from styletransfer.engine.schedules import decaying_adam
+from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.decoders import (
@@ -34,12 +31,12 @@ from styletransfer.methods.adain.decoders import (
 )
 from styletransfer.methods.adain.model import BOTTLENECK, adain, stylise
 from styletransfer.methods.adain.transforms import check_transform, style_code
-from styletransfer.nn.backbones import BackboneEncoder, check_nodes
-from styletransfer.nn.checkpoints import read_run_checkpoint
+from styletransfer.nn.backbones import check_nodes
+from styletransfer.nn.checkpoints import LoadsRunCheckpoints
 from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import VGGEncoder, check_layers
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
-from styletransfer.nn.encoders import FeatureEncoder, build_any_encoder, feature_info, is_vgg
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
+from styletransfer.nn.encoders import feature_info, is_vgg
 from styletransfer.nn.losses import content_loss, mean_std_style_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.protocol.candidate import Candidate
@@ -75,7 +72,7 @@ def check_adain_layers(
     return layers, check_nodes([bottleneck], network, "method.bottleneck")[0]
 
 
-class AdaINModule(pl.LightningModule):
+class AdaINModule(LoadsRunCheckpoints, ExportingModule):
     """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
 
     Loss = content_weight * MSE(f(g(t)), t) at the bottleneck (relu4_1) + style_weight * sum over ``style_layers``
@@ -90,6 +87,9 @@ class AdaINModule(pl.LightningModule):
     in a checkpoint's hyper-parameters, so ``AdaINModule.load_from_checkpoint(path)`` works offline: the
     trunk's weights come with the checkpoint.
     """
+
+    #: ``load_from_checkpoint(path, **settings)``: the module of a training checkpoint, encoder included.
+    checkpoint_of = ("an AdaIN run (method=adain)", "decoder")
 
     def __init__(
         self,
@@ -112,23 +112,11 @@ class AdaINModule(pl.LightningModule):
         self.transform = check_transform(transform)
         style_layers, bottleneck = check_adain_layers(encoder, style_layers, bottleneck)
         numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        check_settings(numbers)
         if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
             raise ConfigError(f"method.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
         layers = [*style_layers, bottleneck]
-        self.encoder: FeatureEncoder
-        if "fingerprint" in encoder:
-            # The encoder record of a checkpoint (``load_from_checkpoint``): its trunk comes with the state dict.
-            network = encoder.get("network", "vgg19")
-            if is_vgg(encoder):
-                self.encoder = VGGEncoder(layers, weights="random", arch=encoder["arch"], network=network)
-            else:
-                self.encoder = BackboneEncoder(layers, network, weights="random")
-            self.encoder.spec = dict(encoder)
-        else:
-            self.encoder = build_any_encoder(encoder, layers=layers)
+        self.encoder = training_encoder(encoder, layers)
         channels, stride = feature_info(self.encoder, [bottleneck])[bottleneck]
         where = f"{self.encoder.network} {bottleneck} ({channels} channels, stride {stride})"
         if stride not in STRIDES:
@@ -251,26 +239,12 @@ class AdaINModule(pl.LightningModule):
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(batch["content"], batch["style"])
-        if not logs_this_step(self.trainer):  # host time: only the steps the loggers get, and the last
-            return losses["loss/total"]
-        batch_size = batch["content"].shape[0]
-        self.log_dict(losses, batch_size=batch_size)  # the progress bar shows loss/total (engine/progress.py)
-        self.log("lr", device_scalar(self.lr_schedulers().get_last_lr()[0], self.device), batch_size=batch_size)
-        skipped = getattr(self.trainer.datamodule, "num_skipped", None) if self._trainer is not None else None
-        if skipped is not None:
-            self.log("data/skipped", device_scalar(skipped, self.device), batch_size=batch_size)
+        log_training_step(self, losses, batch["content"].shape[0])
         return losses["loss/total"]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        # Fused Adam on CUDA: one kernel for all parameters instead of a dozen per tensor group.
-        optimizer = torch.optim.Adam(
-            self.decoder.parameters(),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            fused=self.device.type == "cuda",
-        )
-        decay = self.hparams.lr_decay
-        return {"optimizer": optimizer, "lr_scheduler": inverse_time_decay(optimizer, decay)}
+        hparams = self.hparams
+        return decaying_adam(self.decoder.parameters(), hparams.lr, hparams.lr_decay, self.device, hparams.betas)
 
     # ---- validation: losses and a grid of stylised pairs ---------------------------------------------------
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -301,7 +275,7 @@ class AdaINModule(pl.LightningModule):
                 self.train(was_training)
                 if outputs:
                     self._write_grid(outputs)
-        self._export_decoder()
+        self.export()
 
     def _write_grid(self, outputs: list[tuple[Tensor, Tensor, Tensor]]) -> None:
         """Save rows of (content, style, result) as ``<run>/val_grids/step_XXXXXX.png`` and send it to the loggers."""
@@ -317,36 +291,15 @@ class AdaINModule(pl.LightningModule):
             log_image(logger, "val/grid", grid, path, self.global_step)
 
     # ---- export --------------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refresh ``checkpoints/decoder.pth`` with every Lightning checkpoint."""
-        self._export_decoder()
-
     @classmethod
-    def load_from_checkpoint(
-        cls,
-        checkpoint_path: str | os.PathLike,
-        map_location: str | torch.device | None = None,
-        hparams_file: Any = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-        **settings: Any,
-    ) -> AdaINModule:
-        """The module of a training checkpoint, encoder included; ``settings`` override the saved hyper-parameters.
-
-        The file is always read weights-only and checked as for resuming (``nn.checkpoints.read_run_checkpoint``;
-        ``weights_only`` and ``hparams_file`` are ignored), never by Lightning's loader, which unpickles anything
-        with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
-        """
-        checkpoint = read_run_checkpoint(checkpoint_path, "an AdaIN run (method=adain)", "decoder")
+    def saved_settings(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of a checkpoint that the constructor takes (a checkpoint from before ``method.bottleneck``
+        recorded ``content_layer``)."""
         accepted = inspect.signature(cls.__init__).parameters
-        hparams = checkpoint["hyper_parameters"]
         saved = {key: value for key, value in hparams.items() if key in accepted}
-        if "bottleneck" not in hparams and "content_layer" in hparams:  # a checkpoint from before method.bottleneck
+        if "bottleneck" not in hparams and "content_layer" in hparams:
             saved["bottleneck"] = hparams["content_layer"]
-        model = cls(**{**saved, **settings})
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"], strict=strict)
-        return model.to(map_location or "cpu")
+        return saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume: the checkpoint's decoder settings must be the configured ones, and its encoder's record
@@ -359,11 +312,11 @@ class AdaINModule(pl.LightningModule):
             )
         adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
-    def _export_decoder(self) -> None:
+    def export(self) -> None:
         """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""
-        if not self.hparams.export_decoder or self._trainer is None or not self.trainer.is_global_zero:
+        path = self.export_path(self.hparams.export_decoder, "decoder.pth")
+        if path is None:
             return
-        path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoder.pth"
         save_decoder(
             self.decoder,
             self.encoder.spec,

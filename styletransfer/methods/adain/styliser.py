@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -33,14 +32,15 @@ from styletransfer.methods.adain.model import (
 from styletransfer.methods.adain.tiled import TiledAdaIN, TiledCall, tiling_needs
 from styletransfer.methods.adain.tiled_efdm import TiledEFDM, host_bytes_per_pixel
 from styletransfer.methods.adain.transforms import check_transform, style_code, stylise_transform
-from styletransfer.nn.compiling import CUDA_GRAPH_MODES, bf16_autocast, call_graph_safe, compile_mode
+from styletransfer.nn.compiling import CUDA_GRAPH_MODES, call_graph_safe, compile_mode
 from styletransfer.nn.encoder import min_input_side
 from styletransfer.nn.encoders import FeatureEncoder, feature_info
 from styletransfer.nn.padding import use_fast_reflection_padding
 from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch
 from styletransfer.protocol.loading import LoadOptions
-from styletransfer.protocol.model import OnnxGraph, TilingNeeds, random_encoder_warning
+from styletransfer.protocol.model import OnnxGraph, TilingNeeds
+from styletransfer.protocol.styler import EncoderStyler
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ WCT_CAPABILITIES = Capabilities(export=False, min_side=MIN_SIDE)
 COMPILE_SHAPES = 8
 
 
-class Styliser(nn.Module):
+class Styliser(EncoderStyler):
     """A frozen encoder (to relu4_1, or a backbone's ``bottleneck`` node) and decoder with the paper's test-time
     controls (see ``stylise``): AdaIN's :class:`~styletransfer.protocol.model.StyleModel`.
 
@@ -77,6 +77,7 @@ class Styliser(nn.Module):
     """
 
     method = "adain"
+    title = "AdaIN"
     capabilities = CAPABILITIES
 
     def __init__(
@@ -91,7 +92,7 @@ class Styliser(nn.Module):
         transform: str = "adain",
         bottleneck: str = BOTTLENECK,
     ) -> None:
-        super().__init__()
+        super().__init__(encoder, source, kind, channels_last, bf16)
         self.transform = check_transform(transform)
         if bottleneck not in encoder.layers:
             raise ConfigError(f"the encoder must compute {bottleneck}, it has {list(encoder.layers)}")
@@ -106,12 +107,7 @@ class Styliser(nn.Module):
         #: Every transform has every control, but WCT has no ONNX graph.
         capabilities = WCT_CAPABILITIES if transform == "wct" else CAPABILITIES
         self.capabilities = dataclasses.replace(capabilities, min_side=2 * self.stride)
-        self.encoder = encoder
         self.decoder = decoder.eval().requires_grad_(False)
-        self.source = source
-        self.kind = kind
-        self.channels_last = channels_last
-        self.bf16 = bf16
         self.compile_mode = compile_mode(compile, "compile")
         self._compiled: Core | None = None
         self._compiled_shapes: set[tuple] = set()
@@ -182,24 +178,13 @@ class Styliser(nn.Module):
     def encoder_spec(self) -> dict:
         return dict(self.encoder.spec)
 
-    def describe(self) -> dict:
-        """Method, file, kind of file, its decoder and the encoder it was trained behind (recorded in reports)."""
+    def details(self) -> dict[str, Any]:
+        """The transform, the bottleneck and the decoder (``describe()`` records them)."""
         return {
-            "method": self.method,
-            "path": self.source,
-            "kind": self.kind,
             "transform": self.transform,
             "bottleneck": self.bottleneck,
             "decoder": describe_decoder(decoder_record(self.decoder)),
-            "encoder": self.encoder_spec,
         }
-
-    def warning(self) -> str | None:
-        """Says so when the decoder was trained behind a random encoder (a test or offline run)."""
-        return random_encoder_warning(self.encoder.spec, self.source, "AdaIN")
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return bf16_autocast(self.bf16, self.device)
 
     def _prepare(self) -> None:
         """On CUDA with a speed option, swap in reflection padding that keeps channels_last (ATen's CUDA kernel

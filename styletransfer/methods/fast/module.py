@@ -9,13 +9,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from styletransfer.data.images import load_rgb, pil_to_tensor
-from styletransfer.engine.logging_steps import device_scalar, logs_this_step
+from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
 from styletransfer.methods.fast.checkpoint import save_network
 from styletransfer.methods.fast.losses import CONTENT_LAYER, STYLE_LAYERS, PerceptualLoss
 from styletransfer.methods.fast.network import EXAMPLES_BLOCKS, TransformerNet, channels, check_blocks
@@ -58,7 +57,7 @@ def load_style(path: str, size: int | None) -> Tensor:
     return pil_to_tensor(image)[None]
 
 
-class FastStyleModule(pl.LightningModule):
+class FastStyleModule(ExportingModule):
     """Trains a ``TransformerNet`` for ``styles`` (one file: Johnson et al.; several: conditional instance
     normalisation, each batch trained for one style in turn) with the perceptual loss of ``losses.py`` behind a
     frozen VGG-16. Defaults are pytorch/examples ``fast_neural_style``'s (content weight 1e5, style weight 1e10,
@@ -91,10 +90,9 @@ class FastStyleModule(pl.LightningModule):
             raise ConfigError("method.styles: give a list of style images, e.g. method.styles=[starry.jpg]")
         styles = [str(style) for style in styles]
         self.names = style_names(styles)
-        for name in ("content_weight", "style_weight", "lr", "tv_weight"):
-            value = locals()[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) < float("inf"):
-                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        check_settings(
+            {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "tv_weight": tv_weight}
+        )
         try:
             channels(width), check_blocks(residual_blocks)
         except ValueError as exc:
@@ -176,26 +174,15 @@ class FastStyleModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         style = self.global_step % self.styles  # one style per batch, in turn
         losses = self.losses(batch["content"], style)
-        if logs_this_step(self.trainer):
-            size = batch["content"].shape[0]
-            self.log_dict(losses, batch_size=size)
-            skipped = getattr(getattr(self.trainer, "datamodule", None), "num_skipped", None)
-            if skipped is not None:
-                self.log("data/skipped", device_scalar(skipped, self.device), batch_size=size)
+        log_training_step(self, losses, batch["content"].shape[0], lr=False)
         return losses["loss/total"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.network.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda")
 
-    def on_train_end(self) -> None:
-        self._export_network()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._export_network()
-
-    def _export_network(self) -> None:
+    def export(self) -> None:
         """Write ``<run>/checkpoints/network.pth``: the network, its style names and the loss's encoder."""
-        if not self.hparams["export_network"] or self._trainer is None or not self.trainer.is_global_zero:
+        path = self.export_path(self.hparams["export_network"], "network.pth")
+        if path is None:
             return
-        path = Path(self.trainer.default_root_dir) / "checkpoints" / "network.pth"
         save_network(self.network, self.names, self.loss.encoder.spec, path, step=self.global_step)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from styletransfer.methods.gatys.schedule import (
     style_weights,
 )
 from styletransfer.methods.gatys.settings import GatysSettings
-from styletransfer.nn.checkpoints import read_run_checkpoint
+from styletransfer.nn.checkpoints import LoadsRunCheckpoints
 from styletransfer.nn.colour import with_chroma
 from styletransfer.nn.encoders import FeatureEncoder, min_side
 from styletransfer.nn.losses import content_loss, tv_loss
@@ -54,7 +53,7 @@ from styletransfer.runtime.errors import NonFiniteLossError
 log = logging.getLogger(__name__)
 
 
-class GatysModule(pl.LightningModule):
+class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
     """Neural Style: the image is the parameter. See README "Neural Style (Gatys)" and configs/method/gatys.yaml.
 
     Loss = content_weight * mean over ``content_layers`` of MSE(features, content features)
@@ -73,6 +72,11 @@ class GatysModule(pl.LightningModule):
     per statistic), ``schedule`` (scales, steps, Adam's state, the EMA), ``images`` (colour preservation's spaces,
     the first iterate), ``lbfgs`` and ``fast`` (the sync-free path) and ``checkpoint`` (``load_from_checkpoint``).
     """
+
+    #: ``load_from_checkpoint(path, **settings)``: the module of a checkpoint, its image, scale and EMA
+    #: (``output()`` is the result; an RGB one needs no data) and its encoder had again from its record (``settings``,
+    #: ``encoder=`` too, override the recorded ones).
+    checkpoint_of = ("a Neural Style run (method=gatys)", "image")
 
     def __init__(self, encoder: Mapping[str, Any], **settings: Any) -> None:
         """``encoder``: the encoder config, or a checkpoint's record of one (``checkpoint.build_gatys_encoder``);
@@ -385,25 +389,6 @@ class GatysModule(pl.LightningModule):
         self._check_finite()  # device_lbfgs: never save a non-finite image
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
         checkpoint["gatys"] = {"scale_index": self.scale_index, **self.ema.state_dict()}
-
-    @classmethod
-    def load_from_checkpoint(
-        cls,
-        checkpoint_path: str | os.PathLike,
-        map_location: str | torch.device | None = None,
-        strict: bool = True,
-        weights_only: bool | None = None,
-        **settings: Any,
-    ) -> GatysModule:
-        """The module of a checkpoint: its image, scale and EMA (``output()`` is the result; an RGB one needs no
-        data) and its encoder had again from its record; ``settings`` (``encoder=`` too) override the recorded ones.
-        Read weights-only and checked as for resuming (``weights_only`` is ignored), never by Lightning's loader,
-        which unpickles anything with ``weights_only=False`` or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD."""
-        checkpoint = read_run_checkpoint(checkpoint_path, "a Neural Style run (method=gatys)", "image")
-        model = cls(**{**checkpoint["hyper_parameters"], **settings}).to(map_location or "cpu")
-        model.on_load_checkpoint(checkpoint)  # the image (on the module's device), the scale and the EMA
-        model.load_state_dict(checkpoint["state_dict"], strict=strict)
-        return model
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("gatys", {})

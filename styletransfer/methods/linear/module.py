@@ -13,24 +13,21 @@ with ``decoder.*`` keys), so the model files stand alone.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from styletransfer.data.datamodule import require_styles
-from styletransfer.engine.logging_steps import device_scalar, logs_this_step
-from styletransfer.engine.schedules import inverse_time_decay
+from styletransfer.engine.schedules import decaying_adam
+from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
 from styletransfer.methods.linear.checkpoint import save_model
 from styletransfer.methods.linear.loss import CONTENT_WEIGHT, STYLE_LAYERS, STYLE_WEIGHT, linear_losses
 from styletransfer.methods.linear.transform import LinearTransform, check_layer
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
+from styletransfer.nn.encoder import VGGEncoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
 from styletransfer.nn.reconstruction import ReconstructionDecoder
 from styletransfer.nn.reconstruction_file import read_decoder
 from styletransfer.runtime.errors import ConfigError
@@ -38,7 +35,7 @@ from styletransfer.runtime.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-class LinearModule(pl.LightningModule):
+class LinearModule(ExportingModule):
     """Trains the transformation module of ``layer``; the encoder and the decoder (from the file ``decoder``) are
     frozen and stored in the checkpoint with it.
 
@@ -60,17 +57,15 @@ class LinearModule(pl.LightningModule):
         super().__init__()
         layer = check_layer(str(layer))
         numbers = {"content_weight": content_weight, "style_weight": style_weight, "lr": lr, "lr_decay": lr_decay}
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        check_settings(numbers)
         if dict(encoder).get("network", "vgg19") != "vgg19":
             raise ConfigError("method=linear's decoder mirrors VGG-19: use encoder=vgg19 (encoder.network=vgg19)")
+        vgg = training_encoder(encoder, list(STYLE_LAYERS))
+        assert isinstance(vgg, VGGEncoder)  # encoder.network=vgg19, checked above
+        self.encoder = vgg
         if "fingerprint" in encoder:  # a checkpoint's record: the weights of trunk and decoder come with its state
-            self.encoder = VGGEncoder(list(STYLE_LAYERS), weights="random", arch=encoder["arch"])
-            self.encoder.spec = dict(encoder)
             self.reconstruction = ReconstructionDecoder(layer).requires_grad_(False)
         else:
-            self.encoder = build_encoder(encoder, layers=list(STYLE_LAYERS))
             self.reconstruction, record = read_decoder(str(decoder or ""), layer, "method.decoder")
             recorded = record.get("layers") or [layer]
             if record.get("fingerprint") != self.encoder.fingerprint_to(recorded):
@@ -120,14 +115,7 @@ class LinearModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(batch["content"], batch["style"])
-        if logs_this_step(self.trainer):
-            size = batch["content"].shape[0]
-            self.log_dict(losses, batch_size=size)
-            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-            self.log("lr", device_scalar(lr, self.device), batch_size=size)
-            skipped = getattr(getattr(self.trainer, "datamodule", None), "num_skipped", None)
-            if skipped is not None:
-                self.log("data/skipped", device_scalar(skipped, self.device), batch_size=size)
+        log_training_step(self, losses, batch["content"].shape[0])
         return losses["loss/total"]
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -136,28 +124,20 @@ class LinearModule(pl.LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """Adam over the transformation module alone, lr / (1 + lr_decay * step) per step (the authors')."""
-        optimizer = torch.optim.Adam(
-            self.transform.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda"
+        return decaying_adam(
+            self.transform.parameters(), float(self.hparams["lr"]), float(self.hparams["lr_decay"]), self.device
         )
-        decay = float(self.hparams["lr_decay"])
-        return {"optimizer": optimizer, "lr_scheduler": inverse_time_decay(optimizer, decay)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder and decoder weights replace the configured ones: record the
         checkpoint's encoder spec, so the exported model names the encoder it was trained behind."""
         adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
-    def on_train_end(self) -> None:
-        self._export_model()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._export_model()
-
-    def _export_model(self) -> None:
+    def export(self) -> None:
         """Write ``<run>/checkpoints/linear.pth``: the module, the decoder and the record of the encoder they run
         behind, to the level (stylising needs no deeper layer; the fingerprint is that trunk's)."""
-        if not self.hparams["export_model"] or self._trainer is None or not self.trainer.is_global_zero:
+        path = self.export_path(self.hparams["export_model"], "linear.pth")
+        if path is None:
             return
-        path = Path(self.trainer.default_root_dir) / "checkpoints" / "linear.pth"
         spec = {**self.encoder.spec, "layers": [self.layer], "fingerprint": self.encoder.fingerprint_to([self.layer])}
         save_model(self.transform, self.reconstruction, spec, path, step=self.global_step)

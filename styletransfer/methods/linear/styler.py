@@ -10,7 +10,6 @@ per image) and tiling (the content's matrix and mean are global to the image).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +18,11 @@ from torch import Tensor, nn
 
 from styletransfer.methods.linear.onnx_graphs import graphs
 from styletransfer.methods.linear.transform import LinearTransform
-from styletransfer.nn.compiling import bf16_autocast
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
-from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, style_list
-from styletransfer.protocol.inputs import model_input, prepared_styles
-from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
+from styletransfer.protocol.inputs import model_input
+from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
+from styletransfer.protocol.styler import EncoderStyler
 from styletransfer.runtime.errors import ConfigError
 
 #: A style as this model needs it: {"layer": level, "matrix": (1, 32, 32), "mean": (1, C, 1, 1)}.
@@ -39,10 +38,11 @@ def blend_codes(codes: Sequence[LinearCode], weights: Sequence[float]) -> Linear
     }
 
 
-class LinearStyler(nn.Module):
+class LinearStyler(EncoderStyler):
     """A frozen encoder, transformation module and decoder of one level (relu3_1 or relu4_1)."""
 
     method = "linear"
+    title = "Linear Style Transfer"
 
     def __init__(
         self,
@@ -54,13 +54,10 @@ class LinearStyler(nn.Module):
         channels_last: bool = False,
         bf16: bool = False,
     ) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder, source, kind, channels_last, bf16)
         self.transform = transform.eval().requires_grad_(False)
         self.decoder = decoder.eval().requires_grad_(False)
         self.layer = transform.layer
-        self.source, self.kind = source, kind
-        self.channels_last, self.bf16 = bool(channels_last), bool(bf16)
         self.capabilities = Capabilities(
             alpha=False, masks=False, tiling=False, min_side=min_input_side([self.layer], positions=2)
         )
@@ -75,55 +72,30 @@ class LinearStyler(nn.Module):
     def device(self) -> torch.device:
         return next(self.transform.parameters()).device
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": self.source,
-            "kind": self.kind,
-            "layer": self.layer,
-            "encoder": dict(self.encoder.spec),
-        }
-
-    def warning(self) -> str | None:
-        return random_encoder_warning(self.encoder.spec, self.source, "Linear Style Transfer")
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return bf16_autocast(self.bf16, self.device)
+    def details(self) -> dict[str, Any]:
+        return {"layer": self.layer}
 
     def _image(self, image: Tensor, name: str) -> Tensor:
         return model_input(image, name, self.device, self.capabilities.min_side, self.channels_last)
 
-    def _codes(self, images: Sequence[Tensor], reference: Tensor | None = None) -> list[LinearCode]:
-        codes = []
-        for _, style in prepared_styles(images, self._image, reference):
-            with self._autocast():
-                matrix, mean = self.transform.style_matrix(self.encoder(style, [self.layer])[self.layer])
-            # (N, ...) when the style was recoloured to each of N contents, else (1, ...)
-            codes.append({"layer": self.layer, "matrix": matrix.float(), "mean": mean.float()})
-        return codes
-
-    @torch.no_grad()
-    def encode_styles(self, styles: Sequence[Tensor]) -> list[LinearCode]:
-        """Each style's matrix (1, 32, 32) and channel means at the level: its code, to reuse across calls."""
-        return self._codes(style_list(styles))
+    def _style_code(self, name: str, style: Tensor) -> LinearCode:
+        """A style's matrix and channel means at the level: (N, ...) when the style was recoloured to each of N
+        contents, else (1, ...)."""
+        matrix, mean = self.transform.style_matrix(self.encoder(style, [self.layer])[self.layer])
+        return {"layer": self.layer, "matrix": matrix.float(), "mean": mean.float()}
 
     @torch.no_grad()
     def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, stylised: float32 (N, 3, H, W) in
         [0, 1]. ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with colour
         preservation."""
-        images = accept(self, styles, controls)
-        mixed = controls.checked_weights(images)
-        batch = self._image(content, "content")
-        codes = controls.cached_codes
-        if codes is None:
-            codes = self._codes(images, batch if controls.preserve_colour else None)
+        batch, codes, weights = self._call_inputs(content, styles, controls)
         for k, code in enumerate(codes):
             if not isinstance(code, dict) or code.get("layer") != self.layer:
                 raise ConfigError(
                     f"style code {k} is not one of this model's: encode the styles with its encode_styles"
                 )
-        code = blend_codes(codes, mixed or [1.0])
+        code = blend_codes(codes, weights)
         size = controls.size(batch)
         with self._autocast():
             features = self.encoder(batch, [self.layer])[self.layer]

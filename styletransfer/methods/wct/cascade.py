@@ -17,7 +17,8 @@ of their means and of their covariances (the interpolation ``transform=wct`` use
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import ParamSpec
 
 import torch
 from torch import Tensor
@@ -26,6 +27,8 @@ from styletransfer.methods.wct.decoders import Decoders
 from styletransfer.nn.encoder import VGGEncoder
 from styletransfer.nn.whitening import EIGEN_FLOOR, covariance, whiten_colour
 from styletransfer.runtime.errors import ConfigError
+
+P = ParamSpec("P")
 
 #: A style as the cascade needs it: level -> (channel mean (N, C, 1, 1), covariance (N, C, C)), float64.
 StyleCode = dict[str, tuple[Tensor, Tensor]]
@@ -99,16 +102,15 @@ def cascade_steps(
         yield level, image
 
 
-def cascade(
-    encoder: VGGEncoder,
-    decoders: Decoders,
-    content: Tensor,
-    code: StyleCode,
-    alphas: Mapping[str, float],
-    levels: Sequence[str],
-    output_size: tuple[int, int] | None = None,
-    channels_last: bool = False,
-) -> Tensor:
-    """The last image of :func:`cascade_steps`: the stylised image, float32 (N, 3, H, W), not clamped."""
-    steps = cascade_steps(encoder, decoders, content, code, alphas, levels, output_size, channels_last)
-    return deque(steps, maxlen=1)[0][1].float()  # only the last image is kept
+def last_image(steps: Callable[P, Iterator[tuple[str, Tensor]]]) -> Callable[P, Tensor]:
+    """A function of ``steps``' arguments that returns the last image ``steps`` yields, float32 (only that one is
+    kept)."""
+
+    def last(*args: P.args, **kwargs: P.kwargs) -> Tensor:
+        return deque(steps(*args, **kwargs), maxlen=1)[0][1].float()
+
+    return last
+
+
+#: ``cascade(...)``, with :func:`cascade_steps`' arguments: the stylised image, float32 (N, 3, H, W), not clamped.
+cascade = last_image(cascade_steps)

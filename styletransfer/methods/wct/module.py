@@ -11,29 +11,25 @@ batches.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
-from styletransfer.engine.logging_steps import device_scalar, logs_this_step
-from styletransfer.engine.schedules import inverse_time_decay
+from styletransfer.engine.schedules import decaying_adam
+from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
 from styletransfer.methods.wct.checkpoint import save_decoders
 from styletransfer.methods.wct.decoders import LEVELS, build_decoders, check_levels
-from styletransfer.nn.encoder import VGGEncoder, build_encoder
-from styletransfer.nn.encoder_record import adopt_checkpoint_encoder
+from styletransfer.nn.encoder_record import adopt_checkpoint_encoder, training_encoder
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class WCTModule(pl.LightningModule):
+class WCTModule(ExportingModule):
     """Trains the WCT decoders of ``levels``; the encoder is frozen and stored in the checkpoint with them.
 
     ``encoder`` is the Hydra ``encoder`` group (VGG-19 only: the decoders mirror its layers), or the encoder record
@@ -53,16 +49,10 @@ class WCTModule(pl.LightningModule):
         super().__init__()
         levels = check_levels(levels)
         numbers = {"pixel_weight": pixel_weight, "feature_weight": feature_weight, "lr": lr, "lr_decay": lr_decay}
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
+        check_settings(numbers)
         if dict(encoder).get("network", "vgg19") != "vgg19":
             raise ConfigError("method=wct's decoders mirror VGG-19: use encoder=vgg19 (encoder.network=vgg19)")
-        if "fingerprint" in encoder:  # a checkpoint's record: the trunk's weights come with its state dict
-            self.encoder = VGGEncoder(list(levels), weights="random", arch=encoder["arch"])
-            self.encoder.spec = dict(encoder)
-        else:
-            self.encoder = build_encoder(encoder, layers=list(levels))
+        self.encoder = training_encoder(encoder, list(levels))
         self.decoders = build_decoders(levels)
         self.levels = levels
         self.save_hyperparameters(
@@ -95,38 +85,23 @@ class WCTModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(batch["content"])
-        if logs_this_step(self.trainer):
-            size = batch["content"].shape[0]
-            self.log_dict(losses, batch_size=size)
-            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-            self.log("lr", device_scalar(lr, self.device), batch_size=size)
-            skipped = getattr(getattr(self.trainer, "datamodule", None), "num_skipped", None)
-            if skipped is not None:
-                self.log("data/skipped", device_scalar(skipped, self.device), batch_size=size)
+        log_training_step(self, losses, batch["content"].shape[0])
         return losses["loss/total"]
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """Adam over every decoder, lr / (1 + lr_decay * step) per step."""
-        optimizer = torch.optim.Adam(
-            self.decoders.parameters(), lr=self.hparams["lr"], fused=self.device.type == "cuda"
+        return decaying_adam(
+            self.decoders.parameters(), float(self.hparams["lr"]), float(self.hparams["lr_decay"]), self.device
         )
-        decay = float(self.hparams["lr_decay"])
-        return {"optimizer": optimizer, "lr_scheduler": inverse_time_decay(optimizer, decay)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume the checkpoint's encoder weights replace the configured ones: record the checkpoint's spec, so
         the exported decoders name the encoder they were trained behind."""
         adopt_checkpoint_encoder(self.encoder, self.hparams, checkpoint)
 
-    def on_train_end(self) -> None:
-        self._export_decoders()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._export_decoders()
-
-    def _export_decoders(self) -> None:
+    def export(self) -> None:
         """Write ``<run>/checkpoints/decoders.pth``: the decoders and the encoder they were trained behind."""
-        if not self.hparams["export_decoders"] or self._trainer is None or not self.trainer.is_global_zero:
+        path = self.export_path(self.hparams["export_decoders"], "decoders.pth")
+        if path is None:
             return
-        path = Path(self.trainer.default_root_dir) / "checkpoints" / "decoders.pth"
         save_decoders(dict(self.decoders.items()), self.encoder.spec, path, step=self.global_step)  # type: ignore[arg-type]

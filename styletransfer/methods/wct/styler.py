@@ -10,7 +10,6 @@ eigendecomposition) and ``--compile``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,11 +19,11 @@ from torch import Tensor, nn
 
 from styletransfer.methods.wct.cascade import StyleCode, blend_codes, cascade, check_code, encode_style
 from styletransfer.methods.wct.decoders import Decoders, check_levels
-from styletransfer.nn.compiling import bf16_autocast
 from styletransfer.nn.encoder import VGGEncoder, min_input_side
-from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, style_list
-from styletransfer.protocol.inputs import model_input, prepared_styles
-from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds, random_encoder_warning
+from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
+from styletransfer.protocol.inputs import model_input
+from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
+from styletransfer.protocol.styler import EncoderStyler
 from styletransfer.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def check_level_alphas(
     return {level: float(given.get(level, 1.0)) for level in levels}
 
 
-class WCTStyler(nn.Module):
+class WCTStyler(EncoderStyler):
     """A frozen encoder and the decoders of ``levels`` (default: every level the model has), run coarse to fine.
 
     ``stylise(..., Controls(alpha=a))`` uses ``a * level_alphas[level]`` at each level: the scalar alpha alone (the
@@ -55,6 +54,7 @@ class WCTStyler(nn.Module):
     """
 
     method = "wct"
+    title = "universal style transfer (WCT)"
 
     def __init__(
         self,
@@ -67,7 +67,7 @@ class WCTStyler(nn.Module):
         channels_last: bool = False,
         bf16: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(encoder, source, kind, channels_last, bf16)
         self.levels = check_levels(list(decoders) if levels is None else levels, "levels")
         lacking = [level for level in self.levels if level not in decoders or level not in encoder.layers]
         if lacking:
@@ -75,11 +75,8 @@ class WCTStyler(nn.Module):
                 f"levels: {source or 'this model'} has no decoder for {', '.join(lacking)} (it has "
                 f"{', '.join(check_levels(list(decoders)))}): choose among those"
             )
-        self.encoder = encoder
         self.decoders = nn.ModuleDict({level: decoders[level] for level in self.levels}).eval().requires_grad_(False)
         self.level_alphas = check_level_alphas(level_alphas, self.levels)
-        self.source, self.kind = source, kind
-        self.channels_last, self.bf16 = bool(channels_last), bool(bf16)
         self.capabilities = Capabilities(
             masks=False,
             tiling=False,
@@ -93,48 +90,22 @@ class WCTStyler(nn.Module):
     def device(self) -> torch.device:
         return next(self.decoders.parameters()).device
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": self.source,
-            "kind": self.kind,
-            "levels": list(self.levels),
-            "level_alphas": dict(self.level_alphas),
-            "encoder": dict(self.encoder.spec),
-        }
-
-    def warning(self) -> str | None:
-        return random_encoder_warning(self.encoder.spec, self.source, "universal style transfer (WCT)")
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return bf16_autocast(self.bf16, self.device)
+    def details(self) -> dict[str, Any]:
+        return {"levels": list(self.levels), "level_alphas": dict(self.level_alphas)}
 
     def _image(self, image: Tensor, name: str) -> Tensor:
         return model_input(image, name, self.device, self.capabilities.min_side)
 
-    def _codes(self, images: Sequence[Tensor], reference: Tensor | None = None) -> list[StyleCode]:
-        codes = []
-        for name, style in prepared_styles(images, self._image, reference):
-            with self._autocast():
-                codes.append(encode_style(self.encoder, style, self.levels, name, self.channels_last))
-        return codes
-
-    @torch.no_grad()
-    def encode_styles(self, styles: Sequence[Tensor]) -> list[StyleCode]:
-        """Each style's (mean, covariance) at every level of the cascade, float64: its code, to reuse across calls."""
-        return self._codes(style_list(styles))
+    def _style_code(self, name: str, style: Tensor) -> StyleCode:
+        """A style's (mean, covariance) at every level of the cascade, float64."""
+        return encode_style(self.encoder, style, self.levels, name, self.channels_last)
 
     @torch.no_grad()
     def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
         """``content`` (3, H, W) or (N, 3, H, W), float in [0, 1] or uint8, through the cascade: float32
         (N, 3, H, W) in [0, 1]. ``controls.style_codes`` (from :meth:`encode_styles`) replace ``styles`` except with
         colour preservation, which recomputes them against each content."""
-        images = accept(self, styles, controls)
-        mixed = controls.checked_weights(images)
-        batch = self._image(content, "content")
-        codes = controls.cached_codes
-        if codes is None:
-            codes = self._codes(images, batch if controls.preserve_colour else None)
+        batch, codes, weights = self._call_inputs(content, styles, controls)
         for k, code in enumerate(codes):
             check_code(code, self.levels, f"style code {k}")
         alphas = {level: float(controls.alpha) * factor for level, factor in self.level_alphas.items()}
@@ -143,7 +114,7 @@ class WCTStyler(nn.Module):
                 self.encoder,
                 self.decoders,
                 batch,
-                blend_codes(codes, mixed or [1.0]),
+                blend_codes(codes, weights),
                 alphas,
                 self.levels,
                 controls.output_size,
