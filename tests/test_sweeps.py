@@ -32,13 +32,20 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("sweep_data")
 
 
-def tiny(shared: Path, sweep_dir: Path) -> list[str]:
-    """The overrides that make a trial take seconds on a CPU."""
+def tiny(shared: Path, sweep_dir: Path, crop: int = 16) -> list[str]:
+    """The overrides that make a trial take seconds on a CPU: 16 px crops, the smallest VGG's relu4_1 takes (32 px
+    where a trial's style layers may reach relu5_1, whose statistics need 2 x 2 positions)."""
     return [
         "data=sample", f"data.root={shared / 'sample'}", "data.n_content=4", "data.n_style=2", "data.val_pairs=2",
         "logger=csv", "encoder.weights=random", "trainer=cpu", "trainer.max_steps=2", "data.batch_size=2",
-        "data.short_side=48", "data.crop_size=32", "data.num_workers=0", f"hydra.sweep.dir={sweep_dir}",
+        f"data.short_side={crop + crop // 4}", f"data.crop_size={crop}", "data.num_workers=0",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
+
+
+#: Slim networks for the trials (their size is not what a sweep test checks): AdaIN's decoder, fast style's network.
+SLIM_ADAIN = ["decoder=configurable", "decoder.width=0.25"]
+SLIM_FAST = ["method.width=0.25", "method.residual_blocks=1"]
 
 
 def bench_overrides(shared: Path) -> list[str]:
@@ -74,7 +81,7 @@ def check_plot(sweep_dir: Path, panels: int, completed: bool = True, failed: boo
 def test_optuna_search_writes_trials_table_and_best_parameters(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     run_hydra_app("train.py", "-m", "hparams_search=adain_optuna", "hydra.sweeper.n_trials=2",
-                  *tiny(shared, sweep), *bench_overrides(shared), monkeypatch=monkeypatch)
+                  *tiny(shared, sweep, crop=32), *SLIM_ADAIN, *bench_overrides(shared), monkeypatch=monkeypatch)
 
     rows = read_table(sweep)
     assert len(rows) == 2
@@ -120,7 +127,7 @@ def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_o
     # relu9_9 is not a VGG-19 layer, so that trial fails.
     run_hydra_app("train.py", "-m", "hparams_search=adain_optuna", "hydra/sweeper/sampler=grid",
                   "hydra.sweeper.params=null", 'method.style_layers=choice("[relu1_1,relu2_1]","[relu1_1,relu9_9]")',
-                  *tiny(shared, sweep), *bench_overrides(shared), monkeypatch=monkeypatch)
+                  *tiny(shared, sweep), *SLIM_ADAIN, *bench_overrides(shared), monkeypatch=monkeypatch)
 
     rows = {r["method.style_layers"]: r for r in read_table(sweep)}
     assert set(rows) == {"[relu1_1,relu2_1]", "[relu1_1,relu9_9]"}
@@ -144,7 +151,7 @@ def test_optuna_trial_with_a_bad_setting_is_recorded_failed_and_the_sweep_goes_o
 def test_grid_multirun_writes_the_table_and_records_a_nan_trial(shared, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     # lr=1e12 blows the decoder's weights up after one Adam step: the loss becomes NaN/inf.
-    run_hydra_app("train.py", "-m", "method.lr=1e-4,1e12", *tiny(shared, sweep), monkeypatch=monkeypatch)
+    run_hydra_app("train.py", "-m", "method.lr=1e-4,1e12", *tiny(shared, sweep), *SLIM_ADAIN, monkeypatch=monkeypatch)
 
     rows = {float(r["method.lr"]): r for r in read_table(sweep)}
     assert set(rows) == {1e-4, 1e12}
@@ -165,7 +172,7 @@ def test_a_fast_style_grid_scores_its_trials_and_records_a_nan_trial(shared, tmp
     waves = np.stack([np.sin(x + c) * np.cos(y - c) for c in range(3)], -1)
     Image.fromarray((waves * 120 + 128).clip(0, 255).astype(np.uint8)).save(style)
     run_hydra_app("train.py", "-m", "method=fast", f"method.styles=[{style}]", "method.lr=1e-3,1e12",
-                  *tiny(shared, sweep), "data.val_pairs=0", "+objective=adain", *bench_overrides(shared),
+                  *tiny(shared, sweep), *SLIM_FAST, "data.val_pairs=0", "+objective=adain", *bench_overrides(shared),
                   monkeypatch=monkeypatch)
 
     rows = {float(r["method.lr"]): r for r in read_table(sweep)}
