@@ -8,6 +8,7 @@ Set ``STYLETRANSFER_DEMO_SCREENSHOT=docs/demo.png`` to write the browser test's 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -25,7 +26,7 @@ from PIL import Image
 from styletransfer.cli.demo import main as demo_main
 from styletransfer.data.images import load_image_tensor, tensor_to_pil
 from styletransfer.methods.adain import Styliser
-from styletransfer.protocol.controls import Controls
+from styletransfer.protocol.controls import PLAIN, Controls
 
 pytestmark = pytest.mark.slow
 
@@ -90,9 +91,10 @@ def spied(demo, styliser, monkeypatch) -> tuple:
     calls = []
     real = styliser.stylise
 
-    def spy(content, styles, **controls):
-        calls.append({"content": content, "styles": styles, **controls})
-        return real(content, styles, **controls)
+    def spy(content, styles=(), controls=PLAIN):
+        fields = {field.name: getattr(controls, field.name) for field in dataclasses.fields(controls)}
+        calls.append({"content": content, "styles": styles, **fields})
+        return real(content, styles, controls)
 
     monkeypatch.setattr(styliser, "stylise", spy)
     return demo.DemoPredictor(styliser), calls
