@@ -4,6 +4,7 @@ command line itself (``--help``, a failing run's exit code and message, DDP's pr
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,18 @@ def test_a_key_added_with_a_typo_names_the_setting_meant(photo_dirs, tmp_path):
     with pytest.raises(ConfigError, match=r"^max_step is not a setting of Trainer: did you mean max_steps\?"):
         train_in_process(*folders(*photo_dirs), "encoder.weights=random", *TINY, "+trainer.max_step=5",
                          run_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["method=fast", "data=sample"], "method.styles"),
+    (["data=folders"], "data.content_dir"),
+])
+def test_a_setting_the_user_must_give_is_named_in_one_line(overrides, key, tmp_path):
+    """A setting left at ``???`` (no default: fast style's style images, a folder's path) is one ConfigError naming
+    the key and the fix, not omegaconf's MissingMandatoryValue traceback; nothing is trained."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be given \(it has no default\): add {key}=\.\.\."):
+        train_in_process(*overrides, "encoder.weights=random", *TINY, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("script, typo, meant", [

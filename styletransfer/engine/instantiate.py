@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class as locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from styletransfer.runtime.errors import ConfigError, StyleTransferError
 
@@ -23,9 +24,13 @@ from styletransfer.runtime.errors import ConfigError, StyleTransferError
 def instantiate_checked(config: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, except that a project error raised by the constructor (a bad setting, a
     missing folder) comes out as itself, not wrapped in Hydra's InstantiationException: the user then reads
-    one message naming the setting instead of a traceback."""
+    one message naming the setting instead of a traceback. So does a setting left at ``???`` (one the user must
+    give, such as ``method.styles``)."""
     try:
         return instantiate(config, **kwargs)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "a setting"
+        raise ConfigError(f"{key} must be given (it has no default): add {key}=... to the command line") from None
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, StyleTransferError):
