@@ -31,8 +31,14 @@ from styletransfer.runtime.files import (
 log = logging.getLogger(__name__)
 
 #: Lightning warnings about what the project does on purpose, which a user cannot act on: the frozen encoder stays
-#: in eval mode, and Lightning 2.6's own use of a deprecated torch pytree name.
-QUIET_WARNINGS = (r".*module\(s\) in eval mode.*", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+#: in eval mode; a method trained on content alone (fast style) has no validation step while the datamodule, shared
+#: by every method, offers a validation loader (empty with data.val_pairs=0); Lightning 2.6's own use of a
+#: deprecated torch pytree name.
+QUIET_WARNINGS = (
+    r".*module\(s\) in eval mode.*",
+    r".*passed in a `val_dataloader` but have no `validation_step`.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
 #: Loggers of Lightning's rank-zero messages, where Lightning 2.6 advertises a cloud service at every fit.
 LIGHTNING_INFO = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
 

@@ -7,6 +7,8 @@ The reference is pytorch/examples ``fast_neural_style/neural_style/transformer_n
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import RANDOM_ENCODER
@@ -431,7 +433,11 @@ def test_a_tiny_run_lowers_the_loss_and_writes_the_network(fast_data, tmp_path):
     batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = float(module.losses(batch)["loss/total"])
-    _train(fast_data, tmp_path, "waves", extra=SLIM)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(fast_data, tmp_path, "waves", extra=SLIM)
+    shown = [str(w.message) for w in caught]
+    assert not [m for m in shown if "validation_step" in m or "eval mode" in m], shown  # nothing a user can act on
     trained = torch.load(tmp_path / "checkpoints" / "network.pth", weights_only=True)
     assert trained["styles"] == ["waves"] and trained["encoder"]["network"] == "vgg16"
     module.network.load_state_dict(trained["network"])
