@@ -5,6 +5,8 @@ the sweep objective all call."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -139,8 +141,8 @@ def style_stats(
 def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleStats:
     """The statistics whose AdaIN equals sum_k w_k AdaIN(c, s_k): AdaIN is affine in the style's mean and std
     (sigma_k * c_hat + mu_k), so interpolating K styles costs one AdaIN, not K."""
-    mean = sum(w * m for w, (m, _) in zip(weights, stats))
-    std = sum(w * s for w, (_, s) in zip(weights, stats))
+    mean = functools.reduce(operator.add, [w * m for w, (m, _) in zip(weights, stats)])  # left to right, as sum()
+    std = functools.reduce(operator.add, [w * s for w, (_, s) in zip(weights, stats)])
     return mean, std
 
 
@@ -239,9 +241,9 @@ def stylise(
     if alpha == 0.0:
         return core(encoder, decoder, content, None, 0.0, size, channels_last, bottleneck)
     stats = _stats_for(encoder, content, styles, controls, channels_last, bottleneck)
-    if controls.masks is None:
+    if weights is not None:  # no masks (the weights are None exactly when masks are given)
         mixed = mix_stats(stats, weights)
         return core(encoder, decoder, content, mixed, alpha, size, channels_last, bottleneck)
     c_feat = encode(encoder, content, channels_last, bottleneck)
-    region = region_masks(controls.masks, content.shape[0], tuple(c_feat.shape[-2:]), c_feat.device)
+    region = region_masks(controls.masks or [], content.shape[0], (c_feat.shape[-2], c_feat.shape[-1]), c_feat.device)
     return decode_clamped(decoder, masked_adain(c_feat, stats, region), c_feat, alpha, size)
