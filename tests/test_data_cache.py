@@ -411,50 +411,65 @@ def test_ctrl_c_or_sigterm_of_prepare_is_one_line_and_status_128_plus_signal(sou
 
 
 _SLOW_PREPARE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from styletransfer.cli.prepare import main
 from styletransfer.data import prepare as prepare_module
 
 real = prepare_module.process
 
-def slow(task):  # runs in a pool worker: says it started, then takes long enough to be interrupted
-    Path(sys.argv[3]).touch()
-    time.sleep(0.3)
+def slow(task):  # runs in a pool worker: the first image says which worker has it and takes long enough to be
+    if task.source.endswith("img_00.png"):  # interrupted, while the other workers finish and wait for work
+        Path(sys.argv[3]).write_text(str(os.getpid()))
+        time.sleep(5)
     return real(task)
 
 prepare_module.process = slow
-sys.exit(main([sys.argv[1], sys.argv[2], "--workers", "2", "--shard-mb", "1e-6", "--short-side", "32",
+sys.exit(main([sys.argv[1], sys.argv[2], "--workers", "3", "--shard-mb", "1e-6", "--short-side", "32",
                  "--format", "raw", "--quiet"]))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [2, 15])
+@pytest.mark.parametrize("signum", [2, 15, 9])
 def test_a_signal_to_the_process_group_stops_the_workers_quietly(tmp_path, signum):
-    """A terminal's Ctrl-C reaches the pool workers too: they ignore it and end quietly when the pool stops them,
-    so the command prints one ``interrupted:`` line and no worker tracebacks (each worker printed a
-    ``Terminated: SIGTERM`` traceback), exits 128 + signal, and a rerun finishes the cache."""
+    """A terminal's Ctrl-C, or a SIGTERM sent to the process group, reaches the pool workers too: they ignore the
+    Ctrl-C and die of the SIGTERM, and neither hangs the command (``multiprocessing.Pool`` waited forever for the
+    queue lock that a worker killed while waiting for work held), prints a worker traceback, or loses a finished
+    shard: one ``interrupted:`` line, exit 128 + signal, and a rerun finishes the cache. A worker killed alone
+    (SIGKILL: the out-of-memory killer) ends the command with one ``error:`` line that says what is kept, exit 1."""
     import signal
     import subprocess
     import sys
     import time
 
-    src, dst, started = _folder(tmp_path / "src", 12), tmp_path / "cache", tmp_path / "started"
+    src, dst, started = _folder(tmp_path / "src", 8), tmp_path / "cache", tmp_path / "started"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, str(src), str(dst), str(started)], env=env,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not (started.exists() and started.read_text()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signum)
-    err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 128 + signum, err
-    assert "Traceback" not in err and err.count("interrupted:") == 1, err
-    assert err.splitlines()[-1].startswith(f"interrupted: {signal.Signals(signum).name}: the shards finished so far")
+    time.sleep(0.3)  # the other workers finish the rest and wait for work
+    if signum == signal.SIGKILL:
+        os.kill(int(started.read_text()), signum)
+    else:
+        os.killpg(proc.pid, signum)
+    try:
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:  # hung: no process is left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    if signum == signal.SIGKILL:
+        assert proc.returncode == 1 and err.startswith("error: a prepare worker process ended unexpectedly"), err
+        assert f"the shards finished so far are kept in {dst}" in err, err
+    else:
+        assert proc.returncode == 128 + signum, err
+        assert err.startswith(f"interrupted: {signal.Signals(signum).name}: the shards finished so far"), err
     rerun = prepare(src, dst, short_side=SIDE, fmt="raw", workers=0, shard_mb=1e-6, progress=False)
-    assert rerun.images == 12 and rerun.kept == 12 - rerun.processed
+    assert rerun.images == 8 and rerun.kept == 8 - rerun.processed
 
 
 def test_a_content_only_cache_decodes_on_the_device_like_the_cpu_workers(sources, tmp_path):

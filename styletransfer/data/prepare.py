@@ -30,6 +30,8 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,7 +56,7 @@ from styletransfer.runtime.choices import (
     PREPARE_SHARD_MB,
     PREPARE_SHORT_SIDE,
 )
-from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
+from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError, WorkerDiedError
 from styletransfer.runtime.files import atomic_open, remove_stale_temporaries
 from styletransfer.runtime.machine import usable_cores
 
@@ -213,19 +215,39 @@ def _plan(src: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> tupl
 
 def _quiet_worker() -> None:
     """A worker's signals: Ctrl-C, which a terminal sends to the whole process group, is the parent's to handle
-    (it stops the pool, keeps the finished shards and says so in one line), and the SIGTERM with which the pool
-    stops its workers ends one at once, without the traceback a handler inherited from the parent would print."""
+    (it stops the pool, keeps the finished shards and says so in one line), and a SIGTERM ends a worker at once,
+    without the traceback a handler inherited from the parent would print. The worker starts with both blocked
+    (:func:`_results`), so one sent while it starts waits for these handlers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
+
+
+_WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _results(tasks: list[Task], workers: int) -> Iterator[Result]:
-    """Process ``tasks`` in order, in ``workers`` processes (0 or 1: in this one)."""
+    """Process ``tasks`` in order, in ``workers`` processes (0 or 1: in this one).
+
+    A ``concurrent.futures`` process pool, not ``multiprocessing.Pool``: a worker that dies (a SIGTERM sent to the
+    process group, the out-of-memory killer) breaks it with ``BrokenProcessPool`` at once, where ``Pool`` waited
+    forever for the lost task, or for the queue lock a worker killed while waiting for work still held. An early
+    exit (an error, Ctrl-C) cancels the tasks not started and waits for the workers' current ones."""
     if workers <= 1 or len(tasks) <= 1:
         yield from map(process, tasks)
         return
-    with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers, _quiet_worker) as pool:
-        yield from pool.imap(process, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
+    workers = min(workers, len(tasks))
+    context = get_context("spawn" if sys.platform == "darwin" else "fork")
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)  # inherited by the workers made in map()
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
+        results = pool.map(process, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    try:
+        yield from results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _chunks(results: Iterable[Result], shard_bytes: int) -> Iterator[list[Result]]:
@@ -327,7 +349,14 @@ def prepare(
             with tqdm(
                 _results(tasks, workers), total=len(tasks), unit="img", disable=not progress, desc=f"prepare {dst}"
             ) as results:  # closed before an interrupt's line is printed
-                shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2**20)))
+                try:
+                    shards = sum(_store(dst, manifest, chunk) for chunk in _chunks(results, int(shard_mb * 2**20)))
+                except BrokenProcessPool:
+                    raise WorkerDiedError(
+                        f"a prepare worker process ended unexpectedly (killed by a signal, or out of memory); the "
+                        f"shards finished so far are kept in {dst}; run the same command again to continue (with "
+                        "fewer --workers if memory ran short)"
+                    ) from None
             if not tasks:
                 write_manifest(dst, manifest)
     except Timeout:

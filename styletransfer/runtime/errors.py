@@ -71,6 +71,11 @@ class RunDirectoryBusyError(StyleTransferError, RuntimeError):
     """Another run holds the run directory; the message names it and how to choose another directory."""
 
 
+class WorkerDiedError(StyleTransferError, RuntimeError):
+    """A worker process ended before its work was done (killed by a signal or the out-of-memory killer); the
+    message says what is kept and how to continue."""
+
+
 class RunInterrupted(StyleTransferError, RuntimeError):
     """The run was stopped by a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
 
