@@ -421,7 +421,7 @@ real = prepare_module.process
 def slow(task):  # runs in a pool worker: the first image says which worker has it and takes long enough to be
     if task.source.endswith("img_00.png"):  # interrupted, while the other workers finish and wait for work
         Path(sys.argv[3]).write_text(str(os.getpid()))
-        time.sleep(5)
+        time.sleep(2)
     return real(task)
 
 prepare_module.process = slow
