@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # log_to_files serves the entry points before they import Lightning (``--help`` stays light)
-    import pytorch_lightning as pl
+    from lightning_fabric.loggers import Logger
     from torch import Tensor
 
 
-def log_image(logger: pl.loggers.Logger, key: str, image: Tensor, path: Path, step: int) -> None:
-    """Send an image (3, H, W) in [0, 1], already saved at ``path``, to a logger that takes images.
+def log_image(logger: Logger, key: str, image: Tensor, path: Path, step: int) -> None:
+    """Send an image (3, H, W) in [0, 1], already saved at ``path``, to a logger that takes images (any of a
+    module's ``loggers``: Lightning's loggers derive from Fabric's ``Logger``).
 
     wandb gets the file, TensorBoard the tensor; loggers without images (CSV) keep the file only.
     """

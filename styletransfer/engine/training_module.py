@@ -22,6 +22,12 @@ def check_settings(numbers: Mapping[str, Any]) -> None:
             raise ConfigError(f"method.{name}={value!r} must be a finite number >= 0")
 
 
+def trainer_datamodule(trainer: pl.Trainer) -> pl.LightningDataModule | None:
+    """The data module ``trainer`` runs with, None without one (Lightning sets ``trainer.datamodule`` when a run
+    starts; its type annotations do not declare the attribute)."""
+    return getattr(trainer, "datamodule", None)
+
+
 def log_training_step(
     module: pl.LightningModule, losses: Mapping[str, Tensor], batch_size: int, lr: bool = True
 ) -> None:
@@ -33,7 +39,7 @@ def log_training_step(
     if lr:
         rate = float(module.trainer.optimizers[0].param_groups[0]["lr"])
         module.log("lr", device_scalar(rate, module.device), batch_size=batch_size)
-    skipped = getattr(getattr(module.trainer, "datamodule", None), "num_skipped", None)
+    skipped = getattr(trainer_datamodule(module.trainer), "num_skipped", None)
     if skipped is not None:
         module.log("data/skipped", device_scalar(skipped, module.device), batch_size=batch_size)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 from torchvision.utils import make_grid
 
@@ -17,7 +18,12 @@ from styletransfer.data.datamodule import require_styles
 from styletransfer.data.images import save_image
 from styletransfer.engine.loggers import log_image
 from styletransfer.engine.schedules import decaying_adam
-from styletransfer.engine.training_module import ExportingModule, check_settings, log_training_step
+from styletransfer.engine.training_module import (
+    ExportingModule,
+    check_settings,
+    log_training_step,
+    trainer_datamodule,
+)
 from styletransfer.methods.adain import transforms
 from styletransfer.methods.adain.checkpoint import save_decoder
 from styletransfer.methods.adain.decoders import (
@@ -72,7 +78,9 @@ def check_adain_layers(
     return layers, check_nodes([bottleneck], network, "method.bottleneck")[0]
 
 
-class AdaINModule(LoadsRunCheckpoints, ExportingModule):
+# Ignored for mypy: LoadsRunCheckpoints.load_from_checkpoint takes a checkpoint's path only (read weights-only and
+# checked), on purpose narrower than Lightning's, which also takes file objects.
+class AdaINModule(LoadsRunCheckpoints, ExportingModule):  # type: ignore[misc]
     """Trains an AdaIN decoder; the encoder is frozen and stored in the checkpoint with it.
 
     Loss = content_weight * MSE(f(g(t)), t) at the bottleneck (relu4_1) + style_weight * sum over ``style_layers``
@@ -164,21 +172,21 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             require_styles(self._trainer, "adain")
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             self.to(memory_format=torch.channels_last)
-        mode = compile_mode(self.hparams.compile)
+        mode = compile_mode(self.hparams["compile"])
         if mode is not None and self._compiled_terms is None:
             # The whole loss (encoder, decoder, statistics, losses) as one function: AOTAutograd makes one forward
             # and one backward graph of it, so inductor fuses across module boundaries.
             self._compiled_terms = torch.compile(self._loss_terms, mode=mode)
 
     def _prepare(self, images: Tensor) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams["channels_last"] else images
 
     def stylise(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
         """Each content stylised with its style (batches of the same size), float32 in [0, 1]: ``model.stylise``
         (``transforms.stylise_transform`` for a transform other than AdaIN)."""
-        options = {"channels_last": self.hparams.channels_last, "bottleneck": self.bottleneck}
+        options = {"channels_last": self.hparams["channels_last"], "bottleneck": self.bottleneck}
         parts = (self.encoder, self.decoder, content, [style], Controls(alpha=alpha))
         if self.transform != "adain":
             return transforms.stylise_transform(self.transform, *parts, **options)
@@ -196,10 +204,10 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
         With ``method.compile`` (after ``setup``) and gradients on, the compiled ``_loss_terms`` runs; validation
         (no gradients) stays eager, so it neither recompiles nor records CUDA graphs for its batch size.
         """
-        weights = (float(self.hparams.content_weight), float(self.hparams.style_weight))
+        weights = (float(self.hparams["content_weight"]), float(self.hparams["style_weight"]))
         if self._compiled_terms is None or not torch.is_grad_enabled():
             return self._loss_terms(content, style, weights)
-        if compile_mode(self.hparams.compile) in CUDA_GRAPH_MODES:  # the logged values are read steps later
+        if compile_mode(self.hparams["compile"]) in CUDA_GRAPH_MODES:  # the logged values are read steps later
             return call_graph_safe(self._compiled_terms, content, style, weights)
         return self._compiled_terms(content, style, weights)
 
@@ -242,9 +250,9 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
         log_training_step(self, losses, batch["content"].shape[0])
         return losses["loss/total"]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hparams = self.hparams
-        return decaying_adam(self.decoder.parameters(), hparams.lr, hparams.lr_decay, self.device, hparams.betas)
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = self.hparams
+        return decaying_adam(self.decoder.parameters(), hp["lr"], hp["lr_decay"], self.device, hp["betas"])
 
     # ---- validation: losses and a grid of stylised pairs ---------------------------------------------------
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -261,8 +269,8 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
     def on_train_end(self) -> None:
         """Always leave a grid of the final decoder and its exported weights, whatever the step count."""
         if self._last_grid_step != self.global_step and self.trainer.is_global_zero:
-            datamodule = self.trainer.datamodule
-            if datamodule is not None and getattr(datamodule, "val_pairs", 0):
+            datamodule = trainer_datamodule(self.trainer)
+            if datamodule is not None and getattr(datamodule, "val_pairs", None):
                 outputs = []
                 was_training = self.training
                 self.eval()
@@ -283,7 +291,7 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
             return
         triples = [torch.stack(t) for out in outputs for t in zip(*out)]
         grid = make_grid(torch.cat(triples).float(), nrow=3, padding=2, pad_value=1.0)
-        path = Path(self.trainer.default_root_dir) / self.hparams.grid_dir / f"step_{self.global_step:06d}.png"
+        path = Path(self.trainer.default_root_dir) / self.hparams["grid_dir"] / f"step_{self.global_step:06d}.png"
         save_image(grid, path)
         self._last_grid_step = self.global_step
         log.info("validation grid written to %s", path)
@@ -314,7 +322,7 @@ class AdaINModule(LoadsRunCheckpoints, ExportingModule):
 
     def export(self) -> None:
         """Write ``<run>/checkpoints/decoder.pth``: decoder weights plus the encoder they were trained behind."""
-        path = self.export_path(self.hparams.export_decoder, "decoder.pth")
+        path = self.export_path(self.hparams["export_decoder"], "decoder.pth")
         if path is None:
             return
         save_decoder(
