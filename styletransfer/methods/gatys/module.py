@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from styletransfer.data.images import save_image
+from styletransfer.data.pair import PairDataModule
 from styletransfer.engine.loggers import log_image
 from styletransfer.engine.logging_steps import device_scalar, logs_this_step
 from styletransfer.engine.precision import autocast_dtype
+from styletransfer.engine.training_module import trainer_datamodule
 from styletransfer.methods.gatys.checkpoint import build_gatys_encoder
 from styletransfer.methods.gatys.fast import FastLoop, chunk_length
 from styletransfer.methods.gatys.images import initial_image, optimised_space
@@ -45,6 +47,7 @@ from styletransfer.methods.gatys.schedule import (
 from styletransfer.methods.gatys.settings import GatysSettings
 from styletransfer.nn.checkpoints import LoadsRunCheckpoints
 from styletransfer.nn.colour import with_chroma
+from styletransfer.nn.compiling import compile_mode
 from styletransfer.nn.encoders import FeatureEncoder, min_side
 from styletransfer.nn.losses import content_loss, tv_loss
 from styletransfer.nn.padding import use_fast_reflection_padding
@@ -53,7 +56,9 @@ from styletransfer.runtime.errors import NonFiniteLossError
 log = logging.getLogger(__name__)
 
 
-class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
+# Ignored for mypy: LoadsRunCheckpoints.load_from_checkpoint takes a checkpoint's path only (read weights-only and
+# checked), on purpose narrower than Lightning's, which also takes file objects.
+class GatysModule(LoadsRunCheckpoints, pl.LightningModule):  # type: ignore[misc]
     """Neural Style: the image is the parameter. See README "Neural Style (Gatys)" and configs/method/gatys.yaml.
 
     Loss = content_weight * mean over ``content_layers`` of MSE(features, content features)
@@ -77,6 +82,9 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
     #: (``output()`` is the result; an RGB one needs no data) and its encoder had again from its record (``settings``,
     #: ``encoder=`` too, override the recorded ones).
     checkpoint_of = ("a Neural Style run (method=gatys)", "image")
+
+    #: The image batch being optimised (the parameter): None until ``setup("fit")`` or a checkpoint makes it.
+    image: nn.Parameter | None
 
     def __init__(self, encoder: Mapping[str, Any], **settings: Any) -> None:
         """``encoder``: the encoder config, or a checkpoint's record of one (``checkpoint.build_gatys_encoder``);
@@ -105,58 +113,71 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         self.automatic_optimization = checked.optimizer != "device_lbfgs"
         self._loop: FastLoop | None = None
         self._low_precision: torch.dtype | None = None  # trainer.precision's autocast type, set in setup("fit")
-        mode = checked.compile
+        mode = compile_mode(checked.compile)  # the mode already (checked): read again for its type
         self._loss_fn = self._loss_terms if mode is None else torch.compile(self._loss_terms, mode=mode)
+
+    @property
+    def _iterate(self) -> nn.Parameter:
+        """The image being optimised (``image``), once made."""
+        if self.image is None:
+            raise RuntimeError("Neural Style has no image yet: trainer.fit or load_from_checkpoint makes it")
+        return self.image
 
     # ---- schedule ----------------------------------------------------------------------------------------------
     @property
     def _luminance_only(self) -> bool:
-        return self.hparams.preserve_colour == "luminance"
+        return self.hparams["preserve_colour"] == "luminance"
 
     def scale_sizes(self, long_side: int) -> list[int]:
         """Longer sides of the scales for a content of ``long_side`` px (``schedule.scale_sizes``)."""
         hp = self.hparams
-        return scale_sizes(long_side, hp.scales, hp.scale_start, hp.scale_factor)
+        return scale_sizes(long_side, hp["scales"], hp["scale_start"], hp["scale_factor"])
 
     def step_schedule(self, n_scales: int, max_steps: int | None) -> list[int]:
         """Iterations per scale (``schedule.step_schedule`` with ``method.steps_per_scale``)."""
-        return step_schedule(n_scales, max_steps, self.hparams.steps_per_scale)
+        return step_schedule(n_scales, max_steps, self.hparams["steps_per_scale"])
 
     # ---- setup: checks and the initial image, before any optimisation -------------------------------------------
     def setup(self, stage: str) -> None:
         """Check the data against the settings (style weights, sizes, iterations) and create the first iterate."""
         if stage != "fit":
             return
-        dm = self.trainer.datamodule
-        if dm is None or not all(hasattr(dm, a) for a in ("load_content", "load_styles", "style_names")):
-            raise TypeError("method=gatys needs data=pair (a PairDataModule with content and style images)")
+        dm = self._data()
         dm.setup("fit")
         self._low_precision = autocast_dtype(str(self.trainer.precision))
-        self._blend = style_weights(self.hparams.style_blend, dm.style_names)
+        self._blend = style_weights(self.hparams["style_blend"], dm.style_names)
         self.sizes = self.scale_sizes(dm.long_side)
-        positions = STYLE_LOSSES[self.hparams.style_statistic].positions
+        positions = STYLE_LOSSES[self.hparams["style_statistic"]].positions
         need = max(min_side(self.encoder, self.content_layers), min_side(self.encoder, self.style_layers, positions))
         check_scale_sizes(self.sizes, dm, need)
         steps = self.step_schedule(len(self.sizes), self.trainer.max_steps)
         self.boundaries = [sum(steps[: i + 1]) for i in range(len(steps))]
         log.info("Neural Style: scales %s (longer side, px), iterations per scale %s", self.sizes, steps)
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             self.encoder.to(memory_format=torch.channels_last)
             use_fast_reflection_padding(self.encoder)  # a reflection-padded VGG's pads keep the format (nn/padding.py)
         if self.image is None:
             content, styles = self._images_at(0)
             hp = self.hparams
             self.image = nn.Parameter(
-                initial_image(hp.init, content, styles, self._blend, hp.init_seed, self._luminance_only)
+                initial_image(hp["init"], content, styles, self._blend, hp["init_seed"], self._luminance_only)
             )
             self.ema.reset(self.image)
 
+    def _data(self) -> PairDataModule:
+        """The trainer's data module: a PairDataModule (content and style images), else a TypeError saying so."""
+        dm = trainer_datamodule(self.trainer)
+        if not isinstance(dm, PairDataModule):
+            raise TypeError("method=gatys needs data=pair (a PairDataModule with content and style images)")
+        return dm
+
     def _images_at(self, index: int) -> tuple[Tensor, list[Tensor]]:
         """Content and styles at scale ``index``, in the space that is optimised (``images.optimised_space``)."""
-        dm, size = self.trainer.datamodule, self.sizes[index]
+        dm, size = self._data(), self.sizes[index]
         self._content_rgb = dm.load_content(size).to(self.device)
         styles = [s.to(self.device).unsqueeze(0) for s in dm.load_styles(size)]
-        return optimised_space(self._content_rgb, styles, self.hparams.preserve_colour, self.hparams.colour_space)
+        hp = self.hparams
+        return optimised_space(self._content_rgb, styles, hp["preserve_colour"], hp["colour_space"])
 
     # ---- targets (once per scale) -------------------------------------------------------------------------------
     def _prepare_scale(self) -> None:
@@ -165,7 +186,7 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         if self._scale_ready == self.scale_index:
             return
         content, styles = self._images_at(self.scale_index)
-        style_loss = STYLE_LOSSES[self.hparams.style_statistic]
+        style_loss = STYLE_LOSSES[self.hparams["style_statistic"]]
         with torch.no_grad():
             self._content_targets = {k: v.detach() for k, v in self.encoder(content, self.content_layers).items()}
             statistics: dict[str, list[dict[str, Tensor]]] = {layer: [] for layer in self.style_layers}
@@ -189,7 +210,7 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         """Encoder features, in bfloat16 under ``trainer.precision=bf16-mixed`` (autocast without its weight cache,
         which CUDA graphs cannot hold) and from a channels_last copy under ``method.channels_last``."""
         rgb = self._rgb(image)
-        rgb = rgb.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else rgb
+        rgb = rgb.contiguous(memory_format=torch.channels_last) if self.hparams["channels_last"] else rgb
         if self._low_precision is None:
             return self.encoder(rgb)
         with torch.autocast(rgb.device.type, dtype=self._low_precision, cache_enabled=False):
@@ -205,23 +226,25 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         loss_c = torch.stack([content_loss(feats[k], self._content_targets[k]) for k in self.content_layers]).mean()
         per_layer = {k: self._style_losses[k](feats[k]) for k in self.style_layers}
         loss_s = weighted_style_loss(per_layer, self.layer_weights, self.style_layers)
-        loss_tv = tv_loss(image, self.hparams.tv_power)
         hp = self.hparams
-        total = hp.content_weight * loss_c + hp.style_weight * loss_s + hp.tv_weight * loss_tv
+        loss_tv = tv_loss(image, hp["tv_power"])
+        total = hp["content_weight"] * loss_c + hp["style_weight"] * loss_s + hp["tv_weight"] * loss_tv
         out = {"loss/total": total, "loss/content": loss_c, "loss/style": loss_s, "loss/tv": loss_tv}
         out.update({f"loss/style/{k}": v for k, v in per_layer.items()})
         return out
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
+        image = self._iterate
         if not self.automatic_optimization:
             # The L-BFGS update runs in here: in float32, outside Lightning's autocast (the features have their own).
-            with torch.autocast(self.image.device.type, enabled=False):
-                return self._fast_step()
-        losses = self.losses(self.image)
+            with torch.autocast(image.device.type, enabled=False):
+                self._fast_step()
+            return None
+        losses = self.losses(image)
         total = losses["loss/total"]
         if not torch.isfinite(total):
             self._stop_non_finite(losses)
-        self._last_good = self.image.detach().clone()
+        self._last_good = image.detach().clone()
         if logs_this_step(self.trainer, end=self.boundaries[-1]):
             self._log_losses(losses)
         return total
@@ -234,16 +257,17 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
     def _fast_step(self) -> None:
         """device_lbfgs: up to ``iterations_per_step`` iterations, each a Lightning optimiser step (so
         ``global_step`` counts iterations), then, when due, the one host sync of the finite check and the logs."""
-        hp, done = self.hparams, self.global_step
+        hp, done, image = self.hparams, self.global_step, self._iterate
+        periods = [hp["check_every"], hp["snapshot_every"]]
         saves = [getattr(c, "_every_n_train_steps", 0) or 0 for c in self.trainer.checkpoint_callbacks]
-        n = chunk_length(done, hp.iterations_per_step, self.boundaries, [hp.check_every, hp.snapshot_every, *saves])
+        n = chunk_length(done, hp["iterations_per_step"], self.boundaries, [*periods, *saves])
         if self._loop is None:
             self._prepare_scale()  # this scale's targets, before anything is captured
-            self._loop = FastLoop(self.losses, self.image, done)
+            self._loop = FastLoop(self.losses, image, done)
         logs = logs_this_step(self.trainer, steps=n, end=self.boundaries[-1])  # before the n steps are counted
-        losses = self._loop.run(self.optimizers(), n, lambda: self.ema.update(self.image))
+        losses = self._loop.run(self.optimizers(), n, lambda: self.ema.update(image))
         end = done + n
-        if any(every and end % every == 0 for every in (hp.check_every, hp.snapshot_every)) or end in self.boundaries:
+        if any(every and end % every == 0 for every in periods) or end in self.boundaries:
             self._check_finite()
         if logs:
             self._log_losses(losses)
@@ -252,7 +276,9 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
 
     def _check_finite(self) -> None:
         """device_lbfgs: read the device's record (one sync) and stop as the per-step check does."""
-        bad = None if self._loop is None else self._loop.watch.first_bad_step()
+        if self._loop is None:
+            return
+        bad = self._loop.watch.first_bad_step()
         if bad is not None:
             self._last_good = self._loop.watch.good_image()
             self._stop_non_finite(self._loop.losses, bad)
@@ -275,13 +301,13 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         return self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        if hp.optimizer == "lbfgs":
+        hp, image = self.hparams, self._iterate
+        if hp["optimizer"] == "lbfgs":
             # max_iter=1: one Lightning step = one L-BFGS iteration = one closure call (no line search).
-            return torch.optim.LBFGS([self.image], lr=hp.lr, max_iter=1, history_size=hp.history_size)
-        if hp.optimizer == "device_lbfgs":
-            return DeviceLBFGS([self.image], lr=hp.lr, history_size=hp.history_size, cuda_graph=hp.cuda_graph)
-        return torch.optim.Adam([self.image], lr=hp.lr, betas=tuple(hp.betas))
+            return torch.optim.LBFGS([image], lr=hp["lr"], max_iter=1, history_size=hp["history_size"])
+        if hp["optimizer"] == "device_lbfgs":
+            return DeviceLBFGS([image], lr=hp["lr"], history_size=hp["history_size"], cuda_graph=hp["cuda_graph"])
+        return torch.optim.Adam([image], lr=hp["lr"], betas=tuple(hp["betas"]))
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """One iteration, then Adam's clamp, the EMA and the move to the next scale.
@@ -290,17 +316,18 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         before the module's, so a checkpoint saved at this step must already hold the state the next step uses.
         """
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        image = self._iterate
         with torch.no_grad():
-            if self.hparams.optimizer == "adam":
-                self.image.clamp_(0, 1)
-            self.ema.update(self.image)
+            if self.hparams["optimizer"] == "adam":
+                image.clamp_(0, 1)
+            self.ema.update(image)
         done = self.global_step + 1  # Lightning counts this iteration only after the hook returns
         if self.boundaries[self.scale_index] <= done < self.boundaries[-1]:
             self._advance_scale()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.global_step
-        every = self.hparams.snapshot_every
+        every = self.hparams["snapshot_every"]
         if every and step % every == 0:
             self._save_snapshot(step)
         if step >= self.boundaries[-1]:
@@ -312,24 +339,26 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         previous = self._output_opt_space()
         self.scale_index += 1
         self._prepare_scale()
+        assert self._content_rgb is not None  # read by _prepare_scale
         size = self._content_rgb.shape[-2:]
         upsampled = F.interpolate(previous, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        image = self._iterate
         old = self.trainer.optimizers[0]
-        old_state = old.state.get(self.image, {})
-        self.image.data = upsampled.contiguous()
+        old_state = old.state.get(image, {})
+        image.data = upsampled.contiguous()
         optimizer = self._make_optimizer()
-        if self.hparams.optimizer == "adam" and old_state:
-            optimizer.state[self.image] = resize_adam_state(old_state, size)
+        if self.hparams["optimizer"] == "adam" and old_state:
+            optimizer.state[image] = resize_adam_state(old_state, size)
         self.trainer.optimizers = [optimizer]
         self._loop = None
-        self.ema.reset(self.image)
+        self.ema.reset(image)
         log.info("Neural Style: scale %d/%d, %s px", self.scale_index + 1, len(self.sizes), tuple(size))
 
     # ---- output ------------------------------------------------------------------------------------------------
     def _output_opt_space(self) -> Tensor:
         """The current result in the optimised space: the EMA when enabled (and updated), else the iterate."""
         average = self.ema.value()
-        return self.image.detach() if average is None else average
+        return self._iterate.detach() if average is None else average
 
     def output(self, image: Tensor | None = None) -> Tensor:
         """The result as RGB in [0, 1] (luminance-only: the result's luminance with the content's chroma)."""
@@ -337,8 +366,8 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
         if image.shape[1] == 1:
             content = self._content_rgb
             if content is None or content.shape[-2:] != image.shape[-2:]:
-                content = self.trainer.datamodule.load_content(max(image.shape[-2:])).to(image.device)
-            return with_chroma(image, content, self.hparams.colour_space)
+                content = self._data().load_content(max(image.shape[-2:])).to(image.device)
+            return with_chroma(image, content, self.hparams["colour_space"])
         return image.clamp(0, 1)
 
     def optimised_results(self, datamodule: Any) -> list[tuple[Tensor, Tensor, list[Tensor]]]:
@@ -353,7 +382,7 @@ class GatysModule(LoadsRunCheckpoints, pl.LightningModule):
 
     def _save_output(self, image: Tensor | None = None) -> list[Path]:
         """Write the result(s) into the run directory; returns the paths (none when ``output_name`` is null)."""
-        name = self.hparams.output_name
+        name = self.hparams["output_name"]
         if name is None:
             return []
         result = self.output(image).float().cpu()
