@@ -26,6 +26,8 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from styletransfer.runtime.machine import usable_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 #: oneDNN instruction-set limits (ONEDNN_MAX_CPU_ISA) under which bf16 convolutions still run natively.
@@ -45,6 +47,18 @@ def native_bf16() -> bool:
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 # train.py and evaluate.py set this before Hydra composes; configs/paths/default.yaml reads it.
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+#: Most tests are too small for a second thread to pay: ``pytest -n auto`` (pytest-xdist) runs one test per core
+#: (the whole suite 334 s against 527 s in one process on 2 cores), each worker's torch, and the processes its tests
+#: start, taking its share of the cores (two workers of two threads each on two cores were slower than one process).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // _WORKERS)))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto``: a worker per core this process may use, at most 4 (each holds its own torch and fixtures)."""
+    return max(1, min(4, usable_cores()))
 
 #: The encoder settings every test run uses: random weights, never a download.
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}
