@@ -47,9 +47,9 @@ def native_bf16() -> bool:
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 # train.py and evaluate.py set this before Hydra composes; configs/paths/default.yaml reads it.
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-#: Most tests are too small for a second thread to pay: ``pytest -n auto`` (pytest-xdist) runs one test per core
-#: (the whole suite 334 s against 527 s in one process on 2 cores), each worker's torch, and the processes its tests
-#: start, taking its share of the cores (two workers of two threads each on two cores were slower than one process).
+# Most tests are too small for a second thread to pay: ``pytest -n auto`` (pytest-xdist) runs one test per core,
+# each worker's torch, and the processes its tests start, taking its share of the cores (two workers of two threads
+# each on two cores were slower than one process; docs/testing.md has the figures).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // _WORKERS)))
@@ -59,6 +59,7 @@ if _WORKERS > 1:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``pytest -n auto``: a worker per core this process may use, at most 4 (each holds its own torch and fixtures)."""
     return max(1, min(4, usable_cores()))
+
 
 #: The encoder settings every test run uses: random weights, never a download.
 RANDOM_ENCODER = {"weights": "random", "seed": 0, "fallback": None, "download": False}

@@ -213,6 +213,10 @@ def _plan(src: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> tupl
     return tasks, len(present), removed
 
 
+#: Blocked while the pool starts its workers, and unblocked by each once its handlers are set (_quiet_worker).
+_WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _quiet_worker() -> None:
     """A worker's signals: Ctrl-C, which a terminal sends to the whole process group, is the parent's to handle
     (it stops the pool, keeps the finished shards and says so in one line), and a SIGTERM ends a worker at once,
@@ -221,9 +225,6 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
-
-
-_WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _results(tasks: list[Task], workers: int) -> Iterator[Result]:
