@@ -4,7 +4,7 @@
     python speed/data_path.py --device cpu --images 40 --batches 5 --workers 2     # a quick check on a laptop
 
 Makes two folders of procedural JPEGs (content and style; reused when already there), prepares a JPEG and a raw
-cache of each with ``python -m styletransfer.data.prepare``'s function (timed: the prepare rows) and iterates each
+cache of each with ``styletransfer-prepare``'s function (timed: the prepare rows) and iterates each
 variant's real training loader (``data=folders`` / ``data=cache``) for ``--batches`` batches after ``--warmup``:
 
 * folders (CPU decode): Pillow decode + resize + crop per item in the workers (today's path);

@@ -184,6 +184,31 @@ def test_other_settings_are_refused_unless_rebuild(sources, tmp_path, capsys):
     assert "4 images" in capsys.readouterr().out
 
 
+def test_the_rebuild_command_that_is_printed_runs_and_rebuilds(sources, tmp_path, capsys):
+    """The command a prepare run prints, and a damaged cache's error repeats, is one a user can paste: its first
+    word is this package's console script and the rest rebuilds the cache (``python -m styletransfer.data.prepare``,
+    printed before, did nothing at all)."""
+    import shlex
+    from importlib.metadata import entry_points
+
+    dst = tmp_path / "cache"
+    assert main([str(sources[1]), str(dst), "--short-side", str(SIDE), "--quiet"]) == 0
+    printed = capsys.readouterr().out.split("rebuild with: ")[1].strip()
+    shard = dst / "shards" / "00000.bin"
+    shard.write_bytes(bytes(shard.stat().st_size))
+
+    def content_only() -> CacheDataModule:
+        return CacheDataModule(content_cache=str(dst), crop_size=24, batch_size=2, num_workers=0, val_pairs=0, seed=1)
+
+    with pytest.raises(DataDirError, match="checksum") as damaged:
+        content_only()
+    assert str(damaged.value).endswith(printed)
+    words = shlex.split(printed)
+    (script,) = entry_points(group="console_scripts", name=words[0])
+    assert script.value == "styletransfer.cli.prepare:main" and script.load()(words[1:]) == 0
+    assert len(content_only().train_dataloader()) == 2
+
+
 # ---------------------------------------------------------------- reading the cache in training
 
 
@@ -223,7 +248,7 @@ def test_cache_checks_shards_and_settings_at_start(sources, tmp_path, monkeypatc
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(DataDirError, match="00000.bin.*checksum.*styletransfer.data.prepare .*--rebuild"):
+    with pytest.raises(DataDirError, match="00000.bin.*checksum.*styletransfer-prepare .*--rebuild"):
         _cache_module(root)
     _cache_module(root, verify_cache=False)  # same size: only the checksum would tell
     monkeypatch.setenv("LOCAL_RANK", "1")

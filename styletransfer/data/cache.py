@@ -1,7 +1,7 @@
 """A prepared image cache: images already resized for training, stored in memory-mapped shard files.
 
 Why: decoding a full-size JPEG and resizing it in a loader worker costs more than an AdaIN step on a GPU. A cache
-made once by ``python -m styletransfer.data.prepare`` (see that module) holds every image at its training size,
+made once by ``styletransfer-prepare`` (``styletransfer.data.prepare``) holds every image at its training size,
 so a worker only decodes a small JPEG (or, for a raw cache, copies pixels) and cuts the crop. Random access by
 index keeps :class:`~styletransfer.data.resumable.SeededShuffle`'s exact resume and the folder path's pairing and
 crop draws.
@@ -50,9 +50,7 @@ def prepare_command(manifest: dict[str, Any], root: str | os.PathLike, rebuild: 
     """The command line that (re)makes the cache at ``root`` with the manifest's settings."""
     settings = manifest.get("settings", {})
     words = [
-        "python",
-        "-m",
-        "styletransfer.data.prepare",
+        "styletransfer-prepare",
         str(manifest.get("source_root", "SRC")),
         str(root),
         "--short-side",
@@ -68,7 +66,7 @@ def prepare_command(manifest: dict[str, Any], root: str | os.PathLike, rebuild: 
 def read_manifest(root: str | os.PathLike, setting: str = "cache") -> dict[str, Any]:
     """The manifest of the cache at ``root``; DataDirError naming ``setting`` when it is missing or not ours."""
     path = Path(root).expanduser() / MANIFEST_NAME
-    how = "make it with: python -m styletransfer.data.prepare SRC_FOLDER CACHE_FOLDER --short-side 512"
+    how = "make it with: styletransfer-prepare SRC_FOLDER CACHE_FOLDER --short-side 512"
     if not path.is_file():
         raise DataDirError(f"{setting}: {path} does not exist, so {Path(root)} is not a prepared image cache; {how}")
     try:

@@ -1,7 +1,7 @@
 """Training from prepared caches (``data=cache``): the folder path's pairs and crops, without decoding full images.
 
 ``python train.py data=cache data.cache=DST`` reads ``DST/content`` and ``DST/style``, each made by
-``python -m styletransfer.data.prepare`` (or name them with ``data.content_cache`` / ``data.style_cache``; only
+``styletransfer-prepare`` (or name them with ``data.content_cache`` / ``data.style_cache``; only
 ``data.content_cache``: content only, as ``data=folders`` without ``data.style_dir``, for a method trained for fixed
 styles). Items are drawn exactly as from folders (:class:`~styletransfer.data.datasets.ContentStyleDataset` with
 cache records as its image source): same order, style choice and crop boxes for a given seed, same exact resume. A
@@ -86,7 +86,7 @@ def _cache_paths(cache: str | None, content_cache: str | None, style_cache: str 
     if cache is None:
         raise ConfigError(
             "data.cache is not set: set data.cache=DIR (a folder holding content/ and style/ caches made "
-            "by python -m styletransfer.data.prepare), or data.content_cache (and data.style_cache)"
+            "by styletransfer-prepare), or data.content_cache (and data.style_cache)"
         )
     root = Path(str(cache)).expanduser()
     return [

@@ -330,7 +330,7 @@ class SweepTableCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Save the sweep's config as ``multirun.yaml`` (Hydra's basic sweeper does, the Optuna sweeper does not),
-        so that ``python -m styletransfer.sweeps SWEEP_DIR`` knows the swept keys and the direction."""
+        so that ``styletransfer-sweep-table SWEEP_DIR`` knows the swept keys and the direction."""
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / "multirun.yaml").exists():
