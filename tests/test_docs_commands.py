@@ -37,7 +37,26 @@ def _commands() -> Iterator[tuple[str, list[str]]]:
                     words = words[end + 1 :]
 
 
-COMMANDS = list(_commands())
+def _config_commands() -> Iterator[tuple[str, list[str]]]:
+    """The same for the command lines in the configs' comments (``#   python train.py ...``, ``\\``-continued onto
+    the next comment line; a trailing ``(note)`` after two spaces dropped)."""
+    start = re.compile(r"#\s+((?:python (?:train|evaluate)\.py|styletransfer-|python -m ).*)")
+    for config in sorted((ROOT / "configs").rglob("*.yaml")):
+        lines = config.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            found = start.match(line.strip())
+            if not found:
+                continue
+            text = found.group(1)
+            for following in lines[number + 1 :]:
+                if not text.rstrip().endswith("\\"):
+                    break
+                text = text.rstrip()[:-1] + " " + following.strip().lstrip("#")
+            text = re.sub(r"\s{2,}\(.*\)\s*$", "", text)
+            yield f"{config.relative_to(ROOT)}:{number + 1}: {text.strip()}", shlex.split(text, comments=True)
+
+
+COMMANDS = [*_commands(), *_config_commands()]
 
 
 def _missing(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[str]:
