@@ -1,8 +1,8 @@
-"""Every command line in the README and the documentation site works as written: ``python train.py`` and
-``python evaluate.py`` lines compose with every setting they need given (Hydra's compose API; a sweep's first value
-stands for the sweep), each ``styletransfer-*`` line names one of this package's console scripts and its flags parse,
-and each ``python -m`` module can be run. ``<run>``-style placeholders and ``...`` stand for the user's own paths
-and settings; nothing is run or read."""
+"""Every command line in the README, the documentation site and the configs' comments works as written:
+``python train.py`` and ``python evaluate.py`` lines compose with every setting they need given (Hydra's compose API;
+a sweep's first value stands for the sweep), each ``styletransfer-*`` line names one of this package's console
+scripts and its flags parse, and each ``python -m`` module can be run. ``<run>``-style placeholders and ``...``
+stand for the user's own paths and settings; nothing is run or read."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _config_commands() -> Iterator[tuple[str, list[str]]]:
                 if not text.rstrip().endswith("\\"):
                     break
                 text = text.rstrip()[:-1] + " " + following.strip().lstrip("#")
-            text = re.sub(r"\s{2,}\(.*\)\s*$", "", text)
+            text = re.sub(r"\s{2,}\(.*\)\s*$", "", re.sub(r"<[^<>]*>", "PLACEHOLDER", text))
             yield f"{config.relative_to(ROOT)}:{number + 1}: {text.strip()}", shlex.split(text, comments=True)
 
 
