@@ -56,6 +56,16 @@ if _WORKERS > 1:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``-n`` without ``--dist``: each test module on one worker (pytest-xdist's ``loadfile``), so that its
+    module-scoped export or trained run is made once. Set here, not in ``addopts``, so that ``pytest`` alone runs
+    without xdist."""
+    given = any(str(arg).startswith("--dist") or arg == "-d" for arg in config.invocation_params.args)
+    if getattr(config.option, "dist", "no") == "load" and not given:
+        config.option.dist = "loadfile"
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which plain pytest runs without
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``pytest -n auto``: a worker per core this process may use, at most 4 (each holds its own torch and fixtures)."""
     return max(1, min(4, usable_cores()))
