@@ -139,3 +139,33 @@ def test_python_m_lines_name_a_runnable_module(module):
     assert spec is not None and spec.origin is not None, f"{module} is not importable"
     runnable = spec.submodule_search_locations is not None and importlib.util.find_spec(f"{module}.__main__")
     assert runnable or 'if __name__ == "__main__":' in Path(spec.origin).read_text(encoding="utf-8"), module
+
+
+def _options(parser) -> set[str]:
+    """Every option string of an argparse parser and of its sub-commands' parsers."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        for sub in (action.choices or {}).values() if isinstance(action.choices, dict) else ():
+            found |= _options(sub)
+    return found
+
+
+def test_every_flag_written_after_a_command_is_one_it_has():
+    """``styletransfer-X --flag`` anywhere in the package's messages and docstrings, the configs and the docs (prose
+    included) names a flag X has: a renamed flag leaves no hint behind."""
+    scripts = {p.name: p for p in entry_points(group="console_scripts") if p.value.startswith("styletransfer.cli.")}
+    options = {name: _options(importlib.import_module(p.module).build_parser()) for name, p in scripts.items()}
+    word = r"(?:\[?--?[A-Za-z][\w-]*\]?|[^\s\"'`;,)(]+)"  # a flag (perhaps [optional]) or an argument
+    command = re.compile(rf"(styletransfer-[a-z][a-z-]*[a-z])((?:[ \t]+{word}){{0,20}})")
+    flag = re.compile(r"(?<![\w-])(--[a-z][\w-]*|-[a-zA-Z])(?![\w-])")
+    files = [*(ROOT / "styletransfer").rglob("*.py"), *(ROOT / "configs").rglob("*.yaml"), *PAGES]
+    seen, unknown = 0, []
+    for path in files:
+        for found in command.finditer(path.read_text(encoding="utf-8")):
+            for name in flag.findall(found.group(2)) if found.group(1) in options else ():
+                seen += 1
+                if name not in options[found.group(1)]:
+                    unknown.append(f"{path.relative_to(ROOT)}: {found.group(1)} has no {name}: {found.group(0)[:80]}")
+    assert not unknown, "\n".join(unknown)
+    assert seen > 100
