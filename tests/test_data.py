@@ -13,21 +13,13 @@ import torch
 from conftest import BatchRecorder
 from PIL import Image
 
-from styletransfer.data import (
-    ContentStyleDataModule,
-    ContentStyleDataset,
-    DataDirError,
-    ImageLoadError,
-    SampleDataModule,
-    TrainTransform,
-    collate_content_style,
-    find_images,
-    load_image_tensor,
-    load_rgb,
-    make_sample_dataset,
-    save_image,
-)
+from styletransfer.data import ContentStyleDataModule, SampleDataModule
+from styletransfer.data.datasets import ContentStyleDataset, collate_content_style
+from styletransfer.data.images import find_images, load_image_tensor, load_rgb, save_image
 from styletransfer.data.resumable import DrawKey
+from styletransfer.data.sample import make_sample_dataset
+from styletransfer.data.transforms import TrainTransform
+from styletransfer.runtime.errors import DataDirError, ImageLoadError
 
 
 def _write(path: Path, size=(40, 32), colour=(200, 30, 60), fmt: str | None = None) -> Path:

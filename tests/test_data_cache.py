@@ -17,10 +17,11 @@ from conftest import RANDOM_ENCODER, train_in_process
 from PIL import Image
 
 from styletransfer.cli.prepare import main
-from styletransfer.data import CacheDataModule, ContentStyleDataModule, ContentStyleDataset, collate_content_style
+from styletransfer.data import CacheDataModule, ContentStyleDataModule
 from styletransfer.data import prepare as prepare_module
 from styletransfer.data.cache import CacheSource, ShardCache, read_manifest
 from styletransfer.data.cache_datamodule import CacheTrainTransform
+from styletransfer.data.datasets import ContentStyleDataset, collate_content_style
 from styletransfer.data.decode_ahead import DecodeAhead, PendingBatch
 from styletransfer.data.images import load_rgb, resize_to_side
 from styletransfer.data.loading import MAX_AUTO_WORKERS, resolve_workers

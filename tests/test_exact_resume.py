@@ -26,8 +26,11 @@ from conftest import ROOT, BatchRecorder, train_in_process
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from styletransfer.data import ContentStyleDataModule, ContentStyleDataset, TrainTransform, find_images
+from styletransfer.data import ContentStyleDataModule
+from styletransfer.data.datasets import ContentStyleDataset
+from styletransfer.data.images import find_images
 from styletransfer.data.resumable import DrawKey, ResumableDataLoader, SeededShuffle
+from styletransfer.data.transforms import TrainTransform
 from styletransfer.runtime.errors import ConfigError
 
 STEPS = 8

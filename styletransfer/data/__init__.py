@@ -1,24 +1,9 @@
 """Data: image files (images), transforms, content/style datasets, the Lightning datamodules (folders, prepared
-caches) and the sample set."""
+caches) and the sample set.
 
-from styletransfer.data.datasets import (
-    ContentStyleDataset,
-    FolderSource,
-    ImageSource,
-    ValidationPairsDataset,
-    choose_pairs,
-    collate_content_style,
-)
-from styletransfer.data.images import (
-    IMAGE_EXTENSIONS,
-    DataDirError,
-    ImageLoadError,
-    find_images,
-    load_image_tensor,
-    load_rgb,
-    save_image,
-)
-from styletransfer.data.transforms import CentreTransform, TrainTransform
+Each name is imported from its module (``styletransfer.data.images.load_rgb``), except the datamodules, which the
+configs' ``_target_`` name here too (``styletransfer.data.ContentStyleDataModule``)."""
+
 from styletransfer.runtime.lazy import lazy_exports
 
 # The datamodules load Lightning: imported on first use, so reading images for inference never loads it.
@@ -28,28 +13,7 @@ __getattr__ = lazy_exports(
         "CacheDataModule": "styletransfer.data.cache_datamodule",
         "ContentStyleDataModule": "styletransfer.data.datamodule",
         "SampleDataModule": "styletransfer.data.sample",
-        "make_sample_dataset": "styletransfer.data.sample",
     },
 )
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "CacheDataModule",
-    "CentreTransform",
-    "ContentStyleDataModule",
-    "ContentStyleDataset",
-    "DataDirError",
-    "FolderSource",
-    "ImageLoadError",
-    "ImageSource",
-    "SampleDataModule",
-    "TrainTransform",
-    "ValidationPairsDataset",
-    "choose_pairs",
-    "collate_content_style",
-    "find_images",
-    "load_image_tensor",
-    "load_rgb",
-    "make_sample_dataset",
-    "save_image",
-]
+__all__ = ["CacheDataModule", "ContentStyleDataModule", "SampleDataModule"]

@@ -126,16 +126,10 @@ def encode_styles(
     return [encode(encoder, style, channels_last, bottleneck) for style in styles]
 
 
-def style_stats(
-    encoder: FeatureEncoder,
-    styles: Sequence[Tensor],
-    content: Tensor | None = None,
-    channels_last: bool = False,
-    bottleneck: str = BOTTLENECK,
-) -> list[StyleStats]:
-    """Bottleneck (mean, std) of each style (see ``encode_styles`` for ``content``): all AdaIN needs of a style, so
-    they are what a caller caches across contents (a few KB instead of a feature map)."""
-    return [mean_std(features) for features in encode_styles(encoder, styles, content, channels_last, bottleneck)]
+def style_stats(features: Sequence[Tensor]) -> list[StyleStats]:
+    """Bottleneck (mean, std) of each style's features (from ``encode_styles``): all AdaIN needs of a style, so they
+    are what a caller caches across contents (a few KB instead of a feature map)."""
+    return [mean_std(feature) for feature in features]
 
 
 def mix_stats(stats: Sequence[StyleStats], weights: Sequence[float]) -> StyleStats:
@@ -197,7 +191,9 @@ def _stats_for(
     cached = controls.cached_codes
     if cached is not None:
         return cached
-    return style_stats(encoder, styles, content if controls.preserve_colour else None, channels_last, bottleneck)
+    return style_stats(
+        encode_styles(encoder, styles, content if controls.preserve_colour else None, channels_last, bottleneck)
+    )
 
 
 @torch.no_grad()
@@ -224,9 +220,9 @@ def stylise(
     - ``masks`` (one per style, (H, W) in [0, 1], any size): style k only where mask k >= 0.5, at feature
       resolution; positions in no mask keep the content. Not combined with ``weights``;
     - ``output_size`` (H, W): default the content's size;
-    - ``style_codes``: precomputed ``style_stats(encoder, styles)`` to reuse across calls (or, the older way,
-      ``style_features``: ``encode_styles(encoder, styles)``); both are ignored with colour preservation, which
-      depends on the content.
+    - ``style_codes``: precomputed ``style_stats(encode_styles(encoder, styles))`` to reuse across calls (or, the
+      older way, ``style_features``: ``encode_styles(encoder, styles)``); both are ignored with colour preservation,
+      which depends on the content.
 
     ``core``: what runs the no-mask path (default ``stylise_core``; ``Styliser`` passes a compiled one);
     ``bottleneck``: the encoder layer the decoder inverts (default relu4_1).

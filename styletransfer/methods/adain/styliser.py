@@ -24,8 +24,7 @@ from styletransfer.methods.adain.model import (
     BOTTLENECK,
     Core,
     StyleStats,
-    encode,
-    style_stats,
+    encode_styles,
     stylise,
     stylise_core,
 )
@@ -220,10 +219,9 @@ class Styliser(EncoderStyler):
         self._prepare()
         images = [self._images(s, f"style {k}") for k, s in enumerate(styles)]
         with self._autocast():
-            if self.transform != "adain":  # the transform's code of each style's bottleneck features
-                features = [encode(self.encoder, image, self.channels_last, self.bottleneck) for image in images]
-                return [style_code(self.transform, feature) for feature in features]  # type: ignore[misc]
-            return style_stats(self.encoder, images, channels_last=self.channels_last, bottleneck=self.bottleneck)
+            # the transform's code of each style's bottleneck features (AdaIN's: their statistics, style_stats)
+            features = encode_styles(self.encoder, images, channels_last=self.channels_last, bottleneck=self.bottleneck)
+            return [style_code(self.transform, feature) for feature in features]  # type: ignore[misc]
 
     @torch.no_grad()
     def stylise(self, content: Tensor, styles: Tensor | Sequence[Tensor] = (), controls: Controls = PLAIN) -> Tensor:
