@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import torch
 from PIL import Image
 from torch import Tensor
@@ -31,6 +30,11 @@ from styletransfer.protocol.model import StyleModel
 from styletransfer.protocol.registry import load_model
 from styletransfer.runtime.devices import device_name, resolve_device
 from styletransfer.runtime.errors import ConfigError, ImageLoadError, MaskRegionError, StyleTransferError
+
+try:
+    import gradio as gr
+except ModuleNotFoundError as exc:  # the command ends with this one line, naming the extra
+    raise ConfigError(f'the demo needs the demo extra ({exc}): pip install -e ".[demo]"') from None
 
 log = logging.getLogger(__name__)
 

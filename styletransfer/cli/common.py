@@ -4,6 +4,7 @@ importing it keeps ``--help`` instant."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -55,13 +56,26 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = 
     add_encoder_arguments(parser)
 
 
-def run_command(work: Callable[[], object], interrupted: Callable[[], str] = lambda: "Ctrl-C") -> int:
-    """Run ``work`` and return the command's exit status: ``work``'s own when it returns an int, else 0; a project
-    error (a bad file or setting) ends it with one ``error:`` line and status 1; a Ctrl-C that ``work`` does not
-    handle itself (while torch or a model loads) with one ``interrupted:`` line (``interrupted()`` says what is
-    kept) and the shell's 130. Commands import their work inside ``work`` so that this covers the imports too."""
+def _function(work: str | Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], object]:
+    """``work``, or the function its ``"module:function"`` names, imported now."""
+    if isinstance(work, str):
+        module, _, name = work.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return work
+
+
+def run_command(
+    args: argparse.Namespace,
+    work: str | Callable[[argparse.Namespace], object],
+    interrupted: Callable[[], str] = lambda: "Ctrl-C",
+) -> int:
+    """Run ``work(args)`` and return the command's exit status: ``work``'s own when it returns an int, else 0; a
+    project error (a bad file or setting) ends it with one ``error:`` line and status 1; a Ctrl-C that ``work`` does
+    not handle itself (while torch or a model loads) with one ``interrupted:`` line (``interrupted()`` says what is
+    kept) and the shell's 130. ``work`` is a function or a ``"module:function"`` imported here, so that ``--help``
+    and flag errors never load what it needs (torch) and this covers the import too."""
     try:
-        result = work()
+        result = _function(work)(args)
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except StyleTransferError as exc:  # an interrupt (RunInterrupted) carries the shell's 128 + signal number
         code = getattr(exc, "exit_code", 1)

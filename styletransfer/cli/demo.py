@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 from styletransfer.cli.common import LOG_FORMAT, add_model_arguments, command_parser, parse_command, run_command
-from styletransfer.runtime.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-demo``: serves until interrupted; returns 1 with a one-line error on bad input."""
-    args = parse_command(build_parser(), argv, LOG_FORMAT)
-
-    def work() -> None:
-        try:
-            from styletransfer.apps.demo import run_demo  # torch and Gradio load here, after --help
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f'the demo needs the demo extra ({exc}): pip install -e ".[demo]"') from None
-        run_demo(args)
-
-    return run_command(work)
+    return run_command(parse_command(build_parser(), argv, LOG_FORMAT), "styletransfer.apps.demo:run_demo")
 
 
 if __name__ == "__main__":

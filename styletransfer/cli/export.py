@@ -49,14 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-export``; returns 0, or 1 with a one-line error on bad input or a failed check."""
-    args = parse_command(build_parser(), argv, LOG_FORMAT)
-
-    def work() -> object:
-        from styletransfer.apps.export import run_export  # torch loads here, after --help and flag errors
-
-        return run_export(args)
-
-    return run_command(work)
+    return run_command(parse_command(build_parser(), argv, LOG_FORMAT), "styletransfer.apps.export:run_export")
 
 
 if __name__ == "__main__":

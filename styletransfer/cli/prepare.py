@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with sigterm_raises():
-            return run_command(lambda: report(args), interrupted=kept)
+            return run_command(args, report, interrupted=kept)
     except Terminated as exc:
         signum = signal_of(exc)
         print(f"interrupted: {kept(signum)}", file=sys.stderr)

@@ -210,19 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stylise(args: argparse.Namespace) -> None:
+    """Stylise as ``args`` say and, with ``--warping-error``, report the flicker of the videos written."""
+    from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors
+    from styletransfer.eval.temporal import report_videos
+
+    written = run_cli(args)
+    if args.warping_error:
+        report_videos(args.content, written, args.fps if args.video_frames else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-stylise``; returns 0, or 1 with a one-paragraph error on bad input."""
-    args = parse_command(build_parser(), argv, LOG_FORMAT)
-
-    def work() -> None:
-        from styletransfer.apps.stylise import run_cli  # torch loads here, after --help and flag errors
-        from styletransfer.eval.temporal import report_videos
-
-        written = run_cli(args)
-        if args.warping_error:
-            report_videos(args.content, written, args.fps if args.video_frames else None)
-
-    return run_command(work)
+    return run_command(parse_command(build_parser(), argv, LOG_FORMAT), stylise)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,7 @@ def write_table(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-sweep-table``."""
-    args = parse_command(build_parser(), argv, "%(message)s")
-    return run_command(lambda: write_table(args))
+    return run_command(parse_command(build_parser(), argv, "%(message)s"), write_table)
 
 
 if __name__ == "__main__":

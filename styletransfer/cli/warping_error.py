@@ -55,8 +55,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``styletransfer-warping-error``; returns 0, or 1 with a one-line error on bad input."""
-    args = parse_command(build_parser(), argv)
-    return run_command(lambda: report(args))
+    return run_command(parse_command(build_parser(), argv), report)
 
 
 if __name__ == "__main__":

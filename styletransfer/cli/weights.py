@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return f"{part_path(dest)} is kept, run the same command again to resume" if dest else "Ctrl-C"
 
     try:
-        return run_command(lambda: args.run(args), interrupted=kept)
+        return run_command(args, args.run, interrupted=kept)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other Unix tools do
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this keeps it quiet)
         return 1
