@@ -163,7 +163,8 @@ def parts():
     """A random encoder to relu4_1, a module and a decoder of relu3_1, as a styler."""
     torch.manual_seed(0)
     encoder = build_encoder(RANDOM_ENCODER, list(STYLE_LAYERS))
-    return LinearStyler(encoder, LinearTransform("relu3_1"), ReconstructionDecoder("relu3_1"), "parts", "test")
+    transform, decoder = LinearTransform("relu3_1"), ReconstructionDecoder("relu3_1")
+    return LinearStyler(encoder, transform, decoder, source="parts", kind="test")
 
 
 def test_blending_styles_blends_their_matrices_and_means(parts):

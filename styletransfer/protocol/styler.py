@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +16,24 @@ from styletransfer.protocol.controls import Capabilities, Controls, accept, styl
 from styletransfer.protocol.inputs import prepared_styles
 from styletransfer.protocol.model import random_encoder_warning
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class StylerOptions(TypedDict, total=False):
+    """What every styler takes by keyword besides its parts: the model file it was read from (``source``, default
+    "") and its ``kind`` (default ""), and the speed options ``channels_last`` and ``bf16`` (default False)."""
+
+    source: str
+    kind: str
+    channels_last: bool
+    bf16: bool
+
 
 class EncoderStyler(nn.Module):
     """A :class:`~styletransfer.protocol.model.StyleModel` behind ``encoder`` (its ``spec`` is the encoder's record)
-    read from ``source`` (a file of ``kind``), with the ``channels_last`` and ``bf16`` speed options.
+    read from ``source`` (a file of ``kind``), with the ``channels_last`` and ``bf16`` speed options (the
+    :class:`StylerOptions` every subclass takes by keyword after its own parts).
 
     A subclass sets ``method``, ``title`` (the method's name in the random-encoder warning) and ``capabilities``,
     the ``device`` property and :meth:`details` (what ``describe()`` adds); one whose style codes are computed image
@@ -30,13 +44,11 @@ class EncoderStyler(nn.Module):
     title: str
     capabilities: Capabilities
 
-    def __init__(
-        self, encoder: Any, source: str = "", kind: str = "", channels_last: bool = False, bf16: bool = False
-    ) -> None:
+    def __init__(self, encoder: Any, **options: Unpack[StylerOptions]) -> None:
         super().__init__()
         self.encoder = encoder
-        self.source, self.kind = source, kind
-        self.channels_last, self.bf16 = bool(channels_last), bool(bf16)
+        self.source, self.kind = options.get("source", ""), options.get("kind", "")
+        self.channels_last, self.bf16 = bool(options.get("channels_last")), bool(options.get("bf16"))
 
     @property
     def device(self) -> torch.device:

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -39,8 +39,11 @@ from styletransfer.nn.weights import safe_load
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls, accept, as_batch
 from styletransfer.protocol.loading import LoadOptions
 from styletransfer.protocol.model import OnnxGraph, TilingNeeds
-from styletransfer.protocol.styler import EncoderStyler
+from styletransfer.protocol.styler import EncoderStyler, StylerOptions
 from styletransfer.runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +86,12 @@ class Styliser(EncoderStyler):
         self,
         encoder: FeatureEncoder,
         decoder: nn.Module,
-        source: str = "",
-        kind: str = "",
-        channels_last: bool = False,
-        bf16: bool = False,
         compile: bool | str = False,
         transform: str = "adain",
         bottleneck: str = BOTTLENECK,
+        **options: Unpack[StylerOptions],
     ) -> None:
-        super().__init__(encoder, source, kind, channels_last, bf16)
+        super().__init__(encoder, **options)
         self.transform = check_transform(transform)
         if bottleneck not in encoder.layers:
             raise ConfigError(f"the encoder must compute {bottleneck}, it has {list(encoder.layers)}")
@@ -102,7 +102,7 @@ class Styliser(EncoderStyler):
         try:
             check_fits(decoder_record(decoder), self.channels, self.stride, where)
         except ConfigError as exc:
-            raise ConfigError(f"{source or 'the model'}: {exc}") from None
+            raise ConfigError(f"{self.source or 'the model'}: {exc}") from None
         #: Every transform has every control, but WCT has no ONNX graph.
         capabilities = WCT_CAPABILITIES if transform == "wct" else CAPABILITIES
         self.capabilities = dataclasses.replace(capabilities, min_side=2 * self.stride)
@@ -111,7 +111,7 @@ class Styliser(EncoderStyler):
         self._compiled: Core | None = None
         self._compiled_shapes: set[tuple] = set()
         self._padding_on: torch.device | None = None
-        if channels_last:
+        if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
     @classmethod

@@ -24,5 +24,5 @@ def load(obj: Any, path: str | os.PathLike, options: LoadOptions) -> LinearStyle
     """The LinearStyler of a loaded model file. ``compile`` is refused (not offered yet)."""
     options.refuse_compile(path, NAME, "not offered yet")
     built, transform, decoder, kind = read_model(obj, Path(path), options.encoder)
-    model = LinearStyler(built, transform, decoder, str(path), kind, **options.speed(compiled=False))
+    model = LinearStyler(built, transform, decoder, source=str(path), kind=kind, **options.speed(compiled=False))
     return model.to(options.device)

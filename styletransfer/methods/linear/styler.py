@@ -11,7 +11,7 @@ per image) and tiling (the content's matrix and mean are global to the image).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +22,11 @@ from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
 from styletransfer.protocol.inputs import model_input
 from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
-from styletransfer.protocol.styler import EncoderStyler
+from styletransfer.protocol.styler import EncoderStyler, StylerOptions
 from styletransfer.runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: A style as this model needs it: {"layer": level, "matrix": (1, 32, 32), "mean": (1, C, 1, 1)}.
 LinearCode = dict[str, Any]
@@ -49,12 +52,9 @@ class LinearStyler(EncoderStyler):
         encoder: VGGEncoder,
         transform: LinearTransform,
         decoder: nn.Module,
-        source: str = "",
-        kind: str = "",
-        channels_last: bool = False,
-        bf16: bool = False,
+        **options: Unpack[StylerOptions],
     ) -> None:
-        super().__init__(encoder, source, kind, channels_last, bf16)
+        super().__init__(encoder, **options)
         self.transform = transform.eval().requires_grad_(False)
         self.decoder = decoder.eval().requires_grad_(False)
         self.layer = transform.layer

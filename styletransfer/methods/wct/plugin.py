@@ -34,4 +34,4 @@ def load(
     options.refuse_compile(path, NAME, "its eigendecompositions")
     built, decoders, kind = read_model(obj, Path(path), options.encoder)
     speed = options.speed(compiled=False)
-    return WCTStyler(built, decoders, str(path), kind, levels, level_alphas, **speed).to(options.device)
+    return WCTStyler(built, decoders, levels, level_alphas, source=str(path), kind=kind, **speed).to(options.device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,11 @@ from styletransfer.nn.encoder import VGGEncoder, min_input_side
 from styletransfer.protocol.controls import PLAIN, Capabilities, Controls
 from styletransfer.protocol.inputs import model_input
 from styletransfer.protocol.model import OnnxGraph, TiledStylisation, TilingNeeds
-from styletransfer.protocol.styler import EncoderStyler
+from styletransfer.protocol.styler import EncoderStyler, StylerOptions
 from styletransfer.runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +63,16 @@ class WCTStyler(EncoderStyler):
         self,
         encoder: VGGEncoder,
         decoders: Decoders,
-        source: str = "",
-        kind: str = "",
         levels: Sequence[str] | None = None,
         level_alphas: Mapping[str, float] | None = None,
-        channels_last: bool = False,
-        bf16: bool = False,
+        **options: Unpack[StylerOptions],
     ) -> None:
-        super().__init__(encoder, source, kind, channels_last, bf16)
+        super().__init__(encoder, **options)
         self.levels = check_levels(list(decoders) if levels is None else levels, "levels")
         lacking = [level for level in self.levels if level not in decoders or level not in encoder.layers]
         if lacking:
             raise ConfigError(
-                f"levels: {source or 'this model'} has no decoder for {', '.join(lacking)} (it has "
+                f"levels: {self.source or 'this model'} has no decoder for {', '.join(lacking)} (it has "
                 f"{', '.join(check_levels(list(decoders)))}): choose among those"
             )
         self.decoders = nn.ModuleDict({level: decoders[level] for level in self.levels}).eval().requires_grad_(False)
