@@ -117,17 +117,10 @@ class CacheDataModule(ContentStyleDataModule):
         content_cache: str | None = None,
         style_cache: str | None = None,
         short_side: int | None = None,
-        crop_size: int = 256,
-        batch_size: int = 8,
         num_workers: int | str = "auto",
-        val_pairs: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        drop_last: bool = True,
-        seed: int | None = None,
-        prefetch_factor: int | None = None,
         decode: str = "auto",
         verify_cache: bool = True,
+        **loading: Any,
     ) -> None:
         pl.LightningDataModule.__init__(self)  # not the folder module's: nothing to list
         if decode not in DECODE_CHOICES:
@@ -144,13 +137,8 @@ class CacheDataModule(ContentStyleDataModule):
                 "data.decode=gpu but no cache is a JPEG cache (raw pixels need no decoding); "
                 "set data.decode=auto or cpu"
             )
-        self._configure(
-            _short_side(short_side, caches), crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed
-        )
+        self._configure(_short_side(short_side, caches), num_workers=num_workers, **loading)
         self._check_styles(self.style_cache is not None)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers)
-        self.drop_last = bool(drop_last)
         self.decode = decode
         self._ahead: DecodeAhead | None = None
         self._check_batch(len(self.content_cache), str(self.content_cache.root))

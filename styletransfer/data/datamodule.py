@@ -57,6 +57,9 @@ class ContentStyleDataModule(pl.LightningDataModule):
     start. Unreadable files are skipped, logged once and counted in ``skipped_files`` (kept in checkpoints too).
     Batches reaching the model are ``{"content": (N,3,H,W), "style": (N,3,H,W)}`` in [0, 1]. ``jpeg_draft``
     decodes JPEGs at least twice the training size at a reduced scale first (``load_rgb``'s ``draft_side``).
+    The loading settings (``crop_size``, ``batch_size``, ``num_workers``, ``val_pairs``, ``pin_memory``,
+    ``persistent_workers``, ``drop_last``, ``seed``, ``prefetch_factor``) come by keyword (``loading``): the data
+    modules of this family share them, with the defaults of :meth:`_configure`.
     Subclasses (the prepared cache) change where the images come from: :meth:`train_sources`,
     :meth:`train_transform` and :meth:`val_dataset`.
     """
@@ -70,22 +73,11 @@ class ContentStyleDataModule(pl.LightningDataModule):
         content_dir: str,
         style_dir: str | None = None,
         short_side: int = 512,
-        crop_size: int = 256,
-        batch_size: int = 8,
-        num_workers: int | str = 4,
-        val_pairs: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        drop_last: bool = True,
-        seed: int | None = None,
-        prefetch_factor: int | None = None,
         jpeg_draft: bool = True,
+        **loading: Any,
     ) -> None:
         super().__init__()
-        self._configure(short_side, crop_size, batch_size, num_workers, val_pairs, prefetch_factor, seed)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers)
-        self.drop_last = bool(drop_last)
+        self._configure(short_side, **loading)
         self.jpeg_draft = bool(jpeg_draft)
         self.content_dir = str(content_dir)
         self.style_dir = None if style_dir is None else str(style_dir)
@@ -97,14 +89,19 @@ class ContentStyleDataModule(pl.LightningDataModule):
     def _configure(
         self,
         short_side: int,
-        crop_size: int,
-        batch_size: int,
-        num_workers: int | str,
-        val_pairs: int,
-        prefetch_factor: int | None,
-        seed: int | None,
+        *,
+        crop_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int | str = 4,
+        val_pairs: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        seed: int | None = None,
+        prefetch_factor: int | None = None,
     ) -> None:
-        """Check and keep the settings every data module of this family has."""
+        """Check and keep the settings every data module of this family has: ``short_side`` and the loading
+        settings its constructor takes by keyword (``loading``), with these defaults."""
         check_sizes(short_side, crop_size)
         _check_int("data.batch_size", batch_size, 1)
         _check_int("data.val_pairs", val_pairs, 0)
@@ -116,6 +113,9 @@ class ContentStyleDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_pairs = val_pairs
         self.prefetch_factor = prefetch_factor
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.drop_last = bool(drop_last)
         self.seed = resolve_seed(seed)
         #: Unreadable files seen so far: path -> cause.
         self.skipped_files: dict[str, str] = {}

@@ -42,12 +42,14 @@ def instantiate_checked(config: Any, **kwargs: Any) -> Any:
 
 
 def _unknown_key(config: Mapping[str, Any], key: str) -> str:
-    """The message for a key ``config``'s ``_target_`` does not take (a typo made with Hydra's ``+key=`` hint)."""
+    """The message for a key ``config``'s ``_target_`` does not take (a typo made with Hydra's ``+key=`` hint); the
+    guess is among the target's parameters and the config's other keys (those a constructor takes as ``**kwargs``)."""
     target = str(config.get("_target_", "?"))
     try:
         taken = list(inspect.signature(locate(target)).parameters)
     except (ImportError, TypeError, ValueError):
         taken = []
+    taken += [str(name) for name in config if name != key and not str(name).startswith("_")]
     close = difflib.get_close_matches(key, taken, n=1)
     meant = f": did you mean {close[0]}?" if close else ""
     return (
