@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from adain_checkpoints import write_malicious_checkpoint
-from conftest import RANDOM_ENCODER, compose, run_hydra_app, run_script
+from conftest import RANDOM_ENCODER, compose, run_hydra_app
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -356,17 +356,19 @@ def test_evaluate_command_line_sets_the_metric_encoder(tmp_path, adain_run, benc
     assert [m["label"] for m in summary["models"]] == ["last"] and "alpha_sweep" not in summary["models"][0]
 
 
-@pytest.mark.slow
-def test_evaluate_py_refuses_a_pickle_that_runs_code(tmp_path, bench_dirs):
+def test_evaluate_py_refuses_a_pickle_that_runs_code(tmp_path, bench_dirs, monkeypatch, capsys):
+    """``python evaluate.py ckpt=evil.ckpt`` (the script's command line, run in this process): exit status 1 and
+    the file named on stderr, the pickle's code never run."""
     content_dir, style_dir = bench_dirs
     marker = tmp_path / "code_ran"
     ckpt = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
-    result = run_script("evaluate.py", f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}",
-                        f"benchmark.style_dir={style_dir}", "metric_encoder.weights=random", "trainer=cpu",
-                        "logger=none",
-                        f"hydra.run.dir={tmp_path / 'eval'}", timeout=120)
-    assert result.returncode == 1
-    assert str(ckpt) in result.stderr and "refused" in result.stderr
+    with pytest.raises(SystemExit) as exit_:
+        run_hydra_app("evaluate.py", f"ckpt={ckpt}", f"benchmark.content_dir={content_dir}",
+                      f"benchmark.style_dir={style_dir}", "metric_encoder.weights=random", "trainer=cpu",
+                      "logger=none", f"hydra.run.dir={tmp_path / 'eval'}", monkeypatch=monkeypatch)
+    assert exit_.value.code == 1
+    stderr = capsys.readouterr().err
+    assert str(ckpt) in stderr and "refused" in stderr
     assert not marker.exists()
     assert not (tmp_path / "eval" / "summary.json").exists()
 

@@ -123,22 +123,19 @@ def test_real_run_never_uses_a_random_encoder_silently(photo_dirs, tmp_path, emp
     assert not (run / "checkpoints").exists()
 
 
-@pytest.mark.slow
-def test_real_run_error_is_an_exit_code_and_a_message_naming_the_cache(photo_dirs, tmp_path):
-    """The command line of the test above: a non-zero exit and the cache path on stderr."""
-    proc = run_train(
-        *folders(*photo_dirs),
-        "encoder.download=false",
-        *TINY,
-        "trainer.max_steps=1",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        env={"TORCH_HOME": str(tmp_path / "torch_home")},
-    )
-    assert proc.returncode == 1
-    assert str(tmp_path / "torch_home") in proc.stderr and "encoder.weights=random" in proc.stderr
+def test_real_run_error_is_an_exit_code_and_a_message_naming_the_cache(photo_dirs, tmp_path, monkeypatch, capsys):
+    """The command line of the test above (``python train.py ...``, run in this process): exit status 1 and the
+    cache path on stderr."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(SystemExit) as exit_:
+        run_hydra_app("train.py", *folders(*photo_dirs), "encoder.download=false", *TINY, "trainer.max_steps=1",
+                      f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch)
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    assert str(tmp_path / "torch_home") in captured.err and "encoder.weights=random" in captured.err
     assert not (tmp_path / "run" / "checkpoints").exists()
     # Said once, as text (no traceback, no repr with literal \n), and recorded in the run's log.
-    output = proc.stdout + proc.stderr
+    output = captured.out + captured.err
     assert output.count("error: VGG-19 ImageNet weights are not in torch.hub's cache") == 1
     assert "Traceback" not in output and "\\n" not in output
     assert "error: VGG-19 ImageNet weights are not in torch.hub's cache" in (tmp_path / "run" / "train.log").read_text()
