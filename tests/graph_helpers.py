@@ -12,8 +12,10 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._inductor.decomposition import select_decomp_table
 
 
-def backward_ops(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> set[str]:
-    """The ATen ops of the backward graph of ``fn(*inputs).square().sum()``, with inductor's decompositions."""
+def compile_recording_backward(fn: Callable[..., torch.Tensor]) -> tuple[Callable[..., torch.Tensor], set[str]]:
+    """``fn`` compiled whole by dynamo and AOT autograd with inductor's decompositions, its forward and backward graphs
+    run as traced, and the set that each backward it runs adds its ATen ops to: what inductor would receive, and the
+    values those graphs compute."""
     ops: set[str] = set()
 
     def record(graph_module, _inputs):
@@ -23,7 +25,13 @@ def backward_ops(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> set[
     backend = aot_autograd(fw_compiler=lambda gm, _: make_boxed_func(gm.forward), bw_compiler=record,
                            decompositions=select_decomp_table())
     torch._dynamo.reset()
-    torch.compile(fn, backend=backend, fullgraph=True)(*inputs).square().sum().backward()
+    return torch.compile(fn, backend=backend, fullgraph=True), ops
+
+
+def backward_ops(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> set[str]:
+    """The ATen ops of the backward graph of ``fn(*inputs).square().sum()``, with inductor's decompositions."""
+    compiled, ops = compile_recording_backward(fn)
+    compiled(*inputs).square().sum().backward()
     return ops
 
 
