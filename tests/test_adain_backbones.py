@@ -235,23 +235,26 @@ def test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime(tmp_path, n
     """Each network's ops (ResNet's batch norms and max pooling, ConvNeXt's layer norms and permutes) through the
     ONNX exporter, at the shallowest stride-8 bottleneck: the export traces every block up to it, and layer3's six
     more blocks cost a third more time without another op (its stride-16 decoder has one more stage of the same
-    upsampling; it tiles and stylises through the command above)."""
+    upsampling; it tiles and stylises through the command above). The image graph alone (``--part image``), which
+    holds the backbone and the decoder: the style graph is the same encoder without them (StyleGraph, checked with
+    both graphs behind VGG by test_export.py), so onnxruntime stylises with the PyTorch model's style code."""
+    from styletransfer.apps.onnx_runtime import OnnxModel
     from styletransfer.cli.export import main as export_main
-    from styletransfer.cli.stylise import main as stylise_main
+    from styletransfer.protocol.controls import Controls
+    from styletransfer.protocol.registry import load_model as load_any
 
     path = write_backbone_decoder(tmp_path / "decoder.pth", network, bottleneck, width=0.25)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = export_main([str(path), "-o", str(tmp_path / "model.onnx"), "--check"])
+        code = export_main([str(path), "-o", str(tmp_path / "model.onnx"), "--part", "image", "--check"])
     assert code == 0 and "check passed" in stdout.getvalue(), stdout.getvalue()
-    save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
-    save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
-    images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
-    assert stylise_main([str(path), *images, "-o", str(tmp_path / "torch")]) == 0
-    onnx = [str(tmp_path / "model.onnx"), "--runtime", "onnx", *images, "-o", str(tmp_path / "onnx")]
-    assert stylise_main(onnx) == 0
-    ours, theirs = _result(tmp_path / "torch"), _result(tmp_path / "onnx")
-    assert ours.shape == theirs.shape == (3, 50, 70) and float((ours - theirs).abs().max()) <= 1 / 255
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(1, 3, 50, 70, generator=g), torch.rand(3, 40, 40, generator=g)
+    model = load_any(path)
+    controls = Controls(style_codes=model.encode_styles([style]))
+    ours = model.stylise(content, [style], controls)
+    theirs = OnnxModel(tmp_path / "model.onnx").stylise(content, [style], controls)
+    assert ours.shape == theirs.shape == (1, 3, 50, 70) and float((ours - theirs).abs().max()) <= 1 / 255
 
 
 @pytest.mark.slow
