@@ -215,7 +215,8 @@ def test_the_stylise_command_runs_and_tiles_a_backbone_model_and_refuses_another
     big = F.interpolate(torch.rand(1, 3, 6, 75), size=(48, 600), mode="bicubic")[0].clamp(0, 1)
     save_image(big, tmp_path / "b.png")
     save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
-    common = [str(path), "--style", str(tmp_path / "s.png"), "--device", "cpu"]
+    # the 40 px style as it is (--style-short-side 0): the default 512 px costs each call ResNet-50 at 512 x 512
+    common = [str(path), "--style", str(tmp_path / "s.png"), "--device", "cpu", "--style-short-side", "0"]
     assert stylise_main([*common, "--content", str(tmp_path / "c.png"), "-o", str(tmp_path / "out")]) == 0
     assert _result(tmp_path / "out").shape == (3, 50, 70)
     tiles = [*common, "--content", str(tmp_path / "b.png")]

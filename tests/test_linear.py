@@ -294,7 +294,7 @@ def test_the_command_stylises_files_and_refuses_what_linear_lacks(tiny_run, phot
     styles = sorted(style_dir.iterdir())[:2]
     model = str(tiny_run / "checkpoints" / "linear.pth")
     options = ["--content", str(content / "astronaut.png"), "--device", "cpu", "--workers", "0", "--writers", "0",
-               "--style", *map(str, styles)]
+               "--style-short-side", "0", "--style", *map(str, styles)]  # the styles as written: 88 x 72 px
     assert stylise_main([model, *options, "--weights", "0.5", "0.5", "--preserve-colour",
                          "-o", str(tmp_path / "out")]) == 0
     written = sorted((tmp_path / "out").iterdir())
