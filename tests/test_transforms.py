@@ -187,8 +187,8 @@ def test_an_efdm_model_stylises_through_the_command_and_refuses_what_it_lacks(tm
     # masks pass (the Styliser's masked results: test_each_mask_region_...); a region too small is refused by name
     save_image(torch.zeros(3, 20, 24), tmp_path / "black.png")
     masked = [str(path), "--content", str(tmp_path / "content.png"), "--style", str(tmp_path / "a.png"),
-              str(tmp_path / "b.png"), "--device", "cpu", "--workers", "0", "--mask", str(tmp_path / "a.png"),
-              str(tmp_path / "black.png"), "-o", str(tmp_path / "refused")]
+              str(tmp_path / "b.png"), "--device", "cpu", "--workers", "0", "--style-short-side", "0", "--mask",
+              str(tmp_path / "a.png"), str(tmp_path / "black.png"), "-o", str(tmp_path / "refused")]
     assert stylise_main(masked) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith(f"error: --mask {tmp_path / 'black.png'}: its region covers 0 position(s) of the "
