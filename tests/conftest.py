@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
-import torch
 from PIL import Image
 
 from styletransfer.runtime.machine import usable_cores
@@ -41,6 +39,8 @@ def native_bf16() -> bool:
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if limit and not limit.startswith(_BF16_ISAS):
         return False
+    import torch
+
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 # Inductor compiles kernels in one process instead of starting a pool of compile workers: on a few cores the pool's
 # start costs more than it saves (the compiled-graph tests measured 17 s instead of 22 s on 2 cores).
@@ -52,6 +52,8 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 # each on two cores were slower than one process; docs/testing.md has the figures).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
+    import torch  # a worker's: the controller of ``-n`` imports neither torch nor Lightning (seconds before any test)
+
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // _WORKERS)))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -103,23 +105,6 @@ def adain_run(tmp_path_factory) -> tuple[Path, Path]:
     from adain_checkpoints import train_tiny_run
 
     return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
-
-
-class BatchRecorder(pl.LightningModule):
-    """A one-parameter model that records every training batch it gets, as the model receives it (tensors cloned):
-    what the data path hands a method, step by step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen: list[dict] = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-        return (self.weight - batch["content"].mean() + batch["style"].mean()).pow(2).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 # ---------------------------------------------------------------- in-process runs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import BatchRecorder
+from batch_recorder import BatchRecorder
 from PIL import Image
 
 from styletransfer.data import ContentStyleDataModule, SampleDataModule

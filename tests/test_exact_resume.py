@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, BatchRecorder, train_in_process
+from batch_recorder import BatchRecorder
+from conftest import ROOT, train_in_process
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 

@@ -166,7 +166,7 @@ def test_a_signal_during_the_sanity_check_still_stops_after_a_step_and_saves(tmp
     KeyboardInterrupt (exit 1). Both now stop after the first step, which is saved (in-process, the signal sent by
     the validation step to this process)."""
     import pytorch_lightning as pl
-    from conftest import BatchRecorder
+    from batch_recorder import BatchRecorder
 
     from styletransfer.engine.interrupt import StopOnSignal
 
