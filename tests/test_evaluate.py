@@ -182,7 +182,8 @@ def _benchmark_overrides(bench_dirs) -> list[str]:
 
 def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_run, bench_dirs):
     """AdaIN, a fast-style network (its own style: the pair's style is not an input) and WCT (two levels) in one
-    table (issues 21 and 23): every pair scored per model, alpha swept only where a model has the control."""
+    table (issues 21 and 23): every pair scored per model, alpha swept only where a model has the control (two
+    alphas: the sweep's values and figure are test_evaluate_writes_every_file_for_two_checkpoints' subject)."""
     from styletransfer.methods.fast.checkpoint import save_network
     from styletransfer.methods.fast.network import TransformerNet
     from styletransfer.methods.wct.checkpoint import save_decoders
@@ -197,8 +198,8 @@ def test_one_report_scores_models_of_every_feed_forward_method(tmp_path, adain_r
     cfg = compose(
         "evaluate", f"ckpt=[{adain_run[1]},{tmp_path / 'network.pth'},{tmp_path / 'decoders.pth'}]",
         *_benchmark_overrides(bench_dirs), "metric_encoder.weights=random", "metric_encoder.download=false",
-        "trainer=cpu", "logger=none", "timing.warmup=0", "alpha_sweep.pairs=1", f"paths.root_dir={tmp_path}",
-        output_dir=out,
+        "trainer=cpu", "logger=none", "timing.warmup=0", "alpha_sweep.pairs=1", "alpha_sweep.values=[0.0,1.0]",
+        f"paths.root_dir={tmp_path}", output_dir=out,
     )
     summary = run(cfg)
     with (out / "metrics.csv").open() as handle:
@@ -569,7 +570,7 @@ def test_extra_files_in_an_outputs_folder_are_named_and_ignored(tmp_path, bench_
 def test_checkpoints_and_outputs_in_one_report(tmp_path, adain_run, bench_dirs):
     """ckpt= and outputs= together: the model's rows, then the folder's; the folder is named apart from a checkpoint
     of the same name. The folder holds the model's own results written as 8-bit files: it scores as the model
-    within that rounding."""
+    within that rounding. Two alphas in the sweep: its values and figure are the subject of the tests above."""
     ckpt = adain_run[0]
     model = model_candidate(load_model(ckpt, device=torch.device("cpu")), "last")
     bench = load_benchmark({"name": "t", "content_dir": str(bench_dirs[0]), "style_dir": str(bench_dirs[1]),
@@ -580,8 +581,8 @@ def test_checkpoints_and_outputs_in_one_report(tmp_path, adain_run, bench_dirs):
         result = model.stylise(bench.contents[ci][1][None], bench.styles[si][1][None], 1.0)
         save_image(result[0], folder / f"{bench.contents[ci][0].stem}__{bench.styles[si][0].stem}.png")
     out = tmp_path / "eval"
-    summary = run(compose("evaluate", f"ckpt={ckpt}", f"outputs={folder}", *_outputs_overrides(bench_dirs, tmp_path),
-                          output_dir=out))
+    summary = run(compose("evaluate", f"ckpt={ckpt}", f"outputs={folder}",
+                          *_outputs_overrides(bench_dirs, tmp_path, "alpha_sweep.values=[0.0,1.0]"), output_dir=out))
     rows = _rows(out)
     assert [m["label"] for m in summary["models"]] == ["last", "runs/last"]
     assert [r["model"] for r in rows] == ["last"] * 4 + ["runs/last"] * 4
