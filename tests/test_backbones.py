@@ -28,6 +28,19 @@ def _seeded(network: str, seed: int) -> torch.nn.Module:
     return get_model(network, weights=None).eval()
 
 
+@pytest.fixture(scope="module")
+def resnet() -> BackboneEncoder:
+    """ResNet-50 with random weights, to layer4: built once for the tests that only read it (a ResNet-50's random
+    initialisation is most of a build's time)."""
+    return BackboneEncoder(["layer1", "layer2", "layer3", "layer4"], "resnet50", weights="random")
+
+
+@pytest.fixture(scope="module")
+def convnext() -> BackboneEncoder:
+    """ConvNeXt-Tiny with random weights, to features.5: built once, as ``resnet``."""
+    return BackboneEncoder(["features.3", "features.5"], "convnext_tiny", weights="random")
+
+
 @pytest.fixture
 def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """torch.hub's cache in an empty folder, and downloads that fail as they do offline."""
@@ -58,17 +71,16 @@ def test_features_equal_torchvision_feature_extractor_bit_for_bit(network: str, 
     assert list(only) == [nodes[-1]] and torch.equal(only[nodes[-1]], theirs[nodes[-1]])
 
 
-def test_normalisation_is_the_weights_transforms_mean_and_std():
-    for network in ("resnet50", "convnext_tiny"):
+def test_normalisation_is_the_weights_transforms_mean_and_std(resnet, convnext):
+    for network, encoder in (("resnet50", resnet), ("convnext_tiny", convnext)):
         transforms = get_model_weights(network).DEFAULT.transforms()
-        encoder = BackboneEncoder(["layer1" if network == "resnet50" else "features.0"], network, weights="random")
         assert encoder.mean.flatten().tolist() == pytest.approx(list(transforms.mean))
         assert encoder.std.flatten().tolist() == pytest.approx(list(transforms.std))
     assert normalisation("efficientnet_v2_l") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # not ImageNet's: read, not fixed
 
 
-def test_frozen_eval_and_gradients_reach_the_input():
-    encoder = BackboneEncoder(["layer2"], "resnet50", weights="random")
+def test_frozen_eval_and_gradients_reach_the_input(resnet):
+    encoder = resnet
     parent = torch.nn.Sequential(encoder)
     parent.train()
     assert not any(m.training for m in encoder.modules())
@@ -134,16 +146,14 @@ def test_wrong_state_dict_is_one_clear_error(tmp_path: Path):
         BackboneEncoder(["layer1"], "resnet50", weights=str(path))
 
 
-def test_feature_info_channels_and_stride():
-    encoder = BackboneEncoder(["layer1", "layer2", "layer3", "layer4"], "resnet50", weights="random")
-    assert encoder.feature_info() == {
+def test_feature_info_channels_and_stride(resnet, convnext):
+    assert resnet.feature_info() == {
         "layer1": (256, 4),
         "layer2": (512, 8),
         "layer3": (1024, 16),
         "layer4": (2048, 32),
     }
-    assert encoder.feature_info(["layer3"]) == {"layer3": (1024, 16)}
-    convnext = BackboneEncoder(["features.3", "features.5"], "convnext_tiny", weights="random")
+    assert resnet.feature_info(["layer3"]) == {"layer3": (1024, 16)}
     assert convnext.feature_info() == {"features.3": (192, 8), "features.5": (384, 16)}
     with pytest.raises(ConfigError, match="not a feature map"):
         BackboneEncoder(["flatten"], "resnet50", weights="random").feature_info()
