@@ -348,13 +348,17 @@ def test_state_dict_in_memory_loads_like_the_file():
 
 
 def test_vgg16_features_equal_torchvisions_own_network_bit_for_bit(tmp_path: Path):
-    """torchvision's vgg16().features (its own layers, seeded random init) saved as a file: our encoder detects
-    VGG-16 from the keys and gives torchvision's activations at relu1_2, relu2_2, relu3_3 and relu4_3 (the fast
-    style loss network's layers) bit for bit; the layer names are VGG-19's without each block's fourth conv."""
-    from torchvision.models import vgg16
-
+    """torchvision's VGG-16 features (its own layers, ``make_layers(cfgs["D"])`` as ``vgg16().features``, with
+    ``vgg16()``'s seeded random init) saved as a file: our encoder detects VGG-16 from the keys and gives
+    torchvision's activations at relu1_2, relu2_2, relu3_3 and relu4_3 (the fast style loss network's layers) bit for
+    bit; the layer names are VGG-19's without each block's fourth conv. The features alone: ``vgg16()``'s classifier
+    (120 M parameters to initialise) was most of this test's time."""
     torch.manual_seed(0)
-    reference = vgg16().features.eval()
+    reference = make_layers(cfgs["D"]).eval()
+    for module in reference.modules():
+        if isinstance(module, nn.Conv2d):  # as torchvision's VGG.__init__
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(module.bias, 0)
     path = tmp_path / "vgg16.pth"
     torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
     layers = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
