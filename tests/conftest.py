@@ -107,6 +107,21 @@ def adain_run(tmp_path_factory) -> tuple[Path, Path]:
     return train_tiny_run(tmp_path_factory.mktemp("adain_run"))
 
 
+def vgg16_features_file(path: Path):
+    """torchvision's VGG-16 ``features`` (its ``make_layers(cfgs["D"])``) with ``vgg16()``'s initialisation, drawn
+    from the global RNG, saved to ``path`` as a VGG-16 weights file (``features.*`` keys); returns the layers (eval
+    mode). Built without ``vgg16()``'s classifier, whose 120 M parameters were most of the time of a build."""
+    import torch
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"]).eval()
+    for conv in (m for m in features if isinstance(m, torch.nn.Conv2d)):  # as torchvision's VGG.__init__
+        torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        torch.nn.init.zeros_(conv.bias)
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return features
+
+
 # ---------------------------------------------------------------- in-process runs
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.hub
+from conftest import vgg16_features_file
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -354,13 +355,8 @@ def test_vgg16_features_equal_torchvisions_own_network_bit_for_bit(tmp_path: Pat
     bit; the layer names are VGG-19's without each block's fourth conv. The features alone: ``vgg16()``'s classifier
     (120 M parameters to initialise) was most of this test's time."""
     torch.manual_seed(0)
-    reference = make_layers(cfgs["D"]).eval()
-    for module in reference.modules():
-        if isinstance(module, nn.Conv2d):  # as torchvision's VGG.__init__
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.constant_(module.bias, 0)
     path = tmp_path / "vgg16.pth"
-    torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
+    reference = vgg16_features_file(path)
     layers = ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     encoder = VGGEncoder(layers, weights=str(path))
     assert encoder.network == "vgg16" and encoder.spec["network"] == "vgg16"

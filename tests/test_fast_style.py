@@ -304,19 +304,14 @@ def test_one_training_step_equals_the_examples_bit_for_bit(tmp_path):
     """neural_style.py's step on the same batch, style and weights (a seeded VGG-16 saved as a file both load):
     the loss terms, and the network's weights after one Adam step at lr 1e-3, are equal bit for bit (the style's
     Gram matrices to float32 rounding: see below)."""
-    from torchvision.models.vgg import cfgs, make_layers
+    from conftest import vgg16_features_file
 
     from styletransfer.data.images import save_image
     from styletransfer.methods.fast import FastStyleModule
 
     torch.manual_seed(0)
-    # torchvision's vgg16().features and its initialisation, without building the classifier (1.3 s of the test)
-    features = make_layers(cfgs["D"]).eval()
-    for conv in (m for m in features if isinstance(m, torch.nn.Conv2d)):
-        torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        torch.nn.init.zeros_(conv.bias)
     weights_file = tmp_path / "vgg16.pth"
-    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, weights_file)
+    features = vgg16_features_file(weights_file)  # as neural_style.py's VGG-16 reads it
     g = torch.Generator().manual_seed(1)
     save_image(torch.rand(3, 40, 48, generator=g), tmp_path / "style.png")
     ours = FastStyleModule({"weights": str(weights_file), "network": "vgg16"}, [str(tmp_path / "style.png")])
