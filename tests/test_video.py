@@ -1,5 +1,6 @@
 """Video in and out (styletransfer-stylise on a clip or a folder of frames), the temporal smoothing option and the
-warping-error metric, on a clip the test makes: moving shapes, 48 frames at 24 fps, 64 x 48, with a sine on AAC."""
+warping-error metric, on a clip the test makes: moving shapes, 24 frames at 24 fps, 64 x 48, with a sine on AAC
+(1 s: stylising a clip's frames is most of these tests' time, twice over in the smoothing test)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from styletransfer.nn.encoder import build_encoder  # noqa: E402
 SIZE = (64, 48)
 
 
-def make_clip(path: Path, frames: int = 48, fps: int = 24, audio: bool = True, video: bool = True,
+def make_clip(path: Path, frames: int = 24, fps: int = 24, audio: bool = True, video: bool = True,
               pts_ms: list[int] | None = None) -> Path:
     """An H.264 mp4: a gradient with a yellow disc moving right and down and a blue box moving left; a 440 Hz sine
     on AAC (16 kHz mono) as long as the video. ``pts_ms``: frame times in ms (a variable frame rate)."""
@@ -84,10 +85,10 @@ def probe(path: Path) -> dict:
 
 
 def assert_keeps_the_clip(source_path: Path, video: Path) -> dict:
-    """The written ``video`` has the source clip's 48 frames at 24 fps, its time base and frame times and its AAC
+    """The written ``video`` has the source clip's 24 frames at 24 fps, its time base and frame times and its AAC
     audio to the millisecond; returns the source's probe."""
     source, result = probe(source_path), probe(video)
-    assert result["frames"] == source["frames"] == 48 and result["rate"] == 24
+    assert result["frames"] == source["frames"] == 24 and result["rate"] == 24
     assert result["time_base"] == source["time_base"] and result["times"] == source["times"]
     assert result["audio"] == "aac" and abs(result["audio_s"] - source["audio_s"]) < 1e-3
     return source
@@ -119,18 +120,20 @@ def stylise(assets: dict[str, Path], content: Path, out: Path, *flags: str) -> i
 
 
 def test_a_clip_keeps_its_frames_rate_and_audio_and_smoothing_lowers_the_warping_error(assets, tmp_path, capsys):
+    """Smoothing 0.5 against frame by frame on the 24-frame clip: 0.60 of the error (measured with the decoder drawn
+    from seeds 0-3: 0.58-0.61; 0.59 on the former 48-frame clip), well under the 0.8 asserted."""
     errors = {}
     for smoothing in ("0", "0.5"):
         out = tmp_path / smoothing
         assert stylise(assets, assets["clip"], out, "--temporal-smoothing", smoothing) == 0
         video = out / "clip_stylised_style.mp4"
         assert sorted(p.name for p in out.iterdir()) == [video.name, "clip_stylised_style.temporal.json"]
-        assert assert_keeps_the_clip(assets["clip"], video)["audio_s"] > 1.9
+        assert assert_keeps_the_clip(assets["clip"], video)["audio_s"] > 0.95
         report = json.loads((out / "clip_stylised_style.temporal.json").read_text())
-        assert report["pairs"] == 47 and report["reliable_fraction"] > 0.9
+        assert report["pairs"] == 23 and report["reliable_fraction"] > 0.9
         errors[smoothing] = report["warping_error"]
         printed = capsys.readouterr().out
-        assert "48 frames at 24 fps, audio copied" in printed and f"warping error {errors[smoothing]:.4f}" in printed
+        assert "24 frames at 24 fps, audio copied" in printed and f"warping error {errors[smoothing]:.4f}" in printed
     print(f"warping error on the test clip: frame by frame {errors['0']:.4f}, --temporal-smoothing 0.5 "
           f"{errors['0.5']:.4f}")
     assert errors["0"] > 1e-3  # the random model's results do move: the comparison below means something
@@ -208,7 +211,7 @@ def test_a_failure_midway_keeps_the_frames_written_as_a_playable_partial_clip(as
     assert "stopped after 16 frame(s) (RuntimeError: device lost)" in err and f"kept in {partial}" in err
     assert not (tmp_path / "out" / "clip_stylised_style.mp4").exists()
     kept = probe(partial)
-    assert kept["frames"] == 16 and kept["audio"] == "aac" and kept["audio_s"] < 1.0
+    assert kept["frames"] == 16 and kept["audio"] == "aac" and kept["audio_s"] < 0.8
 
 
 @pytest.mark.parametrize("how, code", [("SIGTERM", 143), ("Ctrl-C", 130)])
@@ -357,8 +360,8 @@ def test_a_fast_network_stylises_a_clip_keeping_frames_rate_and_audio_with_the_w
     assert sorted(p.name for p in out.iterdir()) == [video.name, "clip_stylised.temporal.json"]
     assert_keeps_the_clip(assets["clip"], video)
     report = json.loads((out / "clip_stylised.temporal.json").read_text())
-    assert report["pairs"] == 47 and report["reliable_fraction"] > 0.9 and report["warping_error"] > 1e-3
+    assert report["pairs"] == 23 and report["reliable_fraction"] > 0.9 and report["warping_error"] > 1e-3
     printed = capsys.readouterr().out
-    assert "48 frames at 24 fps, audio copied" in printed and f"warping error {report['warping_error']:.4f}" in printed
+    assert "24 frames at 24 fps, audio copied" in printed and f"warping error {report['warping_error']:.4f}" in printed
     frames = np.stack(video_frames(video, 4)).astype(np.float32)
     assert frames.std() > 5  # stylised into a picture, not a constant (clamped) one
