@@ -212,7 +212,9 @@ def decoder_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(photo_dirs, decoder_file, tmp_path_factory):
-    """A relu3_1 run of 12 steps (lr 1e-3) on four photos and three textures: its run directory."""
+    """A relu3_1 run of 12 steps (lr 1e-3) on four photos and three textures, 16 px crops of them at 32 px (relu3_1
+    is then 4 x 4; 32 px crops took twice the time, and one seed in four fell short of the loss bar): its run
+    directory."""
     from conftest import train_in_process
 
     content, style = photo_dirs
@@ -220,7 +222,7 @@ def tiny_run(photo_dirs, decoder_file, tmp_path_factory):
     train_in_process("method=linear", "method.layer=relu3_1", f"method.decoder={decoder_file}", "method.lr=1e-3",
                      "data=folders", f"data.content_dir={content}", f"data.style_dir={style}", "data.val_pairs=0",
                      "encoder.weights=random", "trainer=cpu", "logger=none", "trainer.max_steps=12",
-                     "data.short_side=32", "data.crop_size=32", "data.batch_size=4", "data.num_workers=0",
+                     "data.short_side=32", "data.crop_size=16", "data.batch_size=4", "data.num_workers=0",
                      run_dir=run)
     return run
 
@@ -250,7 +252,8 @@ def test_a_tiny_run_lowers_the_loss(tiny_run, decoder_file, photo_dirs):
     assert all(torch.equal(a, b) for a, b in pairs)
     with torch.no_grad():
         after = module.losses(content, style)
-    assert float(after["loss/total"]) < 0.85 * float(before["loss/total"]), (before, after)  # 0.80 measured
+    # 0.74 measured (the run's seed 42), 0.72-0.80 over seeds 42, 1, 2 and 3
+    assert float(after["loss/total"]) < 0.85 * float(before["loss/total"]), (before, after)
     assert all(float(after[k]) < float(before[k]) for k in ("loss/content", "loss/style")), (before, after)
 
 
