@@ -277,8 +277,8 @@ def test_the_quickstart_behind_resnet50_trains_and_stylises(tmp_path):
     assert recorded["encoder_used"]["network"] == "resnet50" and recorded["method"]["bottleneck"] == "layer2"
     save_image(torch.rand(3, 50, 70), tmp_path / "c.png")
     save_image(torch.rand(3, 40, 40), tmp_path / "s.png")
-    images = ["--content", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"), "--device", "cpu",
-              "--style-short-side", "0"]
+    style = ["--style", str(tmp_path / "s.png"), "--style-short-side", "0"]
+    images = ["--content", str(tmp_path / "c.png"), *style, "--device", "cpu"]
     assert stylise_main([str(run / "checkpoints" / "decoder.pth"), *images, "-o", str(tmp_path / "out")]) == 0
     assert _result(tmp_path / "out").shape == (3, 50, 70)
     # the export --check of a backbone model: test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime
