@@ -98,12 +98,18 @@ def test_a_slim_network_tiles_with_its_own_margin_like_untiled(slim, small_tiles
 
 @pytest.mark.slow
 def test_a_grid_of_windows_for_a_batch_and_blended_styles(small_tiles):
-    """2 x 3 windows, two contents, two styles blended: the same agreement."""
-    model = FastStyler(_network(styles=2, seed=1), ["a", "b"])
-    content = (torch.rand(2, 3, 183, 213, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    """2 x 3 windows, two contents, two styles blended: the same agreement. The slim layout (its 128 px tiles keep
+    the images at 143 x 171, sides off the 4 px grid; measured 1.6e-6): the grid, the batch and the blend do not
+    depend on the network's width, and the examples' layout tiles in test_tiled_equals_untiled_and_tiles_alone_do_not
+    and through the command."""
+    model = FastStyler(_network(styles=2, seed=1, **SLIM), ["a", "b"])
+    content = (torch.rand(2, 3, 143, 171, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    assert (len(tiling.spans(143, SLIM_TILE, model.tiling())), len(tiling.spans(171, SLIM_TILE, model.tiling()))) \
+        == (2, 3)
     untiled = model.stylise(content, controls=Controls(weights=[0.3, 0.7]))
-    tiled = tiling.stylise_tiled(model, content, tile=TILE, controls=Controls(weights=[0.3, 0.7]))
-    assert float((tiled - untiled).abs().max()) <= MAX_DIFF
+    assert float(untiled.std()) > 0.1
+    tiled = tiling.stylise_tiled(model, content, tile=SLIM_TILE, controls=Controls(weights=[0.3, 0.7]))
+    assert float((tiled - untiled).abs().max()) <= MAX_DIFF, float((tiled - untiled).abs().max())
 
 
 @pytest.mark.parametrize("layout", ["examples", "slim"])
