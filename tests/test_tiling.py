@@ -260,18 +260,20 @@ def test_tiled_equals_untiled_at_a_size_that_is_not_a_multiple_of_8(styliser, mo
 
 
 @pytest.mark.slow
-def test_tiled_equals_untiled_at_244_by_212_in_a_grid(styliser, monkeypatch):
-    """Both sides off the 8 px grid, 2 x 2 windows of 208 px, every control: the untiled result up to float
-    rounding (measured 2.8e-5 with one style at 300 x 212 in 4 x 2 windows). Windows with neighbours on both sides
-    are the photo's 3 x 3 and the 300 x 44 test's."""
+def test_tiled_equals_untiled_at_183_by_181_in_a_grid(styliser, monkeypatch):
+    """Both sides off the 8 px grid, 2 x 2 windows of 176 px (the least AdaIN's margins, blend and alignment allow:
+    the encoder's cost grows with the windows' pixels), every control: the untiled result up to float rounding
+    (measured 1.3e-5; 1.1e-5 at 244 x 212 in windows of 208 px). Windows with neighbours on both sides are the
+    photo's 3 x 3 and the 300 x 44 test's."""
     monkeypatch.setattr(tiling, "MIN_TILE", 128)
-    assert (len(spans(244, 208)), len(spans(212, 208))) == (2, 2)
+    assert (len(spans(183, 176)), len(spans(181, 176))) == (2, 2)
     g = torch.Generator().manual_seed(2)
-    content = F.interpolate(torch.rand(1, 3, 37, 26, generator=g), size=(244, 212), mode="bicubic").clamp(0, 1)
+    content = F.interpolate(torch.rand(1, 3, 28, 27, generator=g), size=(183, 181), mode="bicubic").clamp(0, 1)
     styles = [_style(), torch.rand(1, 3, 48, 56, generator=g)]
     controls = {"weights": [0.3, 0.7], "alpha": 0.6, "preserve_colour": True}
     untiled = styliser.stylise(content, styles, Controls(**controls))
-    tiled = tiling.stylise_any_size(styliser, content, styles, max_tile=208, controls=Controls(**controls))
+    tiled = tiling.stylise_any_size(styliser, content, styles, max_tile=176, controls=Controls(**controls))
+    assert float(untiled.std()) > 0.05
     assert float((tiled - untiled).abs().max()) <= MAX_DIFF
 
 
