@@ -139,9 +139,12 @@ def test_available_memory_reads_this_machine():
 
 
 #: The photo's side and tile for the tiled-versus-untiled tests: 3 x 3 windows, so that the middle one has neighbours
-#: on every side, and a crop 64 px in from each edge keeps a centre a margin in from its own edges. Tiles below the
-#: command's 256 px (MIN_TILE, lowered for the fixture) keep the image small: the encoder to relu4_1 is the cost.
-SIDE, TILE = 288, 224
+#: on every side, and a crop CROP px in from each edge keeps a 16 px centre a margin in from its own edges. Tiles below
+#: the command's 256 px (MIN_TILE, lowered for the fixture) keep the image small: the encoder to relu4_1 is the cost,
+#: and grows with the windows' pixels (at 288 px in 224 px tiles, the margins measured the same: the differences
+#: 1.1e-5, the seam ratio 1.0000, the naive quarters' 3.8). 176 px tiles would step 8 px: the middle window would own
+#: no bottleneck position.
+SIDE, TILE, CROP = 240, 192, 48
 
 
 @pytest.fixture(scope="module")
@@ -188,18 +191,20 @@ def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo, st
 def test_every_tile_gets_the_global_statistics(photo, styliser):
     content, stats, untiled, _ = photo
     c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
-    crop = content[..., 64:-64, 64:-64]
+    crop = content[..., CROP:-CROP, CROP:-CROP]
     passes = styliser.tiled(crop, controls=Controls(style_codes=stats))
     with torch.no_grad():
         passes.content_stats.add(encode(styliser.encoder, content))  # pass 1 as if over the whole image
         alone = passes.render(crop)
     torch.testing.assert_close(passes.content_stats.mean_std(content.device), c_stats, rtol=1e-5, atol=1e-6)
     # Its centre (a margin in from the crop's edges) is the untiled result there ...
-    centre = (alone - untiled[..., 64:-64, 64:-64])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs()
+    centre = (alone - untiled[..., CROP:-CROP, CROP:-CROP])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs()
     assert float(centre.max()) <= MAX_DIFF
     # ... while the crop stylised with its own statistics is not.
     local = styliser.stylise(crop, controls=Controls(style_codes=stats))
-    assert float((local - untiled[..., 64:-64, 64:-64])[..., MARGIN:-MARGIN, MARGIN:-MARGIN].abs().mean()) > 1e-3
+    assert centre.shape[-2:] == (16, 16)
+    difference = (local - untiled[..., CROP:-CROP, CROP:-CROP])[..., MARGIN:-MARGIN, MARGIN:-MARGIN]
+    assert float(difference.abs().mean()) > 1e-3  # measured 1.5e-2
 
 
 def test_tiled_statistics_equal_the_whole_maps_and_controls_match(styliser):
