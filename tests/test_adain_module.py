@@ -21,8 +21,10 @@ def fixed_batch(datamodule) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_few_steps_on_sample_data_lower_the_loss(tmp_path):
+    """25 steps at lr 1e-3 on 16 px crops (the smallest VGG's relu4_1 takes; the encoder's cost grows with the
+    pixels), batches of 4: the loss on a fixed batch measured 0.57-0.58 of the first with seeds 0-3 (0.85 allowed)."""
     pl.seed_everything(0)
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=48, crop_size=32, batch_size=4, val_pairs=4)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=24, crop_size=16, batch_size=4, val_pairs=4)
     model = AdaINModule(encoder=RANDOM_ENCODER, lr=1e-3)
     batch = fixed_batch(datamodule)
     with torch.no_grad():
