@@ -190,11 +190,12 @@ def test_seam_energy_along_tile_boundaries_is_no_higher_than_elsewhere(photo, st
 @pytest.mark.slow
 def test_every_tile_gets_the_global_statistics(photo, styliser):
     content, stats, untiled, _ = photo
-    c_stats = mean_std(encode(styliser.encoder, content))  # the untiled image's content statistics
+    features = encode(styliser.encoder, content)
+    c_stats = mean_std(features)  # the untiled image's content statistics
     crop = content[..., CROP:-CROP, CROP:-CROP]
     passes = styliser.tiled(crop, controls=Controls(style_codes=stats))
     with torch.no_grad():
-        passes.content_stats.add(encode(styliser.encoder, content))  # pass 1 as if over the whole image
+        passes.content_stats.add(features)  # pass 1 as if over the whole image
         alone = passes.render(crop)
     torch.testing.assert_close(passes.content_stats.mean_std(content.device), c_stats, rtol=1e-5, atol=1e-6)
     # Its centre (a margin in from the crop's edges) is the untiled result there ...
