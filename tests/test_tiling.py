@@ -117,6 +117,23 @@ def test_windows_cover_the_image_with_aligned_margins_and_weights_that_sum_to_on
     torch.testing.assert_close(total, torch.ones(size))
 
 
+@pytest.mark.parametrize("align, margin", [(8, MARGIN), (16, 240), (4, 100), (32, 16)])
+def test_every_window_owns_pixels_down_to_the_smallest_tile(align, margin):
+    """At a model's smallest tile the windows advance by one ``align`` step, and each owns a part of the image:
+    the owned parts partition it, each inside its window's kept part. (16, 240) is ResNet-50 to layer3 (smallest
+    tile 544 px): at 544 px, 561 px and wider images gave a middle window nothing to own (two cuts rounded half to
+    even onto one place), and NaN pixels."""
+    needs = tiling.TilingNeeds(align=align, margin=margin, bytes_per_pixel=1)
+    least = 2 * margin + BLEND + 2 * align
+    for tile in (least, least + align, least + 2 * align):
+        for size in range(tile + 1, 2 * tile + 4 * align):
+            windows = tiling.spans(size, tile, needs)
+            owned = [(w.own0, size if w.own1 == -1 else w.own1) for w in windows]
+            assert owned[0][0] == 0 and owned[-1][1] == size, (size, tile)
+            assert all(left[1] == right[0] for left, right in zip(owned, owned[1:])), (size, tile)
+            assert all(w.keep0 <= own0 < own1 <= w.keep1 for w, (own0, own1) in zip(windows, owned)), (size, tile)
+
+
 def test_max_tile_values(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(tiling, "available_memory", lambda device: 8 * 2**30)

@@ -76,7 +76,9 @@ def spans(size: int, tile: int, needs: TilingNeeds, blend: int = BLEND) -> list[
     ends = [min(start + tile, size) for start in starts]
     keep0 = [0 if start == 0 else start + margin for start in starts]
     keep1 = [size if end == size else end - margin for end in ends]
-    cuts = [0] + [align * round((keep0[i + 1] + keep1[i]) / 2 / align) for i in range(count - 1)] + [-1]
+    # each cut halfway between neighbours' kept parts, rounded half up: consecutive midpoints are at least one
+    # ``align`` apart, so every window owns pixels (Python's round, half to even, gave two cuts one place)
+    cuts = [0] + [align * math.floor((keep0[i + 1] + keep1[i]) / 2 / align + 0.5) for i in range(count - 1)] + [-1]
     return [Span(starts[i], ends[i], keep0[i], keep1[i], cuts[i], cuts[i + 1]) for i in range(count)]
 
 
