@@ -7,7 +7,6 @@ stand for the user's own paths and settings; nothing is run or read."""
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import re
 import shlex
@@ -20,6 +19,7 @@ from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from yaml_once import parse_each_yaml_text_once
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Words of a ``python train.py`` line that are not overrides: ``...`` (the user's own) and the multirun flags.
@@ -83,33 +83,11 @@ def test_the_pages_hold_the_commands_this_test_reads():
     assert any(words[0] == "styletransfer-stylise" for _, words in COMMANDS)
 
 
-def _parse_each_yaml_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every compose reads the same config files again (ours and Hydra's own, about 20 a compose), and PyYAML's
-    parse of them was a fifth of the test's time: ``yaml.load`` (PyYAML's public function, through which OmegaConf
-    reads each file Hydra hands it) parses each distinct text once and returns a deep copy of that parse after. A
-    parse depends on nothing but the text and the loader, so each compose sees what reading the file would give;
-    should a later Hydra or OmegaConf read files otherwise, the compositions are unchanged, only slower. (Hydra has
-    no public way to keep its loaded configs between composes; the rest of a compose, its defaults tree and merges,
-    is the subject.)"""
-    import yaml
-
-    parse, parsed = yaml.load, {}
-
-    def load(stream, Loader):  # noqa: N803 (PyYAML's own name)
-        text = stream if isinstance(stream, (str, bytes)) else stream.read()
-        key = (text, Loader.__module__, Loader.__qualname__)
-        if key not in parsed:
-            parsed[key] = parse(text, Loader=Loader)
-        return copy.deepcopy(parsed[key])
-
-    monkeypatch.setattr(yaml, "load", load)
-
-
 @pytest.mark.slow  # about 80 distinct lines, 0.12 s a compose
 def test_train_and_evaluate_lines_compose_with_every_setting_given(monkeypatch):
     from styletransfer.engine.instantiate import register_resolvers
 
-    _parse_each_yaml_text_once(monkeypatch)
+    parse_each_yaml_text_once(monkeypatch)  # the same files in every compose: parsed once (yaml_once.py)
     register_resolvers()  # as train.py and evaluate.py do before Hydra composes
     lines: dict[tuple[str, ...], list[str]] = {}  # a line written in several places is composed once
     for where, words in COMMANDS:
