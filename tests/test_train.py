@@ -15,7 +15,6 @@ import torch
 import torch.hub
 import yaml
 from conftest import ROOT, run_hydra_app, run_train, train_in_process
-from yaml_once import parse_each_yaml_text_once
 
 from styletransfer.runtime.errors import ConfigError, EncoderWeightsError
 
@@ -37,16 +36,6 @@ TINY = [
 #: The quickstart's sample data, fewer and smaller (its size is not what the quickstart test checks).
 SMALL_SAMPLE = ["data.n_content=2", "data.n_style=2", "data.short_side=24", "data.crop_size=16", "data.batch_size=2",
                 "data.val_pairs=1", "decoder=configurable", "decoder.width=0.25"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _yaml_parsed_once():
-    """The tests here compose about 25 times in this process (runs, refused overrides, hints), reading the same
-    config files each time: each distinct file's text is parsed once for the module (yaml_once.py); what each
-    compose yields is unchanged."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        parse_each_yaml_text_once(monkeypatch)
-        yield
 
 
 def folders(content, style) -> list[str]:
