@@ -25,15 +25,16 @@ import os
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from styletransfer.data.transforms import EncodedImage
 from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
 from styletransfer.runtime.files import atomic_open, sha256_file
+
+if TYPE_CHECKING:  # torch only where a tensor is made: preparing a cache (its command and workers) needs none
+    from styletransfer.data.transforms import EncodedImage
 
 #: Version of the layout above; a cache of another version is refused (prepare it again).
 CACHE_VERSION = 1
@@ -209,6 +210,10 @@ class CacheSource:
         record = self.cache.records[index]
         data = self.cache.payload(index)
         if self.encoded:
+            import torch
+
+            from styletransfer.data.transforms import EncodedImage
+
             return EncodedImage(torch.from_numpy(np.array(data)), int(record["height"]), int(record["width"]))
         try:
             return record_image(data, record, self.cache.format)

@@ -10,14 +10,18 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
-from torch import Tensor
 
 from styletransfer.runtime.errors import ConfigError, DataDirError, ImageLoadError
 from styletransfer.runtime.files import atomic_open
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: finding, reading and resizing images (the
+    # prepare command and its workers) need none, and its import was a second of the command's start
+    import torch
+    from torch import Tensor
 
 #: File name endings treated as images, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -177,6 +181,8 @@ def resize_to_side(img: Image.Image, size: int, long_side: bool = False) -> Imag
 def array_to_uint8(array: np.ndarray) -> Tensor:
     """uint8 (H, W, 3) array (a decoded image or video frame) -> uint8 tensor (3, H, W) sharing its memory (a copy
     only when the array is not contiguous)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
@@ -187,12 +193,16 @@ def pil_to_uint8(img: Image.Image) -> Tensor:
 
 def to_unit_float(tensor: Tensor) -> Tensor:
     """uint8 pixels -> float32 in [0, 1] (the same numbers on any device); float tensors are returned as they are."""
+    import torch
+
     return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor
 
 
 def unit_float_on(images: Tensor, device: torch.device) -> Tensor:
     """Images (uint8 0-255 or float in [0, 1], anywhere) as float32 in [0, 1] on ``device``; uint8 is moved first
     and scaled there (a quarter of the bytes to copy)."""
+    import torch
+
     if images.dtype == torch.uint8:
         images = images.to(device, non_blocking=True)
     return to_unit_float(images).to(device, torch.float32)
@@ -223,6 +233,8 @@ def tensor_to_pil(tensor: Tensor) -> Image.Image:
 def to_uint8_hwc(images: Tensor) -> Tensor:
     """(..., 3, H, W) float in [0, 1] -> uint8 (..., H, W, 3) on the same device (NaN become 0, values are clamped);
     done on the GPU it moves a quarter of the bytes to the host."""
+    import torch
+
     return (
         torch.nan_to_num(images, nan=0.0)
         .clamp(0.0, 1.0)
