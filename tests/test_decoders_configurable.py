@@ -161,8 +161,10 @@ def test_the_tiling_margin_covers_the_decoders_reach(settings):
 
 
 def test_a_narrow_decoder_trains_and_its_checkpoint_rebuilds_it(tmp_path):
+    """12 steps on 16 px crops (the smallest relu4_1 takes; the width, not the size, is under test): the loss ends
+    at 0.85, 0.82, 0.50 and 0.72 of the first over seeds 0-3 (24 px crops gave 0.68-0.85)."""
     pl.seed_everything(0)
-    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=40, crop_size=24, batch_size=2, val_pairs=2)
+    datamodule = SampleDataModule(root=str(tmp_path / "sample"), short_side=20, crop_size=16, batch_size=2, val_pairs=2)
     model = instantiate_checked(
         compose("train", "method=adain", "decoder=configurable", "decoder.width=0.25").method,
         encoder=RANDOM_ENCODER,
