@@ -436,6 +436,27 @@ def test_ctrl_c_or_sigterm_of_prepare_is_one_line_and_status_128_plus_signal(sou
     assert err.startswith(f"interrupted: {name}: the shards finished so far are kept in") and len(err.splitlines()) == 1
 
 
+def test_prepare_runs_without_torch(tmp_path):
+    """``styletransfer-prepare`` (with its pool workers) finds, reads, resizes and writes images without importing
+    torch, which was a second of the command's start and of each worker's: a fresh process runs the command and
+    says which of torch and Lightning it loaded."""
+    import subprocess
+    import sys
+
+    src = _folder(tmp_path / "src", 3)
+    script = (
+        "import sys\n"
+        "from styletransfer.cli.prepare import main\n"
+        "code = main([sys.argv[1], sys.argv[2], '--short-side', '32', '--workers', '2', '--quiet'])\n"
+        "print(code, sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "cache")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split("\n")[-2:] == ["0 []", ""], result.stdout + result.stderr
+    assert len(ShardCache(tmp_path / "cache").records) == 3
+
+
 _SLOW_PREPARE = """
 import os, sys, time
 from pathlib import Path
