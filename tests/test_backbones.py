@@ -211,6 +211,24 @@ def test_methods_built_on_vgg_layers_refuse_a_backbone_in_one_line(method: str, 
     assert "\n" not in str(info.value)
 
 
+def test_a_network_with_a_buffer_outside_its_state_dict_is_built_with_it(monkeypatch):
+    """A state dict fills a network built on the meta device whole (strict); a buffer it does not hold (none of
+    torchvision's classification networks has one today) would be left as uninitialised memory there, so such a
+    network is built with its own initialisation and then given the state dict."""
+    from styletransfer.nn import backbones
+
+    class WithTable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.register_buffer("table", torch.arange(6.0), persistent=False)
+
+    monkeypatch.setattr(backbones, "_model", lambda network: WithTable())
+    state = WithTable().state_dict()
+    model = backbones._load_state("with_table", state, "<state dict>")
+    assert torch.equal(model.table, torch.arange(6.0)) and torch.equal(model.conv.weight, state["conv.weight"])
+
+
 def test_state_dict_in_memory():
     state = _seeded(SMALL, 3).state_dict()
     given = BackboneEncoder(["features.1"], SMALL, weights=state)
