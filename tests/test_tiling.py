@@ -118,13 +118,14 @@ def test_windows_cover_the_image_with_aligned_margins_and_weights_that_sum_to_on
 
 
 @pytest.mark.parametrize("align, margin", [(8, MARGIN), (16, 240), (4, 100), (32, 16)])
-def test_every_window_owns_pixels_down_to_the_smallest_tile(align, margin):
+def test_every_window_owns_pixels_down_to_the_smallest_tile(align, margin, monkeypatch):
     """At a model's smallest tile the windows advance by one ``align`` step, and each owns a part of the image:
     the owned parts partition it, each inside its window's kept part. (16, 240) is ResNet-50 to layer3 (smallest
     tile 544 px): at 544 px, 561 px and wider images gave a middle window nothing to own (two cuts rounded half to
     even onto one place), and NaN pixels."""
     needs = tiling.TilingNeeds(align=align, margin=margin, bytes_per_pixel=1)
-    least = 2 * margin + BLEND + 2 * align
+    monkeypatch.setattr(tiling, "MIN_TILE", 0)  # the model's own least, without the command's 256 px floor
+    least = tiling.smallest_tile(needs)
     for tile in (least, least + align, least + 2 * align):
         for size in range(tile + 1, 2 * tile + 4 * align):
             windows = tiling.spans(size, tile, needs)
