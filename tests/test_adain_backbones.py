@@ -232,6 +232,7 @@ def test_the_stylise_command_runs_and_tiles_a_backbone_model_and_refuses_another
 
 @pytest.mark.slow
 @pytest.mark.parametrize("network, bottleneck", [("resnet50", "layer2.0"), ("convnext_tiny", "features.3.0")])
+@pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_a_backbone_model_exports_with_check_and_runs_in_onnxruntime(tmp_path, network, bottleneck):
     """Each network's ops (ResNet's batch norms, max pooling and downsampling shortcuts, ConvNeXt's layer norms,
     permutes and its downsampling layer) through the ONNX exporter, at the first block of the stride-8 stage (a

@@ -193,6 +193,7 @@ def test_a_narrow_decoder_trains_and_its_checkpoint_rebuilds_it(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_a_configurable_decoder_exports_with_check_and_stylises_tiled(tmp_path):
     """The narrow pixel-shuffle decoder with a residual block through the ONNX exporter and --check at both sizes;
     only the image graph (``--part image``): the decoder is in it alone, and the style graph (the encoder) is the

@@ -60,7 +60,7 @@ def lively(adain_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(lively, tmp_path_factory) -> tuple[Path, str]:
+def exported(lively, tmp_path_factory, one_onnx_registry) -> tuple[Path, str]:
     """model.onnx + model.style.onnx of the lively decoder, exported with --check; (path, the command's stdout)."""
     out = tmp_path_factory.mktemp("export") / "model.onnx"
     stdout = io.StringIO()
@@ -119,14 +119,23 @@ def test_onnx_stylise_equals_torch(lively, exported, images, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_of_a_random_encoder_run_warns(adain_run, tmp_path, caplog):
+def test_export_of_a_random_encoder_run_warns(adain_run, tmp_path, caplog, one_onnx_registry, monkeypatch):
+    """A run behind the random encoder exports with a warning; the file is byte for byte the one an export with its
+    own registry of torchlib's functions writes (conftest's ``one_onnx_registry``, which the suite's exports use)."""
     with caplog.at_level(logging.WARNING):
         assert export_main([str(adain_run[0]), "-o", str(tmp_path / "m.onnx"), "--part", "style"]) == 0
     assert any("RANDOM VGG encoder" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "m.style.onnx").is_file() and not (tmp_path / "m.onnx").exists()
+    if one_onnx_registry is not None:
+        from torch.onnx._internal.exporter._registration import ONNXRegistry
+
+        monkeypatch.setattr(ONNXRegistry, "from_torchlib", one_onnx_registry)
+        assert export_main([str(adain_run[0]), "-o", str(tmp_path / "own.onnx"), "--part", "style"]) == 0
+        assert (tmp_path / "own.style.onnx").read_bytes() == (tmp_path / "m.style.onnx").read_bytes()
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_fp16_export_passes_its_tolerance(adain_run, tmp_path, capsys):
     out = tmp_path / "half.onnx"
     assert export_main([str(adain_run[0]), "-o", str(out), "--fp16", "--part", "image", "--check"]) == 0

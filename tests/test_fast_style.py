@@ -599,6 +599,7 @@ def test_a_pair_method_refuses_a_content_only_cache(content_cache, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_the_examples_network_and_a_slim_network_of_two_styles_export_check_and_run_in_onnxruntime(
         two_style_run, tmp_path, capsys):
     """Any content size keeps its size (reflection-padded to a multiple of 4, cropped back; the examples' network

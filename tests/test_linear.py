@@ -332,7 +332,7 @@ def lively(tiny_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def linear_export(lively, tmp_path_factory):
+def linear_export(lively, tmp_path_factory, one_onnx_registry):
     """The lively model file exported by ``styletransfer-export --check``: (model.onnx, the command's stdout)."""
     pytest.importorskip("onnxruntime")
     import contextlib

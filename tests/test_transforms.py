@@ -374,6 +374,7 @@ def test_efdm_tiles_with_the_whole_images_ranks(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_a_statistics_transform_exports_and_runs_in_onnxruntime(tmp_path):
     """adastd's image graph (``with_stats``, where the statistics transforms differ from AdaIN) through the exporter,
     checked at 77 x 53 and blending two styles' codes in onnxruntime as PyTorch does. The image graph alone: the
@@ -485,7 +486,7 @@ def test_a_mask_over_the_whole_image_is_the_unmasked_transform_through_the_styli
 
 
 @pytest.fixture(scope="module")
-def efdm_export(tmp_path_factory):
+def efdm_export(tmp_path_factory, one_onnx_registry):
     """An EFDM decoder file with a lively decoder, exported once by ``styletransfer-export --check`` (its output
     kept): (folder, decoder file, image graph, the command's printed lines)."""
     pytest.importorskip("onnxruntime")
