@@ -15,8 +15,15 @@ class StyleTransferError(Exception):
     """Base of every error caused by the user's settings, files or folders; the message says what to change."""
 
 
+# Settings: a config key, constructor argument or command-line flag.
+
+
 class ConfigError(StyleTransferError, ValueError):
     """A setting (config key, constructor argument or command-line flag) has a bad value; the message names it."""
+
+
+class ObjectiveError(ConfigError):
+    """The objective config is invalid, or a metric it names could not be measured (the message says which)."""
 
 
 class MaskRegionError(ConfigError):
@@ -30,16 +37,7 @@ class MaskRegionError(ConfigError):
         super().__init__(f"mask {mask}: {reason}")
 
 
-class EncoderWeightsError(StyleTransferError, RuntimeError):
-    """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
-
-
-class CheckpointError(StyleTransferError, RuntimeError):
-    """A model file is missing, unsafe, not a checkpoint, or does not fit; the message names the file."""
-
-
-class EncoderMismatchError(CheckpointError):
-    """The encoder given for a decoder file is not the one the decoder was trained behind."""
+# Files and folders: what the user points at.
 
 
 class ImageLoadError(StyleTransferError, ValueError):
@@ -55,16 +53,35 @@ class DataDirError(StyleTransferError, FileNotFoundError):
     """A folder that should hold images is missing or holds none; the message names the folder and the fix."""
 
 
-class MetricUnavailable(StyleTransferError, RuntimeError):
-    """A learned metric cannot be computed here (its weights are missing or unreadable); the message says why."""
+class CheckpointError(StyleTransferError, RuntimeError):
+    """A model file is missing, unsafe, not a checkpoint, or does not fit; the message names the file."""
 
 
-class ObjectiveError(ConfigError):
-    """The objective config is invalid, or a metric it names could not be measured (the message says which)."""
+class EncoderMismatchError(CheckpointError):
+    """The encoder given for a decoder file is not the one the decoder was trained behind."""
+
+
+class EncoderWeightsError(StyleTransferError, RuntimeError):
+    """The requested encoder weights cannot be had; the message names the file/cache path and the ways out."""
+
+
+class DownloadError(StyleTransferError, OSError):
+    """A weight file could not be downloaded or installed; the message names the URL and where to put it by hand."""
+
+
+class ChecksumMismatch(DownloadError):
+    """A downloaded file's SHA-256 is not the expected one; the message gives both, and nothing was installed."""
+
+
+# Runs: what happens while training, evaluating or exporting.
 
 
 class NonFiniteLossError(StyleTransferError, RuntimeError):
     """A loss became NaN or infinite; the message names the step and what to do (or the last good result)."""
+
+
+class MetricUnavailable(StyleTransferError, RuntimeError):
+    """A learned metric cannot be computed here (its weights are missing or unreadable); the message says why."""
 
 
 class RunDirectoryBusyError(StyleTransferError, RuntimeError):
@@ -82,14 +99,6 @@ class RunInterrupted(StyleTransferError, RuntimeError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + int(signum)
-
-
-class DownloadError(StyleTransferError, OSError):
-    """A weight file could not be downloaded or installed; the message names the URL and where to put it by hand."""
-
-
-class ChecksumMismatch(DownloadError):
-    """A downloaded file's SHA-256 is not the expected one; the message gives both, and nothing was installed."""
 
 
 class ExportCheckError(StyleTransferError, RuntimeError):

@@ -40,11 +40,11 @@ class WCTModule(ExportingModule):
         self,
         encoder: Mapping[str, Any],
         levels: Sequence[str] = LEVELS,
+        export_decoders: bool = True,
         pixel_weight: float = 1.0,
         feature_weight: float = 1.0,
         lr: float = 1e-4,
         lr_decay: float = 5e-5,
-        export_decoders: bool = True,
     ) -> None:
         super().__init__()
         levels = check_levels(levels)
@@ -59,11 +59,11 @@ class WCTModule(ExportingModule):
             {
                 "encoder": dict(self.encoder.spec),
                 "levels": list(levels),
+                "export_decoders": bool(export_decoders),
                 "pixel_weight": float(pixel_weight),
                 "feature_weight": float(feature_weight),
                 "lr": float(lr),
                 "lr_decay": float(lr_decay),
-                "export_decoders": bool(export_decoders),
             }
         )
 
