@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import runpy
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,6 +46,11 @@ def native_bf16() -> bool:
 # Inductor compiles kernels in one process instead of starting a pool of compile workers: on a few cores the pool's
 # start costs more than it saves (the compiled-graph tests measured 17 s instead of 22 s on 2 cores).
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+# A shell without job control starts a background command (``pytest ... &`` in a script) with SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler: the tests of Ctrl-C (sent to this process, or to a command it
+# starts, which would inherit the ignoring) need the handler a terminal's pytest has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # train.py and evaluate.py set this before Hydra composes; configs/paths/default.yaml reads it.
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 # Most tests are too small for a second thread to pay: ``pytest -n auto`` (pytest-xdist) runs one test per core,
