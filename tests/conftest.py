@@ -17,6 +17,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,21 @@ def pytest_configure(config: pytest.Config) -> None:
     given = any(str(arg).startswith("--dist") or arg == "-d" for arg in config.invocation_params.args)
     if getattr(config.option, "dist", "no") == "load" and not given:
         config.option.dist = "loadfile"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Lightning's PossibleUserWarning (its advice for runs as small as the tests': fewer batches than the logging
+    interval, frozen modules in eval mode, no ``max_epochs``) is ignored in the tests, once collecting them has
+    loaded Lightning (here: the filters set while collecting end with it).
+
+    Under ``-n`` each warning is rebuilt in the controller from its category's module, and this category's import
+    is Lightning's and torch's: 7 CPU seconds of the two cores in the middle of the run. Tests that look for
+    warnings set ``warnings.simplefilter("always")`` (or ``recwarn``), which comes before this filter."""
+    if "lightning_fabric" in sys.modules:
+        from lightning_fabric.utilities.warnings import PossibleUserWarning
+
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which plain pytest runs without
