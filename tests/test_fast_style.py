@@ -598,6 +598,26 @@ def test_a_pair_method_refuses_a_content_only_cache(content_cache, tmp_path):
     assert "styletransfer-prepare" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_any_content_size_is_reflection_padded_to_a_multiple_of_4_and_cropped_back():
+    """run_network pads each side with the fewest rows and columns that make it a multiple of 4 (none for a
+    multiple), by reflection on the bottom and right, and crops the network's output back to the content's size."""
+    from styletransfer.methods.fast.styler import run_network
+
+    seen = []
+
+    def network(x, style):  # records what the network is given; its output is its input, shifted by one row
+        seen.append(x)
+        return x.roll(1, dims=-2)
+
+    for height in range(16, 21):
+        for width in (17, 18, 19, 24):
+            content = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height * width))
+            out = run_network(network, content)
+            padded = torch.nn.functional.pad(content, (0, (-width) % 4, 0, (-height) % 4), mode="reflect") * 255.0
+            assert torch.equal(seen[-1], padded)
+            assert torch.equal(out, (padded.roll(1, dims=-2)[..., :height, :width] / 255.0).clamp(0.0, 1.0))
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_onnx_registry")  # conftest: one registry of torchlib functions
 def test_the_examples_network_and_a_slim_network_of_two_styles_export_check_and_run_in_onnxruntime(
