@@ -148,11 +148,11 @@ def vgg16_features_file(path: Path):
 def one_onnx_registry() -> Iterator[object]:
     """Every ONNX export of this test process translates with one registry of torchlib's functions.
 
-    ``torch.onnx.export(dynamo=True)`` builds the registry again at each export: about 2.3 CPU seconds, most of it
-    onnxscript parsing the source of each of its 500 functions for a signature (torch 2.14, onnxscript 0.7), a
-    sixth of a small model's export. The registry depends only on the opset and is only read during an export, so
-    the files are byte for byte the same (``test_export`` checks it). Modules that export use this fixture, which
-    gives torch's own builder; should a later torch keep the registry elsewhere, exports are unchanged, only slower."""
+    ``torch.onnx.export(dynamo=True)`` builds the registry again at each export: about 1 CPU second, most of it
+    onnxscript parsing the source of each of its 500 functions for a signature (torch 2.14, onnxscript 0.7). The
+    registry depends only on the opset and is only read during an export, so the files are byte for byte the same
+    (``test_export`` checks it). Modules that export use this fixture, which gives torch's own builder; should a
+    later torch keep the registry elsewhere, exports are unchanged, only slower."""
     try:
         from torch.onnx._internal.exporter._registration import ONNXRegistry
     except ImportError:

@@ -39,7 +39,7 @@ def run_network(network: Callable[..., Tensor], content: Tensor, style: Tensor |
     float32 in [0, 1], the examples' output / 255 clamped."""
     height, width = content.shape[-2], content.shape[-1]
     # (-side) % MULTIPLE, written with a floor division: in an export's symbolic sizes, torch.export reasons about
-    # ceil-to-a-multiple much faster than about a modulo (a fast network's ONNX export: about 25% less CPU time).
+    # ceil-to-a-multiple much faster than about a modulo (a fast network's ONNX export: about a third less CPU time).
     pad_h = (height + MULTIPLE - 1) // MULTIPLE * MULTIPLE - height
     pad_w = (width + MULTIPLE - 1) // MULTIPLE * MULTIPLE - width
     padded = F.pad(content, (0, pad_w, 0, pad_h), mode="reflect")  # always: an exported graph keeps the sizes symbolic
