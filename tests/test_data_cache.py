@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import RANDOM_ENCODER, train_in_process
+from conftest import RANDOM_ENCODER, ROOT, train_in_process
 from PIL import Image
 
 from styletransfer.cli.prepare import main
@@ -421,8 +425,6 @@ def test_ctrl_c_or_sigterm_of_prepare_is_one_line_and_status_128_plus_signal(sou
                                                                             signum):
     """A Ctrl-C or SIGTERM while preparing (sent to this process): no traceback, one line saying the finished
     shards are kept, exit status 130 / 143 (SIGTERM used to end it silently)."""
-    import signal
-
     def interrupted(*args, **kwargs):
         # raise_signal delivers to this thread before it returns (os.kill may land on another thread of the process,
         # and its handler then run after the next line: the test failed so under load)
@@ -440,9 +442,6 @@ def test_prepare_runs_without_torch(tmp_path):
     """``styletransfer-prepare`` (with its pool workers) finds, reads, resizes and writes images without importing
     torch, which was a second of the command's start and of each worker's: a fresh process runs the command and
     says which of torch and Lightning it loaded."""
-    import subprocess
-    import sys
-
     src = _folder(tmp_path / "src", 3)
     script = (
         "import sys\n"
@@ -450,7 +449,7 @@ def test_prepare_runs_without_torch(tmp_path):
         "code = main([sys.argv[1], sys.argv[2], '--short-side', '32', '--workers', '2', '--quiet'])\n"
         "print(code, sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "cache")], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.split("\n")[-2:] == ["0 []", ""], result.stdout + result.stderr
@@ -485,13 +484,8 @@ def test_a_signal_to_the_process_group_stops_the_workers_quietly(tmp_path, signu
     queue lock that a worker killed while waiting for work held), prints a worker traceback, or loses a finished
     shard: one ``interrupted:`` line, exit 128 + signal, and a rerun finishes the cache. A worker killed alone
     (SIGKILL: the out-of-memory killer) ends the command with one ``error:`` line that says what is kept, exit 1."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     src, dst, started = _folder(tmp_path / "src", 8), tmp_path / "cache", tmp_path / "started"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, str(src), str(dst), str(started)], env=env,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
